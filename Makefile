@@ -1,0 +1,63 @@
+# The README's commands: `make run` and `make test`. Everything they need is set up here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v $(PYTHON))
+# uv from PATH when present, else a project-local copy installed from PyPI.
+UV ?= $(shell command -v uv 2>/dev/null || echo .state/tools/bin/uv)
+RUN := $(UV) run --frozen --quiet
+PARTNER ?= demo
+SCOPES ?= read,write
+
+.PHONY: help setup run test lint typecheck schemas schemas-check infra-up infra-down infra-status token pytest clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.state/tools/bin/uv:
+	@echo "[setup] uv not found: installing uv $(UV_VERSION) from PyPI into .state/tools"
+	$(PYTHON) -m venv .state/tools
+	.state/tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+setup: $(if $(filter .state/tools/bin/uv,$(UV)),.state/tools/bin/uv) ## install the Python environment (idempotent)
+	@$(UV) sync --frozen --all-packages --quiet
+	@echo "[setup] Python environment ready (.venv)"
+
+infra-up: setup ## start Kafka and PostgreSQL (reuses what runs)
+	@$(RUN) python -m devtools.infra up
+
+infra-down: ## stop Kafka and PostgreSQL
+	@$(RUN) python -m devtools.infra down
+
+infra-status: ## show what runs
+	@$(RUN) python -m devtools.infra status
+
+lint: setup ## ruff
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check --quiet .
+
+typecheck: setup ## mypy --strict
+	@$(RUN) mypy
+
+schemas: setup ## export the JSON Schemas of all contracts
+	@$(RUN) python -m contracts.schema_export
+
+schemas-check: setup
+	@$(RUN) python -m contracts.schema_export --check
+
+pytest: ## the test suite alone (infrastructure must be up)
+	@$(RUN) pytest $(PYTEST_ARGS)
+
+test: setup infra-up lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, ruff, mypy, the whole suite
+	@$(RUN) pytest $(PYTEST_ARGS)
+
+token: ## print a partner token: make token PARTNER=<id> [SCOPES=read,write]
+	@$(RUN) python -m servicekit.auth "$(PARTNER)" --scopes "$(SCOPES)"
+
+run: setup infra-up ## start everything and play the example scenario (Ctrl-C stops)
+	@$(RUN) python -m devtools.run
+
+clean: infra-down ## stop the infrastructure and delete the state folder
+	rm -rf .state

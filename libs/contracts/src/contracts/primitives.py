@@ -1,0 +1,87 @@
+"""Constrained field types shared by the contracts (identifiers, codes, money, phone numbers, timestamps).
+
+Money is a `Decimal` on the Python side and a JSON *string* such as ``"1999.90"`` on the wire: a JSON number
+is a binary float for most parsers (JavaScript, Java's double, jq...), so ``0.1 + 0.2`` style rounding would
+creep into amounts that are summed in analytics. A JSON number is therefore rejected when reading, and
+`Decimal` is always written in plain notation (never ``"1E+3"``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+)
+
+SLUG_PATTERN = r"^[a-z0-9_-]{1,64}$"
+PARTNER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+E164_PATTERN = r"^\+[1-9]\d{6,14}$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+LANGUAGE_TAG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
+MONEY_PATTERN = r"^\d{1,18}(\.\d{1,6})?$"
+_MONEY_RE = re.compile(MONEY_PATTERN)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware instant, normalised to UTC (naive datetimes are rejected: their instant is unknown)."""
+
+PartnerId = Annotated[str, StringConstraints(pattern=PARTNER_ID_PATTERN)]
+"""A partner (tenant) id. No ':' so that `{partner_id}:{...}` record keys stay unambiguous."""
+
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+"""A status code (or another machine code): lowercase latin letters, digits, '_' and '-'."""
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+"""An id issued by some system (order, customer, campaign, message): opaque, non-empty."""
+
+DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")]
+"""A human-readable name in any script: 1-100 characters, one line, no surrounding whitespace."""
+
+LanguageTag = Annotated[str, StringConstraints(pattern=LANGUAGE_TAG_PATTERN)]
+"""A BCP 47 language tag such as ``en``, ``ru`` or ``pt-BR``."""
+
+CurrencyCode = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
+"""An ISO 4217 alphabetic code such as ``RUB``, ``EUR``."""
+
+E164Phone = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
+"""A phone number in E.164 form: ``+`` then 7 to 15 digits, no spaces."""
+
+
+def _money_from_json(value: Any, info: ValidationInfo) -> Any:
+    if info.mode != "json":
+        return value
+    if not isinstance(value, str) or not _MONEY_RE.fullmatch(value):
+        raise ValueError('money must be a JSON string in plain decimal notation such as "1999.90"')
+    try:
+        return Decimal(value)
+    except InvalidOperation as exc:  # pragma: no cover - the pattern already guarantees a decimal
+        raise ValueError(f"not a decimal: {value!r}") from exc
+
+
+def _money_to_json(value: Decimal) -> str:
+    return format(value.copy_abs() if value.is_zero() else value, "f")  # never "-0"
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money_from_json),
+    Field(ge=0, max_digits=24, decimal_places=6),
+    PlainSerializer(_money_to_json, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "description": "non-negative decimal"}),
+]
+"""A non-negative amount: `Decimal` in Python, a plain-notation decimal string in JSON."""

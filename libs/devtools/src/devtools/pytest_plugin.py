@@ -1,0 +1,169 @@
+"""pytest fixtures that give every test real Kafka and PostgreSQL, isolated from other tests.
+
+Where the infrastructure comes from, in order: explicit environment variables
+(`KAFKA_BOOTSTRAP_SERVERS` and `TEST_POSTGRES_DSN`), else the project's local infrastructure
+(started when not running), else testcontainers when a Docker engine answers. When none works
+the session fails with the reason: a real-infrastructure test is never skipped.
+Each test that asks for them gets its own topic prefix (all topics created fresh) and its own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from devtools import infra
+from servicekit.kafka import topic_partitions
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    kafka_bootstrap: str
+    postgres_dsn: str  # server-level DSN, database "postgres"
+    origin: str
+
+
+def _from_environment() -> Infrastructure | None:
+    bootstrap, dsn = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("TEST_POSTGRES_DSN")
+    if bootstrap and dsn:
+        return Infrastructure(bootstrap, dsn, "environment variables")
+    return None
+
+
+def _from_local_infra() -> Infrastructure:
+    settings = infra.InfraSettings()
+    infra.up(settings)
+    return Infrastructure(
+        infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure"
+    )
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[Infrastructure]:
+    found = _from_environment()
+    if found is not None:
+        yield found
+        return
+    try:
+        yield _from_local_infra()
+        return
+    except Exception as local_error:
+        if not _docker_answers():
+            pytest.fail(
+                f"no Kafka/PostgreSQL for the tests: local infrastructure failed ({local_error}) "
+                "and no Docker engine answers for testcontainers",
+                pytrace=False,
+            )
+    yield from _from_testcontainers()
+
+
+def _from_testcontainers() -> Iterator[Infrastructure]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:16-alpine") as pg:
+        dsn = pg.get_connection_url(driver=None)
+        asyncio.run(infra.ensure_topics(kafka.get_bootstrap_server()))
+        yield Infrastructure(kafka.get_bootstrap_server(), dsn, "testcontainers")
+
+
+@pytest.fixture
+async def topic_prefix(infrastructure: Infrastructure) -> str:
+    """A fresh namespace: every topic of the platform created anew under a unique prefix."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    await infra.ensure_topics(infrastructure.kafka_bootstrap, prefix)
+    return prefix
+
+
+def database_dsn(server_dsn: str, database: str) -> str:
+    base = server_dsn.rsplit("/", 1)[0] if server_dsn.count("/") > 2 else server_dsn
+    return f"{base}/{database}"
+
+
+@pytest.fixture
+async def database(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A fresh, empty database for this test; dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(infrastructure.postgres_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield database_dsn(infrastructure.postgres_dsn, name)
+    admin = await asyncpg.connect(infrastructure.postgres_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, timeout_s: float = 10.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the beginning up to the end offsets seen now, across partitions."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not await _reached(consumer, ends):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """What consumer group `group` has committed, per partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], *, timeout_s: float = 15.0, what: str = ""
+) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout_s`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,42 @@
+"""PostgreSQL access: an asyncpg pool and yoyo migrations applied at start-up."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+from yoyo import get_backend, read_migrations
+
+SHARED_MIGRATIONS = Path(str(resources.files("servicekit") / "migrations"))
+
+
+def _yoyo_url(dsn: str) -> str:
+    # yoyo picks its driver from the URL scheme; psycopg 3 is the one installed.
+    scheme, rest = dsn.split("://", 1)
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else dsn
+
+
+def apply_migrations(dsn: str, *folders: Path) -> None:
+    """Apply the shared plumbing tables (outbox, inbox) and the service's own migrations, in order.
+
+    yoyo takes a lock in the database, so several instances starting at once apply each migration once.
+    """
+    backend = get_backend(_yoyo_url(dsn))
+    migrations = read_migrations(str(SHARED_MIGRATIONS), *(str(f) for f in folders))
+    with backend.lock():
+        backend.apply_migrations(backend.to_apply(migrations))
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    assert pool is not None
+    return pool
+
+
+async def ping(pool: asyncpg.Pool) -> bool:
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            return bool(await conn.fetchval("SELECT true"))
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False

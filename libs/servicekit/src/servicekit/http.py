@@ -1,0 +1,87 @@
+"""The HTTP plumbing every service's FastAPI app shares: limits, health, readiness and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class BodyLimits:
+    """Pure ASGI middleware: 413 above the size limit, 415 for a body that is not JSON.
+
+    Checked before FastAPI parses anything, so an oversized body is never read into memory whole.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = int(headers.get("content-length") or 0)
+        if length > self.max_body_bytes:
+            await self._reject(scope, receive, send, 413, f"body exceeds {self.max_body_bytes} bytes")
+            return
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        has_body = length > 0 or "transfer-encoding" in headers
+        if has_body and not (content_type == "application/json" or content_type.endswith("+json")):
+            await self._reject(scope, receive, send, 415, "send the body as application/json")
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def wrapped() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise BodyTooLarge
+            return message
+
+        return wrapped
+
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, code: int, detail: str) -> None:
+        await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit after the headers were accepted."""
+
+
+async def _body_too_large(_: Request, __: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "body too large"}, status_code=413)
+
+
+def install_plumbing(app: FastAPI, *, max_body_bytes: int, checks: Mapping[str, ReadinessCheck]) -> None:
+    """Add body limits, /healthz, /readyz (each named check must pass) and /metrics to an app."""
+    app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: database and broker reachable")
+    async def readyz() -> JSONResponse:
+        results = {name: await check() for name, check in checks.items()}
+        ready = all(results.values())
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
+        app, include_in_schema=False
+    )

@@ -1,0 +1,170 @@
+"""Transactional outbox: events are written beside the state change and published by a relay.
+
+`enqueue` runs inside the caller's transaction, so an event exists exactly when its state change
+committed. `OutboxRelay` publishes pending rows in id order with an idempotent producer
+(`acks=all`) and deletes them only after the broker acknowledged every record of the batch. A
+relay killed between publishing and deleting publishes that batch again on restart: consumers
+de-duplicate by event id (and registry consumers by version), which is the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from contracts.envelope import Envelope
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "outbox"
+# Only one relay per database publishes at a time: that keeps records in commit order per key
+# even with several service instances. The number is arbitrary but fixed.
+RELAY_LOCK_ID = 7_202_611
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    topic: str
+    key: bytes | None
+    payload: bytes
+    headers: Mapping[str, str]
+
+
+def record_for(envelope: Envelope[Any], topic: str, key: bytes) -> OutboxRecord:
+    headers = {"ce_type": envelope.type, "ce_id": envelope.id}
+    if envelope.partnerid:
+        headers["partnerid"] = envelope.partnerid
+    if envelope.correlationid:
+        headers["correlationid"] = envelope.correlationid
+    return OutboxRecord(topic=topic, key=key, payload=envelope.to_bytes(), headers=headers)
+
+
+async def enqueue(conn: asyncpg.Connection, records: list[OutboxRecord]) -> None:
+    """Add records to the outbox within the caller's open transaction."""
+    if not records:
+        return
+    await conn.executemany(
+        "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
+        [(r.topic, r.key, r.payload, json.dumps(dict(r.headers))) for r in records],
+    )
+    # Delivered on commit only, so the relay wakes for committed rows and never for rolled-back ones.
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+class Producer(Protocol):
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]: ...
+
+
+def idempotent_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        enable_idempotence=True,  # forces acks=all; retries never duplicate or reorder within a partition
+        linger_ms=2,
+        max_request_size=1024 * 1024,
+    )
+
+
+class OutboxRelay:
+    """Publishes the outbox of one database; run one per service instance (a lock picks the active one)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: Producer,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    async def run(self) -> None:
+        async with self._pool.acquire() as listener:
+            await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            try:
+                while True:
+                    sent = await self._publish_with_backoff()
+                    if sent < self._batch_size:
+                        await self._sleep_until_woken()
+            finally:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _sleep_until_woken(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+        self._wake.clear()
+
+    async def _publish_with_backoff(self) -> int:
+        try:
+            return await self.publish_batch()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            # Broker or database away: nothing was deleted, so the batch is retried after a pause.
+            log.warning("outbox relay: %s: %s; retrying", type(exc).__name__, exc)
+            await asyncio.sleep(self._poll_interval_s)
+            return 0
+        except Exception as exc:
+            log.exception("outbox relay: unexpected %s; retrying", type(exc).__name__)
+            await asyncio.sleep(self._poll_interval_s)
+            return 0
+
+    async def publish_batch(self) -> int:
+        """Publish and delete one batch; returns how many records went out."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_ID):
+                return 0
+            rows = await conn.fetch(
+                "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            await self._send_all(rows)
+            await self._forget(conn, [r["id"] for r in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    @staticmethod
+    async def _forget(conn: asyncpg.Connection, ids: list[int]) -> None:
+        """Delete published rows; only after every record of the batch was acknowledged."""
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+
+    async def _send_all(self, rows: list[asyncpg.Record]) -> None:
+        # Queue the whole batch first, then wait for every acknowledgement: one round trip per batch
+        # instead of one per record, while the idempotent producer keeps per-partition order.
+        futures = [
+            await self._producer.send(
+                row["topic"],
+                value=bytes(row["payload"]),
+                key=bytes(row["key"]) if row["key"] is not None else None,
+                headers=[(k, v.encode()) for k, v in json.loads(row["headers"]).items()],
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
+
+
+async def pending_count(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM outbox"))

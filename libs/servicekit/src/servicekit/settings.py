@@ -1,0 +1,44 @@
+"""Settings every service shares, read from environment variables with working local defaults.
+
+Each service subclasses `ServiceSettings` and overrides the defaults that differ (name, port,
+database). The defaults match what `make infra-up` starts, so a fresh clone runs without a .env file.
+"""
+
+from __future__ import annotations
+
+from contracts.topics import Topic, prefixed
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:54320"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # A namespace in front of every topic name: one per environment, or one per test run.
+    kafka_topic_prefix: str = ""
+
+    database_url: str = f"{LOCAL_POSTGRES}/postgres"
+    db_pool_min_size: int = 2
+    db_pool_max_size: int = 10
+
+    # HS256 shared secret for partner tokens. The default only suits a laptop: set JWT_SECRET in production.
+    jwt_secret: str = Field(default="local-dev-secret-change-me-0123456789", min_length=32)
+    jwt_issuer: str = "order-status-platform"
+    jwt_audience: str = "order-status-api"
+
+    # Wake-up signal for the outbox relay; the relay also polls so a lost notification only delays.
+    outbox_poll_interval_s: float = 1.0
+    outbox_batch_size: int = 500
+
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+
+    def topic(self, topic: Topic) -> str:
+        return prefixed(topic, self.kafka_topic_prefix)

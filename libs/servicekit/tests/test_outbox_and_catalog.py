@@ -1,0 +1,171 @@
+"""The outbox relay and the status catalog against real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from contracts.envelope import Envelope
+from contracts.status_events import StatusDefinitionUpserted
+from contracts.statuses import StatusDefinition, StatusType
+from contracts.topics import Topic, prefixed
+from devtools.pytest_plugin import Infrastructure, read_topic, wait_until
+from servicekit.catalog import StatusCatalog
+from servicekit.db import apply_migrations, create_pool
+from servicekit.outbox import OutboxRelay, enqueue, idempotent_producer, pending_count, record_for
+
+
+def definition(code: str, version: int, partner: str = "acme", name: str = "Shipped") -> StatusDefinition:
+    now = datetime.now(UTC)
+    return StatusDefinition(
+        partner_id=partner, code=code, name=name, type=StatusType.DELIVERY, include_in_analytics=False,
+        version=version, created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+def upserted(d: StatusDefinition) -> Envelope[StatusDefinitionUpserted]:
+    return Envelope.wrap(StatusDefinitionUpserted(definition=d), source="/tests", partner_id=d.partner_id)
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    await asyncio.to_thread(apply_migrations, database)
+    pool = await create_pool(database)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def producer(infrastructure: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
+    producer = idempotent_producer(infrastructure.kafka_bootstrap, "tests")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture
+def topic(topic_prefix: str) -> str:
+    return prefixed(Topic.STATUS_DEFINITIONS, topic_prefix)
+
+
+async def add(pool: asyncpg.Pool, topic: str, *envelopes: Envelope[StatusDefinitionUpserted]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, [record_for(e, topic, e.key()) for e in envelopes])
+
+
+async def test_a_rolled_back_change_leaves_nothing_to_publish(pool: asyncpg.Pool, topic: str) -> None:
+    with pytest.raises(RuntimeError):
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, [record_for(upserted(definition("a", 1)), topic, b"acme:a")])
+            raise RuntimeError("the state change failed")
+    assert await pending_count(pool) == 0
+
+
+async def test_relay_publishes_committed_records_once_in_order_per_key(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    events = [upserted(definition("shipped", v)) for v in (1, 2, 3)] + [upserted(definition("paid", 1))]
+    for event in events:
+        await add(pool, topic, event)
+    relay = OutboxRelay(pool, producer, batch_size=2)
+    assert await relay.publish_batch() == 2
+    assert await relay.publish_batch() == 2
+    assert await relay.publish_batch() == 0
+    assert await pending_count(pool) == 0
+
+    records = await read_topic(infrastructure.kafka_bootstrap, topic)
+    assert sorted(r.value for r in records if r.value) == sorted(e.to_bytes() for e in events)
+    shipped = [
+        Envelope[StatusDefinitionUpserted].from_bytes(r.value) for r in records if r.key == b"acme:shipped"
+    ]
+    assert [e.data.definition.version for e in shipped] == [1, 2, 3]
+    assert dict(records[0].headers)["ce_type"] == b"status-definition.upserted.v1"
+
+
+class CrashAfterPublish(OutboxRelay):
+    """A relay that dies after the broker acknowledged the batch, before the rows were deleted."""
+
+    @staticmethod
+    async def _forget(conn: asyncpg.Connection, ids: list[int]) -> None:
+        raise ConnectionResetError("killed between publish and mark")
+
+
+async def test_relay_crash_between_publish_and_mark_republishes_and_readers_keep_one_version(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    event = upserted(definition("shipped", 1))
+    await add(pool, topic, event)
+    with pytest.raises(ConnectionResetError):
+        await CrashAfterPublish(pool, producer).publish_batch()
+    assert await pending_count(pool) == 1  # nothing was marked: the batch is still owed
+
+    assert await OutboxRelay(pool, producer).publish_batch() == 1
+    records = await read_topic(infrastructure.kafka_bootstrap, topic)
+    assert [r.value for r in records] == [event.to_bytes(), event.to_bytes()]  # at least once: twice here
+
+    catalog = StatusCatalog(infrastructure.kafka_bootstrap, topic)
+    applied: list[StatusDefinition] = []
+    catalog.on_change(applied.append)
+    await catalog.start()
+    try:
+        await asyncio.wait_for(catalog.ready.wait(), 20)
+        assert applied == [event.data.definition]  # the duplicate changed nothing
+    finally:
+        await catalog.stop()
+
+
+async def test_relay_wakes_on_notify_and_runs_until_cancelled(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    relay = OutboxRelay(pool, producer, poll_interval_s=30)  # only a notification can wake it in time
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.3)
+        await add(pool, topic, upserted(definition("shipped", 1)))
+        await wait_until(lambda: _is(relay.published, 1), timeout_s=10, what="the relay to publish")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _is(value: int, expected: int) -> bool:
+    return value == expected
+
+
+async def test_catalog_catches_up_keeps_newest_versions_and_follows_changes(
+    producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    empty = StatusCatalog(infrastructure.kafka_bootstrap, topic)
+    await empty.start()
+    await asyncio.wait_for(empty.ready.wait(), 20)  # an empty topic is caught up at once
+    await empty.stop()
+
+    for event in (
+        upserted(definition("shipped", 1)),
+        upserted(definition("shipped", 3, name="Отгружен")),
+        upserted(definition("shipped", 2)),  # late and older: must not win
+        upserted(definition("shipped", 1, partner="globex")),
+    ):
+        await producer.send_and_wait(topic, event.to_bytes(), key=event.key())
+
+    catalog = StatusCatalog(infrastructure.kafka_bootstrap, topic)
+    await catalog.start()
+    try:
+        await asyncio.wait_for(catalog.ready.wait(), 20)
+        shipped = catalog.get("acme", "shipped")
+        assert shipped is not None and (shipped.version, shipped.name) == (3, "Отгружен")
+        assert [d.partner_id for d in catalog.of_partner("globex")] == ["globex"]
+        assert catalog.get("globex", "paid") is None
+
+        newer = upserted(definition("shipped", 4, name="В пути"))
+        await producer.send_and_wait(topic, newer.to_bytes(), key=newer.key())
+        await wait_until(
+            lambda: _is(getattr(catalog.get("acme", "shipped"), "version", 0), 4),
+            what="the catalog to follow",
+        )
+    finally:
+        await catalog.stop()

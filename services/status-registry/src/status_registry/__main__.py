@@ -1,0 +1,3 @@
+from status_registry.app import main
+
+main()

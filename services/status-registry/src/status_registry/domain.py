@@ -1,0 +1,146 @@
+"""Status definitions: the rules of a partner's catalog, free of I/O.
+
+A definition's `code` and `type` never change after creation: integrations and order history
+refer to them. Everything else may change; each change bumps `version`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from contracts.primitives import DisplayName as Name
+from contracts.primitives import LanguageTag
+from contracts.primitives import Slug as Code
+from contracts.statuses import StatusDefinition, StatusType
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+IMMUTABLE_FIELDS = ("code", "type")
+
+
+class StatusFields(BaseModel):
+    """The fields a partner sets; what a definition is apart from its identity and bookkeeping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    localized_names: dict[LanguageTag, Name] = Field(default_factory=dict)
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    include_in_analytics: bool = False
+    position: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    is_initial: bool = False
+    allowed_next: list[Code] | None = Field(
+        default=None,
+        description="Absent or null: any transition; []: a final status; a list: only those codes",
+    )
+
+
+class NewStatus(StatusFields):
+    code: Code
+    type: StatusType
+
+
+class StatusPatch(BaseModel):
+    """A partial update: only the fields present change. `code` and `type` are refused by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    localized_names: dict[LanguageTag, Name] | None = None
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    include_in_analytics: bool | None = None
+    position: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    is_initial: bool | None = None
+    allowed_next: list[Code] | None = None
+    code: Any = None
+    type: Any = None
+
+
+class RuleViolation(Exception):
+    """The request is well-formed but breaks a catalog rule; `field` names where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def fields_of(definition: StatusDefinition) -> StatusFields:
+    return StatusFields.model_validate(definition.model_dump(include=set(StatusFields.model_fields)))
+
+
+def patched(current: StatusDefinition, patch: StatusPatch) -> StatusFields:
+    """The fields after applying `patch`; raises RuleViolation for an immutable field."""
+    for name in IMMUTABLE_FIELDS:
+        if name in patch.model_fields_set and patch.model_dump()[name] != getattr(current, name):
+            raise RuleViolation(name, f"{name} is immutable after creation; create a new status instead")
+    changes = patch.model_dump(include=patch.model_fields_set - set(IMMUTABLE_FIELDS))
+    if changes.get("name", "") is None:
+        raise RuleViolation("name", "name cannot be null")
+    return fields_of(current).model_copy(update=changes)
+
+
+def check_allowed_next(
+    code: str, status_type: StatusType, fields: StatusFields, types: Mapping[str, StatusType]
+) -> None:
+    """`allowed_next` may name only known codes of the same type (`types`: code -> type of the catalog)."""
+    for target in fields.allowed_next or ():
+        if target not in types:
+            raise RuleViolation("allowed_next", f"unknown status code '{target}'")
+        if types[target] != status_type:
+            raise RuleViolation(
+                "allowed_next",
+                f"'{target}' is a {types[target]} status; '{code}' is {status_type}: transitions stay within a type",
+            )
+
+
+@dataclass
+class SyncPlan:
+    """What a bulk sync does to reach the desired list; empty when the catalog already matches."""
+
+    create: list[NewStatus] = field(default_factory=list)
+    update: list[tuple[StatusDefinition, StatusFields]] = field(default_factory=list)
+    restore: list[tuple[StatusDefinition, StatusFields]] = field(default_factory=list)
+    archive: list[StatusDefinition] = field(default_factory=list)
+    unchanged: list[StatusDefinition] = field(default_factory=list)
+
+    @property
+    def changes(self) -> int:
+        return len(self.create) + len(self.update) + len(self.restore) + len(self.archive)
+
+
+def validate_desired(desired: list[NewStatus]) -> None:
+    """A full list must be coherent on its own: unique codes, one initial per type, known targets."""
+    duplicates = [code for code, n in Counter(s.code for s in desired).items() if n > 1]
+    if duplicates:
+        raise RuleViolation("statuses", f"codes appear more than once: {', '.join(sorted(duplicates))}")
+    initials = Counter(s.type for s in desired if s.is_initial)
+    several = [str(t) for t, n in initials.items() if n > 1]
+    if several:
+        raise RuleViolation("statuses", f"more than one initial status of type {', '.join(sorted(several))}")
+    types = {s.code: s.type for s in desired}
+    for status in desired:
+        check_allowed_next(status.code, status.type, status, types)
+
+
+def plan_sync(current: Iterable[StatusDefinition], desired: list[NewStatus]) -> SyncPlan:
+    validate_desired(desired)
+    existing = {d.code: d for d in current}
+    plan = SyncPlan()
+    for wanted in desired:
+        have = existing.pop(wanted.code, None)
+        fields = StatusFields.model_validate(wanted.model_dump(exclude={"code", "type"}))
+        if have is None:
+            plan.create.append(wanted)
+        elif have.type != wanted.type:
+            raise RuleViolation("type", f"'{wanted.code}' is a {have.type} status; type is immutable")
+        elif have.archived:
+            plan.restore.append((have, fields))
+        elif fields_of(have) != fields:
+            plan.update.append((have, fields))
+        else:
+            plan.unchanged.append(have)
+    plan.archive.extend(d for d in existing.values() if not d.archived)
+    return plan

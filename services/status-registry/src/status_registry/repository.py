@@ -1,0 +1,159 @@
+"""Status definitions in PostgreSQL. Every query is scoped by partner id."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from contracts.statuses import StatusDefinition, StatusType
+
+from status_registry.domain import NewStatus, StatusFields
+
+COLUMNS = (
+    "partner_id, code, type, name, localized_names, description, include_in_analytics, position, "
+    "is_initial, allowed_next, archived, version, created_at, updated_at"
+)
+
+
+def _definition(row: asyncpg.Record) -> StatusDefinition:
+    values = dict(row)
+    values["localized_names"] = json.loads(values["localized_names"])
+    return StatusDefinition.model_validate(values)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset position in the (type, position, code) listing order; opaque to clients."""
+
+    type_rank: int
+    position: int
+    code: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.type_rank, self.position, self.code]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        try:
+            rank, position, code = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            return cls(int(rank), int(position), str(code))
+        except (ValueError, TypeError) as exc:
+            raise ValueError("malformed cursor") from exc
+
+
+TYPE_RANK = {StatusType.GENERAL: 1, StatusType.DELIVERY: 2, StatusType.PAYMENT: 3}
+
+
+def cursor_after(definition: StatusDefinition) -> Cursor:
+    return Cursor(TYPE_RANK[definition.type], definition.position, definition.code)
+
+
+class StatusRepository:
+    def __init__(self, conn: asyncpg.Connection, partner_id: str) -> None:
+        self._conn = conn
+        self._partner_id = partner_id
+
+    async def get(self, code: str, *, for_update: bool = False) -> StatusDefinition | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = await self._conn.fetchrow(
+            f"SELECT {COLUMNS} FROM status_definitions WHERE partner_id = $1 AND code = $2{lock}",
+            self._partner_id,
+            code,
+        )
+        return _definition(row) if row else None
+
+    async def all(self, *, for_update: bool = False) -> list[StatusDefinition]:
+        lock = " FOR UPDATE" if for_update else ""
+        rows = await self._conn.fetch(
+            f"SELECT {COLUMNS} FROM status_definitions WHERE partner_id = $1 "
+            f"ORDER BY type_rank, position, code{lock}",
+            self._partner_id,
+        )
+        return [_definition(r) for r in rows]
+
+    async def types_by_code(self) -> dict[str, StatusType]:
+        rows = await self._conn.fetch(
+            "SELECT code, type FROM status_definitions WHERE partner_id = $1", self._partner_id
+        )
+        return {r["code"]: StatusType(r["type"]) for r in rows}
+
+    async def initial_of(self, status_type: StatusType) -> str | None:
+        code: str | None = await self._conn.fetchval(
+            "SELECT code FROM status_definitions "
+            "WHERE partner_id = $1 AND type = $2 AND is_initial AND NOT archived",
+            self._partner_id,
+            str(status_type),
+        )
+        return code
+
+    async def page(
+        self, *, status_type: StatusType | None, include_archived: bool, after: Cursor | None, limit: int
+    ) -> list[StatusDefinition]:
+        rank, position, code = (after.type_rank, after.position, after.code) if after else (0, -1, "")
+        rows = await self._conn.fetch(
+            f"SELECT {COLUMNS} FROM status_definitions WHERE partner_id = $1 "
+            "AND ($2::text IS NULL OR type = $2) AND ($3 OR NOT archived) "
+            "AND (type_rank, position, code) > ($4, $5, $6) "
+            "ORDER BY type_rank, position, code LIMIT $7",
+            self._partner_id,
+            str(status_type) if status_type else None,
+            include_archived,
+            rank,
+            position,
+            code,
+            limit,
+        )
+        return [_definition(r) for r in rows]
+
+    async def insert(self, new: NewStatus) -> StatusDefinition:
+        row = await self._conn.fetchrow(
+            "INSERT INTO status_definitions (partner_id, code, type, name, localized_names, description, "
+            "include_in_analytics, position, is_initial, allowed_next) "
+            f"VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10) RETURNING {COLUMNS}",
+            self._partner_id,
+            new.code,
+            str(new.type),
+            *self._field_values(new),
+        )
+        return _definition(row)
+
+    async def update(self, code: str, fields: StatusFields, *, archived: bool = False) -> StatusDefinition:
+        row = await self._conn.fetchrow(
+            "UPDATE status_definitions SET name = $3, localized_names = $4::jsonb, description = $5, "
+            "include_in_analytics = $6, position = $7, is_initial = $8, allowed_next = $9, "
+            "archived = $10, version = version + 1, updated_at = $11 "
+            f"WHERE partner_id = $1 AND code = $2 RETURNING {COLUMNS}",
+            self._partner_id,
+            code,
+            *self._field_values(fields),
+            archived,
+            datetime.now(UTC),
+        )
+        return _definition(row)
+
+    async def set_archived(self, code: str, archived: bool) -> StatusDefinition:
+        row = await self._conn.fetchrow(
+            "UPDATE status_definitions SET archived = $3, version = version + 1, updated_at = $4 "
+            f"WHERE partner_id = $1 AND code = $2 RETURNING {COLUMNS}",
+            self._partner_id,
+            code,
+            archived,
+            datetime.now(UTC),
+        )
+        return _definition(row)
+
+    @staticmethod
+    def _field_values(fields: StatusFields) -> tuple[object, ...]:
+        return (
+            fields.name,
+            json.dumps(fields.localized_names, ensure_ascii=False),
+            fields.description,
+            fields.include_in_analytics,
+            fields.position,
+            fields.is_initial,
+            fields.allowed_next,
+        )

@@ -1,0 +1,146 @@
+"""Use cases of the registry: each runs in one transaction that also writes its events to the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+from contracts.envelope import Envelope
+from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
+from contracts.statuses import StatusDefinition, StatusType
+from contracts.topics import status_definition_key
+from servicekit.outbox import OutboxRecord, enqueue, record_for
+
+from status_registry.domain import (
+    NewStatus,
+    RuleViolation,
+    StatusFields,
+    StatusPatch,
+    SyncPlan,
+    check_allowed_next,
+    patched,
+    plan_sync,
+)
+from status_registry.repository import StatusRepository
+
+SOURCE = "/services/status-registry"
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class PreconditionFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The registry's use cases for one partner."""
+
+    pool: asyncpg.Pool
+    partner_id: str
+    topic: str  # the physical name of the status-definitions topic (with any environment prefix)
+
+    @asynccontextmanager
+    async def _unit_of_work(self) -> AsyncIterator[tuple[StatusRepository, list[OutboxRecord]]]:
+        events: list[OutboxRecord] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield StatusRepository(conn, self.partner_id), events
+            await enqueue(conn, events)
+
+    def _event(self, definition: StatusDefinition) -> OutboxRecord:
+        data = (
+            StatusDefinitionArchived(definition=definition, version=definition.version)
+            if definition.archived
+            else StatusDefinitionUpserted(definition=definition)
+        )
+        envelope = Envelope.wrap(data, source=SOURCE, partner_id=self.partner_id, subject=definition.code)
+        return record_for(envelope, self.topic, status_definition_key(self.partner_id, definition.code))
+
+    async def get(self, code: str) -> StatusDefinition:
+        async with self.pool.acquire() as conn:
+            found = await StatusRepository(conn, self.partner_id).get(code)
+        if found is None:
+            raise NotFound(code)
+        return found
+
+    async def create(self, new: NewStatus) -> StatusDefinition:
+        async with self._unit_of_work() as (repo, events):
+            existing = await repo.get(new.code)
+            if existing is not None:
+                raise Conflict(
+                    f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')"
+                )
+            await self._check_references(repo, new.code, new.type, new)
+            created = await repo.insert(new)
+            events.append(self._event(created))
+        return created
+
+    async def update(self, code: str, patch: StatusPatch, if_match: int) -> StatusDefinition:
+        async with self._unit_of_work() as (repo, events):
+            current = await self._current(repo, code, if_match)
+            fields = patched(current, patch)
+            if fields == StatusFields.model_validate(
+                current.model_dump(include=set(StatusFields.model_fields))
+            ):
+                return current
+            await self._check_references(repo, code, current.type, fields)
+            updated = await repo.update(code, fields, archived=current.archived)
+            events.append(self._event(updated))
+        return updated
+
+    async def set_archived(self, code: str, archived: bool, if_match: int | None = None) -> StatusDefinition:
+        """Archive or restore; repeating either is a no-op that publishes nothing."""
+        async with self._unit_of_work() as (repo, events):
+            current = await self._current(repo, code, if_match)
+            if current.archived == archived:
+                return current
+            if not archived and current.is_initial:
+                await self._check_single_initial(repo, code, current.type)
+            changed = await repo.set_archived(code, archived)
+            events.append(self._event(changed))
+        return changed
+
+    async def sync(self, desired: list[NewStatus]) -> tuple[SyncPlan, list[StatusDefinition]]:
+        """Make the partner's catalog equal `desired`; the same body twice changes nothing the second time."""
+        async with self._unit_of_work() as (repo, events):
+            plan = plan_sync(await repo.all(for_update=True), desired)
+            # Archive and demote first so a new initial status never collides with the one it replaces.
+            changed = [await repo.set_archived(d.code, True) for d in plan.archive]
+            for current, fields in sorted(plan.update + plan.restore, key=lambda pair: pair[1].is_initial):
+                changed.append(await repo.update(current.code, fields, archived=False))
+            changed += [await repo.insert(new) for new in plan.create]
+            events.extend(self._event(d) for d in changed)
+            result = await repo.all()
+        return plan, [d for d in result if not d.archived]
+
+    async def _current(self, repo: StatusRepository, code: str, if_match: int | None) -> StatusDefinition:
+        current = await repo.get(code, for_update=True)
+        if current is None:
+            raise NotFound(code)
+        if if_match is not None and current.version != if_match:
+            raise PreconditionFailed(f"'{code}' is at version {current.version}, not {if_match}")
+        return current
+
+    async def _check_references(
+        self, repo: StatusRepository, code: str, status_type: StatusType, fields: StatusFields
+    ) -> None:
+        check_allowed_next(code, status_type, fields, await repo.types_by_code() | {code: status_type})
+        if fields.is_initial:
+            await self._check_single_initial(repo, code, status_type)
+
+    @staticmethod
+    async def _check_single_initial(repo: StatusRepository, code: str, status_type: StatusType) -> None:
+        initial = await repo.initial_of(status_type)
+        if initial is not None and initial != code:
+            raise Conflict(f"'{initial}' is already the initial {status_type} status; unset it first")
+
+
+__all__ = ["Conflict", "NotFound", "PreconditionFailed", "Registry", "RuleViolation"]

@@ -1,0 +1,64 @@
+"""docker-compose.yml cannot run here (no Docker engine), so its agreement with the code is checked instead."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from servicekit.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists())
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    module = importlib.import_module(f"{service.replace('-', '_')}.settings")
+    found = [
+        cls
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, ServiceSettings) and cls is not ServiceSettings
+    ]
+    assert len(found) == 1, f"{module.__name__} should define exactly one ServiceSettings subclass"
+    return found[0]
+
+
+def environment(service: str) -> dict[str, str]:
+    return {k: str(v) for k, v in COMPOSE["services"][service]["environment"].items()}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_is_in_compose_with_its_settings(service: str) -> None:
+    assert service in COMPOSE["services"], f"{service} is missing from docker-compose.yml"
+    settings = settings_class(service)
+    env = environment(service)
+    known = {name.upper() for name in settings.model_fields}
+    assert set(env) <= known, f"{service}: variables no settings field reads: {sorted(set(env) - known)}"
+
+    defaults = settings()
+    assert int(env["HTTP_PORT"]) == defaults.http_port
+    assert COMPOSE["services"][service]["ports"] == [f"{defaults.http_port}:{defaults.http_port}"]
+    assert env["DATABASE_URL"].rsplit("/", 1)[1] == defaults.database_url.rsplit("/", 1)[1]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    build = COMPOSE["services"][service]["build"]
+    assert build["args"]["SERVICE"] == service
+
+
+def test_infrastructure_ports_match_the_local_defaults() -> None:
+    defaults = ServiceSettings()
+    kafka_port = defaults.kafka_bootstrap_servers.rsplit(":", 1)[1]
+    postgres_port = defaults.database_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    assert f"{kafka_port}:{kafka_port}" in COMPOSE["services"]["kafka"]["ports"]
+    assert COMPOSE["services"]["postgres"]["ports"] == [f"{postgres_port}:5432"]
+
+
+def test_postgres_init_creates_one_database_per_service() -> None:
+    init = (ROOT / "infra" / "postgres-init.sql").read_text()
+    for service in SERVICES:
+        database = settings_class(service)().database_url.rsplit("/", 1)[1]
+        assert f"CREATE DATABASE {database};" in init
