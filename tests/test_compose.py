@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -46,9 +46,7 @@ async def test_contract_round_trips_through_the_real_broker_with_manual_commit(
         got = await asyncio.wait_for(received.get(), timeout=30)
 
     assert got == sent
-    print(
-        f"\nbroker round trip: {got.type} id={got.id} key={sent.key().decode()} via {infrastructure.origin}"
-    )
+    print(f"\nbroker round trip: {got.type} id={got.id} key={sent.key().decode()} via {infrastructure.origin}")
     committed = await committed_offsets(infrastructure.kafka_bootstrap, group)
     assert sum(committed.values()) == 1, committed
 

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from contracts.topics import TOPIC_SPECS, Topic, prefixed
 from devtools import infra
+from devtools.pytest_plugin import wait_until
 
 SETTINGS_ENV = (
     "STATE_DIR",
@@ -256,5 +257,16 @@ async def test_up_is_idempotent_and_creates_prefixed_topics(capsys: pytest.Captu
         [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, compacted)])
         entries = response.to_object()["resources"][0]["config_entries"]
         assert {e["config_names"]: e["config_value"] for e in entries}["cleanup.policy"] == "compact"
+        await infra.delete_topics(bootstrap, prefix)
+
+        async def gone() -> bool:  # deletion completes asynchronously in the controller
+            return not [name for name in await admin.list_topics() if name.startswith(prefix)]
+
+        await wait_until(gone, timeout_s=30, what=f"the topics under {prefix} to be deleted")
     finally:
         await admin.close()
+
+
+async def test_delete_topics_refuses_the_empty_prefix() -> None:
+    with pytest.raises(ValueError, match="non-empty prefix"):
+        await infra.delete_topics("127.0.0.1:1", "")

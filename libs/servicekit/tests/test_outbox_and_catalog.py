@@ -15,7 +15,7 @@ from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, read_topic, wait_until
 from servicekit.catalog import StatusCatalog
-from servicekit.db import apply_migrations, create_pool
+from servicekit.db import DbConnection, apply_migrations, create_pool
 from servicekit.outbox import OutboxRelay, enqueue, idempotent_producer, pending_count, record_for
 
 
@@ -79,9 +79,7 @@ async def test_relay_publishes_committed_records_once_in_order_per_key(
 
     records = await read_topic(infrastructure.kafka_bootstrap, topic)
     assert sorted(r.value for r in records if r.value) == sorted(e.to_bytes() for e in events)
-    shipped = [
-        Envelope[StatusDefinitionUpserted].from_bytes(r.value) for r in records if r.key == b"acme:shipped"
-    ]
+    shipped = [Envelope[StatusDefinitionUpserted].from_bytes(r.value) for r in records if r.key == b"acme:shipped"]
     assert [e.data.definition.version for e in shipped] == [1, 2, 3]
     assert dict(records[0].headers)["ce_type"] == b"status-definition.upserted.v1"
 
@@ -90,7 +88,7 @@ class CrashAfterPublish(OutboxRelay):
     """A relay that dies after the broker acknowledged the batch, before the rows were deleted."""
 
     @staticmethod
-    async def _forget(conn: asyncpg.Connection, ids: list[int]) -> None:
+    async def _forget(conn: DbConnection, ids: list[int]) -> None:
         raise ConnectionResetError("killed between publish and mark")
 
 

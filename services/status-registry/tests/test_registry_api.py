@@ -46,9 +46,7 @@ async def test_bad_input_gets_specific_4xx_never_500(acme: httpx.AsyncClient) ->
     assert long_name.status_code == 422
     wrong_type = await acme.post("/v1/statuses", json={**PAID, "type": "shipping"})
     assert wrong_type.status_code == 422
-    malformed = await acme.post(
-        "/v1/statuses", content=b"{not json", headers={"Content-Type": "application/json"}
-    )
+    malformed = await acme.post("/v1/statuses", content=b"{not json", headers={"Content-Type": "application/json"})
     assert malformed.status_code == 422
     not_json = await acme.post("/v1/statuses", content=b"code=paid", headers={"Content-Type": "text/plain"})
     assert not_json.status_code == 415
@@ -73,9 +71,7 @@ async def test_partners_never_see_each_other(client_for: Client) -> None:
     assert (await acme.post("/v1/statuses", json=PAID)).status_code == 201
     assert (await globex.get("/v1/statuses/paid")).status_code == 404
     assert (await globex.get("/v1/statuses")).json()["items"] == []
-    assert (
-        await globex.patch("/v1/statuses/paid", json={"name": "x"}, headers={"If-Match": '"1"'})
-    ).status_code == 404
+    assert (await globex.patch("/v1/statuses/paid", json={"name": "x"}, headers={"If-Match": '"1"'})).status_code == 404
     assert (await globex.delete("/v1/statuses/paid")).status_code == 404
     # The same code is free for another partner.
     assert (await globex.post("/v1/statuses", json=PAID)).status_code == 201
@@ -92,9 +88,7 @@ async def test_list_sorted_by_type_then_position_with_cursor_pages(acme: httpx.A
         assert (await acme.post("/v1/statuses", json=body)).status_code == 201
     codes, cursor = [], None
     while True:
-        page = (
-            await acme.get("/v1/statuses", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
-        ).json()
+        page = (await acme.get("/v1/statuses", params={"limit": 2, **({"cursor": cursor} if cursor else {})})).json()
         codes += [s["code"] for s in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -144,11 +138,7 @@ async def test_archive_and_restore(acme: httpx.AsyncClient) -> None:
     again = await acme.delete("/v1/statuses/paid")
     assert again.json()["version"] == 2  # archiving twice changes nothing
     restored = await acme.post("/v1/statuses/paid/restore")
-    assert (
-        restored.status_code == 200
-        and restored.json()["archived"] is False
-        and restored.json()["version"] == 3
-    )
+    assert restored.status_code == 200 and restored.json()["archived"] is False and restored.json()["version"] == 3
 
 
 async def test_allowed_next_and_initial_rules(acme: httpx.AsyncClient) -> None:
@@ -162,9 +152,7 @@ async def test_allowed_next_and_initial_rules(acme: httpx.AsyncClient) -> None:
     assert ok.status_code == 201
     second_initial = await acme.post("/v1/statuses", json=status("at_pickup", is_initial=True))
     assert second_initial.status_code == 409 and "shipped" in second_initial.json()["detail"]
-    assert (
-        await acme.post("/v1/statuses", json=status("invoice", "payment", is_initial=True))
-    ).status_code == 201
+    assert (await acme.post("/v1/statuses", json=status("invoice", "payment", is_initial=True))).status_code == 201
 
 
 async def test_bulk_sync_creates_updates_archives_and_is_idempotent(acme: httpx.AsyncClient) -> None:
@@ -188,18 +176,14 @@ async def test_bulk_sync_creates_updates_archives_and_is_idempotent(acme: httpx.
     assert second["created"] == second["updated"] == second["archived"] == second["restored"] == []
     assert sorted(second["unchanged"]) == ["accepted", "completed", "paid"]
 
-    back = await acme.put(
-        "/v1/statuses", json={"statuses": [*desired["statuses"], status("legacy", "general")]}
-    )
+    back = await acme.put("/v1/statuses", json={"statuses": [*desired["statuses"], status("legacy", "general")]})
     assert back.json()["restored"] == ["legacy"]
 
 
 async def test_bulk_sync_rejects_an_incoherent_list(acme: httpx.AsyncClient) -> None:
     twice = await acme.put("/v1/statuses", json={"statuses": [PAID, PAID]})
     assert twice.status_code == 422 and "paid" in twice.json()["detail"][0]["msg"]
-    dangling = await acme.put(
-        "/v1/statuses", json={"statuses": [status("shipped", allowed_next=["nowhere"])]}
-    )
+    dangling = await acme.put("/v1/statuses", json={"statuses": [status("shipped", allowed_next=["nowhere"])]})
     assert dangling.status_code == 422
     await acme.post("/v1/statuses", json=PAID)
     retyped = await acme.put("/v1/statuses", json={"statuses": [status("paid", "general")]})

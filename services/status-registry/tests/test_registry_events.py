@@ -42,9 +42,7 @@ async def test_each_change_publishes_one_event_in_order_per_key(
     await acme.post("/v1/statuses", json=PAID)
     await acme.post("/v1/statuses", json=PAID)  # 409: rolled back, publishes nothing
     await acme.patch("/v1/statuses/paid", json={"include_in_analytics": True}, headers={"If-Match": '"1"'})
-    await acme.patch(
-        "/v1/statuses/paid", json={"include_in_analytics": True}, headers={"If-Match": '"2"'}
-    )  # no-op
+    await acme.patch("/v1/statuses/paid", json={"include_in_analytics": True}, headers={"If-Match": '"2"'})  # no-op
     await acme.delete("/v1/statuses/paid")
     await acme.post("/v1/statuses/paid/restore")
 
@@ -57,9 +55,7 @@ async def test_each_change_publishes_one_event_in_order_per_key(
     ]
 
 
-async def test_bulk_sync_publishes_changes_only(
-    acme: httpx.AsyncClient, registry_settings: RegistrySettings
-) -> None:
+async def test_bulk_sync_publishes_changes_only(acme: httpx.AsyncClient, registry_settings: RegistrySettings) -> None:
     body = {"statuses": [PAID, {"code": "shipped", "name": "Отгружен", "type": "delivery"}]}
     assert (await acme.put("/v1/statuses", json=body)).status_code == 200
     assert (await acme.put("/v1/statuses", json=body)).status_code == 200  # the same body: nothing to publish

@@ -6,7 +6,7 @@ The one place a message shape is defined; services import it and never redefine 
 from contracts.base import Contract, ContractModel
 from contracts.envelope import CLOUDEVENTS_CONTENT_TYPE, Envelope, decode, decode_any, envelope_type
 from contracts.errors import ContractError, ErrorReason
-from contracts.inbound import INBOUND_CONTRACTS, OrderStatusReported, OrderUpserted, parse_inbound
+from contracts.inbound import INBOUND_CONTRACTS, InboundEnvelope, OrderStatusReported, OrderUpserted, parse_inbound
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.registry import (
     ALL_CONTRACTS,
@@ -55,6 +55,7 @@ __all__ = [
     "Customer",
     "Envelope",
     "ErrorReason",
+    "InboundEnvelope",
     "OrderSnapshot",
     "OrderStatusChanged",
     "OrderStatusReported",

@@ -475,6 +475,24 @@ async def ensure_topics(bootstrap: str, prefix: str = "") -> None:
         await admin.close()
 
 
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic whose name starts with `prefix`: a test's namespace, at its teardown.
+
+    Per-test topics otherwise pile up (thousands of partitions slow the broker's start and stop).
+    An empty prefix is refused: it would delete the contract topics themselves.
+    """
+    if not prefix:
+        raise ValueError("delete_topics needs a non-empty prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="devtools-infra")
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
 async def wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 30.0) -> None:
     """Wait until every partition of `topics` has a leader: a first send must not race the creation."""
     deadline = time.monotonic() + timeout_s
@@ -834,7 +852,11 @@ def env_lines(settings: InfraSettings) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.infra", description="Local Kafka + PostgreSQL")
-    parser.add_argument("command", choices=("up", "down", "status", "env"))
+    parser.add_argument(
+        "command",
+        choices=("up", "down", "status", "env", "topics"),
+        help="topics: create the platform's topics on $KAFKA_BOOTSTRAP_SERVERS (or the local broker) and exit",
+    )
     command = parser.parse_args(argv).command
     settings = InfraSettings()
     try:
@@ -844,6 +866,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             down(settings)
         elif command == "status":
             status(settings)
+        elif command == "topics":
+            asyncio.run(ensure_topics(os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or local_bootstrap(settings)))
         else:
             print("\n".join(env_lines(settings)))
     except InfraError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -19,9 +20,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from servicekit.kafka import topic_partitions
 
 from devtools import infra
-from servicekit.kafka import topic_partitions
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,7 @@ def _from_environment() -> Infrastructure | None:
 def _from_local_infra() -> Infrastructure:
     settings = infra.InfraSettings()
     infra.up(settings)
-    return Infrastructure(
-        infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure"
-    )
+    return Infrastructure(infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure")
 
 
 def _docker_answers() -> bool:
@@ -86,11 +85,16 @@ def _from_testcontainers() -> Iterator[Infrastructure]:
 
 
 @pytest.fixture
-async def topic_prefix(infrastructure: Infrastructure) -> str:
-    """A fresh namespace: every topic of the platform created anew under a unique prefix."""
+async def topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A fresh namespace: every topic of the platform created anew under a unique prefix, deleted after."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     await infra.ensure_topics(infrastructure.kafka_bootstrap, prefix)
-    return prefix
+    yield prefix
+    # Best effort: a slow deletion must not fail or stall the test that just passed.
+    try:
+        await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, prefix), 20)
+    except Exception as exc:
+        warnings.warn(f"could not delete the topics under {prefix}: {exc!r}", stacklevel=1)
 
 
 def database_dsn(server_dsn: str, database: str) -> str:
@@ -115,13 +119,9 @@ async def database(infrastructure: Infrastructure) -> AsyncIterator[str]:
         await admin.close()
 
 
-async def read_topic(
-    bootstrap: str, topic: str, *, timeout_s: float = 10.0
-) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` from the beginning up to the end offsets seen now, across partitions."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
@@ -158,9 +158,7 @@ async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, 
     return {tp: meta.offset for tp, meta in offsets.items()}
 
 
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], *, timeout_s: float = 15.0, what: str = ""
-) -> None:
+async def wait_until(condition: Callable[[], Awaitable[bool]], *, timeout_s: float = 15.0, what: str = "") -> None:
     """Poll `condition` until it holds; fail with `what` after `timeout_s`."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await condition():

@@ -18,6 +18,7 @@ from contracts.envelope import decode_any
 from contracts.errors import ContractError
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition
+
 from servicekit.kafka import topic_partitions
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 from yoyo import get_backend, read_migrations
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # What a repository is handed: a plain connection or one borrowed from a pool.
+    DbConnection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:
+    DbConnection = asyncpg.Connection
 
 SHARED_MIGRATIONS = Path(str(resources.files("servicekit") / "migrations"))
 

@@ -21,6 +21,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from contracts.envelope import Envelope
 
+from servicekit.db import DbConnection
+
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
@@ -46,7 +48,7 @@ def record_for(envelope: Envelope[Any], topic: str, key: bytes) -> OutboxRecord:
     return OutboxRecord(topic=topic, key=key, payload=envelope.to_bytes(), headers=headers)
 
 
-async def enqueue(conn: asyncpg.Connection, records: list[OutboxRecord]) -> None:
+async def enqueue(conn: DbConnection, records: list[OutboxRecord]) -> None:
     """Add records to the outbox within the caller's open transaction."""
     if not records:
         return
@@ -146,7 +148,7 @@ class OutboxRelay:
         return len(rows)
 
     @staticmethod
-    async def _forget(conn: asyncpg.Connection, ids: list[int]) -> None:
+    async def _forget(conn: DbConnection, ids: list[int]) -> None:
         """Delete published rows; only after every record of the batch was acknowledged."""
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
 

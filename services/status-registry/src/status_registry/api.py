@@ -55,9 +55,7 @@ def _parse_if_match(if_match: str | None) -> int:
     try:
         return int(if_match.removeprefix("W/").strip('"'))
     except ValueError as exc:
-        raise HTTPException(
-            status.HTTP_412_PRECONDITION_FAILED, f"If-Match {if_match!r} is no ETag of ours"
-        ) from exc
+        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, f"If-Match {if_match!r} is no ETag of ours") from exc
 
 
 def _with_etag(response: Response, definition: StatusDefinition) -> StatusDefinition:
@@ -92,9 +90,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StatusDefinition)
-async def create_status(
-    new: NewStatus, request: Request, response: Response, who: Writer
-) -> StatusDefinition:
+async def create_status(new: NewStatus, request: Request, response: Response, who: Writer) -> StatusDefinition:
     created = await registry(request, who).create(new)
     response.headers["Location"] = f"/v1/statuses/{created.code}"
     return _with_etag(response, created)
@@ -117,9 +113,7 @@ async def list_statuses(
         ) from exc
     async with request.app.state.pool.acquire() as conn:
         repo = StatusRepository(conn, who.partner_id)
-        items = await repo.page(
-            status_type=type, include_archived=include_archived, after=after, limit=limit + 1
-        )
+        items = await repo.page(status_type=type, include_archived=include_archived, after=after, limit=limit + 1)
     more = len(items) > limit
     items = items[:limit]
     return StatusPage(items=items, next_cursor=cursor_after(items[-1]).encode() if more else None)

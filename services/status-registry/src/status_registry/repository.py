@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 from contracts.statuses import StatusDefinition, StatusType
+from servicekit.db import DbConnection
 
 from status_registry.domain import NewStatus, StatusFields
 
@@ -18,7 +19,8 @@ COLUMNS = (
 )
 
 
-def _definition(row: asyncpg.Record) -> StatusDefinition:
+def _definition(row: asyncpg.Record | None) -> StatusDefinition:
+    assert row is not None, "the row was locked or written in this transaction"
     values = dict(row)
     values["localized_names"] = json.loads(values["localized_names"])
     return StatusDefinition.model_validate(values)
@@ -53,7 +55,7 @@ def cursor_after(definition: StatusDefinition) -> Cursor:
 
 
 class StatusRepository:
-    def __init__(self, conn: asyncpg.Connection, partner_id: str) -> None:
+    def __init__(self, conn: DbConnection, partner_id: str) -> None:
         self._conn = conn
         self._partner_id = partner_id
 
@@ -69,8 +71,7 @@ class StatusRepository:
     async def all(self, *, for_update: bool = False) -> list[StatusDefinition]:
         lock = " FOR UPDATE" if for_update else ""
         rows = await self._conn.fetch(
-            f"SELECT {COLUMNS} FROM status_definitions WHERE partner_id = $1 "
-            f"ORDER BY type_rank, position, code{lock}",
+            f"SELECT {COLUMNS} FROM status_definitions WHERE partner_id = $1 ORDER BY type_rank, position, code{lock}",
             self._partner_id,
         )
         return [_definition(r) for r in rows]
@@ -83,8 +84,7 @@ class StatusRepository:
 
     async def initial_of(self, status_type: StatusType) -> str | None:
         code: str | None = await self._conn.fetchval(
-            "SELECT code FROM status_definitions "
-            "WHERE partner_id = $1 AND type = $2 AND is_initial AND NOT archived",
+            "SELECT code FROM status_definitions WHERE partner_id = $1 AND type = $2 AND is_initial AND NOT archived",
             self._partner_id,
             str(status_type),
         )

@@ -75,9 +75,7 @@ class Registry:
         async with self._unit_of_work() as (repo, events):
             existing = await repo.get(new.code)
             if existing is not None:
-                raise Conflict(
-                    f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')"
-                )
+                raise Conflict(f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')")
             await self._check_references(repo, new.code, new.type, new)
             created = await repo.insert(new)
             events.append(self._event(created))
@@ -87,9 +85,7 @@ class Registry:
         async with self._unit_of_work() as (repo, events):
             current = await self._current(repo, code, if_match)
             fields = patched(current, patch)
-            if fields == StatusFields.model_validate(
-                current.model_dump(include=set(StatusFields.model_fields))
-            ):
+            if fields == StatusFields.model_validate(current.model_dump(include=set(StatusFields.model_fields))):
                 return current
             await self._check_references(repo, code, current.type, fields)
             updated = await repo.update(code, fields, archived=current.archived)
