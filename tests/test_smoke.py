@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -21,7 +22,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 
 async def test_contract_round_trips_through_the_real_broker_with_manual_commit(
-    infrastructure: Infrastructure, topic_prefix: str
+    infrastructure: Infrastructure, topic_prefix: str, summary: Callable[[str], None]
 ) -> None:
     topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
     group = f"smoke-{uuid.uuid4().hex[:8]}"
@@ -46,16 +47,19 @@ async def test_contract_round_trips_through_the_real_broker_with_manual_commit(
         got = await asyncio.wait_for(received.get(), timeout=30)
 
     assert got == sent
-    print(f"\nbroker round trip: {got.type} id={got.id} key={sent.key().decode()} via {infrastructure.origin}")
+    summary(
+        f"broker round trip: {got.type} id={got.id} key={sent.key().decode()} published and consumed "
+        f"by group {group} on {infrastructure.kafka_bootstrap} ({infrastructure.origin})"
+    )
     committed = await committed_offsets(infrastructure.kafka_bootstrap, group)
     assert sum(committed.values()) == 1, committed
 
 
-async def test_real_postgres_query(database: str) -> None:
+async def test_real_postgres_query(database: str, summary: Callable[[str], None]) -> None:
     conn = await asyncpg.connect(database)
     try:
         version = await conn.fetchval("SHOW server_version")
         assert await conn.fetchval("SELECT $1::int + $2::int", 40, 2) == 42
     finally:
         await conn.close()
-    print(f"\npostgres {version} answered on {database.rsplit('@', 1)[-1]}")
+    summary(f"postgres {version} answered on {database.rsplit('@', 1)[-1]}")

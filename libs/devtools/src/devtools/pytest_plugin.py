@@ -24,6 +24,21 @@ from servicekit.kafka import topic_partitions
 
 from devtools import infra
 
+_SUMMARY: list[str] = []
+
+
+@pytest.fixture
+def summary() -> Callable[[str], None]:
+    """`summary("...")`: a line printed at the end of the run, under "platform checks" (shown even on success)."""
+    return _SUMMARY.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _SUMMARY:
+        terminalreporter.section("platform checks")
+        for line in _SUMMARY:
+            terminalreporter.write_line(line)
+
 
 @dataclass(frozen=True)
 class Infrastructure:

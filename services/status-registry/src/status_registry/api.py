@@ -42,7 +42,7 @@ class SyncResult(BaseModel):
 
 def registry(request: Request, principal: Principal) -> Registry:
     settings = request.app.state.settings
-    return Registry(request.app.state.pool, principal.partner_id, settings.topic_status_definitions)
+    return Registry(request.app.state.runtime.pool, principal.partner_id, settings.topic_status_definitions)
 
 
 def _etag(definition: StatusDefinition) -> str:
@@ -111,7 +111,7 @@ async def list_statuses(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor is malformed; use next_cursor as given"
         ) from exc
-    async with request.app.state.pool.acquire() as conn:
+    async with request.app.state.runtime.pool.acquire() as conn:
         repo = StatusRepository(conn, who.partner_id)
         items = await repo.page(status_type=type, include_archived=include_archived, after=after, limit=limit + 1)
     more = len(items) > limit

@@ -1,0 +1,140 @@
+"""The lifecycle every service shares, so a service's `app.py` only says what is its own.
+
+Start-up order: migrations, database pool, idempotent producer, outbox relay, status catalog (when
+the service keeps one; it must have caught up before consumers start), the service's own start-up
+hook (it registers its subscribers there, with the runtime in hand), then the FastStream broker.
+Shutdown runs in reverse, so consumers stop before the pool they write to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from contracts.topics import Topic
+from fastapi import APIRouter, FastAPI
+from faststream.kafka import KafkaBroker
+
+from servicekit.catalog import StatusCatalog
+from servicekit.db import apply_migrations, create_pool, ping
+from servicekit.http import ReadinessCheck, install_plumbing
+from servicekit.kafka import broker_reachable
+from servicekit.outbox import OutboxRelay, idempotent_producer
+from servicekit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a running service holds; the service's routes reach it as `request.app.state.runtime`."""
+
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    relay: OutboxRelay
+    broker: KafkaBroker
+    catalog: StatusCatalog | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+StartupHook = Callable[[Runtime], Awaitable[None]]
+
+
+def make_broker(settings: ServiceSettings) -> KafkaBroker:
+    """The service's FastStream broker: its consumers, and any direct publishing (idempotent, acks=all)."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.service_name,
+        enable_idempotence=True,
+        logger=logging.getLogger(f"{settings.service_name}.broker"),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    title: str
+    description: str
+    migrations: Path
+    routers: Sequence[APIRouter] = ()
+    keeps_catalog: bool = False
+    on_startup: StartupHook | None = None
+    install_handlers: Callable[[FastAPI], None] | None = None
+
+
+def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker | None = None) -> FastAPI:
+    broker = broker or make_broker(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with _running(settings, spec, broker) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    if spec.install_handlers:
+        spec.install_handlers(app)
+    for router in spec.routers:
+        app.include_router(router)
+    install_plumbing(app, max_body_bytes=settings.max_body_bytes, checks=_readiness_checks(app, spec.keeps_catalog))
+    return app
+
+
+def _readiness_checks(app: FastAPI, keeps_catalog: bool) -> dict[str, ReadinessCheck]:
+    def runtime() -> Runtime:
+        return app.state.runtime  # type: ignore[no-any-return]
+
+    async def catalog_ready() -> bool:
+        catalog = runtime().catalog
+        return catalog is not None and catalog.ready.is_set()
+
+    checks: dict[str, ReadinessCheck] = {
+        "database": lambda: ping(runtime().pool),
+        "broker": lambda: broker_reachable(runtime().producer),
+    }
+    if keeps_catalog:
+        checks["status_catalog"] = catalog_ready
+    return checks
+
+
+@asynccontextmanager
+async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker) -> AsyncIterator[Runtime]:
+    await asyncio.to_thread(apply_migrations, settings.database_url, spec.migrations)
+    pool = await create_pool(settings.database_url, settings.db_pool_min_size, settings.db_pool_max_size)
+    producer = idempotent_producer(settings.kafka_bootstrap_servers, settings.service_name)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(pool.close)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        relay = OutboxRelay(
+            pool, producer, batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s
+        )
+        stack.push_async_callback(_cancel, asyncio.create_task(relay.run(), name="outbox-relay"))
+        runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay, broker=broker)
+        if spec.keeps_catalog:
+            runtime.catalog = StatusCatalog(
+                settings.kafka_bootstrap_servers, settings.topic(Topic.STATUS_DEFINITIONS), settings.service_name
+            )
+            await runtime.catalog.start()
+            stack.push_async_callback(runtime.catalog.stop)
+            await runtime.catalog.ready.wait()
+        if spec.on_startup:
+            await spec.on_startup(runtime)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+        yield runtime
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
