@@ -107,7 +107,8 @@ async def topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
     yield prefix
     # Best effort: a slow deletion must not fail or stall the test that just passed.
     try:
-        await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, prefix), 20)
+        if not os.environ.get("KEEP_TOPICS"):
+            await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, prefix), 20)
     except Exception as exc:
         warnings.warn(f"could not delete the topics under {prefix}: {exc!r}", stacklevel=1)
 

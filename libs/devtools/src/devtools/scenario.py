@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from contracts.envelope import Envelope
+from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
+from contracts.statuses import StatusDefinition
 
 DEMO_PARTNER = "demo"
 
@@ -42,3 +48,30 @@ def example_status_list() -> list[dict[str, Any]]:
         )
         seen.add(status_type)
     return body
+
+
+def example_definitions(partner_id: str = DEMO_PARTNER) -> list[StatusDefinition]:
+    """The example statuses as the registry would publish them (version 1), for tests without the registry."""
+    now = datetime.now(UTC)
+    return [
+        StatusDefinition(partner_id=partner_id, version=1, created_at=now, updated_at=now, **fields)
+        for fields in example_status_list()
+    ]
+
+
+async def publish_definitions(bootstrap: str, topic: str, definitions: list[StatusDefinition]) -> None:
+    """Put definitions on the registry topic exactly as the registry's relay does."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for definition in definitions:
+            data = (
+                StatusDefinitionArchived(definition=definition, version=definition.version)
+                if definition.archived
+                else StatusDefinitionUpserted(definition=definition)
+            )
+            envelope = Envelope.wrap(data, source="/tests", partner_id=definition.partner_id)
+            await producer.send(topic, envelope.to_bytes(), key=envelope.key())
+        await producer.flush()
+    finally:
+        await producer.stop()

@@ -1,0 +1,312 @@
+"""HTTP API of the orders service: orders and their statuses, analytics and segments; partner-scoped."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from contracts.orders import Customer
+from contracts.primitives import CurrencyCode, Money, Slug, UtcDatetime
+from contracts.statuses import StatusCodes, StatusDefinition, StatusType
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from servicekit.app import Runtime
+from servicekit.auth import Principal, require
+
+from orders import analytics
+from orders.domain import Order, Reason, Refused, Requested
+from orders.repository import history_of, load_orders, store_response, stored_response
+from orders.services import Command, OrderDetails, OrderService, Result
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"])
+analytics_router = APIRouter(prefix="/v1", tags=["analytics"])
+Reader = Annotated[Principal, Depends(require("read"))]
+Writer = Annotated[Principal, Depends(require("write"))]
+IdempotencyKey = Annotated[str | None, Header(max_length=200, description="A repeat returns the first response")]
+
+
+class OrderBody(BaseModel):
+    """`PUT /v1/orders/{order_id}`: the order as the upstream system sees it (same as order.upserted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer: Customer
+    amount: Money
+    currency: CurrencyCode
+    placed_at: UtcDatetime
+    statuses: StatusCodes = Field(default_factory=StatusCodes)
+    source_sequence: int | None = Field(default=None, ge=0)
+    occurred_at: UtcDatetime | None = None
+
+
+class StatusBody(BaseModel):
+    """`POST /v1/orders/{order_id}/status`: set one status by its code."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: Slug
+    occurred_at: UtcDatetime | None = None
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def service(request: Request) -> OrderService:
+    return runtime(request).extras["order_service"]  # type: ignore[no-any-return]
+
+
+def _event_id(idempotency_key: str | None) -> str:
+    # With a key, a retried request is the same event: the claim makes it a no-op even if it races.
+    return f"http:{idempotency_key}" if idempotency_key else f"http:{uuid.uuid4()}"
+
+
+async def _idempotent(request: Request, who: Principal, key: str | None, body: BaseModel, run: Any) -> JSONResponse:
+    """Run `run()` once per Idempotency-Key; a repeat with the same request returns the first response."""
+    if key is None:
+        code, payload = await run()
+        return JSONResponse(payload, status_code=code)
+    fingerprint = hashlib.sha256(f"{request.method} {request.url.path} {body.model_dump_json()}".encode()).hexdigest()
+    pool = runtime(request).pool
+    async with pool.acquire() as conn:
+        stored = await stored_response(conn, who.partner_id, key)
+    if stored is None:
+        code, payload = await run()
+        async with pool.acquire() as conn:
+            await store_response(conn, who.partner_id, key, fingerprint, code, payload)
+            stored = await stored_response(conn, who.partner_id, key)
+        assert stored is not None
+    if stored["request_hash"] != fingerprint:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Idempotency-Key was used for another request")
+    return JSONResponse(json.loads(stored["body"]), status_code=stored["status_code"])
+
+
+def _refusal(result: Result) -> tuple[int, dict[str, Any]]:
+    assert result.refused is not None
+    code = 404 if result.refused.reason is Reason.UNKNOWN_ORDER else 422
+    return code, {"detail": [{"loc": ["body"], "msg": result.refused.detail, "type": str(result.refused.reason)}]}
+
+
+async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any]]:
+    (result,) = await service(request).handle([command])
+    if result.refused is not None:
+        return _refusal(result)
+    view = await _order_view(request, command.partner_id, command.order_id, with_history=False)
+    changes = [
+        {"type": c.status_type, "outcome": c.outcome, "from": c.from_status and c.from_status.code,
+         "to": c.to_status.code, "sequence": c.sequence}
+        for c in result.changes
+    ]  # fmt: skip
+    return 200, {"changes": changes, "order": view}
+
+
+@router.put("/{order_id}", summary="Create or update an order (same as order.upserted on Kafka)")
+async def upsert_order(
+    order_id: Annotated[str, Field(min_length=1, max_length=128)],
+    body: OrderBody,
+    request: Request,
+    who: Writer,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    occurred_at = body.occurred_at or datetime.now(UTC)
+    command = Command(
+        partner_id=who.partner_id,
+        order_id=order_id,
+        event_id=_event_id(idempotency_key),
+        requests=tuple(
+            Requested(code, occurred_at, body.source_sequence, expected_type=t) for t, code in body.statuses.items()
+        ),
+        details=OrderDetails(body.customer, body.amount, body.currency, body.placed_at),
+    )
+    return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
+
+
+@router.post("/{order_id}/status", summary="Set one status of an order by its code")
+async def set_status(
+    order_id: str, body: StatusBody, request: Request, who: Writer, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    requested = Requested(body.code, body.occurred_at or datetime.now(UTC), None, body.comment)
+    command = Command(who.partner_id, order_id, _event_id(idempotency_key), (requested,))
+    return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
+
+
+def _view(request: Request, order: Order) -> dict[str, Any]:
+    """An order for the API: current statuses with their current names from the registry replica."""
+    catalog = runtime(request).catalog
+    assert catalog is not None
+    statuses = {}
+    for status_type, applied in order.statuses.items():
+        current = catalog.get(order.partner_id, applied.ref.code)
+        statuses[str(status_type)] = {
+            "code": applied.ref.code,
+            "name": current.name if current else applied.ref.name,
+            "localized_names": current.localized_names if current else {},
+            "since": applied.since.isoformat(),
+        }
+    return {
+        "order_id": order.order_id,
+        "customer": order.customer.model_dump(mode="json"),
+        "amount": str(order.amount),
+        "currency": order.currency,
+        "placed_at": order.placed_at.isoformat(),
+        "statuses": statuses,
+        "status_changes": order.last_sequence,
+    }
+
+
+async def _order_view(request: Request, partner_id: str, order_id: str, *, with_history: bool) -> dict[str, Any]:
+    async with runtime(request).pool.acquire() as conn:
+        found = (await load_orders(conn, [(partner_id, order_id)], lock=False)).get((partner_id, order_id))
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no order '{order_id}'")
+        view = _view(request, found)
+        if with_history:
+            history = await history_of(conn, partner_id, order_id)
+            view["history"] = [{k: _jsonable(v) for k, v in h.items()} for h in history]
+    return view
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+@router.get("/{order_id}", summary="An order: current statuses with names, and its status history")
+async def get_order(order_id: str, request: Request, who: Reader) -> dict[str, Any]:
+    return await _order_view(request, who.partner_id, order_id, with_history=True)
+
+
+def _encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        assert isinstance(values, list)
+        return values
+    except (ValueError, AssertionError) as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "malformed cursor; pass next_cursor as given"
+        ) from exc
+
+
+@router.get("", summary="Orders filtered by status, customer and update time (cursor pages)")
+async def list_orders(
+    request: Request,
+    who: Reader,
+    status_type: StatusType | None = None,
+    code: str | None = None,
+    customer_id: str | None = None,
+    updated_from: datetime | None = None,
+    updated_to: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    after_time, after_id = _decode_cursor(cursor) if cursor else (None, "")
+    async with runtime(request).pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT o.order_id, o.updated_at FROM orders o WHERE o.partner_id = $1 "
+            "AND ($2::text IS NULL AND $3::text IS NULL OR EXISTS (SELECT 1 FROM order_statuses s "
+            "  WHERE s.partner_id = o.partner_id AND s.order_id = o.order_id "
+            "  AND ($2::text IS NULL OR s.code = $2) AND ($3::text IS NULL OR s.type = $3))) "
+            "AND ($4::text IS NULL OR o.customer_id = $4) "
+            "AND ($5::timestamptz IS NULL OR o.updated_at >= $5) AND ($6::timestamptz IS NULL OR o.updated_at < $6) "
+            "AND ($7::timestamptz IS NULL OR (o.updated_at, o.order_id) > ($7, $8)) "
+            "ORDER BY o.updated_at, o.order_id LIMIT $9",
+            who.partner_id,
+            code,
+            str(status_type) if status_type else None,
+            customer_id,
+            updated_from,
+            updated_to,
+            datetime.fromisoformat(after_time) if after_time else None,
+            after_id,
+            limit + 1,
+        )
+        page = rows[:limit]
+        found = await load_orders(conn, [(who.partner_id, r["order_id"]) for r in page], lock=False)
+    items = [_view(request, found[(who.partner_id, r["order_id"])]) for r in page]
+    more = len(rows) > limit
+    next_cursor = _encode_cursor([page[-1]["updated_at"].isoformat(), page[-1]["order_id"]]) if more else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def _analytics_status(request: Request, partner_id: str, code: str) -> StatusDefinition:
+    catalog = runtime(request).catalog
+    assert catalog is not None
+    definition = catalog.get(partner_id, code)
+    if definition is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no status with code '{code}'")
+    if not definition.include_in_analytics:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"status '{code}' is not included in analytics; set include_in_analytics in the registry first",
+        )
+    return definition
+
+
+@analytics_router.get("/analytics/status-counts", summary="Current distribution and transitions into statuses")
+async def status_counts(
+    request: Request,
+    who: Reader,
+    type: StatusType,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+) -> dict[str, Any]:
+    catalog = runtime(request).catalog
+    assert catalog is not None
+    flagged = sorted(
+        (d for d in catalog.of_partner(who.partner_id) if d.type == type and d.include_in_analytics),
+        key=lambda d: (d.position, d.code),
+    )
+    codes = [d.code for d in flagged]
+    async with runtime(request).pool.acquire() as conn:
+        current = await analytics.current_distribution(conn, who.partner_id, str(type), codes)
+        entered = await analytics.transitions_into(conn, who.partner_id, codes, from_, to)
+    return {
+        "type": type,
+        "from": from_,
+        "to": to,
+        "statuses": [
+            {"code": d.code, "name": d.name, "current": current.get(d.code, 0), "entered": entered.get(d.code, 0)}
+            for d in flagged
+        ],
+    }
+
+
+@analytics_router.get("/analytics/time-in-status", summary="Median and p90 time orders spent in a status")
+async def time_in_status(request: Request, who: Reader, code: str) -> dict[str, Any]:
+    _analytics_status(request, who.partner_id, code)
+    async with runtime(request).pool.acquire() as conn:
+        return {"code": code, **await analytics.time_in_status(conn, who.partner_id, code)}
+
+
+@analytics_router.get("/segments/customers", summary="Customers whose orders entered a status in a window")
+async def customers_segment(
+    request: Request,
+    who: Reader,
+    status_code: Annotated[str, Query(alias="status")],
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    _analytics_status(request, who.partner_id, status_code)
+    after = str(_decode_cursor(cursor)[0]) if cursor else ""
+    async with runtime(request).pool.acquire() as conn:
+        rows = await analytics.customers_entering(conn, who.partner_id, status_code, from_, to, after, limit + 1)
+    page = rows[:limit]
+    next_cursor = _encode_cursor([page[-1]["customer_id"]]) if len(rows) > limit else None
+    return {"status": status_code, "items": page, "next_cursor": next_cursor}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Refused)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": exc.detail, "type": str(exc.reason)}]}, 422)
+
+    app.add_exception_handler(Refused, refused)

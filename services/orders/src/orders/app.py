@@ -1,0 +1,70 @@
+"""Wiring of the orders service: consumers of upstream events, the REST API, the outbox relay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app
+from servicekit.consumer import DeadLetters, batch_handler, subscriber_options
+from servicekit.logs import configure_logging
+
+from orders.api import analytics_router, install_error_handlers, router
+from orders.consumers import InboundConsumer, RetryPolicy
+from orders.services import OrderService
+from orders.settings import OrdersSettings
+
+
+def _startup(settings: OrdersSettings) -> StartupHook:
+    async def start(runtime: Runtime) -> None:
+        assert runtime.catalog is not None
+        service = OrderService(runtime.pool, runtime.catalog, settings.changed_topic)
+        runtime.extras["order_service"] = service
+        dead_letters = DeadLetters(runtime.producer, settings.dlq_topic, settings.consumer_group)
+        inbound = InboundConsumer(
+            service,
+            dead_letters,
+            runtime.producer,
+            settings.retry_topic,
+            max_bytes=settings.max_inbound_bytes,
+            retry=RetryPolicy(settings.unknown_status_retry_delays_s),
+        )
+        handler = batch_handler(inbound, dead_letters)
+        runtime.broker.subscriber(
+            settings.inbound_topic,
+            title="orders.inbound",
+            **subscriber_options(settings.consumer_group, max_records=settings.consumer_max_records),
+        )(handler)
+        # A separate group for the retry topic: its waits never hold up fresh upstream events.
+        runtime.broker.subscriber(
+            settings.retry_topic,
+            title="orders.inbound.retry",
+            **subscriber_options(f"{settings.consumer_group}-retry", max_records=50),
+        )(batch_handler(inbound, dead_letters))
+
+    return start
+
+
+def create_app(settings: OrdersSettings | None = None) -> FastAPI:
+    settings = settings or OrdersSettings()
+    spec = ServiceSpec(
+        title="Orders",
+        description="Orders with three status types: upstream events and REST in, OrderStatusChanged out; analytics.",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router, analytics_router],
+        keeps_catalog=True,
+        on_startup=_startup(settings),
+        install_handlers=install_error_handlers,
+    )
+    return create_service_app(settings, spec)
+
+
+def main() -> None:
+    settings = OrdersSettings()
+    configure_logging(settings.service_name, settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

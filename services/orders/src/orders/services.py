@@ -1,0 +1,177 @@
+"""Use cases of the orders service: apply commands (upstream events or REST requests) in one transaction.
+
+A batch of commands runs in ONE transaction: the orders it touches are locked in a fixed order, the
+commands already processed are skipped, each remaining one is decided by the domain, and the new
+state, the history rows, the processed-event claims and the outbox events commit together. Refused
+commands write nothing; the caller dead-letters or retries them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+from contracts.envelope import Envelope
+from contracts.orders import Customer, OrderStatusChanged
+from contracts.topics import order_key
+from prometheus_client import Counter
+from servicekit.catalog import StatusCatalog
+from servicekit.db import DbConnection
+from servicekit.outbox import OutboxRecord, enqueue, record_for
+
+from orders.domain import Change, Order, Outcome, Reason, Refused, Requested, decide_all, initial_finder
+from orders.repository import HistoryEntry, OrderKey, add_history, load_orders, save_orders
+
+SOURCE = "/services/orders"
+CONSUMER = "orders"
+
+STATUS_CHANGES = Counter("order_status_changes_total", "Applied status changes", ["type"])
+STALE_EVENTS = Counter("order_stale_events_total", "Status changes ignored as older than the applied one", ["type"])
+REFUSED = Counter("order_commands_refused_total", "Commands refused by a rule", ["reason"])
+
+
+@dataclass(frozen=True)
+class OrderDetails:
+    customer: Customer
+    amount: Decimal
+    currency: str
+    placed_at: datetime
+
+
+@dataclass(frozen=True)
+class Command:
+    """One upstream event or REST request: optional order details and the status changes it asks for."""
+
+    partner_id: str
+    order_id: str
+    event_id: str
+    requests: tuple[Requested, ...]
+    details: OrderDetails | None = None
+    correlation_id: str | None = None
+
+    @property
+    def claim_id(self) -> str:
+        # Upstream ids are unique per producer, not across partners: scope the de-duplication by partner.
+        return f"{self.partner_id}:{self.event_id}"
+
+    @property
+    def key(self) -> OrderKey:
+        return (self.partner_id, self.order_id)
+
+
+@dataclass
+class Result:
+    command: Command
+    changes: list[Change] = field(default_factory=list)
+    refused: Refused | None = None
+    duplicate: bool = False
+    order: Order | None = None
+
+    @property
+    def applied(self) -> list[Change]:
+        return [c for c in self.changes if c.outcome is Outcome.APPLIED]
+
+
+@dataclass
+class OrderService:
+    pool: asyncpg.Pool
+    catalog: StatusCatalog
+    changed_topic: str
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    async def handle(self, commands: Sequence[Command]) -> list[Result]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self._handle(conn, commands)
+
+    async def _handle(self, conn: DbConnection, commands: Sequence[Command]) -> list[Result]:
+        now = self.clock()
+        orders = await load_orders(conn, [c.key for c in commands], lock=True)
+        seen = await _already_processed(conn, [c.claim_id for c in commands])
+        results, history, events, claims = [], [], [], []
+        for command in commands:
+            result = Result(command)
+            results.append(result)
+            if command.claim_id in seen:
+                result.duplicate = True
+                continue
+            try:
+                result.order, result.changes = self._decide(command, orders, now)
+            except Refused as refused:
+                REFUSED.labels(refused.reason).inc()
+                result.refused = refused
+                continue
+            seen.add(command.claim_id)  # the same event twice in one batch counts once
+            claims.append(command.claim_id)
+            history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
+            events += [self._event(command, result.order, c) for c in result.applied]
+        touched = {r.command.key: r.order for r in results if r.order is not None}
+        await save_orders(conn, list(touched.values()), now)
+        await add_history(conn, history)
+        await _claim(conn, claims)
+        await enqueue(conn, events)
+        _count(results)
+        return results
+
+    def _decide(self, command: Command, orders: dict[OrderKey, Order], now: datetime) -> tuple[Order, list[Change]]:
+        order = orders.get(command.key)
+        if order is None and command.details is None:
+            raise Refused(Reason.UNKNOWN_ORDER, f"order '{command.order_id}' is unknown; send order.upserted first")
+        if order is None:
+            assert command.details is not None
+            order = Order(command.partner_id, command.order_id, **vars(command.details))
+        definitions = self.catalog.of_partner(command.partner_id)
+        lookup = {d.code: d for d in definitions}.get
+        # decide_all changes nothing when it refuses, so a refused command leaves the order as it was.
+        changes = decide_all(order, command.requests, lookup, initial_finder(definitions), now)
+        if command.details is not None:
+            vars(order).update(vars(command.details))
+        orders[command.key] = order
+        return order, changes
+
+    def _event(self, command: Command, order: Order, change: Change) -> OutboxRecord:
+        assert change.sequence is not None
+        data = OrderStatusChanged(
+            order_id=order.order_id,
+            status_type=change.status_type,
+            from_status=change.from_status,
+            to_status=change.to_status,
+            to_include_in_analytics=change.to_include_in_analytics,
+            sequence=change.sequence,
+            order=order.snapshot(),
+            occurred_at=change.requested.occurred_at,
+        )
+        envelope = Envelope.wrap(
+            data,
+            source=SOURCE,
+            partner_id=command.partner_id,
+            correlation_id=command.correlation_id or command.event_id,
+            causation_id=command.event_id,
+        )
+        return record_for(envelope, self.changed_topic, order_key(command.partner_id, order.order_id))
+
+
+async def _already_processed(conn: DbConnection, claim_ids: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT event_id FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::text[])", CONSUMER, claim_ids
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def _claim(conn: DbConnection, claim_ids: list[str]) -> None:
+    # A plain INSERT: should a concurrent consumer have claimed one meanwhile (a rebalance race), the
+    # unique violation rolls this batch back and the replay then sees the claim.
+    await conn.executemany(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)", [(CONSUMER, c) for c in claim_ids]
+    )
+
+
+def _count(results: list[Result]) -> None:
+    for result in results:
+        for change in result.changes:
+            if change.outcome is Outcome.APPLIED:
+                STATUS_CHANGES.labels(change.status_type).inc()
+            elif change.outcome is Outcome.STALE:
+                STALE_EVENTS.labels(change.status_type).inc()

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from contracts.topics import Topic
+from servicekit.settings import LOCAL_POSTGRES, ServiceSettings
+
+
+class OrdersSettings(ServiceSettings):
+    service_name: str = "orders"
+    http_port: int = 8002
+    database_url: str = f"{LOCAL_POSTGRES}/orders"
+
+    consumer_group: str = "orders"
+    consumer_max_records: int = 500
+    # Upstream records above this size are dead-lettered as oversized.
+    max_inbound_bytes: int = 64 * 1024
+    # Waits before each retry of a record whose status code or order is not known yet.
+    unknown_status_retry_delays_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0)
+
+    @property
+    def inbound_topic(self) -> str:
+        return self.topic(Topic.ORDERS_INBOUND)
+
+    @property
+    def retry_topic(self) -> str:
+        return self.topic(Topic.ORDERS_INBOUND_RETRY)
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic(Topic.ORDERS_INBOUND_DLQ)
+
+    @property
+    def topic_status_definitions(self) -> str:
+        return self.topic(Topic.STATUS_DEFINITIONS)
+
+    @property
+    def changed_topic(self) -> str:
+        return self.topic(Topic.ORDER_STATUS_CHANGED)

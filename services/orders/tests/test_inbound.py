@@ -1,0 +1,156 @@
+"""Upstream events on orders.inbound.v1 against real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from aiokafka import ConsumerRecord
+from contracts.envelope import decode
+from contracts.orders import OrderStatusChanged
+from contracts.statuses import StatusType
+from devtools.pytest_plugin import read_topic, wait_until
+from devtools.scenario import example_definitions, publish_definitions
+from orders.settings import OrdersSettings
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+Clients = Callable[..., httpx.AsyncClient]
+
+
+async def records(bootstrap: str, topic: str, count: int, timeout_s: float = 20) -> list[ConsumerRecord[bytes, bytes]]:
+    """Wait until `topic` holds `count` records; fail if it holds more."""
+    found: list[ConsumerRecord[bytes, bytes]] = []
+
+    async def enough() -> bool:
+        nonlocal found
+        found = await read_topic(bootstrap, topic)
+        return len(found) >= count
+
+    await wait_until(enough, timeout_s=timeout_s, what=f"{count} records on {topic}")
+    assert len(found) == count, [r.value for r in found]
+    return found
+
+
+async def changes(settings: OrdersSettings, count: int) -> list[OrderStatusChanged]:
+    found = await records(settings.kafka_bootstrap_servers, settings.changed_topic, count)
+    events = [decode(r.value or b"", OrderStatusChanged) for r in found]
+    return [e.data for e in sorted(events, key=lambda e: (e.data.order_id, e.data.sequence))]
+
+
+async def dead_letters(settings: OrdersSettings, count: int, timeout_s: float = 20) -> dict[str, str]:
+    """reason -> error of each dead-lettered record."""
+    found = await records(settings.kafka_bootstrap_servers, settings.dlq_topic, count, timeout_s)
+    pairs = [(dict(r.headers)["dlq-reason"].decode(), dict(r.headers)["dlq-error"].decode()) for r in found]
+    return dict(pairs)
+
+
+async def test_an_upserted_order_emits_one_change_per_type_with_snapshot_and_causation(
+    upstream: Any, orders_settings: OrdersSettings, client_for: Clients
+) -> None:
+    sent = await upstream.upsert("o-1", general="accepted", delivery="at_pickup_point", payment="invoice_issued")
+    events = await changes(orders_settings, 3)
+    assert [(e.status_type, e.sequence, e.from_status) for e in events] == [
+        (StatusType.GENERAL, 1, None),
+        (StatusType.DELIVERY, 2, None),
+        (StatusType.PAYMENT, 3, None),
+    ]
+    last = events[-1]
+    assert last.to_status.name == "Счёт выставлен" and last.order.customer.name == "Анна"
+    assert last.order.statuses.general is not None and last.order.statuses.general.code == "accepted"
+    raw = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
+    assert {decode(r.value or b"", OrderStatusChanged).causationid for r in raw} == {sent.id}
+    assert {r.key for r in raw} == {b"demo:o-1"}
+
+    order = (await client_for("demo").get("/v1/orders/o-1")).json()
+    assert order["statuses"]["delivery"]["name"] == "В пункте выдачи"
+    assert [h["outcome"] for h in order["history"]] == ["applied"] * 3
+
+
+async def test_duplicates_same_status_and_stale_events_change_nothing(
+    upstream: Any, orders_settings: OrdersSettings, client_for: Clients
+) -> None:
+    await upstream.upsert("o-2", delivery="at_pickup_point", seq=1)
+    shipped = await upstream.report("o-2", "shipped", seq=5, at=T0 + timedelta(hours=2))
+    await upstream.send(shipped)  # the same event again
+    await upstream.report("o-2", "shipped", seq=6, at=T0 + timedelta(hours=3))  # the status it already has
+    await upstream.report("o-2", "at_delivery_point", seq=4, at=T0 + timedelta(hours=4))  # older sequence: stale
+    await upstream.report("o-2", "accepted", at=T0 - timedelta(days=1))  # general: first one, applied
+    await upstream.report("o-2", "agreed", at=T0 - timedelta(days=2))  # older than 'accepted': stale by time
+    events = await changes(orders_settings, 3)
+    assert [(e.to_status.code, e.sequence) for e in events] == [("at_pickup_point", 1), ("shipped", 2), ("accepted", 3)]
+
+    async def history_complete() -> bool:
+        order = (await client_for("demo").get("/v1/orders/o-2")).json()
+        return len(order["history"]) == 6
+
+    await wait_until(history_complete, what="every processed event in the history")
+    order = (await client_for("demo").get("/v1/orders/o-2")).json()
+    outcomes = [(h["to_code"], h["outcome"]) for h in order["history"]]
+    assert ("at_delivery_point", "stale") in outcomes and ("agreed", "stale") in outcomes
+    assert ("shipped", "unchanged") in outcomes and len(outcomes) == 6  # the duplicate left no trace
+    metrics = (await client_for("demo").get("/metrics")).text
+    assert 'order_stale_events_total{type="delivery"}' in metrics
+
+
+async def test_rule_violations_and_bad_records_are_dead_lettered_while_others_flow(
+    upstream: Any, orders_settings: OrdersSettings
+) -> None:
+    restricted = example_definitions("demo")
+    for definition in restricted:  # 'delivered' is final; 'shipped' may only go to 'at_delivery_point'
+        if definition.code in {"delivered", "shipped", "in_progress"}:
+            allowed = {"delivered": [], "shipped": ["at_delivery_point"]}.get(definition.code)
+            restricted[restricted.index(definition)] = definition.model_copy(
+                update={"allowed_next": allowed, "archived": definition.code == "in_progress", "version": 2}
+            )
+    await publish_definitions(
+        orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_definitions, restricted
+    )
+    await upstream.upsert("o-3", delivery="at_pickup_point")
+    await wait_until(lambda: _has_changes(orders_settings, 1), what="the first change")
+
+    await upstream.raw(b"{not json")
+    await upstream.raw(b'{"specversion": "1.0", "id": "x", "type": "order.cancelled.v9"}')
+    await upstream.raw(b"x" * (orders_settings.max_inbound_bytes + 1))
+    await upstream.upsert("o-4", delivery="shipped")  # not the initial delivery status
+    await upstream.report("o-3", "shipped", at=T0 + timedelta(hours=1))
+    await upstream.report("o-3", "delivered", at=T0 + timedelta(hours=2))  # shipped -> delivered not allowed
+    await upstream.report("o-3", "in_progress", at=T0 + timedelta(hours=3))  # archived
+    wrong_key = (await upstream.report("o-5", "accepted")).to_bytes()
+    await upstream.raw(wrong_key, key=b"acme:o-5")
+    await upstream.report("o-3", "at_delivery_point", at=T0 + timedelta(hours=4))  # still flows
+
+    reasons = await dead_letters(orders_settings, 7)
+    assert set(reasons) == {
+        "malformed_json", "unknown_event_type", "oversized", "not_initial_status",
+        "transition_not_allowed", "archived_status", "key_mismatch",
+    }  # fmt: skip
+    assert "cannot move to 'delivered'" in reasons["transition_not_allowed"]
+    events = await changes(orders_settings, 3)
+    assert [e.to_status.code for e in events] == ["at_pickup_point", "shipped", "at_delivery_point"]
+
+
+async def _has_changes(settings: OrdersSettings, count: int) -> bool:
+    return len(await read_topic(settings.kafka_bootstrap_servers, settings.changed_topic)) >= count
+
+
+async def test_unknown_codes_retry_then_dead_letter_and_a_status_created_meanwhile_resolves(
+    upstream: Any, orders_settings: OrdersSettings
+) -> None:
+    await upstream.upsert("o-6", general="accepted")
+    await upstream.report("o-6", "returned", at=T0 + timedelta(hours=1))  # 'returned' is created just after
+    await upstream.report("o-6", "teleported", at=T0 + timedelta(hours=2))  # never created
+    await upstream.report("o-6", "paid", partner="acme", at=T0)  # an order acme does not have
+    new_status = example_definitions("demo")[0].model_copy(
+        update={"code": "returned", "name": "Возврат", "is_initial": False}
+    )
+    await publish_definitions(
+        orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_definitions, [new_status]
+    )
+
+    events = await changes(orders_settings, 2)
+    assert [e.to_status.code for e in events] == ["accepted", "returned"]
+    reasons = await dead_letters(orders_settings, 2, timeout_s=30)
+    assert set(reasons) == {"unknown_status", "unknown_order"}
+    assert "after 3 retries" in reasons["unknown_status"]
