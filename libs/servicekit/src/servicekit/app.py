@@ -118,7 +118,7 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         relay = OutboxRelay(
             pool, producer, batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s
         )
-        stack.push_async_callback(_cancel, asyncio.create_task(relay.run(), name="outbox-relay"))
+        stack.push_async_callback(_stop_relay, relay, asyncio.create_task(relay.run(), name="outbox-relay"))
         runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay, broker=broker)
         if spec.keeps_catalog:
             runtime.catalog = StatusCatalog(
@@ -134,7 +134,11 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         yield runtime
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None], grace_s: float = 10.0) -> None:
+    relay.stop()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace_s)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

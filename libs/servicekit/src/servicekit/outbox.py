@@ -96,19 +96,25 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
+        self._stopping = False
         self.published = 0
 
     async def run(self) -> None:
         async with self._pool.acquire() as listener:
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
-                while True:
+                while not self._stopping:
                     sent = await self._publish_with_backoff()
-                    if sent < self._batch_size:
+                    if sent < self._batch_size and not self._stopping:
                         await self._sleep_until_woken()
             finally:
                 with contextlib.suppress(Exception):
                     await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def stop(self) -> None:
+        """Finish the batch in flight, then return from `run`: cancelling mid-batch would republish it."""
+        self._stopping = True
+        self._wake.set()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

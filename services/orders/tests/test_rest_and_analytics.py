@@ -1,0 +1,154 @@
+"""The orders REST API and analytics against real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from devtools.pytest_plugin import read_topic, wait_until
+from devtools.scenario import example_definitions, publish_definitions
+from orders.settings import OrdersSettings
+
+Clients = Callable[..., httpx.AsyncClient]
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def order_body(**statuses: str) -> dict[str, Any]:
+    return {
+        "customer": {"id": "c-1", "phone": "+7 900 123-45-67", "name": "Иван", "sms_consent": True},
+        "amount": "2500.50",
+        "currency": "RUB",
+        "placed_at": T0.isoformat(),
+        "statuses": statuses,
+        "occurred_at": T0.isoformat(),
+    }
+
+
+async def test_put_and_set_status_with_idempotency_keys(client_for: Clients, orders_settings: OrdersSettings) -> None:
+    demo = client_for("demo")
+    created = await demo.put("/v1/orders/o-1", json=order_body(general="accepted", payment="invoice_issued"))
+    assert created.status_code == 200, created.text
+    assert [c["to"] for c in created.json()["changes"]] == ["accepted", "invoice_issued"]
+    assert created.json()["order"]["amount"] == "2500.500000" or created.json()["order"]["amount"].startswith("2500.5")
+
+    body = {"code": "paid", "comment": "paid at the till"}
+    first = await demo.post("/v1/orders/o-1/status", json=body, headers={"Idempotency-Key": "pay-1"})
+    again = await demo.post("/v1/orders/o-1/status", json=body, headers={"Idempotency-Key": "pay-1"})
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json() and first.json()["changes"][0]["outcome"] == "applied"
+    other = await demo.post("/v1/orders/o-1/status", json={"code": "agreed"}, headers={"Idempotency-Key": "pay-1"})
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+
+    async def three_events() -> bool:
+        found = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
+        return len(found) == 3
+
+    await wait_until(three_events, what="three OrderStatusChanged (the repeat emits nothing)")
+    await asyncio.sleep(0.5)
+    assert await three_events()
+    order = (await demo.get("/v1/orders/o-1")).json()
+    assert order["statuses"]["payment"] == {**order["statuses"]["payment"], "code": "paid", "name": "Оплачен"}
+    assert order["history"][-1]["comment"] == "paid at the till"
+
+
+async def test_rest_rule_violations_are_specific_422s_and_404s(client_for: Clients) -> None:
+    demo = client_for("demo")
+    not_initial = await demo.put("/v1/orders/o-2", json=order_body(delivery="shipped"))
+    assert not_initial.status_code == 422
+    assert not_initial.json()["detail"][0]["type"] == "not_initial_status"
+    assert "at_pickup_point" in not_initial.json()["detail"][0]["msg"]
+    wrong_type = await demo.put("/v1/orders/o-2", json=order_body(delivery="paid"))
+    assert wrong_type.json()["detail"][0]["type"] == "wrong_status_type"
+    unknown = await demo.post("/v1/orders/nope/status", json={"code": "paid"})
+    assert unknown.status_code == 404
+    await demo.put("/v1/orders/o-2", json=order_body(general="accepted"))
+    bad_code = await demo.post("/v1/orders/o-2/status", json={"code": "teleported"})
+    assert bad_code.status_code == 422 and bad_code.json()["detail"][0]["type"] == "unknown_status"
+    malformed = await demo.post("/v1/orders/o-2/status", json={"code": "Paid!"})
+    assert malformed.status_code == 422
+    extra = await demo.put("/v1/orders/o-2", json={**order_body(), "colour": "red"})
+    assert extra.status_code == 422
+    assert (
+        await demo.post("/v1/orders/o-2/status", content=b"x", headers={"Content-Type": "text/plain"})
+    ).status_code == 415
+
+
+async def test_partners_are_isolated(client_for: Clients) -> None:
+    demo, acme = client_for("demo"), client_for("acme")
+    await demo.put("/v1/orders/o-3", json=order_body(general="accepted"))
+    assert (await acme.get("/v1/orders/o-3")).status_code == 404
+    assert (await acme.post("/v1/orders/o-3/status", json={"code": "agreed"})).status_code == 404
+    assert (await acme.get("/v1/orders")).json()["items"] == []
+    assert (
+        await client_for("demo", ("read",)).post("/v1/orders/o-3/status", json={"code": "agreed"})
+    ).status_code == 403
+
+
+async def test_list_filters_and_cursor_pages(client_for: Clients) -> None:
+    demo = client_for("demo")
+    for n in range(5):
+        body = order_body(general="accepted", payment="invoice_issued")
+        body["customer"]["id"] = f"c-{n % 2}"
+        assert (await demo.put(f"/v1/orders/o-{n}", json=body)).status_code == 200
+        if n % 2:
+            assert (await demo.post(f"/v1/orders/o-{n}/status", json={"code": "paid"})).status_code == 200
+    ids, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await demo.get("/v1/orders", params=params)).json()
+        ids += [o["order_id"] for o in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert sorted(ids) == [f"o-{n}" for n in range(5)] and len(ids) == 5
+    paid = (await demo.get("/v1/orders", params={"status_type": "payment", "code": "paid"})).json()["items"]
+    assert sorted(o["order_id"] for o in paid) == ["o-1", "o-3"]
+    by_customer = (await demo.get("/v1/orders", params={"customer_id": "c-0"})).json()["items"]
+    assert sorted(o["order_id"] for o in by_customer) == ["o-0", "o-2", "o-4"]
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert (await demo.get("/v1/orders", params={"updated_from": future})).json()["items"] == []
+
+
+async def test_analytics_count_only_flagged_statuses_and_follow_flag_changes(
+    client_for: Clients, orders_settings: OrdersSettings
+) -> None:
+    demo = client_for("demo")
+    for n, payment in enumerate(["invoice_issued", "awaiting_payment", "paid"]):
+        body = order_body(general="accepted", payment="invoice_issued")
+        body["customer"]["id"] = f"c-{n}"
+        await demo.put(f"/v1/orders/o-{n}", json=body)
+        if payment != "invoice_issued":
+            at = (T0 + timedelta(hours=n)).isoformat()
+            await demo.post(f"/v1/orders/o-{n}/status", json={"code": payment, "occurred_at": at})
+    counts = (await demo.get("/v1/analytics/status-counts", params={"type": "payment"})).json()
+    assert counts["statuses"] == [{"code": "paid", "name": "Оплачен", "current": 1, "entered": 1}]
+
+    refused = await demo.get("/v1/analytics/time-in-status", params={"code": "invoice_issued"})
+    assert refused.status_code == 422 and "not included in analytics" in refused.json()["detail"]
+    flagged = [
+        d.model_copy(update={"include_in_analytics": True, "version": 2})
+        for d in example_definitions("demo")
+        if d.code == "invoice_issued"
+    ]
+    await publish_definitions(
+        orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_definitions, flagged
+    )
+
+    async def flag_seen() -> bool:
+        return (await demo.get("/v1/analytics/time-in-status", params={"code": "invoice_issued"})).status_code == 200
+
+    await wait_until(flag_seen, what="the flag change to take effect")
+    stays = (await demo.get("/v1/analytics/time-in-status", params={"code": "invoice_issued"})).json()
+    assert stays["completed_stays"] == 2
+    assert stays["median_seconds"] is not None and stays["p90_seconds"] >= stays["median_seconds"]
+
+    window = {
+        "status": "paid",
+        "from": (T0 - timedelta(days=1)).isoformat(),
+        "to": (T0 + timedelta(days=1)).isoformat(),
+    }
+    segment = (await demo.get("/v1/segments/customers", params=window)).json()
+    assert [c["customer_id"] for c in segment["items"]] == ["c-2"]
+    assert (await demo.get("/v1/segments/customers", params={"status": "agreed"})).status_code == 422
