@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --quiet
 PARTNER ?= demo
 SCOPES ?= read,write
 
-.PHONY: help setup run test lint typecheck schemas schemas-check infra-up infra-down infra-status token pytest clean
+.PHONY: help setup run test lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ pytest: ## the test suite alone (infrastructure must be up)
 
 test: setup infra-up lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, ruff, mypy, the whole suite
 	@$(RUN) pytest $(PYTEST_ARGS)
+
+ops: ## operate topics: make ops ARGS="topics | lag | dlq list <topic> | dlq replay <topic> [--id ID] | tail <topic>"
+	@$(RUN) python -m devtools.ops $(ARGS)
 
 token: ## print a partner token: make token PARTNER=<id> [SCOPES=read,write]
 	@$(RUN) python -m servicekit.auth "$(PARTNER)" --scopes "$(SCOPES)"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
 from contracts.envelope import Envelope
 from contracts.inbound import OrderStatusReported
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, committed_offsets
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 
 
 async def test_contract_round_trips_through_the_real_broker_with_manual_commit(

@@ -4,6 +4,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from contracts import ALL_CONTRACTS, OrderStatusReported, envelope_type
 from contracts.compat import Problem, ProblemKind, find_breaking_changes, is_compatible
 from contracts.registry import ContractSpec

@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from contracts import (
     ALL_CONTRACTS,
     Contract,
@@ -19,7 +21,6 @@ from contracts import (
     envelope_type,
     order_key,
 )
-from pydantic import ValidationError
 
 SPEC_IDS = [spec.event_type for spec in ALL_CONTRACTS]
 

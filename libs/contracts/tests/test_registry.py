@@ -4,6 +4,7 @@ import re
 from typing import Any
 
 import pytest
+
 from contracts import (
     ALL_CONTRACTS,
     EVENT_TYPES,

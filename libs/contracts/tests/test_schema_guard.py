@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from contracts import ALL_CONTRACTS, OrderStatusReported, envelope_type
 from contracts.evolution import BUMP_ADVICE, REGENERATE_ADVICE, Baseline, evolution_failures
 from contracts.registry import ContractSpec

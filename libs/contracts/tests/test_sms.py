@@ -4,8 +4,9 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from contracts import SEND_SMS_NAMESPACE, Contract, SendSms, SmsEncoding, SmsFailed, SmsFailureReason, send_sms_id
 from pydantic import ValidationError
+
+from contracts import SEND_SMS_NAMESPACE, Contract, SendSms, SmsEncoding, SmsFailed, SmsFailureReason, send_sms_id
 
 
 def test_send_sms_id_is_deterministic() -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from contracts import (
     Contract,
     OrderStatusChanged,
@@ -13,7 +15,6 @@ from contracts import (
     StatusRef,
     StatusType,
 )
-from pydantic import ValidationError
 
 
 def _definition(samples: dict[type, Contract], **changes: Any) -> StatusDefinition:

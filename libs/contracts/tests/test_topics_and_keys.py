@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from contracts import (
     ALL_CONTRACTS,
     TOPIC_SPECS,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from contracts.topics import TOPIC_SPECS, Topic, prefixed
 from devtools import infra
 from devtools.pytest_plugin import wait_until

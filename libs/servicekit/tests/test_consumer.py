@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, committed_offsets, read_topic, wait_until
-from faststream.kafka import KafkaBroker
 from servicekit.consumer import DeadLetters, Record, Rejected, batch_handler, claim_new, subscriber_options
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import idempotent_producer

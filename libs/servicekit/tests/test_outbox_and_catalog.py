@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+
 from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition, StatusType

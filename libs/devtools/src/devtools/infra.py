@@ -40,9 +40,10 @@ from typing import Any, Literal, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
-from contracts.topics import TOPIC_SPECS, prefixed
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.topics import TOPIC_SPECS, prefixed
 
 KAFKA_VERSION = "4.1.1"  # keep in step with infra/pom.xml
 SERVICE_DATABASES = ("status_registry", "orders", "campaigns", "notifier")

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import httpx
-from servicekit.auth import issue_token
-from servicekit.settings import ServiceSettings
 
 from devtools.scenario import DEMO_PARTNER, example_status_list
+from servicekit.auth import issue_token
+from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[4]
 # name -> HTTP port, for every process of the Procfile.

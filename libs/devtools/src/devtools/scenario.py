@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
 from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition

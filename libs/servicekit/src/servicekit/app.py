@@ -19,10 +19,10 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from contracts.topics import Topic
 from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 
+from contracts.topics import Topic
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.http import ReadinessCheck, install_plumbing

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from contracts.envelope import decode_any
 from contracts.errors import ContractError
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition
-
 from servicekit.kafka import topic_partitions
 
 log = logging.getLogger(__name__)

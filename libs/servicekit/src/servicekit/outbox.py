@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from contracts.envelope import Envelope
 
+from contracts.envelope import Envelope
 from servicekit.db import DbConnection
 
 log = logging.getLogger(__name__)

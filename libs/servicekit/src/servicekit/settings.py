@@ -6,9 +6,10 @@ database). The defaults match what `make infra-up` starts, so a fresh clone runs
 
 from __future__ import annotations
 
-from contracts.topics import Topic, prefixed
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.topics import Topic, prefixed
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:54320"
 

@@ -1,0 +1,68 @@
+"""The ops CLI against the real broker: topics, lag, dead letters listed and replayed."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from contracts.topics import Topic
+from devtools import ops
+from devtools.pytest_plugin import Infrastructure, read_topic
+from servicekit.consumer import DeadLetters, Rejected
+from servicekit.outbox import idempotent_producer
+from servicekit.settings import ServiceSettings
+
+
+async def test_topics_lag_and_dead_letter_list_and_replay(
+    infrastructure: Infrastructure,
+    topic_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", infrastructure.kafka_bootstrap)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", topic_prefix)
+    settings = ServiceSettings()
+    inbound, dlq = settings.topic(Topic.ORDERS_INBOUND), settings.topic(Topic.ORDERS_INBOUND_DLQ)
+    producer = idempotent_producer(infrastructure.kafka_bootstrap, "tests")
+    await producer.start()
+    try:
+        for n in range(3):
+            await producer.send_and_wait(inbound, b'{"id": "e%d"}' % n, key=b"demo:o-1")
+        records = await read_topic(infrastructure.kafka_bootstrap, inbound)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        await _commit_first(infrastructure.kafka_bootstrap, inbound, group, records[0])
+        await DeadLetters(producer, dlq, group).publish([Rejected(records[1], "unknown_status", "no 'x' here")])
+    finally:
+        await producer.stop()
+
+    await ops.run(["topics"])
+    listing = capsys.readouterr().out
+    assert f"{inbound} " in listing and "3" in listing.split(inbound)[1].splitlines()[0]
+
+    await ops.run(["lag", "--group", group])
+    lag_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(group))
+    assert lag_line.split()[-2:] == ["1", "2"]  # committed 1 of 3: lag 2
+
+    await ops.run(["dlq", "list", "orders.inbound.v1.dlq"])
+    listed = capsys.readouterr().out
+    assert "unknown_status: no 'x' here" in listed and f"from={inbound}[" in listed
+
+    await ops.run(["dlq", "replay", "orders.inbound.v1.dlq"])
+    assert "1 record(s) replayed" in capsys.readouterr().out
+    replayed = (await read_topic(infrastructure.kafka_bootstrap, inbound))[-1]
+    assert replayed.value == records[1].value
+    assert dict(replayed.headers)["replay-of"].startswith(dlq.encode())
+
+
+async def _commit_first(bootstrap: str, topic: str, group: str, first: ConsumerRecord[bytes, bytes]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, first.partition)
+        consumer.assign([partition])
+        await consumer.commit({partition: OffsetAndMetadata(first.offset + 1, "")})
+    finally:
+        await consumer.stop()
