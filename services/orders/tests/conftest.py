@@ -7,13 +7,14 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
 from contracts.envelope import Envelope
 from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import Customer
 from contracts.statuses import StatusCodes
 from devtools.pytest_plugin import Infrastructure
 from devtools.scenario import example_definitions, publish_definitions
-from fastapi import FastAPI
 from orders.app import create_app
 from orders.settings import OrdersSettings
 from servicekit.auth import issue_token

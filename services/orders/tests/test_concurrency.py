@@ -7,11 +7,12 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fastapi import FastAPI
+
 from contracts.envelope import Envelope, decode
 from contracts.inbound import OrderStatusReported
 from contracts.orders import OrderStatusChanged
 from devtools.pytest_plugin import read_topic, wait_until
-from fastapi import FastAPI
 from orders.app import create_app
 from orders.settings import OrdersSettings
 

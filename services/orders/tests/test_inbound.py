@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from aiokafka import ConsumerRecord
+
 from contracts.envelope import decode
 from contracts.orders import OrderStatusChanged
 from contracts.statuses import StatusType

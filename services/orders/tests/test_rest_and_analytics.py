@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+
 from devtools.pytest_plugin import read_topic, wait_until
 from devtools.scenario import example_definitions, publish_definitions
 from orders.settings import OrdersSettings

@@ -4,8 +4,9 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from devtools.pytest_plugin import Infrastructure
 from fastapi import FastAPI
+
+from devtools.pytest_plugin import Infrastructure
 from servicekit.auth import issue_token
 from status_registry.app import create_app
 from status_registry.settings import RegistrySettings

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 from aiokafka import ConsumerRecord
+
 from contracts.envelope import decode_any
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from devtools.pytest_plugin import Infrastructure, read_topic, wait_until

@@ -18,17 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import HTMLResponse
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.specification import AsyncAPI
+from faststream.specification.asyncapi.site import get_asyncapi_html
+from prometheus_client import REGISTRY
 
 from contracts.topics import Topic
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.http import ReadinessCheck, install_plumbing
 from servicekit.kafka import broker_reachable
+from servicekit.logs import configure_logging
 from servicekit.outbox import OutboxRelay, idempotent_producer
 from servicekit.settings import ServiceSettings
+from servicekit.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +64,16 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
         client_id=settings.service_name,
         enable_idempotence=True,
         logger=logging.getLogger(f"{settings.service_name}.broker"),
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name)],
+        description=f"Kafka topics of the {settings.service_name} service",
     )
+
+
+def serve(settings: ServiceSettings, create_app: Callable[[Any], FastAPI]) -> None:
+    """`python -m <service>`: JSON logs, tracing, then the HTTP server (which starts the consumers)."""
+    configure_logging(settings.service_name, settings.log_level)
+    setup_tracing(settings.service_name, settings.traces_exporter, settings.traces_file or None)
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,23 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
     for router in spec.routers:
         app.include_router(router)
     install_plumbing(app, max_body_bytes=settings.max_body_bytes, checks=_readiness_checks(app, spec.keeps_catalog))
+    _install_asyncapi(app, broker, spec)
     return app
+
+
+def _install_asyncapi(app: FastAPI, broker: KafkaBroker, spec: ServiceSpec) -> None:
+    """AsyncAPI docs of the service's topics, next to the OpenAPI docs of its HTTP API."""
+
+    def document() -> Any:
+        return AsyncAPI(broker, title=spec.title, description=spec.description, version="1.0.0").to_specification()
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi_json() -> Response:
+        return Response(document().to_json(), media_type="application/json")
+
+    @app.get("/asyncapi", include_in_schema=False)
+    async def asyncapi_html() -> HTMLResponse:
+        return HTMLResponse(get_asyncapi_html(document(), try_it_out_path=None))
 
 
 def _readiness_checks(app: FastAPI, keeps_catalog: bool) -> dict[str, ReadinessCheck]:

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope
 from servicekit.db import DbConnection
+from servicekit.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class OutboxRecord:
 
 
 def record_for(envelope: Envelope[Any], topic: str, key: bytes) -> OutboxRecord:
-    headers = {"ce_type": envelope.type, "ce_id": envelope.id}
+    """An outbox record for `envelope`, carrying the current trace context on to the consumers."""
+    headers = {"ce_type": envelope.type, "ce_id": envelope.id, **trace_headers()}
     if envelope.partnerid:
         headers["partnerid"] = envelope.partnerid
     if envelope.correlationid:

@@ -41,5 +41,9 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
 
+    # Tracing: console (JSON spans to traces_file, stdout when empty), otlp (OTEL_EXPORTER_OTLP_*), none.
+    traces_exporter: str = "console"
+    traces_file: str = ""
+
     def topic(self, topic: Topic) -> str:
         return prefixed(topic, self.kafka_topic_prefix)

@@ -9,19 +9,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from contracts.orders import Customer
-from contracts.primitives import CurrencyCode, Money, Slug, UtcDatetime
-from contracts.statuses import StatusCodes, StatusDefinition, StatusType
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from servicekit.app import Runtime
-from servicekit.auth import Principal, require
 
+from contracts.orders import Customer
+from contracts.primitives import CurrencyCode, Money, Slug, UtcDatetime
+from contracts.statuses import StatusCodes, StatusDefinition, StatusType
 from orders import analytics
 from orders.domain import Order, Reason, Refused, Requested
 from orders.repository import history_of, load_orders, store_response, stored_response
 from orders.services import Command, OrderDetails, OrderService, Result
+from servicekit.app import Runtime
+from servicekit.auth import Principal, require
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 analytics_router = APIRouter(prefix="/v1", tags=["analytics"])

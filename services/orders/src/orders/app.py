@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
-from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app
-from servicekit.consumer import DeadLetters, batch_handler, subscriber_options
-from servicekit.logs import configure_logging
 
+from contracts.envelope import Envelope
+from contracts.orders import OrderStatusChanged
 from orders.api import analytics_router, install_error_handlers, router
 from orders.consumers import InboundConsumer, RetryPolicy
 from orders.services import OrderService
 from orders.settings import OrdersSettings
+from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
+from servicekit.consumer import DeadLetters, batch_handler, subscriber_options
 
 
 def _startup(settings: OrdersSettings) -> StartupHook:
@@ -42,6 +42,16 @@ def _startup(settings: OrdersSettings) -> StartupHook:
             title="orders.inbound.retry",
             **subscriber_options(f"{settings.consumer_group}-retry", max_records=50),
         )(batch_handler(inbound, dead_letters))
+        # Published by the outbox relay, declared here so the AsyncAPI document shows them.
+        runtime.broker.publisher(
+            settings.changed_topic,
+            title="orders.status-changed",
+            description="One OrderStatusChanged per changed status type; key {partner}:{order_id}",
+            schema=Envelope[OrderStatusChanged],
+        )
+        runtime.broker.publisher(
+            settings.dlq_topic, title="orders.inbound.dlq", description="Refused upstream records, reason in headers"
+        )
 
     return start
 
@@ -61,9 +71,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    settings = OrdersSettings()
-    configure_logging(settings.service_name, settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(OrdersSettings(), create_app)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
+
 from contracts.envelope import Envelope
 from contracts.errors import ContractError
 from contracts.inbound import OrderStatusReported, OrderUpserted, parse_inbound
 from contracts.topics import order_key
-from servicekit.consumer import DeadLetters, Record, Rejected
-
 from orders.domain import RETRIABLE, Requested
 from orders.services import Command, OrderDetails, OrderService
+from servicekit.consumer import DeadLetters, Record, Rejected
 
 ATTEMPT_HEADER = "retry-attempt"
 NOT_BEFORE_HEADER = "retry-not-before-ms"
 
 
-def to_command(envelope: Envelope[OrderUpserted] | Envelope[OrderStatusReported]) -> Command:
+def to_command(
+    envelope: Envelope[OrderUpserted] | Envelope[OrderStatusReported], headers: tuple[tuple[str, bytes], ...] = ()
+) -> Command:
     data = envelope.data
     if isinstance(data, OrderStatusReported):
         requests: tuple[Requested, ...] = (Requested(data.code, data.occurred_at, data.source_sequence, data.comment),)
@@ -45,6 +47,7 @@ def to_command(envelope: Envelope[OrderUpserted] | Envelope[OrderStatusReported]
         requests=requests,
         details=details,
         correlation_id=envelope.correlationid or envelope.id,
+        headers=headers,
     )
 
 
@@ -120,7 +123,7 @@ class InboundConsumer:
                 f"record key {record.key!r} does not match partner '{envelope.partnerid}' and order "
                 f"'{envelope.data.order_id}' (expected {expected_key!r})",
             )
-        return to_command(envelope)
+        return to_command(envelope, tuple(record.headers or ()))
 
     async def _publish_retries(self, retries: list[tuple[Record, int, float]]) -> None:
         futures = []

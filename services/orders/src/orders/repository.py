@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+
 from contracts.orders import Customer
 from contracts.statuses import StatusRef, StatusType
-from servicekit.db import DbConnection
-
 from orders.domain import Applied, Change, Order, Outcome
+from servicekit.db import DbConnection
 
 OrderKey = tuple[str, str]  # (partner_id, order_id)
 

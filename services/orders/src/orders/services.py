@@ -14,16 +14,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
+from prometheus_client import Counter
+
 from contracts.envelope import Envelope
 from contracts.orders import Customer, OrderStatusChanged
 from contracts.topics import order_key
-from prometheus_client import Counter
+from orders.domain import Change, Order, Outcome, Reason, Refused, Requested, decide_all, initial_finder
+from orders.repository import HistoryEntry, OrderKey, add_history, load_orders, save_orders
 from servicekit.catalog import StatusCatalog
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, enqueue, record_for
-
-from orders.domain import Change, Order, Outcome, Reason, Refused, Requested, decide_all, initial_finder
-from orders.repository import HistoryEntry, OrderKey, add_history, load_orders, save_orders
+from servicekit.tracing import consume_span
 
 SOURCE = "/services/orders"
 CONSUMER = "orders"
@@ -51,6 +52,7 @@ class Command:
     requests: tuple[Requested, ...]
     details: OrderDetails | None = None
     correlation_id: str | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()  # of the Kafka record: trace context to continue
 
     @property
     def claim_id(self) -> str:
@@ -97,16 +99,18 @@ class OrderService:
             if command.claim_id in seen:
                 result.duplicate = True
                 continue
-            try:
-                result.order, result.changes = self._decide(command, orders, now)
-            except Refused as refused:
-                REFUSED.labels(refused.reason).inc()
-                result.refused = refused
-                continue
+            attributes = {"partner_id": command.partner_id, "order_id": command.order_id, "event_id": command.event_id}
+            with consume_span("orders apply", command.headers, attributes):
+                try:
+                    result.order, result.changes = self._decide(command, orders, now)
+                except Refused as refused:
+                    REFUSED.labels(refused.reason).inc()
+                    result.refused = refused
+                    continue
+                events += [self._event(command, result.order, c) for c in result.applied]
             seen.add(command.claim_id)  # the same event twice in one batch counts once
             claims.append(command.claim_id)
             history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
-            events += [self._event(command, result.order, c) for c in result.applied]
         touched = {r.command.key: r.order for r in results if r.order is not None}
         await save_orders(conn, list(touched.values()), now)
         await add_history(conn, history)

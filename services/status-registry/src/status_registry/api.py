@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from contracts.statuses import StatusDefinition, StatusType
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from servicekit.auth import Principal, require
 
+from contracts.statuses import StatusDefinition, StatusType
+from servicekit.auth import Principal, require
 from status_registry.domain import NewStatus, RuleViolation, StatusPatch
 from status_registry.repository import Cursor, StatusRepository, cursor_after
 from status_registry.services import Conflict, NotFound, PreconditionFailed, Registry

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
-from servicekit.app import ServiceSpec, create_service_app
-from servicekit.logs import configure_logging
 
+from servicekit.app import ServiceSpec, create_service_app, serve
 from status_registry.api import install_error_handlers, router
 from status_registry.settings import RegistrySettings
 
@@ -26,9 +24,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    settings = RegistrySettings()
-    configure_logging(settings.service_name, settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(RegistrySettings(), create_app)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
 from contracts.primitives import DisplayName as Name
 from contracts.primitives import LanguageTag
 from contracts.primitives import Slug as Code
 from contracts.statuses import StatusDefinition, StatusType
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 IMMUTABLE_FIELDS = ("code", "type")
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.db import DbConnection
-
 from status_registry.domain import NewStatus, StatusFields
 
 COLUMNS = (

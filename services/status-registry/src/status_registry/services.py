@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+
 from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import status_definition_key
 from servicekit.outbox import OutboxRecord, enqueue, record_for
-
 from status_registry.domain import (
     NewStatus,
     RuleViolation,

@@ -1,0 +1,89 @@
+"""Tracing across Kafka: one trace follows an order from the upstream event to the SMS.
+
+Consumers work in batches, but a trace is about one message: `consume_span(record)` opens a span for
+one record as the child of the context its producer put in the W3C `traceparent` header, and every
+outbox record written inside it carries that span's context on (`trace_headers`, used by
+`servicekit.outbox.record_for`). The next service continues the same trace from there.
+
+Exporter (`TRACES_EXPORTER`): `console` (default; JSON spans appended to `TRACES_FILE`, or stdout when
+unset), `otlp` (OTLP over HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT`), or `none`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span, SpanKind
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+
+
+def setup_tracing(service: str, exporter: str = "console", traces_file: str | None = None) -> None:
+    """Install the process-wide tracer provider once, at service start."""
+    if exporter == "none":
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(exporter, traces_file)))
+    trace.set_tracer_provider(provider)
+
+
+def _exporter(kind: str, traces_file: str | None) -> SpanExporter:
+    if kind == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()  # endpoint and headers from the standard OTEL_EXPORTER_OTLP_* variables
+    if traces_file:
+        Path(traces_file).parent.mkdir(parents=True, exist_ok=True)
+        out = open(traces_file, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        return ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + os.linesep)
+    return ConsoleSpanExporter()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("order-status-platform")
+
+
+def _header_carrier(headers: Any) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in (headers or ()) if isinstance(v, bytes | bytearray)}
+
+
+@contextmanager
+def consume_span(name: str, headers: Any, attributes: Mapping[str, str | int] | None = None) -> Iterator[Span]:
+    """A CONSUMER span for one record, continuing the trace its headers carry; sets the correlation id."""
+    carrier = _header_carrier(headers)
+    parent = propagate.extract(carrier)
+    token = correlation_id.set(carrier.get("correlationid") or carrier.get("ce_id"))
+    try:
+        with tracer().start_as_current_span(
+            name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as span:
+            yield span
+    finally:
+        correlation_id.reset(token)
+
+
+def trace_headers() -> dict[str, str]:
+    """The current trace context as W3C headers (`traceparent`, `tracestate`) for an outgoing record."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+class CorrelationFilter(logging.Filter):
+    """Adds `correlation_id` and `trace_id` to every log record, for JSON logs that join up across services."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = correlation_id.get()
+        context = trace.get_current_span().get_span_context()
+        record.trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        return True
