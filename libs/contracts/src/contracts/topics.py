@@ -16,9 +16,11 @@ class Topic(StrEnum):
     ORDERS_INBOUND_RETRY = "orders.inbound.v1.retry"
     ORDERS_INBOUND_DLQ = "orders.inbound.v1.dlq"
     ORDER_STATUS_CHANGED = "orders.status-changed.v1"
+    ORDER_STATUS_CHANGED_CAMPAIGNS_DLQ = "orders.status-changed.v1.campaigns.dlq"
     SEND_SMS = "notifier.send-sms.v1"
     SEND_SMS_DLQ = "notifier.send-sms.v1.dlq"
     SMS_EVENTS = "notifier.sms-events.v1"
+    SMS_EVENTS_CAMPAIGNS_DLQ = "notifier.sms-events.v1.campaigns.dlq"
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,11 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.ORDERS_INBOUND_RETRY, partitions=3),
     TopicSpec(Topic.ORDERS_INBOUND_DLQ, partitions=1),
     TopicSpec(Topic.ORDER_STATUS_CHANGED, partitions=6),
+    TopicSpec(Topic.ORDER_STATUS_CHANGED_CAMPAIGNS_DLQ, partitions=1),
     TopicSpec(Topic.SEND_SMS, partitions=6),
     TopicSpec(Topic.SEND_SMS_DLQ, partitions=1),
     TopicSpec(Topic.SMS_EVENTS, partitions=3),
+    TopicSpec(Topic.SMS_EVENTS_CAMPAIGNS_DLQ, partitions=1),
 )
 
 

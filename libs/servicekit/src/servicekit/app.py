@@ -84,6 +84,8 @@ class ServiceSpec:
     routers: Sequence[APIRouter] = ()
     keeps_catalog: bool = False
     on_startup: StartupHook | None = None
+    # Runs first at shutdown, before the consumers and the pool stop (e.g. to release a listening connection).
+    on_shutdown: StartupHook | None = None
     install_handlers: Callable[[FastAPI], None] | None = None
 
 
@@ -164,6 +166,8 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
             await spec.on_startup(runtime)
         await broker.start()
         stack.push_async_callback(broker.stop)
+        if spec.on_shutdown:
+            stack.push_async_callback(spec.on_shutdown, runtime)
         yield runtime
 
 

@@ -1,0 +1,3 @@
+from campaigns.app import main
+
+main()

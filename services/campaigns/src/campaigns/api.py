@@ -1,0 +1,251 @@
+"""HTTP API of the campaigns service: CRUD, activate/pause, preview, stats and partner settings.
+
+Every request is scoped by the caller's token: another partner's campaign answers 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from campaigns.domain import (
+    Campaign,
+    CampaignDefinition,
+    CampaignState,
+    InvalidCampaign,
+    Outcome,
+    PartnerSettings,
+    PreviewOrder,
+    Reason,
+    render_text,
+)
+from campaigns.services import Campaigns, NotFound, Policy, PreconditionFailed, StateConflict
+from campaigns.sms_text import sms_parts
+from campaigns.templating import TemplateProblem
+from contracts.primitives import Slug
+from contracts.sms import SmsEncoding
+from servicekit.auth import Principal, require
+
+router = APIRouter(prefix="/v1", tags=["campaigns"])
+
+Reader = Annotated[Principal, Depends(require("read"))]
+Writer = Annotated[Principal, Depends(require("write"))]
+
+
+class CampaignPage(BaseModel):
+    items: list[Campaign]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class Stats(BaseModel):
+    triggered: int = Field(description="Events whose status change matched the trigger (each evaluated once)")
+    fired: int
+    filtered_out: int
+    filtered_out_by_reason: dict[str, int] = Field(description="A failing condition's reason code -> events")
+    capped: int
+    outside_reentry: int
+    failed: int = Field(description="The template could not produce a sendable text for the order")
+    sms_requested: int
+    sms_sent: int = Field(description="Reported dispatched by the notifier")
+    sms_delivered: int
+    sms_failed: int
+    sms_failed_by_reason: dict[str, int]
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: Slug | None = Field(default=None, alias="from", description="null: the order's first status of the type")
+    to: Slug
+    order: PreviewOrder
+
+
+class Preview(BaseModel):
+    outcome: Outcome
+    would_send: bool
+    reasons: list[Reason]
+    text: str | None = Field(description="The rendered SMS (also when the decision is not to send)")
+    template_error: str | None
+    encoding: SmsEncoding | None
+    characters: int
+    segments: int
+    phone: str | None = Field(description="E.164, when the decision is to send")
+    time_zone: str | None
+    not_before: datetime | None = Field(description="Held until then by quiet hours; null: sent at once")
+
+
+def campaigns(request: Request, principal: Principal) -> Campaigns:
+    runtime = request.app.state.runtime
+    return Campaigns(
+        runtime.pool, principal.partner_id, runtime.catalog, runtime.extras["index"], request.app.state.clock
+    )
+
+
+def policy(request: Request) -> Policy:
+    return Policy.of(request.app.state.settings)
+
+
+def _with_etag(response: Response, campaign: Campaign) -> Campaign:
+    response.headers["ETag"] = f'"{campaign.version}"'
+    return campaign
+
+
+def _parse_if_match(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    try:
+        return int(if_match.removeprefix("W/").strip('"'))
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, f"If-Match {if_match!r} is no ETag of ours") from exc
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, InvalidCampaign):
+        detail: list[dict[str, Any]] = []
+        for problem in exc.problems:
+            item: dict[str, Any] = {"loc": ["body", *problem.loc], "msg": problem.message, "type": "rule_violation"}
+            if problem.line is not None:
+                item["line"] = problem.line
+            detail.append(item)
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    if isinstance(exc, NotFound):
+        return JSONResponse({"detail": f"no campaign with id '{exc}'"}, status_code=404)
+    if isinstance(exc, PreconditionFailed):
+        return JSONResponse({"detail": str(exc)}, status_code=412)
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return JSONResponse({"detail": "a concurrent change came first; read and retry"}, status_code=409)
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain errors become specific 4xx answers, never a 500."""
+    for error in (InvalidCampaign, NotFound, PreconditionFailed, StateConflict, asyncpg.UniqueViolationError):
+        app.add_exception_handler(error, _domain_error)
+
+
+# --- campaigns -----------------------------------------------------------------------------------
+
+
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=Campaign)
+async def create_campaign(body: CampaignDefinition, request: Request, response: Response, who: Writer) -> Campaign:
+    """Create a campaign in `draft`; activate it to start sending."""
+    created = await campaigns(request, who).create(body)
+    response.headers["Location"] = f"/v1/campaigns/{created.id}"
+    return _with_etag(response, created)
+
+
+@router.get("/campaigns", response_model=CampaignPage)
+async def list_campaigns(
+    request: Request,
+    who: Reader,
+    state: CampaignState | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> CampaignPage:
+    items = await campaigns(request, who).page(state, cursor, limit + 1)
+    more = len(items) > limit
+    items = items[:limit]
+    return CampaignPage(items=items, next_cursor=items[-1].id if more else None)
+
+
+@router.get("/campaigns/{campaign_id}", response_model=Campaign)
+async def get_campaign(campaign_id: str, request: Request, response: Response, who: Reader) -> Campaign:
+    return _with_etag(response, await campaigns(request, who).get(campaign_id))
+
+
+@router.put("/campaigns/{campaign_id}", response_model=Campaign)
+async def replace_campaign(
+    campaign_id: str,
+    body: CampaignDefinition,
+    request: Request,
+    response: Response,
+    who: Writer,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Campaign:
+    """Replace the definition (state unchanged); with `If-Match`, only if still at that version."""
+    updated = await campaigns(request, who).replace(campaign_id, body, _parse_if_match(if_match))
+    return _with_etag(response, updated)
+
+
+@router.delete("/campaigns/{campaign_id}", response_model=Campaign)
+async def archive_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
+    """Archive: stops for good; evaluations and stats stay readable."""
+    return _with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ARCHIVED))
+
+
+@router.post("/campaigns/{campaign_id}/activate", response_model=Campaign)
+async def activate_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
+    return _with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ACTIVE))
+
+
+@router.post("/campaigns/{campaign_id}/pause", response_model=Campaign)
+async def pause_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
+    return _with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.PAUSED))
+
+
+@router.get("/campaigns/{campaign_id}/stats", response_model=Stats)
+async def campaign_stats(campaign_id: str, request: Request, who: Reader) -> Stats:
+    stats = await campaigns(request, who).stats(campaign_id)
+    outcomes = stats.outcomes
+    return Stats(
+        triggered=sum(outcomes.values()),
+        fired=outcomes[Outcome.FIRED],
+        filtered_out=outcomes[Outcome.FILTERED_OUT],
+        filtered_out_by_reason=dict(sorted(stats.filtered_out_by_reason.items())),
+        capped=outcomes[Outcome.CAPPED],
+        outside_reentry=outcomes[Outcome.OUTSIDE_REENTRY],
+        failed=outcomes[Outcome.FAILED],
+        sms_requested=outcomes[Outcome.FIRED],
+        sms_sent=stats.sms["dispatched"],
+        sms_delivered=stats.sms["delivered"],
+        sms_failed=stats.sms["failed"],
+        sms_failed_by_reason=dict(sorted(stats.failed_by_reason.items())),
+    )
+
+
+@router.post("/campaigns/{campaign_id}/preview", response_model=Preview)
+async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Request, who: Reader) -> Preview:
+    """Dry run: what the campaign would decide and send for this change of this order. Writes nothing."""
+    use_cases = campaigns(request, who)
+    campaign = await use_cases.get(campaign_id)
+    event = use_cases.preview_event(body.order, body.from_, body.to)
+    decision = await use_cases.preview(campaign_id, event, policy(request))
+    text, error = None, None
+    try:
+        text = render_text(campaign, event)
+    except TemplateProblem as problem:
+        error = str(problem)
+    parts = sms_parts(text) if text else None
+    sms = decision.sms
+    return Preview(
+        outcome=decision.outcome,
+        would_send=decision.outcome == Outcome.FIRED,
+        reasons=decision.reasons,
+        text=text,
+        template_error=error,
+        encoding=parts.encoding if parts else None,
+        characters=parts.characters if parts else 0,
+        segments=parts.segments if parts else 0,
+        phone=sms.phone if sms else None,
+        time_zone=sms.time_zone if sms else None,
+        not_before=sms.not_before if sms else None,
+    )
+
+
+# --- partner settings ----------------------------------------------------------------------------
+
+
+@router.get("/settings", response_model=PartnerSettings, tags=["settings"])
+async def get_settings(request: Request, who: Reader) -> PartnerSettings:
+    """The partner's defaults: quiet hours and frequency cap (the built-in defaults until set)."""
+    return await campaigns(request, who).settings()
+
+
+@router.put("/settings", response_model=PartnerSettings, tags=["settings"])
+async def put_settings(body: PartnerSettings, request: Request, who: Writer) -> PartnerSettings:
+    return await campaigns(request, who).save_settings(body)

@@ -1,0 +1,56 @@
+"""Wiring of the campaigns service: database, outbox relay, status catalog, campaign index, consumers, HTTP API.
+No logic lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from campaigns.api import install_error_handlers, router
+from campaigns.consumers import subscribe
+from campaigns.domain import CampaignIndex
+from campaigns.services import Clock, Evaluator, IndexKeeper, Policy, utc_now
+from campaigns.settings import CampaignsSettings
+from servicekit.app import Runtime, ServiceSpec, create_service_app, serve
+
+
+def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
+    async def start(runtime: Runtime) -> None:
+        keeper = IndexKeeper(runtime.pool, CampaignIndex())
+        await keeper.start()  # before the consumers: no event is evaluated against an empty index
+        runtime.extras["index"] = keeper.index
+        runtime.extras["index_keeper"] = keeper
+        evaluator = Evaluator(runtime.pool, keeper.index, Policy.of(settings), clock)
+        subscribe(runtime.broker, settings, evaluator, runtime.producer)
+
+    async def stop(runtime: Runtime) -> None:
+        # The index keeper holds a pooled connection; it must go back before the pool closes.
+        await runtime.extras["index_keeper"].stop()
+
+    return ServiceSpec(
+        title="Campaigns",
+        description="Order status changed -> filter customers -> send SMS, per partner.",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router],
+        keeps_catalog=True,
+        on_startup=start,
+        on_shutdown=stop,
+        install_handlers=install_error_handlers,
+    )
+
+
+def create_app(settings: CampaignsSettings | None = None, clock: Clock = utc_now) -> FastAPI:
+    """`clock` decides "now" for every decision (quiet hours, cap windows); tests pass a fixed one."""
+    settings = settings or CampaignsSettings()
+    app = create_service_app(settings, _on_startup(settings, clock))
+    app.state.clock = clock
+    return app
+
+
+def main() -> None:
+    serve(CampaignsSettings(), create_app)
+
+
+if __name__ == "__main__":
+    main()

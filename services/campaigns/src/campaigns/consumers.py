@@ -1,0 +1,82 @@
+"""The service's Kafka consumers: status changes to evaluate, and the notifier's reports for the stats.
+
+Both are at-least-once batch consumers (`servicekit.consumer`): offsets are committed after the work
+committed, and the work is idempotent (unique evaluation per (campaign, event); one SMS outcome per
+(command, kind)).
+
+A record that is not a valid contract goes to the consumer's own dead-letter topic
+(`orders.status-changed.v1.campaigns.dlq`, `notifier.sms-events.v1.campaigns.dlq`) with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+
+from campaigns.services import Evaluator, SmsEvent, record_sms_events
+from campaigns.settings import CampaignsSettings
+from contracts.envelope import Envelope, decode, decode_any
+from contracts.errors import ContractError
+from contracts.orders import OrderStatusChanged
+from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
+from contracts.topics import Topic
+from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_handler, subscriber_options
+
+log = logging.getLogger(__name__)
+
+SMS_EVENT_TYPES = (SmsDispatched, SmsFailed, SmsDelivered)
+
+
+def status_changes_processor(evaluator: Evaluator, dead_letters: DeadLetters) -> Process:
+    async def process(records: Sequence[Record]) -> None:
+        envelopes: list[Envelope[OrderStatusChanged]] = []
+        rejected: list[Rejected] = []
+        for record in records:
+            try:
+                envelopes.append(decode(record.value or b"", OrderStatusChanged))
+            except ContractError as exc:
+                rejected.append(Rejected(record, str(exc.reason), exc.detail))
+        await dead_letters.publish(rejected)
+        for envelope in envelopes:  # in offset order per partition: per-order order is kept
+            await evaluator.handle(envelope)
+
+    return process
+
+
+def sms_events_processor(pool: asyncpg.Pool, dead_letters: DeadLetters) -> Process:
+    async def process(records: Sequence[Record]) -> None:
+        events: list[SmsEvent] = []
+        rejected: list[Rejected] = []
+        for record in records:
+            try:
+                data = decode_any(record.value or b"", SMS_EVENT_TYPES).data
+            except ContractError as exc:
+                rejected.append(Rejected(record, str(exc.reason), exc.detail))
+                continue
+            assert isinstance(data, SmsDispatched | SmsFailed | SmsDelivered)
+            events.append(data)
+        await dead_letters.publish(rejected)
+        if events:
+            await record_sms_events(pool, events)
+
+    return process
+
+
+def subscribe(
+    broker: KafkaBroker, settings: CampaignsSettings, evaluator: Evaluator, producer: AIOKafkaProducer
+) -> None:
+    """Register both consumers on the service's broker (started after this, by servicekit.app)."""
+    changes = DeadLetters(producer, settings.topic(Topic.ORDER_STATUS_CHANGED_CAMPAIGNS_DLQ), settings.consumer_group)
+    broker.subscriber(
+        settings.topic_status_changed,
+        **subscriber_options(settings.consumer_group, max_records=settings.consumer_max_records),
+    )(batch_handler(status_changes_processor(evaluator, changes), changes))
+    reports = DeadLetters(producer, settings.topic(Topic.SMS_EVENTS_CAMPAIGNS_DLQ), settings.sms_events_consumer_group)
+    broker.subscriber(
+        settings.topic_sms_events,
+        **subscriber_options(settings.sms_events_consumer_group, max_records=settings.consumer_max_records),
+    )(batch_handler(sms_events_processor(evaluator.pool, reports), reports))

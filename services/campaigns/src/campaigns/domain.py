@@ -1,0 +1,561 @@
+"""Campaigns: "order status changed -> filter customers -> send SMS", as plain rules free of I/O.
+
+A campaign names a trigger (status type, `from`, `to`), a list of filter conditions that must all hold,
+an SMS template, and the policies that keep marketing polite: re-entry (once per order or every time),
+a frequency cap across the partner's campaigns, and quiet hours in the recipient's time zone. `evaluate`
+turns one `OrderStatusChanged` into a `Decision`; the services layer records it and sends what it says.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
+from campaigns.sms_text import SmsParts, sms_parts
+from campaigns.templating import TemplateProblem, check_template, render
+from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
+from contracts.primitives import CurrencyCode, DisplayName, Identifier, Money, Slug
+from contracts.sms import SenderId, SendSms, send_sms_id
+from contracts.statuses import CurrentStatuses, StatusCodes, StatusDefinition, StatusType
+
+ANY, NONE = "any", "none"
+MAX_SMS_CHARACTERS = 1600  # SendSms.text's limit: ten concatenated GSM-7 segments and some
+
+
+class CampaignState(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ARCHIVED = "archived"
+
+
+class Reentry(StrEnum):
+    ONCE_PER_ORDER = "once_per_order"
+    EVERY_TIME = "every_time"
+
+
+CodeOrCodes = Slug | Annotated[list[Slug], Field(min_length=1, max_length=100)]
+
+
+def _codes(value: str | list[str]) -> frozenset[str]:
+    return frozenset([value] if isinstance(value, str) else value)
+
+
+class Trigger(BaseModel):
+    """Order status changed: of `status_type`, from `from` (a code, codes, "any" or "none") to `to`.
+
+    "any" matches every previous status, including none; "none" only an order's first status of the type.
+    A status whose code is literally "any" or "none" is named as a one-element list.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    status_type: StatusType
+    from_: CodeOrCodes = Field(default=ANY, alias="from")
+    to: CodeOrCodes
+
+    @property
+    def to_codes(self) -> frozenset[str]:
+        return _codes(self.to)
+
+    @property
+    def from_codes(self) -> frozenset[str]:
+        """The codes `from` names; empty for the keywords "any" and "none"."""
+        return frozenset() if self.from_ in (ANY, NONE) else _codes(self.from_)
+
+    def matches(self, status_type: StatusType, from_code: str | None, to_code: str) -> bool:
+        if status_type != self.status_type or to_code not in self.to_codes:
+            return False
+        if self.from_ == ANY:
+            return True
+        if self.from_ == NONE:
+            return from_code is None
+        return from_code in self.from_codes
+
+
+class OrderStatusCondition(BaseModel):
+    """The order's current status of `status_type` equals / is in / is not in the given codes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["order_status"]
+    status_type: StatusType
+    op: Literal["eq", "in", "not_in"]
+    value: CodeOrCodes
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> Self:
+        if self.op == "eq" and not isinstance(self.value, str):
+            raise ValueError("op 'eq' takes one code as value; use 'in' for a list")
+        if self.op != "eq" and isinstance(self.value, str):
+            raise ValueError(f"op '{self.op}' takes a list of codes as value")
+        return self
+
+    @property
+    def codes(self) -> frozenset[str]:
+        return _codes(self.value)
+
+
+class HasPhoneCondition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["has_phone"]
+
+
+class SmsConsentCondition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["sms_consent"]
+
+
+class AmountCondition(BaseModel):
+    """The order amount within [min, max] (either bound optional), in `currency` when given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["amount"]
+    min: Annotated[Decimal, Field(ge=0)] | None = None
+    max: Annotated[Decimal, Field(ge=0)] | None = None
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+Condition = Annotated[
+    OrderStatusCondition | HasPhoneCondition | SmsConsentCondition | AmountCondition, Field(discriminator="kind")
+]
+
+QuietHoursChoice = Literal["partner_default", "deliver_immediately"] | SendWindow
+
+
+class CampaignDefinition(BaseModel):
+    """What a marketer writes; everything a campaign is apart from its identity, state and bookkeeping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: DisplayName
+    trigger: Trigger
+    filters: list[Condition] = Field(default_factory=list, max_length=50)
+    template: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    sender: SenderId | None = None
+    reentry: Reentry = Reentry.ONCE_PER_ORDER
+    transactional: bool = Field(default=False, description="A service message: exempt from the frequency cap.")
+    quiet_hours: QuietHoursChoice = Field(
+        default="partner_default",
+        description='"partner_default", "deliver_immediately", or a window {"start": "09:00", "end": "21:00"}',
+    )
+
+
+class Campaign(CampaignDefinition):
+    id: str
+    partner_id: str
+    state: CampaignState
+    version: int
+    activated_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    def reacts_to(self, published_at: datetime) -> bool:
+        """Active, and the change was published since the last activation: activating a campaign (or replaying
+        the topic) never sends SMS about changes from before, nor about those published while it was paused."""
+        return (
+            self.state == CampaignState.ACTIVE and self.activated_at is not None and published_at >= self.activated_at
+        )
+
+    def definition(self) -> CampaignDefinition:
+        return CampaignDefinition.model_validate(self.model_dump(include=set(CampaignDefinition.model_fields)))
+
+
+class FrequencyCap(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_messages: int = Field(ge=1, le=1000)
+    window_hours: int = Field(ge=1, le=24 * 31)
+
+
+class PartnerSettings(BaseModel):
+    """A partner's defaults for all its campaigns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quiet_hours: SendWindow | None = Field(
+        default=SendWindow(start=time(9), end=time(21)),
+        description="When marketing SMS may reach recipients, in their local time; null: any time.",
+    )
+    frequency_cap: FrequencyCap | None = Field(
+        default=None, description="At most N marketing SMS per customer per rolling window; null: no cap."
+    )
+
+
+# --- validation on save --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    loc: tuple[str | int, ...]
+    message: str
+    line: int | None = None
+
+
+class InvalidCampaign(Exception):
+    """The campaign is well-formed but names unknown codes or has a broken template; each problem says where."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+def _code_problems(
+    loc: tuple[str | int, ...], codes: Iterable[str], status_type: StatusType, catalog: Mapping[str, StatusDefinition]
+) -> list[Problem]:
+    problems = []
+    for code in sorted(codes):
+        known = catalog.get(code)
+        if known is None:
+            problems.append(Problem(loc, f"unknown status code '{code}'"))
+        elif known.type != status_type:
+            problems.append(Problem(loc, f"'{code}' is a {known.type} status, not {status_type}"))
+    return problems
+
+
+def check_definition(definition: CampaignDefinition, catalog: Mapping[str, StatusDefinition]) -> None:
+    """Codes must exist in the partner's catalog with the right type; the template must be sound."""
+    trigger = definition.trigger
+    problems = _code_problems(("trigger", "from"), trigger.from_codes, trigger.status_type, catalog)
+    problems += _code_problems(("trigger", "to"), trigger.to_codes, trigger.status_type, catalog)
+    for n, condition in enumerate(definition.filters):
+        if isinstance(condition, OrderStatusCondition):
+            problems += _code_problems(("filters", n, "value"), condition.codes, condition.status_type, catalog)
+    try:
+        check_template(definition.template)
+    except TemplateProblem as exc:
+        problems.append(Problem(("template",), str(exc), exc.line))
+    if problems:
+        raise InvalidCampaign(problems)
+
+
+# --- states --------------------------------------------------------------------------------------
+
+TRANSITIONS: dict[CampaignState, frozenset[CampaignState]] = {
+    CampaignState.DRAFT: frozenset({CampaignState.ACTIVE, CampaignState.ARCHIVED}),
+    CampaignState.ACTIVE: frozenset({CampaignState.PAUSED, CampaignState.ARCHIVED}),
+    CampaignState.PAUSED: frozenset({CampaignState.ACTIVE, CampaignState.ARCHIVED}),
+    CampaignState.ARCHIVED: frozenset(),
+}
+
+
+class StateConflict(Exception):
+    pass
+
+
+def check_transition(current: CampaignState, wanted: CampaignState) -> bool:
+    """Whether moving to `wanted` changes anything; raises StateConflict when it is not allowed."""
+    if current == wanted:
+        return False
+    if wanted not in TRANSITIONS[current]:
+        raise StateConflict(f"a {current} campaign cannot become {wanted}")
+    return True
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    FIRED = "fired"
+    FILTERED_OUT = "filtered_out"
+    CAPPED = "capped"
+    OUTSIDE_REENTRY = "outside_reentry"
+    FAILED = "failed"  # the template could not produce a sendable text for this order
+    NOT_TRIGGERED = "not_triggered"  # preview only: the consumer never evaluates a non-matching campaign
+
+
+class Reason(BaseModel):
+    code: str = Field(description="Stable code, e.g. payment_status, no_sms_consent, amount_below_min")
+    detail: str
+    condition: int | None = Field(default=None, description="Index of the failing filter condition")
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier evaluations say about this order and customer."""
+
+    fired_for_order: bool = False
+    recent_marketing_sms: int = 0  # to this customer, within the partner's frequency-cap window
+
+
+@dataclass(frozen=True)
+class Context:
+    now: datetime
+    partner: PartnerSettings
+    default_region: str
+    default_zone: str
+
+
+@dataclass(frozen=True)
+class PlannedSms:
+    phone: str
+    text: str
+    parts: SmsParts
+    time_zone: str
+    not_before: datetime | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reasons: list[Reason] = field(default_factory=list)
+    sms: PlannedSms | None = None
+
+
+def condition_failure(condition: Condition, order: OrderSnapshot, region: str) -> Reason | None:
+    """Why `condition` does not hold for `order`, or None when it holds."""
+    if isinstance(condition, OrderStatusCondition):
+        return _status_failure(condition, order)
+    if isinstance(condition, HasPhoneCondition):
+        try:
+            sms_phone(order.customer.phone, region)
+        except PhoneProblem as problem:
+            return Reason(code=problem.reason, detail=problem.detail)
+        return None
+    if isinstance(condition, SmsConsentCondition):
+        return None if order.customer.sms_consent else Reason(code="no_sms_consent", detail="no SMS consent")
+    return _amount_failure(condition, order)
+
+
+def _status_failure(condition: OrderStatusCondition, order: OrderSnapshot) -> Reason | None:
+    current = order.statuses.of(condition.status_type)
+    code = current.code if current else None
+    holds = code in condition.codes if condition.op in ("eq", "in") else code not in condition.codes
+    if holds:
+        return None
+    wanted = {"eq": "wanted", "in": "wanted one of", "not_in": "wanted none of"}[condition.op]
+    detail = f"{condition.status_type} status is {code or 'none'}; {wanted} {', '.join(sorted(condition.codes))}"
+    return Reason(code=f"{condition.status_type}_status", detail=detail)
+
+
+def _amount_failure(condition: AmountCondition, order: OrderSnapshot) -> Reason | None:
+    if condition.currency and order.currency != condition.currency:
+        return Reason(code="currency_mismatch", detail=f"amount is in {order.currency}, not {condition.currency}")
+    if condition.min is not None and order.amount < condition.min:
+        return Reason(code="amount_below_min", detail=f"amount {order.amount} is below {condition.min}")
+    if condition.max is not None and order.amount > condition.max:
+        return Reason(code="amount_above_max", detail=f"amount {order.amount} is above {condition.max}")
+    return None
+
+
+def filter_failures(campaign: CampaignDefinition, order: OrderSnapshot, region: str) -> list[Reason]:
+    """Every condition that fails, each with its reason; empty when the customer passes the filter."""
+    failures = []
+    for n, condition in enumerate(campaign.filters):
+        reason = condition_failure(condition, order, region)
+        if reason is not None:
+            failures.append(reason.model_copy(update={"condition": n}))
+    return failures
+
+
+def template_variables(event: OrderStatusChanged) -> dict[str, Any]:
+    order = event.order
+    before = event.from_status
+    return {
+        "customer": {"name": order.customer.name or ""},  # `| default: "friend"` covers a missing name
+        "order": {"id": order.order_id, "amount": format(order.amount, "f"), "currency": order.currency},
+        "from_status": {"code": before.code if before else "", "name": before.name if before else ""},
+        "to_status": {"code": event.to_status.code, "name": event.to_status.name},
+        "status_type": str(event.status_type),
+    }
+
+
+def render_text(campaign: CampaignDefinition, event: OrderStatusChanged) -> str:
+    """The SMS text for `event`; raises TemplateProblem when it cannot be sent as is."""
+    text = render(campaign.template, template_variables(event))
+    if not text:
+        raise TemplateProblem(1, "the template rendered an empty text")
+    if len(text) > MAX_SMS_CHARACTERS:
+        raise TemplateProblem(1, f"the text has {len(text)} characters; at most {MAX_SMS_CHARACTERS}")
+    return text
+
+
+def send_window(campaign: CampaignDefinition, partner: PartnerSettings) -> SendWindow | None:
+    if campaign.quiet_hours == "deliver_immediately":
+        return None
+    if campaign.quiet_hours == "partner_default":
+        return partner.quiet_hours
+    return campaign.quiet_hours
+
+
+def is_capped(campaign: CampaignDefinition, history: History, partner: PartnerSettings) -> bool:
+    cap = partner.frequency_cap
+    return not campaign.transactional and cap is not None and history.recent_marketing_sms >= cap.max_messages
+
+
+def cap_window_start(now: datetime, partner: PartnerSettings) -> datetime | None:
+    """Where the frequency cap's rolling window begins; None when the partner has no cap."""
+    cap = partner.frequency_cap
+    return now - timedelta(hours=cap.window_hours) if cap else None
+
+
+def triggered_by(campaign: CampaignDefinition, event: OrderStatusChanged) -> bool:
+    before = event.from_status.code if event.from_status else None
+    return campaign.trigger.matches(event.status_type, before, event.to_status.code)
+
+
+def evaluate(campaign: CampaignDefinition, event: OrderStatusChanged, history: History, ctx: Context) -> Decision:
+    """What the campaign does about one status change, in the order the checks are cheapest to explain."""
+    if not triggered_by(campaign, event):
+        before = event.from_status.code if event.from_status else "none"
+        detail = f"{event.status_type} {before} -> {event.to_status.code} is not the trigger"
+        return Decision(Outcome.NOT_TRIGGERED, [Reason(code="not_triggered", detail=detail)])
+    if campaign.reentry == Reentry.ONCE_PER_ORDER and history.fired_for_order:
+        reason = Reason(code="once_per_order", detail=f"already sent for order {event.order_id}")
+        return Decision(Outcome.OUTSIDE_REENTRY, [reason])
+    failures = filter_failures(campaign, event.order, ctx.default_region)
+    if failures:
+        return Decision(Outcome.FILTERED_OUT, failures)
+    try:
+        phone = sms_phone(event.order.customer.phone, ctx.default_region)
+    except PhoneProblem as problem:
+        return Decision(Outcome.FILTERED_OUT, [Reason(code=problem.reason, detail=problem.detail)])
+    if is_capped(campaign, history, ctx.partner):
+        cap = ctx.partner.frequency_cap
+        assert cap is not None
+        detail = f"{history.recent_marketing_sms} SMS in the last {cap.window_hours} h; cap {cap.max_messages}"
+        return Decision(Outcome.CAPPED, [Reason(code="frequency_cap", detail=detail)])
+    try:
+        text = render_text(campaign, event)
+    except TemplateProblem as problem:
+        return Decision(Outcome.FAILED, [Reason(code="template", detail=str(problem))])
+    zone = recipient_zone(phone, ctx.default_zone)
+    later = not_before(ctx.now, send_window(campaign, ctx.partner), zone)
+    return Decision(Outcome.FIRED, sms=PlannedSms(phone.e164, text, sms_parts(text), zone, later))
+
+
+def send_command(
+    campaign: Campaign, event_id: str, event: OrderStatusChanged, sms: PlannedSms, now: datetime, ttl: timedelta
+) -> SendSms:
+    """The command for the notifier; its id is deterministic, so a redelivered event can never send twice.
+
+    The message stays valid for `ttl` from the moment it may first be sent (after quiet hours, if held).
+    """
+    return SendSms(
+        idempotency_key=send_sms_id(campaign.id, event_id),
+        partner_id=campaign.partner_id,
+        campaign_id=campaign.id,
+        order_id=event.order_id,
+        customer_id=event.order.customer.id,
+        phone=sms.phone,
+        text=sms.text,
+        sender=campaign.sender,
+        requested_at=now,
+        expires_at=(sms.not_before or now) + ttl,
+        not_before=sms.not_before,
+        transactional=campaign.transactional,
+    )
+
+
+# --- preview ------------------------------------------------------------------------------------
+
+
+class PreviewOrder(BaseModel):
+    """An order as a marketer imagines it for a dry run: statuses by code, the rest as in the snapshot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: Identifier = "preview"
+    amount: Money
+    currency: CurrencyCode
+    customer: Customer
+    statuses: StatusCodes = Field(
+        default_factory=StatusCodes, description="Current codes per type; the trigger's type is set to `to`."
+    )
+    placed_at: datetime | None = None
+
+
+def preview_event(
+    order: PreviewOrder,
+    before: StatusDefinition | None,
+    after: StatusDefinition,
+    statuses: Mapping[StatusType, StatusDefinition],
+    now: datetime,
+) -> OrderStatusChanged:
+    """The event the orders service would publish for this change (`statuses`: the order's other current ones)."""
+    current = {str(t): d.ref() for t, d in statuses.items()} | {str(after.type): after.ref()}
+    snapshot = OrderSnapshot(
+        order_id=order.order_id,
+        statuses=CurrentStatuses.model_validate(current),
+        amount=order.amount,
+        currency=order.currency,
+        customer=order.customer,
+        placed_at=order.placed_at or now,
+    )
+    return OrderStatusChanged(
+        order_id=order.order_id,
+        status_type=after.type,
+        from_status=before.ref() if before else None,
+        to_status=after.ref(),
+        to_include_in_analytics=after.include_in_analytics,
+        sequence=1,
+        order=snapshot,
+        occurred_at=now,
+    )
+
+
+# --- the in-memory index -------------------------------------------------------------------------
+
+IndexKey = tuple[str, StatusType, str]  # partner, status type, target code
+
+
+class CampaignIndex:
+    """Active campaigns by (partner, status type, target code): what the consumer looks up per event.
+
+    Rebuilt from the database at start and updated on every campaign write (see services), so evaluating
+    an event never scans campaigns that cannot match.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[IndexKey, dict[str, Campaign]] = defaultdict(dict)
+        self._keys_of: dict[str, list[IndexKey]] = {}
+        self._versions: dict[str, int] = {}
+
+    def replace_all(self, campaigns: Iterable[Campaign]) -> None:
+        self._by_key.clear()
+        self._keys_of.clear()
+        self._versions.clear()
+        for campaign in campaigns:
+            self.put(campaign)
+
+    def put(self, campaign: Campaign) -> None:
+        """Index `campaign` as it is now: an inactive one disappears, an edited one moves.
+
+        Writes reach the index twice (directly, and through the database notification every instance
+        hears), in either order; an older version than the one held is ignored.
+        """
+        if self._versions.get(campaign.id, 0) > campaign.version:
+            return
+        self._versions[campaign.id] = campaign.version
+        for key in self._keys_of.pop(campaign.id, []):
+            self._by_key[key].pop(campaign.id, None)
+        if campaign.state != CampaignState.ACTIVE:
+            return
+        trigger = campaign.trigger
+        keys = [(campaign.partner_id, trigger.status_type, code) for code in trigger.to_codes]
+        for key in keys:
+            self._by_key[key][campaign.id] = campaign
+        self._keys_of[campaign.id] = keys
+
+    def matching(self, partner_id: str, status_type: StatusType, to_code: str) -> list[Campaign]:
+        return list(self._by_key.get((partner_id, status_type, to_code), {}).values())
+
+    def __len__(self) -> int:
+        return len(self._keys_of)

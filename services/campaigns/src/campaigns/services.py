@@ -1,0 +1,366 @@
+"""Use cases of the campaigns service: each runs in one transaction (with its outbox records, when it sends).
+
+`Campaigns` is what a partner does over HTTP; `Evaluator` is what the consumer of
+`orders.status-changed.v1` does with each event; `record_sms_events` keeps the notifier's reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from campaigns.domain import (
+    Campaign,
+    CampaignDefinition,
+    CampaignIndex,
+    CampaignState,
+    Context,
+    Decision,
+    InvalidCampaign,
+    Outcome,
+    PartnerSettings,
+    PreviewOrder,
+    Problem,
+    StateConflict,
+    cap_window_start,
+    check_definition,
+    check_transition,
+    evaluate,
+    preview_event,
+    send_command,
+    triggered_by,
+)
+from campaigns.repository import CampaignRepository, CampaignStats, Evaluation, SmsOutcome, active_campaigns
+from campaigns.settings import CampaignsSettings
+from contracts.envelope import Envelope
+from contracts.orders import OrderStatusChanged
+from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
+from contracts.statuses import StatusDefinition
+from servicekit.catalog import StatusCatalog
+from servicekit.db import DbConnection
+from servicekit.outbox import enqueue, record_for
+
+log = logging.getLogger(__name__)
+
+SOURCE = "/services/campaigns"
+NOTIFY_CHANNEL = "campaigns"  # payload: a campaign id; every instance reloads it into its index
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class NotFound(Exception):
+    pass
+
+
+class PreconditionFailed(Exception):
+    pass
+
+
+__all__ = ["Campaigns", "Evaluator", "InvalidCampaign", "NotFound", "PreconditionFailed", "StateConflict"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The service-wide settings a decision depends on."""
+
+    default_region: str
+    default_zone: str
+    sms_ttl: timedelta
+    send_sms_topic: str
+
+    @classmethod
+    def of(cls, settings: CampaignsSettings) -> Policy:
+        return cls(
+            default_region=settings.default_phone_region,
+            default_zone=settings.default_time_zone,
+            sms_ttl=timedelta(hours=settings.sms_ttl_hours),
+            send_sms_topic=settings.topic_send_sms,
+        )
+
+    def context(self, now: datetime, partner: PartnerSettings) -> Context:
+        return Context(now=now, partner=partner, default_region=self.default_region, default_zone=self.default_zone)
+
+
+# --- campaigns over HTTP -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Campaigns:
+    """A partner's campaign use cases."""
+
+    pool: asyncpg.Pool
+    partner_id: str
+    catalog: StatusCatalog
+    index: CampaignIndex
+    clock: Clock
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[CampaignRepository]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield CampaignRepository(conn, self.partner_id)
+
+    def _statuses(self) -> dict[str, StatusDefinition]:
+        return {d.code: d for d in self.catalog.of_partner(self.partner_id)}
+
+    @staticmethod
+    async def _changed(repo: CampaignRepository, campaign: Campaign) -> Campaign:
+        # Delivered on commit: every instance (this one included) reloads the campaign into its index.
+        await repo.announce(NOTIFY_CHANNEL, campaign.id)
+        return campaign
+
+    async def create(self, definition: CampaignDefinition) -> Campaign:
+        check_definition(definition, self._statuses())
+        async with self._transaction() as repo:
+            created = await self._changed(repo, await repo.insert(str(uuid.uuid4()), definition, self.clock()))
+        self.index.put(created)
+        return created
+
+    async def get(self, campaign_id: str) -> Campaign:
+        async with self.pool.acquire() as conn:
+            found = await CampaignRepository(conn, self.partner_id).get(campaign_id)
+        if found is None:
+            raise NotFound(campaign_id)
+        return found
+
+    async def page(self, state: CampaignState | None, after: str | None, limit: int) -> list[Campaign]:
+        async with self.pool.acquire() as conn:
+            return await CampaignRepository(conn, self.partner_id).page(state=state, after=after, limit=limit)
+
+    async def replace(self, campaign_id: str, definition: CampaignDefinition, if_match: int | None) -> Campaign:
+        check_definition(definition, self._statuses())
+        async with self._transaction() as repo:
+            current = await self._current(repo, campaign_id, if_match)
+            if current.state == CampaignState.ARCHIVED:
+                raise StateConflict("an archived campaign cannot be edited")
+            if current.definition() == definition:
+                return current
+            updated = await self._changed(repo, await repo.update(campaign_id, definition, self.clock()))
+        self.index.put(updated)
+        return updated
+
+    async def set_state(self, campaign_id: str, state: CampaignState) -> Campaign:
+        """Activate, pause or archive; asking for the current state again changes nothing."""
+        async with self._transaction() as repo:
+            current = await self._current(repo, campaign_id, None)
+            if not check_transition(current.state, state):
+                return current
+            if state == CampaignState.ACTIVE:
+                # The catalog may have changed since the campaign was saved: never activate a dangling code.
+                check_definition(current.definition(), self._statuses())
+            changed = await self._changed(repo, await repo.set_state(campaign_id, state, self.clock()))
+        self.index.put(changed)
+        return changed
+
+    async def stats(self, campaign_id: str) -> CampaignStats:
+        async with self.pool.acquire() as conn:
+            repo = CampaignRepository(conn, self.partner_id)
+            if await repo.get(campaign_id) is None:
+                raise NotFound(campaign_id)
+            return await repo.stats(campaign_id)
+
+    async def settings(self) -> PartnerSettings:
+        async with self.pool.acquire() as conn:
+            return await CampaignRepository(conn, self.partner_id).settings()
+
+    async def save_settings(self, settings: PartnerSettings) -> PartnerSettings:
+        async with self._transaction() as repo:
+            await repo.save_settings(settings, self.clock())
+        return settings
+
+    async def preview(self, campaign_id: str, event: OrderStatusChanged, policy: Policy) -> Decision:
+        """The decision the consumer would take now, from the stored history; writes nothing."""
+        async with self.pool.acquire() as conn:
+            repo = CampaignRepository(conn, self.partner_id)
+            campaign = await repo.get(campaign_id)
+            if campaign is None:
+                raise NotFound(campaign_id)
+            now = self.clock()
+            partner = await repo.settings()
+            history = await repo.history(
+                campaign_id, event.order_id, event.order.customer.id, cap_window_start(now, partner)
+            )
+        return evaluate(campaign, event, history, policy.context(now, partner))
+
+    def preview_event(self, order: PreviewOrder, from_code: str | None, to_code: str) -> OrderStatusChanged:
+        """The event a change of `order` from `from_code` to `to_code` would carry; codes come from the catalog."""
+        after = self._status(to_code, ("to",))
+        before = self._status(from_code, ("from",)) if from_code else None
+        if before is not None and before.type != after.type:
+            raise InvalidCampaign([Problem(("from",), f"'{from_code}' is {before.type}, '{to_code}' is {after.type}")])
+        others = {t: self._status(code, ("order", "statuses", str(t))) for t, code in order.statuses.items()}
+        for status_type, definition in others.items():
+            if definition.type != status_type:
+                loc = ("order", "statuses", str(status_type))
+                raise InvalidCampaign([Problem(loc, f"'{definition.code}' is a {definition.type} status")])
+        return preview_event(order, before, after, others, self.clock())
+
+    def _status(self, code: str, loc: tuple[str | int, ...]) -> StatusDefinition:
+        found = self.catalog.get(self.partner_id, code)
+        if found is None:
+            raise InvalidCampaign([Problem(loc, f"unknown status code '{code}'")])
+        return found
+
+    @staticmethod
+    async def _current(repo: CampaignRepository, campaign_id: str, if_match: int | None) -> Campaign:
+        current = await repo.get(campaign_id, lock="FOR UPDATE")
+        if current is None:
+            raise NotFound(campaign_id)
+        if if_match is not None and current.version != if_match:
+            raise PreconditionFailed(f"the campaign is at version {current.version}, not {if_match}")
+        return current
+
+
+# --- the in-memory index -------------------------------------------------------------------------
+
+
+class IndexKeeper:
+    """Keeps a `CampaignIndex` current: rebuilt from the database at start, then reloaded campaign by
+    campaign whenever any instance writes one (a NOTIFY on commit), so several instances agree."""
+
+    def __init__(self, pool: asyncpg.Pool, index: CampaignIndex) -> None:
+        self._pool = pool
+        self.index = index
+        self._listener: asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._listener = await self._pool.acquire()
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        # Listen first, then load: a write committed in between is reloaded, never missed.
+        async with self._pool.acquire() as conn:
+            self.index.replace_all(await active_campaigns(conn))
+        log.info("campaign index: %d active campaigns", len(self.index))
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, campaign_id: object) -> None:
+        task = asyncio.create_task(self._reload(str(campaign_id)))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self, campaign_id: str) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchval("SELECT partner_id FROM campaigns WHERE id = $1", campaign_id)
+                found = await CampaignRepository(conn, row).get(campaign_id) if row else None
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("campaign index: could not reload %s: %s", campaign_id, exc)
+            return
+        if found is not None:
+            self.index.put(found)
+
+    async def stop(self) -> None:
+        for task in list(self._reloads):
+            task.cancel()
+        if self._listener is not None:
+            await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._pool.release(self._listener)
+            self._listener = None
+
+
+# --- evaluating status changes -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Evaluates each status change against the partner's matching active campaigns, once per (campaign, event)."""
+
+    pool: asyncpg.Pool
+    index: CampaignIndex
+    policy: Policy
+    clock: Clock
+
+    async def handle(self, envelope: Envelope[OrderStatusChanged]) -> list[Evaluation]:
+        event = envelope.data
+        candidates = self.index.matching(envelope.partnerid, event.status_type, event.to_status.code)
+        campaigns = [c for c in candidates if triggered_by(c, event)]
+        if not campaigns:
+            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            repo = CampaignRepository(conn, envelope.partnerid)
+            await repo.lock_customer(event.order.customer.id)
+            partner = await repo.settings()
+            recorded = []
+            for campaign in sorted(campaigns, key=lambda c: c.id):
+                evaluation = await self._evaluate(conn, repo, campaign, envelope, partner)
+                if evaluation is not None:
+                    recorded.append(evaluation)
+        return recorded
+
+    async def _evaluate(
+        self,
+        conn: DbConnection,
+        repo: CampaignRepository,
+        campaign: Campaign,
+        envelope: Envelope[OrderStatusChanged],
+        partner: PartnerSettings,
+    ) -> Evaluation | None:
+        event = envelope.data
+        if await repo.evaluated(campaign.id, envelope.id):
+            return None  # a redelivery or a replay: decided (and sent) already
+        # The index found the candidate; the row, held until commit, has the last word: a pause or an edit
+        # committed on another instance a moment ago is respected, and none can commit while we send.
+        current = await repo.get(campaign.id, lock="FOR SHARE")
+        if current is None or not current.reacts_to(envelope.time) or not triggered_by(current, event):
+            return None
+        campaign = current
+        now = self.clock()
+        since = cap_window_start(now, partner)
+        history = await repo.history(campaign.id, event.order_id, event.order.customer.id, since)
+        decision = evaluate(campaign, event, history, self.policy.context(now, partner))
+        command = None
+        if decision.outcome == Outcome.FIRED and decision.sms is not None:
+            command = send_command(campaign, envelope.id, event, decision.sms, now, self.policy.sms_ttl)
+        evaluation = Evaluation(
+            campaign_id=campaign.id,
+            event_id=envelope.id,
+            order_id=event.order_id,
+            customer_id=event.order.customer.id,
+            outcome=decision.outcome,
+            reasons=decision.reasons,
+            send_sms_id=command.idempotency_key if command else None,
+            transactional=campaign.transactional,
+            evaluated_at=now,
+        )
+        if not await repo.record(evaluation):
+            return None
+        if command is not None:
+            sms = Envelope.wrap_caused_by(envelope, command, source=SOURCE, event_id=command.idempotency_key, time=now)
+            await enqueue(conn, [record_for(sms, self.policy.send_sms_topic, sms.key())])
+        return evaluation
+
+
+# --- the notifier's reports ----------------------------------------------------------------------
+
+SmsEvent = SmsDispatched | SmsFailed | SmsDelivered
+KIND = {SmsDispatched: "dispatched", SmsFailed: "failed", SmsDelivered: "delivered"}
+
+
+def sms_outcome(event: SmsEvent) -> SmsOutcome:
+    return SmsOutcome(
+        send_sms_id=event.send_sms_id,
+        kind=KIND[type(event)],
+        campaign_id=event.campaign_id,
+        reason=event.reason if isinstance(event, SmsFailed) else None,
+        occurred_at=event.occurred_at,
+    )
+
+
+async def record_sms_events(pool: asyncpg.Pool, events: Sequence[SmsEvent]) -> None:
+    """Keep what the notifier reported; one row per (command, kind), so redelivery counts once."""
+    by_partner: dict[str, list[SmsOutcome]] = defaultdict(list)
+    for event in events:
+        by_partner[event.partner_id].append(sms_outcome(event))
+    async with pool.acquire() as conn, conn.transaction():
+        for partner_id, outcomes in by_partner.items():
+            await CampaignRepository(conn, partner_id).record_sms_outcomes(outcomes)

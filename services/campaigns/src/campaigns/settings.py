@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from contracts.topics import Topic
+from servicekit.settings import LOCAL_POSTGRES, ServiceSettings
+
+
+class CampaignsSettings(ServiceSettings):
+    service_name: str = "campaigns"
+    http_port: int = 8003
+    database_url: str = f"{LOCAL_POSTGRES}/campaigns"
+
+    consumer_group: str = "campaigns"
+    sms_events_consumer_group: str = "campaigns.sms-events"
+    consumer_max_records: int = 500
+
+    # Customers' phones arrive as typed upstream; numbers without a country code are read in this region.
+    default_phone_region: str = "RU"
+    # The recipient's zone when the number's region spans several (every Russian mobile number does).
+    default_time_zone: str = "Europe/Moscow"
+    # A SendSms is valid this long from the moment it may first be sent; the notifier drops it after that.
+    sms_ttl_hours: float = Field(default=24.0, gt=0)
+
+    @property
+    def topic_status_changed(self) -> str:
+        return self.topic(Topic.ORDER_STATUS_CHANGED)
+
+    @property
+    def topic_send_sms(self) -> str:
+        return self.topic(Topic.SEND_SMS)
+
+    @property
+    def topic_sms_events(self) -> str:
+        return self.topic(Topic.SMS_EVENTS)

@@ -1,0 +1,65 @@
+"""How an SMS text travels: its encoding (GSM-7 or UCS-2) and how many segments it costs. No I/O.
+
+GSM 03.38: the basic table costs one septet per character, the extension table two (an escape and the
+character). One GSM-7 message holds 160 septets; a concatenated one 153 per segment (the user data
+header takes the rest), and an escape pair is never split across segments. Any character outside both
+tables makes the whole message UCS-2: 70 UTF-16 code units, 67 per segment when concatenated, and a
+surrogate pair (an emoji) is never split either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.sms import SmsEncoding
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+GSM7_SINGLE, GSM7_PART = 160, 153
+UCS2_SINGLE, UCS2_PART = 70, 67
+
+
+@dataclass(frozen=True)
+class SmsParts:
+    encoding: SmsEncoding
+    characters: int
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    segments: int
+
+
+def is_gsm7(text: str) -> bool:
+    return all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text)
+
+
+def _gsm7_cost(char: str) -> int:
+    return 2 if char in GSM7_EXTENSION else 1
+
+
+def _ucs2_cost(char: str) -> int:
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+def _segments(costs: list[int], single: int, part: int) -> int:
+    total = sum(costs)
+    if total == 0:
+        return 0
+    if total <= single:
+        return 1
+    segments, used = 1, 0
+    for cost in costs:  # greedy fill: a multi-unit character moves whole to the next segment
+        if used + cost > part:
+            segments, used = segments + 1, 0
+        used += cost
+    return segments
+
+
+def sms_parts(text: str) -> SmsParts:
+    if is_gsm7(text):
+        encoding, costs, single, part = SmsEncoding.GSM7, [_gsm7_cost(c) for c in text], GSM7_SINGLE, GSM7_PART
+    else:
+        encoding, costs, single, part = SmsEncoding.UCS2, [_ucs2_cost(c) for c in text], UCS2_SINGLE, UCS2_PART
+    return SmsParts(encoding, len(text), sum(costs), _segments(costs, single, part))

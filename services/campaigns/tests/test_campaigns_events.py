@@ -1,0 +1,335 @@
+"""Evaluation through the real broker: status changes in, SendSms out through the outbox, exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from campaigns.app import create_app
+from campaigns.settings import CampaignsSettings
+from contracts.envelope import Envelope
+from contracts.sms import SmsDelivered, SmsDispatched, SmsEncoding, SmsFailed, send_sms_id
+from contracts.topics import Topic
+from devtools.pytest_plugin import read_topic
+from servicekit.outbox import pending_count
+
+Activate = Callable[..., Awaitable[str]]
+MakeChange = Callable[..., Envelope[Any]]
+
+
+async def settled(topics: Any, app: FastAPI) -> None:
+    """Every published change consumed and committed, and the outbox relayed."""
+    await topics.consumed_all()
+
+    async def relayed() -> bool:
+        return await pending_count(app.state.runtime.pool) == 0
+
+    from devtools.pytest_plugin import wait_until
+
+    await wait_until(relayed, what="the outbox to drain")
+
+
+async def stats(client: httpx.AsyncClient, campaign_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/campaigns/{campaign_id}/stats")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_the_seed_scenario_shipped_and_paid_sends_one_sms(
+    demo: httpx.AsyncClient, active_campaign: Activate, make_change: MakeChange, topics: Any, campaigns_app: FastAPI
+) -> None:
+    campaign_id = await active_campaign()
+    change = make_change(to="shipped", payment="paid")
+    await topics.publish(change)
+
+    (sms,) = await topics.wait_for_send_sms(1)
+    expected_id = send_sms_id(campaign_id, change.id)
+    assert sms.id == expected_id and sms.data.idempotency_key == expected_id
+    assert sms.causationid == change.id and sms.partnerid == "demo" and sms.type == "sms.send-requested.v1"
+    assert sms.data.phone == "+79161234567" and sms.data.campaign_id == campaign_id
+    assert sms.data.text == "Анна, заказ o-1 Отгружен" and sms.data.sender == "DemoShop"
+    assert sms.data.customer_id == "c-1" and sms.data.order_id == "o-1" and not sms.data.transactional
+    assert sms.data.requested_at == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the injected clock
+    assert sms.data.expires_at == sms.data.requested_at + timedelta(hours=24) and sms.data.not_before is None
+    records = await topics.send_sms()
+    assert len(records) == 1
+
+    from devtools.pytest_plugin import read_topic
+
+    (record,) = await read_topic(topics.settings.kafka_bootstrap_servers, topics.settings.topic_send_sms)
+    assert record.key == b"demo:+79161234567"
+
+    await settled(topics, campaigns_app)
+    assert await stats(demo, campaign_id) | {"filtered_out_by_reason": {}} == {
+        "triggered": 1,
+        "fired": 1,
+        "filtered_out": 0,
+        "filtered_out_by_reason": {},
+        "capped": 0,
+        "outside_reentry": 0,
+        "failed": 0,
+        "sms_requested": 1,
+        "sms_sent": 0,
+        "sms_delivered": 0,
+        "sms_failed": 0,
+        "sms_failed_by_reason": {},
+    }
+
+
+async def test_trigger_forms_and_filter_reasons_through_the_broker(
+    demo: httpx.AsyncClient, active_campaign: Activate, make_change: MakeChange, topics: Any, campaigns_app: FastAPI
+) -> None:
+    first_status = await active_campaign(
+        name="First delivery status", trigger={"status_type": "delivery", "from": "none", "to": "at_pickup_point"}
+    )
+    from_set = await active_campaign(
+        name="Delivered from a set",
+        trigger={"status_type": "delivery", "from": ["shipped", "at_delivery_point"], "to": ["delivered"]},
+        filters=[{"kind": "sms_consent"}, {"kind": "has_phone"}, {"kind": "amount", "max": "1000"}],
+        reentry="every_time",
+    )
+    paid = await active_campaign(
+        name="Paid", trigger={"status_type": "payment", "from": "any", "to": "paid"}, filters=[], reentry="every_time"
+    )
+    await topics.publish(
+        make_change(to="at_pickup_point", before=None, order_id="o-1"),  # fires: the first delivery status
+        make_change(to="at_pickup_point", before="shipped", order_id="o-2"),  # "none" does not match
+        make_change(to="delivered", before="at_pickup_point", order_id="o-3"),  # not in the from set
+        make_change(to="delivered", before="shipped", order_id="o-4", consent=False, phone=None),  # 3 reasons
+        make_change(to="paid", before="awaiting_payment", payment="paid", order_id="o-5"),  # fires
+        make_change(to="paid", before=None, payment="paid", order_id="o-6", phone="+7 495 123 45 67"),  # landline
+    )
+    await settled(topics, campaigns_app)
+    sent = await topics.send_sms()
+    assert sorted((s.data.campaign_id, s.data.order_id) for s in sent) == sorted([(first_status, "o-1"), (paid, "o-5")])
+    assert (await stats(demo, first_status))["triggered"] == 1
+    delivered = await stats(demo, from_set)
+    assert delivered["triggered"] == 1 and delivered["filtered_out"] == 1
+    assert delivered["filtered_out_by_reason"] == {"amount_above_max": 1, "no_phone": 1, "no_sms_consent": 1}
+    paid_stats = await stats(demo, paid)
+    assert (paid_stats["fired"], paid_stats["filtered_out_by_reason"]) == (1, {"not_mobile": 1})
+
+
+async def test_duplicates_and_replays_produce_one_send_sms(
+    demo: httpx.AsyncClient,
+    active_campaign: Activate,
+    make_change: MakeChange,
+    topics: Any,
+    campaigns_app: FastAPI,
+    campaigns_settings: CampaignsSettings,
+    clock: Any,
+) -> None:
+    campaign_id = await active_campaign(reentry="every_time")
+    change = make_change()
+    await topics.publish(change, change)  # redelivered upstream
+    await settled(topics, campaigns_app)
+
+    # A replay of the whole topic by a second instance reading from the beginning (e.g. offsets reset).
+    replay = campaigns_settings.model_copy(update={"consumer_group": f"{campaigns_settings.consumer_group}-replay"})
+    replayer = create_app(replay, clock)
+    async with replayer.router.lifespan_context(replayer):
+        await topics.consumed_all(replay.consumer_group)
+        await settled(topics, replayer)
+
+    sent = await topics.send_sms()
+    assert [s.id for s in sent] == [send_sms_id(campaign_id, change.id)]
+    assert (await stats(demo, campaign_id))["triggered"] == 1
+
+
+async def test_reentry_once_per_order_and_frequency_cap_across_campaigns(
+    demo: httpx.AsyncClient, active_campaign: Activate, make_change: MakeChange, topics: Any, campaigns_app: FastAPI
+) -> None:
+    await demo.put("/v1/settings", json={"frequency_cap": {"max_messages": 2, "window_hours": 24}})
+    once = await active_campaign(name="Once per order")
+    service = await active_campaign(
+        name="Service message",
+        trigger={"status_type": "delivery", "from": "any", "to": "delivered"},
+        transactional=True,
+        reentry="every_time",
+    )
+    another = await active_campaign(
+        name="Another marketing one", trigger={"status_type": "delivery", "from": "any", "to": "delivered"}
+    )
+    # One at a time: orders live on different partitions, and the cap depends on what came first.
+    for change in (
+        make_change(order_id="o-1", before="at_pickup_point"),  # once: fired (1 marketing SMS)
+        make_change(order_id="o-1", before="at_delivery_point", sequence=4),  # once: outside re-entry
+        make_change(order_id="o-2", before="at_pickup_point"),  # once: fired (2 marketing SMS)
+        make_change(order_id="o-3", to="delivered", before="shipped"),  # service fires; another is capped
+        make_change(order_id="o-4", before="at_pickup_point"),  # once: capped
+        make_change(order_id="o-5", before="at_pickup_point", customer_id="c-2"),  # another customer: fired
+    ):
+        await topics.publish(change)
+        await settled(topics, campaigns_app)
+    once_stats = await stats(demo, once)
+    assert (once_stats["fired"], once_stats["outside_reentry"], once_stats["capped"]) == (3, 1, 1)
+    assert (await stats(demo, service))["fired"] == 1
+    assert (await stats(demo, another))["capped"] == 1
+    sent = await topics.send_sms()
+    assert sorted(s.data.order_id for s in sent) == ["o-1", "o-2", "o-3", "o-5"]
+    assert [s.data.transactional for s in sent if s.data.order_id == "o-3"] == [True]
+
+
+async def test_quiet_hours_hold_the_message_with_not_before(
+    demo: httpx.AsyncClient, active_campaign: Activate, make_change: MakeChange, topics: Any, clock: Any
+) -> None:
+    clock.now = datetime(2026, 3, 2, 19, 30, tzinfo=UTC)  # 22:30 in Moscow, 20:30 in Berlin
+    await active_campaign()
+    await active_campaign(name="Urgent", quiet_hours="deliver_immediately", reentry="every_time")
+    await topics.publish(make_change(order_id="o-ru"), make_change(order_id="o-de", phone="+49 1512 3456789"))
+    sent = await topics.wait_for_send_sms(4)
+    holds = sorted((s.data.order_id, str(s.data.not_before)) for s in sent)
+    nine_in_moscow = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
+    assert holds == [("o-de", "None"), ("o-de", "None"), ("o-ru", str(nine_in_moscow)), ("o-ru", "None")]
+    held = next(s for s in sent if s.data.not_before is not None)
+    assert held.data.expires_at == nine_in_moscow + timedelta(hours=24)
+
+
+async def test_malformed_and_unknown_records_are_dead_lettered_and_the_consumer_goes_on(
+    active_campaign: Activate,
+    make_change: MakeChange,
+    topics: Any,
+    campaigns_app: FastAPI,
+    campaigns_settings: CampaignsSettings,
+) -> None:
+    await active_campaign()
+    await topics.publish(raw=b"{not json")
+    await topics.publish(raw=b'{"specversion": "1.0", "id": "x", "type": "order.exploded.v1", "data": {}}')
+    await topics.publish(make_change())
+    await settled(topics, campaigns_app)
+    assert len(await topics.send_sms()) == 1
+    dlq = campaigns_settings.topic(Topic.ORDER_STATUS_CHANGED_CAMPAIGNS_DLQ)
+    dead = await read_topic(campaigns_settings.kafka_bootstrap_servers, dlq)
+    assert sorted(dict(r.headers)["dlq-reason"].decode() for r in dead) == ["malformed_json", "unknown_event_type"]
+
+
+async def test_paused_campaigns_do_not_fire_and_edits_reach_the_index(
+    demo: httpx.AsyncClient,
+    active_campaign: Activate,
+    make_change: MakeChange,
+    topics: Any,
+    campaigns_app: FastAPI,
+    seed_campaign: dict[str, Any],
+) -> None:
+    campaign_id = await active_campaign(reentry="every_time")
+    await demo.post(f"/v1/campaigns/{campaign_id}/pause")
+    await topics.publish(make_change(order_id="o-paused"))
+    await settled(topics, campaigns_app)
+    assert await topics.send_sms() == []
+    moved = await demo.put(
+        f"/v1/campaigns/{campaign_id}",
+        json=seed_campaign | {"trigger": {"status_type": "delivery", "to": "delivered"}, "reentry": "every_time"},
+    )
+    assert moved.status_code == 200, moved.text
+    await demo.post(f"/v1/campaigns/{campaign_id}/activate")
+    await topics.publish(make_change(order_id="o-shipped"), make_change(order_id="o-delivered", to="delivered"))
+    (sms,) = await topics.wait_for_send_sms(1)
+    assert sms.data.order_id == "o-delivered"
+
+
+async def test_changes_published_before_the_activation_are_ignored(
+    demo: httpx.AsyncClient,
+    active_campaign: Activate,
+    make_change: MakeChange,
+    topics: Any,
+    campaigns_app: FastAPI,
+    clock: Any,
+) -> None:
+    campaign_id = await active_campaign(reentry="every_time")  # activated at the clock's 09:00
+    await topics.publish(
+        make_change(order_id="o-old", published_at=clock.now - timedelta(minutes=1)),  # e.g. a replay of old news
+        make_change(order_id="o-new", published_at=clock.now + timedelta(minutes=1)),
+    )
+    await settled(topics, campaigns_app)
+    assert [s.data.order_id for s in await topics.send_sms()] == ["o-new"]
+    assert (await stats(demo, campaign_id))["triggered"] == 1
+
+
+async def test_stats_count_the_notifiers_reports_once(
+    demo: httpx.AsyncClient, active_campaign: Activate, make_change: MakeChange, topics: Any, campaigns_app: FastAPI
+) -> None:
+    campaign_id = await active_campaign(reentry="every_time")
+    await topics.publish(make_change(order_id="o-1"), make_change(order_id="o-2"))
+    sent = await topics.wait_for_send_sms(2)
+    now = datetime(2026, 3, 2, 9, 1, tzinfo=UTC)
+    first, second = (s.data for s in sent)
+
+    def common(sms: Any) -> dict[str, Any]:
+        return {
+            "message_id": f"m-{sms.order_id}",
+            "send_sms_id": sms.idempotency_key,
+            "partner_id": "demo",
+            "campaign_id": sms.campaign_id,
+            "order_id": sms.order_id,
+            "phone": sms.phone,
+            "occurred_at": now,
+        }
+
+    dispatched = Envelope.wrap(
+        SmsDispatched(**common(first), provider="fake", segments=1, encoding=SmsEncoding.UCS2),
+        source="/services/notifier",
+        partner_id="demo",
+    )
+    delivered = Envelope.wrap(SmsDelivered(**common(first), provider="fake"), source="/n", partner_id="demo")
+    failed = Envelope.wrap(
+        SmsFailed(**common(second), reason="opted_out", message="the customer opted out", attempts=0),
+        source="/n",
+        partner_id="demo",
+    )
+    for envelope in (dispatched, dispatched, delivered, failed):  # the dispatched report arrives twice
+        await topics.publish_sms_event(envelope)
+    await topics.producer.send_and_wait(topics.settings.topic_sms_events, b"garbage", key=b"demo:x")
+
+    async def reported() -> bool:
+        body = await stats(demo, campaign_id)
+        return bool(body["sms_delivered"] == 1 and body["sms_failed"] == 1)
+
+    from devtools.pytest_plugin import wait_until
+
+    await wait_until(reported, what="the notifier's reports in the stats")
+    body = await stats(demo, campaign_id)
+    assert (body["sms_requested"], body["sms_sent"], body["sms_delivered"], body["sms_failed"]) == (2, 1, 1, 1)
+    assert body["sms_failed_by_reason"] == {"opted_out": 1}
+
+
+async def test_every_instance_keeps_its_index_current_and_both_evaluate_once(
+    demo: httpx.AsyncClient,
+    active_campaign: Activate,
+    make_change: MakeChange,
+    topics: Any,
+    campaigns_app: FastAPI,
+    campaigns_settings: CampaignsSettings,
+    clock: Any,
+) -> None:
+    from devtools.pytest_plugin import wait_until
+
+    # A second instance in another consumer group: it hears about campaign writes through the database
+    # and evaluates the same events; the unique (campaign, event) evaluation lets only one of them send.
+    other = campaigns_settings.model_copy(update={"consumer_group": f"{campaigns_settings.consumer_group}-other"})
+    second = create_app(other, clock)
+    async with second.router.lifespan_context(second):
+        index = second.state.runtime.extras["index"]
+        campaign_id = await active_campaign(reentry="every_time")
+
+        async def indexed() -> bool:
+            return len(index) == 1
+
+        await wait_until(indexed, what="the other instance to index the new campaign")
+        await topics.publish(*(make_change(order_id=f"o-{n}") for n in range(10)))
+        await topics.consumed_all()
+        await topics.consumed_all(other.consumer_group)
+        await settled(topics, campaigns_app)
+        sent = await topics.send_sms()
+        assert len(sent) == len({s.id for s in sent}) == 10
+
+        await demo.post(f"/v1/campaigns/{campaign_id}/pause")
+
+        async def dropped() -> bool:
+            return len(index) == 0
+
+        await wait_until(dropped, what="the other instance to drop the paused campaign")
