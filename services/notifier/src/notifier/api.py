@@ -1,0 +1,165 @@
+"""HTTP API of the notifier: a partner's messages and opt-outs (JWT-scoped), and the provider webhooks."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOut, Receipt
+from notifier.providers.base import InboundSms
+from notifier.providers.http import HttpProvider
+from notifier.repository import Cursor, MessageFilter, MessageRepository
+from notifier.services import NotFound, OptOuts, Receipts, handle_inbound
+from servicekit.auth import Principal, require
+
+router = APIRouter(prefix="/v1", tags=["notifier"])
+
+Reader = Annotated[Principal, Depends(require("read"))]
+Writer = Annotated[Principal, Depends(require("write"))]
+
+
+class MessagePage(BaseModel):
+    items: list[Message]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class MessageDetail(Message):
+    attempt_log: list[Attempt]
+    receipts: list[Receipt]
+
+
+class OptOutPage(BaseModel):
+    items: list[OptOut]
+    next_cursor: str | None
+
+
+class ReportResult(BaseModel):
+    received: int
+    matched: int
+
+
+class InboundReply(BaseModel):
+    from_: str = Field(alias="from", description="The sender's number, E.164")
+    text: str = Field(max_length=1600)
+
+
+class InboundResult(BaseModel):
+    opted_out_partners: list[str]
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, InvalidPhone):
+        detail = [{"loc": ["path", "phone"], "msg": str(exc), "type": "invalid_phone"}]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return JSONResponse({"detail": f"not found: {exc}"}, status_code=status.HTTP_404_NOT_FOUND)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain errors become specific 4xx answers, never a 500."""
+    for error in (NotFound, InvalidPhone):
+        app.add_exception_handler(error, _domain_error)
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.runtime.pool
+    return pool
+
+
+@router.get("/messages", response_model=MessagePage, tags=["messages"])
+async def list_messages(
+    request: Request,
+    who: Reader,
+    order_id: str | None = None,
+    phone: str | None = None,
+    campaign_id: str | None = None,
+    status_: Annotated[MessageStatus | None, Query(alias="status")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> MessagePage:
+    """Newest first."""
+    try:
+        after = Cursor.decode(cursor) if cursor else None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor is malformed; use next_cursor") from exc
+    where = MessageFilter(order_id=order_id, phone=phone, campaign_id=campaign_id, status=status_)
+    async with _pool(request).acquire() as conn:
+        rows = await MessageRepository(conn, who.partner_id).page(where, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return MessagePage(items=[m for _, m in rows], next_cursor=Cursor(rows[-1][0]).encode() if more else None)
+
+
+@router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"])
+async def get_message(message_id: str, request: Request, who: Reader) -> MessageDetail:
+    async with _pool(request).acquire() as conn:
+        repo = MessageRepository(conn, who.partner_id)
+        message = await repo.get(message_id)
+        if message is None:
+            raise NotFound(f"message {message_id}")
+        attempts, receipts = await repo.attempts(message_id), await repo.receipts(message_id)
+    return MessageDetail(**message.model_dump(), attempt_log=attempts, receipts=receipts)
+
+
+@router.post("/opt-outs/{phone}", response_model=OptOut, tags=["opt-outs"])
+async def opt_out(phone: str, request: Request, response: Response, who: Writer) -> OptOut:
+    """Opt a number out of marketing SMS (transactional messages still go); repeating it is a no-op."""
+    entry, created = await OptOuts(_pool(request), who.partner_id).add(phone)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return entry
+
+
+@router.delete("/opt-outs/{phone}", status_code=status.HTTP_204_NO_CONTENT, tags=["opt-outs"])
+async def opt_in(phone: str, request: Request, who: Writer) -> Response:
+    await OptOuts(_pool(request), who.partner_id).remove(phone)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/opt-outs", response_model=OptOutPage, tags=["opt-outs"])
+async def list_opt_outs(
+    request: Request,
+    who: Reader,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> OptOutPage:
+    items = await OptOuts(_pool(request), who.partner_id).list(after=cursor, limit=limit + 1)
+    more = len(items) > limit
+    items = items[:limit]
+    return OptOutPage(items=items, next_cursor=items[-1].phone if more else None)
+
+
+def _check_secret(request: Request, secret: str | None) -> None:
+    expected = request.app.state.settings.delivery_report_secret
+    if secret is None or not hmac.compare_digest(secret.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong X-Webhook-Secret")
+
+
+Secret = Annotated[str | None, Header(alias="X-Webhook-Secret")]
+
+
+@router.post("/delivery-reports/http", response_model=ReportResult, tags=["webhooks"])
+async def http_delivery_reports(request: Request, x_webhook_secret: Secret = None) -> ReportResult:
+    """Delivery reports of the HTTP gateway: one JSON object or a list, authenticated by the shared secret."""
+    _check_secret(request, x_webhook_secret)
+    runtime = request.app.state.runtime
+    provider = runtime.extras["provider"]
+    parser = provider if isinstance(provider, HttpProvider) else HttpProvider("", "")
+    try:
+        reports = parser.parse_delivery_report(await request.body())
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    receipts: Receipts = runtime.extras["receipts"]
+    matched = await receipts.apply(parser.name, reports)
+    return ReportResult(received=len(reports), matched=matched)
+
+
+@router.post("/inbound/http", response_model=InboundResult, tags=["webhooks"])
+async def http_inbound(body: InboundReply, request: Request, x_webhook_secret: Secret = None) -> InboundResult:
+    """A reply from a handset through the HTTP gateway; STOP / СТОП / ОТПИСКА opts the number out."""
+    _check_secret(request, x_webhook_secret)
+    partners = await handle_inbound(_pool(request), InboundSms(phone=body.from_, text=body.text))
+    return InboundResult(opted_out_partners=partners)

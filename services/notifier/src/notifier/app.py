@@ -1,0 +1,115 @@
+"""Wiring of the notifier: database, outbox relay, SendSms consumer, dispatcher, provider, HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiolimiter import AsyncLimiter
+from fastapi import FastAPI
+
+from notifier.api import install_error_handlers, router
+from notifier.domain import RetryPolicy
+from notifier.providers.base import DeliveryReport, InboundSms, Provider
+from notifier.providers.console import ConsoleProvider
+from notifier.providers.http import HttpProvider
+from notifier.services import Dispatcher, Events, Intake, Receipts, Topics, handle_inbound
+from notifier.settings import NotifierSettings
+from servicekit.app import Runtime, ServiceSpec, create_service_app, serve
+from servicekit.consumer import DeadLetters, batch_handler, subscriber_options
+
+
+def make_provider(settings: NotifierSettings) -> Provider:
+    if settings.notifier_provider == "http":
+        return HttpProvider(
+            settings.http_provider_url, settings.http_provider_token, timeout_s=settings.http_provider_timeout_s
+        )
+    if settings.notifier_provider == "smpp":
+        from notifier.providers.smpp import SmppProvider
+
+        return SmppProvider.from_settings(settings)
+    return ConsoleProvider(settings.console_outbox_file, auto_deliver=settings.console_auto_deliver)
+
+
+def create_app(settings: NotifierSettings | None = None, *, provider: Provider | None = None) -> FastAPI:
+    """The notifier app; `provider` replaces the configured one (tests wrap a real provider with it)."""
+    settings = settings or NotifierSettings()
+    chosen = provider or make_provider(settings)
+
+    async def on_startup(runtime: Runtime) -> None:
+        topics = Topics(
+            settings.topic_sms_events, settings.topic_send_sms, settings.topic_send_sms_dlq, settings.consumer_group
+        )
+        events = Events(topics)
+        wake = asyncio.Event()
+        dead_letters = DeadLetters(runtime.producer, topics.send_sms_dlq, topics.consumer_group)
+        intake = Intake(runtime.pool, events, dead_letters, wake)
+        runtime.broker.subscriber(topics.send_sms, **subscriber_options(topics.consumer_group))(
+            batch_handler(intake.process, dead_letters)
+        )
+        runtime.extras.update(
+            provider=chosen,
+            receipts=Receipts(runtime.pool, events),
+            dispatcher=Dispatcher(
+                pool=runtime.pool,
+                provider=chosen,
+                events=events,
+                policy=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s),
+                # One limiter per provider instance: the provider's messages-per-second contract.
+                limiter=AsyncLimiter(settings.provider_rate_per_s, 1.0),
+                wake=wake,
+                default_sender=settings.default_sender,
+                max_in_flight=settings.max_in_flight,
+                lease_s=settings.inflight_lease_s,
+                poll_interval_s=settings.dispatch_poll_interval_s,
+            ),
+        )
+
+        await _start_sending(runtime)
+
+    spec = ServiceSpec(
+        title="Notifier",
+        description="Exactly one SMS per SendSms command, through console, HTTP or SMPP providers.",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router],
+        on_startup=on_startup,
+        on_shutdown=_stop_sending,
+        install_handlers=install_error_handlers,
+    )
+    return create_service_app(settings, spec)
+
+
+async def _start_sending(runtime: Runtime) -> None:
+    """Connect the provider (its receipts and replies feed the service) and start the dispatcher."""
+    provider: Provider = runtime.extras["provider"]
+    receipts: Receipts = runtime.extras["receipts"]
+
+    async def on_reports(reports: Sequence[DeliveryReport]) -> None:
+        await receipts.apply(provider.name, reports)
+
+    async def on_inbound(inbound: InboundSms) -> None:
+        await handle_inbound(runtime.pool, inbound)
+
+    await provider.start(on_reports, on_inbound)
+    dispatcher: Dispatcher = runtime.extras["dispatcher"]
+    runtime.extras["dispatcher_task"] = asyncio.create_task(dispatcher.run(), name="dispatcher")
+
+
+async def _stop_sending(runtime: Runtime) -> None:
+    """Runs before the broker and the pool stop: in-flight sends are cancelled and stay `sending`
+    until reconciled, which is the same path a crash takes."""
+    task: asyncio.Task[None] = runtime.extras["dispatcher_task"]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    await runtime.extras["provider"].stop()
+
+
+def main() -> None:
+    serve(NotifierSettings(), create_app)
+
+
+if __name__ == "__main__":
+    main()

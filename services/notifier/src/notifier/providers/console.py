@@ -1,0 +1,111 @@
+"""The local provider: prints each SMS readably and appends it as a JSON line to a file.
+
+The file is the provider's memory: `lookup` reads it after a crash, so an SMS that reached the file
+is never written twice. It also "delivers" at once (a delivery report per message) so the whole
+pipeline, receipts included, runs on a laptop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from notifier.domain import WHOLE_MESSAGE, ReceiptStatus
+from notifier.providers.base import (
+    Accepted,
+    DeliveryReport,
+    InboundSink,
+    OutgoingSms,
+    Provider,
+    ReportSink,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ConsoleProvider(Provider):
+    name = "console"
+
+    def __init__(self, outbox_file: Path, *, auto_deliver: bool = True, echo: bool = True) -> None:
+        self.outbox_file = outbox_file
+        self._auto_deliver = auto_deliver
+        self._echo = echo
+        self._lock = asyncio.Lock()
+        self._on_reports: ReportSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, on_reports: ReportSink, on_inbound: InboundSink) -> None:
+        self._on_reports = on_reports
+        self.outbox_file.parent.mkdir(parents=True, exist_ok=True)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @staticmethod
+    def provider_message_id(sms: OutgoingSms) -> str:
+        return f"console-{sms.message_id}"
+
+    async def send(self, sms: OutgoingSms) -> Accepted:
+        line = {
+            "id": sms.idempotency_key,
+            "message_id": sms.message_id,
+            "provider_message_id": self.provider_message_id(sms),
+            "to": sms.phone,
+            "from": sms.sender,
+            "text": sms.text,
+            "encoding": str(sms.encoding),
+            "segments": sms.segments,
+            "sent_at": datetime.now(UTC).isoformat(),
+        }
+        async with self._lock:
+            await asyncio.to_thread(self._append, json.dumps(line, ensure_ascii=False))
+        if self._echo:
+            print(self.readable(sms), flush=True)
+        accepted = Accepted((self.provider_message_id(sms),))
+        if self._auto_deliver and self._on_reports is not None:
+            pid = accepted.provider_message_ids[0]
+            report = DeliveryReport(pid, ReceiptStatus.DELIVERED, "delivered", WHOLE_MESSAGE)
+            task = asyncio.create_task(self._deliver(self._on_reports, report))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return accepted
+
+    @staticmethod
+    async def _deliver(sink: ReportSink, report: DeliveryReport) -> None:
+        try:
+            await sink([report])
+        except Exception:  # a local convenience: a lost report must not disturb sending
+            log.exception("console delivery report for %s failed", report.provider_message_id)
+
+    @staticmethod
+    def readable(sms: OutgoingSms) -> str:
+        plural = "s" if sms.segments > 1 else ""
+        head = f"SMS to {sms.phone} from {sms.sender} [{sms.encoding}, {sms.segments} segment{plural}]"
+        body = "\n".join(f"  | {line}" for line in sms.text.splitlines() or [""])
+        return f"{head}\n{body}"
+
+    def _append(self, line: str) -> None:
+        # fsync: the line is the proof that the SMS went out; a crash right after must still find it.
+        with self.outbox_file.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    async def lookup(self, sms: OutgoingSms) -> Accepted | None:
+        sent = await asyncio.to_thread(self.sent_ids)
+        return Accepted((self.provider_message_id(sms),)) if sms.idempotency_key in sent else None
+
+    def sent_ids(self) -> list[str]:
+        if not self.outbox_file.exists():
+            return []
+        with self.outbox_file.open(encoding="utf-8") as handle:
+            return [json.loads(line)["id"] for line in handle if line.strip()]
+
+    def map_status(self, raw: str) -> ReceiptStatus:
+        return ReceiptStatus(raw)

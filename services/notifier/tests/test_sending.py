@@ -1,0 +1,100 @@
+"""The sending pipeline with the console provider, against real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
+
+PHONE = "+79161234567"
+
+
+async def test_a_command_is_sent_once_dispatched_and_delivered(
+    kit: Any, notifier_app: FastAPI, client_for: Any
+) -> None:
+    first = kit.command(text="Заказ отправлен")  # Cyrillic: UCS-2
+    await kit.publish(first, first)  # the campaign re-emitted it: same id
+    await kit.wait_status(first.id, "delivered")
+    await kit.publish(first)  # redelivered after it was handled: a no-op
+    events = await kit.events(at_least=2)
+    assert [type(e.data) for e in events] == [SmsDispatched, SmsDelivered]
+    dispatched = events[0].data
+    assert dispatched.send_sms_id == first.id and dispatched.provider == "console"
+    assert dispatched.encoding == "ucs2" and dispatched.segments == 1
+    assert events[0].causationid == first.id and events[0].key() == f"acme:{PHONE}".encode()
+    assert kit.console_ids() == [first.id]
+
+    acme: httpx.AsyncClient = client_for("acme")
+    detail = (await acme.get(f"/v1/messages/{dispatched.message_id}")).json()
+    assert detail["status"] == "delivered" and detail["attempts"] == 1
+    assert [a["status"] for a in detail["attempt_log"]] == ["accepted"]
+    assert [r["status"] for r in detail["receipts"]] == ["delivered"]
+    # Another partner does not see it at all.
+    assert (await client_for("other").get(f"/v1/messages/{dispatched.message_id}")).status_code == 404
+    assert kit.console_ids() == [first.id]
+
+
+async def test_invalid_phone_opt_out_and_expiry_are_recorded_never_sent(
+    kit: Any, notifier_app: FastAPI, client_for: Any
+) -> None:
+    acme = client_for("acme")
+    assert (await acme.post("/v1/opt-outs/+79161112233")).status_code == 201
+    landline = kit.command(phone="+74951234567")  # Moscow landline: valid E.164, no SMS
+    opted_out = kit.command(phone="+79161112233")
+    transactional = kit.command(phone="+79161112233", transactional=True)  # service messages still go
+    past = datetime.now(UTC) - timedelta(hours=2)
+    expired = kit.command(requested_at=past, expires_in=timedelta(hours=1))
+    await kit.publish(landline, opted_out, transactional, expired)
+    await kit.wait_status(transactional.id, "delivered")
+    assert await kit.status(landline.id) == "failed"
+    assert await kit.status(opted_out.id) == "failed"
+    assert await kit.status(expired.id) == "expired"
+    events = await kit.events(at_least=5)
+    failures = {e.data.send_sms_id: e.data for e in events if isinstance(e.data, SmsFailed)}
+    assert {k: f.reason for k, f in failures.items()} == {
+        landline.id: "invalid_phone",
+        opted_out.id: "opted_out",
+        expired.id: "expired",
+    }
+    assert all(f.attempts == 0 and f.provider is None for f in failures.values())
+    assert kit.console_ids() == [transactional.id]
+
+
+async def test_not_before_waits_without_blocking_other_messages(kit: Any, notifier_app: FastAPI) -> None:
+    later = kit.command(not_before=datetime.now(UTC) + timedelta(seconds=3), phone="+79161230001")
+    now = kit.command(phone="+79161230002")
+    await kit.publish(later, now)
+    await kit.wait_status(now.id, "delivered")
+    assert await kit.status(later.id) == "scheduled"  # quiet hours: stored, not sent
+    assert kit.console_ids() == [now.id]
+    await kit.wait_status(later.id, "delivered", timeout_s=10)
+    (row,) = await kit.rows("SELECT updated_at, not_before FROM messages WHERE send_sms_id = $1", later.id)
+    assert row["updated_at"] >= row["not_before"]
+    assert kit.console_ids() == [now.id, later.id]
+
+
+async def test_opt_out_while_scheduled_stops_the_message(kit: Any, notifier_app: FastAPI, client_for: Any) -> None:
+    later = kit.command(not_before=datetime.now(UTC) + timedelta(seconds=2))
+    await kit.publish(later)
+    await kit.wait_status(later.id, "scheduled")
+    assert (await client_for("acme").post(f"/v1/opt-outs/{PHONE}")).status_code == 201
+    await kit.wait_status(later.id, "failed", timeout_s=10)
+    (event,) = await kit.events(at_least=1)
+    assert isinstance(event.data, SmsFailed) and event.data.reason == "opted_out"
+    assert kit.console_ids() == []
+
+
+async def test_malformed_commands_are_dead_lettered_and_the_consumer_goes_on(kit: Any, notifier_app: FastAPI) -> None:
+    good = kit.command()
+    await kit.publish(raw=b"{not json")
+    await kit.publish(raw=b'{"specversion": "1.0", "id": "x1", "type": "sms.send-requested.v1", "source": "/t"}')
+    await kit.publish(good)
+    await kit.wait_status(good.id, "delivered")
+    dead = await kit.dead_letters()
+    reasons = sorted(dict(r.headers)["dlq-reason"].decode() for r in dead)
+    assert reasons == ["invalid_envelope", "malformed_json"]
+    assert all(dict(r.headers)["dlq-original-topic"].decode() == kit.settings.topic_send_sms for r in dead)

@@ -1,0 +1,141 @@
+"""The four services as separate processes on real Kafka and PostgreSQL, for end-to-end tests.
+
+Each platform gets its own topic prefix, its own four databases and free ports, so several can share
+one broker and one server. Processes can be killed with SIGKILL and started again, as in a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from devtools.infra import ensure_topics
+from devtools.pytest_plugin import Infrastructure, database_dsn
+from servicekit.auth import issue_token
+from servicekit.settings import ServiceSettings
+
+SERVICES = ("status-registry", "orders", "campaigns", "notifier")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Platform:
+    infrastructure: Infrastructure
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"e{uuid.uuid4().hex[:8]}.")
+    ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in SERVICES})
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def sms_file(self) -> Path:
+        return self.workdir / "sms.jsonl"
+
+    def database(self, service: str) -> str:
+        return f"{self.prefix.strip('.')}_{service.replace('-', '_')}"
+
+    def env(self, service: str) -> dict[str, str]:
+        return os.environ | {
+            "HTTP_PORT": str(self.ports[service]),
+            "DATABASE_URL": database_dsn(self.infrastructure.postgres_dsn, self.database(service)),
+            "KAFKA_BOOTSTRAP_SERVERS": self.infrastructure.kafka_bootstrap,
+            "KAFKA_TOPIC_PREFIX": self.prefix,
+            "CONSUMER_GROUP": f"{self.prefix}{service}",
+            "SMS_EVENTS_CONSUMER_GROUP": f"{self.prefix}campaigns.sms-events",
+            "UNKNOWN_STATUS_RETRY_DELAYS_S": "[0.5, 1, 2]",
+            "OUTBOX_POLL_INTERVAL_S": "0.3",
+            "CONSOLE_OUTBOX_FILE": str(self.sms_file),
+            "TRACES_EXPORTER": "none",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    async def create(self) -> None:
+        await ensure_topics(self.infrastructure.kafka_bootstrap, self.prefix)
+        admin = await asyncpg.connect(self.infrastructure.postgres_dsn)
+        try:
+            for service in SERVICES:
+                await admin.execute(f'CREATE DATABASE "{self.database(service)}"')
+        finally:
+            await admin.close()
+
+    async def drop(self) -> None:
+        admin = await asyncpg.connect(self.infrastructure.postgres_dsn)
+        try:
+            for service in SERVICES:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{self.database(service)}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    def start(self, service: str) -> None:
+        log = open(self.workdir / f"{service}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.processes[service] = subprocess.Popen(
+            [sys.executable, "-m", service.replace("-", "_")], env=self.env(service), stdout=log, stderr=log
+        )
+
+    def kill(self, service: str) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crash."""
+        process = self.processes.pop(service)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    async def wait_ready(self, *services: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient() as client:
+            for service in services or SERVICES:
+                while True:
+                    process = self.processes[service]
+                    if process.poll() is not None:
+                        raise RuntimeError(f"{service} exited ({process.returncode}):\n{self.log_tail(service)}")
+                    try:
+                        if (await client.get(f"{self.url(service)}/readyz", timeout=2)).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{service} not ready in {timeout_s}s:\n{self.log_tail(service)}")
+                    await asyncio.sleep(0.2)
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        path = self.workdir / f"{service}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def client(self, service: str, partner: str, scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
+        token = issue_token(ServiceSettings(), partner, scopes)
+        return httpx.AsyncClient(base_url=self.url(service), headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def sent_sms(self) -> list[dict[str, Any]]:
+        """What the console provider handed over, one JSON object per SMS."""
+        if not self.sms_file.exists():
+            return []
+        return [json.loads(line) for line in self.sms_file.read_text().splitlines() if line.strip()]

@@ -1,0 +1,94 @@
+"""The product documentation's example, end to end: four processes, real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from contracts.envelope import Envelope
+from contracts.inbound import OrderStatusReported, OrderUpserted
+from contracts.orders import Customer
+from contracts.statuses import StatusCodes
+from contracts.topics import Topic, prefixed
+from devtools.pytest_plugin import wait_until
+
+from .conftest import define_example
+from .platform import Platform
+
+T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+PHONES = {"o-1": "+79161110001", "o-2": "+79161110002", "o-3": "+79161110003", "o-4": "+79161110004"}
+
+
+class Upstream:
+    def __init__(self, producer: AIOKafkaProducer, platform: Platform, partner: str) -> None:
+        self.producer, self.partner = producer, partner
+        self.topic = prefixed(Topic.ORDERS_INBOUND, platform.prefix)
+
+    async def send(self, data: Any, event_id: str | None = None) -> Envelope[Any]:
+        envelope = Envelope.wrap(data, source="/shop", partner_id=self.partner, event_id=event_id)
+        await self.producer.send_and_wait(self.topic, envelope.to_bytes(), key=envelope.key())
+        return envelope
+
+    async def order(self, order_id: str, name: str, payment: str, seq: int = 1) -> Envelope[Any]:
+        customer = Customer(id=f"c-{order_id}", phone=PHONES[order_id], name=name, sms_consent=True)
+        statuses = StatusCodes(general="accepted", delivery="at_pickup_point", payment=payment)
+        data = OrderUpserted(
+            order_id=order_id, customer=customer, amount="1500.00", currency="RUB", placed_at=T0,
+            statuses=statuses, source_sequence=seq, occurred_at=T0 + timedelta(minutes=seq),
+        )  # fmt: skip
+        return await self.send(data)
+
+    async def report(self, order_id: str, code: str, seq: int) -> Envelope[Any]:
+        data = OrderStatusReported(
+            order_id=order_id, code=code, occurred_at=T0 + timedelta(minutes=seq), source_sequence=seq
+        )
+        return await self.send(data)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    async def check() -> bool:
+        return condition()
+
+    await wait_until(check, timeout_s=timeout_s, what=what)
+
+
+async def test_the_seed_scenario_sends_exactly_the_expected_sms(platform: Platform, producer: AIOKafkaProducer) -> None:
+    campaign_id = await define_example(platform, "demo")
+    upstream = Upstream(producer, platform, "demo")
+    await upstream.order("o-1", "Анна", "invoice_issued")
+    await upstream.report("o-1", "paid", 2)
+    await upstream.report("o-1", "shipped", 3)  # paid, then shipped: SMS
+    await upstream.order("o-2", "Борис", "invoice_issued")
+    await upstream.report("o-2", "shipped", 2)  # shipped but not paid: no SMS
+    await upstream.order("o-3", "Вера", "invoice_issued")
+    await upstream.report("o-3", "awaiting_payment", 2)
+    await upstream.report("o-3", "shipped", 3)  # awaiting payment: no SMS
+    await upstream.order("o-4", "Глеб", "invoice_issued")
+    await upstream.report("o-4", "paid", 2)
+    await upstream.report("o-4", "shipped", 3)  # SMS
+
+    await until(lambda: len(platform.sent_sms()) >= 2, "two SMS")
+    await asyncio.sleep(2)  # and no third one
+    sent = sorted(platform.sent_sms(), key=lambda sms: sms["to"])
+    assert [(sms["to"], sms["text"]) for sms in sent] == [
+        ("+79161110001", "Анна, your order o-1 is отгружен!"),
+        ("+79161110004", "Глеб, your order o-4 is отгружен!"),
+    ]
+    async with platform.client("notifier", "demo") as notifier:
+        messages = (await notifier.get("/v1/messages", params={"campaign_id": campaign_id})).json()["items"]
+    assert sorted(m["order_id"] for m in messages) == ["o-1", "o-4"]
+
+    async with platform.client("campaigns", "demo") as campaigns:
+
+        async def reported() -> bool:
+            stats = (await campaigns.get(f"/v1/campaigns/{campaign_id}/stats")).json()
+            return bool(stats["sms_sent"] == 2)
+
+        await wait_until(reported, timeout_s=30, what="the notifier's reports in the campaign stats")
+        stats = (await campaigns.get(f"/v1/campaigns/{campaign_id}/stats")).json()
+    assert stats["triggered"] == 4 and stats["fired"] == 2
+    assert stats["filtered_out_by_reason"] == {"payment_status": 2}
