@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --quiet
 PARTNER ?= demo
 SCOPES ?= read,write
 
-.PHONY: help setup run test lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
+.PHONY: help setup run up down logs test lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,15 @@ token: ## print a partner token: make token PARTNER=<id> [SCOPES=read,write]
 
 run: setup infra-up ## start everything and play the example scenario (Ctrl-C stops)
 	@$(RUN) python -m devtools.run
+
+up: setup infra-up ## the same as run, in the background (idempotent)
+	@$(RUN) python -m devtools.run up
+
+down: ## stop what make up started (Kafka and PostgreSQL keep running: make infra-down)
+	@$(RUN) python -m devtools.run down
+
+logs: ## follow the logs of make up
+	@$(RUN) python -m devtools.run logs
 
 clean: infra-down ## stop the infrastructure and delete the state folder
 	rm -rf .state

@@ -5,8 +5,8 @@ one record as the child of the context its producer put in the W3C `traceparent`
 outbox record written inside it carries that span's context on (`trace_headers`, used by
 `servicekit.outbox.record_for`). The next service continues the same trace from there.
 
-Exporter (`TRACES_EXPORTER`): `console` (default; JSON spans appended to `TRACES_FILE`, or stdout when
-unset), `otlp` (OTLP over HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT`), or `none`.
+Exporter (`TRACES_EXPORTER`): `console` (default; JSON spans appended to `TRACES_FILE`, where `{service}` is
+replaced by the service name, or stdout when unset), `otlp` (OTLP over HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT`), or `none`.
 """
 
 from __future__ import annotations
@@ -33,18 +33,19 @@ def setup_tracing(service: str, exporter: str = "console", traces_file: str | No
     if exporter == "none":
         return
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(BatchSpanProcessor(_exporter(exporter, traces_file)))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(exporter, traces_file, service)))
     trace.set_tracer_provider(provider)
 
 
-def _exporter(kind: str, traces_file: str | None) -> SpanExporter:
+def _exporter(kind: str, traces_file: str | None, service: str) -> SpanExporter:
     if kind == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()  # endpoint and headers from the standard OTEL_EXPORTER_OTLP_* variables
     if traces_file:
-        Path(traces_file).parent.mkdir(parents=True, exist_ok=True)
-        out = open(traces_file, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        path = Path(traces_file.format(service=service))  # one file per service when it says {service}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
         return ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + os.linesep)
     return ConsoleSpanExporter()
 
