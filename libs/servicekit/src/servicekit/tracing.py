@@ -6,7 +6,8 @@ outbox record written inside it carries that span's context on (`trace_headers`,
 `servicekit.outbox.record_for`). The next service continues the same trace from there.
 
 Exporter (`TRACES_EXPORTER`): `console` (default; JSON spans appended to `TRACES_FILE`, where `{service}` is
-replaced by the service name, or stdout when unset), `otlp` (OTLP over HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT`), or `none`.
+replaced by the service name, or stdout when unset), `otlp` (OTLP over HTTP to
+`OTEL_EXPORTER_OTLP_ENDPOINT`), or `none`.
 """
 
 from __future__ import annotations
