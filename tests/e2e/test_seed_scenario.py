@@ -14,7 +14,7 @@ from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import Customer
 from contracts.statuses import StatusCodes
 from contracts.topics import Topic, prefixed
-from devtools.pytest_plugin import wait_until
+from devtools.pytest_plugin import read_topic, wait_until
 
 from .conftest import define_example
 from .platform import Platform
@@ -33,8 +33,10 @@ class Upstream:
         await self.producer.send_and_wait(self.topic, envelope.to_bytes(), key=envelope.key())
         return envelope
 
-    async def order(self, order_id: str, name: str, payment: str, seq: int = 1) -> Envelope[Any]:
-        customer = Customer(id=f"c-{order_id}", phone=PHONES[order_id], name=name, sms_consent=True)
+    async def order(
+        self, order_id: str, name: str, payment: str, seq: int = 1, phone: str | None = None
+    ) -> Envelope[Any]:
+        customer = Customer(id=f"c-{order_id}", phone=phone or PHONES[order_id], name=name, sms_consent=True)
         statuses = StatusCodes(general="accepted", delivery="at_pickup_point", payment=payment)
         data = OrderUpserted(
             order_id=order_id, customer=customer, amount="1500.00", currency="RUB", placed_at=T0,
@@ -92,3 +94,40 @@ async def test_the_seed_scenario_sends_exactly_the_expected_sms(platform: Platfo
         stats = (await campaigns.get(f"/v1/campaigns/{campaign_id}/stats")).json()
     assert stats["triggered"] == 4 and stats["fired"] == 2
     assert stats["filtered_out_by_reason"] == {"payment_status": 2}
+
+
+async def test_one_trace_follows_an_order_from_the_upstream_event_to_the_sms(
+    platform: Platform, producer: AIOKafkaProducer
+) -> None:
+    await define_example(platform, "demo")
+    upstream = Upstream(producer, platform, "demo")
+    await upstream.order("o-1", "Анна", "invoice_issued")
+    await upstream.report("o-1", "paid", 2)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    shipped = Envelope.wrap(
+        OrderStatusReported(order_id="o-1", code="shipped", occurred_at=T0 + timedelta(minutes=3), source_sequence=3),
+        source="/shop",
+        partner_id="demo",
+    )
+    await producer.send_and_wait(
+        upstream.topic,
+        shipped.to_bytes(),
+        key=shipped.key(),
+        headers=[("traceparent", f"00-{trace_id}-b7ad6b7169203331-01".encode())],
+    )
+    sms_events = prefixed(Topic.SMS_EVENTS, platform.prefix)
+
+    async def dispatched() -> list[Any]:
+        records = await read_topic(platform.infrastructure.kafka_bootstrap, sms_events)
+        return [r for r in records if dict(r.headers).get("ce_type") == b"sms.dispatched.v1"]
+
+    async def has_dispatched() -> bool:
+        return bool(await dispatched())
+
+    await wait_until(has_dispatched, timeout_s=60, what="SmsDispatched")
+    for topic in (Topic.ORDER_STATUS_CHANGED, Topic.SEND_SMS):
+        records = await read_topic(platform.infrastructure.kafka_bootstrap, prefixed(topic, platform.prefix))
+        traced = [r for r in records if trace_id.encode() in dict(r.headers).get("traceparent", b"")]
+        assert traced, f"no {topic} record continues the trace"
+    (record,) = await dispatched()
+    assert dict(record.headers)["traceparent"].decode().split("-")[1] == trace_id

@@ -32,6 +32,7 @@ from contracts import (
     StatusType,
     send_sms_id,
 )
+from contracts.campaign_events import CampaignStatusUsage
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PARTNER = "acme"
@@ -147,6 +148,14 @@ def _make_samples() -> dict[type[Contract], Contract]:
         ),
         SmsFailed.model_validate({**sms_common, "reason": "opted_out", "message": "customer opted out", "attempts": 0}),
         SmsDelivered.model_validate({**sms_common, "provider": "smpp", "provider_message_id": "p-1"}),
+        CampaignStatusUsage(
+            campaign_id="campaign-1",
+            partner_id=PARTNER,
+            name="Shipped and paid",
+            active=True,
+            codes=["paid", "shipped"],
+            version=3,
+        ),
     ]
     return {type(sample): sample for sample in samples}
 

@@ -4,6 +4,7 @@ The one place a message shape is defined; services import it and never redefine 
 """
 
 from contracts.base import Contract, ContractModel
+from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import CLOUDEVENTS_CONTENT_TYPE, Envelope, decode, decode_any, envelope_type
 from contracts.errors import ContractError, ErrorReason
 from contracts.inbound import INBOUND_CONTRACTS, InboundEnvelope, OrderStatusReported, OrderUpserted, parse_inbound
@@ -32,6 +33,7 @@ from contracts.topics import (
     TOPIC_SPECS,
     Topic,
     TopicSpec,
+    campaign_key,
     order_key,
     prefixed,
     sms_key,
@@ -47,6 +49,7 @@ __all__ = [
     "SEND_SMS_NAMESPACE",
     "TOPIC_CONTRACTS",
     "TOPIC_SPECS",
+    "CampaignStatusUsage",
     "Contract",
     "ContractError",
     "ContractModel",
@@ -74,6 +77,7 @@ __all__ = [
     "StatusType",
     "Topic",
     "TopicSpec",
+    "campaign_key",
     "decode",
     "decode_any",
     "envelope_type",

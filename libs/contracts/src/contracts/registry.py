@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.base import Contract
+from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import Envelope, decode_any, envelope_type
 from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import OrderStatusChanged
@@ -55,6 +56,7 @@ ALL_CONTRACTS: tuple[ContractSpec, ...] = tuple(
         SmsDispatched,
         SmsFailed,
         SmsDelivered,
+        CampaignStatusUsage,
     )
 )
 

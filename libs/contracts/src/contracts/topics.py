@@ -21,6 +21,7 @@ class Topic(StrEnum):
     SEND_SMS_DLQ = "notifier.send-sms.v1.dlq"
     SMS_EVENTS = "notifier.sms-events.v1"
     SMS_EVENTS_CAMPAIGNS_DLQ = "notifier.sms-events.v1.campaigns.dlq"
+    CAMPAIGN_STATUS_USAGE = "campaigns.status-usage.v1"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.SEND_SMS_DLQ, partitions=1),
     TopicSpec(Topic.SMS_EVENTS, partitions=3),
     TopicSpec(Topic.SMS_EVENTS_CAMPAIGNS_DLQ, partitions=1),
+    TopicSpec(Topic.CAMPAIGN_STATUS_USAGE, partitions=3, config=COMPACTED),
 )
 
 
@@ -64,3 +66,8 @@ def status_definition_key(partner_id: str, code: str) -> bytes:
 def sms_key(partner_id: str, phone: str) -> bytes:
     """Key on SMS topics: per-recipient ordering."""
     return f"{partner_id}:{phone}".encode()
+
+
+def campaign_key(partner_id: str, campaign_id: str) -> bytes:
+    """Key on the compacted campaign topic: the latest usage per campaign survives."""
+    return f"{partner_id}:{campaign_id}".encode()

@@ -25,6 +25,7 @@ from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.topics import Topic
 from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_handler, subscriber_options
+from servicekit.tracing import consume_span
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,17 @@ SMS_EVENT_TYPES = (SmsDispatched, SmsFailed, SmsDelivered)
 
 def status_changes_processor(evaluator: Evaluator, dead_letters: DeadLetters) -> Process:
     async def process(records: Sequence[Record]) -> None:
-        envelopes: list[Envelope[OrderStatusChanged]] = []
+        envelopes: list[tuple[Record, Envelope[OrderStatusChanged]]] = []
         rejected: list[Rejected] = []
         for record in records:
             try:
-                envelopes.append(decode(record.value or b"", OrderStatusChanged))
+                envelopes.append((record, decode(record.value or b"", OrderStatusChanged)))
             except ContractError as exc:
                 rejected.append(Rejected(record, str(exc.reason), exc.detail))
         await dead_letters.publish(rejected)
-        for envelope in envelopes:  # in offset order per partition: per-order order is kept
-            await evaluator.handle(envelope)
+        for record, envelope in envelopes:  # in offset order per partition: per-order order is kept
+            with consume_span("campaigns evaluate", record.headers, {"order_id": envelope.data.order_id}):
+                await evaluator.handle(envelope)
 
     return process
 

@@ -65,6 +65,7 @@ class NewMessage:
     command_topic: str | None
     command_partition: int | None
     command_offset: int | None
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ class MessageRepository:
             "INSERT INTO messages (message_id, partner_id, send_sms_id, campaign_id, order_id, customer_id, phone, "
             "text, sender, transactional, encoding, segments, status, failure_reason, failure_detail, requested_at, "
             "expires_at, not_before, due_at, correlation_id, command, command_topic, command_partition, "
-            "command_offset) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
-            "$17, $18, $19, $20, $21, $22, $23, $24) "
+            "command_offset, trace_parent) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+            "$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) "
             f"ON CONFLICT (partner_id, send_sms_id) DO NOTHING RETURNING {MESSAGE_COLUMNS}",
             new.message_id,
             new.partner_id,
@@ -132,6 +133,7 @@ class MessageRepository:
             new.command_topic,
             new.command_partition,
             new.command_offset,
+            new.trace_parent,
         )
         return _message(row) if row else None
 
@@ -235,15 +237,18 @@ class Claimed:
     command_partition: int | None
     command_offset: int | None
     correlation_id: str | None
+    trace_parent: str | None = None
 
 
-CLAIM_COLUMNS = f"{MESSAGE_COLUMNS}, command, command_topic, command_partition, command_offset, correlation_id"
+CLAIM_COLUMNS = (
+    f"{MESSAGE_COLUMNS}, command, command_topic, command_partition, command_offset, correlation_id, trace_parent"
+)
 
 
 def _claimed(row: asyncpg.Record) -> Claimed:
     values = dict(row)
     extra = {k: values.pop(k) for k in ("command", "command_topic", "command_partition", "command_offset")}
-    correlation_id = values.pop("correlation_id")
+    correlation_id, trace_parent = values.pop("correlation_id"), values.pop("trace_parent")
     return Claimed(
         Message.model_validate(values),
         bytes(extra["command"]),
@@ -251,6 +256,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         extra["command_partition"],
         extra["command_offset"],
         correlation_id,
+        trace_parent,
     )
 
 

@@ -64,6 +64,7 @@ from notifier.repository import Claimed, DispatchQueue, MessageRepository, NewMe
 from servicekit.consumer import DeadLetters, Record, Rejected, dead_letter_headers
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, enqueue, record_for
+from servicekit.tracing import consume_span, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,10 @@ class Intake:
                 rejected.append(Rejected(record, str(exc.reason), exc.detail))
         await self.dead_letters.publish(rejected)
         async with self.pool.acquire() as conn, conn.transaction():
-            created = [await self._accept(conn, record, envelope) for record, envelope in commands]
+            created = []
+            for record, envelope in commands:
+                with consume_span("notifier intake", record.headers, {"send_sms_id": envelope.id}):
+                    created.append(await self._accept(conn, record, envelope))
         if any(status in (MessageStatus.PENDING, MessageStatus.SCHEDULED) for status in created):
             self.wake.set()
 
@@ -250,6 +254,7 @@ class Intake:
                 command_topic=record.topic,
                 command_partition=record.partition,
                 command_offset=record.offset,
+                trace_parent=trace_headers().get("traceparent"),
             )
         )
         if message is None:
@@ -384,6 +389,12 @@ class Dispatcher:
             log.error("send task of %s died: %r", message_id, task.exception())
 
     async def _send(self, claimed: Claimed, attempt: int) -> None:
+        # Sending comes later than intake, in the dispatcher: the stored traceparent keeps it in the order's trace.
+        parent = [("traceparent", claimed.trace_parent.encode())] if claimed.trace_parent else []
+        with consume_span("notifier send", parent, {"message_id": claimed.message.message_id}):
+            await self._send_in_span(claimed, attempt)
+
+    async def _send_in_span(self, claimed: Claimed, attempt: int) -> None:
         sms = outgoing(claimed.message, self.default_sender)
         try:
             async with self.limiter:
