@@ -99,3 +99,23 @@ async def test_partners_are_isolated_across_all_four_apis(platform: Platform, pr
         assert (await stranger.get("/v1/messages")).json()["items"] == []
     async with platform.client("orders", "acme") as stranger:
         assert (await stranger.get("/v1/orders")).json()["items"] == []
+
+
+async def test_a_status_an_active_campaign_names_cannot_be_archived_until_it_is_paused(platform: Platform) -> None:
+    campaign_id = await define_example(platform, "demo")
+    async with (
+        platform.client("status-registry", "demo") as registry,
+        platform.client("campaigns", "demo") as campaigns,
+    ):
+
+        async def refused() -> bool:
+            answer = await registry.delete("/v1/statuses/shipped")
+            return answer.status_code == 409 and "Shipped and paid" in answer.json()["detail"]
+
+        await wait_until(refused, timeout_s=30, what="the registry to refuse archiving 'shipped'")
+        assert (await campaigns.post(f"/v1/campaigns/{campaign_id}/pause")).status_code == 200
+
+        async def archived() -> bool:
+            return (await registry.delete("/v1/statuses/shipped")).status_code == 200
+
+        await wait_until(archived, timeout_s=30, what="archiving once the campaign is paused")

@@ -22,6 +22,7 @@ class Topic(StrEnum):
     SMS_EVENTS = "notifier.sms-events.v1"
     SMS_EVENTS_CAMPAIGNS_DLQ = "notifier.sms-events.v1.campaigns.dlq"
     CAMPAIGN_STATUS_USAGE = "campaigns.status-usage.v1"
+    CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ = "campaigns.status-usage.v1.registry.dlq"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.SMS_EVENTS, partitions=3),
     TopicSpec(Topic.SMS_EVENTS_CAMPAIGNS_DLQ, partitions=1),
     TopicSpec(Topic.CAMPAIGN_STATUS_USAGE, partitions=3, config=COMPACTED),
+    TopicSpec(Topic.CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ, partitions=1),
 )
 
 

@@ -29,6 +29,7 @@ from campaigns.sms_text import sms_parts
 from campaigns.templating import TemplateProblem
 from contracts.primitives import Slug
 from contracts.sms import SmsEncoding
+from contracts.topics import Topic
 from servicekit.auth import Principal, require
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
@@ -81,8 +82,14 @@ class Preview(BaseModel):
 
 def campaigns(request: Request, principal: Principal) -> Campaigns:
     runtime = request.app.state.runtime
+    settings = request.app.state.settings
     return Campaigns(
-        runtime.pool, principal.partner_id, runtime.catalog, runtime.extras["index"], request.app.state.clock
+        runtime.pool,
+        principal.partner_id,
+        runtime.catalog,
+        runtime.extras["index"],
+        request.app.state.clock,
+        settings.topic(Topic.CAMPAIGN_STATUS_USAGE),
     )
 
 

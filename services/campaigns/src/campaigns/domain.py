@@ -167,6 +167,15 @@ class Campaign(CampaignDefinition):
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def status_codes(self) -> list[str]:
+        """Every status code the campaign names: trigger from/to and filter values (the registry protects them)."""
+        codes = set(self.trigger.to_codes | self.trigger.from_codes)
+        for condition in self.filters:
+            if isinstance(condition, OrderStatusCondition):
+                codes |= condition.codes
+        return sorted(codes)
+
     def reacts_to(self, published_at: datetime) -> bool:
         """Active, and the change was published since the last activation: activating a campaign (or replaying
         the topic) never sends SMS about changes from before, nor about those published while it was paused."""

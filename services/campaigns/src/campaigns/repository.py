@@ -75,6 +75,11 @@ class CampaignRepository:
         self._conn = conn
         self._partner_id = partner_id
 
+    @property
+    def conn(self) -> DbConnection:
+        """The transaction's connection, for writing outbox records beside the campaign."""
+        return self._conn
+
     # --- campaigns -------------------------------------------------------------------------------
     async def get(self, campaign_id: str, *, lock: str = "") -> Campaign | None:
         """`lock`: "" (none), "FOR UPDATE" (to change it) or "FOR SHARE" (to act on it while no one changes it)."""

@@ -40,6 +40,7 @@ from campaigns.domain import (
 )
 from campaigns.repository import CampaignRepository, CampaignStats, Evaluation, SmsOutcome, active_campaigns
 from campaigns.settings import CampaignsSettings
+from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import Envelope
 from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
@@ -105,6 +106,7 @@ class Campaigns:
     catalog: StatusCatalog
     index: CampaignIndex
     clock: Clock
+    usage_topic: str  # the physical name of campaigns.status-usage.v1
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[CampaignRepository]:
@@ -114,10 +116,20 @@ class Campaigns:
     def _statuses(self) -> dict[str, StatusDefinition]:
         return {d.code: d for d in self.catalog.of_partner(self.partner_id)}
 
-    @staticmethod
-    async def _changed(repo: CampaignRepository, campaign: Campaign) -> Campaign:
+    async def _changed(self, repo: CampaignRepository, campaign: Campaign) -> Campaign:
         # Delivered on commit: every instance (this one included) reloads the campaign into its index.
         await repo.announce(NOTIFY_CHANNEL, campaign.id)
+        # The registry keeps which codes active campaigns name, to refuse archiving them.
+        usage = CampaignStatusUsage(
+            campaign_id=campaign.id,
+            partner_id=campaign.partner_id,
+            name=campaign.name,
+            active=campaign.state == CampaignState.ACTIVE,
+            codes=campaign.status_codes,
+            version=campaign.version,
+        )
+        envelope = Envelope.wrap(usage, source=SOURCE, partner_id=campaign.partner_id)
+        await enqueue(repo.conn, [record_for(envelope, self.usage_topic, envelope.key())])
         return campaign
 
     async def create(self, definition: CampaignDefinition) -> Campaign:

@@ -6,21 +6,46 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from servicekit.app import ServiceSpec, create_service_app, serve
+from contracts.envelope import Envelope
+from contracts.status_events import StatusDefinitionUpserted
+from contracts.topics import Topic
+from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
+from servicekit.consumer import DeadLetters, batch_handler, subscriber_options
 from status_registry.api import install_error_handlers, router
+from status_registry.consumers import campaign_usage_processor
 from status_registry.settings import RegistrySettings
 
-SPEC = ServiceSpec(
-    title="Status registry",
-    description="Each partner's order statuses of three types (general, delivery, payment).",
-    migrations=Path(__file__).parent / "migrations",
-    routers=[router],
-    install_handlers=install_error_handlers,
-)
+
+def _subscribe(settings: RegistrySettings) -> StartupHook:
+    async def start(runtime: Runtime) -> None:
+        dlq = settings.topic(Topic.CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ)
+        dead_letters = DeadLetters(runtime.producer, dlq, settings.consumer_group)
+        runtime.broker.subscriber(
+            settings.topic(Topic.CAMPAIGN_STATUS_USAGE),
+            title="campaigns.status-usage",
+            **subscriber_options(settings.consumer_group),
+        )(batch_handler(campaign_usage_processor(runtime.pool, dead_letters), dead_letters))
+        runtime.broker.publisher(
+            settings.topic_status_definitions,
+            title="registry.status-definitions",
+            description="Every change of a status definition (compacted, key {partner}:{code}), via the outbox",
+            schema=Envelope[StatusDefinitionUpserted],
+        )
+
+    return start
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
-    return create_service_app(settings or RegistrySettings(), SPEC)
+    settings = settings or RegistrySettings()
+    spec = ServiceSpec(
+        title="Status registry",
+        description="Each partner's order statuses of three types (general, delivery, payment).",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router],
+        on_startup=_subscribe(settings),
+        install_handlers=install_error_handlers,
+    )
+    return create_service_app(settings, spec)
 
 
 def main() -> None:

@@ -90,6 +90,16 @@ class StatusRepository:
         )
         return code
 
+    async def active_campaigns_naming(self, code: str) -> list[str]:
+        """Names (with ids) of the partner's active campaigns that name `code`."""
+        rows = await self._conn.fetch(
+            "SELECT campaign_id, name FROM campaign_usage WHERE partner_id = $1 AND active AND codes @> ARRAY[$2] "
+            "ORDER BY name",
+            self._partner_id,
+            code,
+        )
+        return [f"'{r['name']}' ({r['campaign_id']})" for r in rows]
+
     async def page(
         self, *, status_type: StatusType | None, include_archived: bool, after: Cursor | None, limit: int
     ) -> list[StatusDefinition]:

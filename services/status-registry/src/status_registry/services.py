@@ -100,6 +100,8 @@ class Registry:
                 return current
             if not archived and current.is_initial:
                 await self._check_single_initial(repo, code, current.type)
+            if archived:
+                await self._check_unused(repo, code)
             changed = await repo.set_archived(code, archived)
             events.append(self._event(changed))
         return changed
@@ -108,6 +110,8 @@ class Registry:
         """Make the partner's catalog equal `desired`; the same body twice changes nothing the second time."""
         async with self._unit_of_work() as (repo, events):
             plan = plan_sync(await repo.all(for_update=True), desired)
+            for archived in plan.archive:
+                await self._check_unused(repo, archived.code)
             # Archive and demote first so a new initial status never collides with the one it replaces.
             changed = [await repo.set_archived(d.code, True) for d in plan.archive]
             for current, fields in sorted(plan.update + plan.restore, key=lambda pair: pair[1].is_initial):
@@ -131,6 +135,14 @@ class Registry:
         check_allowed_next(code, status_type, fields, await repo.types_by_code() | {code: status_type})
         if fields.is_initial:
             await self._check_single_initial(repo, code, status_type)
+
+    @staticmethod
+    async def _check_unused(repo: StatusRepository, code: str) -> None:
+        campaigns = await repo.active_campaigns_naming(code)
+        if campaigns:
+            raise Conflict(
+                f"'{code}' is used by the active campaign {', '.join(campaigns)}; pause it or change it first"
+            )
 
     @staticmethod
     async def _check_single_initial(repo: StatusRepository, code: str, status_type: StatusType) -> None:

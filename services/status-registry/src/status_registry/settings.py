@@ -9,6 +9,8 @@ class RegistrySettings(ServiceSettings):
     http_port: int = 8001
     database_url: str = f"{LOCAL_POSTGRES}/status_registry"
 
+    consumer_group: str = "status-registry"
+
     @property
     def topic_status_definitions(self) -> str:
         return self.topic(Topic.STATUS_DEFINITIONS)
