@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --quiet
 PARTNER ?= demo
 SCOPES ?= read,write
 
-.PHONY: help setup run up down logs test lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
+.PHONY: help setup run up down logs bench test lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ test: setup infra-up lint typecheck schemas-check ## everything: set-up, Kafka +
 
 ops: ## operate topics: make ops ARGS="topics | lag | dlq list <topic> | dlq replay <topic> [--id ID] | tail <topic>"
 	@$(RUN) python -m devtools.ops $(ARGS)
+
+bench: setup infra-up ## throughput, latency, CPU and memory against baselines; JSON report in bench/results/
+	@$(RUN) python -m devtools.bench
 
 token: ## print a partner token: make token PARTNER=<id> [SCOPES=read,write]
 	@$(RUN) python -m servicekit.auth "$(PARTNER)" --scopes "$(SCOPES)"

@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devtools.platform import SERVICES, Platform
 from devtools.pytest_plugin import Infrastructure
 from devtools.scenario import example_status_list
-
-from .platform import SERVICES, Platform
 
 
 @pytest.fixture

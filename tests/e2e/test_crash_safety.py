@@ -7,8 +7,9 @@ from collections import Counter
 
 from aiokafka import AIOKafkaProducer
 
+from devtools.platform import SERVICES, Platform
+
 from .conftest import define_example
-from .platform import SERVICES, Platform
 from .test_seed_scenario import Upstream, until
 
 CHUNK = 60  # orders published between two kills

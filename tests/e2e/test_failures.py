@@ -9,10 +9,10 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.inbound import OrderStatusReported
 from contracts.topics import Topic, prefixed
+from devtools.platform import Platform
 from devtools.pytest_plugin import read_topic, wait_until
 
 from .conftest import define_example
-from .platform import Platform
 from .test_seed_scenario import T0, Upstream, until
 
 

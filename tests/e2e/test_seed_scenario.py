@@ -14,10 +14,10 @@ from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import Customer
 from contracts.statuses import StatusCodes
 from contracts.topics import Topic, prefixed
+from devtools.platform import Platform
 from devtools.pytest_plugin import read_topic, wait_until
 
 from .conftest import define_example
-from .platform import Platform
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 PHONES = {"o-1": "+79161110001", "o-2": "+79161110002", "o-3": "+79161110003", "o-4": "+79161110004"}

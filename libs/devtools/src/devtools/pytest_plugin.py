@@ -14,15 +14,15 @@ import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
 from devtools import infra
 from devtools.kafka_io import committed_offsets, read_topic
+from devtools.platform import Infrastructure, database_dsn
 
-__all__ = ["Infrastructure", "committed_offsets", "read_topic", "wait_until"]
+__all__ = ["Infrastructure", "committed_offsets", "database_dsn", "read_topic", "wait_until"]
 
 _SUMMARY: list[str] = []
 
@@ -38,13 +38,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("platform checks")
         for line in _SUMMARY:
             terminalreporter.write_line(line)
-
-
-@dataclass(frozen=True)
-class Infrastructure:
-    kafka_bootstrap: str
-    postgres_dsn: str  # server-level DSN, database "postgres"
-    origin: str
 
 
 def _from_environment() -> Infrastructure | None:
@@ -111,11 +104,6 @@ async def topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
             await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, prefix), 20)
     except Exception as exc:
         warnings.warn(f"could not delete the topics under {prefix}: {exc!r}", stacklevel=1)
-
-
-def database_dsn(server_dsn: str, database: str) -> str:
-    base = server_dsn.rsplit("/", 1)[0] if server_dsn.count("/") > 2 else server_dsn
-    return f"{base}/{database}"
 
 
 @pytest.fixture

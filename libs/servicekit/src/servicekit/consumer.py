@@ -148,6 +148,8 @@ def subscriber_options(group_id: str, *, max_records: int = 500) -> dict[str, An
         "group_id": group_id,
         "batch": True,
         "max_records": max_records,
+        # FastStream sleeps this long after an empty poll: short, or an idle consumer adds it to latency.
+        "batch_timeout_ms": 25,
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.MANUAL,
         "decoder": keep_raw,

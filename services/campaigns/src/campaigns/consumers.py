@@ -25,7 +25,6 @@ from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.topics import Topic
 from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_handler, subscriber_options
-from servicekit.tracing import consume_span
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +41,7 @@ def status_changes_processor(evaluator: Evaluator, dead_letters: DeadLetters) ->
             except ContractError as exc:
                 rejected.append(Rejected(record, str(exc.reason), exc.detail))
         await dead_letters.publish(rejected)
-        for record, envelope in envelopes:  # in offset order per partition: per-order order is kept
-            with consume_span("campaigns evaluate", record.headers, {"order_id": envelope.data.order_id}):
-                await evaluator.handle(envelope)
+        await evaluator.handle_batch([(envelope, record.headers) for record, envelope in envelopes])
 
     return process
 

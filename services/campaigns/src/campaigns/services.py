@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -48,6 +49,7 @@ from contracts.statuses import StatusDefinition
 from servicekit.catalog import StatusCatalog
 from servicekit.db import DbConnection
 from servicekit.outbox import enqueue, record_for
+from servicekit.tracing import consume_span
 
 log = logging.getLogger(__name__)
 
@@ -293,21 +295,39 @@ class Evaluator:
     clock: Clock
 
     async def handle(self, envelope: Envelope[OrderStatusChanged]) -> list[Evaluation]:
+        return await self.handle_batch([(envelope, ())])
+
+    async def handle_batch(self, batch: Sequence[tuple[Envelope[OrderStatusChanged], Any]]) -> list[Evaluation]:
+        """Evaluate a batch of changes in ONE transaction (one commit, not one per event).
+
+        `batch` pairs each envelope with its record headers (trace context). Customers are locked up front
+        in a fixed order, so two instances sharing customers never deadlock.
+        """
+        work = [(envelope, headers, self._triggered(envelope)) for envelope, headers in batch]
+        work = [item for item in work if item[2]]
+        if not work:
+            return []
+        recorded: list[Evaluation] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            customers = sorted({(e.partnerid, e.data.order.customer.id) for e, _, _ in work})
+            for partner_id, customer_id in customers:
+                await CampaignRepository(conn, partner_id).lock_customer(customer_id)
+            settings: dict[str, PartnerSettings] = {}
+            for envelope, headers, campaigns in work:  # in offset order: per-order order is kept
+                repo = CampaignRepository(conn, envelope.partnerid)
+                if envelope.partnerid not in settings:
+                    settings[envelope.partnerid] = await repo.settings()
+                with consume_span("campaigns evaluate", headers, {"order_id": envelope.data.order_id}):
+                    for campaign in sorted(campaigns, key=lambda c: c.id):
+                        evaluation = await self._evaluate(conn, repo, campaign, envelope, settings[envelope.partnerid])
+                        if evaluation is not None:
+                            recorded.append(evaluation)
+        return recorded
+
+    def _triggered(self, envelope: Envelope[OrderStatusChanged]) -> list[Campaign]:
         event = envelope.data
         candidates = self.index.matching(envelope.partnerid, event.status_type, event.to_status.code)
-        campaigns = [c for c in candidates if triggered_by(c, event)]
-        if not campaigns:
-            return []
-        async with self.pool.acquire() as conn, conn.transaction():
-            repo = CampaignRepository(conn, envelope.partnerid)
-            await repo.lock_customer(event.order.customer.id)
-            partner = await repo.settings()
-            recorded = []
-            for campaign in sorted(campaigns, key=lambda c: c.id):
-                evaluation = await self._evaluate(conn, repo, campaign, envelope, partner)
-                if evaluation is not None:
-                    recorded.append(evaluation)
-        return recorded
+        return [c for c in candidates if triggered_by(c, event)]
 
     async def _evaluate(
         self,

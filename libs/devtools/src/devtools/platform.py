@@ -23,11 +23,22 @@ import asyncpg
 import httpx
 
 from devtools.infra import ensure_topics
-from devtools.pytest_plugin import Infrastructure, database_dsn
 from servicekit.auth import issue_token
 from servicekit.settings import ServiceSettings
 
 SERVICES = ("status-registry", "orders", "campaigns", "notifier")
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    kafka_bootstrap: str
+    postgres_dsn: str  # server-level DSN, database "postgres"
+    origin: str
+
+
+def database_dsn(server_dsn: str, database: str) -> str:
+    base = server_dsn.rsplit("/", 1)[0] if server_dsn.count("/") > 2 else server_dsn
+    return f"{base}/{database}"
 
 
 def free_port() -> int:
@@ -43,6 +54,7 @@ class Platform:
     prefix: str = field(default_factory=lambda: f"e{uuid.uuid4().hex[:8]}.")
     ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in SERVICES})
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def sms_file(self) -> Path:
@@ -52,20 +64,24 @@ class Platform:
         return f"{self.prefix.strip('.')}_{service.replace('-', '_')}"
 
     def env(self, service: str) -> dict[str, str]:
-        return os.environ | {
-            "HTTP_PORT": str(self.ports[service]),
-            "DATABASE_URL": database_dsn(self.infrastructure.postgres_dsn, self.database(service)),
-            "KAFKA_BOOTSTRAP_SERVERS": self.infrastructure.kafka_bootstrap,
-            "KAFKA_TOPIC_PREFIX": self.prefix,
-            "CONSUMER_GROUP": f"{self.prefix}{service}",
-            "SMS_EVENTS_CONSUMER_GROUP": f"{self.prefix}campaigns.sms-events",
-            "UNKNOWN_STATUS_RETRY_DELAYS_S": "[0.5, 1, 2]",
-            "OUTBOX_POLL_INTERVAL_S": "0.3",
-            "CONSOLE_OUTBOX_FILE": str(self.sms_file),
-            "TRACES_EXPORTER": "none",
-            "LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
-        }
+        return (
+            os.environ
+            | {
+                "HTTP_PORT": str(self.ports[service]),
+                "DATABASE_URL": database_dsn(self.infrastructure.postgres_dsn, self.database(service)),
+                "KAFKA_BOOTSTRAP_SERVERS": self.infrastructure.kafka_bootstrap,
+                "KAFKA_TOPIC_PREFIX": self.prefix,
+                "CONSUMER_GROUP": f"{self.prefix}{service}",
+                "SMS_EVENTS_CONSUMER_GROUP": f"{self.prefix}campaigns.sms-events",
+                "UNKNOWN_STATUS_RETRY_DELAYS_S": "[0.5, 1, 2]",
+                "OUTBOX_POLL_INTERVAL_S": "0.3",
+                "CONSOLE_OUTBOX_FILE": str(self.sms_file),
+                "TRACES_EXPORTER": "none",
+                "LOG_LEVEL": "WARNING",
+                "PYTHONUNBUFFERED": "1",
+            }
+            | self.extra_env
+        )
 
     async def create(self) -> None:
         await ensure_topics(self.infrastructure.kafka_bootstrap, self.prefix)

@@ -1,0 +1,401 @@
+"""`make bench`: end-to-end throughput, latency, CPU and memory, against baselines measured in the same run.
+
+This machine is shared and noisy, so the numbers that matter are ratios taken within one run: the
+platform against a raw aiokafka relay over the same four topics, and the registry's lookup endpoint
+against a bare FastAPI endpoint. The JSON report goes to bench/results/; docs/performance.md explains
+the method. Benchmarks never fail: they measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from contracts.envelope import Envelope
+from contracts.inbound import OrderStatusReported, OrderUpserted
+from contracts.orders import Customer
+from contracts.statuses import StatusCodes
+from contracts.topics import Topic, prefixed
+from devtools import infra
+from devtools.kafka_io import read_topic
+from devtools.platform import SERVICES, Infrastructure, Platform, free_port
+from devtools.scenario import example_status_list
+from servicekit.auth import issue_token
+from servicekit.kafka import topic_partitions
+from servicekit.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[4]
+PARTNERS = ("bench-a", "bench-b", "bench-c")
+FULL_SPEED_ORDERS = int(os.environ.get("BENCH_ORDERS", "1500"))
+RATES = tuple(int(r) for r in os.environ.get("BENCH_RATES", "100,500,1000").split(","))
+RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "8"))
+CHANGES_PER_ORDER, SMS_PER_ORDER, EVENTS_PER_ORDER = 6, 2, 4
+CAMPAIGNS = (
+    {  # the product's example: about one change in six
+        "name": "Shipped and paid",
+        "trigger": {"status_type": "delivery", "from": "any", "to": "shipped"},
+        "filters": [{"kind": "order_status", "status_type": "payment", "op": "eq", "value": "paid"}],
+        "template": "{{ customer.name }}, заказ {{ order.id }} отгружен",
+        "quiet_hours": "deliver_immediately",
+    },
+    {  # a second one, so that about a third of the changes trigger an SMS
+        "name": "In progress",
+        "trigger": {"status_type": "general", "from": "any", "to": "in_progress"},
+        "template": "{{ customer.name }}, заказ {{ order.id }} в работе",
+        "reentry": "every_time",
+        "quiet_hours": "deliver_immediately",
+    },
+)
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def journey(partner: str, order_id: str, n: int, start: datetime) -> list[Envelope[Any]]:
+    """A realistic order: created (3 statuses), paid, in progress, shipped: 6 changes, 2 SMS."""
+    customer = Customer(id=f"cust-{n % 500}", phone=f"+7916{n % 10_000_000:07d}", name="Анна", sms_consent=True)
+    upsert = OrderUpserted(
+        order_id=order_id, customer=customer, amount="1490.00", currency="RUB", placed_at=start,
+        statuses=StatusCodes(general="accepted", delivery="at_pickup_point", payment="invoice_issued"),
+        source_sequence=1, occurred_at=start,
+    )  # fmt: skip
+    steps = [
+        OrderStatusReported(order_id=order_id, code=code, occurred_at=start + timedelta(seconds=i), source_sequence=i)
+        for i, code in enumerate(("paid", "in_progress", "shipped"), start=2)
+    ]
+    return [Envelope.wrap(data, source="/bench", partner_id=partner) for data in (upsert, *steps)]
+
+
+def interleaved(orders: int, tag: str) -> list[Envelope[Any]]:
+    """Events of many orders interleaved as real traffic is, each order's events in order."""
+    start = datetime.now(UTC)
+    journeys = [journey(PARTNERS[n % len(PARTNERS)], f"{tag}-{n}", n, start) for n in range(orders)]
+    return [events[step] for step in range(EVENTS_PER_ORDER) for events in journeys]
+
+
+async def end_total(bootstrap: str, topic: str) -> int:
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float) -> float:
+    """Seconds until `condition` held (polled every 50 ms); raises TimeoutError."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+@dataclass
+class Bench:
+    infrastructure: Infrastructure
+    workdir: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, platform: Platform, topic: Topic) -> str:
+        return prefixed(topic, platform.prefix)
+
+    # --- set-up -------------------------------------------------------------------------------
+    async def define(self, platform: Platform) -> None:
+        for partner in PARTNERS:
+            async with platform.client("status-registry", partner) as registry:
+                (await registry.put("/v1/statuses", json={"statuses": example_status_list()})).raise_for_status()
+            async with platform.client("campaigns", partner) as campaigns:
+                for campaign in CAMPAIGNS:
+                    for _ in range(100):
+                        created = await campaigns.post("/v1/campaigns", json=campaign)
+                        if created.status_code == 201:
+                            break
+                        await asyncio.sleep(0.1)
+                    (await campaigns.post(f"/v1/campaigns/{created.json()['id']}/activate")).raise_for_status()
+
+    # --- throughput ---------------------------------------------------------------------------
+    async def full_speed(self, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:
+        events = interleaved(FULL_SPEED_ORDERS, "full")
+        changed = self.topic(platform, Topic.ORDER_STATUS_CHANGED)
+        changes_before = await end_total(self.infrastructure.kafka_bootstrap, changed)
+        sms_before = len(platform.sent_sms())
+        expected_changes, expected_sms = FULL_SPEED_ORDERS * CHANGES_PER_ORDER, FULL_SPEED_ORDERS * SMS_PER_ORDER
+        inbound = self.topic(platform, Topic.ORDERS_INBOUND)
+        started = time.monotonic()
+        for event in events:
+            await producer.send(inbound, event.to_bytes(), key=event.key())
+        await producer.flush()
+        published_s = time.monotonic() - started
+
+        async def changes_done() -> bool:
+            return await end_total(self.infrastructure.kafka_bootstrap, changed) - changes_before >= expected_changes
+
+        async def sms_done() -> bool:
+            return len(platform.sent_sms()) - sms_before >= expected_sms
+
+        changes_s = published_s + await wait_for(changes_done, 600)
+        sms_s = time.monotonic() - started + await wait_for(sms_done, 600)
+        return {
+            "orders": FULL_SPEED_ORDERS,
+            "events": len(events),
+            "status_changes": expected_changes,
+            "sms": expected_sms,
+            "publish_seconds": round(published_s, 2),
+            "changes_seconds": round(changes_s, 2),
+            "sms_seconds": round(sms_s, 2),
+            "status_changes_per_second": round(expected_changes / changes_s, 1),
+            "sms_per_second": round(expected_sms / sms_s, 1),
+        }
+
+    async def baseline(self, producer: AIOKafkaProducer, records: int) -> dict[str, Any]:
+        prefix = f"raw{os.getpid()}."
+        await infra.ensure_topics(self.infrastructure.kafka_bootstrap, prefix)
+        hops = [Topic.ORDERS_INBOUND, Topic.ORDER_STATUS_CHANGED, Topic.SEND_SMS, Topic.SMS_EVENTS]
+        names = [prefixed(t, prefix) for t in hops]
+        relays = [helper("relay", self.infrastructure.kafka_bootstrap, a, b) for a, b in itertools.pairwise(names)]
+        try:
+            await asyncio.sleep(3)  # the relays join their groups
+            payload = interleaved(max(1, records // EVENTS_PER_ORDER), "raw")
+            started = time.monotonic()
+            for event in payload:
+                await producer.send(names[0], event.to_bytes(), key=event.key())
+            await producer.flush()
+
+            async def through() -> bool:
+                return await end_total(self.infrastructure.kafka_bootstrap, names[-1]) >= len(payload)
+
+            elapsed = time.monotonic() - started + await wait_for(through, 300)
+            return {
+                "records": len(payload),
+                "seconds": round(elapsed, 2),
+                "records_per_second": round(len(payload) / elapsed, 1),
+            }
+        finally:
+            for relay in relays:
+                relay.terminate()
+            await infra.delete_topics(self.infrastructure.kafka_bootstrap, prefix)
+
+    # --- latency ------------------------------------------------------------------------------
+    async def latency(self, platform: Platform, producer: AIOKafkaProducer, rate: int) -> dict[str, Any]:
+        orders = max(1, int(rate * RATE_SECONDS) // EVENTS_PER_ORDER)
+        events = interleaved(orders, f"rate{rate}")
+        inbound = self.topic(platform, Topic.ORDERS_INBOUND)
+        sent_at: dict[tuple[str, str], float] = {}
+        sms_before = len(platform.sent_sms())
+        started = time.monotonic()
+        for i, event in enumerate(events):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(inbound, event.to_bytes(), key=event.key())
+            if isinstance(event.data, OrderStatusReported) and event.data.code == "shipped":
+                sent_at[(event.partnerid, event.data.order_id)] = time.time()
+        await producer.flush()
+        achieved = len(events) / (time.monotonic() - started)
+
+        async def drained() -> bool:
+            return len(platform.sent_sms()) - sms_before >= orders * SMS_PER_ORDER
+
+        await wait_for(drained, 300)
+        hops = await self._hop_times(platform, f"rate{rate}-")
+        total: list[float] = []
+        per_hop: dict[str, list[float]] = {"orders": [], "campaigns": [], "notifier": []}
+        for key, published in sent_at.items():
+            times = hops.get(key)
+            if times is None or len(times) < 3:
+                continue
+            changed, requested, dispatched = times
+            total.append(dispatched - published)
+            per_hop["orders"].append(changed - published)
+            per_hop["campaigns"].append(requested - changed)
+            per_hop["notifier"].append(dispatched - requested)
+        return {
+            "target_events_per_second": rate, "achieved_events_per_second": round(achieved, 1), "samples": len(total),
+            "publish_to_dispatched_ms": percentiles(total),
+            "per_hop_ms": {hop: percentiles(values) for hop, values in per_hop.items()},
+        }  # fmt: skip
+
+    async def _hop_times(self, platform: Platform, tag: str) -> dict[tuple[str, str], list[float]]:
+        """(partner, order) -> broker timestamps (s) of: changed to shipped, its SendSms, its SmsDispatched."""
+        changed_at: dict[tuple[str, str], float] = {}
+        requested_at: dict[tuple[str, str], float] = {}
+        dispatched_at: dict[tuple[str, str], float] = {}
+        shipped_commands: set[str] = set()
+        for topic in (Topic.ORDER_STATUS_CHANGED, Topic.SEND_SMS, Topic.SMS_EVENTS):
+            for record in await read_topic(
+                self.infrastructure.kafka_bootstrap, self.topic(platform, topic), timeout_s=60
+            ):
+                document = json.loads(record.value or b"{}")
+                data = document.get("data", {})
+                key = (document.get("partnerid", ""), data.get("order_id", ""))
+                if not key[1].startswith(tag):
+                    continue
+                when = record.timestamp / 1000
+                if topic is Topic.ORDER_STATUS_CHANGED and data.get("to_status", {}).get("code") == "shipped":
+                    changed_at[key] = when
+                elif topic is Topic.SEND_SMS and "отгружен" in data.get("text", ""):
+                    requested_at[key] = when
+                    shipped_commands.add(data.get("idempotency_key", ""))
+                elif document.get("type") == "sms.dispatched.v1" and data.get("send_sms_id") in shipped_commands:
+                    dispatched_at[key] = when
+        return {
+            key: [changed_at[key], requested_at[key], dispatched]
+            for key, dispatched in dispatched_at.items()
+            if key in changed_at and key in requested_at
+        }
+
+    # --- registry lookups ---------------------------------------------------------------------
+    async def lookups(self, platform: Platform) -> dict[str, Any]:
+        port = free_port()
+        bare = helper("bare", str(port))
+        try:
+            await asyncio.sleep(2)
+            token = issue_token(ServiceSettings(), PARTNERS[0], ("read",))
+            registry = await requests_per_second(
+                f"{platform.url('status-registry')}/v1/statuses/shipped", {"Authorization": f"Bearer {token}"}
+            )
+            baseline = await requests_per_second(f"http://127.0.0.1:{port}/v1/statuses/shipped", {})
+        finally:
+            bare.terminate()
+        return {"registry_rps": registry, "bare_fastapi_rps": baseline, "ratio": round(registry / baseline, 3)}
+
+
+def helper(*args: str) -> subprocess.Popen[bytes]:
+    """A baseline process (devtools.bench_helpers); started once per run, so a blocking start is fine."""
+    return subprocess.Popen([sys.executable, "-m", "devtools.bench_helpers", *args])
+
+
+async def requests_per_second(url: str, headers: dict[str, str], seconds: float = 5, workers: int = 16) -> float:
+    done = 0
+    async with httpx.AsyncClient(headers=headers, limits=httpx.Limits(max_connections=workers)) as client:
+        (await client.get(url)).raise_for_status()
+        deadline = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < deadline:
+                (await client.get(url)).raise_for_status()
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return round(done / seconds, 1)
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if len(values) < 2:
+        return {"p50": None, "p95": None, "p99": None}
+    q = statistics.quantiles([v * 1000 for v in values], n=100)
+    return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
+
+
+def process_usage(pid: int) -> dict[str, float]:
+    """CPU seconds and peak RSS of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return {"cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
+
+
+async def run() -> dict[str, Any]:
+    settings = infra.InfraSettings()
+    infra.up(settings)
+    infrastructure = Infrastructure(
+        infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    bench = Bench(infrastructure, workdir)
+    platform = Platform(infrastructure, workdir, extra_env={"PROVIDER_RATE_PER_S": "100000", "MAX_IN_FLIGHT": "256"})
+    await platform.create()
+    producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True)
+    await producer.start()
+    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": os.uname().nodename}
+    try:
+        for service in SERVICES:
+            platform.start(service)
+        await platform.wait_ready()
+        await bench.define(platform)
+        await asyncio.sleep(2)
+        say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
+        report["full_speed"] = await bench.full_speed(platform, producer)
+        say(f"raw relay baseline: {report['full_speed']['events']} records over the same four topics")
+        report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"])
+        platform_events_per_second = report["full_speed"]["events"] / report["full_speed"]["sms_seconds"]
+        report["platform_vs_raw_relay"] = round(
+            platform_events_per_second / report["raw_relay"]["records_per_second"], 3
+        )
+        report["latency"] = []
+        for rate in RATES:
+            say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
+            report["latency"].append(await bench.latency(platform, producer, rate))
+        say("registry lookups against a bare FastAPI endpoint")
+        report["registry_lookups"] = await bench.lookups(platform)
+        report["processes"] = {service: process_usage(platform.processes[service].pid) for service in SERVICES}
+    finally:
+        await producer.stop()
+        platform.stop_all()
+        await platform.drop()
+        await infra.delete_topics(infrastructure.kafka_bootstrap, platform.prefix)
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    full, raw = report["full_speed"], report["raw_relay"]
+    lines = [
+        f"end to end at full speed: {full['status_changes_per_second']} status changes/s, "
+        f"{full['sms_per_second']} SMS/s",
+        f"  ({full['orders']} orders, {full['status_changes']} changes, {full['sms']} SMS)",
+        f"raw aiokafka relay, same four topics: {raw['records_per_second']} records/s; "
+        f"platform events/s over raw relay: {report['platform_vs_raw_relay']:.1%}",
+        "latency upstream publish -> SmsDispatched (ms):   p50     p95     p99   "
+        "| orders p99  campaigns p99  notifier p99",
+    ]
+    for row in report["latency"]:
+        total, hops = row["publish_to_dispatched_ms"], row["per_hop_ms"]
+        lines.append(
+            f"  {row['target_events_per_second']:>5} ev/s (achieved {row['achieved_events_per_second']:>7}): "
+            f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
+            f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
+        )
+    lookups = report["registry_lookups"]
+    lines.append(
+        f"registry GET /v1/statuses/{{code}}: {lookups['registry_rps']} req/s vs bare FastAPI "
+        f"{lookups['bare_fastapi_rps']} req/s: {lookups['ratio']:.1%}"
+    )
+    for service, usage in report["processes"].items():
+        lines.append(f"  {service:<16} {usage['cpu_seconds']:>7} CPU s  {usage['peak_rss_mb']:>7} MB peak RSS")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    report = asyncio.run(run())
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{report['when'].replace(':', '')}.json"
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(table(report))
+    say(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Processes the benchmark runs beside the platform: the raw Kafka relay baseline and a bare FastAPI endpoint.
+
+`python -m devtools.bench_helpers relay <bootstrap> <from-topic> <to-topic>`: forwards every record of one
+topic to the next as fast as aiokafka allows: no database, no validation, auto-committed offsets. Three of
+them make the same four-topic chain the platform's services make.
+`python -m devtools.bench_helpers bare <port>`: uvicorn serving one FastAPI route shaped like the registry's
+`GET /v1/statuses/{code}`, without a database or auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import FastAPI
+
+
+async def relay(bootstrap: str, source: str, target: str) -> None:
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=bootstrap, group_id=f"bench-relay-{source}", auto_offset_reset="earliest"
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await consumer.start()
+    await producer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            futures = [
+                await producer.send(target, record.value, key=record.key)
+                for records in batches.values()
+                for record in records
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+    now = datetime.now(UTC).isoformat()
+
+    @app.get("/v1/statuses/{code}")
+    async def get_status(code: str) -> dict[str, Any]:
+        return {
+            "partner_id": "bench", "code": code, "name": "Отгружен", "localized_names": {"en": "Shipped"},
+            "description": None, "type": "delivery", "include_in_analytics": True, "position": 1,
+            "is_initial": False, "allowed_next": None, "archived": False, "version": 1,
+            "created_at": now, "updated_at": now,
+        }  # fmt: skip
+
+    return app
+
+
+def main() -> None:
+    command, *args = sys.argv[1:]
+    if command == "relay":
+        asyncio.run(relay(*args))
+    else:
+        uvicorn.run(bare_app(), host="127.0.0.1", port=int(args[0]), log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
