@@ -19,9 +19,15 @@ from contracts.sms import SendSms
 from contracts.status_events import StatusDefinitionUpserted
 from contracts.statuses import CurrentStatuses, StatusDefinition, StatusRef, StatusType
 from contracts.topics import Topic
-from devtools.pytest_plugin import Infrastructure, committed_offsets, read_topic, wait_until
+from devtools.pytest_plugin import (
+    ClientFactory,
+    Infrastructure,
+    committed_offsets,
+    partner_clients,
+    read_topic,
+    wait_until,
+)
 from devtools.scenario import DEMO_PARTNER, example_status_list
-from servicekit.auth import issue_token
 from servicekit.outbox import idempotent_producer
 
 NAMES = {s["code"]: s["name"] for s in example_status_list()}
@@ -87,23 +93,10 @@ Client = Callable[..., httpx.AsyncClient]
 
 
 @pytest.fixture
-async def client_for(campaigns_app: FastAPI, campaigns_settings: CampaignsSettings) -> AsyncIterator[Client]:
+async def client_for(campaigns_app: FastAPI, campaigns_settings: CampaignsSettings) -> AsyncIterator[ClientFactory]:
     """`client_for("acme")`: an HTTP client holding a token of partner acme (scopes as given)."""
-    clients: list[httpx.AsyncClient] = []
-
-    def make(partner: str, scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
-        token = issue_token(campaigns_settings, partner, scopes)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=campaigns_app),
-            base_url="http://campaigns",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    async with partner_clients(campaigns_app, campaigns_settings) as make:
+        yield make
 
 
 @pytest.fixture

@@ -23,11 +23,10 @@ from fastapi.responses import JSONResponse
 
 from contracts.envelope import Envelope, decode_any
 from contracts.sms import SendSms, SmsDelivered, SmsDispatched, SmsFailed, send_sms_id
-from devtools.pytest_plugin import Infrastructure, read_topic, wait_until
+from devtools.pytest_plugin import ClientFactory, Infrastructure, partner_clients, read_topic, wait_until
 from notifier.app import create_app
 from notifier.providers.base import Accepted, OutgoingSms, Provider
 from notifier.settings import NotifierSettings
-from servicekit.auth import issue_token
 from servicekit.outbox import idempotent_producer
 
 PHONE = "+79161234567"  # a Russian mobile number
@@ -165,22 +164,10 @@ Client = Callable[..., httpx.AsyncClient]
 
 
 @pytest.fixture
-async def client_for(notifier_app: FastAPI, notifier_settings: NotifierSettings) -> AsyncIterator[Client]:
-    clients: list[httpx.AsyncClient] = []
-
-    def make(partner: str = "acme", scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
-        token = issue_token(notifier_settings, partner, scopes)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=notifier_app),
-            base_url="http://notifier",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
+async def client_for(notifier_app: FastAPI, notifier_settings: NotifierSettings) -> AsyncIterator[ClientFactory]:
+    """`client_for("acme")`: an HTTP client holding a token of partner acme (scopes as given)."""
+    async with partner_clients(notifier_app, notifier_settings) as make:
+        yield make
 
 
 class Gateway:

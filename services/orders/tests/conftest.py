@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
@@ -13,11 +12,10 @@ from contracts.envelope import Envelope
 from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import Customer
 from contracts.statuses import StatusCodes
-from devtools.pytest_plugin import Infrastructure
+from devtools.pytest_plugin import ClientFactory, Infrastructure, partner_clients
 from devtools.scenario import example_definitions, publish_definitions
 from orders.app import create_app
 from orders.settings import OrdersSettings
-from servicekit.auth import issue_token
 
 
 @pytest.fixture
@@ -49,24 +47,10 @@ async def orders_app(orders_settings: OrdersSettings, statuses: None) -> AsyncIt
 
 
 @pytest.fixture
-async def client_for(
-    orders_app: FastAPI, orders_settings: OrdersSettings
-) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
-    clients: list[httpx.AsyncClient] = []
-
-    def make(partner: str, scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
-        token = issue_token(orders_settings, partner, scopes)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=orders_app),
-            base_url="http://orders",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
+async def client_for(orders_app: FastAPI, orders_settings: OrdersSettings) -> AsyncIterator[ClientFactory]:
+    """`client_for("acme")`: an HTTP client holding a token of partner acme (scopes as given)."""
+    async with partner_clients(orders_app, orders_settings) as make:
+        yield make
 
 
 @pytest.fixture

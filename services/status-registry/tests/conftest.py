@@ -6,8 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from devtools.pytest_plugin import Infrastructure
-from servicekit.auth import issue_token
+from devtools.pytest_plugin import ClientFactory, Infrastructure, partner_clients
 from status_registry.app import create_app
 from status_registry.settings import RegistrySettings
 
@@ -33,23 +32,10 @@ Client = Callable[..., httpx.AsyncClient]
 
 
 @pytest.fixture
-async def client_for(registry_app: FastAPI, registry_settings: RegistrySettings) -> AsyncIterator[Client]:
+async def client_for(registry_app: FastAPI, registry_settings: RegistrySettings) -> AsyncIterator[ClientFactory]:
     """`client_for("acme")`: an HTTP client holding a token of partner acme (scopes as given)."""
-    clients: list[httpx.AsyncClient] = []
-
-    def make(partner: str, scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
-        token = issue_token(registry_settings, partner, scopes)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=registry_app),
-            base_url="http://registry",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
+    async with partner_clients(registry_app, registry_settings) as make:
+        yield make
 
 
 @pytest.fixture

@@ -14,13 +14,18 @@ import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from devtools import infra
 from devtools.kafka_io import committed_offsets, read_topic
 from devtools.platform import Infrastructure, database_dsn
+from servicekit.auth import issue_token
+from servicekit.settings import ServiceSettings
 
 __all__ = ["Infrastructure", "committed_offsets", "database_dsn", "read_topic", "wait_until"]
 
@@ -130,3 +135,28 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], *, timeout_s: flo
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}")
         await asyncio.sleep(0.1)
+
+
+ClientFactory = Callable[..., httpx.AsyncClient]
+
+
+@asynccontextmanager
+async def partner_clients(app: Any, settings: ServiceSettings) -> AsyncIterator[ClientFactory]:
+    """`make("acme", scopes)`: in-process HTTP clients of `app`, each holding a token of that partner."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(partner: str = "acme", scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
+        token = issue_token(settings, partner, scopes)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url=f"http://{settings.service_name}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            await client.aclose()
