@@ -18,6 +18,7 @@ def registry_settings(infrastructure: Infrastructure, database: str, topic_prefi
         kafka_bootstrap_servers=infrastructure.kafka_bootstrap,
         kafka_topic_prefix=topic_prefix,
         outbox_poll_interval_s=0.2,
+        consumer_group=f"status-registry-{topic_prefix}",  # a group per test: no waiting for a previous test's members
     )
 
 

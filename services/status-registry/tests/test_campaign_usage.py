@@ -47,7 +47,7 @@ async def test_archiving_a_status_an_active_campaign_names_is_refused(
     async def refused() -> bool:
         return (await acme.delete("/v1/statuses/paid")).status_code == 409
 
-    await wait_until(refused, what="the registry to learn the campaign's usage")
+    await wait_until(refused, timeout_s=30, what="the registry to learn the campaign's usage")
     answer = await acme.delete("/v1/statuses/shipped")
     assert answer.status_code == 409 and "'Shipped and paid' (c-1)" in answer.json()["detail"]
     sync = await acme.put("/v1/statuses", json={"statuses": [SHIPPED]})  # would archive 'paid'
@@ -58,7 +58,7 @@ async def test_archiving_a_status_an_active_campaign_names_is_refused(
     async def archived() -> bool:
         return (await acme.delete("/v1/statuses/paid")).status_code == 200
 
-    await wait_until(archived, what="the pause to release the status")
+    await wait_until(archived, timeout_s=30, what="the pause to release the status")
     dlq = registry_settings.topic(Topic.CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ)
     (dead,) = await read_topic(registry_settings.kafka_bootstrap_servers, dlq)
     assert dict(dead.headers)["dlq-reason"] == b"malformed_json"
