@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 
 import pytest
@@ -66,3 +68,31 @@ async def _commit_first(bootstrap: str, topic: str, group: str, first: ConsumerR
         await consumer.commit({partition: OffsetAndMetadata(first.offset + 1, "")})
     finally:
         await consumer.stop()
+
+
+async def test_tail_prints_decoded_events_filtered_by_partner_and_order(
+    infrastructure: Infrastructure,
+    topic_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", infrastructure.kafka_bootstrap)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", topic_prefix)
+    topic = ServiceSettings().topic(Topic.ORDERS_INBOUND)
+    producer = idempotent_producer(infrastructure.kafka_bootstrap, "tests")
+    await producer.start()
+    try:
+        for partner, order in (("demo", "o-1"), ("demo", "o-2"), ("acme", "o-1")):
+            body = {"id": f"{partner}-{order}", "type": "order.status-reported.v1", "partnerid": partner,
+                    "data": {"order_id": order, "code": "shipped"}}  # fmt: skip
+            await producer.send_and_wait(topic, json.dumps(body).encode(), key=f"{partner}:{order}".encode())
+    finally:
+        await producer.stop()
+    tail = asyncio.create_task(
+        ops.run(["tail", "orders.inbound.v1", "--partner", "demo", "--order", "o-1", "--from-beginning"])
+    )
+    await asyncio.sleep(4)
+    tail.cancel()
+    await asyncio.gather(tail, return_exceptions=True)
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [event["id"] for event in printed] == ["demo-o-1"]

@@ -260,6 +260,10 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     )
 
 
+# Advisory-lock class of the dispatchers' liveness locks: (OWNER_LOCK_CLASS, instance id).
+OWNER_LOCK_CLASS = 7301
+
+
 class DispatchQueue:
     """The dispatcher's queries across partners. Rows it works on are locked for its transaction."""
 
@@ -276,13 +280,18 @@ class DispatchQueue:
         )
         return [_claimed(r) for r in rows]
 
-    async def orphaned(self, now: datetime, limit: int, exclude: list[str]) -> list[Claimed]:
+    async def orphaned(self, now: datetime, limit: int, exclude: list[str], me: int) -> list[Claimed]:
+        """Attempts left `sending` by a dead dispatcher: its liveness lock is free, or (no owner) the lease ran out."""
         rows = await self._conn.fetch(
-            f"SELECT {CLAIM_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until < $1 "
-            "AND NOT (message_id::text = ANY($3::text[])) ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED",
+            f"SELECT {CLAIM_COLUMNS} FROM messages WHERE status = 'sending' "
+            "AND NOT (message_id::text = ANY($3::text[])) "
+            "AND (lease_until < $1 OR (sent_by IS NOT NULL AND sent_by <> $4 "
+            f"     AND pg_try_advisory_xact_lock({OWNER_LOCK_CLASS}, sent_by))) "
+            "ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED",
             now,
             limit,
             exclude,
+            me,
         )
         return [_claimed(r) for r in rows]
 
@@ -301,14 +310,17 @@ class DispatchQueue:
     async def is_opted_out(self, partner_id: str, phone: str) -> bool:
         return await MessageRepository(self._conn, partner_id).is_opted_out(phone)
 
-    async def start_attempt(self, message_id: str, attempt: int, provider: str, lease_until: datetime) -> None:
+    async def start_attempt(
+        self, message_id: str, attempt: int, provider: str, lease_until: datetime, sent_by: int
+    ) -> None:
         await self._conn.execute(
             "UPDATE messages SET status = 'sending', attempts = $2, provider = $3, lease_until = $4, due_at = NULL, "
-            "updated_at = now() WHERE message_id = $1::uuid",
+            "sent_by = $5, updated_at = now() WHERE message_id = $1::uuid",
             message_id,
             attempt,
             provider,
             lease_until,
+            sent_by,
         )
         await self._conn.execute(
             "INSERT INTO attempts (message_id, attempt, provider, status) VALUES ($1::uuid, $2, $3, 'in_flight')",

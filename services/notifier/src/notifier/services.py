@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ from notifier.providers.base import (
     Provider,
     ProviderFailure,
 )
-from notifier.repository import Claimed, DispatchQueue, MessageRepository, NewMessage
+from notifier.repository import OWNER_LOCK_CLASS, Claimed, DispatchQueue, MessageRepository, NewMessage
 from servicekit.consumer import DeadLetters, Record, Rejected, dead_letter_headers
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, enqueue, record_for
@@ -292,8 +293,17 @@ class Dispatcher:
     lease_s: float = 300.0
     poll_interval_s: float = 1.0
     _in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # This instance's id; it holds the advisory lock (OWNER_LOCK_CLASS, instance_id) for as long as it lives.
+    instance_id: int = field(default_factory=lambda: secrets.randbelow(2**31 - 1) + 1)
 
     async def run(self) -> None:
+        async with self.pool.acquire() as liveness:
+            # Held until this process ends, however it ends: PostgreSQL releases it with the connection, so
+            # another dispatcher can tell our unfinished attempts from those of a live instance.
+            await liveness.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, self.instance_id)
+            await self._loop()
+
+    async def _loop(self) -> None:
         try:
             while True:
                 try:
@@ -370,7 +380,11 @@ class Dispatcher:
                     continue
                 attempt = message.attempts + 1
                 await queue.start_attempt(
-                    message.message_id, attempt, self.provider.name, now + timedelta(seconds=self.lease_s)
+                    message.message_id,
+                    attempt,
+                    self.provider.name,
+                    now + timedelta(seconds=self.lease_s),
+                    self.instance_id,
                 )
                 to_send.append((claimed, attempt))
             await enqueue(conn, outbox)
@@ -507,7 +521,7 @@ class Dispatcher:
     async def reconcile(self) -> int:
         """Settle attempts whose process died between recording them and recording their outcome."""
         async with self.pool.acquire() as conn:
-            orphans = await DispatchQueue(conn).orphaned(_now(), 100, list(self._in_flight))
+            orphans = await DispatchQueue(conn).orphaned(_now(), 100, list(self._in_flight), self.instance_id)
         for claimed in orphans:
             await self._reconcile_one(claimed)
         return len(orphans)
