@@ -90,6 +90,12 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     return dependency
 
 
+Reader = Annotated[Principal, Depends(require("read"))]
+"""A route parameter: the caller, who must hold the `read` scope."""
+Writer = Annotated[Principal, Depends(require("write"))]
+"""A route parameter: the caller, who must hold the `write` scope."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """`make token PARTNER=<id> [SCOPES=read,write]`: print a token and nothing else."""
     parser = argparse.ArgumentParser(description="Issue a partner JWT for the platform's HTTP APIs")

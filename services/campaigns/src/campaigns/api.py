@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,12 +30,9 @@ from campaigns.templating import TemplateProblem
 from contracts.primitives import Slug
 from contracts.sms import SmsEncoding
 from contracts.topics import Topic
-from servicekit.auth import Principal, require
+from servicekit.auth import Principal, Reader, Writer
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
-
-Reader = Annotated[Principal, Depends(require("read"))]
-Writer = Annotated[Principal, Depends(require("write"))]
 
 
 class CampaignPage(BaseModel):

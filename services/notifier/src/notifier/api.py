@@ -6,7 +6,7 @@ import hmac
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -15,12 +15,9 @@ from notifier.providers.base import InboundSms
 from notifier.providers.http import HttpProvider
 from notifier.repository import Cursor, MessageFilter, MessageRepository
 from notifier.services import NotFound, OptOuts, Receipts, handle_inbound
-from servicekit.auth import Principal, require
+from servicekit.auth import Reader, Writer
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
-
-Reader = Annotated[Principal, Depends(require("read"))]
-Writer = Annotated[Principal, Depends(require("write"))]
 
 
 class MessagePage(BaseModel):

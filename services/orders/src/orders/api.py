@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,12 +21,10 @@ from orders.domain import Order, Reason, Refused, Requested
 from orders.repository import history_of, load_orders, store_response, stored_response
 from orders.services import Command, OrderDetails, OrderService, Result
 from servicekit.app import Runtime
-from servicekit.auth import Principal, require
+from servicekit.auth import Principal, Reader, Writer
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 analytics_router = APIRouter(prefix="/v1", tags=["analytics"])
-Reader = Annotated[Principal, Depends(require("read"))]
-Writer = Annotated[Principal, Depends(require("write"))]
 IdempotencyKey = Annotated[str | None, Header(max_length=200, description="A repeat returns the first response")]
 
 

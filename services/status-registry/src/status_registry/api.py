@@ -5,20 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.statuses import StatusDefinition, StatusType
-from servicekit.auth import Principal, require
+from servicekit.auth import Principal, Reader, Writer
 from status_registry.domain import NewStatus, RuleViolation, StatusPatch
 from status_registry.repository import Cursor, StatusRepository, cursor_after
 from status_registry.services import Conflict, NotFound, PreconditionFailed, Registry
 
 router = APIRouter(prefix="/v1/statuses", tags=["statuses"])
-
-Reader = Annotated[Principal, Depends(require("read"))]
-Writer = Annotated[Principal, Depends(require("write"))]
 
 
 class StatusPage(BaseModel):
