@@ -40,19 +40,26 @@ async def test_put_and_set_status_with_idempotency_keys(client_for: Clients, ord
     again = await demo.post("/v1/orders/o-1/status", json=body, headers={"Idempotency-Key": "pay-1"})
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json() and first.json()["changes"][0]["outcome"] == "applied"
+    racing = await asyncio.gather(
+        *(
+            demo.post("/v1/orders/o-1/status", json={"code": "agreed"}, headers={"Idempotency-Key": "race"})
+            for _ in range(3)
+        )
+    )
+    assert {r.status_code for r in racing} == {200} and len({r.text for r in racing}) == 1
     other = await demo.post("/v1/orders/o-1/status", json={"code": "agreed"}, headers={"Idempotency-Key": "pay-1"})
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
 
-    async def three_events() -> bool:
+    async def every_event() -> bool:
         found = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
-        return len(found) == 3
+        return len(found) == 4  # created (2), paid, agreed: the repeated and racing requests emit nothing
 
-    await wait_until(three_events, what="three OrderStatusChanged (the repeat emits nothing)")
+    await wait_until(every_event, what="four OrderStatusChanged (the repeats emit nothing)")
     await asyncio.sleep(0.5)
-    assert await three_events()
+    assert await every_event()
     order = (await demo.get("/v1/orders/o-1")).json()
     assert order["statuses"]["payment"] == {**order["statuses"]["payment"], "code": "paid", "name": "Оплачен"}
-    assert order["history"][-1]["comment"] == "paid at the till"
+    assert next(h for h in order["history"] if h["to_code"] == "paid")["comment"] == "paid at the till"
 
 
 async def test_rest_rule_violations_are_specific_422s_and_404s(client_for: Clients) -> None:

@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+class Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+VersionedT = TypeVar("VersionedT", bound=Versioned)
+
+
+def with_etag(response: Response, resource: VersionedT) -> VersionedT:
+    """Answer with the resource's version as its (strong) ETag; clients send it back in If-Match."""
+    response.headers["ETag"] = f'"{resource.version}"'
+    return resource
+
+
+def version_from_if_match(if_match: str | None, *, required: bool, what: str = "the resource") -> int | None:
+    """The version an If-Match names: 428 when required and missing, 412 when it is no ETag of ours."""
+    if if_match is None:
+        if required:
+            raise HTTPException(status.HTTP_428_PRECONDITION_REQUIRED, f"send If-Match with {what}'s ETag")
+        return None
+    try:
+        return int(if_match.removeprefix("W/").strip('"'))
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, f"If-Match {if_match!r} is no ETag of ours") from exc
+
+
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

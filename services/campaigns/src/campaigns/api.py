@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,7 @@ from contracts.primitives import Slug
 from contracts.sms import SmsEncoding
 from contracts.topics import Topic
 from servicekit.auth import Principal, Reader, Writer
+from servicekit.http import version_from_if_match, with_etag
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 
@@ -94,20 +95,6 @@ def policy(request: Request) -> Policy:
     return Policy.of(request.app.state.settings)
 
 
-def _with_etag(response: Response, campaign: Campaign) -> Campaign:
-    response.headers["ETag"] = f'"{campaign.version}"'
-    return campaign
-
-
-def _parse_if_match(if_match: str | None) -> int | None:
-    if if_match is None:
-        return None
-    try:
-        return int(if_match.removeprefix("W/").strip('"'))
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, f"If-Match {if_match!r} is no ETag of ours") from exc
-
-
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidCampaign):
         detail: list[dict[str, Any]] = []
@@ -140,7 +127,7 @@ async def create_campaign(body: CampaignDefinition, request: Request, response: 
     """Create a campaign in `draft`; activate it to start sending."""
     created = await campaigns(request, who).create(body)
     response.headers["Location"] = f"/v1/campaigns/{created.id}"
-    return _with_etag(response, created)
+    return with_etag(response, created)
 
 
 @router.get("/campaigns", response_model=CampaignPage)
@@ -159,7 +146,7 @@ async def list_campaigns(
 
 @router.get("/campaigns/{campaign_id}", response_model=Campaign)
 async def get_campaign(campaign_id: str, request: Request, response: Response, who: Reader) -> Campaign:
-    return _with_etag(response, await campaigns(request, who).get(campaign_id))
+    return with_etag(response, await campaigns(request, who).get(campaign_id))
 
 
 @router.put("/campaigns/{campaign_id}", response_model=Campaign)
@@ -172,24 +159,24 @@ async def replace_campaign(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Campaign:
     """Replace the definition (state unchanged); with `If-Match`, only if still at that version."""
-    updated = await campaigns(request, who).replace(campaign_id, body, _parse_if_match(if_match))
-    return _with_etag(response, updated)
+    updated = await campaigns(request, who).replace(campaign_id, body, version_from_if_match(if_match, required=False))
+    return with_etag(response, updated)
 
 
 @router.delete("/campaigns/{campaign_id}", response_model=Campaign)
 async def archive_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
     """Archive: stops for good; evaluations and stats stay readable."""
-    return _with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ARCHIVED))
+    return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ARCHIVED))
 
 
 @router.post("/campaigns/{campaign_id}/activate", response_model=Campaign)
 async def activate_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
-    return _with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ACTIVE))
+    return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ACTIVE))
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=Campaign)
 async def pause_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
-    return _with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.PAUSED))
+    return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.PAUSED))
 
 
 @router.get("/campaigns/{campaign_id}/stats", response_model=Stats)

@@ -141,7 +141,9 @@ async def store_response(
     conn: DbConnection, partner_id: str, key: str, request_hash: str, status_code: int, body: Any
 ) -> None:
     await conn.execute(
-        "INSERT INTO idempotency_keys (partner_id, key, request_hash, status_code, body) VALUES ($1, $2, $3, $4, $5)",
+        # Two requests racing on one key: the first stored answer stands, the second reads it back.
+        "INSERT INTO idempotency_keys (partner_id, key, request_hash, status_code, body) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (partner_id, key) DO NOTHING",
         partner_id,
         key,
         request_hash,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.auth import Principal, Reader, Writer
+from servicekit.http import version_from_if_match, with_etag
 from status_registry.domain import NewStatus, RuleViolation, StatusPatch
 from status_registry.repository import Cursor, StatusRepository, cursor_after
 from status_registry.services import Conflict, NotFound, PreconditionFailed, Registry
@@ -40,24 +41,6 @@ class SyncResult(BaseModel):
 def registry(request: Request, principal: Principal) -> Registry:
     settings = request.app.state.settings
     return Registry(request.app.state.runtime.pool, principal.partner_id, settings.topic_status_definitions)
-
-
-def _etag(definition: StatusDefinition) -> str:
-    return f'"{definition.version}"'
-
-
-def _parse_if_match(if_match: str | None) -> int:
-    if if_match is None:
-        raise HTTPException(status.HTTP_428_PRECONDITION_REQUIRED, "send If-Match with the status' ETag")
-    try:
-        return int(if_match.removeprefix("W/").strip('"'))
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, f"If-Match {if_match!r} is no ETag of ours") from exc
-
-
-def _with_etag(response: Response, definition: StatusDefinition) -> StatusDefinition:
-    response.headers["ETag"] = _etag(definition)
-    return definition
 
 
 def _status_of(exc: Exception) -> int:
@@ -90,7 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
 async def create_status(new: NewStatus, request: Request, response: Response, who: Writer) -> StatusDefinition:
     created = await registry(request, who).create(new)
     response.headers["Location"] = f"/v1/statuses/{created.code}"
-    return _with_etag(response, created)
+    return with_etag(response, created)
 
 
 @router.get("", response_model=StatusPage)
@@ -118,7 +101,7 @@ async def list_statuses(
 
 @router.get("/{code}", response_model=StatusDefinition)
 async def get_status(code: str, request: Request, response: Response, who: Reader) -> StatusDefinition:
-    return _with_etag(response, await registry(request, who).get(code))
+    return with_etag(response, await registry(request, who).get(code))
 
 
 @router.patch("/{code}", response_model=StatusDefinition)
@@ -130,8 +113,9 @@ async def update_status(
     who: Writer,
     if_match: Annotated[str | None, Header()] = None,
 ) -> StatusDefinition:
-    version = _parse_if_match(if_match)
-    return _with_etag(response, await registry(request, who).update(code, patch, version))
+    version = version_from_if_match(if_match, required=True, what="the status")
+    assert version is not None
+    return with_etag(response, await registry(request, who).update(code, patch, version))
 
 
 @router.delete("/{code}", response_model=StatusDefinition)
@@ -143,13 +127,13 @@ async def archive_status(
     if_match: Annotated[str | None, Header()] = None,
 ) -> StatusDefinition:
     """Archive: the status can no longer be newly assigned, stays readable on historical orders."""
-    version = _parse_if_match(if_match) if if_match else None
-    return _with_etag(response, await registry(request, who).set_archived(code, True, version))
+    version = version_from_if_match(if_match, required=False)
+    return with_etag(response, await registry(request, who).set_archived(code, True, version))
 
 
 @router.post("/{code}/restore", response_model=StatusDefinition)
 async def restore_status(code: str, request: Request, response: Response, who: Writer) -> StatusDefinition:
-    return _with_etag(response, await registry(request, who).set_archived(code, False))
+    return with_etag(response, await registry(request, who).set_archived(code, False))
 
 
 @router.put("", response_model=SyncResult)
