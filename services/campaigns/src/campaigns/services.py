@@ -294,9 +294,6 @@ class Evaluator:
     policy: Policy
     clock: Clock
 
-    async def handle(self, envelope: Envelope[OrderStatusChanged]) -> list[Evaluation]:
-        return await self.handle_batch([(envelope, ())])
-
     async def handle_batch(self, batch: Sequence[tuple[Envelope[OrderStatusChanged], Any]]) -> list[Evaluation]:
         """Evaluate a batch of changes in ONE transaction (one commit, not one per event).
 
