@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 
 from campaigns.app import create_app
+from campaigns.services import Evaluator, Policy
 from campaigns.settings import CampaignsSettings
 from contracts.envelope import Envelope
 from contracts.sms import SmsDelivered, SmsDispatched, SmsEncoding, SmsFailed, send_sms_id
@@ -173,6 +176,85 @@ async def test_reentry_once_per_order_and_frequency_cap_across_campaigns(
     sent = await topics.send_sms()
     assert sorted(s.data.order_id for s in sent) == ["o-1", "o-2", "o-3", "o-5"]
     assert [s.data.transactional for s in sent if s.data.order_id == "o-3"] == [True]
+
+
+def evaluator_of(app: FastAPI, settings: CampaignsSettings, clock: Any, pool: asyncpg.Pool | None = None) -> Evaluator:
+    """The consumer's evaluator, called directly: the test decides exactly which events form one batch."""
+    runtime = app.state.runtime
+    return Evaluator(pool or runtime.pool, runtime.extras["index"], Policy.of(settings), clock)
+
+
+async def test_one_batch_decides_as_if_its_events_came_one_by_one(
+    demo: httpx.AsyncClient,
+    active_campaign: Activate,
+    make_change: MakeChange,
+    topics: Any,
+    campaigns_app: FastAPI,
+    campaigns_settings: CampaignsSettings,
+    clock: Any,
+) -> None:
+    await demo.put("/v1/settings", json={"frequency_cap": {"max_messages": 1, "window_hours": 24}})
+    campaign_id = await active_campaign()  # once per order
+    first = make_change(order_id="o-1")
+    again = make_change(order_id="o-1", before="at_delivery_point", sequence=4)
+    same_customer = make_change(order_id="o-2")
+    other_customer = make_change(order_id="o-3", customer_id="c-2")
+    batch = [(e, []) for e in (first, first, again, same_customer, other_customer)]  # `first` redelivered
+
+    evaluator = evaluator_of(campaigns_app, campaigns_settings, clock)
+    recorded = await evaluator.handle_batch(batch)
+    assert [(e.event_id, str(e.outcome)) for e in recorded] == [
+        (first.id, "fired"),  # once, though it came twice
+        (again.id, "outside_reentry"),  # the batch's own SMS for o-1 counts
+        (same_customer.id, "capped"),  # so does its SMS to c-1
+        (other_customer.id, "fired"),
+    ]
+    assert await evaluator.handle_batch(batch) == []  # a replay of the batch: decided already
+    await settled(topics, campaigns_app)
+    sent = await topics.send_sms()
+    assert sorted(s.id for s in sent) == sorted(send_sms_id(campaign_id, e.id) for e in (first, other_customer))
+
+    # The preview reads the same history from the database.
+    order = {"amount": "1990.00", "currency": "RUB", "customer": {"id": "c-1", "phone": "+7 916 123-45-67"}}
+    order |= {"statuses": {"general": "accepted", "payment": "paid"}}
+    path = f"/v1/campaigns/{campaign_id}/preview"
+    for order_id, outcome in (("o-1", "outside_reentry"), ("o-9", "capped")):
+        body = {"from": "at_pickup_point", "to": "shipped", "order": order | {"order_id": order_id}}
+        preview = await demo.post(path, json=body)
+        assert preview.status_code == 200 and preview.json()["outcome"] == outcome, preview.text
+
+
+async def test_a_batch_takes_as_many_statements_whatever_its_size(
+    demo: httpx.AsyncClient,
+    active_campaign: Activate,
+    make_change: MakeChange,
+    campaigns_app: FastAPI,
+    campaigns_settings: CampaignsSettings,
+    clock: Any,
+) -> None:
+    await demo.put("/v1/settings", json={"frequency_cap": {"max_messages": 5, "window_hours": 24}})
+    await active_campaign(reentry="every_time")
+    await active_campaign(name="Another one", reentry="every_time")
+    statements: list[str] = []
+
+    async def log_statements(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda query: statements.append(query.query))
+
+    pool = await asyncpg.create_pool(campaigns_settings.database_url, min_size=1, max_size=1, init=log_statements)
+    evaluator = evaluator_of(campaigns_app, campaigns_settings, clock, pool)
+
+    async def statements_for(size: int) -> int:
+        statements.clear()
+        batch = [(make_change(order_id=f"o-{size}-{n}", customer_id=f"c-{n}"), []) for n in range(size)]
+        assert len(await evaluator.handle_batch(batch)) == 2 * size
+        await asyncio.sleep(0)  # asyncpg calls the logger soon after each statement
+        return len(statements)
+
+    try:
+        await statements_for(1)  # warm-up: asyncpg looks up the types of a new statement once
+        assert await statements_for(1) == await statements_for(20)
+    finally:
+        await pool.close()
 
 
 async def test_quiet_hours_hold_the_message_with_not_before(

@@ -21,6 +21,8 @@ in `data` (see `contracts.base`). What is present is validated strictly by the d
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Self, TypeVar, cast
@@ -166,9 +168,14 @@ class Envelope(BaseModel, Generic[DataT]):
         return cast(Self, decode_any(raw, (contract,)))
 
 
+@functools.cache
+def _parametrised(model: type[Contract]) -> type[Envelope[Any]]:
+    return cast(type[Envelope[Any]], Envelope.__class_getitem__(model))
+
+
 def envelope_type(model: type[DataT]) -> type[Envelope[DataT]]:
     """``Envelope[model]`` for a model known only at run time."""
-    return cast(type[Envelope[DataT]], Envelope.__class_getitem__(model))
+    return cast(type[Envelope[DataT]], _parametrised(model))
 
 
 def decode(raw: bytes | str, model: type[DataT]) -> Envelope[DataT]:
@@ -182,6 +189,10 @@ def decode_any(raw: bytes | str, models: Iterable[type[Contract]]) -> Envelope[C
     Narrow the result with ``isinstance(envelope.data, SomeContract)``.
     """
     by_type = {model.EVENT_TYPE: model for model in models}
+    valid = _decode_valid(raw, by_type)
+    if valid is not None:
+        return valid
+    # Not valid: parse again, carefully, to say precisely what is wrong.
     event_type, event_id = _read_head(raw)
     model = by_type.get(event_type)
     if model is None:
@@ -195,6 +206,26 @@ def decode_any(raw: bytes | str, models: Iterable[type[Contract]]) -> Envelope[C
         return envelope_type(model).model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise ContractError(_classify(exc), _describe(exc), event_type=event_type, event_id=event_id) from exc
+
+
+_TYPE_ATTRIBUTE = re.compile(r'"type"\s*:\s*"([^"\\]{1,200})"')
+
+
+def _decode_valid(raw: bytes | str, by_type: dict[str, type[Contract]]) -> Envelope[Contract] | None:
+    """The fast path for valid records: one parse. The contract is the only one expected, or the one the first
+    `"type"` attribute names (a guess: a wrong one only sends the record down the careful path)."""
+    if len(by_type) == 1:
+        (model,) = by_type.values()
+    else:
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        named = _TYPE_ATTRIBUTE.search(text)
+        if named is None or named[1] not in by_type:
+            return None
+        model = by_type[named[1]]
+    try:
+        return _parametrised(model).model_validate_json(raw, strict=True)
+    except ValidationError:
+        return None
 
 
 def _read_head(raw: bytes | str) -> tuple[str, str | None]:

@@ -9,15 +9,17 @@ the method. Benchmarks never fail: they measure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +46,8 @@ PARTNERS = ("bench-a", "bench-b", "bench-c")
 FULL_SPEED_ORDERS = int(os.environ.get("BENCH_ORDERS", "1500"))
 RATES = tuple(int(r) for r in os.environ.get("BENCH_RATES", "100,500,1000").split(","))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "8"))
+# BENCH_PROFILE=1: py-spy samples every service during the full-speed run (folded stacks beside the report).
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 CHANGES_PER_ORDER, SMS_PER_ORDER, EVENTS_PER_ORDER = 6, 2, 4
 CAMPAIGNS = (
     {  # the product's example: about one change in six
@@ -279,6 +283,31 @@ class Bench:
         return {"registry_rps": registry, "bare_fastapi_rps": baseline, "ratio": round(registry / baseline, 3)}
 
 
+@contextlib.contextmanager
+def profiled(platform: Platform, folder: Path) -> Iterator[None]:
+    """py-spy samples each service process while the block runs (BENCH_PROFILE=1); folded stacks per service."""
+    if not PROFILE:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    spies = {
+        service: subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(platform.processes[service].pid),
+             "--rate", "200", "--format", "raw", "--output", str(folder / f"{service}.folded"), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+        )
+        for service in SERVICES
+    }  # fmt: skip
+    try:
+        yield
+    finally:
+        for spy in spies.values():
+            spy.send_signal(signal.SIGINT)
+        for spy in spies.values():
+            spy.wait(timeout=60)
+        say(f"profiles (folded stacks; `python -m devtools.profile_summary FILE`): {folder}")
+
+
 def helper(*args: str) -> subprocess.Popen[bytes]:
     """A baseline process (devtools.bench_helpers); started once per run, so a blocking start is fine."""
     return subprocess.Popen([sys.executable, "-m", "devtools.bench_helpers", *args])
@@ -305,6 +334,37 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
         return {"p50": None, "p95": None, "p99": None}
     q = statistics.quantiles([v * 1000 for v in values], n=100)
     return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu(platform: Platform) -> dict[str, float]:
+    """CPU seconds so far of every process on the path: the services, Kafka, PostgreSQL, this load generator."""
+    usage = {service: cpu_seconds(platform.processes[service].pid) for service in SERVICES}
+    usage["kafka"] = usage["postgresql"] = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            command = (proc / "cmdline").read_bytes()
+            owner = "kafka" if b"kafka.Kafka" in command else "postgresql" if command.startswith(b"postgres") else None
+            if owner:
+                usage[owner] += cpu_seconds(int(proc.name))
+    usage["load generator"] = cpu_seconds(os.getpid())
+    return usage
+
+
+@contextlib.contextmanager
+def cpu_used(platform: Platform, into: dict[str, Any]) -> Iterator[None]:
+    """CPU seconds each process spent while the block ran (the machine has two cores: that is the budget)."""
+    before, started = machine_cpu(platform), time.monotonic()
+    yield
+    after = machine_cpu(platform)
+    into["cpu_seconds"] = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
+    into["wall_seconds"] = round(time.monotonic() - started, 2)
 
 
 def process_usage(pid: int) -> dict[str, float]:
@@ -337,7 +397,11 @@ async def run() -> dict[str, Any]:
         await bench.define(platform)
         await asyncio.sleep(2)
         say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
-        report["full_speed"] = await bench.full_speed(platform, producer)
+        cpu: dict[str, Any] = {}
+        profiles = ROOT / "bench" / "results" / f"profile-{report['when'].replace(':', '')}"
+        with profiled(platform, profiles), cpu_used(platform, cpu):
+            report["full_speed"] = await bench.full_speed(platform, producer)
+        report["full_speed"]["cpu"] = cpu
         say(f"raw relay baseline: {report['full_speed']['events']} records over the same four topics")
         report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"])
         platform_events_per_second = report["full_speed"]["events"] / report["full_speed"]["sms_seconds"]
@@ -377,6 +441,11 @@ def table(report: dict[str, Any]) -> str:
             f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
             f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
         )
+    cpu = full["cpu"]
+    lines.append(
+        f"CPU seconds during the full-speed run ({cpu['wall_seconds']} s wall, 2 cores): "
+        + ", ".join(f"{name} {seconds}" for name, seconds in cpu["cpu_seconds"].items())
+    )
     lookups = report["registry_lookups"]
     lines.append(
         f"registry GET /v1/statuses/{{code}}: {lookups['registry_rps']} req/s vs bare FastAPI "

@@ -1,12 +1,15 @@
 """Campaigns, partner settings, evaluations and SMS outcomes in PostgreSQL. Every query is scoped by partner id,
-except `active_campaigns`, which rebuilds the in-memory index of all partners at start."""
+except `active_campaigns`, which rebuilds the in-memory index of all partners at start, and the evaluator's
+batch queries, whose rows span partners: they go by campaign ids (unique across partners) or carry the partner id."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -44,6 +47,7 @@ async def active_campaigns(conn: DbConnection) -> list[Campaign]:
 class Evaluation:
     campaign_id: str
     event_id: str
+    partner_id: str
     order_id: str
     customer_id: str
     outcome: Outcome
@@ -81,10 +85,9 @@ class CampaignRepository:
         return self._conn
 
     # --- campaigns -------------------------------------------------------------------------------
-    async def get(self, campaign_id: str, *, lock: str = "") -> Campaign | None:
-        """`lock`: "" (none), "FOR UPDATE" (to change it) or "FOR SHARE" (to act on it while no one changes it)."""
-        assert lock in ("", "FOR UPDATE", "FOR SHARE")
-        lock = f" {lock}" if lock else ""
+    async def get(self, campaign_id: str, *, for_update: bool = False) -> Campaign | None:
+        """`for_update`: lock the row until commit, to change it."""
+        lock = " FOR UPDATE" if for_update else ""
         row = await self._conn.fetchrow(
             f"SELECT {COLUMNS} FROM campaigns WHERE partner_id = $1 AND id = $2{lock}", self._partner_id, campaign_id
         )
@@ -158,55 +161,12 @@ class CampaignRepository:
         )
 
     # --- evaluations -----------------------------------------------------------------------------
-    async def evaluated(self, campaign_id: str, event_id: str) -> bool:
-        found = await self._conn.fetchval(
-            "SELECT true FROM evaluations WHERE partner_id = $1 AND campaign_id = $2 AND event_id = $3",
-            self._partner_id,
-            campaign_id,
-            event_id,
-        )
-        return bool(found)
-
-    async def lock_customer(self, customer_id: str) -> None:
-        """Serialise evaluations for one customer until commit, so two orders cannot both slip under the cap."""
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{self._partner_id}\n{customer_id}"
-        )
-
     async def history(self, campaign_id: str, order_id: str, customer_id: str, since: datetime | None) -> History:
-        row = await self._conn.fetchrow(
-            "SELECT EXISTS (SELECT 1 FROM evaluations WHERE campaign_id = $2 AND order_id = $3 "
-            "                 AND outcome = 'fired' AND partner_id = $1) AS fired_for_order, "
-            "       (SELECT count(*) FROM evaluations WHERE partner_id = $1 AND customer_id = $4 "
-            "          AND outcome = 'fired' AND NOT transactional AND $5::timestamptz IS NOT NULL "
-            "          AND evaluated_at > $5) AS recent",
-            self._partner_id,
-            campaign_id,
-            order_id,
-            customer_id,
-            since,
-        )
-        assert row is not None
-        return History(fired_for_order=row["fired_for_order"], recent_marketing_sms=row["recent"])
-
-    async def record(self, evaluation: Evaluation) -> bool:
-        """Store a decision; False when this (campaign, event) was decided already (a concurrent redelivery)."""
-        inserted = await self._conn.fetchval(
-            "INSERT INTO evaluations (campaign_id, event_id, partner_id, order_id, customer_id, outcome, reasons, "
-            "send_sms_id, transactional, evaluated_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10) "
-            "ON CONFLICT (campaign_id, event_id) DO NOTHING RETURNING true",
-            evaluation.campaign_id,
-            evaluation.event_id,
-            self._partner_id,
-            evaluation.order_id,
-            evaluation.customer_id,
-            str(evaluation.outcome),
-            json.dumps([r.model_dump() for r in evaluation.reasons], ensure_ascii=False),
-            evaluation.send_sms_id,
-            evaluation.transactional,
-            evaluation.evaluated_at,
-        )
-        return bool(inserted)
+        """What earlier evaluations say about one event (a preview); the evaluator loads a whole batch's at once."""
+        fired = await fired_for_orders(self._conn, [(campaign_id, order_id)])
+        customer = (self._partner_id, customer_id)
+        recent = await recent_marketing_sms(self._conn, {customer: since} if since else {})
+        return History(fired_for_order=bool(fired), recent_marketing_sms=recent.get(customer, 0))
 
     async def record_sms_outcomes(self, outcomes: list[SmsOutcome]) -> None:
         await self._conn.executemany(
@@ -246,3 +206,99 @@ class CampaignRepository:
             sms=sms_counts,
             failed_by_reason=failed_by_reason,
         )
+
+
+# --- evaluating a batch of status changes (rows of several partners) --------------------------------
+
+
+def _arrays(rows: Collection[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column: the arguments of `unnest($1::text[], $2::text[], ...)`."""
+    return [[row[column] for row in rows] for column in range(width)]
+
+
+async def lock_customers(conn: DbConnection, customers: Collection[tuple[str, str]]) -> None:
+    """Serialise evaluations per (partner id, customer id) until commit, so two orders of one customer cannot both
+    slip under the frequency cap. One statement; the keys are locked in sorted order, so two transactions
+    sharing customers never deadlock."""
+    keys = [f"{partner_id}\n{customer_id}" for partner_id, customer_id in customers]
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+        "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted",
+        keys,
+    )
+
+
+async def evaluated(conn: DbConnection, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (campaign id, event id) were decided already."""
+    rows = await conn.fetch(
+        "SELECT campaign_id, event_id FROM evaluations "
+        "WHERE (campaign_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        *_arrays(keys, 2),
+    )
+    return {(r["campaign_id"], r["event_id"]) for r in rows}
+
+
+async def campaigns_for_share(conn: DbConnection, campaign_ids: Collection[str]) -> dict[str, Campaign]:
+    """The campaigns by id, held FOR SHARE until commit (no edit or pause commits meanwhile), locked in id order."""
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM campaigns WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE", sorted(campaign_ids)
+    )
+    return {row["id"]: _campaign(row) for row in rows}
+
+
+async def fired_for_orders(conn: DbConnection, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (campaign id, order id) fired already."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT campaign_id, order_id FROM evaluations WHERE outcome = 'fired' "
+        "AND (campaign_id, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        *_arrays(keys, 2),
+    )
+    return {(r["campaign_id"], r["order_id"]) for r in rows}
+
+
+async def recent_marketing_sms(
+    conn: DbConnection, since: Mapping[tuple[str, str], datetime]
+) -> dict[tuple[str, str], int]:
+    """Marketing SMS fired to each (partner id, customer id) after its window start; absent customers had none."""
+    if not since:
+        return {}
+    rows = await conn.fetch(
+        "SELECT w.partner_id, w.customer_id, count(*) AS n "
+        "FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS w (partner_id, customer_id, since) "
+        "JOIN evaluations e ON e.partner_id = w.partner_id AND e.customer_id = w.customer_id "
+        "WHERE e.outcome = 'fired' AND NOT e.transactional AND e.evaluated_at > w.since "
+        "GROUP BY w.partner_id, w.customer_id",
+        *_arrays([(*customer, start) for customer, start in since.items()], 3),
+    )
+    return {(r["partner_id"], r["customer_id"]): r["n"] for r in rows}
+
+
+async def record_evaluations(conn: DbConnection, evaluations: Collection[Evaluation]) -> set[tuple[str, str]]:
+    """Store decisions; returns the (campaign id, event id) stored, without those decided already (a concurrent
+    redelivery)."""
+    if not evaluations:
+        return set()
+    rows = [
+        (
+            e.campaign_id,
+            e.event_id,
+            e.partner_id,
+            e.order_id,
+            e.customer_id,
+            str(e.outcome),
+            json.dumps([r.model_dump() for r in e.reasons], ensure_ascii=False),
+            e.send_sms_id,
+            e.transactional,
+            e.evaluated_at,
+        )
+        for e in evaluations
+    ]
+    inserted = await conn.fetch(
+        "INSERT INTO evaluations (campaign_id, event_id, partner_id, order_id, customer_id, outcome, reasons, "
+        "                         send_sms_id, transactional, evaluated_at) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+        "                     $7::text[]::jsonb[], $8::text[], $9::boolean[], $10::timestamptz[]) "
+        "ON CONFLICT (campaign_id, event_id) DO NOTHING RETURNING campaign_id, event_id",
+        *_arrays(rows, 10),
+    )
+    return {(r["campaign_id"], r["event_id"]) for r in inserted}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -25,6 +25,7 @@ from campaigns.domain import (
     CampaignState,
     Context,
     Decision,
+    History,
     InvalidCampaign,
     Outcome,
     PartnerSettings,
@@ -39,7 +40,19 @@ from campaigns.domain import (
     send_command,
     triggered_by,
 )
-from campaigns.repository import CampaignRepository, CampaignStats, Evaluation, SmsOutcome, active_campaigns
+from campaigns.repository import (
+    CampaignRepository,
+    CampaignStats,
+    Evaluation,
+    SmsOutcome,
+    active_campaigns,
+    campaigns_for_share,
+    evaluated,
+    fired_for_orders,
+    lock_customers,
+    recent_marketing_sms,
+    record_evaluations,
+)
 from campaigns.settings import CampaignsSettings
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import Envelope
@@ -48,7 +61,7 @@ from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.statuses import StatusDefinition
 from servicekit.catalog import StatusCatalog
 from servicekit.db import DbConnection
-from servicekit.outbox import enqueue, record_for
+from servicekit.outbox import OutboxRecord, enqueue, record_for
 from servicekit.tracing import consume_span
 
 log = logging.getLogger(__name__)
@@ -228,7 +241,7 @@ class Campaigns:
 
     @staticmethod
     async def _current(repo: CampaignRepository, campaign_id: str, if_match: int | None) -> Campaign:
-        current = await repo.get(campaign_id, lock="FOR UPDATE")
+        current = await repo.get(campaign_id, for_update=True)
         if current is None:
             raise NotFound(campaign_id)
         if if_match is not None and current.version != if_match:
@@ -285,6 +298,39 @@ class IndexKeeper:
 # --- evaluating status changes -------------------------------------------------------------------
 
 
+Change: TypeAlias = tuple[Envelope[OrderStatusChanged], Any, list[Campaign]]  # event, headers, triggered campaigns
+
+
+@dataclass
+class BatchHistory:
+    """What earlier evaluations say, loaded once for a batch and kept current as the batch's own decisions are
+    taken, so each event sees those before it: the decisions are those of evaluating the events one by one."""
+
+    decided: set[tuple[str, str]]  # (campaign id, event id)
+    fired: set[tuple[str, str]]  # (campaign id, order id)
+    recent: Counter[tuple[str, str]]  # marketing SMS per (partner id, customer id) within the partner's cap window
+
+    def of(self, campaign: Campaign, event: OrderStatusChanged) -> History:
+        return History(
+            fired_for_order=(campaign.id, event.order_id) in self.fired,
+            recent_marketing_sms=self.recent[(campaign.partner_id, event.order.customer.id)],
+        )
+
+    def add(self, evaluation: Evaluation) -> None:
+        self.decided.add((evaluation.campaign_id, evaluation.event_id))
+        if evaluation.outcome != Outcome.FIRED:
+            return
+        self.fired.add((evaluation.campaign_id, evaluation.order_id))
+        if not evaluation.transactional:
+            self.recent[(evaluation.partner_id, evaluation.customer_id)] += 1
+
+
+@dataclass(frozen=True)
+class Decided:
+    evaluation: Evaluation
+    sms: OutboxRecord | None  # the SendSms to enqueue, if the evaluation is the one stored
+
+
 @dataclass(frozen=True)
 class Evaluator:
     """Evaluates each status change against the partner's matching active campaigns, once per (campaign, event)."""
@@ -295,64 +341,97 @@ class Evaluator:
     clock: Clock
 
     async def handle_batch(self, batch: Sequence[tuple[Envelope[OrderStatusChanged], Any]]) -> list[Evaluation]:
-        """Evaluate a batch of changes in ONE transaction (one commit, not one per event).
+        """Evaluate a batch of changes in ONE transaction, with a few statements for the whole batch.
 
         `batch` pairs each envelope with its record headers (trace context). Customers are locked up front
         in a fixed order, so two instances sharing customers never deadlock.
         """
-        work = [(envelope, headers, self._triggered(envelope)) for envelope, headers in batch]
-        work = [item for item in work if item[2]]
-        if not work:
+        changes = [(envelope, headers, found) for envelope, headers in batch if (found := self._triggered(envelope))]
+        if not changes:
             return []
-        recorded: list[Evaluation] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            customers = sorted({(e.partnerid, e.data.order.customer.id) for e, _, _ in work})
-            for partner_id, customer_id in customers:
-                await CampaignRepository(conn, partner_id).lock_customer(customer_id)
-            settings: dict[str, PartnerSettings] = {}
-            for envelope, headers, campaigns in work:  # in offset order: per-order order is kept
-                repo = CampaignRepository(conn, envelope.partnerid)
-                if envelope.partnerid not in settings:
-                    settings[envelope.partnerid] = await repo.settings()
-                with consume_span("campaigns evaluate", headers, {"order_id": envelope.data.order_id}):
-                    for campaign in sorted(campaigns, key=lambda c: c.id):
-                        evaluation = await self._evaluate(conn, repo, campaign, envelope, settings[envelope.partnerid])
-                        if evaluation is not None:
-                            recorded.append(evaluation)
-        return recorded
+            await lock_customers(conn, {(e.partnerid, e.data.order.customer.id) for e, _, _ in changes})
+            # Decided (and sent) already: a redelivery or a replay.
+            done = await evaluated(conn, {(c.id, e.id) for e, _, campaigns in changes for c in campaigns})
+            pending = {c.id for e, _, campaigns in changes for c in campaigns if (c.id, e.id) not in done}
+            if not pending:
+                return []
+            # The index found the candidates; the rows, held until commit, have the last word: a pause or an edit
+            # committed on another instance a moment ago is respected, and none can commit while we send.
+            current = await campaigns_for_share(conn, pending)
+            contexts = await self._contexts(conn, {e.partnerid for e, _, _ in changes})
+            history = await self._history(conn, changes, done, contexts)
+            decided = self._decide_all(changes, current, history, contexts)
+            stored = await record_evaluations(conn, [d.evaluation for d in decided])
+            recorded = [d for d in decided if (d.evaluation.campaign_id, d.evaluation.event_id) in stored]
+            await enqueue(conn, [d.sms for d in recorded if d.sms is not None])
+        return [d.evaluation for d in recorded]
 
     def _triggered(self, envelope: Envelope[OrderStatusChanged]) -> list[Campaign]:
         event = envelope.data
         candidates = self.index.matching(envelope.partnerid, event.status_type, event.to_status.code)
-        return [c for c in candidates if triggered_by(c, event)]
+        return sorted((c for c in candidates if triggered_by(c, event)), key=lambda c: c.id)
 
-    async def _evaluate(
-        self,
-        conn: DbConnection,
-        repo: CampaignRepository,
-        campaign: Campaign,
-        envelope: Envelope[OrderStatusChanged],
-        partner: PartnerSettings,
-    ) -> Evaluation | None:
-        event = envelope.data
-        if await repo.evaluated(campaign.id, envelope.id):
-            return None  # a redelivery or a replay: decided (and sent) already
-        # The index found the candidate; the row, held until commit, has the last word: a pause or an edit
-        # committed on another instance a moment ago is respected, and none can commit while we send.
-        current = await repo.get(campaign.id, lock="FOR SHARE")
-        if current is None or not current.reacts_to(envelope.time) or not triggered_by(current, event):
-            return None
-        campaign = current
-        now = self.clock()
-        since = cap_window_start(now, partner)
-        history = await repo.history(campaign.id, event.order_id, event.order.customer.id, since)
-        decision = evaluate(campaign, event, history, self.policy.context(now, partner))
+    async def _contexts(self, conn: DbConnection, partner_ids: set[str]) -> dict[str, Context]:
+        now = self.clock()  # one "now" for the batch: its decisions are taken together
+        return {p: self.policy.context(now, await CampaignRepository(conn, p).settings()) for p in sorted(partner_ids)}
+
+    @staticmethod
+    async def _history(
+        conn: DbConnection, changes: list[Change], done: set[tuple[str, str]], contexts: dict[str, Context]
+    ) -> BatchHistory:
+        orders = {(c.id, e.data.order_id) for e, _, campaigns in changes for c in campaigns}
+        # Partners without a cap have nothing to count.
+        window = {p: start for p, ctx in contexts.items() if (start := cap_window_start(ctx.now, ctx.partner))}
+        since = {
+            (e.partnerid, e.data.order.customer.id): window[e.partnerid] for e, _, _ in changes if e.partnerid in window
+        }
+        recent = await recent_marketing_sms(conn, since)
+        return BatchHistory(set(done), await fired_for_orders(conn, orders), Counter(recent))
+
+    def _decide_all(
+        self, changes: list[Change], current: dict[str, Campaign], history: BatchHistory, contexts: dict[str, Context]
+    ) -> list[Decided]:
+        """In offset order, so per-order order is kept and the cap counts the batch's earlier SMS."""
+        decided: list[Decided] = []
+        for envelope, headers, campaigns in changes:
+            with consume_span("campaigns evaluate", headers, {"order_id": envelope.data.order_id}):
+                for indexed in campaigns:
+                    campaign = current.get(indexed.id)
+                    if campaign is None or not self._reacts(campaign, envelope):
+                        continue
+                    if (campaign.id, envelope.id) in history.decided:
+                        continue  # decided in an earlier batch, or the same event came twice in this one
+                    decision = self._decide(campaign, envelope, history, contexts[envelope.partnerid])
+                    history.add(decision.evaluation)
+                    decided.append(decision)
+        return decided
+
+    @staticmethod
+    def _reacts(campaign: Campaign, envelope: Envelope[OrderStatusChanged]) -> bool:
+        return (
+            campaign.partner_id == envelope.partnerid
+            and campaign.reacts_to(envelope.time)
+            and triggered_by(campaign, envelope.data)
+        )
+
+    def _decide(
+        self, campaign: Campaign, envelope: Envelope[OrderStatusChanged], history: BatchHistory, ctx: Context
+    ) -> Decided:
+        event, now = envelope.data, ctx.now
+        decision = evaluate(campaign, event, history.of(campaign, event), ctx)
         command = None
+        sms = None
         if decision.outcome == Outcome.FIRED and decision.sms is not None:
             command = send_command(campaign, envelope.id, event, decision.sms, now, self.policy.sms_ttl)
+            wrapped = Envelope.wrap_caused_by(
+                envelope, command, source=SOURCE, event_id=command.idempotency_key, time=now
+            )
+            sms = record_for(wrapped, self.policy.send_sms_topic, wrapped.key())  # in the span: carries its trace
         evaluation = Evaluation(
             campaign_id=campaign.id,
             event_id=envelope.id,
+            partner_id=campaign.partner_id,
             order_id=event.order_id,
             customer_id=event.order.customer.id,
             outcome=decision.outcome,
@@ -361,12 +440,7 @@ class Evaluator:
             transactional=campaign.transactional,
             evaluated_at=now,
         )
-        if not await repo.record(evaluation):
-            return None
-        if command is not None:
-            sms = Envelope.wrap_caused_by(envelope, command, source=SOURCE, event_id=command.idempotency_key, time=now)
-            await enqueue(conn, [record_for(sms, self.policy.send_sms_topic, sms.key())])
-        return evaluation
+        return Decided(evaluation, sms)
 
 
 # --- the notifier's reports ----------------------------------------------------------------------

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -68,6 +68,32 @@ class NewMessage:
     trace_parent: str | None = None
 
 
+# The columns a new message sets, with their types for the arrays `insert_messages` unnests.
+NEW_MESSAGE_COLUMNS = {
+    "message_id": "uuid", "partner_id": "text", "send_sms_id": "text", "campaign_id": "text", "order_id": "text",
+    "customer_id": "text", "phone": "text", "text": "text", "sender": "text", "transactional": "boolean",
+    "encoding": "text", "segments": "integer", "status": "text", "failure_reason": "text", "failure_detail": "text",
+    "requested_at": "timestamptz", "expires_at": "timestamptz", "not_before": "timestamptz", "due_at": "timestamptz",
+    "correlation_id": "text", "command": "bytea", "command_topic": "text", "command_partition": "integer",
+    "command_offset": "bigint", "trace_parent": "text",
+}  # fmt: skip
+INSERT_MESSAGES = (
+    f"INSERT INTO messages ({', '.join(NEW_MESSAGE_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(NEW_MESSAGE_COLUMNS.values(), start=1))
+    + f") ON CONFLICT (partner_id, send_sms_id) DO NOTHING RETURNING {MESSAGE_COLUMNS}"
+)
+
+
+async def insert_messages(conn: DbConnection, new: Sequence[NewMessage]) -> dict[str, Message]:
+    """Insert new commands' messages in one statement; returns those inserted by message id (a partner's
+    send_sms_id seen before inserts nothing: it is a redelivery)."""
+    if not new:
+        return {}
+    columns = [[getattr(n, name) for n in new] for name in NEW_MESSAGE_COLUMNS]
+    rows = await conn.fetch(INSERT_MESSAGES, *columns)
+    return {message.message_id: message for message in map(_message, rows)}
+
+
 @dataclass(frozen=True)
 class Cursor:
     """Keyset position in the newest-first listing; opaque to clients."""
@@ -98,44 +124,6 @@ class MessageRepository:
     def __init__(self, conn: DbConnection, partner_id: str) -> None:
         self._conn = conn
         self._partner_id = partner_id
-
-    async def insert(self, new: NewMessage) -> Message | None:
-        """Insert a new command's message; None when the partner already has this send_sms_id."""
-        assert new.partner_id == self._partner_id
-        row = await self._conn.fetchrow(
-            "INSERT INTO messages (message_id, partner_id, send_sms_id, campaign_id, order_id, customer_id, phone, "
-            "text, sender, transactional, encoding, segments, status, failure_reason, failure_detail, requested_at, "
-            "expires_at, not_before, due_at, correlation_id, command, command_topic, command_partition, "
-            "command_offset, trace_parent) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-            "$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) "
-            f"ON CONFLICT (partner_id, send_sms_id) DO NOTHING RETURNING {MESSAGE_COLUMNS}",
-            new.message_id,
-            new.partner_id,
-            new.send_sms_id,
-            new.campaign_id,
-            new.order_id,
-            new.customer_id,
-            new.phone,
-            new.text,
-            new.sender,
-            new.transactional,
-            new.encoding,
-            new.segments,
-            str(new.status),
-            new.failure_reason,
-            new.failure_detail,
-            new.requested_at,
-            new.expires_at,
-            new.not_before,
-            new.due_at,
-            new.correlation_id,
-            new.command,
-            new.command_topic,
-            new.command_partition,
-            new.command_offset,
-            new.trace_parent,
-        )
-        return _message(row) if row else None
 
     async def get(self, message_id: str) -> Message | None:
         try:
@@ -185,13 +173,6 @@ class MessageRepository:
         )
         return [Receipt.model_validate(dict(r)) for r in rows]
 
-    async def is_opted_out(self, phone: str) -> bool:
-        return bool(
-            await self._conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM opt_outs WHERE partner_id = $1 AND phone = $2)", self._partner_id, phone
-            )
-        )
-
     async def opt_out(self, phone: str, source: str) -> tuple[OptOut, bool]:
         """Record an opt-out; returns it and whether it is new."""
         row = await self._conn.fetchrow(
@@ -225,6 +206,24 @@ class MessageRepository:
             limit,
         )
         return [OptOut.model_validate(dict(r)) for r in rows]
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    message_id: str
+    attempt: int
+    status: str  # accepted, reconciled, failed, unknown
+    detail: str | None = None
+    provider_message_ids: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    provider_message_id: str
+    segment: int
+    status: ReceiptStatus
+    raw_status: str
+    occurred_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -295,132 +294,167 @@ class DispatchQueue:
         )
         return [_claimed(r) for r in rows]
 
-    async def lock(self, message_id: str) -> Claimed | None:
-        row = await self._conn.fetchrow(
-            f"SELECT {CLAIM_COLUMNS} FROM messages WHERE message_id = $1::uuid FOR UPDATE", message_id
+    async def lock(self, message_ids: Sequence[str]) -> dict[str, Claimed]:
+        """Lock the messages (in id order: two batches never wait on each other in a cycle)."""
+        rows = await self._conn.fetch(
+            f"SELECT {CLAIM_COLUMNS} FROM messages WHERE message_id = ANY($1::uuid[]) ORDER BY message_id FOR UPDATE",
+            sorted(set(message_ids)),
         )
-        return _claimed(row) if row else None
+        return {claimed.message.message_id: claimed for claimed in map(_claimed, rows)}
 
-    async def next_due(self) -> datetime | None:
-        value: datetime | None = await self._conn.fetchval(
-            "SELECT min(due_at) FROM messages WHERE status IN ('scheduled', 'pending')"
+    async def opted_out(self, numbers: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (partner, phone) pairs are on their partner's opt-out ledger."""
+        pairs = sorted(set(numbers))
+        if not pairs:
+            return set()
+        rows = await self._conn.fetch(
+            "SELECT o.partner_id, o.phone FROM opt_outs o JOIN unnest($1::text[], $2::text[]) AS k(p, ph) "
+            "ON o.partner_id = k.p AND o.phone = k.ph",
+            [p for p, _ in pairs],
+            [ph for _, ph in pairs],
         )
-        return value
+        return {(r["partner_id"], r["phone"]) for r in rows}
 
-    async def is_opted_out(self, partner_id: str, phone: str) -> bool:
-        return await MessageRepository(self._conn, partner_id).is_opted_out(phone)
-
-    async def start_attempt(
-        self, message_id: str, attempt: int, provider: str, lease_until: datetime, sent_by: int
+    async def start_attempts(
+        self, starts: Sequence[tuple[str, int]], provider: str, lease_until: datetime, sent_by: int
     ) -> None:
+        """Record (message id, attempt number) attempts as in flight: before the provider is called."""
+        if not starts:
+            return
+        ids, attempts = [m for m, _ in starts], [a for _, a in starts]
         await self._conn.execute(
-            "UPDATE messages SET status = 'sending', attempts = $2, provider = $3, lease_until = $4, due_at = NULL, "
-            "sent_by = $5, updated_at = now() WHERE message_id = $1::uuid",
-            message_id,
-            attempt,
+            "UPDATE messages m SET status = 'sending', attempts = s.attempt, provider = $3, lease_until = $4, "
+            "due_at = NULL, sent_by = $5, updated_at = now() "
+            "FROM unnest($1::uuid[], $2::int[]) AS s(id, attempt) WHERE m.message_id = s.id",
+            ids,
+            attempts,
             provider,
             lease_until,
             sent_by,
         )
         await self._conn.execute(
-            "INSERT INTO attempts (message_id, attempt, provider, status) VALUES ($1::uuid, $2, $3, 'in_flight')",
-            message_id,
-            attempt,
+            "INSERT INTO attempts (message_id, attempt, provider, status) "
+            "SELECT id, attempt, $3, 'in_flight' FROM unnest($1::uuid[], $2::int[]) AS s(id, attempt)",
+            ids,
+            attempts,
             provider,
         )
 
-    async def finish_attempt(
-        self, message_id: str, attempt: int, status: str, detail: str | None, provider_message_ids: list[str] | None
-    ) -> None:
-        await self._conn.execute(
+    async def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> None:
+        await self._conn.executemany(
             "UPDATE attempts SET status = $3, detail = $4, provider_message_ids = $5, finished_at = now() "
             "WHERE message_id = $1::uuid AND attempt = $2",
-            message_id,
-            attempt,
-            status,
-            detail,
-            provider_message_ids,
+            [(f.message_id, f.attempt, f.status, f.detail, f.provider_message_ids) for f in finished],
         )
 
-    async def set_status(self, message_id: str, status: MessageStatus, **changes: Any) -> None:
-        """Set the status and any of: due_at, lease_until, failure_reason, failure_detail, provider_message_id."""
-        allowed = {"due_at", "lease_until", "failure_reason", "failure_detail", "provider_message_id"}
-        assert set(changes) <= allowed, set(changes) - allowed
-        names = list(changes)
-        assignments = "".join(f", {name} = ${i + 3}" for i, name in enumerate(names))
+    async def reschedule(self, message_id: str, due_at: datetime) -> None:
+        """Back to `pending`, due at `due_at`: a retry, or a resend after reconciliation."""
         await self._conn.execute(
-            f"UPDATE messages SET status = $2, updated_at = now(){assignments} WHERE message_id = $1::uuid",
+            "UPDATE messages SET status = 'pending', due_at = $2, lease_until = NULL, updated_at = now() "
+            "WHERE message_id = $1::uuid",
             message_id,
-            str(status),
-            *(changes[name] for name in names),
+            due_at,
         )
 
-    async def lock_provider_ids(self, provider: str, ids: list[str]) -> None:
+    async def end(self, ended: Sequence[tuple[str, MessageStatus, str | None, str | None]]) -> None:
+        """(message id, status, failure reason, failure detail): a status no longer waiting or in flight.
+
+        A reason of None keeps the stored one (a message delivered after a failed attempt keeps its history).
+        """
+        await self._conn.executemany(
+            "UPDATE messages SET status = $2, due_at = NULL, lease_until = NULL, "
+            "failure_reason = coalesce($3, failure_reason), failure_detail = coalesce($4, failure_detail), "
+            "updated_at = now() WHERE message_id = $1::uuid",
+            [(message_id, str(status), reason, detail) for message_id, status, reason, detail in ended],
+        )
+
+    async def mark_dispatched(self, dispatched: Sequence[tuple[str, str]]) -> None:
+        """(message id, the provider's first id): the provider took these messages."""
+        await self._conn.executemany(
+            "UPDATE messages SET status = 'dispatched', lease_until = NULL, provider_message_id = $2, "
+            "updated_at = now() WHERE message_id = $1::uuid",
+            dispatched,
+        )
+
+    async def lock_provider_ids(self, provider: str, ids: Iterable[str]) -> None:
         """Serialize the recording of a dispatch with receipts for the same provider ids.
 
         Without it a receipt committed between the dispatch's read of receipts and its commit would be
-        stored but never merged. Sorted, so two transactions never wait on each other in a cycle.
+        stored but never merged. Sorted (an ordered subquery is never flattened), so two transactions
+        never wait on each other in a cycle.
         """
-        for pid in sorted(set(ids)):
-            await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{provider}:{pid}")
+        keys = sorted({f"{provider}:{pid}" for pid in ids})
+        await self._conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+            "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted_keys",
+            keys,
+        )
 
-    async def add_parts(self, provider: str, message_id: str, ids: list[str], per_segment: bool) -> None:
+    async def add_parts(self, provider: str, parts: Sequence[tuple[str, list[str], bool]]) -> None:
+        """(message id, provider ids, whether there is one id per segment) of accepted messages."""
         await self._conn.executemany(
             "INSERT INTO message_parts (provider, provider_message_id, message_id, segment) "
             "VALUES ($1, $2, $3::uuid, $4) ON CONFLICT DO NOTHING",
-            [(provider, pid, message_id, i if per_segment else None) for i, pid in enumerate(ids)],
+            [
+                (provider, pid, message_id, i if per_segment else None)
+                for message_id, ids, per_segment in parts
+                for i, pid in enumerate(ids)
+            ],
         )
 
-    async def part(self, provider: str, provider_message_id: str) -> tuple[str, int | None] | None:
-        row = await self._conn.fetchrow(
-            "SELECT message_id::text, segment FROM message_parts WHERE provider = $1 AND provider_message_id = $2",
+    async def parts(self, provider: str, provider_message_ids: Iterable[str]) -> dict[str, str]:
+        """Provider id -> message id, for the ids whose dispatch is recorded."""
+        rows = await self._conn.fetch(
+            "SELECT provider_message_id, message_id::text FROM message_parts "
+            "WHERE provider = $1 AND provider_message_id = ANY($2::text[])",
             provider,
-            provider_message_id,
+            sorted(set(provider_message_ids)),
         )
-        return (row["message_id"], row["segment"]) if row else None
+        return {r["provider_message_id"]: r["message_id"] for r in rows}
 
-    async def receipt_status(self, provider: str, provider_message_id: str, segment: int) -> ReceiptStatus | None:
-        value = await self._conn.fetchval(
-            "SELECT status FROM receipts WHERE provider = $1 AND provider_message_id = $2 AND segment = $3 FOR UPDATE",
+    async def receipt_statuses(
+        self, provider: str, keys: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], ReceiptStatus]:
+        """(provider id, segment) -> stored receipt status, locked for the transaction."""
+        pairs = sorted(set(keys))
+        rows = await self._conn.fetch(
+            "SELECT r.provider_message_id, r.segment, r.status FROM receipts r "
+            "JOIN unnest($2::text[], $3::int[]) AS k(pid, segment) "
+            "ON r.provider_message_id = k.pid AND r.segment = k.segment WHERE r.provider = $1 "
+            "ORDER BY r.provider_message_id, r.segment FOR UPDATE OF r",
             provider,
-            provider_message_id,
-            segment,
+            [pid for pid, _ in pairs],
+            [segment for _, segment in pairs],
         )
-        return ReceiptStatus(value) if value else None
+        return {(r["provider_message_id"], r["segment"]): ReceiptStatus(r["status"]) for r in rows}
 
-    async def put_receipt(
-        self,
-        provider: str,
-        provider_message_id: str,
-        segment: int,
-        status: ReceiptStatus,
-        raw_status: str,
-        occurred_at: datetime | None,
-    ) -> None:
-        await self._conn.execute(
+    async def put_receipts(self, provider: str, receipts: Sequence[StoredReceipt]) -> None:
+        await self._conn.executemany(
             "INSERT INTO receipts (provider, provider_message_id, segment, status, raw_status, occurred_at) "
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (provider, provider_message_id, segment) DO UPDATE "
             "SET status = EXCLUDED.status, raw_status = EXCLUDED.raw_status, occurred_at = EXCLUDED.occurred_at, "
             "updated_at = now()",
-            provider,
-            provider_message_id,
-            segment,
-            str(status),
-            raw_status,
-            occurred_at,
+            [
+                (provider, r.provider_message_id, r.segment, str(r.status), r.raw_status, r.occurred_at)
+                for r in receipts
+            ],
         )
 
-    async def receipts_of(self, message_id: str) -> dict[int, ReceiptStatus]:
-        """Segment -> receipt status over every provider id of the message (per-segment ids count as theirs)."""
+    async def receipts_of(self, message_ids: Sequence[str]) -> dict[str, dict[int, ReceiptStatus]]:
+        """Message id -> segment -> receipt status over every provider id of the message (per-segment ids
+        count as theirs)."""
         rows = await self._conn.fetch(
-            "SELECT CASE WHEN r.segment <> $2 THEN r.segment ELSE coalesce(p.segment, $2) END AS segment, r.status "
-            "FROM message_parts p JOIN receipts r USING (provider, provider_message_id) WHERE p.message_id = $1::uuid",
-            message_id,
+            "SELECT p.message_id::text AS message_id, "
+            "CASE WHEN r.segment <> $2 THEN r.segment ELSE coalesce(p.segment, $2) END AS segment, r.status "
+            "FROM message_parts p JOIN receipts r USING (provider, provider_message_id) "
+            "WHERE p.message_id = ANY($1::uuid[])",
+            list(message_ids),
             WHOLE_MESSAGE,
         )
-        merged: dict[int, ReceiptStatus] = {}
+        merged: dict[str, dict[int, ReceiptStatus]] = {}
         for row in rows:
-            merged[row["segment"]] = advance_receipt(merged.get(row["segment"]), ReceiptStatus(row["status"]))
+            of_message = merged.setdefault(row["message_id"], {})
+            of_message[row["segment"]] = advance_receipt(of_message.get(row["segment"]), ReceiptStatus(row["status"]))
         return merged
 
     async def partners_messaging(self, phone: str) -> list[str]:

@@ -52,6 +52,9 @@ from notifier.domain import (
     normalized_mobile,
     segment_count,
 )
+from notifier.domain import (
+    Intake as IntakeDecision,
+)
 from notifier.providers.base import (
     Accepted,
     DeliveryReport,
@@ -61,7 +64,17 @@ from notifier.providers.base import (
     Provider,
     ProviderFailure,
 )
-from notifier.repository import OWNER_LOCK_CLASS, Claimed, DispatchQueue, MessageRepository, NewMessage
+from notifier.repository import (
+    OWNER_LOCK_CLASS,
+    Claimed,
+    DispatchQueue,
+    FinishedAttempt,
+    MessageRepository,
+    NewMessage,
+    StoredReceipt,
+    insert_messages,
+)
+from servicekit.batching import GroupCommit
 from servicekit.consumer import DeadLetters, Record, Rejected, dead_letter_headers
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, enqueue, record_for
@@ -209,28 +222,37 @@ class Intake:
                 rejected.append(Rejected(record, str(exc.reason), exc.detail))
         await self.dead_letters.publish(rejected)
         async with self.pool.acquire() as conn, conn.transaction():
-            created = []
-            for record, envelope in commands:
-                with consume_span("notifier intake", record.headers, {"send_sms_id": envelope.id}):
-                    created.append(await self._accept(conn, record, envelope))
-        if any(status in (MessageStatus.PENDING, MessageStatus.SCHEDULED) for status in created):
+            opted_out = await DispatchQueue(conn).opted_out((e.data.partner_id, e.data.phone) for _, e in commands)
+            decided = [self._decide(record, envelope, opted_out) for record, envelope in commands]
+            created = await insert_messages(conn, [new for new, _ in decided])
+            # A redelivered command inserts nothing: the first delivery's row and outcome stand.
+            await enqueue(
+                conn,
+                [
+                    self.events.failed(created[new.message_id], new.correlation_id, decision.failure, decision.detail)
+                    for new, decision in decided
+                    if decision.failure is not None and new.message_id in created
+                ],
+            )
+        if any(m.status in (MessageStatus.PENDING, MessageStatus.SCHEDULED) for m in created.values()):
             self.wake.set()
 
-    async def _accept(self, conn: DbConnection, record: Record, envelope: Envelope[SendSms]) -> MessageStatus | None:
+    @staticmethod
+    def _decide(
+        record: Record, envelope: Envelope[SendSms], opted_out: set[tuple[str, str]]
+    ) -> tuple[NewMessage, IntakeDecision]:
         command = envelope.data
-        repo = MessageRepository(conn, command.partner_id)
-        now = _now()
-        decision = intake(
-            phone=command.phone,
-            expires_at=command.expires_at,
-            not_before=command.not_before,
-            opted_out=await repo.is_opted_out(command.phone),
-            transactional=command.transactional,
-            now=now,
-        )
-        encoding = encoding_of(command.text)
-        message = await repo.insert(
-            NewMessage(
+        with consume_span("notifier intake", record.headers, {"send_sms_id": envelope.id}):
+            decision = intake(
+                phone=command.phone,
+                expires_at=command.expires_at,
+                not_before=command.not_before,
+                opted_out=(command.partner_id, command.phone) in opted_out,
+                transactional=command.transactional,
+                now=_now(),
+            )
+            encoding = encoding_of(command.text)
+            new = NewMessage(
                 message_id=message_id_of(command.partner_id, command.idempotency_key),
                 partner_id=command.partner_id,
                 send_sms_id=command.idempotency_key,
@@ -257,13 +279,7 @@ class Intake:
                 command_offset=record.offset,
                 trace_parent=trace_headers().get("traceparent"),
             )
-        )
-        if message is None:
-            return None  # redelivered: the first delivery's row and outcome stand
-        if decision.failure is not None:
-            correlation = envelope.correlationid or envelope.id
-            await enqueue(conn, [self.events.failed(message, correlation, decision.failure, decision.detail)])
-        return message.status
+        return new, decision
 
 
 def outgoing(message: Message, default_sender: str) -> OutgoingSms:
@@ -295,6 +311,10 @@ class Dispatcher:
     _in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     # This instance's id; it holds the advisory lock (OWNER_LOCK_CLASS, instance_id) for as long as it lives.
     instance_id: int = field(default_factory=lambda: secrets.randbelow(2**31 - 1) + 1)
+
+    def __post_init__(self) -> None:
+        # Outcomes of concurrent sends are recorded together: one transaction per group, not per SMS.
+        self._outcomes: GroupCommit[SendOutcome] = GroupCommit(self._record_outcomes)
 
     async def run(self) -> None:
         async with self.pool.acquire() as liveness:
@@ -334,60 +354,37 @@ class Dispatcher:
         if free <= 0:
             return 0
         now = _now()
-        to_send: list[tuple[Claimed, int]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
-            outbox: list[OutboxRecord] = []
-            for claimed in await queue.due(now, free):
+            due = await queue.due(now, free)
+            opted_out = await queue.opted_out(
+                (c.message.partner_id, c.message.phone) for c in due if not c.message.transactional
+            )
+            ended: list[tuple[Claimed, SmsFailureReason, str]] = []
+            to_send: list[tuple[Claimed, int]] = []
+            for claimed in due:
                 message = claimed.message
                 if now >= message.expires_at:
-                    await queue.set_status(
-                        message.message_id,
-                        MessageStatus.EXPIRED,
-                        due_at=None,
-                        failure_reason=str(SmsFailureReason.EXPIRED),
-                        failure_detail=f"expired at {message.expires_at} before sending",
-                    )
-                    outbox.append(
-                        self.events.failed(
-                            message,
-                            claimed.correlation_id,
-                            SmsFailureReason.EXPIRED,
-                            f"expired at {message.expires_at} before sending",
-                            attempts=message.attempts,
-                        )
-                    )
-                    continue
-                if not message.transactional and await queue.is_opted_out(message.partner_id, message.phone):
+                    ended.append((claimed, SmsFailureReason.EXPIRED, f"expired at {message.expires_at} before sending"))
+                elif (message.partner_id, message.phone) in opted_out and not message.transactional:
                     # The ledger may have changed while the message waited for quiet hours or a retry.
-                    detail = f"{message.phone} opted out before sending"
-                    await queue.set_status(
-                        message.message_id,
-                        MessageStatus.FAILED,
-                        due_at=None,
-                        failure_reason=str(SmsFailureReason.OPTED_OUT),
-                        failure_detail=detail,
-                    )
-                    outbox.append(
-                        self.events.failed(
-                            message,
-                            claimed.correlation_id,
-                            SmsFailureReason.OPTED_OUT,
-                            detail,
-                            attempts=message.attempts,
-                        )
-                    )
-                    continue
-                attempt = message.attempts + 1
-                await queue.start_attempt(
-                    message.message_id,
-                    attempt,
-                    self.provider.name,
-                    now + timedelta(seconds=self.lease_s),
-                    self.instance_id,
-                )
-                to_send.append((claimed, attempt))
-            await enqueue(conn, outbox)
+                    ended.append((claimed, SmsFailureReason.OPTED_OUT, f"{message.phone} opted out before sending"))
+                else:
+                    to_send.append((claimed, message.attempts + 1))
+            await queue.end([(c.message.message_id, _ending(reason), str(reason), why) for c, reason, why in ended])
+            await queue.start_attempts(
+                [(c.message.message_id, attempt) for c, attempt in to_send],
+                self.provider.name,
+                now + timedelta(seconds=self.lease_s),
+                self.instance_id,
+            )
+            await enqueue(
+                conn,
+                [
+                    self.events.failed(c.message, c.correlation_id, reason, why, attempts=c.message.attempts)
+                    for c, reason, why in ended
+                ],
+            )
         # Committed: every attempt exists before its provider call starts.
         for claimed, attempt in to_send:
             message_id = claimed.message.message_id
@@ -415,108 +412,111 @@ class Dispatcher:
                 accepted = await self.provider.send(sms)
         except ProviderFailure as failure:
             SEND_ATTEMPTS.labels(self.provider.name, str(failure.kind)).inc()
-            await self._durably(self._record_failure, claimed, attempt, failure)
+            await self._durably(SendOutcome(claimed, attempt, failure=failure))
         except Exception as exc:  # a provider bug or an unexpected error: the outcome is unknown
             log.exception("sending %s failed unexpectedly", sms.message_id)
-            await self._durably(
-                self._record_failure,
-                claimed,
-                attempt,
-                ProviderFailure(FailureKind.TRANSIENT, f"{type(exc).__name__}: {exc}"),
-            )
+            unknown = ProviderFailure(FailureKind.TRANSIENT, f"{type(exc).__name__}: {exc}")
+            await self._durably(SendOutcome(claimed, attempt, failure=unknown))
         else:
             SEND_ATTEMPTS.labels(self.provider.name, "accepted").inc()
-            await self._durably(self._record_accepted, claimed, attempt, accepted, "accepted")
+            await self._durably(SendOutcome(claimed, attempt, accepted=accepted))
 
-    async def _durably(self, record: Any, *args: Any) -> None:
-        """Record an outcome, riding out a short database outage; if it stays away, the lease runs out
-        and reconciliation settles the attempt with the provider instead."""
+    async def _durably(self, outcome: SendOutcome) -> None:
+        """Record an outcome (with those of concurrent sends: one transaction for all), riding out a short
+        database outage; if it stays away, the lease runs out and reconciliation settles the attempt."""
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)),
+                retry=retry_if_exception_type(RECORDING_RETRIED),
                 wait=wait_random_exponential(multiplier=0.2, max=5),
                 stop=stop_after_attempt(6),
                 reraise=True,
             ):
                 with attempt:
-                    await record(*args)
+                    await self._outcomes.submit(outcome)
         except (OSError, asyncpg.PostgresError) as exc:
-            log.error("could not record the outcome of %s: %s; reconciliation will", args[0].message.message_id, exc)
+            log.error("could not record the outcome of %s: %s; reconciliation will", outcome.message_id, exc)
         self.wake.set()
 
-    async def _record_accepted(self, claimed: Claimed, attempt: int, accepted: Accepted, how: str) -> None:
-        message = claimed.message
-        provider = self.provider.name
-        async with self.pool.acquire() as conn, conn.transaction():
-            queue = DispatchQueue(conn)
-            current = await queue.lock(message.message_id)
-            if not _still_sending(current, attempt):
-                log.warning(
-                    "outcome of %s attempt %d arrived after reconciliation; ignored", message.message_id, attempt
-                )
-                return
-            ids = list(accepted.provider_message_ids)
-            await queue.lock_provider_ids(provider, ids)
-            await queue.finish_attempt(message.message_id, attempt, how, None, ids)
-            await queue.add_parts(provider, message.message_id, ids, accepted.per_segment)
-            await queue.set_status(
-                message.message_id, MessageStatus.DISPATCHED, lease_until=None, provider_message_id=ids[0]
-            )
-            outbox = [self.events.dispatched(message, claimed.correlation_id, provider, ids[0])]
-            # Receipts may have come before this commit (fast handsets, slow databases): merge them now.
-            outbox += await _merge(queue, self.events, claimed, MessageStatus.DISPATCHED, provider, ids[0])
-            await enqueue(conn, outbox)
+    async def _record_outcomes(self, outcomes: Sequence[SendOutcome]) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._record_in(conn, outcomes)
+        except asyncpg.PostgresError as exc:
+            if len(outcomes) == 1 or isinstance(exc, RECORDING_RETRIED):
+                raise
+            # One outcome the database refuses must not hold back the others: each on its own, once.
+            log.warning("recording %d outcomes failed (%s); recording them one by one", len(outcomes), exc)
+            for outcome in outcomes:
+                try:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        await self._record_in(conn, [outcome])
+                except asyncpg.PostgresError:
+                    log.exception("could not record the outcome of %s; reconciliation will", outcome.message_id)
 
-    async def _record_failure(self, claimed: Claimed, attempt: int, failure: ProviderFailure) -> None:
-        message = claimed.message
-        async with self.pool.acquire() as conn, conn.transaction():
-            queue = DispatchQueue(conn)
-            current = await queue.lock(message.message_id)
-            if not _still_sending(current, attempt):
-                return
-            await queue.finish_attempt(message.message_id, attempt, "failed", failure.detail[:2000], None)
-            decision = self.policy.decide(
-                attempt=attempt,
-                kind=failure.kind,
-                detail=failure.detail,
-                retry_after_s=failure.retry_after_s,
-                now=_now(),
-                expires_at=message.expires_at,
-            )
-            if isinstance(decision, GiveUp):
-                await self._give_up(conn, queue, claimed, attempt, decision.reason, decision.detail)
+    async def _record_in(self, conn: DbConnection, outcomes: Sequence[SendOutcome]) -> None:
+        queue = DispatchQueue(conn)
+        current = await queue.lock([o.message_id for o in outcomes])
+        live = []
+        for outcome in outcomes:
+            if _still_sending(current.get(outcome.message_id), outcome.attempt):
+                live.append(outcome)
             else:
-                log.info("retrying %s at %s: %s", message.message_id, decision.at.isoformat(), failure.detail)
-                await queue.set_status(message.message_id, MessageStatus.PENDING, due_at=decision.at, lease_until=None)
+                log.warning("outcome of %s attempt %d arrived after reconciliation; ignored", *outcome.what)
+        accepted = [(o, o.accepted) for o in live if o.accepted is not None]
+        outbox = await self._accepted(queue, accepted) if accepted else []
+        for outcome in live:
+            if outcome.failure is not None:
+                outbox += await self._failed(queue, outcome.claimed, outcome.attempt, outcome.failure)
+        await enqueue(conn, outbox)
+
+    async def _accepted(self, queue: DispatchQueue, accepted: list[tuple[SendOutcome, Accepted]]) -> list[OutboxRecord]:
+        provider = self.provider.name
+        await queue.lock_provider_ids(provider, (pid for _, a in accepted for pid in a.provider_message_ids))
+        await queue.finish_attempts(
+            [FinishedAttempt(o.message_id, o.attempt, o.how, None, list(a.provider_message_ids)) for o, a in accepted]
+        )
+        await queue.add_parts(
+            provider, [(o.message_id, list(a.provider_message_ids), a.per_segment) for o, a in accepted]
+        )
+        await queue.mark_dispatched([(o.message_id, a.provider_message_ids[0]) for o, a in accepted])
+        outbox = [
+            self.events.dispatched(o.claimed.message, o.claimed.correlation_id, provider, a.provider_message_ids[0])
+            for o, a in accepted
+        ]
+        # Receipts may have come before this commit (fast handsets, slow databases): merge them now.
+        dispatched = [(o.claimed, a.provider_message_ids[0]) for o, a in accepted]
+        return outbox + await _settle_receipts(queue, self.events, provider, dispatched)
+
+    async def _failed(
+        self, queue: DispatchQueue, claimed: Claimed, attempt: int, failure: ProviderFailure
+    ) -> list[OutboxRecord]:
+        message = claimed.message
+        await queue.finish_attempts([FinishedAttempt(message.message_id, attempt, "failed", failure.detail[:2000])])
+        decision = self.policy.decide(
+            attempt=attempt,
+            kind=failure.kind,
+            detail=failure.detail,
+            retry_after_s=failure.retry_after_s,
+            now=_now(),
+            expires_at=message.expires_at,
+        )
+        if isinstance(decision, GiveUp):
+            return await self._give_up(queue, claimed, attempt, decision.reason, decision.detail)
+        log.info("retrying %s at %s: %s", message.message_id, decision.at.isoformat(), failure.detail)
+        await queue.reschedule(message.message_id, decision.at)
+        return []
 
     async def _give_up(
-        self,
-        conn: DbConnection,
-        queue: DispatchQueue,
-        claimed: Claimed,
-        attempts: int,
-        reason: SmsFailureReason,
-        detail: str,
-    ) -> None:
+        self, queue: DispatchQueue, claimed: Claimed, attempts: int, reason: SmsFailureReason, detail: str
+    ) -> list[OutboxRecord]:
         message = claimed.message
-        status = MessageStatus.EXPIRED if reason is SmsFailureReason.EXPIRED else MessageStatus.FAILED
-        await queue.set_status(
-            message.message_id,
-            status,
-            due_at=None,
-            lease_until=None,
-            failure_reason=str(reason),
-            failure_detail=detail[:2000],
-        )
-        await enqueue(
-            conn,
-            [
-                self.events.failed(
-                    message, claimed.correlation_id, reason, detail, provider=self.provider.name, attempts=attempts
-                ),
-                self.events.dead_letter(claimed, str(reason), detail),
-            ],
-        )
+        await queue.end([(message.message_id, _ending(reason), str(reason), detail[:2000])])
+        return [
+            self.events.failed(
+                message, claimed.correlation_id, reason, detail, provider=self.provider.name, attempts=attempts
+            ),
+            self.events.dead_letter(claimed, str(reason), detail),
+        ]
 
     async def reconcile(self) -> int:
         """Settle attempts whose process died between recording them and recording their outcome."""
@@ -537,24 +537,55 @@ class Dispatcher:
         attempt = message.attempts
         if found is not None:
             log.info("reconciled %s: the provider has it; not sending again", message.message_id)
-            await self._record_accepted(claimed, attempt, found, "reconciled")
+            await self._record_outcomes([SendOutcome(claimed, attempt, accepted=found, how="reconciled")])
             return
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
-            current = await queue.lock(message.message_id)
-            if not _still_sending(current, attempt):
+            current = await queue.lock([message.message_id])
+            if not _still_sending(current.get(message.message_id), attempt):
                 return
             if not unknown or self.provider.resend_is_safe:
                 # Never received, or the provider de-duplicates on the idempotency key: sending again is safe.
                 why = "the provider never received it" if not unknown else "resent under the same idempotency key"
-                await queue.finish_attempt(message.message_id, attempt, "unknown", f"reconciled: {why}", None)
-                await queue.set_status(message.message_id, MessageStatus.PENDING, due_at=_now(), lease_until=None)
+                await queue.finish_attempts(
+                    [FinishedAttempt(message.message_id, attempt, "unknown", f"reconciled: {why}")]
+                )
+                await queue.reschedule(message.message_id, _now())
                 log.info("reconciled %s: %s", message.message_id, why)
             else:
                 detail = "outcome unknown after a crash and the provider cannot tell; not resent to avoid a duplicate"
-                await queue.finish_attempt(message.message_id, attempt, "unknown", detail, None)
-                await self._give_up(conn, queue, claimed, attempt, SmsFailureReason.PROVIDER_ERROR, detail)
+                await queue.finish_attempts([FinishedAttempt(message.message_id, attempt, "unknown", detail)])
+                outbox = await self._give_up(queue, claimed, attempt, SmsFailureReason.PROVIDER_ERROR, detail)
+                await enqueue(conn, outbox)
         self.wake.set()
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What one provider call came to: accepted (with the provider's ids) or a failure."""
+
+    claimed: Claimed
+    attempt: int
+    accepted: Accepted | None = None
+    failure: ProviderFailure | None = None
+    how: str = "accepted"  # or "reconciled": found at the provider after a crash
+
+    @property
+    def message_id(self) -> str:
+        return self.claimed.message.message_id
+
+    @property
+    def what(self) -> tuple[str, int]:
+        return self.message_id, self.attempt
+
+
+# Worth trying again: the database was away, or two transactions met in a deadlock (PostgreSQL undid one).
+RECORDING_RETRIED = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+)
 
 
 def _still_sending(current: Claimed | None, attempt: int) -> bool:
@@ -564,35 +595,40 @@ def _still_sending(current: Claimed | None, attempt: int) -> bool:
     )
 
 
-async def _merge(
-    queue: DispatchQueue, events: Events, claimed: Claimed, current: MessageStatus, provider: str, pid: str | None
+def _ending(reason: SmsFailureReason) -> MessageStatus:
+    return MessageStatus.EXPIRED if reason is SmsFailureReason.EXPIRED else MessageStatus.FAILED
+
+
+async def _settle_receipts(
+    queue: DispatchQueue, events: Events, provider: str, dispatched: Sequence[tuple[Claimed, str | None]]
 ) -> list[OutboxRecord]:
-    """Fold the message's receipts into its status; the event of a forward move, if any."""
-    message = claimed.message
-    merged = merge_receipts(message.segments, await queue.receipts_of(message.message_id))
-    if merged is None:
-        return []
-    new = advance(current, merged)
-    if new == current:
-        return []
-    if new is MessageStatus.DELIVERED:
-        await queue.set_status(message.message_id, new)
-        return [events.delivered(message, claimed.correlation_id, provider, pid)]
-    detail = "the provider reports a segment undeliverable"
-    await queue.set_status(
-        message.message_id, new, failure_reason=str(SmsFailureReason.UNDELIVERABLE), failure_detail=detail
-    )
-    return [
-        events.failed(
-            message,
-            claimed.correlation_id,
-            SmsFailureReason.UNDELIVERABLE,
-            detail,
-            provider=provider,
-            pid=pid,
-            attempts=message.attempts,
-        )
-    ]
+    """Fold each dispatched message's receipts into its status; the events of the forward moves."""
+    receipts = await queue.receipts_of([claimed.message.message_id for claimed, _ in dispatched])
+    ended: list[tuple[str, MessageStatus, str | None, str | None]] = []
+    outbox: list[OutboxRecord] = []
+    for claimed, pid in dispatched:
+        message = claimed.message
+        merged = merge_receipts(message.segments, receipts.get(message.message_id, {}))
+        new = advance(MessageStatus.DISPATCHED, merged) if merged is not None else MessageStatus.DISPATCHED
+        if new is MessageStatus.DELIVERED:
+            ended.append((message.message_id, new, None, None))
+            outbox.append(events.delivered(message, claimed.correlation_id, provider, pid))
+        elif new is not MessageStatus.DISPATCHED:
+            detail = "the provider reports a segment undeliverable"
+            ended.append((message.message_id, new, str(SmsFailureReason.UNDELIVERABLE), detail))
+            outbox.append(
+                events.failed(
+                    message,
+                    claimed.correlation_id,
+                    SmsFailureReason.UNDELIVERABLE,
+                    detail,
+                    provider=provider,
+                    pid=pid,
+                    attempts=message.attempts,
+                )
+            )
+    await queue.end(ended)
+    return outbox
 
 
 @dataclass(frozen=True)
@@ -604,36 +640,36 @@ class Receipts:
 
     async def apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         """Apply reports; returns how many matched a known message (the others wait for their dispatch)."""
-        matched = 0
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
-            outbox: list[OutboxRecord] = []
-            await queue.lock_provider_ids(provider, [r.provider_message_id for r in reports])
-            for report in reports:
-                segment = report.segment if report.segment is not None else WHOLE_MESSAGE
-                before = await queue.receipt_status(provider, report.provider_message_id, segment)
-                after = advance_receipt(before, report.status)
-                if after != before:
-                    await queue.put_receipt(
-                        provider, report.provider_message_id, segment, after, report.raw_status, report.occurred_at
-                    )
-                part = await queue.part(provider, report.provider_message_id)
-                if part is None:
-                    continue  # dispatch not recorded yet: merged when it is
-                matched += 1
-                claimed = await queue.lock(part[0])
-                assert claimed is not None
-                if claimed.message.status is MessageStatus.DISPATCHED:
-                    outbox += await _merge(
-                        queue,
-                        self.events,
-                        claimed,
-                        MessageStatus.DISPATCHED,
-                        provider,
-                        claimed.message.provider_message_id,
-                    )
-            await enqueue(conn, outbox)
-        return matched
+            await queue.lock_provider_ids(provider, (r.provider_message_id for r in reports))
+            await queue.put_receipts(provider, await self._advanced(queue, provider, reports))
+            parts = await queue.parts(provider, (r.provider_message_id for r in reports))
+            locked = await queue.lock(sorted(set(parts.values())))
+            dispatched = [
+                (claimed, claimed.message.provider_message_id)
+                for claimed in locked.values()
+                if claimed.message.status is MessageStatus.DISPATCHED
+            ]
+            await enqueue(conn, await _settle_receipts(queue, self.events, provider, dispatched))
+        return sum(1 for r in reports if r.provider_message_id in parts)
+
+    @staticmethod
+    async def _advanced(queue: DispatchQueue, provider: str, reports: Sequence[DeliveryReport]) -> list[StoredReceipt]:
+        """The receipts the reports move forward (in report order: a later report of a segment wins)."""
+
+        def key(report: DeliveryReport) -> tuple[str, int]:
+            return report.provider_message_id, report.segment if report.segment is not None else WHOLE_MESSAGE
+
+        stored = await queue.receipt_statuses(provider, map(key, reports))
+        changed: dict[tuple[str, int], StoredReceipt] = {}
+        for report in reports:
+            pid, segment = key(report)
+            after = advance_receipt(stored.get((pid, segment)), report.status)
+            if after != stored.get((pid, segment)):
+                stored[(pid, segment)] = after
+                changed[(pid, segment)] = StoredReceipt(pid, segment, after, report.raw_status, report.occurred_at)
+        return list(changed.values())
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from notifier.providers.base import (
     Provider,
     ReportSink,
 )
+from servicekit.batching import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +36,20 @@ class ConsoleProvider(Provider):
         self.outbox_file = outbox_file
         self._auto_deliver = auto_deliver
         self._echo = echo
-        self._lock = asyncio.Lock()
-        self._on_reports: ReportSink | None = None
+        # Concurrent sends share one write and one fsync; reports go to the sink in batches.
+        self._file_writes: GroupCommit[str] = GroupCommit(self._append_all)
+        self._reports: GroupCommit[DeliveryReport] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, on_reports: ReportSink, on_inbound: InboundSink) -> None:
-        self._on_reports = on_reports
+        self._reports = GroupCommit(on_reports)
         self.outbox_file.parent.mkdir(parents=True, exist_ok=True)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._file_writes.close()
 
     @staticmethod
     def provider_message_id(sms: OutgoingSms) -> str:
@@ -63,23 +67,22 @@ class ConsoleProvider(Provider):
             "segments": sms.segments,
             "sent_at": datetime.now(UTC).isoformat(),
         }
-        async with self._lock:
-            await asyncio.to_thread(self._append, json.dumps(line, ensure_ascii=False))
+        await self._file_writes.submit(json.dumps(line, ensure_ascii=False))
         if self._echo:
             print(self.readable(sms), flush=True)
         accepted = Accepted((self.provider_message_id(sms),))
-        if self._auto_deliver and self._on_reports is not None:
+        if self._auto_deliver and self._reports is not None:
             pid = accepted.provider_message_ids[0]
             report = DeliveryReport(pid, ReceiptStatus.DELIVERED, "delivered", WHOLE_MESSAGE)
-            task = asyncio.create_task(self._deliver(self._on_reports, report))
+            task = asyncio.create_task(self._deliver(self._reports, report))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return accepted
 
     @staticmethod
-    async def _deliver(sink: ReportSink, report: DeliveryReport) -> None:
+    async def _deliver(reports: GroupCommit[DeliveryReport], report: DeliveryReport) -> None:
         try:
-            await sink([report])
+            await reports.submit(report)
         except Exception:  # a local convenience: a lost report must not disturb sending
             log.exception("console delivery report for %s failed", report.provider_message_id)
 
@@ -90,10 +93,13 @@ class ConsoleProvider(Provider):
         body = "\n".join(f"  | {line}" for line in sms.text.splitlines() or [""])
         return f"{head}\n{body}"
 
-    def _append(self, line: str) -> None:
-        # fsync: the line is the proof that the SMS went out; a crash right after must still find it.
+    async def _append_all(self, lines: Sequence[str]) -> None:
+        await asyncio.to_thread(self._append, "".join(f"{line}\n" for line in lines))
+
+    def _append(self, text: str) -> None:
+        # fsync: a line is the proof that its SMS went out; a crash right after must still find it.
         with self.outbox_file.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
 

@@ -1,0 +1,55 @@
+"""Group commit: many concurrent callers, one flush (one transaction, one fsync) for all who are waiting.
+
+A caller `submit`s an item and waits until a flush that included it has finished. While one flush runs,
+new items gather; the next flush takes all of them. At low traffic every item is flushed at once, alone
+(no added latency); under load the batches grow by themselves and the cost per item falls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Flush = Callable[[Sequence[Item]], Awaitable[None]]
+
+
+class GroupCommit(Generic[Item]):
+    """Batches concurrent `submit`s into calls of `flush`; a failed flush fails every submit it held."""
+
+    def __init__(self, flush: Flush[Item], *, max_batch: int = 1000) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> None:
+        """Returns once `item` was flushed; raises what its flush raised."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._drain(), name="group-commit")
+        await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            try:
+                await self._flush([item for item, _ in batch])
+            except Exception as exc:  # handed to every waiting caller, who decides what to do
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def close(self) -> None:
+        """Wait for the flush in progress (and what is already queued) to finish."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
