@@ -16,7 +16,7 @@ from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, read_topic, wait_until
 from servicekit.catalog import StatusCatalog
-from servicekit.db import DbConnection, apply_migrations, create_pool
+from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import OutboxRelay, enqueue, idempotent_producer, pending_count, record_for
 
 
@@ -86,11 +86,11 @@ async def test_relay_publishes_committed_records_once_in_order_per_key(
 
 
 class CrashAfterPublish(OutboxRelay):
-    """A relay that dies after the broker acknowledged the batch, before the rows were deleted."""
+    """A relay that dies after the broker acknowledged the batch, before its delete committed."""
 
-    @staticmethod
-    async def _forget(conn: DbConnection, ids: list[int]) -> None:
-        raise ConnectionResetError("killed between publish and mark")
+    async def _send_all(self, rows: list[asyncpg.Record]) -> None:
+        await super()._send_all(rows)
+        raise ConnectionResetError("killed between publish and commit")
 
 
 async def test_relay_crash_between_publish_and_mark_republishes_and_readers_keep_one_version(

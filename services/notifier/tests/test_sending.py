@@ -38,6 +38,20 @@ async def test_a_command_is_sent_once_dispatched_and_delivered(
     assert kit.console_ids() == [first.id]
 
 
+async def test_a_command_due_now_starts_its_attempt_in_the_intake_transaction(
+    kit: Any, notifier_app: FastAPI, client_for: Any
+) -> None:
+    command = kit.command()
+    await kit.publish(command)
+    await kit.wait_status(command.id, "delivered")
+    page = (await client_for("acme").get("/v1/messages", params={"order_id": command.data.order_id})).json()
+    detail = (await client_for("acme").get(f"/v1/messages/{page['items'][0]['message_id']}")).json()
+    # now() is the transaction's start: the same instant means the message and its attempt committed together,
+    # so the send started right after intake, without a second transaction or the dispatcher's next round.
+    assert detail["attempt_log"][0]["started_at"] == detail["created_at"]
+    assert kit.console_ids() == [command.id]
+
+
 async def test_invalid_phone_opt_out_and_expiry_are_recorded_never_sent(
     kit: Any, notifier_app: FastAPI, client_for: Any
 ) -> None:

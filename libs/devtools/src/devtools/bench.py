@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.envelope import Envelope
 from contracts.inbound import OrderStatusReported, OrderUpserted
@@ -46,7 +47,7 @@ PARTNERS = ("bench-a", "bench-b", "bench-c")
 FULL_SPEED_ORDERS = int(os.environ.get("BENCH_ORDERS", "1500"))
 RATES = tuple(int(r) for r in os.environ.get("BENCH_RATES", "100,500,1000").split(","))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "8"))
-# BENCH_PROFILE=1: py-spy samples every service during the full-speed run (folded stacks beside the report).
+# BENCH_PROFILE=1: py-spy samples every service in every phase (folded stacks beside the report).
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 CHANGES_PER_ORDER, SMS_PER_ORDER, EVENTS_PER_ORDER = 6, 2, 4
 CAMPAIGNS = (
@@ -336,6 +337,45 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
 
 
+PIPELINE_METRICS = (
+    "consumer_batch_records", "consumer_batch_seconds", "outbox_relay_batch_records", "outbox_relay_batch_seconds"
+)  # fmt: skip
+Counts = dict[str, tuple[float, float]]  # "service metric topic" -> (sum, count)
+
+
+async def pipeline_counts(platform: Platform) -> Counts:
+    """Sums and counts of the batch histograms of every service (consumers and outbox relays)."""
+    counts: dict[str, list[float]] = {}
+    async with httpx.AsyncClient() as client:
+        for service in SERVICES:
+            metrics = (await client.get(f"{platform.url(service)}/metrics")).text
+            for family in text_string_to_metric_families(metrics):
+                if family.name not in PIPELINE_METRICS:
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith(("_sum", "_count")):
+                        topic = sample.labels.get("topic", "").removeprefix(platform.prefix)
+                        name = f"{service} {family.name.replace('_records', '').replace('_seconds', '')} {topic}"
+                        entry = counts.setdefault(f"{name.strip()}|{family.name.rsplit('_', 1)[1]}", [0.0, 0.0])
+                        entry[0 if sample.name.endswith("_sum") else 1] = sample.value
+    return {key: (v[0], v[1]) for key, v in counts.items()}
+
+
+def batch_means(before: Counts, after: Counts) -> dict[str, dict[str, float]]:
+    """Per consumer or relay, over a phase: batches, mean records per batch, mean milliseconds per batch."""
+    means: dict[str, dict[str, float]] = {}
+    for key, (total, count) in after.items():
+        name, unit = key.split("|")
+        total, count = total - before.get(key, (0.0, 0.0))[0], count - before.get(key, (0.0, 0.0))[1]
+        if count <= 0:
+            continue
+        entry = means.setdefault(name, {"batches": count})
+        entry["mean_records" if unit == "records" else "mean_ms"] = round(
+            total / count * (1 if unit == "records" else 1000), 1
+        )
+    return means
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -387,7 +427,7 @@ async def run() -> dict[str, Any]:
     bench = Bench(infrastructure, workdir)
     platform = Platform(infrastructure, workdir, extra_env={"PROVIDER_RATE_PER_S": "100000", "MAX_IN_FLIGHT": "256"})
     await platform.create()
-    producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=0, enable_idempotence=True)
     await producer.start()
     report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": os.uname().nodename}
     try:
@@ -398,10 +438,12 @@ async def run() -> dict[str, Any]:
         await asyncio.sleep(2)
         say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
         cpu: dict[str, Any] = {}
+        counts = await pipeline_counts(platform)
         profiles = ROOT / "bench" / "results" / f"profile-{report['when'].replace(':', '')}"
-        with profiled(platform, profiles), cpu_used(platform, cpu):
+        with profiled(platform, profiles / "full-speed"), cpu_used(platform, cpu):
             report["full_speed"] = await bench.full_speed(platform, producer)
         report["full_speed"]["cpu"] = cpu
+        report["full_speed"]["batches"] = batch_means(counts, await pipeline_counts(platform))
         say(f"raw relay baseline: {report['full_speed']['events']} records over the same four topics")
         report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"])
         platform_events_per_second = report["full_speed"]["events"] / report["full_speed"]["sms_seconds"]
@@ -411,7 +453,11 @@ async def run() -> dict[str, Any]:
         report["latency"] = []
         for rate in RATES:
             say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
-            report["latency"].append(await bench.latency(platform, producer, rate))
+            counts, cpu = await pipeline_counts(platform), {}
+            with profiled(platform, profiles / f"{rate}-per-second"), cpu_used(platform, cpu):
+                report["latency"].append(await bench.latency(platform, producer, rate))
+            report["latency"][-1]["batches"] = batch_means(counts, await pipeline_counts(platform))
+            report["latency"][-1]["cpu"] = cpu
         say("registry lookups against a bare FastAPI endpoint")
         report["registry_lookups"] = await bench.lookups(platform)
         report["processes"] = {service: process_usage(platform.processes[service].pid) for service in SERVICES}
@@ -441,11 +487,21 @@ def table(report: dict[str, Any]) -> str:
             f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
             f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
         )
-    cpu = full["cpu"]
-    lines.append(
-        f"CPU seconds during the full-speed run ({cpu['wall_seconds']} s wall, 2 cores): "
-        + ", ".join(f"{name} {seconds}" for name, seconds in cpu["cpu_seconds"].items())
-    )
+    lines.append("CPU seconds per phase (the machine has 2 cores: 2 CPU seconds per wall second)")
+    phases = [("full speed", full["cpu"])]
+    phases += [(f"{row['target_events_per_second']} ev/s", row["cpu"]) for row in report["latency"]]
+    for phase, cpu in phases:
+        busy = sum(cpu["cpu_seconds"].values()) / (2 * cpu["wall_seconds"])
+        lines.append(
+            f"  {phase} ({cpu['wall_seconds']} s wall, {busy:.0%} of the machine): "
+            + ", ".join(f"{name} {seconds}" for name, seconds in cpu["cpu_seconds"].items())
+        )
+    lines.append("batches (consumers and outbox relays): records per batch / ms per batch")
+    phases = [("full speed", full["batches"])]
+    phases += [(f"{row['target_events_per_second']} ev/s", row["batches"]) for row in report["latency"]]
+    for phase, batches in phases:
+        cells = [f"{name} {b.get('mean_records', '-')}/{b.get('mean_ms', '-')}" for name, b in sorted(batches.items())]
+        lines.append(f"  {phase}: " + ", ".join(cells))
     lookups = report["registry_lookups"]
     lines.append(
         f"registry GET /v1/statuses/{{code}}: {lookups['registry_rps']} req/s vs bare FastAPI "

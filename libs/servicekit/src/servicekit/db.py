@@ -38,9 +38,21 @@ def apply_migrations(dsn: str, *folders: Path) -> None:
 
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_keep_session
+    )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection goes back to the pool with: nothing to undo on the server.
+
+    asyncpg's default reset (unlock every advisory lock, UNLISTEN *, RESET ALL) costs a round trip on every
+    release, that is on every transaction. The services keep no session state beyond a transaction: locks are
+    transaction locks, listeners are removed by their owners, and the one session lock (the notifier's
+    liveness lock) is released by its holder. An open transaction is still rolled back by the pool.
+    """
 
 
 async def ping(pool: asyncpg.Pool) -> bool:

@@ -7,10 +7,11 @@ variable and its line, never a failed SMS later. Rendering uses `StrictUndefined
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
-from liquid import Environment, StrictUndefined
+from liquid import BoundTemplate, Environment, StrictUndefined
 from liquid.exceptions import LiquidError
 
 TEMPLATE_VARIABLES: tuple[str, ...] = (
@@ -67,9 +68,15 @@ def check_template(source: str) -> None:
             raise TemplateProblem(_line_of(source, spans[0].index), f"unknown filter '{name}'")
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str) -> BoundTemplate:
+    """Parsing costs more than rendering, and a campaign renders its one template for every SMS."""
+    return _ENVIRONMENT.from_string(source)
+
+
 def render(source: str, variables: Mapping[str, Any]) -> str:
     """Render a checked template; raises `TemplateProblem` if it still meets something undefined."""
     try:
-        return _ENVIRONMENT.from_string(source).render(**variables).strip()
+        return _compiled(source).render(**variables).strip()
     except LiquidError as exc:
         raise _syntax_problem(source, exc) from exc

@@ -45,27 +45,24 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
         events = Events(topics)
         wake = asyncio.Event()
         dead_letters = DeadLetters(runtime.producer, topics.send_sms_dlq, topics.consumer_group)
-        intake = Intake(runtime.pool, events, dead_letters, wake)
+        dispatcher = Dispatcher(
+            pool=runtime.pool,
+            provider=chosen,
+            events=events,
+            policy=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s),
+            # One limiter per provider instance: the provider's messages-per-second contract.
+            limiter=AsyncLimiter(settings.provider_rate_per_s, 1.0),
+            wake=wake,
+            default_sender=settings.default_sender,
+            max_in_flight=settings.max_in_flight,
+            lease_s=settings.inflight_lease_s,
+            poll_interval_s=settings.dispatch_poll_interval_s,
+        )
+        intake = Intake(runtime.pool, events, dead_letters, wake, dispatcher)
         runtime.broker.subscriber(topics.send_sms, **subscriber_options(topics.consumer_group))(
             batch_handler(intake.process, dead_letters)
         )
-        runtime.extras.update(
-            provider=chosen,
-            receipts=Receipts(runtime.pool, events),
-            dispatcher=Dispatcher(
-                pool=runtime.pool,
-                provider=chosen,
-                events=events,
-                policy=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s),
-                # One limiter per provider instance: the provider's messages-per-second contract.
-                limiter=AsyncLimiter(settings.provider_rate_per_s, 1.0),
-                wake=wake,
-                default_sender=settings.default_sender,
-                max_in_flight=settings.max_in_flight,
-                lease_s=settings.inflight_lease_s,
-                poll_interval_s=settings.dispatch_poll_interval_s,
-            ),
-        )
+        runtime.extras.update(provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher)
 
         await _start_sending(runtime)
 

@@ -211,6 +211,9 @@ class Intake:
     events: Events
     dead_letters: DeadLetters
     wake: asyncio.Event
+    # When set, messages due now start their first attempt in the intake transaction and are sent right after
+    # its commit: no second transaction, no wait for the dispatcher's next round.
+    dispatcher: Dispatcher | None = None
 
     async def process(self, records: Sequence[Record]) -> None:
         rejected: list[Rejected] = []
@@ -221,21 +224,43 @@ class Intake:
             except ContractError as exc:
                 rejected.append(Rejected(record, str(exc.reason), exc.detail))
         await self.dead_letters.publish(rejected)
-        async with self.pool.acquire() as conn, conn.transaction():
-            opted_out = await DispatchQueue(conn).opted_out((e.data.partner_id, e.data.phone) for _, e in commands)
-            decided = [self._decide(record, envelope, opted_out) for record, envelope in commands]
-            created = await insert_messages(conn, [new for new, _ in decided])
-            # A redelivered command inserts nothing: the first delivery's row and outcome stand.
-            await enqueue(
-                conn,
-                [
-                    self.events.failed(created[new.message_id], new.correlation_id, decision.failure, decision.detail)
-                    for new, decision in decided
-                    if decision.failure is not None and new.message_id in created
-                ],
-            )
-        if any(m.status in (MessageStatus.PENDING, MessageStatus.SCHEDULED) for m in created.values()):
+        started: list[tuple[Claimed, int]] = []
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                created, due = await self._record(conn, commands)
+                if self.dispatcher is not None:
+                    started = await self.dispatcher.start_in(conn, due)
+        except BaseException:
+            if self.dispatcher is not None:
+                self.dispatcher.release(started)
+            raise
+        if self.dispatcher is not None:
+            self.dispatcher.launch(started)  # committed: the attempts exist before their provider calls
+        if len(started) < len(due) or any(m.status is MessageStatus.SCHEDULED for m in created.values()):
             self.wake.set()
+
+    async def _record(
+        self, conn: DbConnection, commands: list[tuple[Record, Envelope[SendSms]]]
+    ) -> tuple[dict[str, Message], list[Claimed]]:
+        """Insert the new commands' messages and their immediate failures; returns them and those due now."""
+        opted_out = await DispatchQueue(conn).opted_out((e.data.partner_id, e.data.phone) for _, e in commands)
+        decided = [self._decide(record, envelope, opted_out) for record, envelope in commands]
+        created = await insert_messages(conn, [new for new, _ in decided])
+        # A redelivered command inserts nothing: the first delivery's row and outcome stand.
+        await enqueue(
+            conn,
+            [
+                self.events.failed(created[new.message_id], new.correlation_id, decision.failure, decision.detail)
+                for new, decision in decided
+                if decision.failure is not None and new.message_id in created
+            ],
+        )
+        due = [
+            claimed_of(new, created[new.message_id])
+            for new, _ in decided
+            if new.message_id in created and created[new.message_id].status is MessageStatus.PENDING
+        ]
+        return created, due
 
     @staticmethod
     def _decide(
@@ -282,6 +307,19 @@ class Intake:
         return new, decision
 
 
+def claimed_of(new: NewMessage, message: Message) -> Claimed:
+    """A message just inserted, as the dispatcher sees it."""
+    return Claimed(
+        message,
+        new.command,
+        new.command_topic,
+        new.command_partition,
+        new.command_offset,
+        new.correlation_id,
+        new.trace_parent,
+    )
+
+
 def outgoing(message: Message, default_sender: str) -> OutgoingSms:
     return OutgoingSms(
         idempotency_key=message.send_sms_id,
@@ -309,6 +347,9 @@ class Dispatcher:
     lease_s: float = 300.0
     poll_interval_s: float = 1.0
     _in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _reserved: int = 0  # room taken by attempts recorded in an intake transaction not yet committed
+    _backlog: bool = False  # the last round filled every free slot: older due messages may be waiting
+    _live: bool = False  # holding the liveness lock: only then may attempts carry this instance's id
     # This instance's id; it holds the advisory lock (OWNER_LOCK_CLASS, instance_id) for as long as it lives.
     instance_id: int = field(default_factory=lambda: secrets.randbelow(2**31 - 1) + 1)
 
@@ -321,7 +362,14 @@ class Dispatcher:
             # Held until this process ends, however it ends: PostgreSQL releases it with the connection, so
             # another dispatcher can tell our unfinished attempts from those of a live instance.
             await liveness.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, self.instance_id)
-            await self._loop()
+            self._live = True
+            try:
+                await self._loop()
+            finally:
+                self._live = False
+                # The pool does not reset sessions (servicekit.db): give the lock back with the connection.
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await liveness.execute("SELECT pg_advisory_unlock($1, $2)", OWNER_LOCK_CLASS, self.instance_id)
 
     async def _loop(self) -> None:
         try:
@@ -350,13 +398,14 @@ class Dispatcher:
 
     async def dispatch_due(self) -> int:
         """Take due messages (as many as there are free slots), record their attempts, start the sends."""
-        free = self.max_in_flight - len(self._in_flight)
+        free = self._free()
         if free <= 0:
             return 0
         now = _now()
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
             due = await queue.due(now, free)
+            self._backlog = len(due) == free  # there may be more: new messages wait their turn behind them
             opted_out = await queue.opted_out(
                 (c.message.partner_id, c.message.phone) for c in due if not c.message.transactional
             )
@@ -385,13 +434,46 @@ class Dispatcher:
                     for c, reason, why in ended
                 ],
             )
-        # Committed: every attempt exists before its provider call starts.
-        for claimed, attempt in to_send:
+        self._reserved += len(to_send)
+        self.launch(to_send)  # committed: every attempt exists before its provider call starts
+        return len(to_send)
+
+    def _free(self) -> int:
+        return self.max_in_flight - len(self._in_flight) - self._reserved
+
+    async def start_in(self, conn: DbConnection, due: Sequence[Claimed]) -> list[tuple[Claimed, int]]:
+        """Record the first attempts of messages just taken in (in the caller's transaction), as many as there
+        is room for and only when no older message waits its turn; `launch` them once that committed."""
+        if not self._live or self._backlog or not due:
+            return []
+        taken = [(claimed, claimed.message.attempts + 1) for claimed in due[: max(self._free(), 0)]]
+        self._reserved += len(taken)
+        try:
+            await DispatchQueue(conn).start_attempts(
+                [(c.message.message_id, attempt) for c, attempt in taken],
+                self.provider.name,
+                _now() + timedelta(seconds=self.lease_s),
+                self.instance_id,
+            )
+        except BaseException:
+            self.release(taken)
+            raise
+        return taken
+
+    def release(self, taken: Sequence[tuple[Claimed, int]]) -> None:
+        """Give back the room `start_in` took, for attempts whose transaction did not commit."""
+        self._reserved -= len(taken)
+
+    def launch(self, started: Sequence[tuple[Claimed, int]]) -> None:
+        """Start the sends of committed attempts (after the dispatcher stopped, they are left to reconciliation)."""
+        self._reserved -= len(started)
+        if not self._live:
+            return
+        for claimed, attempt in started:
             message_id = claimed.message.message_id
             task = asyncio.create_task(self._send(claimed, attempt), name=f"send-{message_id}")
             self._in_flight[message_id] = task
             task.add_done_callback(functools.partial(self._done, message_id))
-        return len(to_send)
 
     def _done(self, message_id: str, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(message_id, None)
@@ -422,22 +504,26 @@ class Dispatcher:
             await self._durably(SendOutcome(claimed, attempt, accepted=accepted))
 
     async def _durably(self, outcome: SendOutcome) -> None:
-        """Record an outcome (with those of concurrent sends: one transaction for all), riding out a short
-        database outage; if it stays away, the lease runs out and reconciliation settles the attempt."""
+        """Record an outcome, with those of concurrent sends (one transaction for all); should the database stay
+        away, the attempt stays `sending`, its lease runs out and reconciliation settles it."""
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(RECORDING_RETRIED),
-                wait=wait_random_exponential(multiplier=0.2, max=5),
-                stop=stop_after_attempt(6),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._outcomes.submit(outcome)
+            await self._outcomes.submit(outcome)
         except (OSError, asyncpg.PostgresError) as exc:
             log.error("could not record the outcome of %s: %s; reconciliation will", outcome.message_id, exc)
         self.wake.set()
 
     async def _record_outcomes(self, outcomes: Sequence[SendOutcome]) -> None:
+        """Record a group of outcomes, riding out a short database outage (one retry loop per group)."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RECORDING_RETRIED),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            stop=stop_after_attempt(6),
+            reraise=True,
+        ):
+            with attempt:
+                await self._record_group(outcomes)
+
+    async def _record_group(self, outcomes: Sequence[SendOutcome]) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await self._record_in(conn, outcomes)
