@@ -64,3 +64,25 @@ async def test_batches_are_capped() -> None:
     gate.set()
     await waiting
     assert sum(sizes) == 25 and max(sizes) <= 10
+
+
+async def test_added_items_go_with_the_next_flush_and_a_failure_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> None:
+        flushed.append(list(items))
+        if 13 in items:
+            raise RuntimeError("unlucky")
+
+    commit = GroupCommit(flush)
+    commit.add(1)
+    commit.add(2)
+    await commit.close()
+    assert flushed == [[1, 2]]
+    commit.add(13)
+    await commit.close()
+    assert "flushing 1 items failed" in caplog.text
+    await commit.submit(3)  # the group commit goes on
+    assert flushed[-1] == [3]

@@ -24,30 +24,39 @@ class GroupCommit(Generic[Item]):
     def __init__(self, flush: Flush[Item], *, max_batch: int = 1000) -> None:
         self._flush = flush
         self._max_batch = max_batch
-        self._pending: list[tuple[Item, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[None] | None]] = []  # no future: nobody waits
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> None:
         """Returns once `item` was flushed; raises what its flush raised."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
+        self._ensure_flushing()
+        await future
+
+    def add(self, item: Item) -> None:
+        """Flush `item` with the next group without waiting for it; a failed flush is logged."""
+        self._pending.append((item, None))
+        self._ensure_flushing()
+
+    def _ensure_flushing(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._drain(), name="group-commit")
-        await future
 
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            waiting = [future for _, future in batch if future is not None and not future.done()]
             try:
                 await self._flush([item for item, _ in batch])
             except Exception as exc:  # handed to every waiting caller, who decides what to do
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                if len(waiting) < len(batch):
+                    log.exception("flushing %d items failed", len(batch))
+                for future in waiting:
+                    future.set_exception(exc)
             else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                for future in waiting:
+                    future.set_result(None)
 
     async def close(self) -> None:
         """Wait for the flush in progress (and what is already queued) to finish."""

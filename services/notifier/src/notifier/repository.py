@@ -296,6 +296,8 @@ class DispatchQueue:
 
     async def lock(self, message_ids: Sequence[str]) -> dict[str, Claimed]:
         """Lock the messages (in id order: two batches never wait on each other in a cycle)."""
+        if not message_ids:
+            return {}
         rows = await self._conn.fetch(
             f"SELECT {CLAIM_COLUMNS} FROM messages WHERE message_id = ANY($1::uuid[]) ORDER BY message_id FOR UPDATE",
             sorted(set(message_ids)),
@@ -341,6 +343,8 @@ class DispatchQueue:
         )
 
     async def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> None:
+        if not finished:
+            return
         await self._conn.executemany(
             "UPDATE attempts SET status = $3, detail = $4, provider_message_ids = $5, finished_at = now() "
             "WHERE message_id = $1::uuid AND attempt = $2",
@@ -361,6 +365,8 @@ class DispatchQueue:
 
         A reason of None keeps the stored one (a message delivered after a failed attempt keeps its history).
         """
+        if not ended:
+            return
         await self._conn.executemany(
             "UPDATE messages SET status = $2, due_at = NULL, lease_until = NULL, "
             "failure_reason = coalesce($3, failure_reason), failure_detail = coalesce($4, failure_detail), "
@@ -370,6 +376,8 @@ class DispatchQueue:
 
     async def mark_dispatched(self, dispatched: Sequence[tuple[str, str]]) -> None:
         """(message id, the provider's first id): the provider took these messages."""
+        if not dispatched:
+            return
         await self._conn.executemany(
             "UPDATE messages SET status = 'dispatched', lease_until = NULL, provider_message_id = $2, "
             "updated_at = now() WHERE message_id = $1::uuid",
@@ -384,6 +392,8 @@ class DispatchQueue:
         never wait on each other in a cycle.
         """
         keys = sorted({f"{provider}:{pid}" for pid in ids})
+        if not keys:
+            return
         await self._conn.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
             "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted_keys",
@@ -392,6 +402,8 @@ class DispatchQueue:
 
     async def add_parts(self, provider: str, parts: Sequence[tuple[str, list[str], bool]]) -> None:
         """(message id, provider ids, whether there is one id per segment) of accepted messages."""
+        if not parts:
+            return
         await self._conn.executemany(
             "INSERT INTO message_parts (provider, provider_message_id, message_id, segment) "
             "VALUES ($1, $2, $3::uuid, $4) ON CONFLICT DO NOTHING",
@@ -429,6 +441,8 @@ class DispatchQueue:
         return {(r["provider_message_id"], r["segment"]): ReceiptStatus(r["status"]) for r in rows}
 
     async def put_receipts(self, provider: str, receipts: Sequence[StoredReceipt]) -> None:
+        if not receipts:
+            return
         await self._conn.executemany(
             "INSERT INTO receipts (provider, provider_message_id, segment, status, raw_status, occurred_at) "
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (provider, provider_message_id, segment) DO UPDATE "
@@ -443,6 +457,8 @@ class DispatchQueue:
     async def receipts_of(self, message_ids: Sequence[str]) -> dict[str, dict[int, ReceiptStatus]]:
         """Message id -> segment -> receipt status over every provider id of the message (per-segment ids
         count as theirs)."""
+        if not message_ids:
+            return {}
         rows = await self._conn.fetch(
             "SELECT p.message_id::text AS message_id, "
             "CASE WHEN r.segment <> $2 THEN r.segment ELSE coalesce(p.segment, $2) END AS segment, r.status "

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -236,7 +237,11 @@ class Intake:
             raise
         if self.dispatcher is not None:
             self.dispatcher.launch(started)  # committed: the attempts exist before their provider calls
-        if len(started) < len(due) or any(m.status is MessageStatus.SCHEDULED for m in created.values()):
+        if len(started) < len(due):
+            if self.dispatcher is not None:
+                self.dispatcher.waiting()
+            self.wake.set()
+        elif any(m.status is MessageStatus.SCHEDULED for m in created.values()):
             self.wake.set()
 
     async def _record(
@@ -348,7 +353,8 @@ class Dispatcher:
     poll_interval_s: float = 1.0
     _in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _reserved: int = 0  # room taken by attempts recorded in an intake transaction not yet committed
-    _backlog: bool = False  # the last round filled every free slot: older due messages may be waiting
+    # Due messages may wait in the queue: the last round filled every slot, or the intake had no room.
+    _backlog: bool = False
     _live: bool = False  # holding the liveness lock: only then may attempts carry this instance's id
     # This instance's id; it holds the advisory lock (OWNER_LOCK_CLASS, instance_id) for as long as it lives.
     instance_id: int = field(default_factory=lambda: secrets.randbelow(2**31 - 1) + 1)
@@ -359,37 +365,38 @@ class Dispatcher:
 
     async def run(self) -> None:
         async with self.pool.acquire() as liveness:
-            # Held until this process ends, however it ends: PostgreSQL releases it with the connection, so
-            # another dispatcher can tell our unfinished attempts from those of a live instance.
+            # Held while this dispatcher runs, and released by PostgreSQL with the connection if the process dies,
+            # so another dispatcher can tell our unfinished attempts from those of a live instance.
             await liveness.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, self.instance_id)
             self._live = True
             try:
                 await self._loop()
             finally:
-                self._live = False
+                self._live = False  # first: intake launches nothing from now on
+                tasks = list(self._in_flight.values())
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 # The pool does not reset sessions (servicekit.db): give the lock back with the connection.
                 with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     await liveness.execute("SELECT pg_advisory_unlock($1, $2)", OWNER_LOCK_CLASS, self.instance_id)
 
     async def _loop(self) -> None:
-        try:
-            while True:
-                try:
+        reconcile_at = 0.0
+        while True:
+            try:
+                if time.monotonic() >= reconcile_at:  # orphans come from dead instances: once per poll is enough
                     await self.reconcile()
-                    started = await self.dispatch_due()
-                except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                    log.warning("dispatcher: %s: %s; retrying", type(exc).__name__, exc)
-                    started = 0
-                except Exception:  # a bug must not stop every future send; it is logged and retried
-                    log.exception("dispatcher: unexpected error; retrying")
-                    started = 0
-                if started == 0 or len(self._in_flight) >= self.max_in_flight:
-                    await self._sleep()
-        finally:
-            tasks = list(self._in_flight.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                    reconcile_at = time.monotonic() + self.poll_interval_s
+                started = await self.dispatch_due()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("dispatcher: %s: %s; retrying", type(exc).__name__, exc)
+                started = 0
+            except Exception:  # a bug must not stop every future send; it is logged and retried
+                log.exception("dispatcher: unexpected error; retrying")
+                started = 0
+            if started == 0 or len(self._in_flight) >= self.max_in_flight:
+                await self._sleep()
 
     async def _sleep(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -460,6 +467,10 @@ class Dispatcher:
             raise
         return taken
 
+    def waiting(self) -> None:
+        """Due messages wait in the queue: take them in order, as slots free up."""
+        self._backlog = True
+
     def release(self, taken: Sequence[tuple[Claimed, int]]) -> None:
         """Give back the room `start_in` took, for attempts whose transaction did not commit."""
         self._reserved -= len(taken)
@@ -510,7 +521,8 @@ class Dispatcher:
             await self._outcomes.submit(outcome)
         except (OSError, asyncpg.PostgresError) as exc:
             log.error("could not record the outcome of %s: %s; reconciliation will", outcome.message_id, exc)
-        self.wake.set()
+        if self._backlog:
+            self.wake.set()  # a slot is free and messages wait for one
 
     async def _record_outcomes(self, outcomes: Sequence[SendOutcome]) -> None:
         """Record a group of outcomes, riding out a short database outage (one retry loop per group)."""

@@ -39,17 +39,15 @@ class ConsoleProvider(Provider):
         # Concurrent sends share one write and one fsync; reports go to the sink in batches.
         self._file_writes: GroupCommit[str] = GroupCommit(self._append_all)
         self._reports: GroupCommit[DeliveryReport] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, on_reports: ReportSink, on_inbound: InboundSink) -> None:
         self._reports = GroupCommit(on_reports)
         self.outbox_file.parent.mkdir(parents=True, exist_ok=True)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._file_writes.close()
+        if self._reports is not None:
+            await self._reports.close()
 
     @staticmethod
     def provider_message_id(sms: OutgoingSms) -> str:
@@ -72,19 +70,10 @@ class ConsoleProvider(Provider):
             print(self.readable(sms), flush=True)
         accepted = Accepted((self.provider_message_id(sms),))
         if self._auto_deliver and self._reports is not None:
+            # A local convenience: a lost report (logged) must not disturb sending, so nobody waits for it.
             pid = accepted.provider_message_ids[0]
-            report = DeliveryReport(pid, ReceiptStatus.DELIVERED, "delivered", WHOLE_MESSAGE)
-            task = asyncio.create_task(self._deliver(self._reports, report))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._reports.add(DeliveryReport(pid, ReceiptStatus.DELIVERED, "delivered", WHOLE_MESSAGE))
         return accepted
-
-    @staticmethod
-    async def _deliver(reports: GroupCommit[DeliveryReport], report: DeliveryReport) -> None:
-        try:
-            await reports.submit(report)
-        except Exception:  # a local convenience: a lost report must not disturb sending
-            log.exception("console delivery report for %s failed", report.provider_message_id)
 
     @staticmethod
     def readable(sms: OutgoingSms) -> str:
