@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,16 +59,38 @@ def record_for(envelope: Envelope[Any], topic: str, key: bytes) -> OutboxRecord:
     return OutboxRecord(topic=topic, key=key, payload=envelope.to_bytes(), headers=headers)
 
 
-async def enqueue(conn: DbConnection, records: list[OutboxRecord]) -> None:
-    """Add records to the outbox within the caller's open transaction."""
-    if not records:
-        return
-    await conn.executemany(
-        "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
-        [(r.topic, r.key, r.payload, json.dumps(dict(r.headers))) for r in records],
+def outbox_insert(first: int) -> str:
+    """`WITH` items that add outbox rows from the five parameters `$first`... (see `outbox_arguments`): the rows
+    in their given order (ids follow it, and the relay publishes in id order), and the relay's wake-up, which
+    PostgreSQL delivers on commit only (for committed rows, never for rolled-back ones) and only when rows
+    were added. A service can put them in the statement that writes its state: one round trip for both."""
+    return (
+        "outbox_added AS (INSERT INTO outbox (topic, key, payload, headers) "
+        f"SELECT topic, key, payload, headers::jsonb FROM unnest(${first}::text[], ${first + 1}::bytea[], "
+        f"${first + 2}::bytea[], ${first + 3}::text[]) WITH ORDINALITY AS r(topic, key, payload, headers, n) "
+        "ORDER BY n RETURNING 1), "
+        f"outbox_woken AS (SELECT pg_notify(${first + 4}, '') FROM (SELECT count(*) AS n FROM outbox_added) AS a "
+        "WHERE a.n > 0)"
     )
-    # Delivered on commit only, so the relay wakes for committed rows and never for rolled-back ones.
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+def outbox_arguments(records: Sequence[OutboxRecord]) -> list[Any]:
+    return [
+        [r.topic for r in records],
+        [r.key for r in records],
+        [r.payload for r in records],
+        [json.dumps(dict(r.headers)) for r in records],
+        NOTIFY_CHANNEL,
+    ]
+
+
+ENQUEUE = f"WITH {outbox_insert(1)} SELECT count(*) FROM outbox_woken"
+
+
+async def enqueue(conn: DbConnection, records: Sequence[OutboxRecord]) -> None:
+    """Add records to the outbox within the caller's open transaction."""
+    if records:
+        await conn.execute(ENQUEUE, *outbox_arguments(records))
 
 
 class Producer(Protocol):

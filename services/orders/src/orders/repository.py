@@ -14,6 +14,7 @@ from contracts.orders import Customer
 from contracts.statuses import StatusRef, StatusType
 from orders.domain import Applied, Change, Order, Outcome
 from servicekit.db import DbConnection
+from servicekit.outbox import OutboxRecord, outbox_arguments, outbox_insert
 
 OrderKey = tuple[str, str]  # (partner_id, order_id)
 
@@ -72,35 +73,6 @@ async def load_orders(conn: DbConnection, keys: Iterable[OrderKey], *, lock: boo
     return orders
 
 
-async def save_orders(conn: DbConnection, orders: Sequence[Order], now: datetime) -> None:
-    """Insert or update the orders and replace their current statuses."""
-    if not orders:
-        return
-    await conn.executemany(
-        f"INSERT INTO orders ({ORDER_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-        "ON CONFLICT (partner_id, order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, "
-        "customer_phone = EXCLUDED.customer_phone, customer_name = EXCLUDED.customer_name, "
-        "sms_consent = EXCLUDED.sms_consent, amount = EXCLUDED.amount, currency = EXCLUDED.currency, "
-        "placed_at = EXCLUDED.placed_at, last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at",
-        [
-            (o.partner_id, o.order_id, o.customer.id, o.customer.phone, o.customer.name, o.customer.sms_consent,
-             o.amount, o.currency, o.placed_at, o.last_sequence, now)
-            for o in orders
-        ],
-    )  # fmt: skip
-    await conn.executemany(
-        "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, source_sequence, since) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (partner_id, order_id, type) DO UPDATE SET "
-        "code = EXCLUDED.code, name = EXCLUDED.name, occurred_at = EXCLUDED.occurred_at, "
-        "source_sequence = EXCLUDED.source_sequence, since = EXCLUDED.since",
-        [
-            (o.partner_id, o.order_id, str(t), a.ref.code, a.ref.name, a.occurred_at, a.source_sequence, a.since)
-            for o in orders
-            for t, a in o.statuses.items()
-        ],
-    )
-
-
 @dataclass(frozen=True)
 class HistoryEntry:
     partner_id: str
@@ -109,19 +81,80 @@ class HistoryEntry:
     change: Change
 
 
-async def add_history(conn: DbConnection, entries: Sequence[HistoryEntry]) -> None:
-    if not entries:
-        return
-    await conn.executemany(
-        "INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence, "
-        "source_sequence, occurred_at, event_id, comment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        [
-            (e.partner_id, e.order_id, str(e.change.status_type), str(e.change.outcome),
-             e.change.from_status.code if e.change.from_status else None, e.change.to_status.code,
-             e.change.to_status.name, e.change.sequence, e.change.requested.source_sequence,
-             e.change.requested.occurred_at, e.event_id, e.change.requested.comment)
-            for e in entries
-        ],
+@dataclass(frozen=True)
+class BatchWrites:
+    """Everything a batch of commands writes: it goes to the database in one statement."""
+
+    orders: Sequence[Order]
+    history: Sequence[HistoryEntry]
+    claims: Sequence[str]  # processed event ids
+    events: Sequence[OutboxRecord]
+
+
+def _columns(first: int, types: Sequence[str]) -> str:
+    return ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))
+
+
+_ORDER_TYPES = ("text", "text", "text", "text", "text", "boolean", "numeric", "text", "timestamptz", "integer",
+                "timestamptz")  # fmt: skip
+_STATUS_TYPES = ("text", "text", "text", "text", "text", "timestamptz", "bigint", "timestamptz")
+_HISTORY_TYPES = ("text", "text", "text", "text", "text", "text", "text", "integer", "bigint", "timestamptz", "text",
+                  "text")  # fmt: skip
+_HISTORY_COLUMNS = (
+    "partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence, source_sequence, occurred_at, "
+    "event_id, comment"
+)
+_CLAIMS_AT = 1 + len(_ORDER_TYPES) + len(_STATUS_TYPES) + len(_HISTORY_TYPES)
+SAVE_BATCH = (
+    "WITH saved_orders AS ("
+    f"INSERT INTO orders ({ORDER_COLUMNS}, updated_at) SELECT * FROM unnest({_columns(1, _ORDER_TYPES)}) "
+    "ON CONFLICT (partner_id, order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, "
+    "customer_phone = EXCLUDED.customer_phone, customer_name = EXCLUDED.customer_name, "
+    "sms_consent = EXCLUDED.sms_consent, amount = EXCLUDED.amount, currency = EXCLUDED.currency, "
+    "placed_at = EXCLUDED.placed_at, last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at "
+    "RETURNING 1), "
+    "saved_statuses AS ("
+    "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, source_sequence, since) "
+    f"SELECT * FROM unnest({_columns(1 + len(_ORDER_TYPES), _STATUS_TYPES)}) "
+    "ON CONFLICT (partner_id, order_id, type) DO UPDATE SET code = EXCLUDED.code, name = EXCLUDED.name, "
+    "occurred_at = EXCLUDED.occurred_at, source_sequence = EXCLUDED.source_sequence, since = EXCLUDED.since "
+    "RETURNING 1), "
+    f"added_history AS (INSERT INTO status_history ({_HISTORY_COLUMNS}) SELECT {_HISTORY_COLUMNS} FROM unnest("
+    f"{_columns(1 + len(_ORDER_TYPES) + len(_STATUS_TYPES), _HISTORY_TYPES)}) WITH ORDINALITY AS h("
+    f"{_HISTORY_COLUMNS}, n) ORDER BY n RETURNING 1), "
+    # A plain INSERT: should a concurrent consumer have claimed one meanwhile (a rebalance race), the unique
+    # violation rolls this batch back and the replay then sees the claim.
+    f"claims AS (INSERT INTO processed_events (consumer, event_id) SELECT ${_CLAIMS_AT}, "
+    f"unnest(${_CLAIMS_AT + 1}::text[]) RETURNING 1), "
+    f"{outbox_insert(_CLAIMS_AT + 2)} "
+    "SELECT (SELECT count(*) FROM outbox_woken)"
+)
+
+
+async def save_batch(conn: DbConnection, consumer: str, writes: BatchWrites, now: datetime) -> None:
+    """Insert or update the orders, replace their current statuses, add the history, the claims and the events:
+    one statement, one round trip (the orders come first in it, so their statuses' foreign keys hold)."""
+    orders = writes.orders
+    statuses = [(o, t, a) for o in orders for t, a in o.statuses.items()]
+    history = [e.change for e in writes.history]
+    await conn.execute(
+        SAVE_BATCH,
+        [o.partner_id for o in orders], [o.order_id for o in orders], [o.customer.id for o in orders],
+        [o.customer.phone for o in orders], [o.customer.name for o in orders],
+        [o.customer.sms_consent for o in orders], [o.amount for o in orders], [o.currency for o in orders],
+        [o.placed_at for o in orders], [o.last_sequence for o in orders], [now] * len(orders),
+        [o.partner_id for o, _, _ in statuses], [o.order_id for o, _, _ in statuses],
+        [str(t) for _, t, _ in statuses], [a.ref.code for _, _, a in statuses], [a.ref.name for _, _, a in statuses],
+        [a.occurred_at for _, _, a in statuses], [a.source_sequence for _, _, a in statuses],
+        [a.since for _, _, a in statuses],
+        [e.partner_id for e in writes.history], [e.order_id for e in writes.history],
+        [str(c.status_type) for c in history], [str(c.outcome) for c in history],
+        [c.from_status.code if c.from_status else None for c in history], [c.to_status.code for c in history],
+        [c.to_status.name for c in history], [c.sequence for c in history],
+        [c.requested.source_sequence for c in history], [c.requested.occurred_at for c in history],
+        [e.event_id for e in writes.history], [c.requested.comment for c in history],
+        consumer, list(writes.claims),
+        *outbox_arguments(writes.events),
     )  # fmt: skip
 
 

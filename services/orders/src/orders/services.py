@@ -20,10 +20,10 @@ from contracts.envelope import Envelope
 from contracts.orders import Customer, OrderStatusChanged
 from contracts.topics import order_key
 from orders.domain import Change, Order, Outcome, Reason, Refused, Requested, decide_all, initial_finder
-from orders.repository import HistoryEntry, OrderKey, add_history, load_orders, save_orders
+from orders.repository import BatchWrites, HistoryEntry, OrderKey, load_orders, save_batch
 from servicekit.catalog import StatusCatalog
 from servicekit.db import DbConnection
-from servicekit.outbox import OutboxRecord, enqueue, record_for
+from servicekit.outbox import OutboxRecord, record_for
 from servicekit.tracing import consume_span
 
 SOURCE = "/services/orders"
@@ -112,10 +112,7 @@ class OrderService:
             claims.append(command.claim_id)
             history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
         touched = {r.command.key: r.order for r in results if r.order is not None}
-        await save_orders(conn, list(touched.values()), now)
-        await add_history(conn, history)
-        await _claim(conn, claims)
-        await enqueue(conn, events)
+        await save_batch(conn, CONSUMER, BatchWrites(list(touched.values()), history, claims, events), now)
         _count(results)
         return results
 
@@ -162,14 +159,6 @@ async def _already_processed(conn: DbConnection, claim_ids: list[str]) -> set[st
         "SELECT event_id FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::text[])", CONSUMER, claim_ids
     )
     return {r["event_id"] for r in rows}
-
-
-async def _claim(conn: DbConnection, claim_ids: list[str]) -> None:
-    # A plain INSERT: should a concurrent consumer have claimed one meanwhile (a rebalance race), the
-    # unique violation rolls this batch back and the replay then sees the claim.
-    await conn.executemany(
-        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)", [(CONSUMER, c) for c in claim_ids]
-    )
 
 
 def _count(results: list[Result]) -> None:
