@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,12 +94,19 @@ def interleaved(orders: int, tag: str) -> list[Envelope[Any]]:
     return [events[step] for step in range(EVENTS_PER_ORDER) for events in journeys]
 
 
-async def end_total(bootstrap: str, topic: str) -> int:
+@contextlib.asynccontextmanager
+async def end_totals(bootstrap: str, topic: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """A function giving the number of records on `topic` (sum of end offsets), one client for all the polls:
+    polling must not load the machine it measures."""
     partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
-    try:
+
+    async def total() -> int:
         return sum((await consumer.end_offsets(partitions)).values())
+
+    try:
+        yield total
     finally:
         await consumer.stop()
 
@@ -139,10 +146,17 @@ class Bench:
 
     # --- throughput ---------------------------------------------------------------------------
     async def full_speed(self, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:
+        async with end_totals(
+            self.infrastructure.kafka_bootstrap, self.topic(platform, Topic.ORDER_STATUS_CHANGED)
+        ) as changes:
+            return await self._full_speed(platform, producer, changes)
+
+    async def _full_speed(
+        self, platform: Platform, producer: AIOKafkaProducer, changes: Callable[[], Awaitable[int]]
+    ) -> dict[str, Any]:
         events = interleaved(FULL_SPEED_ORDERS, "full")
-        changed = self.topic(platform, Topic.ORDER_STATUS_CHANGED)
-        changes_before = await end_total(self.infrastructure.kafka_bootstrap, changed)
-        sms_before = len(platform.sent_sms())
+        changes_before = await changes()
+        sms_before = platform.sent_count()
         expected_changes, expected_sms = FULL_SPEED_ORDERS * CHANGES_PER_ORDER, FULL_SPEED_ORDERS * SMS_PER_ORDER
         inbound = self.topic(platform, Topic.ORDERS_INBOUND)
         started = time.monotonic()
@@ -152,10 +166,10 @@ class Bench:
         published_s = time.monotonic() - started
 
         async def changes_done() -> bool:
-            return await end_total(self.infrastructure.kafka_bootstrap, changed) - changes_before >= expected_changes
+            return await changes() - changes_before >= expected_changes
 
         async def sms_done() -> bool:
-            return len(platform.sent_sms()) - sms_before >= expected_sms
+            return platform.sent_count() - sms_before >= expected_sms
 
         changes_s = published_s + await wait_for(changes_done, 600)
         sms_s = time.monotonic() - started + await wait_for(sms_done, 600)
@@ -180,15 +194,16 @@ class Bench:
         try:
             await asyncio.sleep(3)  # the relays join their groups
             payload = interleaved(max(1, records // EVENTS_PER_ORDER), "raw")
-            started = time.monotonic()
-            for event in payload:
-                await producer.send(names[0], event.to_bytes(), key=event.key())
-            await producer.flush()
+            async with end_totals(self.infrastructure.kafka_bootstrap, names[-1]) as relayed:
+                started = time.monotonic()
+                for event in payload:
+                    await producer.send(names[0], event.to_bytes(), key=event.key())
+                await producer.flush()
 
-            async def through() -> bool:
-                return await end_total(self.infrastructure.kafka_bootstrap, names[-1]) >= len(payload)
+                async def through() -> bool:
+                    return await relayed() >= len(payload)
 
-            elapsed = time.monotonic() - started + await wait_for(through, 300)
+                elapsed = time.monotonic() - started + await wait_for(through, 300)
             return {
                 "records": len(payload),
                 "seconds": round(elapsed, 2),
@@ -206,7 +221,7 @@ class Bench:
         orders = max(1, int(rate * RATE_SECONDS) // EVENTS_PER_ORDER)
         events = interleaved(orders, f"rate{rate}")
         sent_at: dict[tuple[str, str], float] = {}
-        sms_before = len(platform.sent_sms())
+        sms_before = platform.sent_count()
         with cpu_used(platform, cpu):  # until the last SMS: reading the topics back afterwards is not load
             achieved = await self._publish_at(platform, producer, rate, events, sent_at, sms_before, orders)
         hops = await self._hop_times(platform, f"rate{rate}-")
@@ -252,7 +267,7 @@ class Bench:
         achieved = len(events) / (time.monotonic() - started)
 
         async def drained() -> bool:
-            return len(platform.sent_sms()) - sms_before >= orders * SMS_PER_ORDER
+            return platform.sent_count() - sms_before >= orders * SMS_PER_ORDER
 
         await wait_for(drained, 300)
         return achieved
