@@ -337,7 +337,7 @@ def profiled(platform: Platform, folder: Path) -> Iterator[None]:
     spies = {
         service: subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(platform.processes[service].pid),
-             "--rate", "200", "--format", "raw", "--output", str(folder / f"{service}.folded"), "--nonblocking"],
+             "--rate", "200", "--gil", "--format", "raw", "--output", str(folder / f"{service}.folded"), "--nonblocking"],
             stdout=subprocess.DEVNULL,
         )
         for service in SERVICES

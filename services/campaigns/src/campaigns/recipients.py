@@ -9,6 +9,7 @@ guessing the far end of the country would be wrong more often than the default.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -37,16 +38,25 @@ class PhoneProblem(Exception):
 
 def sms_phone(raw: str | None, default_region: str) -> Phone:
     """The E.164 form of a phone that can receive SMS, else `PhoneProblem` (no_phone, invalid_phone, not_mobile)."""
+    found = _checked(raw, default_region)
+    if isinstance(found, Phone):
+        return found
+    raise PhoneProblem(*found)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _checked(raw: str | None, default_region: str) -> Phone | tuple[str, str]:
+    """A phone or (reason, detail). Cached: customers come back, and parsing is the dearest step of a decision."""
     if not raw or not raw.strip():
-        raise PhoneProblem("no_phone", "the customer has no phone number")
+        return "no_phone", "the customer has no phone number"
     try:
         number = phonenumbers.parse(raw, default_region)
     except NumberParseException as exc:
-        raise PhoneProblem("invalid_phone", f"'{raw}' is not a phone number: {exc}") from exc
+        return "invalid_phone", f"'{raw}' is not a phone number: {exc}"
     if not phonenumbers.is_valid_number(number):
-        raise PhoneProblem("invalid_phone", f"'{raw}' is not a valid number (default region {default_region})")
+        return "invalid_phone", f"'{raw}' is not a valid number (default region {default_region})"
     if phonenumbers.number_type(number) not in SMS_CAPABLE:
-        raise PhoneProblem("not_mobile", f"'{raw}' is not a mobile number")
+        return "not_mobile", f"'{raw}' is not a mobile number"
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     zones = tuple(z for z in timezone.time_zones_for_number(number) if z != timezone.UNKNOWN_TIMEZONE)
     return Phone(e164, zones)

@@ -7,6 +7,7 @@ its own receipt at the provider; `merge_receipts` folds them into one message st
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -46,15 +47,24 @@ class InvalidPhone(ValueError):
 
 def normalized_mobile(phone: str) -> str:
     """The E.164 form of a valid mobile number; raises InvalidPhone otherwise."""
+    normalized, problem = _mobile(phone)
+    if problem is not None:
+        raise InvalidPhone(problem)
+    return normalized
+
+
+@functools.lru_cache(maxsize=100_000)
+def _mobile(phone: str) -> tuple[str, str | None]:
+    """(E.164, None) or ("", why not). Cached: the same numbers come back, and parsing one is not cheap."""
     try:
         parsed = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidPhone(f"{phone!r} is not a phone number: {exc}") from exc
+        return "", f"{phone!r} is not a phone number: {exc}"
     if not phonenumbers.is_valid_number(parsed):
-        raise InvalidPhone(f"{phone} is not a valid number")
+        return "", f"{phone} is not a valid number"
     if phonenumbers.number_type(parsed) not in MOBILE_TYPES:
-        raise InvalidPhone(f"{phone} is not a mobile number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return "", f"{phone} is not a mobile number"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
 
 
 def is_gsm7(text: str) -> bool:
