@@ -47,6 +47,7 @@ PARTNERS = ("bench-a", "bench-b", "bench-c")
 FULL_SPEED_ORDERS = int(os.environ.get("BENCH_ORDERS", "1500"))
 RATES = tuple(int(r) for r in os.environ.get("BENCH_RATES", "100,500,1000").split(","))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "8"))
+WARMUP_ORDERS = int(os.environ.get("BENCH_WARMUP_ORDERS", "300"))
 # BENCH_PROFILE=1: py-spy samples every service in every phase (folded stacks beside the report).
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 CHANGES_PER_ORDER, SMS_PER_ORDER, EVENTS_PER_ORDER = 6, 2, 4
@@ -152,19 +153,26 @@ class Bench:
                     (await campaigns.post(f"/v1/campaigns/{created.json()['id']}/activate")).raise_for_status()
 
     # --- throughput ---------------------------------------------------------------------------
-    async def full_speed(self, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:
+    async def full_speed(
+        self, platform: Platform, producer: AIOKafkaProducer, orders: int = FULL_SPEED_ORDERS, tag: str = "full"
+    ) -> dict[str, Any]:
         async with end_totals(
             self.infrastructure.kafka_bootstrap, self.topic(platform, Topic.ORDER_STATUS_CHANGED)
         ) as changes:
-            return await self._full_speed(platform, producer, changes)
+            return await self._full_speed(platform, producer, changes, orders, tag)
 
     async def _full_speed(
-        self, platform: Platform, producer: AIOKafkaProducer, changes: Callable[[], Awaitable[int]]
+        self,
+        platform: Platform,
+        producer: AIOKafkaProducer,
+        changes: Callable[[], Awaitable[int]],
+        orders: int,
+        tag: str,
     ) -> dict[str, Any]:
-        events = interleaved(FULL_SPEED_ORDERS, "full")
+        events = interleaved(orders, tag)
         changes_before = await changes()
         sms_before = platform.sent_count()
-        expected_changes, expected_sms = FULL_SPEED_ORDERS * CHANGES_PER_ORDER, FULL_SPEED_ORDERS * SMS_PER_ORDER
+        expected_changes, expected_sms = orders * CHANGES_PER_ORDER, orders * SMS_PER_ORDER
         inbound = self.topic(platform, Topic.ORDERS_INBOUND)
         records = [(event.to_bytes(), event.key()) for event in events]
         started = time.monotonic()
@@ -182,7 +190,7 @@ class Bench:
         changes_s = published_s + await wait_for(changes_done, 600)
         sms_s = time.monotonic() - started + await wait_for(sms_done, 600)
         return {
-            "orders": FULL_SPEED_ORDERS,
+            "orders": orders,
             "events": len(events),
             "status_changes": expected_changes,
             "sms": expected_sms,
@@ -337,7 +345,8 @@ def profiled(platform: Platform, folder: Path) -> Iterator[None]:
     spies = {
         service: subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(platform.processes[service].pid),
-             "--rate", "200", "--gil", "--format", "raw", "--output", str(folder / f"{service}.folded"), "--nonblocking"],
+             "--rate", "200", "--gil", "--format", "raw", "--output", str(folder / f"{service}.folded"),
+             "--nonblocking"],
             stdout=subprocess.DEVNULL,
         )
         for service in SERVICES
@@ -479,6 +488,9 @@ async def run() -> dict[str, Any]:
         await platform.wait_ready()
         await bench.define(platform)
         await asyncio.sleep(2)
+        # Not measured: connections, prepared statements, caches and the broker's JIT settle first.
+        say(f"warm-up: {WARMUP_ORDERS} orders")
+        await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm")
         say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
         cpu: dict[str, Any] = {}
         counts = await pipeline_counts(platform)
