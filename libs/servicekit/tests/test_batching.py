@@ -86,3 +86,21 @@ async def test_added_items_go_with_the_next_flush_and_a_failure_is_only_logged(
     assert "flushing 1 items failed" in caplog.text
     await commit.submit(3)  # the group commit goes on
     assert flushed[-1] == [3]
+
+
+async def test_a_caller_that_gives_up_does_not_stall_the_others() -> None:
+    gate = asyncio.Event()
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> None:
+        await gate.wait()
+        flushed.append(list(items))
+
+    commit = GroupCommit(flush)
+    impatient, patient = asyncio.create_task(commit.submit(1)), asyncio.create_task(commit.submit(2))
+    await asyncio.sleep(0.01)  # both are in the flush now
+    impatient.cancel()  # gives up while its own flush runs
+    gate.set()
+    await asyncio.wait_for(patient, 1)
+    await asyncio.wait_for(commit.submit(3), 1)  # and the group commit goes on
+    assert flushed == [[1, 2], [3]]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
@@ -50,6 +51,20 @@ async def test_a_command_due_now_starts_its_attempt_in_the_intake_transaction(
     # so the send started right after intake, without a second transaction or the dispatcher's next round.
     assert detail["attempt_log"][0]["started_at"] == detail["created_at"]
     assert kit.console_ids() == [command.id]
+
+
+async def test_the_same_command_twice_in_one_batch_is_taken_in_once(kit: Any, notifier_app: FastAPI) -> None:
+    command = kit.command()
+    record = ConsumerRecord(
+        topic=kit.settings.topic_send_sms, partition=0, offset=7, timestamp=0, timestamp_type=0, key=command.key(),
+        value=command.to_bytes(), checksum=None, serialized_key_size=0, serialized_value_size=0, headers=(),
+    )  # fmt: skip
+    intake = notifier_app.state.runtime.extras["intake"]
+    await intake.process([record, record])  # one transaction for both: it must not fail on the second
+    await kit.wait_status(command.id, "delivered")
+    assert kit.console_ids() == [command.id]
+    assert len(await kit.rows("SELECT 1 FROM attempts a JOIN messages m USING (message_id) WHERE send_sms_id = $1",
+                              command.id)) == 1  # fmt: skip
 
 
 async def test_invalid_phone_opt_out_and_expiry_are_recorded_never_sent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from contracts.inbound import OrderStatusReported
 from contracts.orders import OrderStatusChanged
 from devtools.pytest_plugin import read_topic, wait_until
 from orders.app import create_app
+from orders.repository import load_orders
 from orders.settings import OrdersSettings
 
 CYCLE = ["accepted", "agreed", "in_progress", "completed"]
@@ -87,3 +89,49 @@ async def test_thousand_events_two_instances_and_a_rebalance(
         assert [c.sequence for c in changes] == list(range(1, EVENTS_PER_ORDER + 1)), order_id
         assert [c.to_status.code for c in changes] == [CYCLE[i % 4] for i in range(EVENTS_PER_ORDER)], order_id
     assert len(by_order) == ORDERS
+
+
+async def test_a_batch_that_waited_for_an_order_lock_reads_the_statuses_committed_meanwhile(
+    orders_app: FastAPI,
+) -> None:
+    """Read committed: a statement that waits for a row lock sees that row's new version but the other tables as
+    they were when it began. Statuses read in the locking statement would be stale: a lost update."""
+    pool = orders_app.state.runtime.pool
+    key = ("demo", "lock-1")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO orders (partner_id, order_id, customer_id, amount, currency, placed_at) "
+            "VALUES ($1, $2, 'c-1', 10, 'RUB', $3)",
+            *key,
+            T0,
+        )
+        await conn.execute(
+            "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, since) "
+            "VALUES ($1, $2, 'general', 'accepted', 'Accepted', $3, $3)",
+            *key,
+            T0,
+        )
+    async with pool.acquire() as first, pool.acquire() as second:
+        async with first.transaction():
+            await load_orders(first, [key], lock=True)
+            waiting = asyncio.create_task(_load_locked(second, key))
+            await asyncio.sleep(0.3)  # the second one now waits for the lock
+            assert not waiting.done()
+            await first.execute(
+                "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, since) "
+                "VALUES ($1, $2, 'payment', 'paid', 'Paid', $3, $3)",
+                *key,
+                T0,
+            )
+            await first.execute(
+                "UPDATE order_statuses SET code = 'agreed', name = 'Agreed' "
+                "WHERE partner_id = $1 AND order_id = $2 AND type = 'general'",
+                *key,
+            )
+        seen = await asyncio.wait_for(waiting, 10)
+    assert {str(t): a.ref.code for t, a in seen.statuses.items()} == {"general": "agreed", "payment": "paid"}
+
+
+async def _load_locked(conn: Any, key: tuple[str, str]) -> Any:
+    async with conn.transaction():
+        return (await load_orders(conn, [key], lock=True))[key]

@@ -46,19 +46,31 @@ class GroupCommit(Generic[Item]):
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-            waiting = [future for _, future in batch if future is not None and not future.done()]
+            error: BaseException | None = asyncio.CancelledError()  # unless the flush ends, one way or another
             try:
                 await self._flush([item for item, _ in batch])
+                error = None
             except Exception as exc:  # handed to every waiting caller, who decides what to do
-                if len(waiting) < len(batch):
+                error = exc
+                if any(future is None for _, future in batch):
                     log.exception("flushing %d items failed", len(batch))
-                for future in waiting:
-                    future.set_exception(exc)
-            else:
-                for future in waiting:
-                    future.set_result(None)
+            finally:
+                _settle([future for _, future in batch], error)
 
     async def close(self) -> None:
         """Wait for the flush in progress (and what is already queued) to finish."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+
+
+def _settle(futures: list[asyncio.Future[None] | None], error: BaseException | None) -> None:
+    """Answer every caller still waiting (one that gave up, e.g. cancelled, is skipped)."""
+    for future in futures:
+        if future is None or future.done():
+            continue
+        if isinstance(error, asyncio.CancelledError):
+            future.cancel()
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(None)

@@ -62,7 +62,9 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
         runtime.broker.subscriber(topics.send_sms, **subscriber_options(topics.consumer_group))(
             batch_handler(intake.process, dead_letters)
         )
-        runtime.extras.update(provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher)
+        runtime.extras.update(
+            provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher, intake=intake
+        )
 
         await _start_sending(runtime)
 

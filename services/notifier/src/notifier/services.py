@@ -226,17 +226,19 @@ class Intake:
                 rejected.append(Rejected(record, str(exc.reason), exc.detail))
         await self.dead_letters.publish(rejected)
         started: list[tuple[Claimed, int]] = []
+        committed = False
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                created, due = await self._record(conn, commands)
-                if self.dispatcher is not None:
-                    started = await self.dispatcher.start_in(conn, due)
-        except BaseException:
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    created, due = await self._record(conn, commands)
+                    if self.dispatcher is not None:
+                        started = await self.dispatcher.start_in(conn, due)
+                committed = True
+        finally:
             if self.dispatcher is not None:
-                self.dispatcher.release(started)
-            raise
-        if self.dispatcher is not None:
-            self.dispatcher.launch(started)  # committed: the attempts exist before their provider calls
+                # Committed: the attempts exist before their provider calls (even if releasing the connection
+                # failed afterwards). Otherwise the room they took is given back.
+                (self.dispatcher.launch if committed else self.dispatcher.release)(started)
         if len(started) < len(due):
             if self.dispatcher is not None:
                 self.dispatcher.waiting()
@@ -249,7 +251,11 @@ class Intake:
     ) -> tuple[dict[str, Message], list[Claimed]]:
         """Insert the new commands' messages and their immediate failures; returns them and those due now."""
         opted_out = await DispatchQueue(conn).opted_out((e.data.partner_id, e.data.phone) for _, e in commands)
-        decided = [self._decide(record, envelope, opted_out) for record, envelope in commands]
+        unique: dict[str, tuple[NewMessage, IntakeDecision]] = {}
+        for record, envelope in commands:
+            new, decision = self._decide(record, envelope, opted_out)
+            unique.setdefault(new.message_id, (new, decision))  # the same command twice in a batch counts once
+        decided = list(unique.values())
         created = await insert_messages(conn, [new for new, _ in decided])
         # A redelivered command inserts nothing: the first delivery's row and outcome stand.
         await enqueue(
@@ -408,6 +414,18 @@ class Dispatcher:
         free = self._free()
         if free <= 0:
             return 0
+        self._reserved += free  # taken now: an intake transaction meanwhile sees the room as taken
+        try:
+            to_send = await self._take_due(free)
+        finally:
+            self._reserved -= free
+        self._reserved += len(to_send)
+        self.launch(to_send)  # committed: every attempt exists before its provider call starts
+        return len(to_send)
+
+    async def _take_due(self, free: int) -> list[tuple[Claimed, int]]:
+        """Due messages for up to `free` slots: those expired or opted out meanwhile end, the others' attempts
+        are recorded (committed on return)."""
         now = _now()
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
@@ -441,9 +459,7 @@ class Dispatcher:
                     for c, reason, why in ended
                 ],
             )
-        self._reserved += len(to_send)
-        self.launch(to_send)  # committed: every attempt exists before its provider call starts
-        return len(to_send)
+        return to_send
 
     def _free(self) -> int:
         return self.max_in_flight - len(self._in_flight) - self._reserved
@@ -488,6 +504,8 @@ class Dispatcher:
 
     def _done(self, message_id: str, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(message_id, None)
+        if self._backlog:
+            self.wake.set()  # a slot is free (now, not before) and messages wait for one
         if not task.cancelled() and task.exception() is not None:
             # The attempt stays `sending`; its lease runs out and reconciliation settles it.
             log.error("send task of %s died: %r", message_id, task.exception())
@@ -521,8 +539,6 @@ class Dispatcher:
             await self._outcomes.submit(outcome)
         except (OSError, asyncpg.PostgresError) as exc:
             log.error("could not record the outcome of %s: %s; reconciliation will", outcome.message_id, exc)
-        if self._backlog:
-            self.wake.set()  # a slot is free and messages wait for one
 
     async def _record_outcomes(self, outcomes: Sequence[SendOutcome]) -> None:
         """Record a group of outcomes, riding out a short database outage (one retry loop per group)."""

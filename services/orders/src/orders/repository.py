@@ -46,30 +46,31 @@ def _order(row: asyncpg.Record) -> Order:
 
 
 async def load_orders(conn: DbConnection, keys: Iterable[OrderKey], *, lock: bool) -> dict[OrderKey, Order]:
-    """The orders with their current statuses (one query); `lock` takes row locks for the rest of the transaction."""
+    """The orders with their current statuses; `lock` takes row locks for the rest of the transaction.
+
+    Two statements on purpose: a statement that waited for a row lock sees the locked row's new version but
+    the other tables as they were when it started, so the statuses are read after the lock is held.
+    """
     keys = sorted(set(keys))  # a fixed lock order: two batches never deadlock on the same orders
+    partners, ids = [k[0] for k in keys], [k[1] for k in keys]
     rows = await conn.fetch(
-        f"SELECT {', '.join(f'o.{c.strip()}' for c in ORDER_COLUMNS.split(','))}, s.type, s.code, s.name, "
-        "s.occurred_at, s.source_sequence, s.since FROM orders o "
-        "JOIN unnest($1::text[], $2::text[]) AS k(p, o) ON o.partner_id = k.p AND o.order_id = k.o "
-        "LEFT JOIN order_statuses s ON s.partner_id = o.partner_id AND s.order_id = o.order_id "
-        "ORDER BY o.partner_id, o.order_id" + (" FOR UPDATE OF o" if lock else ""),
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+        f"SELECT {ORDER_COLUMNS} FROM orders JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
+        "ON partner_id = k.p AND order_id = k.o ORDER BY partner_id, order_id"
+        + (" FOR UPDATE OF orders" if lock else ""),
+        partners,
+        ids,
     )
-    orders: dict[OrderKey, Order] = {}
-    for r in rows:
-        key = (r["partner_id"], r["order_id"])
-        if key not in orders:
-            orders[key] = _order(r)
-        order = orders[key]
-        if r["type"] is not None:
-            order.statuses[StatusType(r["type"])] = Applied(
-                StatusRef.model_construct(code=r["code"], name=r["name"]),
-                r["occurred_at"],
-                r["source_sequence"],
-                r["since"],
-            )
+    orders = {(r["partner_id"], r["order_id"]): _order(r) for r in rows}
+    status_rows = await conn.fetch(
+        "SELECT s.* FROM order_statuses s JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
+        "ON s.partner_id = k.p AND s.order_id = k.o",
+        partners,
+        ids,
+    )
+    for r in status_rows:
+        ref = StatusRef.model_construct(code=r["code"], name=r["name"])
+        applied = Applied(ref, r["occurred_at"], r["source_sequence"], r["since"])
+        orders[(r["partner_id"], r["order_id"])].statuses[StatusType(r["type"])] = applied
     return orders
 
 
