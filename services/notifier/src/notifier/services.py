@@ -414,11 +414,9 @@ class Dispatcher:
         free = self._free()
         if free <= 0:
             return 0
-        self._reserved += free  # taken now: an intake transaction meanwhile sees the room as taken
-        try:
-            to_send = await self._take_due(free)
-        finally:
-            self._reserved -= free
+        # The intake may take some of this room meanwhile: MAX_IN_FLIGHT is a soft cap (the provider's rate
+        # limit is the hard one), and holding the room here would send new messages the slow way.
+        to_send = await self._take_due(free)
         self._reserved += len(to_send)
         self.launch(to_send)  # committed: every attempt exists before its provider call starts
         return len(to_send)
