@@ -752,6 +752,16 @@ class Receipts:
 
     async def apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         """Apply reports; returns how many matched a known message (the others wait for their dispatch)."""
+        # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL
+        # and tried again; the reports are not lost.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(asyncpg.DeadlockDetectedError), stop=stop_after_attempt(3), reraise=True
+        ):
+            with attempt:
+                return await self._apply(provider, reports)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
             await queue.lock_provider_ids(provider, (r.provider_message_id for r in reports))
