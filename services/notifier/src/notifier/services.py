@@ -754,12 +754,10 @@ class Receipts:
         """Apply reports; returns how many matched a known message (the others wait for their dispatch)."""
         # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL
         # and tried again; the reports are not lost.
-        async for attempt in AsyncRetrying(
+        retrying = AsyncRetrying(
             retry=retry_if_exception_type(asyncpg.DeadlockDetectedError), stop=stop_after_attempt(3), reraise=True
-        ):
-            with attempt:
-                return await self._apply(provider, reports)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        )
+        return await retrying(self._apply, provider, reports)
 
     async def _apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,8 +24,6 @@ from notifier.providers.base import (
     ReportSink,
 )
 from servicekit.batching import GroupCommit
-
-log = logging.getLogger(__name__)
 
 
 class ConsoleProvider(Provider):
