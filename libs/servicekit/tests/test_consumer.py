@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, committed_offsets, read_topic, wait_until
-from servicekit.consumer import DeadLetters, Record, Rejected, batch_handler, claim_new, subscriber_options
+from servicekit.consumer import DeadLetters, Record, Rejected, batch_handler, batch_subscriber, claim_new
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import idempotent_producer
 
@@ -78,9 +78,7 @@ async def test_batches_commit_after_work_and_isolate_poison(
     group = f"g-{uuid.uuid4().hex[:8]}"
     broker = KafkaBroker(infrastructure.kafka_bootstrap)
     processor = Processor(pool, DeadLetters(producer, dlq, group))
-    broker.subscriber(topic, **subscriber_options(group, max_records=20))(
-        batch_handler(processor, processor.dead_letters)
-    )
+    batch_subscriber(broker, topic, group, max_records=20)(batch_handler(processor, processor.dead_letters))
 
     async def all_committed() -> bool:
         return sum((await committed_offsets(infrastructure.kafka_bootstrap, group)).values()) == len(values)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from yoyo import get_backend, read_migrations
@@ -51,6 +52,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction locks, listeners are removed by their owners, and the one session lock (the notifier's
     liveness lock) is released by its holder. An open transaction is still rolled back by the pool.
     """
+
+
+def as_columns(rows: Collection[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column: the arguments of `unnest($1::text[], $2::int[], ...)`, which writes or
+    matches many rows in one statement (one execution on the server, where `executemany` runs one per row)."""
+    return [[row[column] for row in rows] for column in range(width)]
 
 
 async def ping(pool: asyncpg.Pool) -> bool:

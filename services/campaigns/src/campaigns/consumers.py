@@ -24,7 +24,7 @@ from contracts.errors import ContractError
 from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.topics import Topic
-from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_handler, subscriber_options
+from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_handler, batch_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,10 @@ def subscribe(
 ) -> None:
     """Register both consumers on the service's broker (started after this, by servicekit.app)."""
     changes = DeadLetters(producer, settings.topic(Topic.ORDER_STATUS_CHANGED_CAMPAIGNS_DLQ), settings.consumer_group)
-    broker.subscriber(
-        settings.topic_status_changed,
-        **subscriber_options(settings.consumer_group, max_records=settings.consumer_max_records),
+    batch_subscriber(
+        broker, settings.topic_status_changed, settings.consumer_group, max_records=settings.consumer_max_records
     )(batch_handler(status_changes_processor(evaluator, changes), changes))
     reports = DeadLetters(producer, settings.topic(Topic.SMS_EVENTS_CAMPAIGNS_DLQ), settings.sms_events_consumer_group)
-    broker.subscriber(
-        settings.topic_sms_events,
-        **subscriber_options(settings.sms_events_consumer_group, max_records=settings.consumer_max_records),
+    batch_subscriber(
+        broker, settings.topic_sms_events, settings.sms_events_consumer_group, max_records=settings.consumer_max_records
     )(batch_handler(sms_events_processor(evaluator.pool, reports), reports))

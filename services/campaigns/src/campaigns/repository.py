@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -22,7 +21,7 @@ from campaigns.domain import (
     PartnerSettings,
     Reason,
 )
-from servicekit.db import DbConnection
+from servicekit.db import DbConnection, as_columns
 
 COLUMNS = "partner_id, id, state, definition, version, activated_at, created_at, updated_at"
 
@@ -169,10 +168,13 @@ class CampaignRepository:
         return History(fired_for_order=bool(fired), recent_marketing_sms=recent.get(customer, 0))
 
     async def record_sms_outcomes(self, outcomes: list[SmsOutcome]) -> None:
-        await self._conn.executemany(
+        await self._conn.execute(
             "INSERT INTO sms_outcomes (send_sms_id, kind, partner_id, campaign_id, reason, occurred_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            [(o.send_sms_id, o.kind, self._partner_id, o.campaign_id, o.reason, o.occurred_at) for o in outcomes],
+            "SELECT send_sms_id, kind, $1, campaign_id, reason, occurred_at "
+            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) "
+            "AS o(send_sms_id, kind, campaign_id, reason, occurred_at) ON CONFLICT DO NOTHING",
+            self._partner_id,
+            *as_columns([(o.send_sms_id, o.kind, o.campaign_id, o.reason, o.occurred_at) for o in outcomes], 5),
         )
 
     async def stats(self, campaign_id: str) -> CampaignStats:
@@ -211,11 +213,6 @@ class CampaignRepository:
 # --- evaluating a batch of status changes (rows of several partners) --------------------------------
 
 
-def _arrays(rows: Collection[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as one list per column: the arguments of `unnest($1::text[], $2::text[], ...)`."""
-    return [[row[column] for row in rows] for column in range(width)]
-
-
 async def lock_customers(conn: DbConnection, customers: Collection[tuple[str, str]]) -> None:
     """Serialise evaluations per (partner id, customer id) until commit, so two orders of one customer cannot both
     slip under the frequency cap. One statement; the keys are locked in sorted order, so two transactions
@@ -233,7 +230,7 @@ async def evaluated(conn: DbConnection, keys: Collection[tuple[str, str]]) -> se
     rows = await conn.fetch(
         "SELECT campaign_id, event_id FROM evaluations "
         "WHERE (campaign_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        *_arrays(keys, 2),
+        *as_columns(keys, 2),
     )
     return {(r["campaign_id"], r["event_id"]) for r in rows}
 
@@ -251,7 +248,7 @@ async def fired_for_orders(conn: DbConnection, keys: Collection[tuple[str, str]]
     rows = await conn.fetch(
         "SELECT DISTINCT campaign_id, order_id FROM evaluations WHERE outcome = 'fired' "
         "AND (campaign_id, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        *_arrays(keys, 2),
+        *as_columns(keys, 2),
     )
     return {(r["campaign_id"], r["order_id"]) for r in rows}
 
@@ -268,7 +265,7 @@ async def recent_marketing_sms(
         "JOIN evaluations e ON e.partner_id = w.partner_id AND e.customer_id = w.customer_id "
         "WHERE e.outcome = 'fired' AND NOT e.transactional AND e.evaluated_at > w.since "
         "GROUP BY w.partner_id, w.customer_id",
-        *_arrays([(*customer, start) for customer, start in since.items()], 3),
+        *as_columns([(*customer, start) for customer, start in since.items()], 3),
     )
     return {(r["partner_id"], r["customer_id"]): r["n"] for r in rows}
 
@@ -299,6 +296,6 @@ async def record_evaluations(conn: DbConnection, evaluations: Collection[Evaluat
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
         "                     $7::text[]::jsonb[], $8::text[], $9::boolean[], $10::timestamptz[]) "
         "ON CONFLICT (campaign_id, event_id) DO NOTHING RETURNING campaign_id, event_id",
-        *_arrays(rows, 10),
+        *as_columns(rows, 10),
     )
     return {(r["campaign_id"], r["event_id"]) for r in inserted}

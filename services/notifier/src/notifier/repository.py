@@ -25,13 +25,18 @@ from notifier.domain import (
     ReceiptStatus,
     advance_receipt,
 )
-from servicekit.db import DbConnection
+from servicekit.db import DbConnection, as_columns
 
 MESSAGE_COLUMNS = (
     "message_id::text, send_sms_id, partner_id, campaign_id, order_id, customer_id, phone, text, sender, "
     "transactional, encoding, segments, status, failure_reason, failure_detail, provider, provider_message_id, "
     "attempts, requested_at, expires_at, not_before, due_at, created_at, updated_at"
 )
+
+
+def _json_list(values: list[str] | None) -> str | None:
+    """A text list as one JSON text, to pass lists of lists through `unnest` (arrays there must be regular)."""
+    return None if values is None else json.dumps(values)
 
 
 def _message(row: asyncpg.Record | None) -> Message:
@@ -345,10 +350,15 @@ class DispatchQueue:
     async def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> None:
         if not finished:
             return
-        await self._conn.executemany(
-            "UPDATE attempts SET status = $3, detail = $4, provider_message_ids = $5, finished_at = now() "
-            "WHERE message_id = $1::uuid AND attempt = $2",
-            [(f.message_id, f.attempt, f.status, f.detail, f.provider_message_ids) for f in finished],
+        last = {(f.message_id, f.attempt): f for f in finished}  # one row per attempt, the last word wins
+        await self._conn.execute(
+            "UPDATE attempts a SET status = f.status, detail = f.detail, finished_at = now(), "
+            "provider_message_ids = CASE WHEN f.ids IS NOT NULL "
+            "THEN ARRAY(SELECT jsonb_array_elements_text(f.ids::jsonb)) END "
+            "FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[]) "
+            "AS f(message_id, attempt, status, detail, ids) "
+            "WHERE a.message_id = f.message_id AND a.attempt = f.attempt",
+            *as_columns([(*key, f.status, f.detail, _json_list(f.provider_message_ids)) for key, f in last.items()], 5),
         )
 
     async def reschedule(self, message_id: str, due_at: datetime) -> None:
@@ -367,21 +377,25 @@ class DispatchQueue:
         """
         if not ended:
             return
-        await self._conn.executemany(
-            "UPDATE messages SET status = $2, due_at = NULL, lease_until = NULL, "
-            "failure_reason = coalesce($3, failure_reason), failure_detail = coalesce($4, failure_detail), "
-            "updated_at = now() WHERE message_id = $1::uuid",
-            [(message_id, str(status), reason, detail) for message_id, status, reason, detail in ended],
+        last = {message_id: (str(status), reason, detail) for message_id, status, reason, detail in ended}
+        await self._conn.execute(
+            "UPDATE messages m SET status = e.status, due_at = NULL, lease_until = NULL, "
+            "failure_reason = coalesce(e.reason, m.failure_reason), "
+            "failure_detail = coalesce(e.detail, m.failure_detail), updated_at = now() "
+            "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS e(message_id, status, reason, detail) "
+            "WHERE m.message_id = e.message_id",
+            *as_columns([(message_id, *ending) for message_id, ending in last.items()], 4),
         )
 
     async def mark_dispatched(self, dispatched: Sequence[tuple[str, str]]) -> None:
         """(message id, the provider's first id): the provider took these messages."""
         if not dispatched:
             return
-        await self._conn.executemany(
-            "UPDATE messages SET status = 'dispatched', lease_until = NULL, provider_message_id = $2, "
-            "updated_at = now() WHERE message_id = $1::uuid",
-            dispatched,
+        await self._conn.execute(
+            "UPDATE messages m SET status = 'dispatched', lease_until = NULL, provider_message_id = d.pid, "
+            "updated_at = now() FROM unnest($1::uuid[], $2::text[]) AS d(message_id, pid) "
+            "WHERE m.message_id = d.message_id",
+            *as_columns(list(dict(dispatched).items()), 2),
         )
 
     async def lock_provider_ids(self, provider: str, ids: Iterable[str]) -> None:
@@ -404,14 +418,17 @@ class DispatchQueue:
         """(message id, provider ids, whether there is one id per segment) of accepted messages."""
         if not parts:
             return
-        await self._conn.executemany(
+        rows = [
+            (pid, message_id, i if per_segment else None)
+            for message_id, ids, per_segment in parts
+            for i, pid in enumerate(ids)
+        ]
+        await self._conn.execute(
             "INSERT INTO message_parts (provider, provider_message_id, message_id, segment) "
-            "VALUES ($1, $2, $3::uuid, $4) ON CONFLICT DO NOTHING",
-            [
-                (provider, pid, message_id, i if per_segment else None)
-                for message_id, ids, per_segment in parts
-                for i, pid in enumerate(ids)
-            ],
+            "SELECT $1, pid, message_id, segment FROM unnest($2::text[], $3::uuid[], $4::int[]) "
+            "AS p(pid, message_id, segment) ON CONFLICT DO NOTHING",
+            provider,
+            *as_columns(rows, 3),
         )
 
     async def parts(self, provider: str, provider_message_ids: Iterable[str]) -> dict[str, str]:
@@ -443,15 +460,17 @@ class DispatchQueue:
     async def put_receipts(self, provider: str, receipts: Sequence[StoredReceipt]) -> None:
         if not receipts:
             return
-        await self._conn.executemany(
+        last = {(r.provider_message_id, r.segment): r for r in receipts}  # a row may change once per statement
+        await self._conn.execute(
             "INSERT INTO receipts (provider, provider_message_id, segment, status, raw_status, occurred_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (provider, provider_message_id, segment) DO UPDATE "
+            "SELECT $1, pid, segment, status, raw_status, occurred_at "
+            "FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[]) "
+            "AS r(pid, segment, status, raw_status, occurred_at) "
+            "ON CONFLICT (provider, provider_message_id, segment) DO UPDATE "
             "SET status = EXCLUDED.status, raw_status = EXCLUDED.raw_status, occurred_at = EXCLUDED.occurred_at, "
             "updated_at = now()",
-            [
-                (provider, r.provider_message_id, r.segment, str(r.status), r.raw_status, r.occurred_at)
-                for r in receipts
-            ],
+            provider,
+            *as_columns([(*key, str(r.status), r.raw_status, r.occurred_at) for key, r in last.items()], 5),
         )
 
     async def receipts_of(self, message_ids: Sequence[str]) -> dict[str, dict[int, ReceiptStatus]]:

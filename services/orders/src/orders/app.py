@@ -13,7 +13,7 @@ from orders.consumers import InboundConsumer, RetryPolicy
 from orders.services import OrderService
 from orders.settings import OrdersSettings
 from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
-from servicekit.consumer import DeadLetters, batch_handler, subscriber_options
+from servicekit.consumer import DeadLetters, batch_handler, batch_subscriber
 
 
 def _startup(settings: OrdersSettings) -> StartupHook:
@@ -31,16 +31,20 @@ def _startup(settings: OrdersSettings) -> StartupHook:
             retry=RetryPolicy(settings.unknown_status_retry_delays_s),
         )
         handler = batch_handler(inbound, dead_letters)
-        runtime.broker.subscriber(
+        batch_subscriber(
+            runtime.broker,
             settings.inbound_topic,
+            settings.consumer_group,
+            max_records=settings.consumer_max_records,
             title="orders.inbound",
-            **subscriber_options(settings.consumer_group, max_records=settings.consumer_max_records),
         )(handler)
         # A separate group for the retry topic: its waits never hold up fresh upstream events.
-        runtime.broker.subscriber(
+        batch_subscriber(
+            runtime.broker,
             settings.retry_topic,
+            f"{settings.consumer_group}-retry",
+            max_records=50,
             title="orders.inbound.retry",
-            **subscriber_options(f"{settings.consumer_group}-retry", max_records=50),
         )(batch_handler(inbound, dead_letters))
         # Published by the outbox relay, declared here so the AsyncAPI document shows them.
         runtime.broker.publisher(

@@ -10,7 +10,7 @@ from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionUpserted
 from contracts.topics import Topic
 from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
-from servicekit.consumer import DeadLetters, batch_handler, subscriber_options
+from servicekit.consumer import DeadLetters, batch_handler, batch_subscriber
 from status_registry.api import install_error_handlers, router
 from status_registry.consumers import campaign_usage_processor
 from status_registry.settings import RegistrySettings
@@ -20,10 +20,11 @@ def _subscribe(settings: RegistrySettings) -> StartupHook:
     async def start(runtime: Runtime) -> None:
         dlq = settings.topic(Topic.CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ)
         dead_letters = DeadLetters(runtime.producer, dlq, settings.consumer_group)
-        runtime.broker.subscriber(
+        batch_subscriber(
+            runtime.broker,
             settings.topic(Topic.CAMPAIGN_STATUS_USAGE),
+            settings.consumer_group,
             title="campaigns.status-usage",
-            **subscriber_options(settings.consumer_group),
         )(batch_handler(campaign_usage_processor(runtime.pool, dead_letters), dead_letters))
         runtime.broker.publisher(
             settings.topic_status_definitions,
