@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,6 +16,7 @@ from faststream.kafka import KafkaBroker
 
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, committed_offsets, read_topic, wait_until
+from servicekit import consumer as consumer_module
 from servicekit.consumer import DeadLetters, Record, Rejected, batch_handler, batch_subscriber, claim_new
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import idempotent_producer
@@ -97,3 +100,40 @@ async def test_batches_commit_after_work_and_isolate_poison(
     headers = {k: v.decode() for k, v in poison.headers}
     assert headers["dlq-original-topic"] == topic and "RuntimeError" in headers["dlq-error"]
     assert int(headers["dlq-original-offset"]) >= 0 and headers["dlq-consumer-group"] == group
+
+
+async def test_an_idle_consumer_waits_for_records_instead_of_polling(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastStream's own batch loop polls and sleeps: hundreds of wake-ups a second when idle, or a record waits
+    out the sleep. `batch_subscriber` waits in the poll, which returns as soon as a record arrives."""
+    monkeypatch.setattr(consumer_module, "IDLE_POLL_MS", 5000)
+    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+    broker = KafkaBroker(infrastructure.kafka_bootstrap)
+    subscriber = batch_subscriber(broker, topic, f"g-{uuid.uuid4().hex[:8]}")
+    polls, handled = 0, asyncio.Queue[float]()
+    waiting_poll = subscriber.get_msg
+
+    async def counted_poll(consumer: Any) -> Any:
+        nonlocal polls
+        polls += 1
+        return await waiting_poll(consumer)
+
+    async def process(records: Sequence[Record]) -> None:
+        for _ in records:
+            handled.put_nowait(time.monotonic())
+
+    subscriber.get_msg = counted_poll
+    subscriber(batch_handler(process, DeadLetters(producer, f"{topic}.dlq", "g")))
+    async with broker:
+        await broker.start()
+        await producer.send_and_wait(topic, b"{}", key=b"k")
+        await asyncio.wait_for(handled.get(), timeout=30)  # assigned and consuming
+        polls = 0
+        await asyncio.sleep(2)
+        idle_polls = polls
+        sent = time.monotonic()
+        await producer.send_and_wait(topic, b"{}", key=b"k")
+        latency = await asyncio.wait_for(handled.get(), timeout=30) - sent
+    assert idle_polls <= 2  # FastStream's loop: one poll per 2 x batch_timeout_ms
+    assert latency < 2.0  # well under the 5 s poll: the poll returned when the record came
