@@ -35,6 +35,7 @@ from contracts.orders import Customer
 from contracts.statuses import StatusCodes
 from contracts.topics import Topic, prefixed
 from devtools import infra
+from devtools.calibration import machine_costs
 from devtools.kafka_io import read_topic
 from devtools.platform import SERVICES, Infrastructure, Platform, free_port
 from devtools.scenario import example_status_list
@@ -436,7 +437,14 @@ def cpu_seconds(pid: int) -> float:
 def machine_cpu(platform: Platform) -> dict[str, float]:
     """CPU seconds so far of every process on the path: the services, Kafka, PostgreSQL, this load generator."""
     usage = {service: cpu_seconds(platform.processes[service].pid) for service in SERVICES}
-    usage["kafka"] = usage["postgresql"] = 0.0
+    usage |= infrastructure_cpu()
+    usage["load generator"] = cpu_seconds(os.getpid())
+    return usage
+
+
+def infrastructure_cpu() -> dict[str, float]:
+    """CPU seconds so far of the Kafka broker and of all PostgreSQL processes."""
+    usage = {"kafka": 0.0, "postgresql": 0.0}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -445,7 +453,6 @@ def machine_cpu(platform: Platform) -> dict[str, float]:
             owner = "kafka" if b"kafka.Kafka" in command else "postgresql" if command.startswith(b"postgres") else None
             if owner:
                 usage[owner] += cpu_seconds(int(proc.name))
-    usage["load generator"] = cpu_seconds(os.getpid())
     return usage
 
 
@@ -475,13 +482,19 @@ async def run() -> dict[str, Any]:
     infrastructure = Infrastructure(
         infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure"
     )
+    say("machine costs: a wake-up, a broker request")
+    costs = await machine_costs(infrastructure.kafka_bootstrap, lambda: infrastructure_cpu()["kafka"])
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     bench = Bench(infrastructure, workdir)
     platform = Platform(infrastructure, workdir, extra_env={"PROVIDER_RATE_PER_S": "100000", "MAX_IN_FLIGHT": "256"})
     await platform.create()
     producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True)
     await producer.start()
-    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": os.uname().nodename}
+    report: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": os.uname().nodename,
+        "machine_costs": costs,
+    }
     try:
         for service in SERVICES:
             platform.start(service)
@@ -557,6 +570,12 @@ def table(report: dict[str, Any]) -> str:
     for phase, batches in phases:
         cells = [f"{name} {b.get('mean_records', '-')}/{b.get('mean_ms', '-')}" for name, b in sorted(batches.items())]
         lines.append(f"  {phase}: " + ", ".join(cells))
+    costs = report["machine_costs"]
+    lines.append(
+        f"machine costs (idle, 100 a second): {costs['wakeup_us']} us CPU per asyncio wake-up; broker CPU "
+        f"{costs['broker_ms_per_produce']} ms per one-record produce, {costs['broker_ms_per_commit']} ms per "
+        "offset commit"
+    )
     lookups = report["registry_lookups"]
     lines.append(
         f"registry GET /v1/statuses/{{code}}: {lookups['registry_rps']} req/s vs bare FastAPI "
