@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, committed_offsets, read_topic, wait_until
 from servicekit import consumer as consumer_module
-from servicekit.consumer import DeadLetters, Record, Rejected, batch_handler, batch_subscriber, claim_new
+from servicekit.consumer import DeadLetters, Record, Rejected, batch_subscriber, claim_new
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import idempotent_producer
 
@@ -81,7 +81,7 @@ async def test_batches_commit_after_work_and_isolate_poison(
     group = f"g-{uuid.uuid4().hex[:8]}"
     broker = KafkaBroker(infrastructure.kafka_bootstrap)
     processor = Processor(pool, DeadLetters(producer, dlq, group))
-    batch_subscriber(broker, topic, group, max_records=20)(batch_handler(processor, processor.dead_letters))
+    batch_subscriber(broker, topic, group, processor, processor.dead_letters, max_records=20)
 
     async def all_committed() -> bool:
         return sum((await committed_offsets(infrastructure.kafka_bootstrap, group)).values()) == len(values)
@@ -110,9 +110,8 @@ async def test_an_idle_consumer_waits_for_records_instead_of_polling(
     monkeypatch.setattr(consumer_module, "IDLE_POLL_MS", 5000)
     topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
     broker = KafkaBroker(infrastructure.kafka_bootstrap)
-    subscriber = batch_subscriber(broker, topic, f"g-{uuid.uuid4().hex[:8]}")
+    dead_letters = DeadLetters(producer, f"{topic}.dlq", "g")
     polls, handled = 0, asyncio.Queue[float]()
-    waiting_poll = subscriber.get_msg
 
     async def counted_poll(consumer: Any) -> Any:
         nonlocal polls
@@ -123,8 +122,9 @@ async def test_an_idle_consumer_waits_for_records_instead_of_polling(
         for _ in records:
             handled.put_nowait(time.monotonic())
 
+    subscriber = batch_subscriber(broker, topic, f"g-{uuid.uuid4().hex[:8]}", process, dead_letters)
+    waiting_poll = subscriber.get_msg
     subscriber.get_msg = counted_poll
-    subscriber(batch_handler(process, DeadLetters(producer, f"{topic}.dlq", "g")))
     async with broker:
         await broker.start()
         await producer.send_and_wait(topic, b"{}", key=b"k")
@@ -137,3 +137,30 @@ async def test_an_idle_consumer_waits_for_records_instead_of_polling(
         latency = await asyncio.wait_for(handled.get(), timeout=30) - sent
     assert idle_polls <= 2  # FastStream's loop: one poll per 2 x batch_timeout_ms
     assert latency < 2.0  # well under the 5 s poll: the poll returned when the record came
+
+
+async def test_offsets_are_committed_after_the_work_at_most_once_per_interval_and_at_stop(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "COMMIT_INTERVAL_S", 60.0)
+    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    broker = KafkaBroker(infrastructure.kafka_bootstrap)
+    processed = asyncio.Queue[bytes]()
+
+    async def process(records: Sequence[Record]) -> None:
+        for record in records:
+            processed.put_nowait(record.value or b"")
+
+    async def committed() -> int:
+        return sum((await committed_offsets(infrastructure.kafka_bootstrap, group)).values())
+
+    batch_subscriber(broker, topic, group, process, DeadLetters(producer, f"{topic}.dlq", group))
+    async with broker:
+        await broker.start()
+        for n in range(5):  # one record at a time: five batches
+            await producer.send_and_wait(topic, str(n).encode(), key=b"k")
+            assert await asyncio.wait_for(processed.get(), timeout=30) == str(n).encode()
+        await asyncio.sleep(0.5)
+        assert await committed() == 1  # the first batch at once, the next four wait for the interval...
+    assert await committed() == 5  # ...or the stop

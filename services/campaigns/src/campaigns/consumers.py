@@ -24,7 +24,7 @@ from contracts.errors import ContractError
 from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.topics import Topic
-from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_handler, batch_subscriber
+from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,19 @@ def subscribe(
     """Register both consumers on the service's broker (started after this, by servicekit.app)."""
     changes = DeadLetters(producer, settings.topic(Topic.ORDER_STATUS_CHANGED_CAMPAIGNS_DLQ), settings.consumer_group)
     batch_subscriber(
-        broker, settings.topic_status_changed, settings.consumer_group, max_records=settings.consumer_max_records
-    )(batch_handler(status_changes_processor(evaluator, changes), changes))
+        broker,
+        settings.topic_status_changed,
+        settings.consumer_group,
+        status_changes_processor(evaluator, changes),
+        changes,
+        max_records=settings.consumer_max_records,
+    )
     reports = DeadLetters(producer, settings.topic(Topic.SMS_EVENTS_CAMPAIGNS_DLQ), settings.sms_events_consumer_group)
     batch_subscriber(
-        broker, settings.topic_sms_events, settings.sms_events_consumer_group, max_records=settings.consumer_max_records
-    )(batch_handler(sms_events_processor(evaluator.pool, reports), reports))
+        broker,
+        settings.topic_sms_events,
+        settings.sms_events_consumer_group,
+        sms_events_processor(evaluator.pool, reports),
+        reports,
+        max_records=settings.consumer_max_records,
+    )

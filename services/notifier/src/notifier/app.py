@@ -18,7 +18,7 @@ from notifier.providers.http import HttpProvider
 from notifier.services import Dispatcher, Events, Intake, Receipts, Topics, handle_inbound
 from notifier.settings import NotifierSettings
 from servicekit.app import Runtime, ServiceSpec, create_service_app, serve
-from servicekit.consumer import DeadLetters, batch_handler, batch_subscriber
+from servicekit.consumer import DeadLetters, batch_subscriber
 
 
 def make_provider(settings: NotifierSettings) -> Provider:
@@ -59,9 +59,7 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             poll_interval_s=settings.dispatch_poll_interval_s,
         )
         intake = Intake(runtime.pool, events, dead_letters, wake, dispatcher)
-        batch_subscriber(runtime.broker, topics.send_sms, topics.consumer_group)(
-            batch_handler(intake.process, dead_letters)
-        )
+        batch_subscriber(runtime.broker, topics.send_sms, topics.consumer_group, intake.process, dead_letters)
         runtime.extras.update(
             provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher, intake=intake
         )

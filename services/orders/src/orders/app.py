@@ -13,7 +13,7 @@ from orders.consumers import InboundConsumer, RetryPolicy
 from orders.services import OrderService
 from orders.settings import OrdersSettings
 from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
-from servicekit.consumer import DeadLetters, batch_handler, batch_subscriber
+from servicekit.consumer import DeadLetters, batch_subscriber
 
 
 def _startup(settings: OrdersSettings) -> StartupHook:
@@ -30,22 +30,25 @@ def _startup(settings: OrdersSettings) -> StartupHook:
             max_bytes=settings.max_inbound_bytes,
             retry=RetryPolicy(settings.unknown_status_retry_delays_s),
         )
-        handler = batch_handler(inbound, dead_letters)
         batch_subscriber(
             runtime.broker,
             settings.inbound_topic,
             settings.consumer_group,
+            inbound,
+            dead_letters,
             max_records=settings.consumer_max_records,
             title="orders.inbound",
-        )(handler)
+        )
         # A separate group for the retry topic: its waits never hold up fresh upstream events.
         batch_subscriber(
             runtime.broker,
             settings.retry_topic,
             f"{settings.consumer_group}-retry",
+            inbound,
+            dead_letters,
             max_records=50,
             title="orders.inbound.retry",
-        )(batch_handler(inbound, dead_letters))
+        )
         # Published by the outbox relay, declared here so the AsyncAPI document shows them.
         runtime.broker.publisher(
             settings.changed_topic,

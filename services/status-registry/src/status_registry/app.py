@@ -10,7 +10,7 @@ from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionUpserted
 from contracts.topics import Topic
 from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
-from servicekit.consumer import DeadLetters, batch_handler, batch_subscriber
+from servicekit.consumer import DeadLetters, batch_subscriber
 from status_registry.api import install_error_handlers, router
 from status_registry.consumers import campaign_usage_processor
 from status_registry.settings import RegistrySettings
@@ -24,8 +24,10 @@ def _subscribe(settings: RegistrySettings) -> StartupHook:
             runtime.broker,
             settings.topic(Topic.CAMPAIGN_STATUS_USAGE),
             settings.consumer_group,
+            campaign_usage_processor(runtime.pool, dead_letters),
+            dead_letters,
             title="campaigns.status-usage",
-        )(batch_handler(campaign_usage_processor(runtime.pool, dead_letters), dead_letters))
+        )
         runtime.broker.publisher(
             settings.topic_status_definitions,
             title="registry.status-definitions",
