@@ -433,9 +433,11 @@ class DispatchQueue:
 
     async def parts(self, provider: str, provider_message_ids: Iterable[str]) -> dict[str, str]:
         """Provider id -> message id, for the ids whose dispatch is recorded."""
+        # Driven from the ids: with `provider_message_id = ANY($2)` (one provider: every row matches the first
+        # key column) the planner may scan the whole table.
         rows = await self._conn.fetch(
-            "SELECT provider_message_id, message_id::text FROM message_parts "
-            "WHERE provider = $1 AND provider_message_id = ANY($2::text[])",
+            "SELECT p.provider_message_id, p.message_id::text FROM unnest($2::text[]) AS k(pid) "
+            "JOIN message_parts p ON p.provider = $1 AND p.provider_message_id = k.pid",
             provider,
             sorted(set(provider_message_ids)),
         )
