@@ -17,7 +17,15 @@ from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, read_topic, wait_until
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool
-from servicekit.outbox import OutboxRelay, enqueue, idempotent_producer, pending_count, record_for
+from servicekit.outbox import (
+    RELAY_LOCK_ID,
+    TAKE_BATCH,
+    OutboxRelay,
+    enqueue,
+    idempotent_producer,
+    pending_count,
+    record_for,
+)
 
 
 def definition(code: str, version: int, partner: str = "acme", name: str = "Shipped") -> StatusDefinition:
@@ -168,3 +176,16 @@ async def test_catalog_catches_up_keeps_newest_versions_and_follows_changes(
         )
     finally:
         await catalog.stop()
+
+
+async def test_the_relay_takes_its_batch_through_the_index_whatever_the_plan(pool: asyncpg.Pool) -> None:
+    """asyncpg prepares statements, so PostgreSQL soon runs a generic plan; the `id IN (subquery)` form then
+    scanned the whole outbox, dead rows included, for every batch."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO outbox (topic, payload) SELECT 't', '\\x00' FROM generate_series(1, 5000); ANALYZE outbox"
+        )
+        for mode in ("force_generic_plan", "force_custom_plan"):
+            await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {TAKE_BATCH}", RELAY_LOCK_ID, 100))
+            assert "Seq Scan" not in plan, f"{mode}:\n{plan}"
