@@ -20,6 +20,7 @@ from servicekit import consumer as consumer_module
 from servicekit.consumer import DeadLetters, Record, Rejected, batch_subscriber, claim_new
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import idempotent_producer
+from servicekit.settings import Batching
 
 
 @pytest.fixture
@@ -140,9 +141,8 @@ async def test_an_idle_consumer_waits_for_records_instead_of_polling(
 
 
 async def test_offsets_are_committed_after_the_work_at_most_once_per_interval_and_at_stop(
-    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
 ) -> None:
-    monkeypatch.setattr(consumer_module, "COMMIT_INTERVAL_S", 60.0)
     topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"
     broker = KafkaBroker(infrastructure.kafka_bootstrap)
@@ -155,7 +155,8 @@ async def test_offsets_are_committed_after_the_work_at_most_once_per_interval_an
     async def committed() -> int:
         return sum((await committed_offsets(infrastructure.kafka_bootstrap, group)).values())
 
-    batch_subscriber(broker, topic, group, process, DeadLetters(producer, f"{topic}.dlq", group))
+    dead_letters = DeadLetters(producer, f"{topic}.dlq", group)
+    batch_subscriber(broker, topic, group, process, dead_letters, batching=Batching(commit_interval_s=60))
     async with broker:
         await broker.start()
         for n in range(5):  # one record at a time: five batches
@@ -164,3 +165,26 @@ async def test_offsets_are_committed_after_the_work_at_most_once_per_interval_an
         await asyncio.sleep(0.5)
         assert await committed() == 1  # the first batch at once, the next four wait for the interval...
     assert await committed() == 5  # ...or the stop
+
+
+async def test_a_small_batch_lingers_for_more_records(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
+) -> None:
+    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+    broker = KafkaBroker(infrastructure.kafka_bootstrap)
+    batches = asyncio.Queue[list[bytes]]()
+
+    async def process(records: Sequence[Record]) -> None:
+        batches.put_nowait([record.value or b"" for record in records])
+
+    dead_letters = DeadLetters(producer, f"{topic}.dlq", "g")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    batch_subscriber(broker, topic, group, process, dead_letters, batching=Batching(linger_ms=3000))
+    async with broker:
+        await broker.start()
+        await producer.send_and_wait(topic, b"warm-up", key=b"k")
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"warm-up"]  # consuming
+        await producer.send_and_wait(topic, b"1", key=b"k")
+        await asyncio.sleep(0.5)  # well inside the linger
+        await producer.send_and_wait(topic, b"2", key=b"k")
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"1", b"2"]  # without the linger: [b"1"]

@@ -6,12 +6,22 @@ database). The defaults match what `make infra-up` starts, so a fresh clone runs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topics import Topic, prefixed
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:54320"
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a batch consumer trades a few milliseconds for fewer, larger batches (see `servicekit.consumer`)."""
+
+    linger_ms: float = 10.0
+    commit_interval_s: float = 0.5
 
 
 class ServiceSettings(BaseSettings):
@@ -38,12 +48,22 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 500
 
+    # Consumers: a small batch waits this long for more records before it is processed (at moderate rates a
+    # batch's fixed costs, its transaction and relay round trips, dominate), and processed offsets are
+    # committed at most this often (and at stop).
+    consumer_linger_ms: float = Field(default=10.0, ge=0)
+    consumer_commit_interval_s: float = Field(default=0.5, ge=0)
+
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
 
     # Tracing: console (JSON spans to traces_file, stdout when empty), otlp (OTEL_EXPORTER_OTLP_*), none.
     traces_exporter: str = "console"
     traces_file: str = ""
+
+    @property
+    def batching(self) -> Batching:
+        return Batching(linger_ms=self.consumer_linger_ms, commit_interval_s=self.consumer_commit_interval_s)
 
     def topic(self, topic: Topic) -> str:
         return prefixed(topic, self.kafka_topic_prefix)

@@ -77,6 +77,7 @@ def subscribe(
         status_changes_processor(evaluator, changes),
         changes,
         max_records=settings.consumer_max_records,
+        batching=settings.batching,
     )
     reports = DeadLetters(producer, settings.topic(Topic.SMS_EVENTS_CAMPAIGNS_DLQ), settings.sms_events_consumer_group)
     batch_subscriber(
@@ -86,4 +87,5 @@ def subscribe(
         sms_events_processor(evaluator.pool, reports),
         reports,
         max_records=settings.consumer_max_records,
+        batching=settings.batching,
     )

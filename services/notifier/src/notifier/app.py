@@ -59,7 +59,14 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             poll_interval_s=settings.dispatch_poll_interval_s,
         )
         intake = Intake(runtime.pool, events, dead_letters, wake, dispatcher)
-        batch_subscriber(runtime.broker, topics.send_sms, topics.consumer_group, intake.process, dead_letters)
+        batch_subscriber(
+            runtime.broker,
+            topics.send_sms,
+            topics.consumer_group,
+            intake.process,
+            dead_letters,
+            batching=settings.batching,
+        )
         runtime.extras.update(
             provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher, intake=intake
         )

@@ -37,6 +37,7 @@ def _startup(settings: OrdersSettings) -> StartupHook:
             inbound,
             dead_letters,
             max_records=settings.consumer_max_records,
+            batching=settings.batching,
             title="orders.inbound",
         )
         # A separate group for the retry topic: its waits never hold up fresh upstream events.
@@ -47,6 +48,7 @@ def _startup(settings: OrdersSettings) -> StartupHook:
             inbound,
             dead_letters,
             max_records=50,
+            batching=settings.batching,
             title="orders.inbound.retry",
         )
         # Published by the outbox relay, declared here so the AsyncAPI document shows them.

@@ -26,6 +26,7 @@ def _subscribe(settings: RegistrySettings) -> StartupHook:
             settings.consumer_group,
             campaign_usage_processor(runtime.pool, dead_letters),
             dead_letters,
+            batching=settings.batching,
             title="campaigns.status-usage",
         )
         runtime.broker.publisher(
