@@ -189,3 +189,28 @@ async def test_the_relay_takes_its_batch_through_the_index_whatever_the_plan(poo
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {TAKE_BATCH}", RELAY_LOCK_ID, 100))
             assert "Seq Scan" not in plan, f"{mode}:\n{plan}"
+
+
+async def test_a_full_relay_batch_goes_out_in_one_produce_request(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    # 300 records of about 1 KB for one key (one partition): with aiokafka's default 16 KB batches they made
+    # a queue of about 20 requests, each sent after the previous one was acknowledged.
+    described = definition("shipped", 1).model_copy(update={"description": "x" * 600})
+    events = [upserted(described.model_copy(update={"version": v})) for v in range(1, 302)]
+    relay = OutboxRelay(pool, producer, batch_size=500)
+    await add(pool, topic, events[0])
+    assert await relay.publish_batch() == 1  # the producer learns the topic's partitions
+    await add(pool, topic, *events[1:])
+    requests: list[str] = []
+    send = producer.client.send
+
+    async def counting_send(node_id: int, request: object, **kwargs: object) -> object:
+        requests.append(type(request).__name__)
+        return await send(node_id, request, **kwargs)
+
+    producer.client.send = counting_send
+    assert await relay.publish_batch() == 300
+    assert sum(1 for name in requests if name.startswith("ProduceRequest")) == 1
+    records = await read_topic(infrastructure.kafka_bootstrap, topic)
+    assert [r.value for r in records] == [e.to_bytes() for e in events]

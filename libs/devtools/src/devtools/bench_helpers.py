@@ -1,8 +1,9 @@
 """Processes the benchmark runs beside the platform: the raw Kafka relay baseline and a bare FastAPI endpoint.
 
 `python -m devtools.bench_helpers relay <bootstrap> <from-topic> <to-topic>`: forwards every record of one
-topic to the next as fast as aiokafka allows: no database, no validation, auto-committed offsets. Three of
-them make the same four-topic chain the platform's services make.
+topic to the next as fast as aiokafka allows (with the produce batch size of the platform's relays): no
+database, no validation, auto-committed offsets. Three of them make the same four-topic chain the platform's
+services make.
 `python -m devtools.bench_helpers bare <port>`: uvicorn serving one FastAPI route shaped like the registry's
 `GET /v1/statuses/{code}`, without a database or auth.
 """
@@ -18,12 +19,16 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
 
+from servicekit.outbox import RELAY_REQUEST_BYTES
+
 
 async def relay(bootstrap: str, source: str, target: str) -> None:
     consumer = AIOKafkaConsumer(
         source, bootstrap_servers=bootstrap, group_id=f"bench-relay-{source}", auto_offset_reset="earliest"
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    # The platform's relays batch as large (servicekit.outbox): the baseline must not lose on that alone.
+    size = RELAY_REQUEST_BYTES
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, max_batch_size=size, max_request_size=size)
     await consumer.start()
     await producer.start()
     try:

@@ -310,6 +310,14 @@ def batch_handler(
     pause = backoff or Backoff()
 
     async def handle(message: Any) -> None:  # Any: FastDepends passes it through, unvalidated
+        try:
+            await handle_batch(message)
+        finally:
+            # `keep_raw` made the message its own decoded body, which FastStream caches on the message: a
+            # reference cycle that kept every batch's records alive until a full garbage collection.
+            message.clear_cache()
+
+    async def handle_batch(message: Any) -> None:
         records = records_of(message)
         topic = records[0].topic if records else ""
         BATCH_RECORDS.labels(topic).observe(len(records))
