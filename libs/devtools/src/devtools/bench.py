@@ -202,6 +202,51 @@ class Bench:
             "sms_per_second": round(expected_sms / sms_s, 1),
         }
 
+    async def stages_alone(self, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:
+        """Each stage with the machine to itself: orders while campaigns and the notifier are paused (SIGSTOP),
+        then campaigns and the notifier working off what orders published while orders idles. Shows what a
+        stage does when it does not share the two cores with the others, and its CPU per record."""
+        orders = FULL_SPEED_ORDERS
+        downstream = [platform.processes[service].pid for service in ("campaigns", "notifier")]
+        records = [(event.to_bytes(), event.key()) for event in interleaved(orders, "alone")]
+        sms_before = platform.sent_count()
+        orders_cpu: dict[str, Any] = {}
+        downstream_cpu: dict[str, Any] = {}
+        async with end_totals(
+            self.infrastructure.kafka_bootstrap, self.topic(platform, Topic.ORDER_STATUS_CHANGED)
+        ) as changes:
+            changes_before = await changes()
+            _signal(downstream, signal.SIGSTOP)
+            try:
+                with cpu_used(platform, orders_cpu):
+                    for value, key in records:
+                        await producer.send(self.topic(platform, Topic.ORDERS_INBOUND), value, key=key)
+                    await producer.flush()
+
+                    async def changes_done() -> bool:
+                        return await changes() - changes_before >= orders * CHANGES_PER_ORDER
+
+                    await wait_for(changes_done, 600)
+            finally:
+                _signal(downstream, signal.SIGCONT)
+
+        async def sms_done() -> bool:
+            return platform.sent_count() - sms_before >= orders * SMS_PER_ORDER
+
+        with cpu_used(platform, downstream_cpu):
+            await wait_for(sms_done, 600)
+        return {
+            "orders": orders,
+            "orders_alone": {
+                "status_changes_per_second": round(orders * CHANGES_PER_ORDER / orders_cpu["wall_seconds"], 1),
+                "cpu": orders_cpu,
+            },
+            "campaigns_and_notifier_alone": {
+                "sms_per_second": round(orders * SMS_PER_ORDER / downstream_cpu["wall_seconds"], 1),
+                "cpu": downstream_cpu,
+            },
+        }
+
     async def baseline(self, producer: AIOKafkaProducer, records: int) -> dict[str, Any]:
         prefix = f"raw{os.getpid()}."
         await infra.ensure_topics(self.infrastructure.kafka_bootstrap, prefix)
@@ -441,6 +486,11 @@ def batch_means(before: Counts, after: Counts) -> dict[str, dict[str, float]]:
     return means
 
 
+def _signal(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        os.kill(pid, signum)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -524,6 +574,8 @@ async def run() -> dict[str, Any]:
             report["full_speed"] = await bench.full_speed(platform, producer)
         report["full_speed"]["cpu"] = cpu
         report["full_speed"]["batches"] = batch_means(counts, await pipeline_counts(platform))
+        say("each stage alone: orders with campaigns and the notifier paused, then those two")
+        report["stages_alone"] = await bench.stages_alone(platform, producer)
         say(f"raw relay baseline: {report['full_speed']['events']} records over the same four topics")
         report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"])
         platform_events_per_second = report["full_speed"]["events"] / report["full_speed"]["sms_seconds"]
@@ -568,8 +620,18 @@ def table(report: dict[str, Any]) -> str:
             f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
             f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
         )
+    alone = report["stages_alone"]
+    lines.append(
+        f"each stage alone: orders {alone['orders_alone']['status_changes_per_second']} status changes/s "
+        "(campaigns and notifier paused); campaigns + notifier "
+        f"{alone['campaigns_and_notifier_alone']['sms_per_second']} SMS/s (orders idle)"
+    )
     lines.append("CPU seconds per phase (the machine has 2 cores: 2 CPU seconds per wall second)")
     phases = [("full speed", full["cpu"])]
+    phases += [
+        ("orders alone", alone["orders_alone"]["cpu"]),
+        ("campaigns + notifier alone", alone["campaigns_and_notifier_alone"]["cpu"]),
+    ]
     phases += [(f"{row['target_events_per_second']} ev/s", row["cpu"]) for row in report["latency"]]
     for phase, cpu in phases:
         busy = sum(cpu["cpu_seconds"].values()) / (2 * cpu["wall_seconds"])
