@@ -19,10 +19,11 @@ from faststream.kafka import KafkaBroker
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, committed_offsets, read_topic, wait_until
 from servicekit import consumer as consumer_module
+from servicekit.app import make_broker
 from servicekit.consumer import DeadLetters, Record, Rejected, batch_subscriber, claim_new
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import idempotent_producer
-from servicekit.settings import Batching
+from servicekit.settings import Batching, ServiceSettings
 
 
 @pytest.fixture
@@ -203,7 +204,8 @@ async def test_a_handled_batch_is_not_left_in_a_reference_cycle(
     async def process(records: Sequence[Record]) -> None:
         handled.append(len(records))
 
-    broker = KafkaBroker(infrastructure.kafka_bootstrap)
+    # The services' broker, middlewares included: none of them may decode the message again afterwards.
+    broker = make_broker(ServiceSettings(kafka_bootstrap_servers=infrastructure.kafka_bootstrap))
     batch_subscriber(broker, topic, f"g-{uuid.uuid4().hex[:8]}", process, DeadLetters(producer, topic, "g"))
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage, to be looked at

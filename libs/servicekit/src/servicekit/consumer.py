@@ -263,7 +263,8 @@ def batch_subscriber(
       the records that arrive during the sleep; aiokafka's getmany returns as soon as records arrive;
     * a small batch lingers `batching.linger_ms`, as a producer does, and takes what the consumer fetched
       meanwhile (one more fetch response: what arrives after it waits for the next batch). On the benchmark
-      10 ms per hop cut the machine's load at 100-500 events/s by a tenth and the p99 with it;
+      25 ms per hop cut the machine's load at 100 events/s by a quarter and the p99 at 500 events/s by more
+      than half against 10 ms, with the p99 at 100 events/s unchanged (docs/performance.md, fix 19);
     * offsets are committed at most every `batching.commit_interval_s` (`OffsetCommits`), and at stop.
 
     Returns the FastStream subscriber.

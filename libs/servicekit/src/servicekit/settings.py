@@ -20,7 +20,7 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:54320"
 class Batching:
     """How a batch consumer trades a few milliseconds for fewer, larger batches (see `servicekit.consumer`)."""
 
-    linger_ms: float = 10.0
+    linger_ms: float = 25.0
     commit_interval_s: float = 0.5
 
 
@@ -51,7 +51,7 @@ class ServiceSettings(BaseSettings):
     # Consumers: a small batch waits this long for more records before it is processed (at moderate rates a
     # batch's fixed costs, its transaction and relay round trips, dominate), and processed offsets are
     # committed at most this often (and at stop).
-    consumer_linger_ms: float = Field(default=10.0, ge=0)
+    consumer_linger_ms: float = Field(default=25.0, ge=0)
     consumer_commit_interval_s: float = Field(default=0.5, ge=0)
 
     # Python's cyclic garbage collector (`gc.set_threshold`): a young collection every N allocations, then the
