@@ -124,7 +124,7 @@ def idempotent_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProdu
         linger_ms=0,
         max_request_size=RELAY_REQUEST_BYTES,
         # aiokafka's default (16 KB per partition) split a full relay batch into a queue of requests sent one
-        # after another, each waiting for the previous acknowledgement (docs/performance.md, fix 17).
+        # after another, each waiting for the previous acknowledgement (docs/performance.md, fix 18).
         max_batch_size=RELAY_REQUEST_BYTES,
     )
 

@@ -55,8 +55,8 @@ class ServiceSettings(BaseSettings):
     consumer_commit_interval_s: float = Field(default=0.5, ge=0)
 
     # Python's cyclic garbage collector (`gc.set_threshold`): a young collection every N allocations, then the
-    # older generations every so many young ones. CPython's (700, 10, 10) suits short scripts; a service that
-    # allocates models for every record spent a fifth of its CPU collecting (docs/performance.md, fix 16).
+    # older generations every so many young ones. CPython's (700, 10, 10) suits short scripts; with it a service
+    # that allocates models for every record spent 10-20 % of its CPU collecting (docs/performance.md, fix 17).
     gc_thresholds: tuple[int, int, int] = (10_000, 20, 50)
 
     max_body_bytes: int = 64 * 1024
