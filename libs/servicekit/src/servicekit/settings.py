@@ -51,8 +51,8 @@ class ServiceSettings(BaseSettings):
     # Consumers: a small batch waits this long for more records before it is processed (at moderate rates a
     # batch's fixed costs, its transaction and relay round trips, dominate), and processed offsets are
     # committed at most this often (and at stop).
-    consumer_linger_ms: float = Field(default=25.0, ge=0)
-    consumer_commit_interval_s: float = Field(default=0.5, ge=0)
+    consumer_linger_ms: float = Field(default=Batching.linger_ms, ge=0)
+    consumer_commit_interval_s: float = Field(default=Batching.commit_interval_s, ge=0)
 
     # Python's cyclic garbage collector (`gc.set_threshold`): a young collection every N allocations, then the
     # older generations every so many young ones. CPython's (700, 10, 10) suits short scripts; with it a service
