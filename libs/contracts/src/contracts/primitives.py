@@ -77,10 +77,12 @@ def _money_to_json(value: Decimal) -> str:
     return format(value.copy_abs() if value.is_zero() else value, "f")  # never "-0"
 
 
+# The constraints come before the validator so that pydantic-core checks them natively on the Decimal; after it,
+# pydantic falls back to Python validators that count digits (about three times slower for the whole type).
 Money = Annotated[
     Decimal,
-    BeforeValidator(_money_from_json),
     Field(ge=0, max_digits=24, decimal_places=6),
+    BeforeValidator(_money_from_json),
     PlainSerializer(_money_to_json, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "description": "non-negative decimal"}),
 ]

@@ -17,7 +17,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from contracts.envelope import Envelope
-from contracts.orders import Customer, OrderStatusChanged
+from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.topics import order_key
 from orders.domain import Change, Order, Outcome, Reason, Refused, Requested, decide_all, initial_finder
 from orders.repository import BatchWrites, HistoryEntry, OrderKey, load_orders, save_batch
@@ -107,7 +107,9 @@ class OrderService:
                     REFUSED.labels(refused.reason).inc()
                     result.refused = refused
                     continue
-                events += [self._event(command, result.order, c) for c in result.applied]
+                if applied := result.applied:
+                    snapshot = result.order.snapshot()  # the order after all of the command's changes
+                    events += [self._event(command, result.order.order_id, snapshot, c) for c in applied]
             seen.add(command.claim_id)  # the same event twice in one batch counts once
             claims.append(command.claim_id)
             history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
@@ -132,16 +134,16 @@ class OrderService:
         orders[command.key] = order
         return order, changes
 
-    def _event(self, command: Command, order: Order, change: Change) -> OutboxRecord:
+    def _event(self, command: Command, order_id: str, snapshot: OrderSnapshot, change: Change) -> OutboxRecord:
         assert change.sequence is not None
         data = OrderStatusChanged(
-            order_id=order.order_id,
+            order_id=order_id,
             status_type=change.status_type,
             from_status=change.from_status,
             to_status=change.to_status,
             to_include_in_analytics=change.to_include_in_analytics,
             sequence=change.sequence,
-            order=order.snapshot(),
+            order=snapshot,
             occurred_at=change.requested.occurred_at,
         )
         envelope = Envelope.wrap(
@@ -151,7 +153,7 @@ class OrderService:
             correlation_id=command.correlation_id or command.event_id,
             causation_id=command.event_id,
         )
-        return record_for(envelope, self.changed_topic, order_key(command.partner_id, order.order_id))
+        return record_for(envelope, self.changed_topic, order_key(command.partner_id, order_id))
 
 
 async def _already_processed(conn: DbConnection, claim_ids: list[str]) -> set[str]:
