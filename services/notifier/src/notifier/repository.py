@@ -328,23 +328,19 @@ class DispatchQueue:
         """Record (message id, attempt number) attempts as in flight: before the provider is called."""
         if not starts:
             return
-        ids, attempts = [m for m, _ in starts], [a for _, a in starts]
         await self._conn.execute(
-            "UPDATE messages m SET status = 'sending', attempts = s.attempt, provider = $3, lease_until = $4, "
-            "due_at = NULL, sent_by = $5, updated_at = now() "
-            "FROM unnest($1::uuid[], $2::int[]) AS s(id, attempt) WHERE m.message_id = s.id",
-            ids,
-            attempts,
+            # One statement, one round trip: the messages start sending and their attempts are recorded.
+            "WITH started AS (UPDATE messages m SET status = 'sending', attempts = s.attempt, provider = $3, "
+            "lease_until = $4, due_at = NULL, sent_by = $5, updated_at = now() "
+            "FROM unnest($1::uuid[], $2::int[]) AS s(id, attempt) WHERE m.message_id = s.id "
+            "RETURNING m.message_id, s.attempt) "
+            "INSERT INTO attempts (message_id, attempt, provider, status) "
+            "SELECT message_id, attempt, $3, 'in_flight' FROM started",
+            [m for m, _ in starts],
+            [a for _, a in starts],
             provider,
             lease_until,
             sent_by,
-        )
-        await self._conn.execute(
-            "INSERT INTO attempts (message_id, attempt, provider, status) "
-            "SELECT id, attempt, $3, 'in_flight' FROM unnest($1::uuid[], $2::int[]) AS s(id, attempt)",
-            ids,
-            attempts,
-            provider,
         )
 
     async def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> None:

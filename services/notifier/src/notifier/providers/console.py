@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,8 +34,9 @@ class ConsoleProvider(Provider):
         self.outbox_file = outbox_file
         self._auto_deliver = auto_deliver
         self._echo = echo
-        # Concurrent sends share one write and one fsync; reports go to the sink in batches.
-        self._file_writes: GroupCommit[str] = GroupCommit(self._append_all)
+        # Concurrent sends share one write and one fsync (and one write to the console); reports go to the sink
+        # in batches.
+        self._file_writes: GroupCommit[OutgoingSms] = GroupCommit(self._append_all)
         self._reports: GroupCommit[DeliveryReport] | None = None
 
     async def start(self, on_reports: ReportSink, on_inbound: InboundSink) -> None:
@@ -51,20 +53,7 @@ class ConsoleProvider(Provider):
         return f"console-{sms.message_id}"
 
     async def send(self, sms: OutgoingSms) -> Accepted:
-        line = {
-            "id": sms.idempotency_key,
-            "message_id": sms.message_id,
-            "provider_message_id": self.provider_message_id(sms),
-            "to": sms.phone,
-            "from": sms.sender,
-            "text": sms.text,
-            "encoding": str(sms.encoding),
-            "segments": sms.segments,
-            "sent_at": datetime.now(UTC).isoformat(),
-        }
-        await self._file_writes.submit(json.dumps(line, ensure_ascii=False))
-        if self._echo:
-            print(self.readable(sms), flush=True)
+        await self._file_writes.submit(sms)
         accepted = Accepted((self.provider_message_id(sms),))
         if self._auto_deliver and self._reports is not None:
             # A local convenience: a lost report (logged) must not disturb sending, so nobody waits for it.
@@ -79,8 +68,26 @@ class ConsoleProvider(Provider):
         body = "\n".join(f"  | {line}" for line in sms.text.splitlines() or [""])
         return f"{head}\n{body}"
 
-    async def _append_all(self, lines: Sequence[str]) -> None:
-        await asyncio.to_thread(self._append, "".join(f"{line}\n" for line in lines))
+    def _line(self, sms: OutgoingSms, sent_at: str) -> str:
+        line = {
+            "id": sms.idempotency_key,
+            "message_id": sms.message_id,
+            "provider_message_id": self.provider_message_id(sms),
+            "to": sms.phone,
+            "from": sms.sender,
+            "text": sms.text,
+            "encoding": str(sms.encoding),
+            "segments": sms.segments,
+            "sent_at": sent_at,
+        }
+        return json.dumps(line, ensure_ascii=False)
+
+    async def _append_all(self, group: Sequence[OutgoingSms]) -> None:
+        sent_at = datetime.now(UTC).isoformat()
+        await asyncio.to_thread(self._append, "".join(f"{self._line(sms, sent_at)}\n" for sms in group))
+        if self._echo:  # after the fsync, as each SMS is sent: one write for the group
+            sys.stdout.write("".join(f"{self.readable(sms)}\n" for sms in group))
+            sys.stdout.flush()
 
     def _append(self, text: str) -> None:
         # fsync: a line is the proof that its SMS went out; a crash right after must still find it.
