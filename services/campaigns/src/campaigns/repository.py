@@ -225,6 +225,15 @@ async def lock_customers(conn: DbConnection, customers: Collection[tuple[str, st
     )
 
 
+async def settings_of_partners(conn: DbConnection, partner_ids: Collection[str]) -> dict[str, PartnerSettings]:
+    """Each partner's settings (the defaults for a partner that saved none), in one statement."""
+    rows = await conn.fetch(
+        "SELECT partner_id, settings FROM partner_settings WHERE partner_id = ANY($1::text[])", list(partner_ids)
+    )
+    saved = {row["partner_id"]: PartnerSettings.model_validate_json(row["settings"]) for row in rows}
+    return {partner_id: saved[partner_id] if partner_id in saved else PartnerSettings() for partner_id in partner_ids}
+
+
 async def evaluated(conn: DbConnection, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these (campaign id, event id) were decided already."""
     rows = await conn.fetch(

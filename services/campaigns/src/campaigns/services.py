@@ -52,6 +52,7 @@ from campaigns.repository import (
     lock_customers,
     recent_marketing_sms,
     record_evaluations,
+    settings_of_partners,
 )
 from campaigns.settings import CampaignsSettings
 from contracts.campaign_events import CampaignStatusUsage
@@ -374,7 +375,8 @@ class Evaluator:
 
     async def _contexts(self, conn: DbConnection, partner_ids: set[str]) -> dict[str, Context]:
         now = self.clock()  # one "now" for the batch: its decisions are taken together
-        return {p: self.policy.context(now, await CampaignRepository(conn, p).settings()) for p in sorted(partner_ids)}
+        settings = await settings_of_partners(conn, sorted(partner_ids))
+        return {partner_id: self.policy.context(now, partner) for partner_id, partner in settings.items()}
 
     @staticmethod
     async def _history(
