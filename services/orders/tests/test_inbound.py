@@ -95,6 +95,33 @@ async def test_duplicates_same_status_and_stale_events_change_nothing(
     assert 'order_stale_events_total{type="delivery"}' in metrics
 
 
+async def test_the_watermark_of_a_same_status_event_holds_in_later_batches(
+    upstream: Any, orders_settings: OrdersSettings, client_for: Clients
+) -> None:
+    """A batch stores only the current statuses that changed; the same status again changes its watermark, so
+    that row is stored too, and an event older than the watermark is stale in any later batch."""
+
+    async def history(count: int) -> list[tuple[str, str]]:
+        async def written() -> bool:
+            return len((await client_for("demo").get("/v1/orders/o-w")).json().get("history", [])) >= count
+
+        await wait_until(written, what=f"{count} history entries")
+        order = (await client_for("demo").get("/v1/orders/o-w")).json()
+        return [(h["to_code"], h["outcome"]) for h in order["history"]]
+
+    await upstream.upsert("o-w", general="accepted", delivery="at_pickup_point", seq=1)
+    await history(2)
+    await upstream.report("o-w", "shipped", seq=5)
+    await history(3)
+    await upstream.report("o-w", "shipped", seq=7)  # the status it has, newer: the watermark moves to 7
+    assert (await history(4))[-1] == ("shipped", "unchanged")
+    await upstream.report("o-w", "at_delivery_point", seq=6)  # newer than the change, older than the watermark
+    assert (await history(5))[-1] == ("at_delivery_point", "stale")
+    order = (await client_for("demo").get("/v1/orders/o-w")).json()
+    assert order["statuses"]["delivery"]["code"] == "shipped" and order["statuses"]["general"]["code"] == "accepted"
+    assert [e.to_status.code for e in await changes(orders_settings, 3)] == ["accepted", "at_pickup_point", "shipped"]
+
+
 async def test_rule_violations_and_bad_records_are_dead_lettered_while_others_flow(
     upstream: Any, orders_settings: OrdersSettings
 ) -> None:

@@ -87,6 +87,7 @@ class BatchWrites:
     """Everything a batch of commands writes: it goes to the database in one statement."""
 
     orders: Sequence[Order]
+    statuses: Sequence[tuple[Order, StatusType]]  # the current statuses that changed (the others stay as stored)
     history: Sequence[HistoryEntry]
     claims: Sequence[str]  # processed event ids
     events: Sequence[OutboxRecord]
@@ -133,10 +134,10 @@ SAVE_BATCH = (
 
 
 async def save_batch(conn: DbConnection, consumer: str, writes: BatchWrites, now: datetime) -> None:
-    """Insert or update the orders, replace their current statuses, add the history, the claims and the events:
-    one statement, one round trip (the orders come first in it, so their statuses' foreign keys hold)."""
+    """Insert or update the orders, upsert the current statuses that changed, add the history, the claims and the
+    events: one statement, one round trip (the orders come first in it, so their statuses' foreign keys hold)."""
     orders = writes.orders
-    statuses = [(o, t, a) for o in orders for t, a in o.statuses.items()]
+    statuses = [(o, t, o.statuses[t]) for o, t in writes.statuses]
     history = [e.change for e in writes.history]
     await conn.execute(
         SAVE_BATCH,

@@ -18,6 +18,7 @@ from prometheus_client import Counter
 
 from contracts.envelope import Envelope
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
+from contracts.statuses import StatusType
 from contracts.topics import order_key
 from orders.domain import Change, Order, Outcome, Reason, Refused, Requested, decide_all, initial_finder
 from orders.repository import BatchWrites, HistoryEntry, OrderKey, load_orders, save_batch
@@ -76,6 +77,11 @@ class Result:
     def applied(self) -> list[Change]:
         return [c for c in self.changes if c.outcome is Outcome.APPLIED]
 
+    @property
+    def rewritten(self) -> set[StatusType]:
+        """The types whose current status row changed: a new status, or a newer watermark for the same one."""
+        return {c.status_type for c in self.changes if c.outcome is not Outcome.STALE}
+
 
 @dataclass
 class OrderService:
@@ -114,7 +120,10 @@ class OrderService:
             claims.append(command.claim_id)
             history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
         touched = {r.command.key: r.order for r in results if r.order is not None}
-        await save_batch(conn, CONSUMER, BatchWrites(list(touched.values()), history, claims, events), now)
+        rewritten = {(r.command.key, t): touched[r.command.key] for r in results if r.order for t in r.rewritten}
+        statuses = [(order, status_type) for (_, status_type), order in rewritten.items()]
+        writes = BatchWrites(list(touched.values()), statuses, history, claims, events)
+        await save_batch(conn, CONSUMER, writes, now)
         _count(results)
         return results
 
