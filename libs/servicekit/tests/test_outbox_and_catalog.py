@@ -214,3 +214,36 @@ async def test_a_full_relay_batch_goes_out_in_one_produce_request(
     assert sum(1 for name in requests if name.startswith("ProduceRequest")) == 1
     records = await read_topic(infrastructure.kafka_bootstrap, topic)
     assert [r.value for r in records] == [e.to_bytes() for e in events]
+
+
+async def test_the_relay_partitions_as_send_does_and_splits_what_one_produce_batch_cannot_hold(
+    pool: asyncpg.Pool, topic: str, infrastructure: Infrastructure
+) -> None:
+    # Batches of 4 KB hold about three of these records: each partition's records need many batches, which
+    # must keep their order, and every key must land where `send` (and so a DLQ replay) puts it.
+    small = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, enable_idempotence=True,
+                             max_batch_size=4096)  # fmt: skip
+    await small.start()
+    try:
+        codes = [f"s{n}" for n in range(8)]
+        events = [
+            upserted(definition(code, version).model_copy(update={"description": "x" * 600}))
+            for version in range(1, 16)
+            for code in codes
+        ]
+        await add(pool, topic, *events)
+        assert await OutboxRelay(pool, small, batch_size=500).publish_batch() == len(events)
+
+        records = await read_topic(infrastructure.kafka_bootstrap, topic)
+        assert sorted(r.value for r in records if r.value) == sorted(e.to_bytes() for e in events)
+        for code in codes:
+            key = f"acme:{code}".encode()
+            mine = [r for r in records if r.key == key]
+            versions = [
+                Envelope[StatusDefinitionUpserted].from_bytes(r.value or b"").data.definition.version for r in mine
+            ]
+            assert versions == list(range(1, 16))
+            probe = await small.send_and_wait(topic, b"probe", key=key)
+            assert {r.partition for r in mine} == {probe.partition}
+    finally:
+        await small.stop()
