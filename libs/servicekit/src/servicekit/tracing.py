@@ -31,8 +31,15 @@ from opentelemetry.trace import Span, SpanKind
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
 
+class _Spans:
+    """Whether this process records spans, once `setup_tracing` decided it (None: ask OpenTelemetry)."""
+
+    recorded: bool | None = None
+
+
 def setup_tracing(service: str, exporter: str = "console", traces_file: str | None = None) -> None:
     """Install the process-wide tracer provider once, at service start."""
+    _Spans.recorded = exporter != "none"
     if exporter == "none":
         return
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
@@ -60,8 +67,11 @@ def tracer() -> trace.Tracer:
 
 
 def _recording() -> bool:
-    """Whether `setup_tracing` installed a provider (an exporter is set); else spans would be no-ops."""
-    return isinstance(trace.get_tracer_provider(), TracerProvider)
+    """Whether a tracer provider is installed (an exporter is set); else spans would be no-ops. Known once
+    `setup_tracing` ran: asking OpenTelemetry reads the environment on every call until a provider is set."""
+    if _Spans.recorded is None:
+        return isinstance(trace.get_tracer_provider(), TracerProvider)
+    return _Spans.recorded
 
 
 def _header_carrier(headers: Any) -> dict[str, str]:
