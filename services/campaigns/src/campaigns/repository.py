@@ -167,16 +167,6 @@ class CampaignRepository:
         recent = await recent_marketing_sms(self._conn, {customer: since} if since else {})
         return History(fired_for_order=bool(fired), recent_marketing_sms=recent.get(customer, 0))
 
-    async def record_sms_outcomes(self, outcomes: list[SmsOutcome]) -> None:
-        await self._conn.execute(
-            "INSERT INTO sms_outcomes (send_sms_id, kind, partner_id, campaign_id, reason, occurred_at) "
-            "SELECT send_sms_id, kind, $1, campaign_id, reason, occurred_at "
-            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) "
-            "AS o(send_sms_id, kind, campaign_id, reason, occurred_at) ON CONFLICT DO NOTHING",
-            self._partner_id,
-            *as_columns([(o.send_sms_id, o.kind, o.campaign_id, o.reason, o.occurred_at) for o in outcomes], 5),
-        )
-
     async def stats(self, campaign_id: str) -> CampaignStats:
         outcomes = await self._conn.fetch(
             "SELECT outcome, count(*) AS n FROM evaluations WHERE partner_id = $1 AND campaign_id = $2 "
@@ -222,6 +212,17 @@ async def lock_customers(conn: DbConnection, customers: Collection[tuple[str, st
         "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
         "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted",
         keys,
+    )
+
+
+async def record_sms_outcomes(conn: DbConnection, outcomes: Collection[tuple[str, SmsOutcome]]) -> None:
+    """Keep (partner id, outcome) pairs the notifier reported: one statement, so one round trip and atomic without
+    a transaction of its own; one row per (command, kind), so a redelivered report counts once."""
+    await conn.execute(
+        "INSERT INTO sms_outcomes (send_sms_id, kind, partner_id, campaign_id, reason, occurred_at) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) "
+        "ON CONFLICT DO NOTHING",
+        *as_columns([(o.send_sms_id, o.kind, p, o.campaign_id, o.reason, o.occurred_at) for p, o in outcomes], 6),
     )
 
 

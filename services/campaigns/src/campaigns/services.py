@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,6 +52,7 @@ from campaigns.repository import (
     lock_customers,
     recent_marketing_sms,
     record_evaluations,
+    record_sms_outcomes,
     settings_of_partners,
 )
 from campaigns.settings import CampaignsSettings
@@ -463,9 +464,5 @@ def sms_outcome(event: SmsEvent) -> SmsOutcome:
 
 async def record_sms_events(pool: asyncpg.Pool, events: Sequence[SmsEvent]) -> None:
     """Keep what the notifier reported; one row per (command, kind), so redelivery counts once."""
-    by_partner: dict[str, list[SmsOutcome]] = defaultdict(list)
-    for event in events:
-        by_partner[event.partner_id].append(sms_outcome(event))
-    async with pool.acquire() as conn, conn.transaction():
-        for partner_id, outcomes in by_partner.items():
-            await CampaignRepository(conn, partner_id).record_sms_outcomes(outcomes)
+    async with pool.acquire() as conn:
+        await record_sms_outcomes(conn, [(event.partner_id, sms_outcome(event)) for event in events])
