@@ -229,8 +229,11 @@ class BatchSender:
         idempotent producer keeps each partition's order (a batch that fills up goes first, the next follows)."""
         batches: dict[TopicPartition, BatchBuilder] = {}
         futures: list[asyncio.Future[Any]] = []
+        partitions: dict[str, list[int]] = {}
         for topic, key, value, headers in records:
-            where = TopicPartition(topic, await self._partition(topic, key))
+            if topic not in partitions:
+                partitions[topic] = sorted(await self._producer.partitions_for(topic))
+            where = TopicPartition(topic, int(self._partitioner(key, partitions[topic], partitions[topic])))
             batch = batches.get(where)
             if batch is None or batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 if batch is not None:
@@ -241,11 +244,8 @@ class BatchSender:
         futures += [await self._send(where, batch) for where, batch in batches.items()]
         await asyncio.gather(*futures)
 
-    async def _partition(self, topic: str, key: bytes | None) -> int:
-        partitions = sorted(await self._producer.partitions_for(topic))
-        return int(self._partitioner(key, partitions, partitions))
-
     async def _send(self, where: TopicPartition, batch: BatchBuilder) -> asyncio.Future[Any]:
+        batch.close()  # ours alone: a `send` elsewhere on this producer must not append to it
         future: asyncio.Future[Any] = await self._producer.send_batch(batch, where.topic, partition=where.partition)
         return future
 
