@@ -340,7 +340,7 @@ class Bench:
         for i, (value, key, order) in enumerate(records):
             due = started + i / rate
             if due > time.monotonic():
-                # Latency counts from the actual publish (`sent_at`), so waiting for the tick hides nothing.
+                # Latency counts from the actual publish (`sent_at`): the wait for the tick is the upstream's.
                 next_tick = max(due, next_tick + PUBLISH_TICK_S)
                 await asyncio.sleep(next_tick - time.monotonic())
             await producer.send(inbound, value, key=key)
