@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,6 +19,7 @@ from devtools.pytest_plugin import Infrastructure, read_topic, wait_until
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import (
+    DELETE_PUBLISHED,
     RELAY_LOCK_ID,
     TAKE_BATCH,
     OutboxRelay,
@@ -178,8 +180,8 @@ async def test_catalog_catches_up_keeps_newest_versions_and_follows_changes(
         await catalog.stop()
 
 
-async def test_the_relay_takes_its_batch_through_the_index_whatever_the_plan(pool: asyncpg.Pool) -> None:
-    """asyncpg prepares statements, so PostgreSQL soon runs a generic plan; the `id IN (subquery)` form then
+async def test_the_relay_takes_and_deletes_its_batch_through_the_index_whatever_the_plan(pool: asyncpg.Pool) -> None:
+    """asyncpg prepares statements, so PostgreSQL soon runs a generic plan; an earlier `id IN (subquery)` form then
     scanned the whole outbox, dead rows included, for every batch."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -187,8 +189,9 @@ async def test_the_relay_takes_its_batch_through_the_index_whatever_the_plan(poo
         )
         for mode in ("force_generic_plan", "force_custom_plan"):
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
-            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {TAKE_BATCH}", RELAY_LOCK_ID, 100))
-            assert "Seq Scan" not in plan, f"{mode}:\n{plan}"
+            for statement, argument in ((TAKE_BATCH, 500), (DELETE_PUBLISHED, list(range(1, 501)))):
+                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {statement}", argument))
+                assert "Seq Scan" not in plan, f"{mode}:\n{plan}"
 
 
 async def test_a_full_relay_batch_goes_out_in_one_produce_request(
@@ -247,3 +250,90 @@ async def test_the_relay_partitions_as_send_does_and_splits_what_one_produce_bat
             assert {r.partition for r in mine} == {probe.partition}
     finally:
         await small.stop()
+
+
+class HeldSend(OutboxRelay):
+    """A relay whose sends wait for `release`, so a test can look at the database while one is in flight."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sending = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _send_all(self, rows: list[asyncpg.Record]) -> None:
+        self.sending.set()
+        await self.release.wait()
+        await super()._send_all(rows)
+
+
+async def test_no_transaction_stays_open_while_the_relay_waits_for_the_broker(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str
+) -> None:
+    # An open transaction holds back vacuum everywhere in the database: with the broker away, a relay waiting
+    # out its request timeout inside one would do so for as long as the outage lasts.
+    await add(pool, topic, upserted(definition("shipped", 1)))
+    relay = HeldSend(pool, producer)
+    publishing = asyncio.create_task(relay.publish_batch())
+    try:
+        await asyncio.wait_for(relay.sending.wait(), 10)
+        async with pool.acquire() as conn:
+            open_transactions = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND xact_start IS NOT NULL"
+            )
+        assert open_transactions == 0
+    finally:
+        relay.release.set()
+    assert await publishing == 1
+    assert await pending_count(pool) == 0
+
+
+async def _relay_lock_holder(pool: asyncpg.Pool) -> int | None:
+    async with pool.acquire() as conn:
+        pid: int | None = await conn.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            RELAY_LOCK_ID,
+        )
+        return pid
+
+
+async def test_one_relay_publishes_at_a_time_and_another_takes_over_when_it_stops(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str
+) -> None:
+    first = HeldSend(pool, producer, poll_interval_s=0.2)
+    running = asyncio.create_task(first.run())
+    try:
+        await add(pool, topic, upserted(definition("shipped", 1)))
+        await asyncio.wait_for(first.sending.wait(), 10)  # the first relay holds the lock, mid-batch
+        second = OutboxRelay(pool, producer)
+        assert await second.publish_batch() == 0  # the rows are pending, but not for this relay
+        assert await pending_count(pool) == 1
+        first.release.set()
+        await wait_until(lambda: _is(first.published, 1), what="the first relay to publish")
+    finally:
+        first.stop()
+        await asyncio.wait_for(running, 10)
+    assert await _relay_lock_holder(pool) is None  # stopping gave the lock back
+    await add(pool, topic, upserted(definition("shipped", 2)))
+    assert await second.publish_batch() == 1
+
+
+async def test_a_relay_whose_connection_dies_reconnects_and_carries_on(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str
+) -> None:
+    relay = OutboxRelay(pool, producer, poll_interval_s=0.2)
+    running = asyncio.create_task(relay.run())
+    try:
+        await add(pool, topic, upserted(definition("shipped", 1)))
+        await wait_until(lambda: _is(relay.published, 1), what="the relay to publish")
+        holder = await _relay_lock_holder(pool)
+        assert holder is not None
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", holder)
+        await add(pool, topic, upserted(definition("shipped", 2)))
+        await wait_until(lambda: _is(relay.published, 2), what="the relay to publish after reconnecting")
+        assert await _relay_lock_holder(pool) not in (None, holder)
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, 10)

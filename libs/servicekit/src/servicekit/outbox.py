@@ -4,7 +4,8 @@
 committed. `OutboxRelay` publishes pending rows in id order with an idempotent producer
 (`acks=all`) and deletes them only after the broker acknowledged every record of the batch. A
 relay killed between publishing and deleting publishes that batch again on restart: consumers
-de-duplicate by event id (and registry consumers by version), which is the contract.
+de-duplicate by event id (and registry consumers by version), which is the contract. No transaction
+stays open while the relay waits for the broker.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -28,20 +29,28 @@ from contracts.envelope import Envelope
 from servicekit.db import DbConnection
 from servicekit.tracing import trace_headers
 
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
 # Only one relay per database publishes at a time: that keeps records in commit order per key
-# even with several service instances. The number is arbitrary but fixed.
+# even with several service instances. It holds this session lock on its own connection, which it
+# also reads and deletes with: should that connection die, the lock goes with it and so does every
+# statement of the relay. The number is arbitrary but fixed.
 RELAY_LOCK_ID = 7_202_611
+TAKE_LOCK = "SELECT pg_try_advisory_lock($1)"
+GIVE_LOCK_BACK = "SELECT pg_advisory_unlock($1)"
 
-# The relay's batch, taken under its lock. `id = ANY(ARRAY(...))`, not `id IN (...)`: as a generic plan the IN
-# form became a hash join over a sequential scan of the whole table, dead rows included (11-28 ms per batch on
-# the benchmark, up to 1.3 s, once deletes piled up faster than autovacuum removed them).
-TAKE_BATCH = (
-    "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE (SELECT pg_try_advisory_xact_lock($1)) "
-    "ORDER BY id LIMIT $2)) RETURNING id, topic, key, payload, headers"
-)
+# The relay's batch, oldest first, read outside any transaction (the lock keeps other relays away) and deleted
+# once the broker acknowledged it. Both go through the primary key whatever the plan (a test checks it): a
+# sequential scan would walk every dead row of the queue (11-28 ms per batch on the benchmark, up to 1.3 s, once
+# deletes piled up faster than autovacuum removed them). Given the ids as a plain array, the planner weighs
+# their number against the table and picks the sequential scan for a full batch; as `ARRAY(SELECT ...)` it
+# cannot count them, and probes the index.
+TAKE_BATCH = "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1"
+DELETE_PUBLISHED = "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT unnest($1::bigint[])))"
 RELAY_BATCH_SECONDS = Histogram(
     "outbox_relay_batch_seconds", "Time to publish one outbox batch: read, send, broker acknowledgements, delete"
 )
@@ -121,6 +130,14 @@ def idempotent_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProdu
     )
 
 
+@dataclass
+class _Session:
+    """The relay's own connection, and whether it holds the relay lock (until the connection ends)."""
+
+    conn: PoolConnectionProxy[asyncpg.Record]
+    locked: bool = False
+
+
 class OutboxRelay:
     """Publishes the outbox of one database; run one per service instance (a lock picks the active one)."""
 
@@ -138,19 +155,23 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
         self._stopping = False
+        self._session: _Session | None = None  # run()'s, kept as long as its connection lives
         self.published = 0
 
     async def run(self) -> None:
-        async with self._pool.acquire() as listener:
-            await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        """Publish until `stop`: on a connection of its own, which listens for the wake-up and, once this relay
+        got the lock, holds it; a lost connection is replaced after a pause."""
+        while not self._stopping:
             try:
-                while not self._stopping:
-                    sent = await self._publish_with_backoff()
-                    if sent < self._batch_size and not self._stopping:
-                        await self._sleep_until_woken()
+                async with self._own_session() as session:
+                    await session.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                    self._session = session
+                    await self._publish_until_stopped(session)
+            except Exception as exc:  # the connection is gone (or could not be opened): try another after a pause
+                log.warning("outbox relay: connection lost (%s: %s); reconnecting", type(exc).__name__, exc)
+                await self._sleep_until_woken()
             finally:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                self._session = None
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from `run`: cancelling mid-batch would republish it."""
@@ -160,42 +181,77 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
+    async def _publish_until_stopped(self, session: _Session) -> None:
+        while not self._stopping:
+            sent = await self._publish_with_backoff(session)
+            if sent < self._batch_size and not self._stopping:
+                await self._sleep_until_woken()
+
     async def _sleep_until_woken(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         self._wake.clear()
 
-    async def _publish_with_backoff(self) -> int:
+    async def _publish_with_backoff(self, session: _Session) -> int:
         try:
-            return await self.publish_batch()
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            # Broker or database away: nothing was deleted, so the batch is retried after a pause.
-            log.warning("outbox relay: %s: %s; retrying", type(exc).__name__, exc)
-            await asyncio.sleep(self._poll_interval_s)
-            return 0
+            return await self._publish_timed(session)
         except Exception as exc:
-            log.exception("outbox relay: unexpected %s; retrying", type(exc).__name__)
+            if session.conn.is_closed():
+                raise  # the lock went with the connection: run() opens another one
+            if isinstance(exc, OSError | asyncpg.PostgresError | TimeoutError):
+                # Broker or database away: nothing was deleted, so the batch is retried after a pause.
+                log.warning("outbox relay: %s: %s; retrying", type(exc).__name__, exc)
+            else:
+                log.exception("outbox relay: unexpected %s; retrying", type(exc).__name__)
             await asyncio.sleep(self._poll_interval_s)
             return 0
 
     async def publish_batch(self) -> int:
-        """Publish and delete one batch; returns how many records went out."""
+        """Publish and delete one batch; returns how many records went out (none while another relay holds the
+        lock). Outside `run` it takes a connection, and the lock, for this batch only."""
+        if self._session is not None:
+            return await self._publish_timed(self._session)
+        async with self._own_session() as session:
+            return await self._publish_timed(session)
+
+    @contextlib.asynccontextmanager
+    async def _own_session(self) -> AsyncIterator[_Session]:
+        session = _Session(await self._pool.acquire())
+        try:
+            yield session
+        finally:
+            try:
+                if session.locked and not session.conn.is_closed():
+                    # Now, for the next relay: the server would release it only once it noticed the closed socket.
+                    await session.conn.execute(GIVE_LOCK_BACK, RELAY_LOCK_ID)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox relay: could not give the lock back (%s); closing its connection", exc)
+            finally:
+                # Closed, not handed back as it is: the pool keeps no session state, and this one has a listener
+                # (and may hold the lock still). The pool opens a new connection when it needs one.
+                session.conn.terminate()
+                await self._pool.release(session.conn)
+
+    async def _publish_timed(self, session: _Session) -> int:
         started = time.perf_counter()
-        published = await self._publish_batch()
+        published = await self._publish(session)
         if published:  # an empty poll is not a batch
             RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
             RELAY_BATCH_RECORDS.observe(published)
         return published
 
-    async def _publish_batch(self) -> int:
-        # The rows are deleted first, in the transaction, and the transaction commits only after the broker
-        # acknowledged every record: a failed send rolls the delete back. One statement also takes the
-        # relay lock (once, as an init plan): when another relay holds it, the batch is empty.
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(TAKE_BATCH, RELAY_LOCK_ID, self._batch_size)
-            if not rows:
+    async def _publish(self, session: _Session) -> int:
+        # Each statement commits on its own: the rows are deleted only after the broker acknowledged every
+        # record, so a failed send leaves them to publish again, and no transaction waits on the broker.
+        if not session.locked:
+            session.locked = bool(await session.conn.fetchval(TAKE_LOCK, RELAY_LOCK_ID))
+            if not session.locked:
                 return 0
-            await self._send_all(sorted(rows, key=lambda row: int(row["id"])))  # RETURNING keeps no order
+        rows = await session.conn.fetch(TAKE_BATCH, self._batch_size)
+        if not rows:
+            return 0
+        await self._send_all(rows)
+        await session.conn.execute(DELETE_PUBLISHED, [row["id"] for row in rows])
         self.published += len(rows)
         return len(rows)
 
