@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -298,22 +299,28 @@ async def _relay_lock_holder(pool: asyncpg.Pool) -> int | None:
         return pid
 
 
+@asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[None]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_one_relay_publishes_at_a_time_and_another_takes_over_when_it_stops(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str
 ) -> None:
     first = HeldSend(pool, producer, poll_interval_s=0.2)
-    running = asyncio.create_task(first.run())
-    try:
+    second = OutboxRelay(pool, producer)
+    async with running(first):
         await add(pool, topic, upserted(definition("shipped", 1)))
         await asyncio.wait_for(first.sending.wait(), 10)  # the first relay holds the lock, mid-batch
-        second = OutboxRelay(pool, producer)
         assert await second.publish_batch() == 0  # the rows are pending, but not for this relay
         assert await pending_count(pool) == 1
         first.release.set()
         await wait_until(lambda: _is(first.published, 1), what="the first relay to publish")
-    finally:
-        first.stop()
-        await asyncio.wait_for(running, 10)
     assert await _relay_lock_holder(pool) is None  # stopping gave the lock back
     await add(pool, topic, upserted(definition("shipped", 2)))
     assert await second.publish_batch() == 1
@@ -323,8 +330,7 @@ async def test_a_relay_whose_connection_dies_reconnects_and_carries_on(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str
 ) -> None:
     relay = OutboxRelay(pool, producer, poll_interval_s=0.2)
-    running = asyncio.create_task(relay.run())
-    try:
+    async with running(relay):
         await add(pool, topic, upserted(definition("shipped", 1)))
         await wait_until(lambda: _is(relay.published, 1), what="the relay to publish")
         holder = await _relay_lock_holder(pool)
@@ -334,6 +340,3 @@ async def test_a_relay_whose_connection_dies_reconnects_and_carries_on(
         await add(pool, topic, upserted(definition("shipped", 2)))
         await wait_until(lambda: _is(relay.published, 2), what="the relay to publish after reconnecting")
         assert await _relay_lock_holder(pool) not in (None, holder)
-    finally:
-        relay.stop()
-        await asyncio.wait_for(running, 10)
