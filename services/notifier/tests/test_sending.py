@@ -53,6 +53,26 @@ async def test_a_command_due_now_starts_its_attempt_in_the_intake_transaction(
     assert kit.console_ids() == [command.id]
 
 
+async def test_a_report_that_overtakes_its_sends_outcome_is_stored_in_the_outcomes_transaction(
+    kit: Any, notifier_app: FastAPI
+) -> None:
+    # The console provider reports delivery before `send` returns. On its own the report would find no dispatched
+    # message and be kept for later while the outcome waited for its locks; it rides with the outcome instead.
+    command = kit.command()
+    await kit.publish(command)
+    await kit.wait_status(command.id, "delivered")
+    rows = await kit.rows(
+        "SELECT r.received_at = a.finished_at AS together FROM messages m JOIN attempts a USING (message_id) "
+        "JOIN message_parts p USING (message_id) "
+        "JOIN receipts r ON r.provider = p.provider AND r.provider_message_id = p.provider_message_id "
+        "WHERE m.send_sms_id = $1",
+        command.id,
+    )
+    assert [row["together"] for row in rows] == [True]  # now() is the transaction's start: the same one
+    events = await kit.events(at_least=2)
+    assert [type(e.data) for e in events] == [SmsDispatched, SmsDelivered]
+
+
 async def test_the_same_command_twice_in_one_batch_is_taken_in_once(kit: Any, notifier_app: FastAPI) -> None:
     command = kit.command()
     record = ConsumerRecord(

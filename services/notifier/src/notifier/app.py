@@ -68,7 +68,7 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             batching=settings.batching,
         )
         runtime.extras.update(
-            provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher, intake=intake
+            provider=chosen, receipts=Receipts(runtime.pool, events, dispatcher), dispatcher=dispatcher, intake=intake
         )
 
         await _start_sending(runtime)

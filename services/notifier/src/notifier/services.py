@@ -87,6 +87,8 @@ SEND_ATTEMPTS = Counter("sms_send_attempts_total", "Provider calls by outcome", 
 
 SOURCE = "/services/notifier"
 MESSAGE_NAMESPACE = uuid.UUID("6f1d8f0e-3b0a-4c55-9a57-2f6c2f3f8b11")
+# How long a delivery report that overtook its send's outcome waits to be stored with it (see `Overtaken`).
+OVERTAKEN_WAIT_S = 5.0
 """uuid5 namespace of message ids (and event ids): the same command always becomes the same message."""
 
 
@@ -343,6 +345,18 @@ def outgoing(message: Message, default_sender: str) -> OutgoingSms:
     )
 
 
+@dataclass(eq=False)
+class Overtaken:
+    """Delivery reports that came in while their send's outcome waited to be recorded (the console provider reports
+    before `send` returns; a fast gateway's webhook can too). They are stored in the outcome's own transaction:
+    on their own they would find no dispatched message, be kept for later, and hold the provider-id locks the
+    outcome's transaction then waited for. Whoever handed them over waits for `stored`: True once that
+    transaction committed with them, False if they are to be stored the usual way."""
+
+    reports: list[DeliveryReport] = field(default_factory=list)
+    stored: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
 @dataclass
 class Dispatcher:
     """Sends due messages through the provider, several at once, within the provider's rate limit."""
@@ -362,6 +376,8 @@ class Dispatcher:
     # Due messages may wait in the queue: the last round filled every slot, or the intake had no room.
     _backlog: bool = False
     _live: bool = False  # holding the liveness lock: only then may attempts carry this instance's id
+    # Provider id -> the reports riding with its send's outcome, from the send's return to the outcome's recording.
+    _awaiting_outcome: dict[str, Overtaken] = field(default_factory=dict)
     # This instance's id; it holds the advisory lock (OWNER_LOCK_CLASS, instance_id) for as long as it lives.
     instance_id: int = field(default_factory=lambda: secrets.randbelow(2**31 - 1) + 1)
 
@@ -528,7 +544,25 @@ class Dispatcher:
             await self._durably(SendOutcome(claimed, attempt, failure=unknown))
         else:
             SEND_ATTEMPTS.labels(self.provider.name, "accepted").inc()
+            waiting = Overtaken()
+            self._awaiting_outcome.update((pid, waiting) for pid in accepted.provider_message_ids)
             await self._durably(SendOutcome(claimed, attempt, accepted=accepted))
+
+    def ride_along(
+        self, provider: str, reports: Sequence[DeliveryReport]
+    ) -> tuple[dict[Overtaken, list[DeliveryReport]], list[DeliveryReport]]:
+        """Hand the reports whose send's outcome is still to be recorded over to that outcome; returns them, by the
+        outcome they ride with, and the others."""
+        riding: dict[Overtaken, list[DeliveryReport]] = {}
+        others: list[DeliveryReport] = []
+        for report in reports:
+            waiting = self._awaiting_outcome.get(report.provider_message_id) if provider == self.provider.name else None
+            if waiting is None:
+                others.append(report)
+            else:
+                waiting.reports.append(report)
+                riding.setdefault(waiting, []).append(report)
+        return riding, others
 
     async def _durably(self, outcome: SendOutcome) -> None:
         """Record an outcome, with those of concurrent sends (one transaction for all); should the database stay
@@ -540,19 +574,36 @@ class Dispatcher:
 
     async def _record_outcomes(self, outcomes: Sequence[SendOutcome]) -> None:
         """Record a group of outcomes, riding out a short database outage (one retry loop per group)."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RECORDING_RETRIED),
-            wait=wait_random_exponential(multiplier=0.2, max=5),
-            stop=stop_after_attempt(6),
-            reraise=True,
-        ):
-            with attempt:
-                await self._record_group(outcomes)
+        # From here on, reports of these sends go the usual way: the group's reports are those handed over so far.
+        riders = {
+            o.message_id: waiting
+            for o in outcomes
+            if o.accepted is not None
+            for pid in o.accepted.provider_message_ids
+            if (waiting := self._awaiting_outcome.pop(pid, None)) is not None
+        }
+        stored: set[str] = set()  # the messages whose riders are committed
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RECORDING_RETRIED),
+                wait=wait_random_exponential(multiplier=0.2, max=5),
+                stop=stop_after_attempt(6),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._record_group(outcomes, riders, stored)
+        finally:
+            for message_id, waiting in riders.items():
+                if not waiting.stored.done():
+                    waiting.stored.set_result(message_id in stored)
 
-    async def _record_group(self, outcomes: Sequence[SendOutcome]) -> None:
+    async def _record_group(
+        self, outcomes: Sequence[SendOutcome], riders: dict[str, Overtaken], stored: set[str]
+    ) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                await self._record_in(conn, outcomes)
+                carried = await self._record_in(conn, outcomes, riders)
+            stored.update(carried)
         except asyncpg.PostgresError as exc:
             if len(outcomes) == 1 or isinstance(exc, RECORDING_RETRIED):
                 raise
@@ -561,11 +612,15 @@ class Dispatcher:
             for outcome in outcomes:
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
-                        await self._record_in(conn, [outcome])
+                        carried = await self._record_in(conn, [outcome], riders)
+                    stored.update(carried)
                 except asyncpg.PostgresError:
                     log.exception("could not record the outcome of %s; reconciliation will", outcome.message_id)
 
-    async def _record_in(self, conn: DbConnection, outcomes: Sequence[SendOutcome]) -> None:
+    async def _record_in(
+        self, conn: DbConnection, outcomes: Sequence[SendOutcome], riders: dict[str, Overtaken]
+    ) -> set[str]:
+        """Record the outcomes; returns the messages whose riding reports were stored with them."""
         queue = DispatchQueue(conn)
         current = await queue.lock([o.message_id for o in outcomes])
         live = []
@@ -575,13 +630,16 @@ class Dispatcher:
             else:
                 log.warning("outcome of %s attempt %d arrived after reconciliation; ignored", *outcome.what)
         accepted = [(o, o.accepted) for o in live if o.accepted is not None]
-        outbox = await self._accepted(queue, accepted) if accepted else []
+        outbox = await self._accepted(queue, accepted, riders) if accepted else []
         for outcome in live:
             if outcome.failure is not None:
                 outbox += await self._failed(queue, outcome.claimed, outcome.attempt, outcome.failure)
         await enqueue(conn, outbox)
+        return {o.message_id for o, _ in accepted if o.message_id in riders}
 
-    async def _accepted(self, queue: DispatchQueue, accepted: list[tuple[SendOutcome, Accepted]]) -> list[OutboxRecord]:
+    async def _accepted(
+        self, queue: DispatchQueue, accepted: list[tuple[SendOutcome, Accepted]], riders: dict[str, Overtaken]
+    ) -> list[OutboxRecord]:
         provider = self.provider.name
         await queue.lock_provider_ids(provider, (pid for _, a in accepted for pid in a.provider_message_ids))
         await queue.finish_attempts(
@@ -591,6 +649,9 @@ class Dispatcher:
             provider, [(o.message_id, list(a.provider_message_ids), a.per_segment) for o, a in accepted]
         )
         await queue.mark_dispatched([(o.message_id, a.provider_message_ids[0]) for o, a in accepted])
+        riding = [report for o, _ in accepted if o.message_id in riders for report in riders[o.message_id].reports]
+        if riding:
+            await queue.put_receipts(provider, await _advanced(queue, provider, riding))
         outbox = [
             self.events.dispatched(o.claimed.message, o.claimed.correlation_id, provider, a.provider_message_ids[0])
             for o, a in accepted
@@ -749,21 +810,32 @@ class Receipts:
 
     pool: asyncpg.Pool
     events: Events
+    # The reports whose send's outcome is still to be recorded ride with it (see `Overtaken`).
+    dispatcher: Dispatcher | None = None
 
     async def apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         """Apply reports; returns how many matched a known message (the others wait for their dispatch)."""
-        # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL
-        # and tried again; the reports are not lost.
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(asyncpg.DeadlockDetectedError), stop=stop_after_attempt(3), reraise=True
-        )
-        return await retrying(self._apply, provider, reports)
+        riding, others = self.dispatcher.ride_along(provider, reports) if self.dispatcher else ({}, list(reports))
+        matched = 0
+        for waiting, carried in riding.items():
+            if await _stored_in_time(waiting):
+                matched += len(carried)
+            else:  # stored the usual way; should the outcome store them too, receipts only move forward
+                others += carried
+        if others:
+            # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL
+            # and tried again; the reports are not lost.
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(asyncpg.DeadlockDetectedError), stop=stop_after_attempt(3), reraise=True
+            )
+            matched += await retrying(self._apply, provider, others)
+        return matched
 
     async def _apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
             await queue.lock_provider_ids(provider, (r.provider_message_id for r in reports))
-            await queue.put_receipts(provider, await self._advanced(queue, provider, reports))
+            await queue.put_receipts(provider, await _advanced(queue, provider, reports))
             parts = await queue.parts(provider, (r.provider_message_id for r in reports))
             locked = await queue.lock(sorted(set(parts.values())))
             dispatched = [
@@ -774,22 +846,29 @@ class Receipts:
             await enqueue(conn, await _settle_receipts(queue, self.events, provider, dispatched))
         return sum(1 for r in reports if r.provider_message_id in parts)
 
-    @staticmethod
-    async def _advanced(queue: DispatchQueue, provider: str, reports: Sequence[DeliveryReport]) -> list[StoredReceipt]:
-        """The receipts the reports move forward (in report order: a later report of a segment wins)."""
 
-        def key(report: DeliveryReport) -> tuple[str, int]:
-            return report.provider_message_id, report.segment if report.segment is not None else WHOLE_MESSAGE
+async def _stored_in_time(waiting: Overtaken) -> bool:
+    try:
+        return await asyncio.wait_for(asyncio.shield(waiting.stored), OVERTAKEN_WAIT_S)
+    except TimeoutError:
+        return False
 
-        stored = await queue.receipt_statuses(provider, map(key, reports))
-        changed: dict[tuple[str, int], StoredReceipt] = {}
-        for report in reports:
-            pid, segment = key(report)
-            after = advance_receipt(stored.get((pid, segment)), report.status)
-            if after != stored.get((pid, segment)):
-                stored[(pid, segment)] = after
-                changed[(pid, segment)] = StoredReceipt(pid, segment, after, report.raw_status, report.occurred_at)
-        return list(changed.values())
+
+async def _advanced(queue: DispatchQueue, provider: str, reports: Sequence[DeliveryReport]) -> list[StoredReceipt]:
+    """The receipts the reports move forward (in report order: a later report of a segment wins)."""
+
+    def key(report: DeliveryReport) -> tuple[str, int]:
+        return report.provider_message_id, report.segment if report.segment is not None else WHOLE_MESSAGE
+
+    stored = await queue.receipt_statuses(provider, map(key, reports))
+    changed: dict[tuple[str, int], StoredReceipt] = {}
+    for report in reports:
+        pid, segment = key(report)
+        after = advance_receipt(stored.get((pid, segment)), report.status)
+        if after != stored.get((pid, segment)):
+            stored[(pid, segment)] = after
+            changed[(pid, segment)] = StoredReceipt(pid, segment, after, report.raw_status, report.occurred_at)
+    return list(changed.values())
 
 
 @dataclass(frozen=True)
