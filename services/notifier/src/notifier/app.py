@@ -91,7 +91,7 @@ async def _start_sending(runtime: Runtime) -> None:
     receipts: Receipts = runtime.extras["receipts"]
 
     async def on_reports(reports: Sequence[DeliveryReport]) -> None:
-        await receipts.apply(provider.name, reports)
+        await receipts.apply(provider.name, reports, wait=False)
 
     async def on_inbound(inbound: InboundSms) -> None:
         await handle_inbound(runtime.pool, inbound)

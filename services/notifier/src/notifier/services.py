@@ -812,24 +812,50 @@ class Receipts:
     events: Events
     # The reports whose send's outcome is still to be recorded ride with it (see `Overtaken`).
     dispatcher: Dispatcher | None = None
+    _followers: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
-        """Apply reports; returns how many matched a known message (the others wait for their dispatch)."""
+    async def apply(self, provider: str, reports: Sequence[DeliveryReport], *, wait: bool = True) -> int:
+        """Apply reports; returns how many matched a known message (the others wait for their dispatch).
+
+        `wait`: return only once every report is stored, as a webhook must before it answers. A provider's own
+        report sink need not (the SMSC has its acknowledgement already, the console has nobody to tell): the
+        reports riding with an outcome are then left to it, and stored the usual way should it not be recorded.
+        Waiting there would hold up the next reports until they, too, came after their outcome's recording.
+        """
         riding, others = self.dispatcher.ride_along(provider, reports) if self.dispatcher else ({}, list(reports))
         matched = 0
         for waiting, carried in riding.items():
-            if await _stored_in_time(waiting):
+            if not wait:
+                self._follow(provider, waiting, carried)
+                matched += len(carried)
+            elif await _stored_in_time(waiting):
                 matched += len(carried)
             else:  # stored the usual way; should the outcome store them too, receipts only move forward
                 others += carried
         if others:
-            # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL
-            # and tried again; the reports are not lost.
-            retrying = AsyncRetrying(
-                retry=retry_if_exception_type(asyncpg.DeadlockDetectedError), stop=stop_after_attempt(3), reraise=True
-            )
-            matched += await retrying(self._apply, provider, others)
+            matched += await self._store(provider, others)
         return matched
+
+    def _follow(self, provider: str, waiting: Overtaken, carried: list[DeliveryReport]) -> None:
+        task = asyncio.create_task(self._store_unless_carried(provider, waiting, carried), name="overtaken-reports")
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+
+    async def _store_unless_carried(self, provider: str, waiting: Overtaken, carried: list[DeliveryReport]) -> None:
+        if await _stored_in_time(waiting):
+            return
+        try:
+            await self._store(provider, carried)
+        except Exception:  # as a report sink's failure would be: logged, the provider's report is lost
+            log.exception("could not store %d delivery reports", len(carried))
+
+    async def _store(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
+        # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL and
+        # tried again; the reports are not lost.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(asyncpg.DeadlockDetectedError), stop=stop_after_attempt(3), reraise=True
+        )
+        return await retrying(self._apply, provider, reports)
 
     async def _apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
