@@ -823,31 +823,29 @@ class Receipts:
         Waiting there would hold up the next reports until they, too, came after their outcome's recording.
         """
         riding, others = self.dispatcher.ride_along(provider, reports) if self.dispatcher else ({}, list(reports))
-        matched = 0
-        for waiting, carried in riding.items():
-            if not wait:
-                self._follow(provider, waiting, carried)
-                matched += len(carried)
-            elif await _stored_in_time(waiting):
-                matched += len(carried)
-            else:  # stored the usual way; should the outcome store them too, receipts only move forward
-                others += carried
+        matched = sum(len(carried) for carried in riding.values())
+        if riding and not wait:
+            self._follow(provider, riding)
+        elif riding:
+            missed = await _not_stored(riding)
+            matched -= len(missed)
+            others += missed  # stored the usual way; should the outcome store them too, receipts only move forward
         if others:
             matched += await self._store(provider, others)
         return matched
 
-    def _follow(self, provider: str, waiting: Overtaken, carried: list[DeliveryReport]) -> None:
-        task = asyncio.create_task(self._store_unless_carried(provider, waiting, carried), name="overtaken-reports")
+    def _follow(self, provider: str, riding: dict[Overtaken, list[DeliveryReport]]) -> None:
+        task = asyncio.create_task(self._store_unless_carried(provider, riding), name="overtaken-reports")
         self._followers.add(task)
         task.add_done_callback(self._followers.discard)
 
-    async def _store_unless_carried(self, provider: str, waiting: Overtaken, carried: list[DeliveryReport]) -> None:
-        if await _stored_in_time(waiting):
-            return
+    async def _store_unless_carried(self, provider: str, riding: dict[Overtaken, list[DeliveryReport]]) -> None:
+        missed = await _not_stored(riding)
         try:
-            await self._store(provider, carried)
+            if missed:
+                await self._store(provider, missed)
         except Exception:  # as a report sink's failure would be: logged, the provider's report is lost
-            log.exception("could not store %d delivery reports", len(carried))
+            log.exception("could not store %d delivery reports", len(missed))
 
     async def _store(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
         # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL and
@@ -873,11 +871,15 @@ class Receipts:
         return sum(1 for r in reports if r.provider_message_id in parts)
 
 
-async def _stored_in_time(waiting: Overtaken) -> bool:
-    try:
-        return await asyncio.wait_for(asyncio.shield(waiting.stored), OVERTAKEN_WAIT_S)
-    except TimeoutError:
-        return False
+async def _not_stored(riding: dict[Overtaken, list[DeliveryReport]]) -> list[DeliveryReport]:
+    """The riding reports that their outcomes did not store within OVERTAKEN_WAIT_S."""
+    await asyncio.wait([waiting.stored for waiting in riding], timeout=OVERTAKEN_WAIT_S)
+    return [
+        report
+        for waiting, carried in riding.items()
+        if not (waiting.stored.done() and waiting.stored.result())
+        for report in carried
+    ]
 
 
 async def _advanced(queue: DispatchQueue, provider: str, reports: Sequence[DeliveryReport]) -> list[StoredReceipt]:
