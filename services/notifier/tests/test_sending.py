@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx
-import pytest
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
-from devtools.pytest_plugin import wait_until
-from notifier.domain import ReceiptStatus
-from notifier.providers.base import DeliveryReport
-from notifier.services import Overtaken, Receipts
 
 PHONE = "+79161234567"
 
@@ -58,52 +51,6 @@ async def test_a_command_due_now_starts_its_attempt_in_the_intake_transaction(
     # so the send started right after intake, without a second transaction or the dispatcher's next round.
     assert detail["attempt_log"][0]["started_at"] == detail["created_at"]
     assert kit.console_ids() == [command.id]
-
-
-async def test_a_report_that_overtakes_its_sends_outcome_is_stored_in_the_outcomes_transaction(
-    kit: Any, notifier_app: FastAPI
-) -> None:
-    # The console provider reports delivery before `send` returns. On its own the report would find no dispatched
-    # message and be kept for later while the outcome waited for its locks; it rides with the outcome instead.
-    command = kit.command()
-    await kit.publish(command)
-    await kit.wait_status(command.id, "delivered")
-    rows = await kit.rows(
-        "SELECT r.received_at = a.finished_at AS together FROM messages m JOIN attempts a USING (message_id) "
-        "JOIN message_parts p USING (message_id) "
-        "JOIN receipts r ON r.provider = p.provider AND r.provider_message_id = p.provider_message_id "
-        "WHERE m.send_sms_id = $1",
-        command.id,
-    )
-    assert [row["together"] for row in rows] == [True]  # now() is the transaction's start: the same one
-    events = await kit.events(at_least=2)
-    assert [type(e.data) for e in events] == [SmsDispatched, SmsDelivered]
-
-
-class NotRecorded:
-    """A dispatcher whose outcomes are never recorded: every report it is offered rides, then comes back."""
-
-    def ride_along(
-        self, provider: str, reports: Sequence[DeliveryReport]
-    ) -> tuple[dict[Overtaken, list[DeliveryReport]], list[DeliveryReport]]:
-        waiting = Overtaken(list(reports))
-        waiting.stored.set_result(False)
-        return {waiting: list(reports)}, []
-
-
-@pytest.mark.parametrize("wait", [True, False])
-async def test_reports_whose_outcome_is_not_recorded_are_stored_the_usual_way(
-    kit: Any, notifier_app: FastAPI, wait: bool
-) -> None:
-    runtime = notifier_app.state.runtime
-    receipts = Receipts(runtime.pool, runtime.extras["receipts"].events, cast(Any, NotRecorded()))
-    pid = f"console-{uuid.uuid4()}"  # no message has it yet: the receipt is kept for its dispatch
-    await receipts.apply("console", [DeliveryReport(pid, ReceiptStatus.DELIVERED, "delivered")], wait=wait)
-
-    async def stored() -> bool:
-        return bool(await kit.rows("SELECT 1 FROM receipts WHERE provider_message_id = $1", pid))
-
-    await wait_until(stored, what="the receipt to be stored")
 
 
 async def test_the_same_command_twice_in_one_batch_is_taken_in_once(kit: Any, notifier_app: FastAPI) -> None:

@@ -68,7 +68,7 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             batching=settings.batching,
         )
         runtime.extras.update(
-            provider=chosen, receipts=Receipts(runtime.pool, events, dispatcher), dispatcher=dispatcher, intake=intake
+            provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher, intake=intake
         )
 
         await _start_sending(runtime)
@@ -91,7 +91,7 @@ async def _start_sending(runtime: Runtime) -> None:
     receipts: Receipts = runtime.extras["receipts"]
 
     async def on_reports(reports: Sequence[DeliveryReport]) -> None:
-        await receipts.apply(provider.name, reports, wait=False)
+        await receipts.apply(provider.name, reports)
 
     async def on_inbound(inbound: InboundSms) -> None:
         await handle_inbound(runtime.pool, inbound)

@@ -87,8 +87,6 @@ SEND_ATTEMPTS = Counter("sms_send_attempts_total", "Provider calls by outcome", 
 
 SOURCE = "/services/notifier"
 MESSAGE_NAMESPACE = uuid.UUID("6f1d8f0e-3b0a-4c55-9a57-2f6c2f3f8b11")
-# How long a delivery report that overtook its send's outcome waits to be stored with it (see `Overtaken`).
-OVERTAKEN_WAIT_S = 5.0
 """uuid5 namespace of message ids (and event ids): the same command always becomes the same message."""
 
 
@@ -345,18 +343,6 @@ def outgoing(message: Message, default_sender: str) -> OutgoingSms:
     )
 
 
-@dataclass(eq=False)
-class Overtaken:
-    """Delivery reports that came in while their send's outcome waited to be recorded (the console provider reports
-    before `send` returns; a fast gateway's webhook can too). They are stored in the outcome's own transaction:
-    on their own they would find no dispatched message, be kept for later, and hold the provider-id locks the
-    outcome's transaction then waited for. Whoever handed them over waits for `stored`: True once that
-    transaction committed with them, False if they are to be stored the usual way."""
-
-    reports: list[DeliveryReport] = field(default_factory=list)
-    stored: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
 @dataclass
 class Dispatcher:
     """Sends due messages through the provider, several at once, within the provider's rate limit."""
@@ -376,8 +362,6 @@ class Dispatcher:
     # Due messages may wait in the queue: the last round filled every slot, or the intake had no room.
     _backlog: bool = False
     _live: bool = False  # holding the liveness lock: only then may attempts carry this instance's id
-    # Provider id -> the reports riding with its send's outcome, from the send's return to the outcome's recording.
-    _awaiting_outcome: dict[str, Overtaken] = field(default_factory=dict)
     # This instance's id; it holds the advisory lock (OWNER_LOCK_CLASS, instance_id) for as long as it lives.
     instance_id: int = field(default_factory=lambda: secrets.randbelow(2**31 - 1) + 1)
 
@@ -544,25 +528,7 @@ class Dispatcher:
             await self._durably(SendOutcome(claimed, attempt, failure=unknown))
         else:
             SEND_ATTEMPTS.labels(self.provider.name, "accepted").inc()
-            waiting = Overtaken()
-            self._awaiting_outcome.update((pid, waiting) for pid in accepted.provider_message_ids)
             await self._durably(SendOutcome(claimed, attempt, accepted=accepted))
-
-    def ride_along(
-        self, provider: str, reports: Sequence[DeliveryReport]
-    ) -> tuple[dict[Overtaken, list[DeliveryReport]], list[DeliveryReport]]:
-        """Hand the reports whose send's outcome is still to be recorded over to that outcome; returns them, by the
-        outcome they ride with, and the others."""
-        riding: dict[Overtaken, list[DeliveryReport]] = {}
-        others: list[DeliveryReport] = []
-        for report in reports:
-            waiting = self._awaiting_outcome.get(report.provider_message_id) if provider == self.provider.name else None
-            if waiting is None:
-                others.append(report)
-            else:
-                waiting.reports.append(report)
-                riding.setdefault(waiting, []).append(report)
-        return riding, others
 
     async def _durably(self, outcome: SendOutcome) -> None:
         """Record an outcome, with those of concurrent sends (one transaction for all); should the database stay
@@ -574,36 +540,19 @@ class Dispatcher:
 
     async def _record_outcomes(self, outcomes: Sequence[SendOutcome]) -> None:
         """Record a group of outcomes, riding out a short database outage (one retry loop per group)."""
-        # From here on, reports of these sends go the usual way: the group's reports are those handed over so far.
-        riders = {
-            o.message_id: waiting
-            for o in outcomes
-            if o.accepted is not None
-            for pid in o.accepted.provider_message_ids
-            if (waiting := self._awaiting_outcome.pop(pid, None)) is not None
-        }
-        stored: set[str] = set()  # the messages whose riders are committed
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(RECORDING_RETRIED),
-                wait=wait_random_exponential(multiplier=0.2, max=5),
-                stop=stop_after_attempt(6),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._record_group(outcomes, riders, stored)
-        finally:
-            for message_id, waiting in riders.items():
-                if not waiting.stored.done():
-                    waiting.stored.set_result(message_id in stored)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RECORDING_RETRIED),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            stop=stop_after_attempt(6),
+            reraise=True,
+        ):
+            with attempt:
+                await self._record_group(outcomes)
 
-    async def _record_group(
-        self, outcomes: Sequence[SendOutcome], riders: dict[str, Overtaken], stored: set[str]
-    ) -> None:
+    async def _record_group(self, outcomes: Sequence[SendOutcome]) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                carried = await self._record_in(conn, outcomes, riders)
-            stored.update(carried)
+                await self._record_in(conn, outcomes)
         except asyncpg.PostgresError as exc:
             if len(outcomes) == 1 or isinstance(exc, RECORDING_RETRIED):
                 raise
@@ -612,15 +561,11 @@ class Dispatcher:
             for outcome in outcomes:
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
-                        carried = await self._record_in(conn, [outcome], riders)
-                    stored.update(carried)
+                        await self._record_in(conn, [outcome])
                 except asyncpg.PostgresError:
                     log.exception("could not record the outcome of %s; reconciliation will", outcome.message_id)
 
-    async def _record_in(
-        self, conn: DbConnection, outcomes: Sequence[SendOutcome], riders: dict[str, Overtaken]
-    ) -> set[str]:
-        """Record the outcomes; returns the messages whose riding reports were stored with them."""
+    async def _record_in(self, conn: DbConnection, outcomes: Sequence[SendOutcome]) -> None:
         queue = DispatchQueue(conn)
         current = await queue.lock([o.message_id for o in outcomes])
         live = []
@@ -630,16 +575,13 @@ class Dispatcher:
             else:
                 log.warning("outcome of %s attempt %d arrived after reconciliation; ignored", *outcome.what)
         accepted = [(o, o.accepted) for o in live if o.accepted is not None]
-        outbox = await self._accepted(queue, accepted, riders) if accepted else []
+        outbox = await self._accepted(queue, accepted) if accepted else []
         for outcome in live:
             if outcome.failure is not None:
                 outbox += await self._failed(queue, outcome.claimed, outcome.attempt, outcome.failure)
         await enqueue(conn, outbox)
-        return {o.message_id for o, _ in accepted if o.message_id in riders}
 
-    async def _accepted(
-        self, queue: DispatchQueue, accepted: list[tuple[SendOutcome, Accepted]], riders: dict[str, Overtaken]
-    ) -> list[OutboxRecord]:
+    async def _accepted(self, queue: DispatchQueue, accepted: list[tuple[SendOutcome, Accepted]]) -> list[OutboxRecord]:
         provider = self.provider.name
         await queue.lock_provider_ids(provider, (pid for _, a in accepted for pid in a.provider_message_ids))
         await queue.finish_attempts(
@@ -649,9 +591,6 @@ class Dispatcher:
             provider, [(o.message_id, list(a.provider_message_ids), a.per_segment) for o, a in accepted]
         )
         await queue.mark_dispatched([(o.message_id, a.provider_message_ids[0]) for o, a in accepted])
-        riding = [report for o, _ in accepted if o.message_id in riders for report in riders[o.message_id].reports]
-        if riding:
-            await queue.put_receipts(provider, await _advanced(queue, provider, riding))
         outbox = [
             self.events.dispatched(o.claimed.message, o.claimed.correlation_id, provider, a.provider_message_ids[0])
             for o, a in accepted
@@ -810,46 +749,11 @@ class Receipts:
 
     pool: asyncpg.Pool
     events: Events
-    # The reports whose send's outcome is still to be recorded ride with it (see `Overtaken`).
-    dispatcher: Dispatcher | None = None
-    _followers: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def apply(self, provider: str, reports: Sequence[DeliveryReport], *, wait: bool = True) -> int:
-        """Apply reports; returns how many matched a known message (the others wait for their dispatch).
-
-        `wait`: return only once every report is stored, as a webhook must before it answers. A provider's own
-        report sink need not (the SMSC has its acknowledgement already, the console has nobody to tell): the
-        reports riding with an outcome are then left to it, and stored the usual way should it not be recorded.
-        Waiting there would hold up the next reports until they, too, came after their outcome's recording.
-        """
-        riding, others = self.dispatcher.ride_along(provider, reports) if self.dispatcher else ({}, list(reports))
-        matched = sum(len(carried) for carried in riding.values())
-        if riding and not wait:
-            self._follow(provider, riding)
-        elif riding:
-            missed = await _not_stored(riding)
-            matched -= len(missed)
-            others += missed  # stored the usual way; should the outcome store them too, receipts only move forward
-        if others:
-            matched += await self._store(provider, others)
-        return matched
-
-    def _follow(self, provider: str, riding: dict[Overtaken, list[DeliveryReport]]) -> None:
-        task = asyncio.create_task(self._store_unless_carried(provider, riding), name="overtaken-reports")
-        self._followers.add(task)
-        task.add_done_callback(self._followers.discard)
-
-    async def _store_unless_carried(self, provider: str, riding: dict[Overtaken, list[DeliveryReport]]) -> None:
-        missed = await _not_stored(riding)
-        try:
-            if missed:
-                await self._store(provider, missed)
-        except Exception:  # as a report sink's failure would be: logged, the provider's report is lost
-            log.exception("could not store %d delivery reports", len(missed))
-
-    async def _store(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
-        # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL and
-        # tried again; the reports are not lost.
+    async def apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
+        """Apply reports; returns how many matched a known message (the others wait for their dispatch)."""
+        # A deadlock with an outcome being recorded (rare: it needs a stale outcome) is undone by PostgreSQL
+        # and tried again; the reports are not lost.
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(asyncpg.DeadlockDetectedError), stop=stop_after_attempt(3), reraise=True
         )
@@ -859,7 +763,7 @@ class Receipts:
         async with self.pool.acquire() as conn, conn.transaction():
             queue = DispatchQueue(conn)
             await queue.lock_provider_ids(provider, (r.provider_message_id for r in reports))
-            await queue.put_receipts(provider, await _advanced(queue, provider, reports))
+            await queue.put_receipts(provider, await self._advanced(queue, provider, reports))
             parts = await queue.parts(provider, (r.provider_message_id for r in reports))
             locked = await queue.lock(sorted(set(parts.values())))
             dispatched = [
@@ -870,33 +774,22 @@ class Receipts:
             await enqueue(conn, await _settle_receipts(queue, self.events, provider, dispatched))
         return sum(1 for r in reports if r.provider_message_id in parts)
 
+    @staticmethod
+    async def _advanced(queue: DispatchQueue, provider: str, reports: Sequence[DeliveryReport]) -> list[StoredReceipt]:
+        """The receipts the reports move forward (in report order: a later report of a segment wins)."""
 
-async def _not_stored(riding: dict[Overtaken, list[DeliveryReport]]) -> list[DeliveryReport]:
-    """The riding reports that their outcomes did not store within OVERTAKEN_WAIT_S."""
-    await asyncio.wait([waiting.stored for waiting in riding], timeout=OVERTAKEN_WAIT_S)
-    return [
-        report
-        for waiting, carried in riding.items()
-        if not (waiting.stored.done() and waiting.stored.result())
-        for report in carried
-    ]
+        def key(report: DeliveryReport) -> tuple[str, int]:
+            return report.provider_message_id, report.segment if report.segment is not None else WHOLE_MESSAGE
 
-
-async def _advanced(queue: DispatchQueue, provider: str, reports: Sequence[DeliveryReport]) -> list[StoredReceipt]:
-    """The receipts the reports move forward (in report order: a later report of a segment wins)."""
-
-    def key(report: DeliveryReport) -> tuple[str, int]:
-        return report.provider_message_id, report.segment if report.segment is not None else WHOLE_MESSAGE
-
-    stored = await queue.receipt_statuses(provider, map(key, reports))
-    changed: dict[tuple[str, int], StoredReceipt] = {}
-    for report in reports:
-        pid, segment = key(report)
-        after = advance_receipt(stored.get((pid, segment)), report.status)
-        if after != stored.get((pid, segment)):
-            stored[(pid, segment)] = after
-            changed[(pid, segment)] = StoredReceipt(pid, segment, after, report.raw_status, report.occurred_at)
-    return list(changed.values())
+        stored = await queue.receipt_statuses(provider, map(key, reports))
+        changed: dict[tuple[str, int], StoredReceipt] = {}
+        for report in reports:
+            pid, segment = key(report)
+            after = advance_receipt(stored.get((pid, segment)), report.status)
+            if after != stored.get((pid, segment)):
+                stored[(pid, segment)] = after
+                changed[(pid, segment)] = StoredReceipt(pid, segment, after, report.raw_status, report.occurred_at)
+        return list(changed.values())
 
 
 @dataclass(frozen=True)
