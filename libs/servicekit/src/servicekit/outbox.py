@@ -155,7 +155,6 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
         self._stopping = False
-        self._session: _Session | None = None  # run()'s, kept as long as its connection lives
         self.published = 0
 
     async def run(self) -> None:
@@ -165,13 +164,10 @@ class OutboxRelay:
             try:
                 async with self._own_session() as session:
                     await session.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                    self._session = session
                     await self._publish_until_stopped(session)
             except Exception as exc:  # the connection is gone (or could not be opened): try another after a pause
                 log.warning("outbox relay: connection lost (%s: %s); reconnecting", type(exc).__name__, exc)
                 await self._sleep_until_woken()
-            finally:
-                self._session = None
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from `run`: cancelling mid-batch would republish it."""
@@ -207,10 +203,8 @@ class OutboxRelay:
             return 0
 
     async def publish_batch(self) -> int:
-        """Publish and delete one batch; returns how many records went out (none while another relay holds the
-        lock). Outside `run` it takes a connection, and the lock, for this batch only."""
-        if self._session is not None:
-            return await self._publish_timed(self._session)
+        """Publish and delete one batch on a connection of its own, which holds the lock for this batch only;
+        returns how many records went out (none while another relay, `run` included, holds the lock)."""
         async with self._own_session() as session:
             return await self._publish_timed(session)
 
