@@ -165,8 +165,8 @@ class OutboxRelay:
                 async with self._own_session() as session:
                     await session.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
                     await self._publish_until_stopped(session)
-            except Exception as exc:  # the connection is gone (or could not be opened): try another after a pause
-                log.warning("outbox relay: connection lost (%s: %s); reconnecting", type(exc).__name__, exc)
+            except Exception as exc:  # the connection is gone (or could not be set up): try another after a pause
+                log.warning("outbox relay: its connection failed (%s: %s); reconnecting", type(exc).__name__, exc)
                 await self._sleep_until_woken()
 
     def stop(self) -> None:
