@@ -120,9 +120,9 @@ class OrderService:
             claims.append(command.claim_id)
             history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
         touched = {r.command.key: r.order for r in results if r.order is not None}
-        rewritten = {(r.command.key, t): touched[r.command.key] for r in results if r.order for t in r.rewritten}
-        statuses = [(order, status_type) for (_, status_type), order in rewritten.items()]
-        writes = BatchWrites(list(touched.values()), statuses, history, claims, events)
+        # One row per (order, type): an order touched by several commands of the batch is written once.
+        statuses = {(r.command.key, t): (touched[r.command.key], t) for r in results if r.order for t in r.rewritten}
+        writes = BatchWrites(list(touched.values()), list(statuses.values()), history, claims, events)
         await save_batch(conn, CONSUMER, writes, now)
         _count(results)
         return results
