@@ -528,11 +528,29 @@ def infrastructure_cpu() -> dict[str, float]:
 @contextlib.contextmanager
 def cpu_used(platform: Platform, into: dict[str, Any]) -> Iterator[None]:
     """CPU seconds each process spent while the block ran (the machine has two cores: that is the budget)."""
-    before, started = machine_cpu(platform), time.monotonic()
+    before, activity, started = machine_cpu(platform), machine_activity(), time.monotonic()
     yield
-    after = machine_cpu(platform)
+    after, activity_after, wall_s = machine_cpu(platform), machine_activity(), time.monotonic() - started
     into["cpu_seconds"] = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
-    into["wall_seconds"] = round(time.monotonic() - started, 2)
+    into["wall_seconds"] = round(wall_s, 2)
+    into["machine"] = activity_shares(activity, activity_after, wall_s)
+
+
+def machine_activity() -> dict[str, int]:
+    """The whole machine's counters so far (/proc/stat): CPU ticks by kind, context switches."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    user, nice, system, idle, iowait, irq, softirq = (int(n) for n in lines[0].split()[1:8])
+    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
+    return {"user": user + nice, "system": system + irq + softirq, "idle": idle + iowait, "switches": switches}
+
+
+def activity_shares(before: dict[str, int], after: dict[str, int], wall_s: float) -> dict[str, float]:
+    """How the two cores spent a phase (user code, the kernel, idle) and how often the machine switched tasks:
+    every wake-up of a process or thread is a context switch, and on this machine each one is expensive."""
+    ticks = {kind: after[kind] - before[kind] for kind in ("user", "system", "idle")}
+    total = sum(ticks.values()) or 1
+    shares = {f"{kind}_share": round(n / total, 3) for kind, n in ticks.items()}
+    return shares | {"context_switches_per_second": round((after["switches"] - before["switches"]) / wall_s)}
 
 
 def process_usage(pid: int) -> dict[str, float]:
@@ -642,9 +660,12 @@ def table(report: dict[str, Any]) -> str:
     phases += [(f"{row['target_events_per_second']} ev/s", row["cpu"]) for row in report["latency"]]
     for phase, cpu in phases:
         busy = sum(cpu["cpu_seconds"].values()) / (2 * cpu["wall_seconds"])
+        machine = cpu["machine"]
         lines.append(
             f"  {phase} ({cpu['wall_seconds']} s wall, {busy:.0%} of the machine): "
             + ", ".join(f"{name} {seconds}" for name, seconds in cpu["cpu_seconds"].items())
+            + f"; both cores {machine['user_share']:.0%} user, {machine['system_share']:.0%} kernel, "
+            f"{machine['idle_share']:.0%} idle; {machine['context_switches_per_second']} context switches/s"
         )
     lines.append("batches (consumers and outbox relays): records per batch / ms per batch")
     phases = [("full speed", full["batches"])]
