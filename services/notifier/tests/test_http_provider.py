@@ -150,7 +150,10 @@ async def test_the_per_provider_rate_limit_spaces_the_sends(
             await kit.wait_status(sms.id, "dispatched")
     times = sorted(t for _, t, _ in gateway.requests)
     assert len(times) == 10
-    assert times[-1] - times[0] >= 0.8, "10 messages at 5/s take at least a second after the first burst"
+    # A burst of five, then one every 0.2 s: the tenth about a second after the first is granted. The gateway
+    # sees the first request late by the time its connection took to open (0.21 s once on a loaded machine),
+    # so allow for that; without the limit all ten arrive within a few tens of milliseconds.
+    assert times[-1] - times[0] >= 0.6, "10 messages at 5/s spread over about a second"
 
 
 async def test_a_crash_after_the_gateway_accepted_resends_under_the_same_key_once(
