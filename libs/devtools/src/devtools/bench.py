@@ -527,7 +527,8 @@ def infrastructure_cpu() -> dict[str, float]:
 
 @contextlib.contextmanager
 def cpu_used(platform: Platform, into: dict[str, Any]) -> Iterator[None]:
-    """CPU seconds each process spent while the block ran (the machine has two cores: that is the budget)."""
+    """CPU seconds each process spent while the block ran (the machine has two cores: that is the budget), and
+    how the whole machine spent it (`activity_shares`)."""
     before, activity, started = machine_cpu(platform), machine_activity(), time.monotonic()
     yield
     after, activity_after, wall_s = machine_cpu(platform), machine_activity(), time.monotonic() - started
