@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --quiet
 PARTNER ?= demo
 SCOPES ?= read,write
 
-.PHONY: help setup run up down logs bench test lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
+.PHONY: help setup run up down logs bench test check lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,11 +44,14 @@ typecheck: setup ## mypy --strict
 schemas: setup ## export the JSON Schemas of all contracts
 	@$(RUN) python -m contracts.schema_export
 
-schemas-check: setup
+schemas-check: setup ## fail when the committed JSON Schemas are stale or break compatibility
 	@$(RUN) python -m contracts.schema_export --check
 
-pytest: ## the test suite alone (infrastructure must be up)
+pytest: ## the test suite alone (infrastructure must be up); one test: make pytest PYTEST_ARGS="path::name"
 	@$(RUN) pytest $(PYTEST_ARGS)
+
+check: setup lint typecheck schemas-check ## the inner loop: ruff, mypy and every test that needs no Kafka or PostgreSQL
+	@$(RUN) pytest -m "not infra" -q $(PYTEST_ARGS)
 
 test: setup infra-up lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, ruff, mypy, the whole suite
 	@$(RUN) pytest $(PYTEST_ARGS)

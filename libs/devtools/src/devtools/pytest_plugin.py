@@ -45,6 +45,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(line)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the real Kafka and PostgreSQL (through the `infrastructure` fixture, directly or
+    not) as `infra`, so `make check` can run the rest alone: `pytest -m "not infra"`."""
+    for item in items:
+        if "infrastructure" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.infra)
+
+
 def _from_environment() -> Infrastructure | None:
     bootstrap, dsn = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("TEST_POSTGRES_DSN")
     if bootstrap and dsn:
