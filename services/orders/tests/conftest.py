@@ -80,12 +80,13 @@ class Upstream:
         await self.producer.send_and_wait(self.topic, value, key=key)
 
     async def upsert(
-        self, order_id: str, partner: str = "demo", *, seq: int | None = None, at: datetime = T0, **codes: str
-    ) -> Envelope[Any]:
+        self, order_id: str, partner: str = "demo", *, seq: int | None = None, at: datetime = T0,
+        customer: Customer | None = None, amount: str = "1990.00", **codes: str,
+    ) -> Envelope[Any]:  # fmt: skip
         data = OrderUpserted(
             order_id=order_id,
-            customer=Customer(id=f"c-{order_id}", phone="+79001234567", name="Анна", sms_consent=True),
-            amount="1990.00",
+            customer=customer or Customer(id=f"c-{order_id}", phone="+79001234567", name="Анна", sms_consent=True),
+            amount=amount,
             currency="RUB",
             placed_at=T0,
             statuses=StatusCodes(**codes),

@@ -106,8 +106,8 @@ async def test_a_batch_that_waited_for_an_order_lock_reads_the_statuses_committe
             T0,
         )
         await conn.execute(
-            "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, since) "
-            "VALUES ($1, $2, 'general', 'accepted', 'Accepted', $3, $3)",
+            "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, recorded_at, "
+            "entered_at) VALUES ($1, $2, 'general', 'accepted', 'Accepted', $3, $3, $3)",
             *key,
             T0,
         )
@@ -118,8 +118,8 @@ async def test_a_batch_that_waited_for_an_order_lock_reads_the_statuses_committe
             await asyncio.sleep(0.3)  # the second one now waits for the lock
             assert not waiting.done()
             await first.execute(
-                "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, since) "
-                "VALUES ($1, $2, 'payment', 'paid', 'Paid', $3, $3)",
+                "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, recorded_at, "
+                "entered_at) VALUES ($1, $2, 'payment', 'paid', 'Paid', $3, $3, $3)",
                 *key,
                 T0,
             )

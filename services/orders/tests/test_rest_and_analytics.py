@@ -160,3 +160,65 @@ async def test_analytics_count_only_flagged_statuses_and_follow_flag_changes(
     segment = (await demo.get("/v1/segments/customers", params=window)).json()
     assert [c["customer_id"] for c in segment["items"]] == ["c-2"]
     assert (await demo.get("/v1/segments/customers", params={"status": "agreed"})).status_code == 422
+
+
+async def test_a_status_reported_late_keeps_its_upstream_time_and_analytics_use_it(
+    upstream: Any, client_for: Clients
+) -> None:
+    """Every event here arrives long after it happened (T0 is weeks ago): the current status and the history show
+    both when it happened upstream and when orders applied it, and analytics count and measure by the former."""
+    paid_at, refunded_at = T0 + timedelta(hours=1), T0 + timedelta(hours=4)
+    await upstream.upsert("o-late", at=T0, general="accepted", payment="invoice_issued")
+    await upstream.report("o-late", "paid", at=paid_at)
+    await upstream.report("o-late", "awaiting_payment", at=refunded_at)  # leaves 'paid' after 3 hours upstream
+    await upstream.report("o-late", "paid", at=T0 + timedelta(hours=5))
+    demo = client_for("demo")
+
+    async def all_applied() -> bool:
+        order = (await demo.get("/v1/orders/o-late")).json()
+        return len(order.get("history", [])) == 5
+
+    await wait_until(all_applied, what="the five changes of o-late")
+    order = (await demo.get("/v1/orders/o-late")).json()
+    payment = order["statuses"]["payment"]
+    assert payment["since"] == payment.get("occurred_at") == (T0 + timedelta(hours=5)).isoformat()
+    assert datetime.fromisoformat(payment["recorded_at"]) > datetime.now(UTC) - timedelta(minutes=5)
+    assert order["statuses"]["general"]["occurred_at"] == T0.isoformat()
+    entered_paid = [h for h in order["history"] if h["to_code"] == "paid"]
+    assert [h["occurred_at"] for h in entered_paid] == [paid_at.isoformat(), (T0 + timedelta(hours=5)).isoformat()]
+    assert all(h["recorded_at"] > h["occurred_at"] for h in order["history"])
+
+    listed = (await demo.get("/v1/orders", params={"status_type": "payment", "code": "paid"})).json()["items"]
+    assert [o["statuses"]["payment"]["occurred_at"] for o in listed] == [payment["occurred_at"]]
+    stays = (await demo.get("/v1/analytics/time-in-status", params={"code": "paid"})).json()
+    assert (stays["completed_stays"], stays["median_seconds"]) == (1, 3 * 3600)
+    window = {"type": "payment", "from": paid_at.isoformat(), "to": (paid_at + timedelta(minutes=1)).isoformat()}
+    counts = (await demo.get("/v1/analytics/status-counts", params=window)).json()["statuses"]
+    assert {"code": "paid", "name": "Оплачен", "current": 1, "entered": 1} in counts
+    window = {"status": "paid", "from": paid_at.isoformat(), "to": (paid_at + timedelta(minutes=1)).isoformat()}
+    segment = (await demo.get("/v1/segments/customers", params=window)).json()["items"]
+    assert [(c["customer_id"], datetime.fromisoformat(c["last_entered_at"])) for c in segment] == [
+        ("c-o-late", paid_at)
+    ]
+
+
+async def test_a_put_older_than_the_stored_details_answers_stale_and_changes_nothing(client_for: Clients) -> None:
+    demo = client_for("demo")
+    created = await demo.put("/v1/orders/o-put", json=order_body(general="accepted"))
+    assert created.json()["details"]["outcome"] == "created"
+    late = order_body(payment="invoice_issued")
+    late["occurred_at"] = (T0 - timedelta(hours=1)).isoformat()
+    late["customer"]["phone"], late["amount"] = "+7 999 000-00-00", "1.00"
+    answer = (await demo.put("/v1/orders/o-put", json=late)).json()
+    assert answer["details"] == {"outcome": "stale", "fields": ["customer.phone", "amount"]}
+    assert [(c["to"], c["outcome"]) for c in answer["changes"]] == [("invoice_issued", "applied")]  # its own type
+    assert answer["order"]["customer"]["phone"] == "+7 900 123-45-67" and answer["order"]["amount"] == "2500.50"
+    newer = order_body()
+    newer["customer"]["sms_consent"] = False
+    assert (await demo.put("/v1/orders/o-put", json=newer)).json()["details"] == {
+        "outcome": "updated",
+        "fields": ["customer.sms_consent"],
+    }
+    order = (await demo.get("/v1/orders/o-put")).json()
+    assert [d["outcome"] for d in order["details_history"]] == ["created", "stale", "updated"]
+    assert order["details_watermark"] == {"occurred_at": T0.isoformat(), "source_sequence": None}

@@ -17,9 +17,9 @@ from contracts.orders import Customer
 from contracts.primitives import CurrencyCode, Money, Slug, UtcDatetime
 from contracts.statuses import StatusCodes, StatusDefinition, StatusType
 from orders import analytics
-from orders.domain import Order, Reason, Refused, Requested
-from orders.repository import history_of, load_orders, store_response, stored_response
-from orders.services import Command, OrderDetails, OrderService, Result
+from orders.domain import Order, OrderDetails, Reason, Refused, Requested
+from orders.repository import details_history_of, history_of, load_orders, store_response, stored_response
+from orders.services import Command, OrderService, Result
 from servicekit.app import Runtime
 from servicekit.auth import Principal, Reader, Writer
 
@@ -99,7 +99,10 @@ async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any
          "to": c.to_status.code, "sequence": c.sequence}
         for c in result.changes
     ]  # fmt: skip
-    return 200, {"changes": changes, "order": view}
+    answer: dict[str, Any] = {"changes": changes, "order": view}
+    if result.details is not None:  # an upsert: were its details applied or ignored as stale?
+        answer["details"] = {"outcome": result.details.outcome, "fields": list(result.details.fields)}
+    return 200, answer
 
 
 @router.put("/{order_id}", summary="Create or update an order (same as order.upserted on Kafka)")
@@ -118,7 +121,9 @@ async def upsert_order(
         requests=tuple(
             Requested(code, occurred_at, body.source_sequence, expected_type=t) for t, code in body.statuses.items()
         ),
-        details=OrderDetails(body.customer, body.amount, body.currency, body.placed_at),
+        details=OrderDetails(
+            body.customer, body.amount, body.currency, body.placed_at, occurred_at, body.source_sequence
+        ),
     )
     return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
 
@@ -143,7 +148,9 @@ def _view(request: Request, order: Order) -> dict[str, Any]:
             "code": applied.ref.code,
             "name": current.name if current else applied.ref.name,
             "localized_names": current.localized_names if current else {},
-            "since": applied.since.isoformat(),
+            "occurred_at": applied.entered_at.isoformat(),  # upstream time: when the order entered the status
+            "recorded_at": applied.recorded_at.isoformat(),  # when this service applied it
+            "since": applied.entered_at.isoformat(),  # the same as occurred_at, kept for existing clients
         }
     return {
         "order_id": order.order_id,
@@ -153,6 +160,10 @@ def _view(request: Request, order: Order) -> dict[str, Any]:
         "placed_at": order.placed_at.isoformat(),
         "statuses": statuses,
         "status_changes": order.last_sequence,
+        "details_watermark": {  # the upsert whose details are shown; an older one is ignored as stale
+            "occurred_at": _jsonable(order.details_occurred_at),
+            "source_sequence": order.details_source_sequence,
+        },
     }
 
 
@@ -165,6 +176,8 @@ async def _order_view(request: Request, partner_id: str, order_id: str, *, with_
         if with_history:
             history = await history_of(conn, partner_id, order_id)
             view["history"] = [{k: _jsonable(v) for k, v in h.items()} for h in history]
+            details = await details_history_of(conn, partner_id, order_id)
+            view["details_history"] = [{k: _jsonable(v) for k, v in h.items()} for h in details]
     return view
 
 
@@ -172,7 +185,7 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-@router.get("/{order_id}", summary="An order: current statuses with names, and its status history")
+@router.get("/{order_id}", summary="An order: current statuses with names, its status and details history")
 async def get_order(order_id: str, request: Request, who: Reader) -> dict[str, Any]:
     return await _order_view(request, who.partner_id, order_id, with_history=True)
 

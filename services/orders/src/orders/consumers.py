@@ -19,8 +19,8 @@ from contracts.envelope import Envelope
 from contracts.errors import ContractError
 from contracts.inbound import OrderStatusReported, OrderUpserted, parse_inbound
 from contracts.topics import order_key
-from orders.domain import RETRIABLE, Requested
-from orders.services import Command, OrderDetails, OrderService
+from orders.domain import RETRIABLE, OrderDetails, Requested
+from orders.services import Command, OrderService
 from servicekit.consumer import DeadLetters, Record, Rejected
 
 ATTEMPT_HEADER = "retry-attempt"
@@ -39,7 +39,9 @@ def to_command(
             Requested(code, data.occurred_at, data.source_sequence, expected_type=status_type)
             for status_type, code in data.statuses.items()
         )
-        details = OrderDetails(data.customer, data.amount, data.currency, data.placed_at)
+        details = OrderDetails(
+            data.customer, data.amount, data.currency, data.placed_at, data.occurred_at, data.source_sequence
+        )
     return Command(
         partner_id=envelope.partnerid,
         order_id=data.order_id,

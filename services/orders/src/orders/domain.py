@@ -5,6 +5,13 @@ partner's status catalog (the code must exist and be live, `allowed_next` is enf
 status of a type must be the initial one when the partner marked one) and against what was
 already applied for that type: an event older than the last applied one (by `source_sequence`
 when both have one, else by `occurred_at`) is stale and changes nothing.
+
+The order's own details (customer, amount, currency, placed_at) follow the same rule against a watermark of
+their own: an upsert older than the details applied last leaves them as they are, while each status it
+names is still judged against its own type's watermark.
+
+Two times are kept for every applied status: `occurred_at` (when it happened upstream: analytics use it)
+and `recorded_at` (when this service applied it).
 """
 
 from __future__ import annotations
@@ -46,12 +53,17 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Applied:
-    """What was last applied for one type: the status and the position of the event that set it."""
+    """What was last applied for one type: the status, when it was entered, and the staleness watermark.
+
+    `entered_at` is the upstream time of the event that set the status; `occurred_at`/`source_sequence` are the
+    watermark, which a newer event naming the same status moves on (so they may be later than `entered_at`).
+    """
 
     ref: StatusRef
     occurred_at: datetime
     source_sequence: int | None
-    since: datetime
+    recorded_at: datetime  # when this service applied it
+    entered_at: datetime  # when it happened upstream
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,39 @@ class Outcome(StrEnum):
     APPLIED = "applied"
     UNCHANGED = "unchanged"
     STALE = "stale"
+
+
+@dataclass(frozen=True)
+class OrderDetails:
+    """The order's own data as an upsert reports it, with the position of that event upstream."""
+
+    customer: Customer
+    amount: Decimal
+    currency: str
+    placed_at: datetime
+    occurred_at: datetime
+    source_sequence: int | None = None
+
+
+DETAIL_FIELDS = (
+    "customer.id", "customer.phone", "customer.name", "customer.sms_consent", "amount", "currency", "placed_at",
+)  # fmt: skip
+
+
+class DetailsOutcome(StrEnum):
+    CREATED = "created"  # the upsert that created the order
+    UPDATED = "updated"  # newer details that differ from the stored ones
+    UNCHANGED = "unchanged"  # newer details equal to the stored ones: only the watermark moves
+    STALE = "stale"  # older than the details applied last: ignored
+
+
+@dataclass(frozen=True)
+class DetailsChange:
+    """The result of an upsert's details; `fields` differ from the stored ones (changed, or ignored when stale)."""
+
+    outcome: DetailsOutcome
+    reported: OrderDetails
+    fields: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -94,6 +139,10 @@ class Order:
     placed_at: datetime
     statuses: dict[StatusType, Applied] = field(default_factory=dict)
     last_sequence: int = 0
+    # The details' watermark: the position of the upsert whose details are stored. None when unknown (orders
+    # stored before it was kept): the next upsert applies.
+    details_occurred_at: datetime | None = None
+    details_source_sequence: int | None = None
 
     def snapshot(self) -> OrderSnapshot:
         current = CurrentStatuses(**{str(t): a.ref for t, a in self.statuses.items()})
@@ -122,11 +171,18 @@ def resolve(lookup: Lookup, requested: Requested) -> StatusDefinition:
     return definition
 
 
+def is_older(
+    occurred_at: datetime, source_sequence: int | None, than_occurred_at: datetime, than_source_sequence: int | None
+) -> bool:
+    """The ordering rule of upstream events: by source sequence when both have one, else by time."""
+    if than_source_sequence is not None and source_sequence is not None:
+        return source_sequence < than_source_sequence
+    return occurred_at < than_occurred_at
+
+
 def is_stale(applied: Applied, requested: Requested) -> bool:
-    """Older than what is applied for the type: by source sequence when both have one, else by time."""
-    if applied.source_sequence is not None and requested.source_sequence is not None:
-        return requested.source_sequence < applied.source_sequence
-    return requested.occurred_at < applied.occurred_at
+    """Older than what is applied for the type."""
+    return is_older(requested.occurred_at, requested.source_sequence, applied.occurred_at, applied.source_sequence)
 
 
 def _check_transition(
@@ -175,7 +231,8 @@ def decide(
         return result(Outcome.UNCHANGED)
     _check_transition(lookup, applied, target, initial_of(target.type))
     order.last_sequence += 1
-    order.statuses[target.type] = Applied(to_ref, requested.occurred_at, requested.source_sequence, now)
+    at = requested.occurred_at
+    order.statuses[target.type] = Applied(to_ref, at, requested.source_sequence, recorded_at=now, entered_at=at)
     return result(Outcome.APPLIED, order.last_sequence)
 
 
@@ -195,6 +252,48 @@ def decide_all(
     changes = [decide(trial, r, lookup, initial_of, now) for r in requests]
     order.statuses, order.last_sequence = trial.statuses, trial.last_sequence
     return changes
+
+
+def new_order(partner_id: str, order_id: str, reported: OrderDetails) -> tuple[Order, DetailsChange]:
+    """An order created by an upsert: its details and their watermark are the upsert's."""
+    order = Order(partner_id, order_id, reported.customer, reported.amount, reported.currency, reported.placed_at)
+    _store_details(order, reported)
+    return order, DetailsChange(DetailsOutcome.CREATED, reported, DETAIL_FIELDS)
+
+
+def decide_details(order: Order, reported: OrderDetails) -> DetailsChange:
+    """Apply an upsert's details to `order` unless they are older than the stored ones (same rule as statuses)."""
+    fields = tuple(
+        f for f, old, new in zip(DETAIL_FIELDS, _values(order), _values(reported), strict=True) if old != new
+    )
+    if order.details_occurred_at is not None and is_older(
+        reported.occurred_at, reported.source_sequence, order.details_occurred_at, order.details_source_sequence
+    ):
+        return DetailsChange(DetailsOutcome.STALE, reported, fields)
+    if fields or order.details_occurred_at is None:
+        _store_details(order, reported)
+    else:
+        # Equal details, as for the same status again: a newer event moves the watermark, never back.
+        _store_details(
+            order, replace(
+                reported, occurred_at=max(order.details_occurred_at, reported.occurred_at),
+                source_sequence=_newest(order.details_source_sequence, reported.source_sequence),
+            ),
+        )  # fmt: skip
+    return DetailsChange(DetailsOutcome.UPDATED if fields else DetailsOutcome.UNCHANGED, reported, fields)
+
+
+def _values(details: Order | OrderDetails) -> tuple[object, ...]:
+    customer = details.customer
+    return (customer.id, customer.phone, customer.name, customer.sms_consent, details.amount, details.currency,
+            details.placed_at)  # fmt: skip
+
+
+def _store_details(order: Order, reported: OrderDetails) -> None:
+    # Assigned even when equal: an amount of another scale (1990.0 and 1990.00) is kept as last sent.
+    order.customer, order.amount, order.currency = reported.customer, reported.amount, reported.currency
+    order.placed_at = reported.placed_at
+    order.details_occurred_at, order.details_source_sequence = reported.occurred_at, reported.source_sequence
 
 
 def initial_finder(definitions: Iterable[StatusDefinition]) -> Callable[[StatusType], str | None]:

@@ -12,7 +12,7 @@ import asyncpg
 
 from contracts.orders import Customer
 from contracts.statuses import StatusRef, StatusType
-from orders.domain import Applied, Change, Order, Outcome
+from orders.domain import Applied, Change, DetailsChange, Order, Outcome
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, outbox_arguments, outbox_insert
 
@@ -20,7 +20,7 @@ OrderKey = tuple[str, str]  # (partner_id, order_id)
 
 ORDER_COLUMNS = (
     "partner_id, order_id, customer_id, customer_phone, customer_name, sms_consent, amount, currency, "
-    "placed_at, last_sequence"
+    "placed_at, last_sequence, details_occurred_at, details_source_sequence"
 )
 
 
@@ -42,6 +42,8 @@ def _order(row: asyncpg.Record) -> Order:
         currency=row["currency"],
         placed_at=row["placed_at"],
         last_sequence=row["last_sequence"],
+        details_occurred_at=row["details_occurred_at"],
+        details_source_sequence=row["details_source_sequence"],
     )
 
 
@@ -69,7 +71,7 @@ async def load_orders(conn: DbConnection, keys: Iterable[OrderKey], *, lock: boo
     )
     for r in status_rows:
         ref = StatusRef.model_construct(code=r["code"], name=r["name"])
-        applied = Applied(ref, r["occurred_at"], r["source_sequence"], r["since"])
+        applied = Applied(ref, r["occurred_at"], r["source_sequence"], r["recorded_at"], r["entered_at"])
         orders[(r["partner_id"], r["order_id"])].statuses[StatusType(r["type"])] = applied
     return orders
 
@@ -83,12 +85,21 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class DetailsEntry:
+    partner_id: str
+    order_id: str
+    event_id: str
+    change: DetailsChange
+
+
+@dataclass(frozen=True)
 class BatchWrites:
     """Everything a batch of commands writes: it goes to the database in one statement."""
 
     orders: Sequence[Order]
     statuses: Sequence[tuple[Order, StatusType]]  # the current statuses that changed (the others stay as stored)
     history: Sequence[HistoryEntry]
+    details_history: Sequence[DetailsEntry]
     claims: Sequence[str]  # processed event ids
     events: Sequence[OutboxRecord]
 
@@ -98,32 +109,40 @@ def _columns(first: int, types: Sequence[str]) -> str:
 
 
 _ORDER_TYPES = ("text", "text", "text", "text", "text", "boolean", "numeric", "text", "timestamptz", "integer",
-                "timestamptz")  # fmt: skip
-_STATUS_TYPES = ("text", "text", "text", "text", "text", "timestamptz", "bigint", "timestamptz")
-_HISTORY_TYPES = ("text", "text", "text", "text", "text", "text", "text", "integer", "bigint", "timestamptz", "text",
-                  "text")  # fmt: skip
+                "timestamptz", "bigint", "timestamptz")  # fmt: skip
+_STATUS_TYPES = ("text", "text", "text", "text", "text", "timestamptz", "bigint", "timestamptz", "timestamptz")
+_HISTORY_TYPES = ("text", "text", "text", "text", "text", "text", "text", "integer", "bigint", "timestamptz",
+                  "timestamptz", "text", "text")  # fmt: skip
 _HISTORY_COLUMNS = (
     "partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence, source_sequence, occurred_at, "
-    "event_id, comment"
+    "recorded_at, event_id, comment"
 )
-_CLAIMS_AT = 1 + len(_ORDER_TYPES) + len(_STATUS_TYPES) + len(_HISTORY_TYPES)
+_DETAILS_TYPES = ("text", "text", "text", "text", "bigint", "timestamptz", "timestamptz", "text")
+_DETAILS_COLUMNS = "partner_id, order_id, outcome, fields, source_sequence, occurred_at, recorded_at, event_id"
+_DETAILS_AT = 1 + len(_ORDER_TYPES) + len(_STATUS_TYPES) + len(_HISTORY_TYPES)
+_CLAIMS_AT = _DETAILS_AT + len(_DETAILS_TYPES)
 SAVE_BATCH = (
     "WITH saved_orders AS ("
     f"INSERT INTO orders ({ORDER_COLUMNS}, updated_at) SELECT * FROM unnest({_columns(1, _ORDER_TYPES)}) "
     "ON CONFLICT (partner_id, order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, "
     "customer_phone = EXCLUDED.customer_phone, customer_name = EXCLUDED.customer_name, "
     "sms_consent = EXCLUDED.sms_consent, amount = EXCLUDED.amount, currency = EXCLUDED.currency, "
-    "placed_at = EXCLUDED.placed_at, last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at "
+    "placed_at = EXCLUDED.placed_at, last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at, "
+    "details_occurred_at = EXCLUDED.details_occurred_at, details_source_sequence = EXCLUDED.details_source_sequence "
     "RETURNING 1), "
     "saved_statuses AS ("
-    "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, source_sequence, since) "
-    f"SELECT * FROM unnest({_columns(1 + len(_ORDER_TYPES), _STATUS_TYPES)}) "
+    "INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, source_sequence, recorded_at, "
+    f"entered_at) SELECT * FROM unnest({_columns(1 + len(_ORDER_TYPES), _STATUS_TYPES)}) "
     "ON CONFLICT (partner_id, order_id, type) DO UPDATE SET code = EXCLUDED.code, name = EXCLUDED.name, "
-    "occurred_at = EXCLUDED.occurred_at, source_sequence = EXCLUDED.source_sequence, since = EXCLUDED.since "
+    "occurred_at = EXCLUDED.occurred_at, source_sequence = EXCLUDED.source_sequence, "
+    "recorded_at = EXCLUDED.recorded_at, entered_at = EXCLUDED.entered_at "
     "RETURNING 1), "
     f"added_history AS (INSERT INTO status_history ({_HISTORY_COLUMNS}) SELECT {_HISTORY_COLUMNS} FROM unnest("
     f"{_columns(1 + len(_ORDER_TYPES) + len(_STATUS_TYPES), _HISTORY_TYPES)}) WITH ORDINALITY AS h("
     f"{_HISTORY_COLUMNS}, n) ORDER BY n RETURNING 1), "
+    f"added_details AS (INSERT INTO order_details_history ({_DETAILS_COLUMNS}) SELECT partner_id, order_id, outcome, "
+    "string_to_array(fields, ' '), source_sequence, occurred_at, recorded_at, event_id FROM unnest("
+    f"{_columns(_DETAILS_AT, _DETAILS_TYPES)}) WITH ORDINALITY AS d({_DETAILS_COLUMNS}, n) ORDER BY n RETURNING 1), "
     # A plain INSERT: should a concurrent consumer have claimed one meanwhile (a rebalance race), the unique
     # violation rolls this batch back and the replay then sees the claim.
     f"claims AS (INSERT INTO processed_events (consumer, event_id) SELECT ${_CLAIMS_AT}, "
@@ -134,27 +153,34 @@ SAVE_BATCH = (
 
 
 async def save_batch(conn: DbConnection, consumer: str, writes: BatchWrites, now: datetime) -> None:
-    """Insert or update the orders, upsert the current statuses that changed, add the history, the claims and the
-    events: one statement, one round trip (the orders come first in it, so their statuses' foreign keys hold)."""
+    """Insert or update the orders, upsert the current statuses that changed, add the history (of statuses and of
+    details), the claims and the events: one statement, one round trip (the orders come first in it, so their
+    statuses' foreign keys hold)."""
     orders = writes.orders
     statuses = [(o, t, o.statuses[t]) for o, t in writes.statuses]
     history = [e.change for e in writes.history]
+    details = [e.change for e in writes.details_history]
     await conn.execute(
         SAVE_BATCH,
         [o.partner_id for o in orders], [o.order_id for o in orders], [o.customer.id for o in orders],
         [o.customer.phone for o in orders], [o.customer.name for o in orders],
         [o.customer.sms_consent for o in orders], [o.amount for o in orders], [o.currency for o in orders],
-        [o.placed_at for o in orders], [o.last_sequence for o in orders], [now] * len(orders),
+        [o.placed_at for o in orders], [o.last_sequence for o in orders], [o.details_occurred_at for o in orders],
+        [o.details_source_sequence for o in orders], [now] * len(orders),
         [o.partner_id for o, _, _ in statuses], [o.order_id for o, _, _ in statuses],
         [str(t) for _, t, _ in statuses], [a.ref.code for _, _, a in statuses], [a.ref.name for _, _, a in statuses],
         [a.occurred_at for _, _, a in statuses], [a.source_sequence for _, _, a in statuses],
-        [a.since for _, _, a in statuses],
+        [a.recorded_at for _, _, a in statuses], [a.entered_at for _, _, a in statuses],
         [e.partner_id for e in writes.history], [e.order_id for e in writes.history],
         [str(c.status_type) for c in history], [str(c.outcome) for c in history],
         [c.from_status.code if c.from_status else None for c in history], [c.to_status.code for c in history],
         [c.to_status.name for c in history], [c.sequence for c in history],
         [c.requested.source_sequence for c in history], [c.requested.occurred_at for c in history],
-        [e.event_id for e in writes.history], [c.requested.comment for c in history],
+        [now] * len(history), [e.event_id for e in writes.history], [c.requested.comment for c in history],
+        [e.partner_id for e in writes.details_history], [e.order_id for e in writes.details_history],
+        [str(d.outcome) for d in details], [" ".join(d.fields) for d in details],
+        [d.reported.source_sequence for d in details], [d.reported.occurred_at for d in details],
+        [now] * len(details), [e.event_id for e in writes.details_history],
         consumer, list(writes.claims),
         *outbox_arguments(writes.events),
     )  # fmt: skip
@@ -164,6 +190,20 @@ async def history_of(conn: DbConnection, partner_id: str, order_id: str, limit: 
     rows = await conn.fetch(
         "SELECT type, outcome, from_code, to_code, to_name, sequence, source_sequence, occurred_at, recorded_at, "
         "event_id, comment FROM status_history WHERE partner_id = $1 AND order_id = $2 ORDER BY id LIMIT $3",
+        partner_id,
+        order_id,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def details_history_of(
+    conn: DbConnection, partner_id: str, order_id: str, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Every upsert's details of the order: created, updated, unchanged or stale, with the fields that differed."""
+    rows = await conn.fetch(
+        "SELECT outcome, fields, source_sequence, occurred_at, recorded_at, event_id FROM order_details_history "
+        "WHERE partner_id = $1 AND order_id = $2 ORDER BY id LIMIT $3",
         partner_id,
         order_id,
         limit,

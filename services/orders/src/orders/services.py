@@ -2,8 +2,8 @@
 
 A batch of commands runs in ONE transaction: the orders it touches are locked in a fixed order, the
 commands already processed are skipped, each remaining one is decided by the domain, and the new
-state, the history rows, the processed-event claims and the outbox events commit together. Refused
-commands write nothing; the caller dead-letters or retries them.
+state, the history rows (of statuses and of details), the processed-event claims and the outbox events
+commit together. Refused commands write nothing; the caller dead-letters or retries them.
 """
 
 from __future__ import annotations
@@ -11,17 +11,30 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import asyncpg
 from prometheus_client import Counter
 
 from contracts.envelope import Envelope
-from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
+from contracts.orders import OrderSnapshot, OrderStatusChanged
 from contracts.statuses import StatusType
 from contracts.topics import order_key
-from orders.domain import Change, Order, Outcome, Reason, Refused, Requested, decide_all, initial_finder
-from orders.repository import BatchWrites, HistoryEntry, OrderKey, load_orders, save_batch
+from orders.domain import (
+    Change,
+    DetailsChange,
+    DetailsOutcome,
+    Order,
+    OrderDetails,
+    Outcome,
+    Reason,
+    Refused,
+    Requested,
+    decide_all,
+    decide_details,
+    initial_finder,
+    new_order,
+)
+from orders.repository import BatchWrites, DetailsEntry, HistoryEntry, OrderKey, load_orders, save_batch
 from servicekit.catalog import StatusCatalog
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, record_for
@@ -32,15 +45,8 @@ CONSUMER = "orders"
 
 STATUS_CHANGES = Counter("order_status_changes_total", "Applied status changes", ["type"])
 STALE_EVENTS = Counter("order_stale_events_total", "Status changes ignored as older than the applied one", ["type"])
+STALE_DETAILS = Counter("order_stale_details_total", "Order details ignored as older than the applied ones")
 REFUSED = Counter("order_commands_refused_total", "Commands refused by a rule", ["reason"])
-
-
-@dataclass(frozen=True)
-class OrderDetails:
-    customer: Customer
-    amount: Decimal
-    currency: str
-    placed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Result:
     refused: Refused | None = None
     duplicate: bool = False
     order: Order | None = None
+    details: DetailsChange | None = None  # for a command with details (an upsert)
 
     @property
     def applied(self) -> list[Change]:
@@ -98,7 +105,7 @@ class OrderService:
         now = self.clock()
         orders = await load_orders(conn, [c.key for c in commands], lock=True)
         seen = await _already_processed(conn, [c.claim_id for c in commands])
-        results, history, events, claims = [], [], [], []
+        results, history, details, events, claims = [], [], [], [], []
         for command in commands:
             result = Result(command)
             results.append(result)
@@ -108,7 +115,7 @@ class OrderService:
             attributes = {"partner_id": command.partner_id, "order_id": command.order_id, "event_id": command.event_id}
             with consume_span("orders apply", command.headers, attributes):
                 try:
-                    result.order, result.changes = self._decide(command, orders, now)
+                    result.order, result.changes, result.details = self._decide(command, orders, now)
                 except Refused as refused:
                     REFUSED.labels(refused.reason).inc()
                     result.refused = refused
@@ -119,29 +126,35 @@ class OrderService:
             seen.add(command.claim_id)  # the same event twice in one batch counts once
             claims.append(command.claim_id)
             history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
+            if result.details is not None:
+                details.append(DetailsEntry(command.partner_id, command.order_id, command.event_id, result.details))
         touched = {r.command.key: r.order for r in results if r.order is not None}
         # One row per (order, type): an order touched by several commands of the batch is written once.
         statuses = {(r.command.key, t): (touched[r.command.key], t) for r in results if r.order for t in r.rewritten}
-        writes = BatchWrites(list(touched.values()), list(statuses.values()), history, claims, events)
+        writes = BatchWrites(list(touched.values()), list(statuses.values()), history, details, claims, events)
         await save_batch(conn, CONSUMER, writes, now)
         _count(results)
         return results
 
-    def _decide(self, command: Command, orders: dict[OrderKey, Order], now: datetime) -> tuple[Order, list[Change]]:
+    def _decide(
+        self, command: Command, orders: dict[OrderKey, Order], now: datetime
+    ) -> tuple[Order, list[Change], DetailsChange | None]:
         order = orders.get(command.key)
+        details: DetailsChange | None = None
         if order is None and command.details is None:
             raise Refused(Reason.UNKNOWN_ORDER, f"order '{command.order_id}' is unknown; send order.upserted first")
         if order is None:
             assert command.details is not None
-            order = Order(command.partner_id, command.order_id, **vars(command.details))
+            order, details = new_order(command.partner_id, command.order_id, command.details)
         definitions = self.catalog.of_partner(command.partner_id)
         lookup = {d.code: d for d in definitions}.get
-        # decide_all changes nothing when it refuses, so a refused command leaves the order as it was.
+        # decide_all changes nothing when it refuses, so a refused command leaves the order as it was (and a new
+        # order is not kept); the details are decided only once the statuses were accepted.
         changes = decide_all(order, command.requests, lookup, initial_finder(definitions), now)
-        if command.details is not None:
-            vars(order).update(vars(command.details))
+        if details is None and command.details is not None:
+            details = decide_details(order, command.details)
         orders[command.key] = order
-        return order, changes
+        return order, changes, details
 
     def _event(self, command: Command, order_id: str, snapshot: OrderSnapshot, change: Change) -> OutboxRecord:
         assert change.sequence is not None
@@ -179,6 +192,8 @@ async def _already_processed(conn: DbConnection, claim_ids: list[str]) -> set[st
 
 def _count(results: list[Result]) -> None:
     for result in results:
+        if result.details is not None and result.details.outcome is DetailsOutcome.STALE:
+            STALE_DETAILS.inc()
         for change in result.changes:
             if change.outcome is Outcome.APPLIED:
                 STATUS_CHANGES.labels(change.status_type).inc()
