@@ -38,13 +38,18 @@ PARTNER = "acme"
 LAG_S = 0.3
 
 
-class LaggingConsumer(AIOKafkaConsumer):
+def lagging_consumer(*args: Any, **kwargs: Any) -> AIOKafkaConsumer:
     """A status replica's consumer that hands over what it fetched late."""
+    consumer = AIOKafkaConsumer(*args, **kwargs)
+    getmany = consumer.getmany
 
-    async def getmany(self, *partitions: Any, **options: Any) -> Any:
-        fetched = await super().getmany(*partitions, **options)
+    async def late_getmany(*partitions: Any, **options: Any) -> Any:
+        fetched = await getmany(*partitions, **options)
         await asyncio.sleep(LAG_S)
         return fetched
+
+    consumer.getmany = late_getmany
+    return consumer
 
 
 @pytest.fixture
@@ -58,7 +63,7 @@ def lagging(monkeypatch: pytest.MonkeyPatch) -> None:
         await send_all(self, batch)
 
     monkeypatch.setattr(BatchSender, "send_all", late_send_all)
-    monkeypatch.setattr(servicekit.catalog, "AIOKafkaConsumer", LaggingConsumer)
+    monkeypatch.setattr(servicekit.catalog, "AIOKafkaConsumer", lagging_consumer)
 
 
 @asynccontextmanager
