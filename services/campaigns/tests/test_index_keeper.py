@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+import campaigns.services
 from campaigns.domain import CampaignIndex, CampaignState
 from campaigns.listener import Listening
 from campaigns.services import Campaigns
@@ -145,3 +146,30 @@ async def test_a_campaign_paused_while_the_listener_was_down_sends_nothing(
     await topics.consumed_all()
     assert await topics.send_sms() == []
     assert campaigns_app.state.runtime.extras["index_keeper"].index.matching(DEMO_PARTNER, "delivery", "shipped") == []
+
+
+async def test_a_reload_that_fails_is_retried_by_reloading_everything(
+    demo: httpx.AsyncClient,
+    seed_campaign: dict[str, Any],
+    other_instance: Campaigns,
+    campaigns_app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    created = await demo.post("/v1/campaigns", json=seed_campaign)
+    assert created.status_code == 201, created.text
+    failures = 0
+
+    async def unreachable(*_: Any) -> None:
+        nonlocal failures
+        failures += 1
+        raise ConnectionResetError("the database went away for a moment")
+
+    monkeypatch.setattr(campaigns.services, "campaign_by_id", unreachable)  # the one-campaign reload fails
+    await other_instance.set_state(created.json()["id"], CampaignState.ACTIVE)
+    index = campaigns_app.state.runtime.extras["index"]
+
+    async def indexed() -> bool:
+        return failures > 0 and len(index.matching(DEMO_PARTNER, "delivery", "shipped")) == 1
+
+    await wait_until(indexed, what="the whole index to be reloaded after the failed reload")
+    assert (await _ready(campaigns_app))["checks"]["campaign_index"] is True
