@@ -65,6 +65,7 @@ from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.statuses import StatusDefinition
 from servicekit.catalog import StatusCatalog
+from servicekit.consumer import TRANSIENT_ERRORS
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, enqueue, record_for
 from servicekit.tracing import consume_span
@@ -335,9 +336,9 @@ class IndexKeeper:
                 try:
                     await self._listen_and_load()
                     break
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except Exception as exc:  # a database away, or a bug: either way, not current until it works
                     log.warning("campaign index: could not reload (%s: %s); retrying in %.1fs", type(exc).__name__,
-                                exc, delay)  # fmt: skip
+                                exc, delay, exc_info=not isinstance(exc, TRANSIENT_ERRORS))  # fmt: skip
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._last_delay_s)
             log.info("campaign index: current again, %d active campaigns", len(self.index))
@@ -364,9 +365,10 @@ class IndexKeeper:
                 found = await campaign_by_id(conn, campaign_id)
                 if found is not None:
                     self.index.put(found)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:
             # Never dropped: the whole index is reloaded, which covers this campaign.
-            log.warning("campaign index: could not reload %s (%s); reloading everything", campaign_id, exc)
+            log.warning("campaign index: could not reload %s (%s: %s); reloading everything", campaign_id,
+                        type(exc).__name__, exc, exc_info=not isinstance(exc, TRANSIENT_ERRORS))  # fmt: skip
             self._on_trouble()
 
     async def stop(self) -> None:
