@@ -340,3 +340,84 @@ async def test_a_relay_whose_connection_dies_reconnects_and_carries_on(
         await add(pool, topic, upserted(definition("shipped", 2)))
         await wait_until(lambda: _is(relay.published, 2), what="the relay to publish after reconnecting")
         assert await _relay_lock_holder(pool) not in (None, holder)
+
+
+async def test_a_watch_returns_once_the_relay_of_this_process_published_the_rows(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    relay = OutboxRelay(pool, producer, poll_interval_s=30)  # woken by the notification, not by polling
+    event = upserted(definition("shipped", 1))
+    async with running(relay):
+        with relay.watch() as published:
+            async with pool.acquire() as conn, conn.transaction():
+                published.add(await enqueue(conn, [record_for(event, topic, event.key())]))
+            assert await published.wait(10)
+        assert await pending_count(pool) == 0  # no sleep: gone from the outbox means acknowledged
+        records = await read_topic(infrastructure.kafka_bootstrap, topic)
+        assert [r.value for r in records] == [event.to_bytes()]
+
+
+async def test_a_watch_sees_rows_published_by_another_instances_relay_and_gives_up_when_none_does(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str
+) -> None:
+    idle = OutboxRelay(pool, producer)  # this instance's relay, which never gets the lock
+    other = HeldSend(pool, producer, poll_interval_s=0.2)  # another instance's, holding the lock
+    async with running(other):
+        with idle.watch() as published:
+            async with pool.acquire() as conn, conn.transaction():
+                published.add(await enqueue(conn, [record_for(upserted(definition("shipped", 1)), topic, b"acme:s")]))
+            await asyncio.wait_for(other.sending.wait(), 10)
+            assert not await published.wait(0.3)  # held mid-send: not acknowledged, so not published
+            other.release.set()
+            assert await published.wait(10)
+        assert other.published == 1 and idle.published == 0
+
+
+async def test_the_catalog_syncs_to_the_end_of_the_topic_before_it_answers(
+    producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    catalog = StatusCatalog(infrastructure.kafka_bootstrap, topic)
+    await catalog.start()
+    try:
+        await asyncio.wait_for(catalog.ready.wait(), 20)
+        for version in range(1, 6):
+            event = upserted(definition(f"s{version}", 1))
+            await producer.send_and_wait(topic, event.to_bytes(), key=event.key())
+            assert await catalog.sync(10)  # no sleep: written, then read at once
+            assert catalog.get("acme", f"s{version}") is not None
+        assert await catalog.sync(10)  # caught up already: answers at once
+    finally:
+        await catalog.stop()
+
+
+async def test_a_catalog_whose_consumer_fails_is_not_ready_until_it_recovered_by_itself(
+    producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    failing = True
+
+    def listener(applied: StatusDefinition) -> None:
+        if failing and applied.code == "boom":
+            raise RuntimeError("the listener failed")
+
+    catalog = StatusCatalog(infrastructure.kafka_bootstrap, topic, restart_delays_s=(0.1, 0.5))
+    catalog.on_change(listener)
+    await catalog.start()
+    try:
+        await asyncio.wait_for(catalog.ready.wait(), 20)
+        event = upserted(definition("boom", 1))
+        await producer.send_and_wait(topic, event.to_bytes(), key=event.key())
+
+        async def not_ready() -> bool:
+            return not catalog.ready.is_set()
+
+        await wait_until(not_ready, what="the catalog to report not ready")
+        await asyncio.sleep(1.0)  # restarted a few times meanwhile: it keeps failing on the same record
+        assert not catalog.ready.is_set() and catalog.get("acme", "boom") is None
+        failing = False
+        await asyncio.wait_for(catalog.ready.wait(), 20)
+        assert catalog.get("acme", "boom") is not None  # read again after the restart, not skipped
+        later = upserted(definition("later", 1))
+        await producer.send_and_wait(topic, later.to_bytes(), key=later.key())
+        assert await catalog.sync(10) and catalog.get("acme", "later") is not None
+    finally:
+        await catalog.stop()

@@ -197,7 +197,8 @@ async def test_preview_decides_renders_and_counts_segments_without_side_effects(
 async def test_health_readiness_and_docs(demo: httpx.AsyncClient) -> None:
     ready = await demo.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "broker": True, "status_catalog": True}
+    checks = {"database": True, "broker": True, "status_catalog": True, "campaign_index": True}
+    assert ready.json()["checks"] == checks
     assert (await demo.get("/openapi.json")).json()["info"]["title"] == "Campaigns"
 
 

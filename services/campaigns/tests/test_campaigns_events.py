@@ -181,7 +181,7 @@ async def test_reentry_once_per_order_and_frequency_cap_across_campaigns(
 def evaluator_of(app: FastAPI, settings: CampaignsSettings, clock: Any, pool: asyncpg.Pool | None = None) -> Evaluator:
     """The consumer's evaluator, called directly: the test decides exactly which events form one batch."""
     runtime = app.state.runtime
-    return Evaluator(pool or runtime.pool, runtime.extras["index"], Policy.of(settings), clock)
+    return Evaluator(pool or runtime.pool, runtime.extras["index_keeper"], Policy.of(settings), clock)
 
 
 async def test_one_batch_decides_as_if_its_events_came_one_by_one(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import ConsumerRecord
 
 from contracts.envelope import decode_any
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from devtools.pytest_plugin import Infrastructure, read_topic, wait_until
+from servicekit.outbox import BatchSender, Outgoing
 from status_registry.settings import RegistrySettings
 
 PAID = {"code": "paid", "name": "Оплачен", "type": "payment"}
@@ -86,3 +90,29 @@ async def test_the_catalog_of_another_service_sees_the_registry(
         assert paid is not None and (paid.name, paid.version) == ("Оплачено", 2)
     finally:
         await catalog.stop()
+
+
+async def test_a_write_answers_once_its_events_are_on_the_topic(
+    acme: httpx.AsyncClient, registry_settings: RegistrySettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-your-writes for the other services: when the registry answers, the event can be read already, however
+    slowly the relay publishes."""
+    send_all = BatchSender.send_all
+
+    async def slow_send_all(self: BatchSender, records: Iterable[Outgoing]) -> None:
+        batch = list(records)
+        await asyncio.sleep(0.5)
+        await send_all(self, batch)
+
+    monkeypatch.setattr(BatchSender, "send_all", slow_send_all)
+    for n, code in enumerate(("paid", "shipped", "delivered"), start=1):
+        created = await acme.post("/v1/statuses", json={"code": code, "name": code.title(), "type": "delivery"})
+        assert created.status_code == 201, created.text
+        records = await read_topic(
+            registry_settings.kafka_bootstrap_servers, registry_settings.topic_status_definitions
+        )
+        assert len(records) == n  # read at once, no waiting
+    archived = await acme.delete("/v1/statuses/paid")
+    assert archived.status_code == 200, archived.text
+    records = await read_topic(registry_settings.kafka_bootstrap_servers, registry_settings.topic_status_definitions)
+    assert any(summary(r)[:2] == (b"acme:paid", "status-definition.archived.v1") for r in records)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,7 @@ class Runtime:
 
 
 StartupHook = Callable[[Runtime], Awaitable[None]]
+RuntimeCheck = Callable[[Runtime], Awaitable[bool]]
 
 
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
@@ -100,6 +101,8 @@ class ServiceSpec:
     # Runs first at shutdown, before the consumers and the pool stop (e.g. to release a listening connection).
     on_shutdown: StartupHook | None = None
     install_handlers: Callable[[FastAPI], None] | None = None
+    # More `/readyz` checks by name, e.g. an in-memory replica of the service's own that must be current.
+    readiness: Mapping[str, RuntimeCheck] = field(default_factory=dict)
 
 
 def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker | None = None) -> FastAPI:
@@ -117,7 +120,7 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
         spec.install_handlers(app)
     for router in spec.routers:
         app.include_router(router)
-    install_plumbing(app, max_body_bytes=settings.max_body_bytes, checks=_readiness_checks(app, spec.keeps_catalog))
+    install_plumbing(app, max_body_bytes=settings.max_body_bytes, checks=_readiness_checks(app, spec))
     _install_asyncapi(app, broker, spec)
     return app
 
@@ -137,7 +140,7 @@ def _install_asyncapi(app: FastAPI, broker: KafkaBroker, spec: ServiceSpec) -> N
         return HTMLResponse(get_asyncapi_html(document(), try_it_out_path=None))
 
 
-def _readiness_checks(app: FastAPI, keeps_catalog: bool) -> dict[str, ReadinessCheck]:
+def _readiness_checks(app: FastAPI, spec: ServiceSpec) -> dict[str, ReadinessCheck]:
     def runtime() -> Runtime:
         return app.state.runtime  # type: ignore[no-any-return]
 
@@ -149,9 +152,15 @@ def _readiness_checks(app: FastAPI, keeps_catalog: bool) -> dict[str, ReadinessC
         "database": lambda: ping(runtime().pool),
         "broker": lambda: broker_reachable(runtime().producer),
     }
-    if keeps_catalog:
+    if spec.keeps_catalog:
         checks["status_catalog"] = catalog_ready
+    for name, check in spec.readiness.items():
+        checks[name] = _bound(check, runtime)
     return checks
+
+
+def _bound(check: RuntimeCheck, runtime: Callable[[], Runtime]) -> ReadinessCheck:
+    return lambda: check(runtime())
 
 
 @asynccontextmanager
@@ -170,7 +179,10 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay, broker=broker)
         if spec.keeps_catalog:
             runtime.catalog = StatusCatalog(
-                settings.kafka_bootstrap_servers, settings.topic(Topic.STATUS_DEFINITIONS), settings.service_name
+                settings.kafka_bootstrap_servers,
+                settings.topic(Topic.STATUS_DEFINITIONS),
+                settings.service_name,
+                sync_timeout_s=settings.catalog_sync_timeout_s,
             )
             await runtime.catalog.start()
             stack.push_async_callback(runtime.catalog.stop)

@@ -6,6 +6,11 @@ committed. `OutboxRelay` publishes pending rows in id order with an idempotent p
 relay killed between publishing and deleting publishes that batch again on restart: consumers
 de-duplicate by event id (and registry consumers by version), which is the contract. No transaction
 stays open while the relay waits for the broker.
+
+A writer that must not answer before the other services can read what it wrote (the registry: a status
+created must be usable in the next request to another service) watches its rows (`OutboxRelay.watch`)
+and waits, bounded, until they are published: the relay wakes it as soon as it deleted them, and when
+another instance's relay holds the lock, the rows' absence from the outbox says the same.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -23,7 +28,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from contracts.envelope import Envelope
 from servicekit.db import DbConnection
@@ -57,6 +62,11 @@ RELAY_BATCH_SECONDS = Histogram(
 RELAY_BATCH_RECORDS = Histogram(
     "outbox_relay_batch_records", "Records per published outbox batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500)
 )
+PUBLISH_WAIT_TIMEOUTS = Counter(
+    "outbox_publish_wait_timeouts_total",
+    "Writes that answered before the broker acknowledged their outbox records (the wait for them timed out)",
+)
+STILL_PENDING = "SELECT id FROM outbox WHERE id = ANY($1::bigint[])"
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ def outbox_insert(first: int) -> str:
         "outbox_added AS (INSERT INTO outbox (topic, key, payload, headers) "
         f"SELECT topic, key, payload, headers::jsonb FROM unnest(${first}::text[], ${first + 1}::bytea[], "
         f"${first + 2}::bytea[], ${first + 3}::text[]) WITH ORDINALITY AS r(topic, key, payload, headers, n) "
-        "ORDER BY n RETURNING 1), "
+        "ORDER BY n RETURNING id), "
         f"outbox_woken AS (SELECT pg_notify(${first + 4}, '') FROM (SELECT count(*) AS n FROM outbox_added) AS a "
         "WHERE a.n > 0)"
     )
@@ -102,13 +112,15 @@ def outbox_arguments(records: Sequence[OutboxRecord]) -> list[Any]:
     ]
 
 
-ENQUEUE = f"WITH {outbox_insert(1)} SELECT count(*) FROM outbox_woken"
+ENQUEUE = f"WITH {outbox_insert(1)} SELECT ARRAY(SELECT id FROM outbox_added), (SELECT count(*) FROM outbox_woken)"
 
 
-async def enqueue(conn: DbConnection, records: Sequence[OutboxRecord]) -> None:
-    """Add records to the outbox within the caller's open transaction."""
-    if records:
-        await conn.execute(ENQUEUE, *outbox_arguments(records))
+async def enqueue(conn: DbConnection, records: Sequence[OutboxRecord]) -> list[int]:
+    """Add records to the outbox within the caller's open transaction; returns their ids (see `PublishWatch`)."""
+    if not records:
+        return []
+    ids: list[int] = await conn.fetchval(ENQUEUE, *outbox_arguments(records))
+    return ids
 
 
 RELAY_REQUEST_BYTES = 1024 * 1024
@@ -155,6 +167,7 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
         self._stopping = False
+        self._watches: set[PublishWatch] = set()
         self.published = 0
 
     async def run(self) -> None:
@@ -176,6 +189,17 @@ class OutboxRelay:
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[PublishWatch]:
+        """A watch for outbox rows about to be written: `add` their ids before the transaction commits (the relay
+        cannot publish them sooner, so it cannot wake the watch too early), then `wait` after the commit."""
+        watch = PublishWatch(self._pool)
+        self._watches.add(watch)
+        try:
+            yield watch
+        finally:
+            self._watches.discard(watch)
 
     async def _publish_until_stopped(self, session: _Session) -> None:
         while not self._stopping:
@@ -245,8 +269,11 @@ class OutboxRelay:
         if not rows:
             return 0
         await self._send_all(rows)
-        await session.conn.execute(DELETE_PUBLISHED, [row["id"] for row in rows])
+        ids = [row["id"] for row in rows]
+        await session.conn.execute(DELETE_PUBLISHED, ids)
         self.published += len(rows)
+        for watch in self._watches:
+            watch.published(ids)
         return len(rows)
 
     async def _send_all(self, rows: list[asyncpg.Record]) -> None:
@@ -259,6 +286,61 @@ class OutboxRelay:
             )
             for row in rows
         )
+
+
+class PublishWatch:
+    """Outbox rows one unit of work wrote, and a bounded wait until the broker acknowledged all of them.
+
+    The relay deletes rows only after the broker acknowledged them, so a row gone from the outbox was published.
+    The relay of this process wakes the watch the moment it deleted the last of its rows; when another
+    instance's relay holds the lock, the watch finds out by looking at the outbox, more rarely as time passes.
+    """
+
+    FIRST_CHECK_S = 0.01
+    LAST_CHECK_S = 0.25
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._pending: set[int] = set()
+        self._done = asyncio.Event()
+
+    def add(self, ids: Iterable[int]) -> None:
+        self._pending.update(ids)
+
+    def published(self, ids: Collection[int]) -> None:
+        """The relay published and deleted `ids` (called for every batch, whoever's rows they are)."""
+        if self._pending and not self._pending.isdisjoint(ids):
+            self._pending.difference_update(ids)
+            if not self._pending:
+                self._done.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Whether every row was published within `timeout_s`. On timeout the write stands (it is committed and
+        will be published); the caller answers anyway, and the timeout is logged and counted."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        pause = self.FIRST_CHECK_S
+        while self._pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                PUBLISH_WAIT_TIMEOUTS.inc()
+                log.warning("outbox: %d record(s) not published after %.1fs", len(self._pending), timeout_s)
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), min(pause, remaining))
+            if self._pending:
+                await self._check_outbox()
+            pause = min(pause * 2, self.LAST_CHECK_S)
+        return True
+
+    async def _check_outbox(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(STILL_PENDING, sorted(self._pending))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outbox: could not check for published records: %s", exc)
+            return
+        self._pending &= {row["id"] for row in rows}
 
 
 Outgoing: TypeAlias = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]

@@ -59,6 +59,10 @@ class ServiceSettings(BaseSettings):
     # that allocates models for every record spent 10-20 % of its CPU collecting (docs/performance.md, fix 17).
     gc_thresholds: tuple[int, int, int] = (10_000, 20, 50)
 
+    # Services that keep the status catalog replica: a REST write that names a status first waits, at most this
+    # long, until the replica has read the registry's topic up to its end (read-your-writes across services).
+    catalog_sync_timeout_s: float = Field(default=2.0, ge=0)
+
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
 

@@ -21,8 +21,11 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
         await keeper.start()  # before the consumers: no event is evaluated against an empty index
         runtime.extras["index"] = keeper.index
         runtime.extras["index_keeper"] = keeper
-        evaluator = Evaluator(runtime.pool, keeper.index, Policy.of(settings), clock)
+        evaluator = Evaluator(runtime.pool, keeper, Policy.of(settings), clock)
         subscribe(runtime.broker, settings, evaluator, runtime.producer)
+
+    async def index_current(runtime: Runtime) -> bool:
+        return bool(runtime.extras["index_keeper"].current)
 
     async def stop(runtime: Runtime) -> None:
         # The index keeper holds a pooled connection; it must go back before the pool closes.
@@ -36,6 +39,7 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
         keeps_catalog=True,
         on_startup=start,
         on_shutdown=stop,
+        readiness={"campaign_index": index_current},
         install_handlers=install_error_handlers,
     )
 

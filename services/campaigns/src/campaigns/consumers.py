@@ -33,6 +33,7 @@ SMS_EVENT_TYPES = (SmsDispatched, SmsFailed, SmsDelivered)
 
 def status_changes_processor(evaluator: Evaluator, dead_letters: DeadLetters) -> Process:
     async def process(records: Sequence[Record]) -> None:
+        await evaluator.wait_for_current_index()  # first: a batch retried later dead-letters nothing twice
         envelopes: list[tuple[Record, Envelope[OrderStatusChanged]]] = []
         rejected: list[Rejected] = []
         for record in records:

@@ -1,5 +1,5 @@
 """Campaigns, partner settings, evaluations and SMS outcomes in PostgreSQL. Every query is scoped by partner id,
-except `active_campaigns`, which rebuilds the in-memory index of all partners at start, and the evaluator's
+except `active_campaigns` and `campaign_by_id`, which keep the in-memory index of all partners, and the evaluator's
 batch queries, whose rows span partners: they go by campaign ids (unique across partners) or carry the partner id."""
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ def _definition_json(definition: CampaignDefinition) -> str:
 async def active_campaigns(conn: DbConnection) -> list[Campaign]:
     rows = await conn.fetch(f"SELECT {COLUMNS} FROM campaigns WHERE state = 'active'")
     return [_campaign(r) for r in rows]
+
+
+async def campaign_by_id(conn: DbConnection, campaign_id: str) -> Campaign | None:
+    """Whatever its partner: the index keeper reloads a campaign another instance announced by id."""
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM campaigns WHERE id = $1", campaign_id)
+    return _campaign(row) if row is not None else None
 
 
 @dataclass(frozen=True)

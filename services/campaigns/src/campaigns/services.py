@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -40,12 +41,14 @@ from campaigns.domain import (
     send_command,
     triggered_by,
 )
+from campaigns.listener import NOTIFY_CHANNEL, Listening
 from campaigns.repository import (
     CampaignRepository,
     CampaignStats,
     Evaluation,
     SmsOutcome,
     active_campaigns,
+    campaign_by_id,
     campaigns_for_share,
     evaluated,
     fired_for_orders,
@@ -62,6 +65,7 @@ from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.statuses import StatusDefinition
 from servicekit.catalog import StatusCatalog
+from servicekit.consumer import TRANSIENT_ERRORS
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, enqueue, record_for
 from servicekit.tracing import consume_span
@@ -69,7 +73,6 @@ from servicekit.tracing import consume_span
 log = logging.getLogger(__name__)
 
 SOURCE = "/services/campaigns"
-NOTIFY_CHANNEL = "campaigns"  # payload: a campaign id; every instance reloads it into its index
 
 Clock = Callable[[], datetime]
 
@@ -130,7 +133,10 @@ class Campaigns:
         async with self.pool.acquire() as conn, conn.transaction():
             yield CampaignRepository(conn, self.partner_id)
 
-    def _statuses(self) -> dict[str, StatusDefinition]:
+    async def _statuses(self) -> dict[str, StatusDefinition]:
+        """The partner's statuses, once the replica has read everything the registry answered for until now:
+        a status created (or archived) a moment ago is known here (see `StatusCatalog.sync`)."""
+        await self.catalog.sync()
         return {d.code: d for d in self.catalog.of_partner(self.partner_id)}
 
     async def _changed(self, repo: CampaignRepository, campaign: Campaign) -> Campaign:
@@ -150,7 +156,7 @@ class Campaigns:
         return campaign
 
     async def create(self, definition: CampaignDefinition) -> Campaign:
-        check_definition(definition, self._statuses())
+        check_definition(definition, await self._statuses())
         async with self._transaction() as repo:
             created = await self._changed(repo, await repo.insert(str(uuid.uuid4()), definition, self.clock()))
         self.index.put(created)
@@ -168,7 +174,7 @@ class Campaigns:
             return await CampaignRepository(conn, self.partner_id).page(state=state, after=after, limit=limit)
 
     async def replace(self, campaign_id: str, definition: CampaignDefinition, if_match: int | None) -> Campaign:
-        check_definition(definition, self._statuses())
+        check_definition(definition, await self._statuses())
         async with self._transaction() as repo:
             current = await self._current(repo, campaign_id, if_match)
             if current.state == CampaignState.ARCHIVED:
@@ -181,13 +187,15 @@ class Campaigns:
 
     async def set_state(self, campaign_id: str, state: CampaignState) -> Campaign:
         """Activate, pause or archive; asking for the current state again changes nothing."""
+        # Caught up before the transaction, which holds the campaign's row.
+        statuses = await self._statuses() if state == CampaignState.ACTIVE else {}
         async with self._transaction() as repo:
             current = await self._current(repo, campaign_id, None)
             if not check_transition(current.state, state):
                 return current
             if state == CampaignState.ACTIVE:
                 # The catalog may have changed since the campaign was saved: never activate a dangling code.
-                check_definition(current.definition(), self._statuses())
+                check_definition(current.definition(), statuses)
             changed = await self._changed(repo, await repo.set_state(campaign_id, state, self.clock()))
         self.index.put(changed)
         return changed
@@ -254,47 +262,123 @@ class Campaigns:
 # --- the in-memory index -------------------------------------------------------------------------
 
 
-class IndexKeeper:
-    """Keeps a `CampaignIndex` current: rebuilt from the database at start, then reloaded campaign by
-    campaign whenever any instance writes one (a NOTIFY on commit), so several instances agree."""
+class IndexNotCurrent(TimeoutError):
+    """The index may miss campaign writes (its listener is down or a reload failed): a transient error, so the
+    consumer rewinds its batch and tries again after a pause instead of deciding on a stale index."""
 
-    def __init__(self, pool: asyncpg.Pool, index: CampaignIndex) -> None:
+
+class IndexKeeper:
+    """Keeps a `CampaignIndex` current: loaded whole from the database, then reloaded campaign by campaign
+    whenever any instance writes one (a NOTIFY on commit), so several instances agree.
+
+    Should the listening connection be lost (notifications sent meanwhile are lost with it) or a reload fail,
+    the index is no longer known to be current: `current` is cleared (the service is not ready, and the
+    consumer waits), the keeper listens again with a growing pause between attempts and reloads everything,
+    and only then is the index current again."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        index: CampaignIndex,
+        *,
+        check_interval_s: float = 5.0,
+        retry_delays_s: tuple[float, float] = (0.2, 5.0),
+    ) -> None:
         self._pool = pool
         self.index = index
-        self._listener: asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | None = None
+        self._check_interval_s = check_interval_s
+        self._first_delay_s, self._last_delay_s = retry_delays_s
+        self._listening: Listening | None = None
+        self._current = asyncio.Event()
+        self._trouble = asyncio.Event()  # the listener was lost or a reload failed
+        self._reloading = asyncio.Lock()  # one read-and-apply at a time, so an older read never lands last
         self._reloads: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> bool:
+        return self._current.is_set()
 
     async def start(self) -> None:
-        self._listener = await self._pool.acquire()
-        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        # Listen first, then load: a write committed in between is reloaded, never missed.
-        async with self._pool.acquire() as conn:
-            self.index.replace_all(await active_campaigns(conn))
+        """Listen and load: raises if the database cannot be reached now (later, the keeper recovers by itself)."""
+        await self._listen_and_load()
         log.info("campaign index: %d active campaigns", len(self.index))
+        self._task = asyncio.create_task(self._follow(), name="campaign-index")
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, campaign_id: object) -> None:
-        task = asyncio.create_task(self._reload(str(campaign_id)))
+    async def wait_current(self, timeout_s: float) -> None:
+        """Return once the index is current; raises `IndexNotCurrent` after `timeout_s`."""
+        if self._current.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._current.wait(), timeout_s)
+        except TimeoutError as exc:
+            raise IndexNotCurrent("the campaign index is being reloaded") from exc
+
+    async def _listen_and_load(self) -> None:
+        if self._listening is not None:
+            await self._listening.close()
+            self._listening = None
+        self._trouble.clear()
+        # Listen first, then load: a write committed in between is reloaded, never missed.
+        self._listening = await Listening.open(self._pool, self._on_notify, self._on_trouble)
+        async with self._reloading, self._pool.acquire() as conn:
+            self.index.replace_all(await active_campaigns(conn))
+        if not self._trouble.is_set():  # a reload that failed meanwhile means another round
+            self._current.set()
+
+    async def _follow(self) -> None:
+        while True:
+            await self._wait_for_trouble()
+            self._current.clear()
+            log.warning("campaign index: no longer known to be current; listening again and reloading it whole")
+            delay = self._first_delay_s
+            while True:
+                try:
+                    await self._listen_and_load()
+                    break
+                except Exception as exc:  # a database away, or a bug: either way, not current until it works
+                    log.warning("campaign index: could not reload (%s: %s); retrying in %.1fs", type(exc).__name__,
+                                exc, delay, exc_info=not isinstance(exc, TRANSIENT_ERRORS))  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._last_delay_s)
+            log.info("campaign index: current again, %d active campaigns", len(self.index))
+
+    async def _wait_for_trouble(self) -> None:
+        while not self._trouble.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._trouble.wait(), self._check_interval_s)
+            if not self._trouble.is_set() and self._listening is not None:
+                await self._listening.probe(self._check_interval_s)
+
+    def _on_trouble(self) -> None:
+        self._current.clear()
+        self._trouble.set()
+
+    def _on_notify(self, campaign_id: str) -> None:
+        task = asyncio.create_task(self._reload(campaign_id))
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
     async def _reload(self, campaign_id: str) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                row = await conn.fetchval("SELECT partner_id FROM campaigns WHERE id = $1", campaign_id)
-                found = await CampaignRepository(conn, row).get(campaign_id) if row else None
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("campaign index: could not reload %s: %s", campaign_id, exc)
-            return
-        if found is not None:
-            self.index.put(found)
+            async with self._reloading, self._pool.acquire() as conn:
+                found = await campaign_by_id(conn, campaign_id)
+                if found is not None:
+                    self.index.put(found)
+        except Exception as exc:
+            # Never dropped: the whole index is reloaded, which covers this campaign.
+            log.warning("campaign index: could not reload %s (%s: %s); reloading everything", campaign_id,
+                        type(exc).__name__, exc, exc_info=not isinstance(exc, TRANSIENT_ERRORS))  # fmt: skip
+            self._on_trouble()
 
     async def stop(self) -> None:
-        for task in list(self._reloads):
+        tasks = [*self._reloads, *([self._task] if self._task else [])]
+        for task in tasks:
             task.cancel()
-        if self._listener is not None:
-            await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self._pool.release(self._listener)
-            self._listener = None
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._listening is not None:
+            await self._listening.close()
+            self._listening = None
 
 
 # --- evaluating status changes -------------------------------------------------------------------
@@ -338,9 +422,19 @@ class Evaluator:
     """Evaluates each status change against the partner's matching active campaigns, once per (campaign, event)."""
 
     pool: asyncpg.Pool
-    index: CampaignIndex
+    keeper: IndexKeeper
     policy: Policy
     clock: Clock
+    index_wait_s: float = 5.0
+
+    @property
+    def index(self) -> CampaignIndex:
+        return self.keeper.index
+
+    async def wait_for_current_index(self) -> None:
+        """Never decide on an index that may miss a campaign write (a pause, an activation): wait until it is
+        current, or raise `IndexNotCurrent`, a transient error, so the consumer retries the batch later."""
+        await self.keeper.wait_current(self.index_wait_s)
 
     async def handle_batch(self, batch: Sequence[tuple[Envelope[OrderStatusChanged], Any]]) -> list[Evaluation]:
         """Evaluate a batch of changes in ONE transaction, with a few statements for the whole batch.

@@ -90,7 +90,7 @@ def _refusal(result: Result) -> tuple[int, dict[str, Any]]:
 
 
 async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any]]:
-    (result,) = await service(request).handle([command])
+    result = await service(request).handle_request(command)
     if result.refused is not None:
         return _refusal(result)
     view = await _order_view(request, command.partner_id, command.order_id, with_history=False)

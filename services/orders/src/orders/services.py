@@ -101,6 +101,14 @@ class OrderService:
         async with self.pool.acquire() as conn, conn.transaction():
             return await self._handle(conn, commands)
 
+    async def handle_request(self, command: Command) -> Result:
+        """A REST request: decided only once the status replica has read everything the registry answered for
+        until now, so a status created, renamed or archived a moment ago is seen (`StatusCatalog.sync`). Not
+        on the Kafka path, where an unknown status goes through the retry topic instead."""
+        await self.catalog.sync()
+        (result,) = await self.handle([command])
+        return result
+
     async def _handle(self, conn: DbConnection, commands: Sequence[Command]) -> list[Result]:
         now = self.clock()
         orders = await load_orders(conn, [c.key for c in commands], lock=True)

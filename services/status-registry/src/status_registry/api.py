@@ -40,7 +40,10 @@ class SyncResult(BaseModel):
 
 def registry(request: Request, principal: Principal) -> Registry:
     settings = request.app.state.settings
-    return Registry(request.app.state.runtime.pool, principal.partner_id, settings.topic_status_definitions)
+    runtime = request.app.state.runtime
+    return Registry(
+        runtime.pool, principal.partner_id, settings.topic_status_definitions, runtime.relay, settings.publish_wait_s
+    )
 
 
 def _status_of(exc: Exception) -> int:

@@ -12,7 +12,7 @@ from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import status_definition_key
-from servicekit.outbox import OutboxRecord, enqueue, record_for
+from servicekit.outbox import OutboxRecord, OutboxRelay, enqueue, record_for
 from status_registry.domain import (
     NewStatus,
     RuleViolation,
@@ -42,18 +42,27 @@ class PreconditionFailed(Exception):
 
 @dataclass(frozen=True)
 class Registry:
-    """The registry's use cases for one partner."""
+    """The registry's use cases for one partner.
+
+    A write answers once its events are on the topic (or `publish_wait_s` passed): the caller may name a
+    new status in its very next request to another service, whose replica then finds it (see
+    `StatusCatalog.sync`)."""
 
     pool: asyncpg.Pool
     partner_id: str
     topic: str  # the physical name of the status-definitions topic (with any environment prefix)
+    outbox: OutboxRelay
+    publish_wait_s: float
 
     @asynccontextmanager
     async def _unit_of_work(self) -> AsyncIterator[tuple[StatusRepository, list[OutboxRecord]]]:
         events: list[OutboxRecord] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield StatusRepository(conn, self.partner_id), events
-            await enqueue(conn, events)
+        with self.outbox.watch() as published:
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield StatusRepository(conn, self.partner_id), events
+                published.add(await enqueue(conn, events))
+            # On timeout the write stands and is published later; the answer says what was committed.
+            await published.wait(self.publish_wait_s)
 
     def _event(self, definition: StatusDefinition) -> OutboxRecord:
         data = (
