@@ -106,16 +106,32 @@ def test_one_receipt_per_segment_merges_into_one_status() -> None:
 
 def test_intake_decides_before_any_provider_sees_the_message() -> None:
     base = {"phone": "+79161234567", "expires_at": NOW + timedelta(hours=1), "not_before": None, "now": NOW}
-    assert intake(**base, opted_out=False, transactional=False).status is S.PENDING
-    refused = intake(**base, opted_out=True, transactional=False)
+    marketing = {**base, "transactional": False, "sms_consent": True}
+    assert intake(**marketing, opted_out=False).status is S.PENDING
+    refused = intake(**marketing, opted_out=True)
     assert refused.status is S.FAILED and refused.failure is SmsFailureReason.OPTED_OUT
-    assert intake(**base, opted_out=True, transactional=True).status is S.PENDING
-    expired = intake(**{**base, "now": NOW + timedelta(hours=2)}, opted_out=False, transactional=False)
+    expired = intake(**{**marketing, "now": NOW + timedelta(hours=2)}, opted_out=False)
     assert expired.status is S.EXPIRED and expired.failure is SmsFailureReason.EXPIRED
-    quiet = intake(**{**base, "not_before": NOW + timedelta(hours=0.5)}, opted_out=False, transactional=False)
+    quiet = intake(**{**marketing, "not_before": NOW + timedelta(hours=0.5)}, opted_out=False)
     assert quiet.status is S.SCHEDULED and quiet.due_at == NOW + timedelta(hours=0.5)
-    landline = intake(**{**base, "phone": "+74951234567"}, opted_out=False, transactional=False)
+    landline = intake(**{**marketing, "phone": "+74951234567"}, opted_out=False)
     assert landline.failure is SmsFailureReason.INVALID_PHONE
+
+
+def test_marketing_needs_consent_and_an_opt_out_blocks_everything() -> None:
+    base = {"phone": "+79161234567", "expires_at": NOW + timedelta(hours=1), "not_before": None, "now": NOW}
+    for consent in (False, None):  # refused, or not stated (an older sender): fail safe
+        refused = intake(**base, transactional=False, sms_consent=consent, opted_out=False)
+        assert refused.status is S.FAILED and refused.failure is SmsFailureReason.NO_CONSENT
+    assert "absent" in intake(**base, transactional=False, sms_consent=None, opted_out=False).detail
+    # A service message about the order needs no marketing consent...
+    for consent in (False, None, True):
+        assert intake(**base, transactional=True, sms_consent=consent, opted_out=False).status is S.PENDING
+    # ...but a number that opted out receives nothing, whatever the campaign calls its message.
+    blocked = intake(**base, transactional=True, sms_consent=True, opted_out=True)
+    assert blocked.status is S.FAILED and blocked.failure is SmsFailureReason.OPTED_OUT
+    # Both: the opt-out is the reason (it is the customer's own word).
+    assert intake(**base, transactional=False, sms_consent=False, opted_out=True).failure is SmsFailureReason.OPTED_OUT
 
 
 def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after() -> None:

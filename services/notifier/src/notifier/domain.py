@@ -226,20 +226,36 @@ def intake(
     not_before: datetime | None,
     opted_out: bool,
     transactional: bool,
+    sms_consent: bool | None,
     now: datetime,
 ) -> Intake:
-    """Decide a new command: refused (invalid phone, opted out), expired, scheduled or due now."""
+    """Decide a new command: refused (invalid phone, opted out, no consent), expired, scheduled or due now.
+
+    The consent rule, whatever the campaign asked for: a number on the partner's opt-out ledger receives
+    nothing (a STOP means stop, and a campaign's `transactional` flag cannot override the customer); a
+    marketing (non-transactional) SMS also needs the customer's consent, and a command that does not state it
+    (`sms_consent` null: an older sender) is refused as well: fail safe. Transactional messages (service
+    messages about the order) need no marketing consent.
+    """
     try:
         normalized_mobile(phone)
     except InvalidPhone as exc:
         return Intake(MessageStatus.FAILED, failure=SmsFailureReason.INVALID_PHONE, detail=str(exc))
-    if opted_out and not transactional:
+    if opted_out:
         return Intake(MessageStatus.FAILED, failure=SmsFailureReason.OPTED_OUT, detail=f"{phone} opted out")
+    if not transactional and sms_consent is not True:
+        return Intake(MessageStatus.FAILED, failure=SmsFailureReason.NO_CONSENT, detail=_no_consent(sms_consent))
     if now >= expires_at:
         return Intake(MessageStatus.EXPIRED, failure=SmsFailureReason.EXPIRED, detail=f"expired at {expires_at}")
     if not_before is not None and not_before > now:
         return Intake(MessageStatus.SCHEDULED, due_at=not_before)
     return Intake(MessageStatus.PENDING, due_at=now)
+
+
+def _no_consent(sms_consent: bool | None) -> str:
+    if sms_consent is None:
+        return "a marketing SMS whose command does not state the customer's consent (sms_consent absent): not sent"
+    return "a marketing SMS to a customer without SMS consent: not sent"
 
 
 class FailureKind(StrEnum):

@@ -285,6 +285,7 @@ class Intake:
                 not_before=command.not_before,
                 opted_out=(command.partner_id, command.phone) in opted_out,
                 transactional=command.transactional,
+                sms_consent=command.sms_consent,
                 now=_now(),
             )
             encoding = encoding_of(command.text)
@@ -429,17 +430,16 @@ class Dispatcher:
             queue = DispatchQueue(conn)
             due = await queue.due(now, free)
             self._backlog = len(due) == free  # there may be more: new messages wait their turn behind them
-            opted_out = await queue.opted_out(
-                (c.message.partner_id, c.message.phone) for c in due if not c.message.transactional
-            )
+            opted_out = await queue.opted_out((c.message.partner_id, c.message.phone) for c in due)
             ended: list[tuple[Claimed, SmsFailureReason, str]] = []
             to_send: list[tuple[Claimed, int]] = []
             for claimed in due:
                 message = claimed.message
                 if now >= message.expires_at:
                     ended.append((claimed, SmsFailureReason.EXPIRED, f"expired at {message.expires_at} before sending"))
-                elif (message.partner_id, message.phone) in opted_out and not message.transactional:
-                    # The ledger may have changed while the message waited for quiet hours or a retry.
+                elif (message.partner_id, message.phone) in opted_out:
+                    # The ledger may have changed while the message waited for quiet hours or a retry; an
+                    # opt-out stops every message, transactional ones too (docs/notifier.md, consent).
                     ended.append((claimed, SmsFailureReason.OPTED_OUT, f"{message.phone} opted out before sending"))
                 else:
                     to_send.append((claimed, message.attempts + 1))
