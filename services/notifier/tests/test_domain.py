@@ -14,6 +14,7 @@ from notifier.domain import (
     InvalidPhone,
     MessageStatus,
     ReceiptStatus,
+    ReplayRefusal,
     Retry,
     RetryPolicy,
     advance,
@@ -24,6 +25,8 @@ from notifier.domain import (
     is_stop_request,
     merge_receipts,
     normalized_mobile,
+    replay,
+    replay_key,
     retry_after_seconds,
     segment_count,
     split_segments,
@@ -175,3 +178,25 @@ def test_stop_words_in_latin_and_cyrillic(text: str) -> None:
 @pytest.mark.parametrize("text", ["please stop by", "STOPPED", "Спасибо", ""])
 def test_other_replies_are_not_stop_requests(text: str) -> None:
     assert not is_stop_request(text)
+
+
+def test_a_replay_starts_a_new_round_only_for_a_message_no_provider_took() -> None:
+    base = {"phone": "+79161234567", "expires_at": NOW + timedelta(hours=1), "not_before": None, "now": NOW}
+    ok = intake(**base, transactional=False, sms_consent=True, opted_out=False)
+    failed, now_opted_out = S.FAILED, intake(**base, transactional=False, sms_consent=True, opted_out=True)
+    lapsed = intake(**{**base, "now": NOW + timedelta(hours=2)}, transactional=False, sms_consent=True, opted_out=False)
+    assert replay(status=failed, dispatched_before=False, again=ok).start == ok
+    refusals = [
+        (S.DELIVERED, False, ok, ReplayRefusal.DELIVERED),
+        (S.DISPATCHED, False, ok, ReplayRefusal.DISPATCHED),
+        (S.FAILED, True, ok, ReplayRefusal.DISPATCHED),  # undeliverable after a provider took it: no second SMS
+        (S.EXPIRED, False, ok, ReplayRefusal.EXPIRED),
+        (S.FAILED, False, lapsed, ReplayRefusal.EXPIRED),
+        (S.PENDING, False, ok, ReplayRefusal.IN_PROGRESS),
+        (S.SENDING, False, ok, ReplayRefusal.IN_PROGRESS),
+        (S.FAILED, False, now_opted_out, SmsFailureReason.OPTED_OUT),  # the intake's rules hold today
+    ]
+    for status, dispatched_before, again, reason in refusals:
+        decision = replay(status=status, dispatched_before=dispatched_before, again=again)
+        assert decision.start is None and decision.refused == reason, (status, reason)
+    assert replay_key("abc", 0) == "abc" and replay_key("abc", 2) == "abc.replay-2"

@@ -258,6 +258,50 @@ def _no_consent(sms_consent: bool | None) -> str:
     return "a marketing SMS to a customer without SMS consent: not sent"
 
 
+class ReplayRefusal(StrEnum):
+    """Why a replayed command starts no new round (besides the intake's own reasons: opted_out, no_consent...)."""
+
+    DELIVERED = "delivered"  # it reached the handset
+    DISPATCHED = "dispatched"  # a provider took it (even if a receipt later said undeliverable): no second SMS
+    EXPIRED = "expired"  # past expires_at: too late to be worth sending
+    IN_PROGRESS = "in_progress"  # scheduled, pending or sending: it is still on its way
+
+
+@dataclass(frozen=True)
+class ReplayDecision:
+    """A new round (`start`: pending or scheduled), or the reason it was refused."""
+
+    start: Intake | None
+    refused: str | None = None
+    detail: str = ""
+
+
+def replay(*, status: MessageStatus, dispatched_before: bool, again: Intake) -> ReplayDecision:
+    """What a command replayed from the dead-letter topic does to its existing message.
+
+    `again` is the intake decision about the command now (phone, today's opt-out ledger, consent, expiry,
+    not_before). Only a message that failed without any provider taking it is tried again, and only if the
+    command would be accepted today: a refusal that no longer holds (the number opted back in) no longer holds.
+    """
+    if status is MessageStatus.DELIVERED:
+        return ReplayDecision(None, ReplayRefusal.DELIVERED, "the message was delivered")
+    if status is MessageStatus.DISPATCHED or dispatched_before:
+        return ReplayDecision(None, ReplayRefusal.DISPATCHED, "a provider took the message already")
+    if status is MessageStatus.EXPIRED or again.status is MessageStatus.EXPIRED:
+        return ReplayDecision(None, ReplayRefusal.EXPIRED, again.detail or "the message expired")
+    if status is not MessageStatus.FAILED:
+        return ReplayDecision(None, ReplayRefusal.IN_PROGRESS, f"the message is {status}, still on its way")
+    if again.failure is not None:
+        return ReplayDecision(None, str(again.failure), again.detail)
+    return ReplayDecision(again)
+
+
+def replay_key(send_sms_id: str, replay_round: int) -> str:
+    """The provider's idempotency key of a round: the SendSms id, and after the n-th replay `<id>.replay-<n>`,
+    so the provider tells a new round from the old one while a resend within a round stays one SMS."""
+    return send_sms_id if replay_round == 0 else f"{send_sms_id}.replay-{replay_round}"
+
+
 class FailureKind(StrEnum):
     TRANSIENT = "transient"  # try again later: 5xx, timeouts, 429, throttling, connection lost
     PERMANENT = "permanent"  # the provider refused this message: retrying cannot help
@@ -344,6 +388,7 @@ class Message(BaseModel):
     provider: str | None
     provider_message_id: str | None
     attempts: int
+    replay_round: int = Field(default=0, description="0: the first round; n: after the n-th accepted replay")
     requested_at: datetime
     expires_at: datetime
     not_before: datetime | None
@@ -371,6 +416,16 @@ class Receipt(BaseModel):
     occurred_at: datetime | None
     received_at: datetime
     updated_at: datetime
+
+
+class ReplayRecord(BaseModel):
+    """A replay of the message's dead letter: whether it started a new round, or why not."""
+
+    replay_of: str = Field(description="The dead letter replayed: <dlq topic>/<partition>/<offset>")
+    outcome: str = Field(description="accepted or refused")
+    reason: str | None
+    detail: str | None
+    replayed_at: datetime
 
 
 class OptOut(BaseModel):
