@@ -119,6 +119,9 @@ async def test_replays_of_delivered_or_expired_messages_are_refused_and_a_lifted
     await kit.wait_status(delivered.id, "delivered")
     for command, status in ((lapsing, "failed"), (expired, "expired"), (lifted, "failed")):
         await kit.wait_status(command.id, status)
+    await replay_by_hand(kit, lifted, "dlq/0/3")  # still opted out: refused, the dead letter is not used up
+    await consumed_all(kit)
+    assert await replays(kit, lifted) == [("dlq/0/3", "refused", "opted_out")]
     for phone in ("+79161230003", OTHER):
         assert (await acme.delete(f"/v1/opt-outs/{phone}")).status_code == 204
     await asyncio.sleep(max(0.0, (lapsing.data.expires_at - datetime.now(UTC)).total_seconds()) + 0.1)

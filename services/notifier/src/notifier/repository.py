@@ -384,10 +384,14 @@ class DispatchQueue:
     async def record_replay(
         self, message_id: str, replay_of: str, outcome: str, reason: str | None, detail: str | None
     ) -> bool:
-        """Record a replay of the message's dead letter `replay_of`; False when that one was applied before."""
+        """Record a replay of the message's dead letter `replay_of`; False when that one was accepted before.
+
+        A refusal does not use the dead letter up: replayed again once the refusal no longer holds (the number
+        opted back in), it may be accepted, and the row says what the latest replay came to."""
         row = await self._conn.fetchrow(
             "INSERT INTO replays (message_id, replay_of, outcome, reason, detail) VALUES ($1::uuid, $2, $3, $4, $5) "
-            "ON CONFLICT DO NOTHING RETURNING 1",
+            "ON CONFLICT (message_id, replay_of) DO UPDATE SET outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, "
+            "detail = EXCLUDED.detail, replayed_at = now() WHERE replays.outcome = 'refused' RETURNING 1",
             message_id,
             replay_of,
             outcome,

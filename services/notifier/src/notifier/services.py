@@ -299,7 +299,7 @@ class Intake:
     async def _replay(conn: DbConnection, replayed: list[tuple[str, str, SendSms]]) -> list[tuple[str, str]]:
         """Replays from the dead-letter topic of commands whose message exists: a new round of attempts for a
         message that failed before any provider took it, when the command would be accepted today; otherwise
-        refused, with the reason kept in `replays`. Each dead letter applies once. Replays are rare ops actions:
+        refused, with the reason kept in `replays`. Each dead letter is accepted once. Replays are rare ops actions:
         a few statements each, not per batch."""
         queue = DispatchQueue(conn)
         outcomes: list[tuple[str, str]] = []
@@ -321,7 +321,7 @@ class Intake:
             decision = replay(status=message.status, dispatched_before=dispatched_before, again=again)
             outcome = "refused" if decision.start is None else "accepted"
             if not await queue.record_replay(message_id, replay_of, outcome, decision.refused, decision.detail or None):
-                log.info("replay %s of message %s was applied before; ignored", replay_of, message_id)
+                log.info("replay %s of message %s was accepted before; ignored", replay_of, message_id)
                 outcomes.append(("duplicate", ""))
                 continue
             if decision.start is None:

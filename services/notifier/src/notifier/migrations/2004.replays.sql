@@ -6,8 +6,8 @@
 ALTER TABLE messages ADD COLUMN replay_round integer NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN attempts_before_round integer NOT NULL DEFAULT 0;
 
--- Every replay that reached an existing message, once per dead letter (`replay-of` names it): a redelivered
--- replay finds its row and does nothing; a refused one says why.
+-- Replays that reached an existing message, one row per dead letter (`replay-of` names it): once accepted, a
+-- redelivered replay finds the row and does nothing; a refused one says why, and may be accepted later.
 CREATE TABLE replays (
     message_id  uuid        NOT NULL REFERENCES messages ON DELETE CASCADE,
     replay_of   text        NOT NULL,
