@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from contracts.envelope import Envelope
 from contracts.sms import SendSms, SmsDelivered, SmsDispatched, SmsFailed
@@ -115,6 +116,12 @@ async def test_replays_of_delivered_or_expired_messages_are_refused_and_a_lifted
     lifted = kit.command(phone=OTHER)  # refused: opted out; the customer opts back in
     for phone in ("+79161230003", OTHER):
         assert (await acme.post(f"/v1/opt-outs/{phone}")).status_code == 201
+
+    def replays_counted(outcome: str, reason: str) -> float:
+        labels = {"outcome": outcome, "reason": reason}
+        return REGISTRY.get_sample_value("sms_replays_total", labels) or 0.0
+
+    refused_delivered, duplicates = replays_counted("refused", "delivered"), replays_counted("duplicate", "")
     await kit.publish(delivered, lapsing, expired, lifted)
     await kit.wait_status(delivered.id, "delivered")
     for command, status in ((lapsing, "failed"), (expired, "expired"), (lifted, "failed")):
@@ -147,3 +154,5 @@ async def test_replays_of_delivered_or_expired_messages_are_refused_and_a_lifted
     detail = (await acme.get(f"/v1/messages/{row['message_id']}")).json()
     assert detail["replays"][0]["outcome"] == "refused" and detail["replays"][0]["reason"] == "delivered"
     assert detail["replay_round"] == 0
+    assert replays_counted("refused", "delivered") == refused_delivered + 1
+    assert replays_counted("duplicate", "") == duplicates + 1
