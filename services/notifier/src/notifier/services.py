@@ -255,12 +255,12 @@ class Intake:
                 (self.dispatcher.launch if committed else self.dispatcher.release)(started)
         for outcome, reason in replays:
             REPLAYS.labels(outcome, reason).inc()
-        if len(started) < len(due) or ("accepted", "") in replays:
+        if len(started) < len(due):
             if self.dispatcher is not None:
                 self.dispatcher.waiting()
             self.wake.set()
-        elif any(m.status is MessageStatus.SCHEDULED for m in created.values()):
-            self.wake.set()
+        elif any(m.status is MessageStatus.SCHEDULED for m in created.values()) or ("accepted", "") in replays:
+            self.wake.set()  # a replay's new round waits for the dispatcher like a retry
 
     async def _record(
         self, conn: DbConnection, commands: list[tuple[Record, Envelope[SendSms]]]
