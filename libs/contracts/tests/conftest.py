@@ -104,6 +104,7 @@ def _send_sms(**changes: object) -> SendSms:
         "expires_at": NOW + timedelta(hours=24),
         "not_before": NOW + timedelta(hours=9),
         "transactional": False,
+        "sms_consent": True,
     }
     fields.update(changes)
     return SendSms.model_validate(fields)

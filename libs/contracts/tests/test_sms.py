@@ -60,8 +60,9 @@ def test_expiry_must_follow_the_request(samples: dict[type, Contract]) -> None:
 def test_send_sms_defaults(samples: dict[type, Contract]) -> None:
     minimal = {k: v for k, v in samples[SendSms].model_dump().items() if k not in {"sender", "not_before"}}
     del minimal["transactional"]
+    minimal.pop("sms_consent", None)
     sms = SendSms.model_validate(minimal)
-    assert (sms.sender, sms.not_before, sms.transactional) == (None, None, False)
+    assert (sms.sender, sms.not_before, sms.transactional, sms.sms_consent) == (None, None, False, None)
 
 
 def test_failure_reason_is_an_open_code(samples: dict[type, Contract]) -> None:

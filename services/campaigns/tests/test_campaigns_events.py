@@ -379,6 +379,48 @@ async def test_stats_count_the_notifiers_reports_once(
     assert body["sms_failed_by_reason"] == {"opted_out": 1}
 
 
+async def test_send_sms_carries_the_consent_and_the_stats_show_why_sms_were_not_sent(
+    demo: httpx.AsyncClient, active_campaign: Activate, make_change: MakeChange, topics: Any, campaigns_app: FastAPI
+) -> None:
+    campaign_id = await active_campaign(reentry="every_time")  # no sms_consent filter: the notifier enforces it
+    consents = {"o-1": True, "o-2": False, "o-3": False, "o-4": False, "o-5": True, "o-6": True}
+    await topics.publish(*(make_change(order_id=o, consent=c) for o, c in consents.items()))
+    sent = {s.data.order_id: s.data for s in await topics.wait_for_send_sms(6)}
+    assert {o: s.sms_consent for o, s in sent.items()} == consents  # the snapshot's consent, for the notifier
+
+    def report(order_id: str, minute: int, reason: str | None = None) -> Envelope[Any]:
+        sms = sent[order_id]
+        common = {
+            "message_id": f"m-{order_id}", "send_sms_id": sms.idempotency_key, "partner_id": "demo",
+            "campaign_id": campaign_id, "order_id": order_id, "phone": sms.phone,
+            "occurred_at": datetime(2026, 3, 2, 9, minute, tzinfo=UTC),
+        }  # fmt: skip
+        data: Any = (
+            SmsFailed(**common, reason=reason, message=reason, attempts=0)
+            if reason
+            else SmsDispatched(**common, provider="fake", segments=1, encoding=SmsEncoding.UCS2)
+        )
+        return Envelope.wrap(data, source="/services/notifier", partner_id="demo")
+
+    reports = [report(o, 1, "no_consent") for o in ("o-2", "o-3", "o-4")] + [report("o-5", 1, "opted_out")]
+    # A provider outage, then ops replayed the dead letter and the SMS went: not a failure any more.
+    reports += [report("o-1", 1, "provider_error"), report("o-1", 5)]
+    # The same, and then the handset was unreachable: the latest failure counts.
+    reports += [report("o-6", 1, "provider_error"), report("o-6", 5), report("o-6", 9, "undeliverable")]
+    for envelope in reports:  # one key (one phone): consumed in this order
+        await topics.publish_sms_event(envelope)
+
+    async def reported() -> bool:
+        return "undeliverable" in (await stats(demo, campaign_id))["sms_failed_by_reason"]
+
+    from devtools.pytest_plugin import wait_until
+
+    await wait_until(reported, what="the notifier's reports in the stats")
+    body = await stats(demo, campaign_id)
+    assert body["sms_failed_by_reason"] == {"no_consent": 3, "opted_out": 1, "undeliverable": 1}
+    assert (body["sms_requested"], body["sms_sent"], body["sms_failed"]) == (6, 2, 5)
+
+
 async def test_every_instance_keeps_its_index_current_and_both_evaluate_once(
     demo: httpx.AsyncClient,
     active_campaign: Activate,

@@ -75,9 +75,11 @@ def command(
     expires_in: timedelta = timedelta(hours=1),
     not_before: datetime | None = None,
     requested_at: datetime | None = None,
+    sms_consent: bool | None = True,
     **extra: Any,
 ) -> Envelope[SendSms]:
-    """A SendSms envelope as the campaigns service would emit it (deterministic id per campaign + event)."""
+    """A SendSms envelope as the campaigns service would emit it (deterministic id per campaign + event); by
+    default a marketing SMS to a customer who consented."""
     key = send_sms_id(campaign, event or str(uuid.uuid4()))
     requested = requested_at or datetime.now(UTC)
     data = SendSms(
@@ -91,6 +93,7 @@ def command(
         requested_at=requested,
         expires_at=requested + expires_in,
         not_before=not_before,
+        sms_consent=sms_consent,
         **extra,
     )
     return Envelope.wrap(data, source="/tests", partner_id=partner, event_id=key)

@@ -14,6 +14,7 @@ from notifier.domain import (
     InvalidPhone,
     MessageStatus,
     ReceiptStatus,
+    ReplayRefusal,
     Retry,
     RetryPolicy,
     advance,
@@ -24,6 +25,8 @@ from notifier.domain import (
     is_stop_request,
     merge_receipts,
     normalized_mobile,
+    replay,
+    replay_key,
     retry_after_seconds,
     segment_count,
     split_segments,
@@ -106,16 +109,32 @@ def test_one_receipt_per_segment_merges_into_one_status() -> None:
 
 def test_intake_decides_before_any_provider_sees_the_message() -> None:
     base = {"phone": "+79161234567", "expires_at": NOW + timedelta(hours=1), "not_before": None, "now": NOW}
-    assert intake(**base, opted_out=False, transactional=False).status is S.PENDING
-    refused = intake(**base, opted_out=True, transactional=False)
+    marketing = {**base, "transactional": False, "sms_consent": True}
+    assert intake(**marketing, opted_out=False).status is S.PENDING
+    refused = intake(**marketing, opted_out=True)
     assert refused.status is S.FAILED and refused.failure is SmsFailureReason.OPTED_OUT
-    assert intake(**base, opted_out=True, transactional=True).status is S.PENDING
-    expired = intake(**{**base, "now": NOW + timedelta(hours=2)}, opted_out=False, transactional=False)
+    expired = intake(**{**marketing, "now": NOW + timedelta(hours=2)}, opted_out=False)
     assert expired.status is S.EXPIRED and expired.failure is SmsFailureReason.EXPIRED
-    quiet = intake(**{**base, "not_before": NOW + timedelta(hours=0.5)}, opted_out=False, transactional=False)
+    quiet = intake(**{**marketing, "not_before": NOW + timedelta(hours=0.5)}, opted_out=False)
     assert quiet.status is S.SCHEDULED and quiet.due_at == NOW + timedelta(hours=0.5)
-    landline = intake(**{**base, "phone": "+74951234567"}, opted_out=False, transactional=False)
+    landline = intake(**{**marketing, "phone": "+74951234567"}, opted_out=False)
     assert landline.failure is SmsFailureReason.INVALID_PHONE
+
+
+def test_marketing_needs_consent_and_an_opt_out_blocks_everything() -> None:
+    base = {"phone": "+79161234567", "expires_at": NOW + timedelta(hours=1), "not_before": None, "now": NOW}
+    for consent in (False, None):  # refused, or not stated (an older sender): fail safe
+        refused = intake(**base, transactional=False, sms_consent=consent, opted_out=False)
+        assert refused.status is S.FAILED and refused.failure is SmsFailureReason.NO_CONSENT
+    assert "absent" in intake(**base, transactional=False, sms_consent=None, opted_out=False).detail
+    # A service message about the order needs no marketing consent...
+    for consent in (False, None, True):
+        assert intake(**base, transactional=True, sms_consent=consent, opted_out=False).status is S.PENDING
+    # ...but a number that opted out receives nothing, whatever the campaign calls its message.
+    blocked = intake(**base, transactional=True, sms_consent=True, opted_out=True)
+    assert blocked.status is S.FAILED and blocked.failure is SmsFailureReason.OPTED_OUT
+    # Both: the opt-out is the reason (it is the customer's own word).
+    assert intake(**base, transactional=False, sms_consent=False, opted_out=True).failure is SmsFailureReason.OPTED_OUT
 
 
 def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after() -> None:
@@ -159,3 +178,25 @@ def test_stop_words_in_latin_and_cyrillic(text: str) -> None:
 @pytest.mark.parametrize("text", ["please stop by", "STOPPED", "Спасибо", ""])
 def test_other_replies_are_not_stop_requests(text: str) -> None:
     assert not is_stop_request(text)
+
+
+def test_a_replay_starts_a_new_round_only_for_a_message_no_provider_took() -> None:
+    base = {"phone": "+79161234567", "expires_at": NOW + timedelta(hours=1), "not_before": None, "now": NOW}
+    ok = intake(**base, transactional=False, sms_consent=True, opted_out=False)
+    failed, now_opted_out = S.FAILED, intake(**base, transactional=False, sms_consent=True, opted_out=True)
+    lapsed = intake(**{**base, "now": NOW + timedelta(hours=2)}, transactional=False, sms_consent=True, opted_out=False)
+    assert replay(status=failed, dispatched_before=False, again=ok).start == ok
+    refusals = [
+        (S.DELIVERED, False, ok, ReplayRefusal.DELIVERED),
+        (S.DISPATCHED, False, ok, ReplayRefusal.DISPATCHED),
+        (S.FAILED, True, ok, ReplayRefusal.DISPATCHED),  # undeliverable after a provider took it: no second SMS
+        (S.EXPIRED, False, ok, ReplayRefusal.EXPIRED),
+        (S.FAILED, False, lapsed, ReplayRefusal.EXPIRED),
+        (S.PENDING, False, ok, ReplayRefusal.IN_PROGRESS),
+        (S.SENDING, False, ok, ReplayRefusal.IN_PROGRESS),
+        (S.FAILED, False, now_opted_out, SmsFailureReason.OPTED_OUT),  # the intake's rules hold today
+    ]
+    for status, dispatched_before, again, reason in refusals:
+        decision = replay(status=status, dispatched_before=dispatched_before, again=again)
+        assert decision.start is None and decision.refused == reason, (status, reason)
+    assert replay_key("abc", 0) == "abc" and replay_key("abc", 2) == "abc.replay-2"

@@ -74,11 +74,11 @@ async def test_invalid_phone_opt_out_and_expiry_are_recorded_never_sent(
     assert (await acme.post("/v1/opt-outs/+79161112233")).status_code == 201
     landline = kit.command(phone="+74951234567")  # Moscow landline: valid E.164, no SMS
     opted_out = kit.command(phone="+79161112233")
-    transactional = kit.command(phone="+79161112233", transactional=True)  # service messages still go
+    fine = kit.command(phone="+79161112234")
     past = datetime.now(UTC) - timedelta(hours=2)
     expired = kit.command(requested_at=past, expires_in=timedelta(hours=1))
-    await kit.publish(landline, opted_out, transactional, expired)
-    await kit.wait_status(transactional.id, "delivered")
+    await kit.publish(landline, opted_out, fine, expired)
+    await kit.wait_status(fine.id, "delivered")
     assert await kit.status(landline.id) == "failed"
     assert await kit.status(opted_out.id) == "failed"
     assert await kit.status(expired.id) == "expired"
@@ -90,7 +90,50 @@ async def test_invalid_phone_opt_out_and_expiry_are_recorded_never_sent(
         expired.id: "expired",
     }
     assert all(f.attempts == 0 and f.provider is None for f in failures.values())
-    assert kit.console_ids() == [transactional.id]
+    assert kit.console_ids() == [fine.id]
+
+
+async def test_consent_and_opt_outs_are_enforced_whatever_the_campaign_says(
+    kit: Any, notifier_app: FastAPI, client_for: Any
+) -> None:
+    stopped = "+79161112233"
+    assert (await client_for("acme").post(f"/v1/opt-outs/{stopped}")).status_code == 201
+    refused = kit.command(phone="+79161110001", sms_consent=False)  # marketing, the customer said no
+    unstated = kit.command(phone="+79161110002", sms_consent=None)  # marketing, an older sender: fail safe
+    marketing_stopped = kit.command(phone=stopped)  # consented once, then sent STOP
+    service = kit.command(phone="+79161110003", transactional=True, sms_consent=False)  # about the order: goes
+    service_stopped = kit.command(phone=stopped, transactional=True, sms_consent=True)  # STOP blocks it too
+    await kit.publish(refused, unstated, marketing_stopped, service, service_stopped)
+    await kit.wait_status(service.id, "delivered")
+    events = await kit.events(at_least=6)  # service: dispatched + delivered; four failures
+    failures = {e.data.send_sms_id: e.data for e in events if isinstance(e.data, SmsFailed)}
+    assert {k: f.reason for k, f in failures.items()} == {
+        refused.id: "no_consent",
+        unstated.id: "no_consent",
+        marketing_stopped.id: "opted_out",
+        service_stopped.id: "opted_out",
+    }
+    assert all(f.attempts == 0 and f.provider is None for f in failures.values())
+    assert "absent" in failures[unstated.id].message
+    # The provider never saw them: no attempt was even recorded.
+    assert kit.console_ids() == [service.id]
+    attempts = await kit.rows("SELECT m.send_sms_id FROM attempts a JOIN messages m USING (message_id)")
+    assert [r["send_sms_id"] for r in attempts] == [service.id]
+    rows = await kit.rows("SELECT send_sms_id, failure_reason FROM messages WHERE status = 'failed'")
+    assert {r["send_sms_id"]: r["failure_reason"] for r in rows} == {k: f.reason for k, f in failures.items()}
+
+
+async def test_an_opt_out_while_a_transactional_message_waits_stops_it(
+    kit: Any, notifier_app: FastAPI, client_for: Any
+) -> None:
+    later = kit.command(not_before=datetime.now(UTC) + timedelta(seconds=2), transactional=True)
+    await kit.publish(later)
+    await kit.wait_status(later.id, "scheduled")
+    assert (await client_for("acme").post(f"/v1/opt-outs/{PHONE}")).status_code == 201
+    await kit.wait_status(later.id, "failed", timeout_s=10)
+    (event,) = await kit.events(at_least=1)
+    assert isinstance(event.data, SmsFailed) and event.data.reason == "opted_out"
+    assert kit.console_ids() == []
 
 
 async def test_not_before_waits_without_blocking_other_messages(kit: Any, notifier_app: FastAPI) -> None:

@@ -50,7 +50,17 @@ class SendSms(Contract):
     requested_at: UtcDatetime
     expires_at: UtcDatetime = Field(description="Not sent after this instant (reported as failed: expired).")
     not_before: UtcDatetime | None = Field(default=None, description="Quiet hours: not sent before this.")
-    transactional: bool = Field(default=False, description="Service message: not subject to marketing opt-out.")
+    transactional: bool = Field(
+        default=False,
+        description="A service message about the order: sent without marketing consent (sms_consent), never to a "
+        "number on the partner's opt-out ledger.",
+    )
+    sms_consent: bool | None = Field(
+        default=None,
+        description="The customer's consent to marketing SMS (the order snapshot's customer.sms_consent). "
+        "null: not stated (a sender older than this field); the notifier then sends no marketing SMS "
+        "(fails safe: SmsFailed no_consent). Ignored for transactional messages.",
+    )
 
     @model_validator(mode="after")
     def _check_window(self) -> Self:
@@ -80,6 +90,7 @@ class SmsFailureReason(StrEnum):
     compatible: readers must treat an unknown code as a generic failure."""
 
     OPTED_OUT = "opted_out"
+    NO_CONSENT = "no_consent"  # a marketing SMS without the customer's consent (or with it not stated)
     INVALID_PHONE = "invalid_phone"
     EXPIRED = "expired"
     PROVIDER_REJECTED = "provider_rejected"

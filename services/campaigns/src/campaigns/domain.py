@@ -470,6 +470,8 @@ def send_command(
         expires_at=(sms.not_before or now) + ttl,
         not_before=sms.not_before,
         transactional=campaign.transactional,
+        # The notifier enforces consent for marketing SMS whatever the filters said; it needs the snapshot's.
+        sms_consent=event.order.customer.sms_consent,
     )
 
 

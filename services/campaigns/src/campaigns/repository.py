@@ -186,9 +186,14 @@ class CampaignRepository:
             self._partner_id,
             campaign_id,
         )
+        # A failure the notifier reported before a later dispatch is history: a replay of the dead-lettered
+        # command sent the SMS after all (docs/notifier.md, "Replaying a dead letter").
         sms = await self._conn.fetch(
-            "SELECT kind, coalesce(reason, '') AS reason, count(*) AS n FROM sms_outcomes "
-            "WHERE partner_id = $1 AND campaign_id = $2 GROUP BY kind, reason",
+            "SELECT kind, coalesce(reason, '') AS reason, count(*) AS n FROM sms_outcomes o "
+            "WHERE partner_id = $1 AND campaign_id = $2 AND NOT (kind = 'failed' AND EXISTS ("
+            "  SELECT 1 FROM sms_outcomes d WHERE d.send_sms_id = o.send_sms_id AND d.kind = 'dispatched' "
+            "  AND d.occurred_at > o.occurred_at)) "
+            "GROUP BY kind, reason",
             self._partner_id,
             campaign_id,
         )
@@ -223,12 +228,21 @@ async def lock_customers(conn: DbConnection, customers: Collection[tuple[str, st
 
 async def record_sms_outcomes(conn: DbConnection, outcomes: Collection[tuple[str, SmsOutcome]]) -> None:
     """Keep (partner id, outcome) pairs the notifier reported: one statement, so one round trip and atomic without
-    a transaction of its own; one row per (command, kind), so a redelivered report counts once."""
+    a transaction of its own; one row per (command, kind), so a redelivered report counts once. The latest report
+    of a kind wins: after a replay, a message may fail again for another reason (undeliverable after its dispatch)."""
+    latest: dict[tuple[str, str], tuple[str, SmsOutcome]] = {}
+    for partner_id, outcome in outcomes:  # a row may change once per statement: the batch's latest of each
+        key = (outcome.send_sms_id, outcome.kind)
+        if key not in latest or outcome.occurred_at > latest[key][1].occurred_at:
+            latest[key] = (partner_id, outcome)
     await conn.execute(
         "INSERT INTO sms_outcomes (send_sms_id, kind, partner_id, campaign_id, reason, occurred_at) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) "
-        "ON CONFLICT DO NOTHING",
-        *as_columns([(o.send_sms_id, o.kind, p, o.campaign_id, o.reason, o.occurred_at) for p, o in outcomes], 6),
+        "ON CONFLICT (send_sms_id, kind) DO UPDATE SET reason = EXCLUDED.reason, occurred_at = EXCLUDED.occurred_at "
+        "WHERE EXCLUDED.occurred_at > sms_outcomes.occurred_at",
+        *as_columns(
+            [(o.send_sms_id, o.kind, p, o.campaign_id, o.reason, o.occurred_at) for p, o in latest.values()], 6
+        ),
     )
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, R
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOut, Receipt
+from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOut, Receipt, ReplayRecord
 from notifier.providers.base import InboundSms
 from notifier.providers.http import HttpProvider
 from notifier.repository import Cursor, MessageFilter, MessageRepository
@@ -28,6 +28,7 @@ class MessagePage(BaseModel):
 class MessageDetail(Message):
     attempt_log: list[Attempt]
     receipts: list[Receipt]
+    replays: list[ReplayRecord] = Field(description="Replays of its dead letter: a new round, or why not")
 
 
 class OptOutPage(BaseModel):
@@ -99,7 +100,8 @@ async def get_message(message_id: str, request: Request, who: Reader) -> Message
         if message is None:
             raise NotFound(f"message {message_id}")
         attempts, receipts = await repo.attempts(message_id), await repo.receipts(message_id)
-    return MessageDetail(**message.model_dump(), attempt_log=attempts, receipts=receipts)
+        replays = await repo.replays(message_id)
+    return MessageDetail(**message.model_dump(), attempt_log=attempts, receipts=receipts, replays=replays)
 
 
 @router.post("/opt-outs/{phone}", response_model=OptOut, tags=["opt-outs"])

@@ -226,20 +226,80 @@ def intake(
     not_before: datetime | None,
     opted_out: bool,
     transactional: bool,
+    sms_consent: bool | None,
     now: datetime,
 ) -> Intake:
-    """Decide a new command: refused (invalid phone, opted out), expired, scheduled or due now."""
+    """Decide a new command: refused (invalid phone, opted out, no consent), expired, scheduled or due now.
+
+    The consent rule, whatever the campaign asked for: a number on the partner's opt-out ledger receives
+    nothing (a STOP means stop, and a campaign's `transactional` flag cannot override the customer); a
+    marketing (non-transactional) SMS also needs the customer's consent, and a command that does not state it
+    (`sms_consent` null: an older sender) is refused as well: fail safe. Transactional messages (service
+    messages about the order) need no marketing consent.
+    """
     try:
         normalized_mobile(phone)
     except InvalidPhone as exc:
         return Intake(MessageStatus.FAILED, failure=SmsFailureReason.INVALID_PHONE, detail=str(exc))
-    if opted_out and not transactional:
+    if opted_out:
         return Intake(MessageStatus.FAILED, failure=SmsFailureReason.OPTED_OUT, detail=f"{phone} opted out")
+    if not transactional and sms_consent is not True:
+        return Intake(MessageStatus.FAILED, failure=SmsFailureReason.NO_CONSENT, detail=_no_consent(sms_consent))
     if now >= expires_at:
         return Intake(MessageStatus.EXPIRED, failure=SmsFailureReason.EXPIRED, detail=f"expired at {expires_at}")
     if not_before is not None and not_before > now:
         return Intake(MessageStatus.SCHEDULED, due_at=not_before)
     return Intake(MessageStatus.PENDING, due_at=now)
+
+
+def _no_consent(sms_consent: bool | None) -> str:
+    if sms_consent is None:
+        return "a marketing SMS whose command does not state the customer's consent (sms_consent absent): not sent"
+    return "a marketing SMS to a customer without SMS consent: not sent"
+
+
+class ReplayRefusal(StrEnum):
+    """Why a replayed command starts no new round (besides the intake's own reasons: opted_out, no_consent...)."""
+
+    DELIVERED = "delivered"  # it reached the handset
+    DISPATCHED = "dispatched"  # a provider took it (even if a receipt later said undeliverable): no second SMS
+    EXPIRED = "expired"  # past expires_at: too late to be worth sending
+    IN_PROGRESS = "in_progress"  # scheduled, pending or sending: it is still on its way
+
+
+@dataclass(frozen=True)
+class ReplayDecision:
+    """A new round (`start`: pending or scheduled), or the reason it was refused."""
+
+    start: Intake | None
+    refused: str | None = None
+    detail: str = ""
+
+
+def replay(*, status: MessageStatus, dispatched_before: bool, again: Intake) -> ReplayDecision:
+    """What a command replayed from the dead-letter topic does to its existing message.
+
+    `again` is the intake decision about the command now (phone, today's opt-out ledger, consent, expiry,
+    not_before). Only a message that failed without any provider taking it is tried again, and only if the
+    command would be accepted today: a refusal that no longer holds (the number opted back in) no longer holds.
+    """
+    if status is MessageStatus.DELIVERED:
+        return ReplayDecision(None, ReplayRefusal.DELIVERED, "the message was delivered")
+    if status is MessageStatus.DISPATCHED or dispatched_before:
+        return ReplayDecision(None, ReplayRefusal.DISPATCHED, "a provider took the message already")
+    if status is MessageStatus.EXPIRED or again.status is MessageStatus.EXPIRED:
+        return ReplayDecision(None, ReplayRefusal.EXPIRED, again.detail or "the message expired")
+    if status is not MessageStatus.FAILED:
+        return ReplayDecision(None, ReplayRefusal.IN_PROGRESS, f"the message is {status}, still on its way")
+    if again.failure is not None:
+        return ReplayDecision(None, str(again.failure), again.detail)
+    return ReplayDecision(again)
+
+
+def replay_key(send_sms_id: str, replay_round: int) -> str:
+    """The provider's idempotency key of a round: the SendSms id, and after the n-th replay `<id>.replay-<n>`,
+    so the provider tells a new round from the old one while a resend within a round stays one SMS."""
+    return send_sms_id if replay_round == 0 else f"{send_sms_id}.replay-{replay_round}"
 
 
 class FailureKind(StrEnum):
@@ -328,6 +388,7 @@ class Message(BaseModel):
     provider: str | None
     provider_message_id: str | None
     attempts: int
+    replay_round: int = Field(default=0, description="0: the first round; n: after the n-th accepted replay")
     requested_at: datetime
     expires_at: datetime
     not_before: datetime | None
@@ -355,6 +416,16 @@ class Receipt(BaseModel):
     occurred_at: datetime | None
     received_at: datetime
     updated_at: datetime
+
+
+class ReplayRecord(BaseModel):
+    """A replay of the message's dead letter: whether it started a new round, or why not."""
+
+    replay_of: str = Field(description="The dead letter replayed: <dlq topic>/<partition>/<offset>")
+    outcome: str = Field(description="accepted or refused")
+    reason: str | None
+    detail: str | None
+    replayed_at: datetime
 
 
 class OptOut(BaseModel):

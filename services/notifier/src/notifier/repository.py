@@ -23,6 +23,7 @@ from notifier.domain import (
     OptOut,
     Receipt,
     ReceiptStatus,
+    ReplayRecord,
     advance_receipt,
 )
 from servicekit.db import DbConnection, as_columns
@@ -30,7 +31,7 @@ from servicekit.db import DbConnection, as_columns
 MESSAGE_COLUMNS = (
     "message_id::text, send_sms_id, partner_id, campaign_id, order_id, customer_id, phone, text, sender, "
     "transactional, encoding, segments, status, failure_reason, failure_detail, provider, provider_message_id, "
-    "attempts, requested_at, expires_at, not_before, due_at, created_at, updated_at"
+    "attempts, replay_round, requested_at, expires_at, not_before, due_at, created_at, updated_at"
 )
 
 
@@ -178,6 +179,16 @@ class MessageRepository:
         )
         return [Receipt.model_validate(dict(r)) for r in rows]
 
+    async def replays(self, message_id: str) -> list[ReplayRecord]:
+        rows = await self._conn.fetch(
+            "SELECT r.replay_of, r.outcome, r.reason, r.detail, r.replayed_at FROM replays r "
+            "JOIN messages m USING (message_id) WHERE m.partner_id = $1 AND r.message_id = $2::uuid "
+            "ORDER BY r.replayed_at",
+            self._partner_id,
+            message_id,
+        )
+        return [ReplayRecord.model_validate(dict(r)) for r in rows]
+
     async def opt_out(self, phone: str, source: str) -> tuple[OptOut, bool]:
         """Record an opt-out; returns it and whether it is new."""
         row = await self._conn.fetchrow(
@@ -242,10 +253,12 @@ class Claimed:
     command_offset: int | None
     correlation_id: str | None
     trace_parent: str | None = None
+    attempts_before_round: int = 0  # attempts of earlier rounds (before the latest accepted replay)
 
 
 CLAIM_COLUMNS = (
-    f"{MESSAGE_COLUMNS}, command, command_topic, command_partition, command_offset, correlation_id, trace_parent"
+    f"{MESSAGE_COLUMNS}, command, command_topic, command_partition, command_offset, correlation_id, trace_parent, "
+    "attempts_before_round"
 )
 
 
@@ -253,6 +266,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     values = dict(row)
     extra = {k: values.pop(k) for k in ("command", "command_topic", "command_partition", "command_offset")}
     correlation_id, trace_parent = values.pop("correlation_id"), values.pop("trace_parent")
+    attempts_before_round = values.pop("attempts_before_round")
     return Claimed(
         Message.model_validate(values),
         bytes(extra["command"]),
@@ -261,6 +275,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         extra["command_offset"],
         correlation_id,
         trace_parent,
+        attempts_before_round,
     )
 
 
@@ -363,6 +378,37 @@ class DispatchQueue:
             "UPDATE messages SET status = 'pending', due_at = $2, lease_until = NULL, updated_at = now() "
             "WHERE message_id = $1::uuid",
             message_id,
+            due_at,
+        )
+
+    async def record_replay(
+        self, message_id: str, replay_of: str, outcome: str, reason: str | None, detail: str | None
+    ) -> bool:
+        """Record a replay of the message's dead letter `replay_of`; False when that one was accepted before.
+
+        A refusal does not use the dead letter up: replayed again once the refusal no longer holds (the number
+        opted back in), it may be accepted, and the row says what the latest replay came to."""
+        row = await self._conn.fetchrow(
+            "INSERT INTO replays (message_id, replay_of, outcome, reason, detail) VALUES ($1::uuid, $2, $3, $4, $5) "
+            "ON CONFLICT (message_id, replay_of) DO UPDATE SET outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, "
+            "detail = EXCLUDED.detail, replayed_at = now() WHERE replays.outcome = 'refused' RETURNING 1",
+            message_id,
+            replay_of,
+            outcome,
+            reason,
+            detail,
+        )
+        return row is not None
+
+    async def start_round(self, message_id: str, status: MessageStatus, due_at: datetime | None) -> None:
+        """A failed message waits again (`pending` or `scheduled`) in a new round: new idempotency key and
+        event ids, a fresh retry budget; its failure is history (the attempt log and the replays keep it)."""
+        await self._conn.execute(
+            "UPDATE messages SET status = $2, due_at = $3, replay_round = replay_round + 1, "
+            "attempts_before_round = attempts, failure_reason = NULL, failure_detail = NULL, lease_until = NULL, "
+            "updated_at = now() WHERE message_id = $1::uuid",
+            message_id,
+            str(status),
             due_at,
         )
 

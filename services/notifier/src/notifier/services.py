@@ -51,6 +51,8 @@ from notifier.domain import (
     is_stop_request,
     merge_receipts,
     normalized_mobile,
+    replay,
+    replay_key,
     segment_count,
 )
 from notifier.domain import (
@@ -84,6 +86,13 @@ from servicekit.tracing import consume_span, trace_headers
 log = logging.getLogger(__name__)
 
 SEND_ATTEMPTS = Counter("sms_send_attempts_total", "Provider calls by outcome", ["provider", "outcome"])
+REPLAYS = Counter(
+    "sms_replays_total",
+    "Replayed SendSms commands of existing messages: accepted (a new round), refused (with the reason) or "
+    "duplicate (that dead letter was replayed before)",
+    ["outcome", "reason"],
+)
+REPLAY_HEADER = "replay-of"  # written by `make ops ARGS="dlq replay ..."`: <dlq topic>/<partition>/<offset>
 
 SOURCE = "/services/notifier"
 MESSAGE_NAMESPACE = uuid.UUID("6f1d8f0e-3b0a-4c55-9a57-2f6c2f3f8b11")
@@ -117,11 +126,15 @@ class Events:
     topics: Topics
 
     def _record(self, message: Message, correlation_id: str | None, data: Any) -> OutboxRecord:
+        # A replay's round is a new story: its SmsFailed is not the first round's (consumers de-duplicate by id).
+        name = f"{message.message_id}\n{data.EVENT_TYPE}"
+        if message.replay_round:
+            name += f"\nreplay {message.replay_round}"
         envelope = Envelope.wrap(
             data,
             source=SOURCE,
             partner_id=message.partner_id,
-            event_id=str(uuid.uuid5(MESSAGE_NAMESPACE, f"{message.message_id}\n{data.EVENT_TYPE}")),
+            event_id=str(uuid.uuid5(MESSAGE_NAMESPACE, name)),
             causation_id=message.send_sms_id,
             correlation_id=correlation_id or message.send_sms_id,
         )
@@ -227,10 +240,11 @@ class Intake:
         await self.dead_letters.publish(rejected)
         started: list[tuple[Claimed, int]] = []
         committed = False
+        replays: list[tuple[str, str]] = []
         try:
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
-                    created, due = await self._record(conn, commands)
+                    created, due, replays = await self._record(conn, commands)
                     if self.dispatcher is not None:
                         started = await self.dispatcher.start_in(conn, due)
                 committed = True
@@ -239,22 +253,28 @@ class Intake:
                 # Committed: the attempts exist before their provider calls (even if releasing the connection
                 # failed afterwards). Otherwise the room they took is given back.
                 (self.dispatcher.launch if committed else self.dispatcher.release)(started)
+        for outcome, reason in replays:
+            REPLAYS.labels(outcome, reason).inc()
         if len(started) < len(due):
             if self.dispatcher is not None:
                 self.dispatcher.waiting()
             self.wake.set()
-        elif any(m.status is MessageStatus.SCHEDULED for m in created.values()):
-            self.wake.set()
+        elif any(m.status is MessageStatus.SCHEDULED for m in created.values()) or ("accepted", "") in replays:
+            self.wake.set()  # a replay's new round waits for the dispatcher like a retry
 
     async def _record(
         self, conn: DbConnection, commands: list[tuple[Record, Envelope[SendSms]]]
-    ) -> tuple[dict[str, Message], list[Claimed]]:
-        """Insert the new commands' messages and their immediate failures; returns them and those due now."""
+    ) -> tuple[dict[str, Message], list[Claimed], list[tuple[str, str]]]:
+        """Insert the new commands' messages and their immediate failures, and apply replays of existing ones;
+        returns the new messages, those due now, and the replays' (outcome, reason)."""
         opted_out = await DispatchQueue(conn).opted_out((e.data.partner_id, e.data.phone) for _, e in commands)
         unique: dict[str, tuple[NewMessage, IntakeDecision]] = {}
+        replayed: list[tuple[str, str, SendSms]] = []
         for record, envelope in commands:
             new, decision = self._decide(record, envelope, opted_out)
             unique.setdefault(new.message_id, (new, decision))  # the same command twice in a batch counts once
+            if (replay_of := replay_of_header(record)) is not None:
+                replayed.append((new.message_id, replay_of, envelope.data))
         decided = list(unique.values())
         created = await insert_messages(conn, [new for new, _ in decided])
         # A redelivered command inserts nothing: the first delivery's row and outcome stand.
@@ -271,7 +291,48 @@ class Intake:
             for new, _ in decided
             if new.message_id in created and created[new.message_id].status is MessageStatus.PENDING
         ]
-        return created, due
+        # A replay of a command never seen (or lost) was just taken in like any command; the others reach a row.
+        replays = await self._replay(conn, [r for r in replayed if r[0] not in created])
+        return created, due, replays
+
+    @staticmethod
+    async def _replay(conn: DbConnection, replayed: list[tuple[str, str, SendSms]]) -> list[tuple[str, str]]:
+        """Replays from the dead-letter topic of commands whose message exists: a new round of attempts for a
+        message that failed before any provider took it, when the command would be accepted today; otherwise
+        refused, with the reason kept in `replays`. Each dead letter is accepted once. Replays are rare ops actions:
+        a few statements each, not per batch."""
+        queue = DispatchQueue(conn)
+        outcomes: list[tuple[str, str]] = []
+        for message_id, replay_of, command in replayed:
+            claimed = (await queue.lock([message_id])).get(message_id)
+            if claimed is None:
+                continue
+            message = claimed.message
+            again = intake(
+                phone=command.phone,
+                expires_at=command.expires_at,
+                not_before=command.not_before,
+                opted_out=bool(await queue.opted_out([(command.partner_id, command.phone)])),
+                transactional=command.transactional,
+                sms_consent=command.sms_consent,
+                now=_now(),
+            )
+            dispatched_before = message.provider_message_id is not None
+            decision = replay(status=message.status, dispatched_before=dispatched_before, again=again)
+            outcome = "refused" if decision.start is None else "accepted"
+            if not await queue.record_replay(message_id, replay_of, outcome, decision.refused, decision.detail or None):
+                log.info("replay %s of message %s was accepted before; ignored", replay_of, message_id)
+                outcomes.append(("duplicate", ""))
+                continue
+            if decision.start is None:
+                log.warning("replay %s of message %s refused: %s: %s", replay_of, message_id, decision.refused,
+                            decision.detail)  # fmt: skip
+                outcomes.append(("refused", decision.refused or ""))
+                continue
+            await queue.start_round(message_id, decision.start.status, decision.start.due_at)
+            log.info("replay %s of message %s: round %d starts", replay_of, message_id, message.replay_round + 1)
+            outcomes.append(("accepted", ""))
+        return outcomes
 
     @staticmethod
     def _decide(
@@ -285,6 +346,7 @@ class Intake:
                 not_before=command.not_before,
                 opted_out=(command.partner_id, command.phone) in opted_out,
                 transactional=command.transactional,
+                sms_consent=command.sms_consent,
                 now=_now(),
             )
             encoding = encoding_of(command.text)
@@ -318,6 +380,13 @@ class Intake:
         return new, decision
 
 
+def replay_of_header(record: Record) -> str | None:
+    """The dead letter a replayed record re-publishes (the last `replay-of`: a record dead-lettered by the
+    consumer plumbing keeps its headers, so a replay of a replay carries two)."""
+    values = [value for key, value in (record.headers or ()) if key == REPLAY_HEADER]
+    return values[-1].decode(errors="replace") if values else None
+
+
 def claimed_of(new: NewMessage, message: Message) -> Claimed:
     """A message just inserted, as the dispatcher sees it."""
     return Claimed(
@@ -333,7 +402,7 @@ def claimed_of(new: NewMessage, message: Message) -> Claimed:
 
 def outgoing(message: Message, default_sender: str) -> OutgoingSms:
     return OutgoingSms(
-        idempotency_key=message.send_sms_id,
+        idempotency_key=replay_key(message.send_sms_id, message.replay_round),
         message_id=message.message_id,
         phone=message.phone,
         text=message.text,
@@ -429,17 +498,16 @@ class Dispatcher:
             queue = DispatchQueue(conn)
             due = await queue.due(now, free)
             self._backlog = len(due) == free  # there may be more: new messages wait their turn behind them
-            opted_out = await queue.opted_out(
-                (c.message.partner_id, c.message.phone) for c in due if not c.message.transactional
-            )
+            opted_out = await queue.opted_out((c.message.partner_id, c.message.phone) for c in due)
             ended: list[tuple[Claimed, SmsFailureReason, str]] = []
             to_send: list[tuple[Claimed, int]] = []
             for claimed in due:
                 message = claimed.message
                 if now >= message.expires_at:
                     ended.append((claimed, SmsFailureReason.EXPIRED, f"expired at {message.expires_at} before sending"))
-                elif (message.partner_id, message.phone) in opted_out and not message.transactional:
-                    # The ledger may have changed while the message waited for quiet hours or a retry.
+                elif (message.partner_id, message.phone) in opted_out:
+                    # The ledger may have changed while the message waited for quiet hours or a retry; an
+                    # opt-out stops every message, transactional ones too (docs/notifier.md, consent).
                     ended.append((claimed, SmsFailureReason.OPTED_OUT, f"{message.phone} opted out before sending"))
                 else:
                     to_send.append((claimed, message.attempts + 1))
@@ -605,7 +673,7 @@ class Dispatcher:
         message = claimed.message
         await queue.finish_attempts([FinishedAttempt(message.message_id, attempt, "failed", failure.detail[:2000])])
         decision = self.policy.decide(
-            attempt=attempt,
+            attempt=attempt - claimed.attempts_before_round,  # a replay's round has a retry budget of its own
             kind=failure.kind,
             detail=failure.detail,
             retry_after_s=failure.retry_after_s,
