@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --quiet
 PARTNER ?= demo
 SCOPES ?= read,write
 
-.PHONY: help setup run up down logs bench test check lint typecheck schemas schemas-check infra-up infra-down infra-status token ops pytest clean
+.PHONY: help setup run up down logs bench test check lint typecheck schemas schemas-check schemas-release infra-up infra-down infra-status token ops pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ schemas: setup ## export the JSON Schemas of all contracts
 
 schemas-check: setup ## fail when the committed JSON Schemas are stale or break compatibility
 	@$(RUN) python -m contracts.schema_export --check
+
+schemas-release: setup ## record the contracts' schemas as released (the guard's baseline); refuses breaking changes
+	@$(RUN) python -m contracts.schema_export --release
 
 pytest: ## the test suite alone (infrastructure must be up); one test: make pytest PYTEST_ARGS="path::name"
 	@$(RUN) pytest $(PYTEST_ARGS)

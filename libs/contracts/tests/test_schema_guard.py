@@ -1,27 +1,31 @@
-"""THE guard: the committed JSON Schemas are current, and published contracts only change compatibly.
+"""THE guard: the committed JSON Schemas are current, and released contracts only change compatibly.
 
-A breaking change to a published event type fails unless its SCHEMA_VERSION was bumped relative to the
-committed ``schemas/index.json`` (and so a new ``.vN`` type is published); a merely stale schema fails with the
-instruction to regenerate. The committed files are compared as they are on disk and, when git is available,
-as they are at ``$CONTRACTS_SCHEMA_BASELINE`` (default ``HEAD``): regenerating the files does not launder a
-breaking change made since the last commit (CI can point the baseline at the target branch).
+A breaking change to a released event type fails unless its SCHEMA_VERSION was bumped relative to the released
+``schemas/released/index.json`` (and so a new ``.vN`` type is published); a merely stale schema fails with the
+instruction to regenerate. The baseline is the release, written only by ``make schemas-release``, never the
+regenerated ``schemas/`` beside the code: regenerating the files does not launder a breaking change.
+`make test` runs the same check as ``python -m contracts.schema_export --check``; the tests below drive that
+command with a release that differs from the code in one way each.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from contracts import ALL_CONTRACTS, OrderStatusReported, envelope_type
-from contracts.evolution import BUMP_ADVICE, REGENERATE_ADVICE, Baseline, evolution_failures
+from contracts.evolution import BUMP_ADVICE, REGENERATE_ADVICE, RELEASE_ADVICE, Baseline, evolution_failures
 from contracts.registry import ContractSpec
 from contracts.schema_export import (
     INDEX_FILE,
+    RELEASED_DIR,
     SCHEMAS_DIR,
     build_index,
     check_schemas,
@@ -43,36 +47,12 @@ def _staleness(spec: ContractSpec, directory: Path) -> str | None:
     return None
 
 
-def _git_baseline(rev: str, directory: Path = SCHEMAS_DIR) -> Baseline | None:
-    """The schemas as committed at `rev` (None without git, or when that revision has none)."""
-
-    def show(name: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "show", f"{rev}:./{name}"], cwd=directory, capture_output=True, text=True, check=False
-            )
-        except OSError:
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    index_text = show(INDEX_FILE)
-    if index_text is None:
-        return None
-    index = json.loads(index_text)
-    schemas = {}
-    for event_type, entry in index.items():
-        text = show(entry["file"])
-        if text is not None:
-            schemas[event_type] = json.loads(text)
-    return Baseline(index=index, schemas=schemas)
-
-
 # --- the guard itself ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("spec", ALL_CONTRACTS, ids=SPEC_IDS)
-def test_published_contract_changed_only_compatibly(spec: ContractSpec) -> None:
-    failures = evolution_failures([spec], Baseline.from_directory(SCHEMAS_DIR))
+def test_released_contract_changed_only_compatibly(spec: ContractSpec) -> None:
+    failures = evolution_failures([spec], Baseline.from_directory(RELEASED_DIR))
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
 
@@ -92,14 +72,108 @@ def test_committed_index_and_files_match_the_code() -> None:
     assert committed == build_index()
 
 
-def test_published_contracts_changed_only_compatibly_since_the_git_baseline() -> None:
-    rev = os.environ.get("CONTRACTS_SCHEMA_BASELINE", "HEAD")
-    baseline = _git_baseline(rev)
-    if baseline is None:
-        pytest.skip(f"no committed schemas at git revision {rev!r} to compare with")
-    failures = evolution_failures(ALL_CONTRACTS, baseline)
-    if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
+def test_a_release_is_committed() -> None:
+    released = json.loads((RELEASED_DIR / INDEX_FILE).read_text(encoding="utf-8"))
+    assert released and all((RELEASED_DIR / entry["file"]).is_file() for entry in released.values())
+
+
+# --- through the command `make test` runs ---------------------------------------------------------------------
+
+Schema = dict[str, Any]
+
+
+def _drop_occurred_at(data: Schema) -> None:
+    del data["properties"]["occurred_at"]
+    data["required"].remove("occurred_at")
+
+
+def _code_was_an_integer(data: Schema) -> None:
+    data["properties"]["code"] = {"type": "integer", "title": "Code"}
+
+
+def _had_a_legacy_field(data: Schema) -> None:
+    data["properties"]["legacy_field"] = {"type": "string", "title": "Legacy Field"}
+    data["required"].append("legacy_field")
+
+
+def _had_no_comment(data: Schema) -> None:
+    del data["properties"]["comment"]
+
+
+def _run_check(schemas: Path, released: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "contracts.schema_export", "--check", "--dir", str(schemas)]
+    return subprocess.run([*command, "--released", str(released)], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def regenerated(tmp_path: Path) -> Path:
+    """The code's schemas, regenerated as a developer would commit them along with the change."""
+    schemas = tmp_path / "schemas"
+    write_schemas(schemas)
+    return schemas
+
+
+def _released_before(tmp_path: Path, regenerated: Path, edit: Callable[[Schema], None]) -> Path:
+    """A release in which `OrderStatusReported` differed from the code as `edit` says."""
+    released = tmp_path / "released"
+    shutil.copytree(regenerated, released)
+    path = released / "order.status-reported.v1.json"
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    edit(schema["$defs"]["OrderStatusReported"])
+    path.write_text(render(schema), encoding="utf-8")
+    return released
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (_had_a_legacy_field, "$.data.legacy_field: property removed"),
+        (_code_was_an_integer, "$.data.code: type changed from integer to string"),
+        (_drop_occurred_at, "$.data.occurred_at: new required property"),
+    ],
+    ids=["removed field", "changed type", "new required field"],
+)
+def test_check_fails_on_a_breaking_change_committed_with_its_regenerated_schemas(
+    tmp_path: Path, regenerated: Path, edit: Callable[[Schema], None], problem: str
+) -> None:
+    released = _released_before(tmp_path, regenerated, edit)
+
+    done = _run_check(regenerated, released)
+
+    assert done.returncode == 1, done.stdout
+    assert problem in done.stderr and BUMP_ADVICE in done.stderr
+    assert "out of date" not in done.stderr  # the regenerated files themselves are current
+
+
+def test_check_passes_an_added_optional_field(tmp_path: Path, regenerated: Path) -> None:
+    released = _released_before(tmp_path, regenerated, _had_no_comment)
+
+    done = _run_check(regenerated, released)
+
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_fails_without_a_release_to_compare_with(tmp_path: Path, regenerated: Path) -> None:
+    done = _run_check(regenerated, tmp_path / "nothing-released")
+    assert done.returncode == 1 and RELEASE_ADVICE in done.stderr
+
+
+def test_release_records_the_code_and_refuses_a_breaking_one(
+    tmp_path: Path, regenerated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = tmp_path / "first"
+    assert main(["--release", "--released", str(first)]) == 0
+    assert check_schemas(first) == []
+
+    released = _released_before(tmp_path, regenerated, _code_was_an_integer)
+    before = {path.name: path.read_text(encoding="utf-8") for path in released.iterdir()}
+    assert main(["--release", "--released", str(released)]) == 1
+    assert "not released" in capsys.readouterr().err
+    assert {path.name: path.read_text(encoding="utf-8") for path in released.iterdir()} == before
+
+    compatible = _released_before(tmp_path / "again", regenerated, _had_no_comment)
+    assert main(["--release", "--released", str(compatible)]) == 0
+    assert check_schemas(compatible) == []
 
 
 # --- the guard catches what it should ------------------------------------------------------------------------
@@ -149,33 +223,6 @@ def test_guard_accepts_a_compatible_change_but_asks_for_regeneration(published: 
     assert "make schemas" in message
 
 
-def test_git_baseline_reads_the_committed_files(tmp_path: Path) -> None:
-    def git(*args: str) -> None:
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-        )
-
-    try:
-        git("init", "-q")
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("git is not available")
-    schemas = tmp_path / "libs" / "contracts" / "schemas"
-    write_schemas(schemas)
-    git("add", ".")
-    git("commit", "-q", "-m", "publish")
-    (schemas / INDEX_FILE).write_text("{}\n", encoding="utf-8")  # uncommitted edits do not count
-
-    baseline = _git_baseline("HEAD", schemas)
-
-    assert baseline == Baseline.from_directory(SCHEMAS_DIR)
-    assert baseline is not None
-    assert evolution_failures([_spec(_CodeBecameANumber)], baseline) != []
-    assert _git_baseline("no-such-rev", schemas) is None
-
-
 def test_guard_ignores_contracts_never_published(tmp_path: Path) -> None:
     assert evolution_failures([_spec(_CodeBecameANumber)], Baseline.from_directory(tmp_path)) == []
 
@@ -209,7 +256,7 @@ def test_check_names_breaking_changes(published: Path, capsys: pytest.CaptureFix
     schema["$defs"]["OrderStatusReported"]["properties"]["legacy_field"] = {"type": "string"}
     path.write_text(render(schema), encoding="utf-8")
 
-    assert main(["--check", "--dir", str(published)]) == 1
+    assert main(["--check", "--dir", str(published), "--released", str(published)]) == 1
     err = capsys.readouterr().err
     assert "$.data.legacy_field: property removed" in err
     assert BUMP_ADVICE in err
@@ -231,3 +278,10 @@ def test_the_module_runs_as_a_command() -> None:
         [sys.executable, "-m", "contracts.schema_export", "--check"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_evolution_does_not_import_the_command() -> None:
+    """The layers go one way: schema_files <- evolution <- schema_export (no import cycle)."""
+    code = "import sys, contracts.evolution; print('contracts.schema_export' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

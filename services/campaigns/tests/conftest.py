@@ -148,6 +148,7 @@ def status_changed(
     customer_id: str = "c-1",
     phone: str | None = "+7 916 123-45-67",
     consent: bool = True,
+    name: str = "Анна",
     partner: str = DEMO_PARTNER,
     sequence: int = 2,
     published_at: datetime | None = None,
@@ -159,7 +160,7 @@ def status_changed(
         statuses=CurrentStatuses.model_validate(statuses),
         amount=Decimal("1990.00"),
         currency="RUB",
-        customer=Customer(id=customer_id, phone=phone, name="Анна", sms_consent=consent),
+        customer=Customer(id=customer_id, phone=phone, name=name, sms_consent=consent),
         placed_at=datetime(2026, 3, 1, tzinfo=UTC),
     )
     data = OrderStatusChanged(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -192,6 +193,44 @@ async def test_preview_decides_renders_and_counts_segments_without_side_effects(
 
     stats = (await demo.get(f"/v1/campaigns/{campaign_id}/stats")).json()
     assert stats["triggered"] == 0 and stats["sms_requested"] == 0  # a preview records nothing
+
+
+HUGE_LOOP = "{% for i in (1..100000000) %}x{% endfor %}"
+# Cheap for the sample name a save renders with; four loops over the letters of a long name are not.
+LETTER_LOOPS = (
+    "{% assign l = customer.name | split: '' %}"
+    "{% for a in l %}{% for b in l %}{% for c in l %}{% for d in l %}.{% endfor %}{% endfor %}{% endfor %}{% endfor %}"
+)
+
+
+async def test_a_template_exceeding_a_render_limit_is_refused_at_save(
+    demo: httpx.AsyncClient, seed_campaign: dict[str, Any]
+) -> None:
+    refused = await demo.post("/v1/campaigns", json=seed_campaign | {"template": HUGE_LOOP})
+    assert refused.status_code == 422
+    assert "template" in refused.text and "loop iterations" in refused.text
+    created = await demo.post("/v1/campaigns", json=seed_campaign | {"template": "Hi"})
+    replaced = await demo.put(f"/v1/campaigns/{created.json()['id']}", json=seed_campaign | {"template": HUGE_LOOP})
+    assert replaced.status_code == 422 and "loop iterations" in replaced.text
+
+
+async def test_a_hostile_preview_fails_fast_and_health_checks_answer_meanwhile(
+    demo: httpx.AsyncClient, seed_campaign: dict[str, Any]
+) -> None:
+    """Before render limits, this preview ran 100 ** 4 loop iterations on the event loop: the service froze."""
+    created = await demo.post("/v1/campaigns", json=seed_campaign | {"template": LETTER_LOOPS})
+    assert created.status_code == 201, created.text
+    long_name = {"id": "c-1", "phone": "+79161234567", "name": "Я" * 100, "sms_consent": True}
+    body = {"to": "shipped", "order": PREVIEW_ORDER | {"customer": long_name}}
+    preview, health = await asyncio.gather(
+        demo.post(f"/v1/campaigns/{created.json()['id']}/preview", json=body), demo.get("/healthz")
+    )
+    assert health.status_code == 200
+    assert preview.status_code == 200, preview.text
+    answer = preview.json()
+    assert answer["outcome"] == "failed" and not answer["would_send"] and answer["text"] is None
+    assert [r["code"] for r in answer["reasons"]] == ["template_limit"]
+    assert "loop iterations" in answer["template_error"]
 
 
 async def test_health_readiness_and_docs(demo: httpx.AsyncClient) -> None:

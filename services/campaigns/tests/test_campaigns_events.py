@@ -76,6 +76,7 @@ async def test_the_seed_scenario_shipped_and_paid_sends_one_sms(
         "capped": 0,
         "outside_reentry": 0,
         "failed": 0,
+        "failed_by_reason": {},
         "sms_requested": 1,
         "sms_sent": 0,
         "sms_delivered": 0,
@@ -457,3 +458,21 @@ async def test_every_instance_keeps_its_index_current_and_both_evaluate_once(
             return len(index) == 0
 
         await wait_until(dropped, what="the other instance to drop the paused campaign")
+
+
+async def test_a_template_exceeding_a_limit_on_an_orders_data_is_a_failed_evaluation(
+    demo: httpx.AsyncClient, active_campaign: Activate, make_change: MakeChange, topics: Any, campaigns_app: FastAPI
+) -> None:
+    """Saved (cheap with the sample name), it exceeds the loop limit for a long name: that evaluation fails,
+    with its reason in the stats, and the consumer goes on to the next change."""
+    letter_pairs = (
+        "{% assign l = customer.name | split: '' %}{% for a in l %}{% for b in l %}{{ a }}{% endfor %}{% endfor %}"
+    )
+    campaign_id = await active_campaign(template=letter_pairs, reentry="every_time")
+    await topics.publish(make_change(order_id="o-1", name="Анна-Мария " * 3 + "Константинопольская"))
+    await topics.publish(make_change(order_id="o-2"))
+    await settled(topics, campaigns_app)
+    body = await stats(demo, campaign_id)
+    assert (body["triggered"], body["failed"], body["fired"]) == (2, 1, 1)
+    assert body["failed_by_reason"] == {"template_limit": 1}
+    assert [s.data.order_id for s in await topics.send_sms()] == ["o-2"]

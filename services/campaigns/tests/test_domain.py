@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time as clock
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,7 +30,7 @@ from campaigns.domain import (
 )
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
 from campaigns.sms_text import sms_parts
-from campaigns.templating import TemplateProblem, check_template, render
+from campaigns.templating import LIMITS, TemplateLimit, TemplateProblem, check_template, render
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.sms import SmsEncoding
 from contracts.statuses import CurrentStatuses, StatusDefinition, StatusRef, StatusType
@@ -188,7 +190,7 @@ def test_a_customer_without_a_usable_phone_is_filtered_even_without_a_phone_cond
 
 
 def test_a_text_the_notifier_cannot_take_is_a_failed_evaluation() -> None:
-    too_long = campaign(template="{% for n in (1..1700) %}x{% endfor %}")
+    too_long = campaign(template="{% for n in (1..850) %}xx{% endfor %}")
     decision = decide(too_long, change())
     assert decision.outcome == Outcome.FAILED and "1700 characters" in decision.reasons[0].detail
     empty = decide(campaign(template="{{ customer.name }}"), change(name=None))
@@ -298,6 +300,73 @@ def test_render_is_strict_and_fills_every_variable() -> None:
     assert text == "10.50 RUB delivery"
     with pytest.raises(TemplateProblem):
         render("{{ customer.name }}", {})
+
+
+# Each hostile template with the limit it must hit, already with the sample data a save renders it with.
+HOSTILE_TEMPLATES = {
+    "a huge loop": ("{% for i in (1..100000000) %}x{% endfor %}", "loop iterations"),
+    "loops in a row": ("{% for i in (1..999) %}{% endfor %}" * 5, "loop iterations"),
+    "a string doubled": ("{% assign s = 'ab' %}" + "{% assign s = s | append: s %}" * 30, "bytes"),
+    "blocks nested": ("{% if true %}" * 12 + "x" + "{% endif %}" * 12, "nested"),
+    "filters in a loop": (
+        "{% assign s = '" + "x" * 1000 + "' %}{% for i in (1..900) %}{{ s | split: '' | sort | join: '' | size }}"
+        "{% endfor %}",
+        "filter applications",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_TEMPLATES)
+def test_a_template_that_exceeds_a_limit_with_sample_data_is_refused_at_save(
+    name: str, record_property: Callable[[str, object], None]
+) -> None:
+    source, limit = HOSTILE_TEMPLATES[name]
+    started = clock.process_time()
+    with pytest.raises(TemplateLimit) as refused:
+        check_template(source)
+    record_property("check_cpu_seconds", clock.process_time() - started)  # reported, not asserted: the limits bound it
+    assert limit in refused.value.message and refused.value.line is None
+    with pytest.raises(InvalidCampaign) as invalid:
+        check_definition(campaign(template=source), CATALOG)
+    assert [p.loc for p in invalid.value.problems] == [("template",)]
+
+
+def test_the_loop_limit_counts_every_iteration_of_a_render() -> None:
+    check_template(f"{{% for i in (1..{LIMITS.loop_iterations}) %}}{{% endfor %}}")
+    with pytest.raises(TemplateLimit):
+        check_template(f"{{% for i in (1..{LIMITS.loop_iterations + 1}) %}}{{% endfor %}}")
+    half = LIMITS.loop_iterations // 2
+    with pytest.raises(TemplateLimit):  # two loops in a row, each within the limit, are not
+        check_template(f"{{% for i in (1..{half}) %}}{{% endfor %}}{{% for i in (0..{half}) %}}{{% endfor %}}")
+
+
+LETTERS = "{% assign letters = customer.name | split: '' %}"
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "limit"),
+    [
+        (  # 52 letters: 52 + 52 * 52 = 2,756 iterations
+            "{% for a in letters %}{% for b in letters %}{{ a }}{% endfor %}{% endfor %}",
+            "Анна-Мария " * 3 + "Константинопольская",
+            "loop iterations",
+        ),
+        (  # 25 letters: 650 iterations, but 25 * 25 times the name is 31 kB of output
+            "{% for a in letters %}{% for b in letters %}{{ customer.name }}{% endfor %}{% endfor %}",
+            "Александра Константиновна",
+            "bytes of output",
+        ),
+    ],
+)
+def test_a_template_that_exceeds_a_limit_only_on_real_data_fails_that_evaluation(
+    body: str, name: str, limit: str
+) -> None:
+    definition = campaign(template=LETTERS + body)
+    check_definition(definition, CATALOG)  # with a four-letter sample name it is cheap
+    assert decide(definition, change(name="Анна")).outcome == Outcome.FIRED
+    decision = decide(definition, change(name=name))
+    assert decision.outcome == Outcome.FAILED
+    assert [r.code for r in decision.reasons] == ["template_limit"] and limit in decision.reasons[0].detail
 
 
 def test_check_definition_names_each_bad_code_and_the_template_line() -> None:

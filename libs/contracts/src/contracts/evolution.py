@@ -1,9 +1,12 @@
 """The evolution rule: a published contract changes only compatibly, or it gets a new version.
 
-Compares the schemas of a published baseline (the committed ``schemas/`` directory, or the same files at some
-git revision) with what the code produces now. A breaking change (see `contracts.compat`) to an event type
-whose `SCHEMA_VERSION` was not bumped relative to the baseline's index is a failure. The way out is a new
-``.vN`` event type (and topic) beside the old one, or a compatible change (for example an optional field).
+Compares the schemas of the last release (``schemas/released/``, written only by ``make schemas-release``) with
+what the code produces now. A breaking change (see `contracts.compat`) to an event type whose `SCHEMA_VERSION`
+was not bumped relative to the released index is a failure. The way out is a new ``.vN`` event type (and topic)
+beside the old one, or a compatible change (for example an optional field).
+
+The baseline is the release, not the regenerated ``schemas/`` beside the code: a breaking change committed
+together with its regenerated schemas would compare equal to them and pass.
 """
 
 from __future__ import annotations
@@ -16,15 +19,16 @@ from typing import Any
 
 from contracts.compat import Problem, find_breaking_changes
 from contracts.registry import ContractSpec
-from contracts.schema_export import INDEX_FILE, contract_schema
+from contracts.schema_files import INDEX_FILE, contract_schema
 
 BUMP_ADVICE = "bump SCHEMA_VERSION and publish a new .vN type/topic, or make the change compatible"
 REGENERATE_ADVICE = "run `make schemas` (python -m contracts.schema_export) and commit the result"
+RELEASE_ADVICE = "run `make schemas-release` (python -m contracts.schema_export --release) and commit the result"
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """Published schemas: the index (event type -> entry) and each entry's schema by event type."""
+    """Released schemas: the index (event type -> entry) and each entry's schema by event type."""
 
     index: Mapping[str, Mapping[str, Any]]
     schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -63,6 +67,6 @@ def evolution_failures(specs: Iterable[ContractSpec], baseline: Baseline) -> lis
             lines = "\n".join(f"  - {problem}" for problem in problems)
             failures.append(
                 f"{spec.event_type} ({spec.model.__name__}, SCHEMA_VERSION {spec.schema_version}) changed "
-                f"incompatibly since the published schema:\n{lines}\n  -> {BUMP_ADVICE}"
+                f"incompatibly since the released schema:\n{lines}\n  -> {BUMP_ADVICE}"
             )
     return failures

@@ -1,61 +1,44 @@
-"""Export the JSON Schema of every contract (envelope included) to ``libs/contracts/schemas/``.
+"""Export the JSON Schema of every contract (envelope included) to ``libs/contracts/schemas/``, check it, release it.
 
 ``python -m contracts.schema_export`` writes ``<event-type>.json`` per contract and ``index.json``
-(type -> schema version, file, topic, model) and removes schema files no contract produces any more;
-``--check`` writes nothing and exits 1 when the files on disk differ from what the code produces (and says
-which differences are breaking changes that need a new version, see `contracts.evolution`).
+(type -> schema version, file, topic, model) and removes schema files no contract produces any more.
+``--check`` writes nothing and exits 1 when the code changed a released contract incompatibly without a new
+version (compared with ``schemas/released/``, see `contracts.evolution`), when there is no release to compare
+with, or when the files on disk differ from what the code produces. ``--release`` records the code's schemas as
+the new release in ``schemas/released/``, refusing the same breaking changes ``--check`` fails on.
 The output is deterministic (sorted keys, two-space indent, trailing newline) so it diffs well in review.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from contracts.registry import ALL_CONTRACTS, ContractSpec
+from contracts.evolution import REGENERATE_ADVICE, RELEASE_ADVICE, Baseline, evolution_failures
+from contracts.registry import ALL_CONTRACTS
+from contracts.schema_files import (
+    INDEX_FILE,
+    RELEASED_DIR,
+    SCHEMAS_DIR,
+    build_index,
+    contract_schema,
+    expected_files,
+    render,
+)
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
-INDEX_FILE = "index.json"
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-
-def contract_schema(spec: ContractSpec) -> dict[str, Any]:
-    """The JSON Schema of a record value of this contract (the envelope with its `data`)."""
-    schema = spec.envelope.model_json_schema(mode="validation")
-    return {
-        "$schema": JSON_SCHEMA_DIALECT,
-        "$id": f"urn:order-status-platform:contracts:{spec.event_type}",
-        "x-topic": str(spec.topic),
-        "x-schema-version": spec.schema_version,
-        **schema,
-    }
-
-
-def build_index() -> dict[str, dict[str, Any]]:
-    return {
-        spec.event_type: {
-            "file": spec.schema_file,
-            "model": spec.model.__name__,
-            "schema_version": spec.schema_version,
-            "topic": str(spec.topic),
-        }
-        for spec in ALL_CONTRACTS
-    }
-
-
-def render(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def expected_files() -> dict[str, str]:
-    """File name -> content, for every file the schemas directory must hold."""
-    files = {spec.schema_file: render(contract_schema(spec)) for spec in ALL_CONTRACTS}
-    files[INDEX_FILE] = render(build_index())
-    return files
+__all__ = [
+    "INDEX_FILE",
+    "RELEASED_DIR",
+    "SCHEMAS_DIR",
+    "build_index",
+    "check_schemas",
+    "contract_schema",
+    "main",
+    "render",
+    "write_schemas",
+]
 
 
 def check_schemas(directory: Path = SCHEMAS_DIR) -> list[str]:
@@ -91,33 +74,52 @@ def write_schemas(directory: Path = SCHEMAS_DIR) -> list[str]:
     return changed
 
 
-def load_index(directory: Path = SCHEMAS_DIR) -> dict[str, dict[str, Any]]:
-    """The committed index (empty when there is none yet)."""
-    path = directory / INDEX_FILE
-    if not path.is_file():
-        return {}
-    index: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-    return index
+def release_failures(released: Path) -> list[str]:
+    """Why the code may not pass as compatible with the release in `released` (empty: it may)."""
+    if not (released / INDEX_FILE).is_file():
+        return [f"no released schemas in {released} to compare with; {RELEASE_ADVICE}"]
+    return evolution_failures(ALL_CONTRACTS, Baseline.from_directory(released))
+
+
+def _check(directory: Path, released: Path) -> int:
+    breaking = release_failures(released)
+    problems = check_schemas(directory)
+    for message in [*breaking, *problems]:
+        print(message, file=sys.stderr)
+    if problems:
+        print(f"schemas are out of date: {REGENERATE_ADVICE}", file=sys.stderr)
+    if breaking or problems:
+        return 1
+    print(f"{len(ALL_CONTRACTS)} contract schemas up to date in {directory}, compatible with {released}")
+    return 0
+
+
+def _release(released: Path) -> int:
+    breaking = release_failures(released) if (released / INDEX_FILE).is_file() else []  # the first release
+    if breaking:
+        for message in breaking:
+            print(message, file=sys.stderr)
+        print("not released: the release would break its consumers", file=sys.stderr)
+        return 1
+    changed = write_schemas(released)
+    print(f"released: {len(changed)} file(s) updated in {released}" + (f": {', '.join(changed)}" if changed else ""))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m contracts.schema_export", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from the code")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true", help="exit 1 if stale, or incompatible with the release")
+    action.add_argument("--release", action="store_true", help="record the code's schemas as the new release")
     parser.add_argument("--dir", type=Path, default=SCHEMAS_DIR, help="schemas directory (default: %(default)s)")
+    parser.add_argument(
+        "--released", type=Path, default=RELEASED_DIR, help="the last release's schemas (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if args.check:
-        from contracts.evolution import REGENERATE_ADVICE, Baseline, evolution_failures
-
-        breaking = evolution_failures(ALL_CONTRACTS, Baseline.from_directory(args.dir))
-        problems = check_schemas(args.dir)
-        for message in [*breaking, *problems]:
-            print(message, file=sys.stderr)
-        if problems:
-            print(f"schemas are out of date: {REGENERATE_ADVICE}", file=sys.stderr)
-        if breaking or problems:
-            return 1
-        print(f"{len(ALL_CONTRACTS)} contract schemas up to date in {args.dir}")
-        return 0
+        return _check(args.dir, args.released)
+    if args.release:
+        return _release(args.released)
     changed = write_schemas(args.dir)
     print(f"{len(changed)} file(s) updated in {args.dir}" + (f": {', '.join(changed)}" if changed else ""))
     return 0

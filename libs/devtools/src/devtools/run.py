@@ -1,11 +1,23 @@
 """`make run` / `make up` / `make down` / `make logs`: the platform as one, with the product's example.
 
-The four services run as separate processes under honcho (the Procfile). Once each answers
-`/readyz`, the example is played through public interfaces only, as an integrator would: the demo
-partner's statuses over the registry API, the campaign over the campaigns API, orders as events on
-`orders.inbound.v1`. Status changes are shown as they are published; each SMS is printed by the
-notifier's console provider. `make run` stays in the foreground until Ctrl-C; `make up` does the same
-in the background (logs in .state/run/platform.log) and `make down` stops it.
+A supervisor starts the four services of the Procfile as separate processes, prefixes their output with
+their names and, once each answers `/readyz`, plays the example through public interfaces only, as an
+integrator would: the demo partner's statuses over the registry API, the campaign over the campaigns API,
+orders as events on `orders.inbound.v1`. Status changes are shown as they are published; each SMS is printed
+by the notifier's console provider. `make run` stays in the foreground until Ctrl-C; `make up` starts the
+supervisor in the background (logs in .state/run/platform.log) and `make down` stops it.
+
+Stopping stops everything, whatever happens to the supervisor:
+
+* Each service runs in its own process group (a Ctrl-C reaches the supervisor only, which stops the services
+  in order) and dies with the supervisor: the kernel sends it SIGKILL when the supervisor exits for any
+  reason (`PR_SET_PDEATHSIG`, Linux), including a `kill -9`.
+* The supervisor stops on SIGINT, SIGTERM or SIGHUP: SIGTERM to every service, then SIGKILL to whatever is
+  still there after `STOP_GRACE_S`. Its output may vanish (`make run | tee run.log` and Ctrl-C: tee dies
+  first); it then goes on without printing rather than dying of a broken pipe.
+* Every process it starts has a pid file in .state/run/ (pid and start time, so a reused pid is never
+  signalled); `make down` signals them all itself, SIGTERM then SIGKILL after the grace, so a hung supervisor
+  or a service that ignores SIGTERM cannot outlive it.
 """
 
 from __future__ import annotations
@@ -13,11 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,8 +52,12 @@ from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[4]
 RUN_DIR = ROOT / ".state" / "run"
-PID_FILE, LOG_FILE = RUN_DIR / "honcho.pid", RUN_DIR / "platform.log"
+LOG_FILE = RUN_DIR / "platform.log"
+SUPERVISOR = "supervisor"  # the name of its pid file, beside one per service
 SERVICES = {"status-registry": 8001, "orders": 8002, "campaigns": 8003, "notifier": 8004}
+STOP_GRACE_S = float(os.environ.get("STOP_GRACE_S", "10"))
+RELAY_LINE_LIMIT = 1 << 20
+KILL_WAIT_S = 5.0
 READY_TIMEOUT_S = 90.0
 DEMO_CAMPAIGN = {
     "name": "Отгружен и оплачен / Shipped and paid",
@@ -52,8 +72,24 @@ DEMO_CAMPAIGN = {
 DEMO_CUSTOMERS = (("Анна", "+79161110001", True), ("Борис", "+79161110002", False), ("Вера", "+79161110003", True))
 
 
+def _silence_stdout() -> None:
+    """Our output's reader is gone (tee died at Ctrl-C): write to /dev/null from now on, instead of dying of
+    a broken pipe half-way through stopping the services (Python's advice for EPIPE on stdout)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def emit(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        _silence_stdout()
+
+
 def say(message: str) -> None:
-    print(f"\033[1;36m[run]\033[0m {message}", flush=True)
+    emit(f"\033[1;36m[run]\033[0m {message}\n")
 
 
 def services_env() -> dict[str, str]:
@@ -66,32 +102,227 @@ def services_env() -> dict[str, str]:
     }
 
 
-def start_processes(log: Any = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)],
-        env=services_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT if log else None,
-        start_new_session=True,  # its own process group: stopped as a whole, Ctrl-C handled here
-    )
+def procfile_commands(path: Path = ROOT / "Procfile") -> dict[str, list[str]]:
+    """`name: command` lines; `python` is this interpreter (the project's environment)."""
+    commands = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, command = line.split(":", 1)
+            argv = shlex.split(command)
+            commands[name.strip()] = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
+    return commands
 
 
-def stop_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-        for _ in range(100):
-            time.sleep(0.2)
-            os.killpg(pid, 0)  # raises once the group is gone
-        os.killpg(pid, signal.SIGKILL)
+# --- pid files: which processes `make down` may signal ---------------------------------------------------
 
 
-async def wait_until_ready(processes: subprocess.Popen[bytes]) -> None:
+def _start_time(pid: int) -> str | None:
+    """The process' start time (clock ticks since boot), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def write_pid_file(run_dir: Path, name: str, pid: int) -> None:
+    (run_dir / f"{name}.pid").write_text(f"{pid} {_start_time(pid) or ''}\n")
+
+
+def recorded_pids(run_dir: Path) -> dict[str, int]:
+    """Name -> pid of every process a pid file names that still runs (and is the same process)."""
+    alive = {}
+    for path in sorted(run_dir.glob("*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            pid_text, _, started = path.read_text().strip().partition(" ")
+            pid = int(pid_text)
+            if (started and _start_time(pid) == started) or (not started and _exists(pid)):
+                alive[path.stem] = pid
+                continue
+        path.unlink(missing_ok=True)  # stale: that process is gone (or its pid was reused)
+    return alive
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` still runs: a zombie (dead, not yet reaped by a hung parent) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return _exists(pid)  # no /proc here
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _signal(pid: int, sig: signal.Signals, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def terminate(pids: Iterable[int], grace_s: float, *, groups: bool = True) -> None:
+    """SIGTERM to each (its process group: a service leads its own), SIGKILL to those left after `grace_s`."""
+    pids = list(pids)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM, groups)
+    deadline = time.monotonic() + grace_s
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if running(pid):
+            say(f"pid {pid} still running after {grace_s:g} s: SIGKILL")
+            _signal(pid, signal.SIGKILL, groups)
+    deadline = time.monotonic() + KILL_WAIT_S  # delivered at once, but acted on by the kernel a moment later
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+# --- the supervisor -----------------------------------------------------------------------------------
+
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """Run in the child between fork and exec: SIGKILL it when `parent` exits, whatever the reason."""
+
+    def set_parent_death_signal() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call above: too late for the kernel to tell
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return set_parent_death_signal
+
+
+class Supervisor:
+    """Starts the services, relays their output line by line, and stops them: SIGTERM, then SIGKILL."""
+
+    def __init__(self, commands: dict[str, list[str]], run_dir: Path, grace_s: float) -> None:
+        self.commands = commands
+        self.run_dir = run_dir
+        self.grace_s = grace_s
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self._pumps: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_pid_file(self.run_dir, SUPERVISOR, os.getpid())
+        width = max(map(len, self.commands))
+        for name, argv in self.commands.items():
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=ROOT,
+                env=services_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                limit=RELAY_LINE_LIMIT,
+                start_new_session=True,  # a Ctrl-C reaches the supervisor only; it stops the services in order
+                preexec_fn=_die_with(os.getpid()),  # one system call between fork and exec
+            )
+            self.processes[name] = process
+            write_pid_file(self.run_dir, name, process.pid)
+            assert process.stdout is not None
+            self._pumps.append(asyncio.create_task(self._relay(f"{name:<{width}} | ", process.stdout)))
+
+    @staticmethod
+    async def _relay(prefix: str, stream: asyncio.StreamReader) -> None:
+        """Read to the end whatever happens to our own output, so that no service blocks on a full pipe."""
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line longer than the stream's limit: pass on what there is
+                line = await stream.read(RELAY_LINE_LIMIT)
+            if not line:
+                return
+            emit(prefix + line.decode(errors="replace"))
+
+    async def first_exit(self) -> str:
+        """The name of the first service to exit (the platform is incomplete without it)."""
+        waits = {asyncio.ensure_future(p.wait()): name for name, p in self.processes.items()}
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return waits[done.pop()]
+
+    def exited(self) -> str | None:
+        return next((name for name, p in self.processes.items() if p.returncode is not None), None)
+
+    async def stop(self) -> None:
+        running = [p for p in self.processes.values() if p.returncode is None]
+        for process in running:
+            _signal(process.pid, signal.SIGTERM, group=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), self.grace_s)
+        for process in running:
+            if process.returncode is None:
+                say(f"pid {process.pid} still running after {self.grace_s:g} s: SIGKILL")
+                _signal(process.pid, signal.SIGKILL, group=True)
+        await asyncio.gather(*(p.wait() for p in running))
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        for name in [*self.processes, SUPERVISOR]:
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+
+
+async def supervise(
+    commands: dict[str, list[str]], run_dir: Path, grace_s: float, example: Callable[[Supervisor], Any] | None
+) -> None:
+    """Run the services until a signal (or one of them exits), playing `example` meanwhile; then stop them."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stopping.set)
+    supervisor = Supervisor(commands, run_dir, grace_s)
+    tasks: list[asyncio.Task[Any]] = []
+    failure: BaseException | None = None
+    try:
+        await supervisor.start()
+        stop = asyncio.create_task(stopping.wait())
+        exit_ = asyncio.create_task(supervisor.first_exit())
+        tasks = [stop, exit_]
+        if example is not None:
+            tasks.append(asyncio.create_task(example(supervisor)))
+        waiting = set(tasks)
+        while not (stop.done() or exit_.done()):
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stop, exit_}:
+                failure = task.exception()  # the example failed: stop everything, then say why
+            if failure is not None:
+                break
+        if exit_.done():
+            say(f"{exit_.result()} exited; stopping the others")
+    finally:
+        say("stopping")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await supervisor.stop()
+        say("stopped")
+    if failure is not None:
+        raise SystemExit(str(failure))
+
+
+async def wait_until_ready(exited: Callable[[], str | None]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     pending = dict(SERVICES)
     async with httpx.AsyncClient(timeout=1) as client:
         while pending:
-            if processes.poll() is not None:
-                raise SystemExit(f"the services exited with code {processes.returncode}; see the log above")
+            if (gone := exited()) is not None:
+                raise SystemExit(f"{gone} exited; see the log above")
             if time.monotonic() > deadline:
                 raise SystemExit(f"not ready after {READY_TIMEOUT_S:.0f} s: {', '.join(pending)}")
             for name, port in list(pending.items()):
@@ -187,9 +418,9 @@ async def show_status_changes(settings: ServiceSettings) -> None:
         await consumer.stop()
 
 
-async def play(processes: subprocess.Popen[bytes]) -> None:
+async def play(exited: Callable[[], str | None]) -> None:
     settings = ServiceSettings()
-    await wait_until_ready(processes)
+    await wait_until_ready(exited)
     token = issue_token(settings, DEMO_PARTNER)
     watcher = asyncio.create_task(show_status_changes(settings))
     await asyncio.sleep(1)  # the watcher joins before the first change
@@ -203,47 +434,71 @@ async def play(processes: subprocess.Popen[bytes]) -> None:
     watcher.cancel()
 
 
-def foreground() -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    processes = start_processes()
+async def play_then_wait(supervisor: Supervisor) -> None:
     try:
-        asyncio.run(play(processes))
-        say("running; Ctrl-C stops the services (make infra-down stops Kafka and PostgreSQL)")
-        processes.wait()
-    except KeyboardInterrupt:
-        say("stopping")
-    finally:
-        stop_group(processes.pid)
+        await play(supervisor.exited)
+    except SystemExit as exc:  # raised in a task, it would escape the event loop past the supervisor's stop
+        raise RuntimeError(exc.code) from None
+    say("running; Ctrl-C stops the services (make infra-down stops Kafka and PostgreSQL)")
+    await asyncio.Event().wait()
 
 
-def running_pid() -> int | None:
-    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
-        pid = int(PID_FILE.read_text())
-        os.killpg(pid, 0)
-        return pid
-    return None
+def running_pid(run_dir: Path = RUN_DIR) -> int | None:
+    return recorded_pids(run_dir).get(SUPERVISOR) if run_dir.is_dir() else None
+
+
+def foreground() -> None:
+    if (pid := running_pid()) is not None:
+        raise SystemExit(f"already running (supervisor {pid}); make down stops it")
+    asyncio.run(supervise(procfile_commands(), RUN_DIR, STOP_GRACE_S, play_then_wait))
+
+
+def background(procfile: Path, run_dir: Path, grace_s: float) -> None:
+    """What `make up` leaves running: the supervisor alone, its output in the log."""
+    asyncio.run(supervise(procfile_commands(procfile), run_dir, grace_s, None))
 
 
 def up() -> None:
     if (pid := running_pid()) is not None:
-        say(f"already running (process group {pid}); make logs follows it, make down stops it")
+        say(f"already running (supervisor {pid}); make logs follows it, make down stops it")
         return
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     with LOG_FILE.open("ab") as log:
-        processes = start_processes(log)
-    PID_FILE.write_text(str(processes.pid))
-    asyncio.run(play(processes))
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "devtools.run", "supervise"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives this command and the terminal
+        )
+    write_pid_file(RUN_DIR, SUPERVISOR, supervisor.pid)  # at once, for a second `make up` or `make down`
+
+    def exited() -> str | None:
+        return "the supervisor" if supervisor.poll() is not None else None
+
+    asyncio.run(play(exited))
     say(f"running in the background (logs: {LOG_FILE}); make logs follows them, make down stops everything")
 
 
-def down() -> None:
-    pid = running_pid()
-    if pid is None:
+def down(run_dir: Path = RUN_DIR, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop the supervisor and every service it started, even when the supervisor is hung or gone.
+
+    SIGTERM to all at once (the supervisor, and each service's group directly), SIGKILL to what is left
+    after the grace; the services are killed before the supervisor, whose death would kill them anyway.
+    """
+    pids = recorded_pids(run_dir) if run_dir.is_dir() else {}
+    if not pids:
         say("not running")
-    else:
-        stop_group(pid)
-        say("stopped")
-    PID_FILE.unlink(missing_ok=True)
+        return
+    supervisor = pids.pop(SUPERVISOR, None)
+    if supervisor is not None:
+        _signal(supervisor, signal.SIGTERM, group=False)
+    terminate(pids.values(), grace_s)
+    if supervisor is not None:
+        terminate([supervisor], grace_s, groups=False)
+    for path in run_dir.glob("*.pid"):
+        path.unlink(missing_ok=True)
+    say("stopped")
 
 
 def logs() -> None:
@@ -253,10 +508,20 @@ def logs() -> None:
         subprocess.run(["tail", "-n", "100", "-F", str(LOG_FILE)], check=False)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devtools.run")
-    parser.add_argument("command", nargs="?", default="foreground", choices=("foreground", "up", "down", "logs"))
-    {"foreground": foreground, "up": up, "down": down, "logs": logs}[parser.parse_args().command]()
+    commands = ("foreground", "up", "down", "logs", "supervise")
+    parser.add_argument("command", nargs="?", default="foreground", choices=commands)
+    parser.add_argument("--procfile", type=Path, default=ROOT / "Procfile", help="supervise: the services")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="supervise, down: where the pid files are")
+    parser.add_argument("--grace", type=float, default=STOP_GRACE_S, help="seconds between SIGTERM and SIGKILL")
+    args = parser.parse_args(argv)
+    if args.command == "supervise":
+        background(args.procfile, args.run_dir, args.grace)
+    elif args.command == "down":
+        down(args.run_dir, args.grace)
+    else:
+        {"foreground": foreground, "up": up, "logs": logs}[args.command]()
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ class Stats(BaseModel):
     capped: int
     outside_reentry: int
     failed: int = Field(description="The template could not produce a sendable text for the order")
+    failed_by_reason: dict[str, int] = Field(
+        description="template: it rendered no sendable text; template_limit: it exceeded a render limit"
+    )
     sms_requested: int
     sms_sent: int = Field(description="Reported dispatched by the notifier")
     sms_delivered: int
@@ -191,6 +194,7 @@ async def campaign_stats(campaign_id: str, request: Request, who: Reader) -> Sta
         capped=outcomes[Outcome.CAPPED],
         outside_reentry=outcomes[Outcome.OUTSIDE_REENTRY],
         failed=outcomes[Outcome.FAILED],
+        failed_by_reason=dict(sorted(stats.failed_evaluations_by_reason.items())),
         sms_requested=outcomes[Outcome.FIRED],
         sms_sent=stats.sms["dispatched"],
         sms_delivered=stats.sms["delivered"],

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
 from campaigns.sms_text import SmsParts, sms_parts
-from campaigns.templating import TemplateProblem, check_template, render
+from campaigns.templating import TemplateLimit, TemplateProblem, check_template, render
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.primitives import CurrencyCode, DisplayName, Identifier, Money, Slug
 from contracts.sms import SenderId, SendSms, send_sms_id
@@ -444,7 +444,8 @@ def evaluate(campaign: CampaignDefinition, event: OrderStatusChanged, history: H
     try:
         text = render_text(campaign, event)
     except TemplateProblem as problem:
-        return Decision(Outcome.FAILED, [Reason(code="template", detail=str(problem))])
+        code = "template_limit" if isinstance(problem, TemplateLimit) else "template"
+        return Decision(Outcome.FAILED, [Reason(code=code, detail=str(problem))])
     zone = recipient_zone(phone, ctx.default_zone)
     later = not_before(ctx.now, send_window(campaign, ctx.partner), zone)
     return Decision(Outcome.FIRED, sms=PlannedSms(phone.e164, text, sms_parts(text), zone, later))

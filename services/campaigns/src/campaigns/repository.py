@@ -75,6 +75,7 @@ class SmsOutcome:
 class CampaignStats:
     outcomes: Counter[str]
     filtered_out_by_reason: Counter[str]
+    failed_evaluations_by_reason: Counter[str]  # template, template_limit
     sms: Counter[str]
     failed_by_reason: Counter[str]
 
@@ -181,8 +182,9 @@ class CampaignRepository:
             campaign_id,
         )
         reasons = await self._conn.fetch(
-            "SELECT reason->>'code' AS code, count(*) AS n FROM evaluations, jsonb_array_elements(reasons) AS reason "
-            "WHERE partner_id = $1 AND campaign_id = $2 AND outcome = 'filtered_out' GROUP BY 1",
+            "SELECT outcome, reason->>'code' AS code, count(*) AS n "
+            "FROM evaluations, jsonb_array_elements(reasons) AS reason "
+            "WHERE partner_id = $1 AND campaign_id = $2 AND outcome IN ('filtered_out', 'failed') GROUP BY 1, 2",
             self._partner_id,
             campaign_id,
         )
@@ -205,7 +207,8 @@ class CampaignRepository:
                 failed_by_reason[row["reason"] or "unknown"] += row["n"]
         return CampaignStats(
             outcomes=Counter({r["outcome"]: r["n"] for r in outcomes}),
-            filtered_out_by_reason=Counter({r["code"]: r["n"] for r in reasons}),
+            filtered_out_by_reason=Counter({r["code"]: r["n"] for r in reasons if r["outcome"] == "filtered_out"}),
+            failed_evaluations_by_reason=Counter({r["code"]: r["n"] for r in reasons if r["outcome"] == "failed"}),
             sms=sms_counts,
             failed_by_reason=failed_by_reason,
         )

@@ -3,16 +3,25 @@
 A campaign's template may only use the variables an `OrderStatusChanged` can fill (`TEMPLATE_VARIABLES`).
 Saving analyses the template statically, so a typo such as ``{{ custmer.name }}`` is a 422 naming the
 variable and its line, never a failed SMS later. Rendering uses `StrictUndefined` as a second guard.
+
+Templates come from partners' marketers, so rendering one must stay cheap whatever it says: it runs on the
+service's event loop, where a `{% for i in (1..100000000) %}` once froze health checks and consumers alike.
+Every render is bounded (`LIMITS`): loop iterations in total, output bytes, local variables' size, nesting.
+Saving also renders the template once with sample data (`SAMPLE_VARIABLES`), so a template that hits a limit
+even then is refused; one that hits a limit only on a real order (a loop over a long name) fails that one
+evaluation, fast, as `TemplateLimit`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from liquid import BoundTemplate, Environment, StrictUndefined
-from liquid.exceptions import LiquidError
+from liquid import BoundTemplate, Environment, RenderContext, StrictUndefined
+from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
+from liquid.token import Token
 
 TEMPLATE_VARIABLES: tuple[str, ...] = (
     "customer.name",
@@ -26,16 +35,111 @@ TEMPLATE_VARIABLES: tuple[str, ...] = (
     "status_type",
 )
 
-_ENVIRONMENT = Environment(undefined=StrictUndefined)
+# What a save's trial render uses: ordinary values, as a typical order would have them.
+SAMPLE_VARIABLES: dict[str, Any] = {
+    "customer": {"name": "Анна"},
+    "order": {"id": "100045", "amount": "1990.00", "currency": "RUB"},
+    "from_status": {"code": "at_pickup_point", "name": "В пункте выдачи"},
+    "to_status": {"code": "shipped", "name": "Отправлен"},
+    "status_type": "delivery",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one render may cost. An SMS holds at most 1,600 characters, so none of this binds a sane template."""
+
+    loop_iterations: int = 1_000  # every iteration of every loop of one render, sequential loops included
+    filter_calls: int = 200  # every filter applied in one render (a filter can cost as much as a loop)
+    output_bytes: int = 8_192  # UTF-8 bytes written, whitespace included (the text is stripped afterwards)
+    local_namespace_bytes: int = 4_096  # what `assign` and `capture` hold (sys.getsizeof of the values)
+    context_depth: int = 10  # scopes pushed at once (each loop pushes one)
+    block_nesting: int = 10  # blocks nested in the source (checked when parsing)
+
+
+LIMITS = Limits()
+
+
+class FilterCallLimitError(ResourceLimitError):
+    """More filters applied in one render than `LIMITS.filter_calls`."""
+
+
+class _BoundedContext(RenderContext):
+    """Counts every loop iteration and every filter application of a render against `LIMITS`.
+
+    python-liquid's own `loop_iteration_limit` bounds the product of the lengths of the loops nested at one
+    point, not their sum: a hundred loops in a row of 999 iterations each would pass it. Both checks run when
+    a loop starts, before its first iteration, so a loop over a hundred million fails at once. Filters are
+    counted because a loop of a few hundred iterations over a chain of `split | sort | join` on a
+    few-kilobyte string costs minutes while staying within every other limit.
+    """
+
+    __slots__ = ("filter_calls", "iterations")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.iterations = 0
+        self.filter_calls = 0
+
+    def filter(self, name: str, token: Token | None) -> Callable[..., object]:
+        """python-liquid looks a filter up each time it applies it."""
+        self.filter_calls += 1
+        if self.filter_calls > LIMITS.filter_calls:
+            raise FilterCallLimitError("filter call limit reached", token=token)
+        return super().filter(name, token)
+
+    def raise_for_loop_limit(self, length: int = 1) -> None:
+        super().raise_for_loop_limit(length)
+        self.iterations += length
+        if self.iterations > LIMITS.loop_iterations:
+            raise LoopIterationLimitError("loop iteration limit reached", token=None)
+
+
+class _BoundedTemplate(BoundTemplate):
+    context_class = _BoundedContext
+
+
+class _BoundedEnvironment(Environment):
+    template_class = _BoundedTemplate
+    loop_iteration_limit = LIMITS.loop_iterations
+    output_stream_limit = LIMITS.output_bytes
+    local_namespace_limit = LIMITS.local_namespace_bytes
+    context_depth_limit = LIMITS.context_depth
+    block_nesting_limit = LIMITS.block_nesting
+
+
+_ENVIRONMENT = _BoundedEnvironment(undefined=StrictUndefined)
 
 
 class TemplateProblem(Exception):
-    """What is wrong with a template and on which line (1-based)."""
+    """What is wrong with a template and on which line (1-based), when it is about one line."""
 
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(f"line {line}: {message}" if line is not None else message)
         self.line = line
         self.message = message
+
+
+class TemplateLimit(TemplateProblem):
+    """Rendering stopped at one of `LIMITS`: the template costs too much for this data (no one line to blame)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+
+_LIMIT_TEXT = {
+    "LoopIterationLimitError": f"more than {LIMITS.loop_iterations} loop iterations",
+    "FilterCallLimitError": f"more than {LIMITS.filter_calls} filter applications",
+    "OutputStreamLimitError": f"more than {LIMITS.output_bytes} bytes of output",
+    "LocalNamespaceLimitError": f"variables of more than {LIMITS.local_namespace_bytes} bytes",
+    "ContextDepthError": f"scopes nested more than {LIMITS.context_depth} deep",
+    "BlockNestingError": f"blocks nested more than {LIMITS.block_nesting} deep",
+}
+
+
+def _limit_problem(exc: ResourceLimitError) -> TemplateLimit:
+    what = _LIMIT_TEXT.get(type(exc).__name__, str(exc.message or exc))
+    return TemplateLimit(f"the template exceeds a limit: {what}")
 
 
 def _line_of(source: str, index: int) -> int:
@@ -50,10 +154,13 @@ def _syntax_problem(source: str, exc: LiquidError) -> TemplateProblem:
 
 
 def check_template(source: str) -> None:
-    """Raise `TemplateProblem` for the first syntax error, unknown variable or unknown filter."""
+    """Raise `TemplateProblem` for the first syntax error, unknown variable or unknown filter, and
+    `TemplateLimit` when rendering it with `SAMPLE_VARIABLES` already exceeds a limit."""
     try:
         template = _ENVIRONMENT.from_string(source)
         analysis = template.analyze()
+    except ResourceLimitError as exc:
+        raise _limit_problem(exc) from exc
     except LiquidError as exc:
         raise _syntax_problem(source, exc) from exc
     for root, uses in analysis.globals.items():
@@ -66,6 +173,12 @@ def check_template(source: str) -> None:
     for name, spans in analysis.filters.items():
         if name not in _ENVIRONMENT.filters:
             raise TemplateProblem(_line_of(source, spans[0].index), f"unknown filter '{name}'")
+    try:
+        template.render(**SAMPLE_VARIABLES)
+    except ResourceLimitError as exc:
+        raise _limit_problem(exc) from exc
+    except LiquidError:
+        pass  # data-dependent; an order it fails for is a failed evaluation, as before
 
 
 @functools.lru_cache(maxsize=1024)
@@ -75,8 +188,11 @@ def _compiled(source: str) -> BoundTemplate:
 
 
 def render(source: str, variables: Mapping[str, Any]) -> str:
-    """Render a checked template; raises `TemplateProblem` if it still meets something undefined."""
+    """Render a checked template; raises `TemplateLimit` when it exceeds a limit on this data, and
+    `TemplateProblem` if it still meets something undefined."""
     try:
         return _compiled(source).render(**variables).strip()
+    except ResourceLimitError as exc:
+        raise _limit_problem(exc) from exc
     except LiquidError as exc:
         raise _syntax_problem(source, exc) from exc
