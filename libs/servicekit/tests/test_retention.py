@@ -8,11 +8,17 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+from pathlib import Path
+
 import asyncpg
 import pytest
 
+from devtools.pytest_plugin import Infrastructure, wait_until
+from servicekit import retention as retention_module
+from servicekit.app import ServiceSpec, create_service_app
 from servicekit.db import apply_migrations, create_pool
 from servicekit.retention import PROCESSED_EVENTS_SQL, Purge, Retention, processed_events_purge
+from servicekit.settings import ServiceSettings
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
@@ -82,3 +88,22 @@ async def test_a_locked_table_makes_the_clean_up_give_way_within_its_lock_timeou
     assert removed == {}  # skipped this round, not queued behind the lock (and in front of everyone else)
     assert time.monotonic() - started < 5
     assert await remaining(pool) == {"old": 5}
+
+
+async def test_every_service_runs_the_clean_up_in_the_background_and_stops_it_with_the_service(
+    pool: asyncpg.Pool, database: str, infrastructure: Infrastructure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention_module, "FIRST_RUN_DELAY_S", 0.0)
+    await claims(pool, "old", 3, timedelta(days=30))
+    await claims(pool, "recent", 2, timedelta(0))
+    settings = ServiceSettings(database_url=database, kafka_bootstrap_servers=infrastructure.kafka_bootstrap)
+    app = create_service_app(settings, ServiceSpec(title="t", description="t", migrations=tmp_path))
+
+    async with app.router.lifespan_context(app):
+
+        async def cleaned() -> bool:
+            return await remaining(pool) == {"recent": 2}
+
+        await wait_until(cleaned, timeout_s=30, what="the old claims deleted by the service's clean-up")
+        assert [t for t in asyncio.all_tasks() if t.get_name() == "retention"]
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "retention"]

@@ -1,7 +1,7 @@
 """The lifecycle every service shares, so a service's `app.py` only says what is its own.
 
 Start-up order: migrations, database pool, idempotent producer, outbox relay, the retention clean-up
-(`servicekit.retention`, in the background; its first round a minute later), status catalog (when
+(`servicekit.retention`, in the background; its first round ten minutes later), status catalog (when
 the service keeps one; it must have caught up before consumers start), the service's own start-up
 hook (it registers its subscribers there, with the runtime in hand), then the FastStream broker.
 Shutdown runs in reverse, so consumers stop before the pool they write to.

@@ -31,7 +31,9 @@ from prometheus_client import Counter
 log = logging.getLogger(__name__)
 
 DELETED_ROWS = Counter("retention_deleted_rows_total", "Rows removed by the retention clean-up", ["rule"])
-FIRST_RUN_DELAY_S = 60.0  # out of the way of start-up (migrations, catalog catch-up, consumers joining)
+# Out of the way of start-up (migrations, catalog catch-up, consumers joining) and of short-lived instances such as
+# tests' (some run on a fixed clock months in the past).
+FIRST_RUN_DELAY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,13 @@ class Retention:
         self._interval_s, self._batch_size, self._pause_s = interval_s, batch_size, pause_s
         self._lock_timeout_ms = lock_timeout_ms
 
-    async def run(self, first_delay_s: float = FIRST_RUN_DELAY_S) -> None:
+    async def run(self) -> None:
         """Apply every rule, then again every interval, until cancelled; a failed round waits for the next."""
-        await asyncio.sleep(first_delay_s)
+        await asyncio.sleep(FIRST_RUN_DELAY_S)
         while True:
             try:
                 await self.run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # bookkeeping only: a failed round must not end the clean-up for good
                 name, interval = type(exc).__name__, self._interval_s
                 log.warning("retention: clean-up failed (%s: %s); next try in %.0f s", name, exc, interval)
             await asyncio.sleep(self._interval_s)
