@@ -86,15 +86,18 @@ class InfraSettings(BaseSettings):
     kafka_heap: str = "-Xms64m -Xmx512m"
     postgres_port: int = 54320
     postgres_user: str = "postgres"
+    # The broker's jars; default `<state_dir>/kafka/jars`. A second broker (an outage test's) reuses the resolved
+    # jars of the main state folder instead of downloading its own.
+    kafka_jars_dir: Path | None = None
     java_home: str | None = None
     # auto: Docker Compose when a Docker engine answers, else local processes; local/docker force one of them.
     infra_mode: Literal["auto", "local", "docker"] = "auto"
 
-    @field_validator("state_dir")
+    @field_validator("state_dir", "kafka_jars_dir")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def _absolute(cls, value: Path | None) -> Path | None:
         # Absolute, because the broker and PostgreSQL run with other working directories.
-        return value.expanduser().resolve()
+        return value.expanduser().resolve() if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,11 @@ class KafkaPaths:
     """The broker's files under `<state>/kafka`."""
 
     root: Path
+    jars_dir: Path | None = None  # elsewhere when shared with another state folder
 
     @property
     def jars(self) -> Path:
-        return self.root / "jars"
+        return self.jars_dir or self.root / "jars"
 
     @property
     def jars_marker(self) -> Path:
@@ -137,7 +141,7 @@ class KafkaPaths:
 
 
 def kafka_paths(settings: InfraSettings) -> KafkaPaths:
-    return KafkaPaths(settings.state_dir / "kafka")
+    return KafkaPaths(settings.state_dir / "kafka", settings.kafka_jars_dir)
 
 
 def local_bootstrap(settings: InfraSettings | None = None) -> str:
@@ -429,13 +433,22 @@ async def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
         await admin.close()
 
 
+def broker_exited(pid: int) -> bool:
+    """Whether the broker's JVM is gone: asked of the process object when this process started it (the /proc
+    check once reported a starting broker gone while it ran on, failing a test's start-up), else of /proc."""
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is not None
+    return not process_alive(pid, b"kafka.Kafka")
+
+
 async def wait_for_broker(settings: InfraSettings, pid: int | None) -> None:
     """Poll until the broker answers metadata requests; fail early, with the log tail, if its JVM died."""
     paths = kafka_paths(settings)
     bootstrap = local_bootstrap(settings)
     deadline = time.monotonic() + BROKER_START_TIMEOUT_S
     while not await broker_answers(bootstrap):
-        if pid is not None and not process_alive(pid, b"kafka.Kafka"):
+        if pid is not None and broker_exited(pid):
             raise InfraError(
                 f"Kafka broker (pid {pid}) exited during start-up\n"
                 f"{error_lines(paths.logs / 'server.log')}\n{tail_file(paths.console, 15)}"
@@ -736,8 +749,11 @@ def create_databases(bindir: Path, settings: InfraSettings) -> None:
     say(f"PostgreSQL: databases {', '.join(SERVICE_DATABASES)} present")
 
 
-def stop_postgres(settings: InfraSettings) -> None:
-    """pg_ctl stop -m fast (rolls back open transactions, no recovery needed at the next start)."""
+def stop_postgres(settings: InfraSettings, mode: Literal["fast", "immediate"] = "fast") -> None:
+    """pg_ctl stop -m fast (rolls back open transactions, no recovery needed at the next start).
+
+    `immediate` (outage tests) quits without a checkpoint, like a crash: the next start replays the WAL.
+    """
     user = existing_postgres_os_user()
     data_dir = postgres_data_dir(settings, user)
     pid = postgres_pid(data_dir)
@@ -746,7 +762,7 @@ def stop_postgres(settings: InfraSettings) -> None:
         say("PostgreSQL: not running")
         return
     say(f"PostgreSQL: stopping (pid {pid}, data {data_dir})")
-    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "60", "stop"]
+    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "-t", "60", "stop"]
     run(as_server_user(user, pg_ctl), what="pg_ctl stop")
     wait_until_reaped(pid)
 

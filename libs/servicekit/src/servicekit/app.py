@@ -1,6 +1,7 @@
 """The lifecycle every service shares, so a service's `app.py` only says what is its own.
 
-Start-up order: migrations, database pool, idempotent producer, outbox relay, status catalog (when
+Start-up order: migrations, database pool, idempotent producer, outbox relay, the retention clean-up
+(`servicekit.retention`, in the background; its first round ten minutes later), status catalog (when
 the service keeps one; it must have caught up before consumers start), the service's own start-up
 hook (it registers its subscribers there, with the runtime in hand), then the FastStream broker.
 Shutdown runs in reverse, so consumers stop before the pool they write to.
@@ -15,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from servicekit.http import ReadinessCheck, install_plumbing
 from servicekit.kafka import broker_reachable
 from servicekit.logs import configure_logging
 from servicekit.outbox import OutboxRelay, idempotent_producer
+from servicekit.retention import Purge, Retention, processed_events_purge
 from servicekit.settings import ServiceSettings
 from servicekit.tracing import setup_tracing
 
@@ -103,6 +106,8 @@ class ServiceSpec:
     install_handlers: Callable[[FastAPI], None] | None = None
     # More `/readyz` checks by name, e.g. an in-memory replica of the service's own that must be current.
     readiness: Mapping[str, RuntimeCheck] = field(default_factory=dict)
+    # The service's retention rules (SQL in its repository); the shared processed_events rule is added to them.
+    purges: Sequence[Purge] = ()
 
 
 def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker | None = None) -> FastAPI:
@@ -176,6 +181,8 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
             pool, producer, batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s
         )
         stack.push_async_callback(_stop_relay, relay, asyncio.create_task(relay.run(), name="outbox-relay"))
+        retention = asyncio.create_task(_retention(settings, spec, pool).run(), name="retention")
+        stack.push_async_callback(_cancel, retention)
         runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay, broker=broker)
         if spec.keeps_catalog:
             runtime.catalog = StatusCatalog(
@@ -194,6 +201,24 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         if spec.on_shutdown:
             stack.push_async_callback(spec.on_shutdown, runtime)
         yield runtime
+
+
+def _retention(settings: ServiceSettings, spec: ServiceSpec, pool: asyncpg.Pool) -> Retention:
+    shared = processed_events_purge(timedelta(days=settings.processed_events_retention_days))
+    return Retention(
+        pool,
+        [shared, *spec.purges],
+        interval_s=settings.retention_interval_s,
+        batch_size=settings.retention_batch_size,
+        pause_s=settings.retention_pause_s,
+        lock_timeout_ms=settings.retention_lock_timeout_ms,
+    )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _stop_relay(relay: OutboxRelay, task: asyncio.Task[None], grace_s: float = 10.0) -> None:

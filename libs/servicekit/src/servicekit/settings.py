@@ -62,6 +62,16 @@ class ServiceSettings(BaseSettings):
     # Services that keep the status catalog replica: a REST write that names a status first waits, at most this
     # long, until the replica has read the registry's topic up to its end (read-your-writes across services).
     catalog_sync_timeout_s: float = Field(default=2.0, ge=0)
+    # Retention (servicekit.retention): per-event bookkeeping is deleted in the background once it cannot matter,
+    # every interval, in batches of at most batch_size rows with a pause between them; a purge waits at most
+    # lock_timeout_ms for a lock, then gives way to the hot path until the next round.
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1)
+    retention_pause_s: float = Field(default=0.1, ge=0)
+    retention_lock_timeout_ms: int = Field(default=500, ge=1)
+    # Idempotency claims of the consumers (processed_events): longer than Kafka's default topic retention (7 days),
+    # so even a group reset to the earliest offset finds the claims of every record it reads again.
+    processed_events_retention_days: float = Field(default=8.0, ge=1)
 
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"

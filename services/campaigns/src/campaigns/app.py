@@ -3,6 +3,7 @@ No logic lives here."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from campaigns.api import install_error_handlers, router
 from campaigns.consumers import subscribe
 from campaigns.domain import CampaignIndex
+from campaigns.repository import retention_purges
 from campaigns.services import Clock, Evaluator, IndexKeeper, Policy, utc_now
 from campaigns.settings import CampaignsSettings
 from servicekit.app import Runtime, ServiceSpec, create_service_app, serve
@@ -41,6 +43,11 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
         on_shutdown=stop,
         readiness={"campaign_index": index_current},
         install_handlers=install_error_handlers,
+        purges=retention_purges(
+            timedelta(days=settings.evaluation_retention_days),
+            timedelta(days=settings.fired_evaluation_retention_days),
+            timedelta(days=settings.sms_outcome_retention_days),
+        ),
     )
 
 

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -22,6 +22,7 @@ from campaigns.domain import (
     Reason,
 )
 from servicekit.db import DbConnection, as_columns
+from servicekit.retention import Purge, batch_delete
 
 COLUMNS = "partner_id, id, state, definition, version, activated_at, created_at, updated_at"
 
@@ -199,19 +200,33 @@ class CampaignRepository:
             self._partner_id,
             campaign_id,
         )
+        archived = await self._conn.fetch(
+            "SELECT metric, key, n FROM campaign_stats_archive WHERE partner_id = $1 AND campaign_id = $2",
+            self._partner_id,
+            campaign_id,
+        )
         sms_counts: Counter[str] = Counter()
         failed_by_reason: Counter[str] = Counter()
         for row in sms:
             sms_counts[row["kind"]] += row["n"]
             if row["kind"] == "failed":
                 failed_by_reason[row["reason"] or "unknown"] += row["n"]
-        return CampaignStats(
+        stats = CampaignStats(
             outcomes=Counter({r["outcome"]: r["n"] for r in outcomes}),
             filtered_out_by_reason=Counter({r["code"]: r["n"] for r in reasons if r["outcome"] == "filtered_out"}),
             failed_evaluations_by_reason=Counter({r["code"]: r["n"] for r in reasons if r["outcome"] == "failed"}),
             sms=sms_counts,
             failed_by_reason=failed_by_reason,
         )
+        by_metric = {
+            "outcome": stats.outcomes,
+            "filtered_out_reason": stats.filtered_out_by_reason,
+            "sms": stats.sms,
+            "sms_failed_reason": stats.failed_by_reason,
+        }
+        for row in archived:  # what the retention clean-up deleted, counted before it went
+            by_metric[row["metric"]][row["key"]] += row["n"]
+        return stats
 
 
 # --- evaluating a batch of status changes (rows of several partners) --------------------------------
@@ -332,3 +347,46 @@ async def record_evaluations(conn: DbConnection, evaluations: Collection[Evaluat
         *as_columns(rows, 10),
     )
     return {(r["campaign_id"], r["event_id"]) for r in inserted}
+
+
+# --- retention (servicekit.retention) -----------------------------------------------------------------------------
+# Deleted rows are counted into campaign_stats_archive in the same statement, so a campaign's stats stay whole.
+
+
+def _rolled_up(delete: str, counts: str) -> str:
+    """`delete` (returning the rows' columns as `gone`), its rows' `counts` added to the archive, the count."""
+    return (
+        f"WITH gone AS ({delete}), rolled AS ({counts}), archived AS ("
+        "INSERT INTO campaign_stats_archive AS a (partner_id, campaign_id, metric, key, n) SELECT * FROM rolled "
+        "ON CONFLICT (partner_id, campaign_id, metric, key) DO UPDATE SET n = a.n + excluded.n) "
+        "SELECT count(*) FROM gone"
+    )
+
+
+def _evaluations_sql(condition: str) -> str:
+    return _rolled_up(
+        batch_delete("evaluations", condition, "partner_id, campaign_id, outcome, reasons"),
+        "SELECT partner_id, campaign_id, 'outcome', outcome, count(*) FROM gone GROUP BY 1, 2, 4 UNION ALL "
+        "SELECT partner_id, campaign_id, 'filtered_out_reason', coalesce(reason->>'code', ''), count(*) "
+        "FROM gone, jsonb_array_elements(reasons) AS reason WHERE outcome = 'filtered_out' GROUP BY 1, 2, 4",
+    )
+
+
+UNFIRED_EVALUATIONS_SQL = _evaluations_sql("outcome <> 'fired' AND evaluated_at < $1")
+FIRED_EVALUATIONS_SQL = _evaluations_sql("outcome = 'fired' AND evaluated_at < $1")
+SMS_OUTCOMES_SQL = _rolled_up(
+    batch_delete("sms_outcomes", "occurred_at < $1", "partner_id, campaign_id, kind, reason"),
+    "SELECT partner_id, campaign_id, 'sms', kind, count(*) FROM gone GROUP BY 1, 2, 4 UNION ALL "
+    "SELECT partner_id, campaign_id, 'sms_failed_reason', coalesce(nullif(reason, ''), 'unknown'), count(*) "
+    "FROM gone WHERE kind = 'failed' GROUP BY 1, 2, 4",
+)
+
+
+def retention_purges(evaluations: timedelta, fired_evaluations: timedelta, sms_outcomes: timedelta) -> list[Purge]:
+    """Evaluations that sent nothing and SMS outcomes: needed only against redeliveries, kept far longer than any.
+    Fired evaluations: kept longer, as the frequency cap and "once per order" re-entry count them."""
+    return [
+        Purge("evaluations", evaluations, UNFIRED_EVALUATIONS_SQL),
+        Purge("fired evaluations", fired_evaluations, FIRED_EVALUATIONS_SQL),
+        Purge("sms_outcomes", sms_outcomes, SMS_OUTCOMES_SQL),
+    ]

@@ -201,7 +201,8 @@ class Campaigns:
         return changed
 
     async def stats(self, campaign_id: str) -> CampaignStats:
-        async with self.pool.acquire() as conn:
+        # One snapshot: the retention clean-up moves rows into the archive counts between two of the reads otherwise.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             repo = CampaignRepository(conn, self.partner_id)
             if await repo.get(campaign_id) is None:
                 raise NotFound(campaign_id)

@@ -22,6 +22,15 @@ class CampaignsSettings(ServiceSettings):
     # A SendSms is valid this long from the moment it may first be sent; the notifier drops it after that.
     sms_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # Retention (servicekit.retention); what goes is first added to the campaign's stats roll-up, so the stats
+    # stay whole. Evaluations that sent nothing and the notifier's SMS outcomes: kept longer than any
+    # redelivery of the event or report they record (their primary keys make a redelivery a no-op).
+    evaluation_retention_days: float = Field(default=90.0, ge=8)
+    sms_outcome_retention_days: float = Field(default=90.0, ge=8)
+    # Fired evaluations back the frequency cap (windows of at most 31 days) and "once per order" re-entry: an
+    # order whose status changes again after this long may get that campaign's SMS once more.
+    fired_evaluation_retention_days: float = Field(default=400.0, ge=32)
+
     @property
     def topic_status_changed(self) -> str:
         return self.topic(Topic.ORDER_STATUS_CHANGED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from aiolimiter import AsyncLimiter
@@ -15,6 +16,7 @@ from notifier.domain import RetryPolicy
 from notifier.providers.base import DeliveryReport, InboundSms, Provider
 from notifier.providers.console import ConsoleProvider
 from notifier.providers.http import HttpProvider
+from notifier.repository import retention_purges
 from notifier.services import Dispatcher, Events, Intake, Receipts, Topics, handle_inbound
 from notifier.settings import NotifierSettings
 from servicekit.app import Runtime, ServiceSpec, create_service_app, serve
@@ -81,6 +83,9 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
         on_startup=on_startup,
         on_shutdown=_stop_sending,
         install_handlers=install_error_handlers,
+        purges=retention_purges(
+            timedelta(days=settings.attempt_retention_days), timedelta(days=settings.receipt_retention_days)
+        ),
     )
     return create_service_app(settings, spec)
 

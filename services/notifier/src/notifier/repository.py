@@ -11,7 +11,7 @@ import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -27,6 +27,7 @@ from notifier.domain import (
     advance_receipt,
 )
 from servicekit.db import DbConnection, as_columns
+from servicekit.retention import Purge, batch_delete, counted
 
 MESSAGE_COLUMNS = (
     "message_id::text, send_sms_id, partner_id, campaign_id, order_id, customer_id, phone, text, sender, "
@@ -539,3 +540,15 @@ class DispatchQueue:
     async def partners_messaging(self, phone: str) -> list[str]:
         rows = await self._conn.fetch("SELECT DISTINCT partner_id FROM messages WHERE phone = $1", phone)
         return [r["partner_id"] for r in rows]
+
+
+# --- retention (servicekit.retention) -----------------------------------------------------------------------------
+# An attempt still in flight has no finished_at and is never deleted; a message shows no attempts or receipts
+# once these are gone (its status, attempts count and failure reason stay on the message).
+
+ATTEMPTS_SQL = counted(batch_delete("attempts", "finished_at < $1"))
+RECEIPTS_SQL = counted(batch_delete("receipts", "updated_at < $1"))
+
+
+def retention_purges(attempts: timedelta, receipts: timedelta) -> list[Purge]:
+    return [Purge("attempts", attempts, ATTEMPTS_SQL), Purge("receipts", receipts, RECEIPTS_SQL)]

@@ -52,6 +52,13 @@ class NotifierSettings(ServiceSettings):
     # reconciled with the provider. Must exceed the longest send: rate-limit wait + provider timeout.
     inflight_lease_s: float = 300.0
 
+    # Retention (servicekit.retention): finished attempts and delivery receipts are deleted this long after they
+    # last changed; by then their message is long final (a SendSms lives sms_ttl_hours, 24 h by default) and no
+    # redelivered report can refer to them. The messages themselves are kept: they are the record of what was sent
+    # (GET /v1/messages) and their (partner, send_sms_id) key is what makes a repeated SendSms a no-op.
+    attempt_retention_days: float = Field(default=90.0, ge=8)
+    receipt_retention_days: float = Field(default=90.0, ge=8)
+
     @property
     def consumer_group(self) -> str:
         # Namespaced like the topics: environments (and tests) sharing a broker never share a group.

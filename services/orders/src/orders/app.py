@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -10,6 +11,7 @@ from contracts.envelope import Envelope
 from contracts.orders import OrderStatusChanged
 from orders.api import analytics_router, install_error_handlers, router
 from orders.consumers import InboundConsumer, RetryPolicy
+from orders.repository import retention_purges
 from orders.services import OrderService
 from orders.settings import OrdersSettings
 from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
@@ -75,6 +77,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         keeps_catalog=True,
         on_startup=_startup(settings),
         install_handlers=install_error_handlers,
+        purges=retention_purges(timedelta(hours=settings.idempotency_key_retention_hours)),
     )
     return create_service_app(settings, spec)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -15,6 +15,7 @@ from contracts.statuses import StatusRef, StatusType
 from orders.domain import Applied, Change, DetailsChange, Order, Outcome
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, outbox_arguments, outbox_insert
+from servicekit.retention import Purge, batch_delete, counted
 
 OrderKey = tuple[str, str]  # (partner_id, order_id)
 
@@ -232,6 +233,17 @@ async def store_response(
         status_code,
         json.dumps(body, default=str),
     )
+
+
+# --- retention (servicekit.retention) -----------------------------------------------------------------------------
+# status_history is not purged: it is the order's history, part of the product (GET .../history), not bookkeeping.
+
+IDEMPOTENCY_KEYS_SQL = counted(batch_delete("idempotency_keys", "created_at < $1"))
+
+
+def retention_purges(idempotency_keys: timedelta) -> list[Purge]:
+    """Stored REST responses older than `idempotency_keys`: no client retries a request that late."""
+    return [Purge("idempotency_keys", idempotency_keys, IDEMPOTENCY_KEYS_SQL)]
 
 
 __all__ = ["Outcome"]

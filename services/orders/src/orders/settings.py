@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from contracts.topics import Topic
 from servicekit.settings import LOCAL_POSTGRES, ServiceSettings
 
@@ -15,6 +17,9 @@ class OrdersSettings(ServiceSettings):
     max_inbound_bytes: int = 64 * 1024
     # Waits before each retry of a record whose status code or order is not known yet.
     unknown_status_retry_delays_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0)
+    # REST Idempotency-Keys are kept this long (then deleted by the retention clean-up): a client retries a
+    # request within minutes; after this a repeated key is a new request.
+    idempotency_key_retention_hours: float = Field(default=48.0, ge=24)
 
     @property
     def inbound_topic(self) -> str:

@@ -1,0 +1,223 @@
+"""The Kafka broker killed with -9, PostgreSQL stopped in immediate mode, while orders flow: every SMS once.
+
+Each test starts its OWN broker or server on free ports, with its data under tmp_path (devtools.infra's code,
+the Kafka jars of the main state folder): the shared infrastructure the other tests run on is never touched.
+The time to recover, from the restart to the first new SMS and to the last, goes to the run's summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from contracts.envelope import Envelope
+from devtools import infra
+from devtools.platform import SERVICES, Infrastructure, Platform, free_port
+
+from .conftest import define_example
+from .test_crash_safety import publish
+from .test_seed_scenario import Upstream, until
+
+CHUNK = 150  # orders published before the outage, and again after it: 2/3 of them paid, so ~200 SMS
+OUTAGE_S = 3.0  # how long the broker or the server stays down
+
+
+def private_settings(tmp_path: Path) -> infra.InfraSettings:
+    """A second Kafka/PostgreSQL: free ports, data under tmp_path, the jars the main state folder resolved."""
+    return infra.InfraSettings(
+        state_dir=tmp_path / "infra",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_heap="-Xms64m -Xmx256m",
+        kafka_jars_dir=infra.kafka_paths(infra.InfraSettings()).jars,
+        postgres_port=free_port(),
+        infra_mode="local",
+    )
+
+
+class OwnKafka:
+    def __init__(self, settings: infra.InfraSettings) -> None:
+        self.settings = settings
+        self.bootstrap = infra.local_bootstrap(settings)
+        self.pid: int | None = None
+
+    async def start(self) -> None:
+        self.pid = await asyncio.to_thread(infra.start_kafka, self.settings)
+        await infra.wait_for_broker(self.settings, self.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the broker's process group: no controlled shutdown, no flush, like a crash."""
+        assert self.pid is not None
+        assert infra.signal_group_and_wait(self.pid, signal.SIGKILL, 10), "the broker survived SIGKILL"
+        self.pid = None
+
+
+class OwnPostgres:
+    def __init__(self, settings: infra.InfraSettings) -> None:
+        self.settings = settings
+        self.dsn = infra.postgres_dsn(settings)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(infra.start_postgres, self.settings)
+
+    async def crash(self) -> None:
+        """pg_ctl stop -m immediate: every backend quits at once, no checkpoint; the next start replays WAL."""
+        await asyncio.to_thread(infra.stop_postgres, self.settings, "immediate")
+
+    def remove(self) -> None:
+        infra.stop_postgres(self.settings, "immediate")
+        data_dir = infra.postgres_data_dir(self.settings, infra.existing_postgres_os_user())
+        if data_dir.parent.parent == infra.PG_FALLBACK_ROOT:  # the server user could not enter tmp_path
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+@pytest.fixture
+async def own_kafka(tmp_path: Path) -> AsyncIterator[OwnKafka]:
+    kafka = OwnKafka(private_settings(tmp_path))
+    try:
+        await kafka.start()
+        await infra.ensure_topics(kafka.bootstrap)
+        yield kafka
+    finally:
+        if kafka.pid is not None:
+            kafka.kill()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
+    postgres = OwnPostgres(private_settings(tmp_path))
+    try:
+        infra.start_postgres(postgres.settings)
+        yield postgres
+    finally:
+        postgres.remove()
+
+
+@asynccontextmanager
+async def running_platform(infrastructure: Infrastructure, workdir: Path) -> AsyncIterator[Platform]:
+    platform = Platform(infrastructure, workdir)
+    await platform.create()
+    try:
+        for service in SERVICES:
+            platform.start(service)
+        await platform.wait_ready()
+        yield platform
+    finally:
+        platform.stop_all()
+        # The shared half (databases or topics) must not pile up; the own half goes with its process.
+        with contextlib.suppress(Exception):
+            await platform.drop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, platform.prefix), 20)
+
+
+class PipelinedUpstream(Upstream):
+    """Queues each record without waiting for its acknowledgement (per-partition order is kept); `flush` waits."""
+
+    def __init__(self, producer: AIOKafkaProducer, platform: Platform, partner: str) -> None:
+        super().__init__(producer, platform, partner)
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def send(self, data: Any, event_id: str | None = None) -> Envelope[Any]:
+        envelope = Envelope.wrap(data, source="/shop", partner_id=self.partner, event_id=event_id)
+        self.pending.append(await self.producer.send(self.topic, envelope.to_bytes(), key=envelope.key()))
+        return envelope
+
+    async def publish(self, numbers: range) -> set[str]:
+        expected = await publish(self, numbers)
+        await asyncio.gather(*self.pending)
+        self.pending.clear()
+        return expected
+
+
+@asynccontextmanager
+async def upstream_of(platform: Platform) -> AsyncIterator[PipelinedUpstream]:
+    producer = AIOKafkaProducer(bootstrap_servers=platform.infrastructure.kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        yield PipelinedUpstream(producer, platform, "demo")
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Recovery:
+    expected: set[str]  # the orders that must get an SMS
+    sent_when_down: int  # SMS sent when the outage began (of the first chunk's)
+    back_s: float  # from the outage's start until the broker or server answered again
+    first_s: float  # from then to the first SMS sent after it
+    all_s: float  # and to the last expected SMS
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.expected)} SMS expected, each sent once; down when {self.sent_when_down} had gone out, "
+            f"back after {self.back_s:.1f} s; from then the first new SMS after {self.first_s:.1f} s, "
+            f"all after {self.all_s:.1f} s"
+        )
+
+
+async def through_an_outage(
+    platform: Platform, upstream: PipelinedUpstream, go_down: Callable[[], object], come_back: Callable[[], object]
+) -> Recovery:
+    """Orders flow, the outage hits while they are worked on, more orders after the restart."""
+    await define_example(platform, "demo")
+    expected = await upstream.publish(range(CHUNK))
+    await until(lambda: platform.sent_count() > 0, "the first SMS before the outage", timeout_s=60)
+    down, sent_when_down = time.monotonic(), platform.sent_count()
+    await _call(go_down)
+    await asyncio.sleep(OUTAGE_S)
+    await _call(come_back)
+    restarted, sent_at_restart = time.monotonic(), platform.sent_count()
+    expected |= await upstream.publish(range(CHUNK, 2 * CHUNK))
+    await until(lambda: platform.sent_count() > sent_at_restart, "an SMS after the restart", timeout_s=90)
+    first_s = time.monotonic() - restarted
+    await until(lambda: platform.sent_count() >= len(expected), f"{len(expected)} SMS", timeout_s=120)
+    all_s = time.monotonic() - restarted
+    await asyncio.sleep(3)  # late duplicates would show up now
+    return Recovery(expected, sent_when_down, restarted - down, first_s, all_s)
+
+
+async def _call(action: Callable[[], object]) -> None:
+    result = action()
+    if asyncio.iscoroutine(result):
+        await result
+
+
+def assert_exactly_once(platform: Platform, expected: set[str]) -> None:
+    sent = platform.sent_sms()
+    per_command = Counter(sms["id"] for sms in sent)
+    assert [cid for cid, n in per_command.items() if n > 1] == [], "an SMS went out twice"
+    orders = sorted(sms["text"].split("order ")[1].split(" ")[0] for sms in sent)
+    assert orders == sorted(expected), set(expected) ^ set(orders)
+
+
+async def test_the_kafka_broker_killed_and_restarted_mid_stream_loses_and_duplicates_no_sms(
+    own_kafka: OwnKafka, infrastructure: Infrastructure, tmp_path: Path, summary: Callable[[str], None]
+) -> None:
+    own = Infrastructure(own_kafka.bootstrap, infrastructure.postgres_dsn, "own broker, shared PostgreSQL")
+    async with running_platform(own, tmp_path) as platform, upstream_of(platform) as upstream:
+        recovery = await through_an_outage(platform, upstream, own_kafka.kill, own_kafka.start)
+        assert_exactly_once(platform, recovery.expected)
+    summary(f"Kafka broker kill -9 mid-stream: {recovery.describe()}")
+
+
+async def test_postgresql_stopped_in_immediate_mode_mid_stream_loses_and_duplicates_no_sms(
+    own_postgres: OwnPostgres, infrastructure: Infrastructure, tmp_path: Path, summary: Callable[[str], None]
+) -> None:
+    own = Infrastructure(infrastructure.kafka_bootstrap, own_postgres.dsn, "shared broker, own PostgreSQL")
+    async with running_platform(own, tmp_path) as platform, upstream_of(platform) as upstream:
+        recovery = await through_an_outage(platform, upstream, own_postgres.crash, own_postgres.start)
+        assert_exactly_once(platform, recovery.expected)
+    summary(f"PostgreSQL stop -m immediate mid-stream: {recovery.describe()}")
