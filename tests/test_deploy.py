@@ -126,6 +126,14 @@ def test_the_chart_renders_valid_kubernetes_manifests(name: str) -> None:
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize("name", RENDERS)
+def test_helm_lint_finds_nothing(name: str) -> None:
+    result = subprocess.run(
+        [helm(), "lint", "--strict", str(CHART), *RENDERS[name]], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_validator_rejects_what_kubernetes_would() -> None:
     """The validation above can fail: a misspelt field and a wrong type are refused."""
     deployment = next(iter(deployments("default").values()))
