@@ -8,6 +8,10 @@ export UV_PYTHON := $(shell command -v $(PYTHON))
 # uv from PATH when present, else a project-local copy installed from PyPI.
 UV ?= $(shell command -v uv 2>/dev/null || echo .state/tools/bin/uv)
 RUN := $(UV) run --frozen --quiet
+# helm renders the Kubernetes chart in the tests (tests/test_deploy.py); built once from the Go module proxy.
+HELM_VERSION ?= v4.3.2
+HELM := $(CURDIR)/.state/tools/helm-$(HELM_VERSION)/helm
+export HELM
 PARTNER ?= demo
 SCOPES ?= read,write
 
@@ -20,6 +24,11 @@ help: ## list the targets
 	@echo "[setup] uv not found: installing uv $(UV_VERSION) from PyPI into .state/tools"
 	$(PYTHON) -m venv .state/tools
 	.state/tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(HELM):
+	@command -v go >/dev/null || { echo "[setup] Go is needed to build helm $(HELM_VERSION) (apt-get install golang, or go.dev/dl)"; exit 1; }
+	@echo "[setup] building helm $(HELM_VERSION) from the Go module proxy into $(dir $(HELM)) (once; a few minutes)"
+	GOBIN=$(dir $(HELM)) nice -n 19 go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
 setup: $(if $(filter .state/tools/bin/uv,$(UV)),.state/tools/bin/uv) ## install the Python environment (idempotent)
 	@$(UV) sync --frozen --all-packages --quiet
@@ -53,10 +62,10 @@ schemas-release: setup ## record the contracts' schemas as released (the guard's
 pytest: ## the test suite alone (infrastructure must be up); one test: make pytest PYTEST_ARGS="path::name"
 	@$(RUN) pytest $(PYTEST_ARGS)
 
-check: setup lint typecheck schemas-check ## the inner loop: ruff, mypy and every test that needs no Kafka or PostgreSQL
+check: setup $(HELM) lint typecheck schemas-check ## the inner loop: ruff, mypy and every test that needs no Kafka or PostgreSQL
 	@$(RUN) pytest -m "not infra" -q $(PYTEST_ARGS)
 
-test: setup infra-up lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, ruff, mypy, the whole suite
+test: setup $(HELM) infra-up lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, ruff, mypy, the whole suite
 	@$(RUN) pytest $(PYTEST_ARGS)
 
 ops: ## operate topics: make ops ARGS="topics | lag | dlq list <topic> | dlq replay <topic> [--id ID] | tail <topic>"

@@ -42,11 +42,39 @@ def test_every_service_is_in_compose_with_its_settings(service: str) -> None:
 
     defaults = settings()
     assert int(env["HTTP_PORT"]) == defaults.http_port
-    assert COMPOSE["services"][service]["ports"] == [f"{defaults.http_port}:{defaults.http_port}"]
+    assert [container_port(p) for p in COMPOSE["services"][service]["ports"]] == [str(defaults.http_port)]
     assert env["DATABASE_URL"].rsplit("/", 1)[1] == defaults.database_url.rsplit("/", 1)[1]
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     build = COMPOSE["services"][service]["build"]
     assert build["args"]["SERVICE"] == service
+
+
+def host_port(mapping: str) -> str:
+    """The host side of a short-syntax port mapping ("8001", "127.0.0.1::8001", "8001:8001"): empty when the engine
+    picks a free port."""
+    parts = mapping.split(":")
+    return parts[-2] if len(parts) > 1 else ""
+
+
+def container_port(mapping: str) -> str:
+    return mapping.split(":")[-1].split("/")[0]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_scales_with_docker_compose(service: str) -> None:
+    """`docker compose up --scale <service>=N`: a fixed container name or host port would let only one replica
+    start ("container name already in use", "port is already allocated")."""
+    definition = COMPOSE["services"][service]
+    assert "container_name" not in definition, f"{service}: a fixed container_name stops --scale"
+    fixed = [p for p in definition.get("ports", []) if host_port(str(p))]
+    assert not fixed, f"{service}: fixed host ports {fixed} stop --scale; publish the container port alone"
+
+
+def test_port_mappings_are_read_as_docker_reads_them() -> None:
+    assert (host_port("127.0.0.1::8001"), container_port("127.0.0.1::8001")) == ("", "8001")
+    assert (host_port("8001:8001"), container_port("8001:8001")) == ("8001", "8001")
+    assert (host_port("127.0.0.1:8001:8001"), container_port("127.0.0.1:8001:8001")) == ("8001", "8001")
+    assert (host_port("8001"), container_port("8001/tcp")) == ("", "8001")
 
 
 def test_infrastructure_ports_match_the_local_defaults() -> None:
