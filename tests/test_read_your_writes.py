@@ -10,13 +10,11 @@ on it, and without the replica's sync it decides before its consumer read the ev
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -25,7 +23,7 @@ from fastapi import FastAPI
 import servicekit.catalog
 from campaigns.app import create_app as create_campaigns
 from campaigns.settings import CampaignsSettings
-from devtools.pytest_plugin import Infrastructure, database_dsn, partner_clients
+from devtools.pytest_plugin import Infrastructure, fresh_database, partner_clients
 from devtools.scenario import example_status_list
 from orders.app import create_app as create_orders
 from orders.settings import OrdersSettings
@@ -64,24 +62,6 @@ def lagging(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(BatchSender, "send_all", late_send_all)
     monkeypatch.setattr(servicekit.catalog, "AIOKafkaConsumer", lagging_consumer)
-
-
-@asynccontextmanager
-async def fresh_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(infrastructure.postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield database_dsn(infrastructure.postgres_dsn, name)
-    finally:
-        admin = await asyncpg.connect(infrastructure.postgres_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @dataclass

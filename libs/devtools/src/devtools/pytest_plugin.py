@@ -27,7 +27,7 @@ from devtools.platform import Infrastructure, database_dsn
 from servicekit.auth import issue_token
 from servicekit.settings import ServiceSettings
 
-__all__ = ["Infrastructure", "committed_offsets", "database_dsn", "read_topic", "wait_until"]
+__all__ = ["Infrastructure", "committed_offsets", "database_dsn", "fresh_database", "read_topic", "wait_until"]
 
 _SUMMARY: list[str] = []
 
@@ -119,21 +119,30 @@ async def topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
         warnings.warn(f"could not delete the topics under {prefix}: {exc!r}", stacklevel=1)
 
 
-@pytest.fixture
-async def database(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    """A fresh, empty database for this test; dropped afterwards."""
+@asynccontextmanager
+async def fresh_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A fresh, empty database on the test server; dropped on leaving (for tests that need several)."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(infrastructure.postgres_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield database_dsn(infrastructure.postgres_dsn, name)
-    admin = await asyncpg.connect(infrastructure.postgres_dsn)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield database_dsn(infrastructure.postgres_dsn, name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(infrastructure.postgres_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def database(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A fresh, empty database for this test; dropped afterwards."""
+    async with fresh_database(infrastructure) as dsn:
+        yield dsn
 
 
 async def wait_until(condition: Callable[[], Awaitable[bool]], *, timeout_s: float = 15.0, what: str = "") -> None:
