@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -33,6 +33,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter, Histogram
 
+from contracts.errors import ContractError
 from servicekit.db import DbConnection
 from servicekit.settings import Batching
 
@@ -74,6 +75,33 @@ class Rejected:
     record: Record
     reason: str
     detail: str
+
+
+class Unreadable(Exception):
+    """A record a consumer's own rule refuses before any work (too large, a key that does not match...)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+Read = TypeVar("Read")
+
+
+def decode_batch(
+    records: Sequence[Record], read: Callable[[Record], Read]
+) -> tuple[list[tuple[Record, Read]], list[Rejected]]:
+    """Read every record of a batch: those `read` accepts, each with what it made of it, and the rest as dead
+    letters with their reasons. `read` raises `ContractError` (the record fits no contract) or `Unreadable`."""
+    accepted: list[tuple[Record, Read]] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        try:
+            accepted.append((record, read(record)))
+        except (ContractError, Unreadable) as exc:
+            rejected.append(Rejected(record, str(exc.reason), exc.detail))
+    return accepted, rejected
 
 
 def dead_letter_headers(rejected: Rejected, consumer_group: str) -> list[tuple[str, bytes]]:

@@ -20,27 +20,30 @@ from faststream.kafka import KafkaBroker
 from campaigns.services import Evaluator, SmsEvent, record_sms_events
 from campaigns.settings import CampaignsSettings
 from contracts.envelope import Envelope, decode, decode_any
-from contracts.errors import ContractError
 from contracts.orders import OrderStatusChanged
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.topics import Topic
-from servicekit.consumer import DeadLetters, Process, Record, Rejected, batch_subscriber
+from servicekit.consumer import DeadLetters, Process, Record, batch_subscriber, decode_batch
 
 log = logging.getLogger(__name__)
 
 SMS_EVENT_TYPES = (SmsDispatched, SmsFailed, SmsDelivered)
 
 
+def _status_changed(record: Record) -> Envelope[OrderStatusChanged]:
+    return decode(record.value or b"", OrderStatusChanged)
+
+
+def _sms_event(record: Record) -> SmsEvent:
+    data = decode_any(record.value or b"", SMS_EVENT_TYPES).data
+    assert isinstance(data, SmsDispatched | SmsFailed | SmsDelivered)
+    return data
+
+
 def status_changes_processor(evaluator: Evaluator, dead_letters: DeadLetters) -> Process:
     async def process(records: Sequence[Record]) -> None:
         await evaluator.wait_for_current_index()  # first: a batch retried later dead-letters nothing twice
-        envelopes: list[tuple[Record, Envelope[OrderStatusChanged]]] = []
-        rejected: list[Rejected] = []
-        for record in records:
-            try:
-                envelopes.append((record, decode(record.value or b"", OrderStatusChanged)))
-            except ContractError as exc:
-                rejected.append(Rejected(record, str(exc.reason), exc.detail))
+        envelopes, rejected = decode_batch(records, _status_changed)
         await dead_letters.publish(rejected)
         await evaluator.handle_batch([(envelope, record.headers) for record, envelope in envelopes])
 
@@ -49,19 +52,10 @@ def status_changes_processor(evaluator: Evaluator, dead_letters: DeadLetters) ->
 
 def sms_events_processor(pool: asyncpg.Pool, dead_letters: DeadLetters) -> Process:
     async def process(records: Sequence[Record]) -> None:
-        events: list[SmsEvent] = []
-        rejected: list[Rejected] = []
-        for record in records:
-            try:
-                data = decode_any(record.value or b"", SMS_EVENT_TYPES).data
-            except ContractError as exc:
-                rejected.append(Rejected(record, str(exc.reason), exc.detail))
-                continue
-            assert isinstance(data, SmsDispatched | SmsFailed | SmsDelivered)
-            events.append(data)
+        decoded, rejected = decode_batch(records, _sms_event)
         await dead_letters.publish(rejected)
-        if events:
-            await record_sms_events(pool, events)
+        if decoded:
+            await record_sms_events(pool, [event for _, event in decoded])
 
     return process
 

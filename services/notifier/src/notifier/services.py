@@ -32,7 +32,6 @@ from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from contracts.envelope import Envelope, decode
-from contracts.errors import ContractError
 from contracts.sms import SendSms, SmsDelivered, SmsDispatched, SmsEncoding, SmsFailed, SmsFailureReason
 from contracts.topics import sms_key
 from notifier.domain import (
@@ -78,7 +77,7 @@ from notifier.repository import (
     insert_messages,
 )
 from servicekit.batching import GroupCommit
-from servicekit.consumer import DeadLetters, Record, Rejected, dead_letter_headers
+from servicekit.consumer import DeadLetters, Record, Rejected, dead_letter_headers, decode_batch
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, enqueue, record_for
 from servicekit.tracing import consume_span, trace_headers
@@ -230,13 +229,7 @@ class Intake:
     dispatcher: Dispatcher | None = None
 
     async def process(self, records: Sequence[Record]) -> None:
-        rejected: list[Rejected] = []
-        commands: list[tuple[Record, Envelope[SendSms]]] = []
-        for record in records:
-            try:
-                commands.append((record, decode(record.value or b"", SendSms)))
-            except ContractError as exc:
-                rejected.append(Rejected(record, str(exc.reason), exc.detail))
+        commands, rejected = decode_batch(records, lambda record: decode(record.value or b"", SendSms))
         await self.dead_letters.publish(rejected)
         started: list[tuple[Claimed, int]] = []
         committed = False

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope
-from contracts.errors import ContractError
 from contracts.inbound import OrderStatusReported, OrderUpserted, parse_inbound
 from contracts.topics import order_key
 from orders.domain import RETRIABLE, OrderDetails, Requested
 from orders.services import Command, OrderService
-from servicekit.consumer import DeadLetters, Record, Rejected
+from servicekit.consumer import DeadLetters, Record, Rejected, Unreadable, decode_batch
 
 ATTEMPT_HEADER = "retry-attempt"
 NOT_BEFORE_HEADER = "retry-not-before-ms"
@@ -88,13 +87,7 @@ class InboundConsumer:
 
     async def __call__(self, records: Sequence[Record]) -> None:
         await _wait_until_due(records)
-        accepted: list[tuple[Record, Command]] = []
-        rejected: list[Rejected] = []
-        for record in records:
-            try:
-                accepted.append((record, self._command(record)))
-            except _Invalid as invalid:
-                rejected.append(Rejected(record, invalid.reason, invalid.detail))
+        accepted, rejected = decode_batch(records, self._command)
         results = await self._service.handle([command for _, command in accepted]) if accepted else []
         retries: list[tuple[Record, int, float]] = []
         for (record, _), result in zip(accepted, results, strict=True):
@@ -113,14 +106,11 @@ class InboundConsumer:
     def _command(self, record: Record) -> Command:
         value = record.value or b""
         if len(value) > self._max_bytes:
-            raise _Invalid("oversized", f"{len(value)} bytes exceed the limit of {self._max_bytes}")
-        try:
-            envelope = parse_inbound(value)
-        except ContractError as exc:
-            raise _Invalid(str(exc.reason), exc.detail) from exc
+            raise Unreadable("oversized", f"{len(value)} bytes exceed the limit of {self._max_bytes}")
+        envelope = parse_inbound(value)
         expected_key = order_key(envelope.partnerid, envelope.data.order_id)
         if record.key != expected_key:
-            raise _Invalid(
+            raise Unreadable(
                 "key_mismatch",
                 f"record key {record.key!r} does not match partner '{envelope.partnerid}' and order "
                 f"'{envelope.data.order_id}' (expected {expected_key!r})",
@@ -135,13 +125,6 @@ class InboundConsumer:
             headers = [*kept, (ATTEMPT_HEADER, str(attempt).encode()), (NOT_BEFORE_HEADER, str(due_ms).encode())]
             futures.append(await self._producer.send(self._retry_topic, record.value, key=record.key, headers=headers))
         await asyncio.gather(*futures)
-
-
-class _Invalid(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 async def _wait_until_due(records: Sequence[Record]) -> None:

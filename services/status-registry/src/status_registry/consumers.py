@@ -8,20 +8,14 @@ import asyncpg
 
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import decode
-from contracts.errors import ContractError
-from servicekit.consumer import DeadLetters, Process, Record, Rejected
+from servicekit.consumer import DeadLetters, Process, Record, decode_batch
 
 
 def campaign_usage_processor(pool: asyncpg.Pool, dead_letters: DeadLetters) -> Process:
     async def process(records: Sequence[Record]) -> None:
-        usages: list[CampaignStatusUsage] = []
-        rejected: list[Rejected] = []
-        for record in records:
-            try:
-                usages.append(decode(record.value or b"", CampaignStatusUsage).data)
-            except ContractError as exc:
-                rejected.append(Rejected(record, str(exc.reason), exc.detail))
+        decoded, rejected = decode_batch(records, lambda record: decode(record.value or b"", CampaignStatusUsage).data)
         await dead_letters.publish(rejected)
+        usages = [usage for _, usage in decoded]
         if usages:
             async with pool.acquire() as conn:
                 # Newer versions win; a redelivered or compacted-out-of-order record changes nothing.
