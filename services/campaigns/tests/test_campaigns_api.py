@@ -80,7 +80,7 @@ async def test_validation_errors_name_the_field_the_code_and_the_template_line(
     (problem,) = template.json()["detail"]
     assert problem["loc"] == ["body", "template"] and problem["line"] == 2 and "'promo'" in problem["msg"]
     syntax = await demo.post("/v1/campaigns", json=seed_campaign | {"template": "{% if order.id %}open"})
-    assert syntax.status_code == 422 and syntax.json()["detail"][0]["loc"] == ["body", "template"]
+    assert syntax.status_code == 422 and syntax.json()["errors"][0]["field"] == "template"
 
     shape = await demo.post(
         "/v1/campaigns",
@@ -96,7 +96,7 @@ async def test_validation_errors_name_the_field_the_code_and_the_template_line(
     window = await demo.post("/v1/campaigns", json=seed_campaign | {"quiet_hours": {"start": "25:00", "end": "21:00"}})
     assert window.status_code == 422
     extra = await demo.post("/v1/campaigns", json=seed_campaign | {"colour": "red"})
-    assert extra.status_code == 422 and extra.json()["detail"][0]["loc"] == ["body", "colour"]
+    assert extra.status_code == 422 and extra.json()["errors"][0]["field"] == "colour"
 
 
 async def test_bodies_tokens_and_scopes(
@@ -186,7 +186,7 @@ async def test_preview_decides_renders_and_counts_segments_without_side_effects(
     other_target = (await demo.post(path, json={"to": "delivered", "order": PREVIEW_ORDER})).json()
     assert other_target["outcome"] == "not_triggered"
     unknown = await demo.post(path, json={"to": "teleported", "order": PREVIEW_ORDER})
-    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "to"]
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "to"
     mixed = await demo.post(path, json={"from": "paid", "to": "shipped", "order": PREVIEW_ORDER})
     assert mixed.status_code == 422
 

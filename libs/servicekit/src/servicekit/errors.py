@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -253,6 +254,11 @@ async def _http(_: Request, exc: Exception) -> ProblemResponse:
     return problem_response(exc.status_code, detail, headers=exc.headers)
 
 
+async def _unique_violation(_: Request, exc: Exception) -> ProblemResponse:
+    # Two requests raced for one unique key (a code, an initial slot, a name); the loser may read and retry.
+    return problem_response(409, "a concurrent change came first; read and retry", code="concurrent_change")
+
+
 async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
     # Logged in full here; the client learns only that it failed (no internals, no stack trace).
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -264,6 +270,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(asyncpg.UniqueViolationError, _unique_violation)
     app.add_exception_handler(Exception, _unexpected)
 
 
