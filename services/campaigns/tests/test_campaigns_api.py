@@ -56,6 +56,7 @@ async def test_states_activate_pause_archive(demo: httpx.AsyncClient, seed_campa
     assert archived.status_code == 200 and archived.json()["state"] == "archived"
     refused = await demo.post(f"/v1/campaigns/{campaign_id}/activate")
     assert refused.status_code == 409 and "archived" in refused.json()["detail"]
+    assert refused.json()["code"] == "invalid_state"
     assert (await demo.put(f"/v1/campaigns/{campaign_id}", json=seed_campaign)).status_code == 409
 
 
@@ -68,20 +69,22 @@ async def test_validation_errors_name_the_field_the_code_and_the_template_line(
     }
     response = await demo.post("/v1/campaigns", json=bad_codes)
     assert response.status_code == 422
-    assert [(d["loc"], d["msg"]) for d in response.json()["detail"]] == [
-        (["body", "trigger", "from"], "'paid' is a payment status, not delivery"),
-        (["body", "trigger", "to"], "unknown status code 'teleported'"),
-        (["body", "filters", 0, "value"], "unknown status code 'nowhere'"),
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "validation_failed"
+    assert [(e["location"], e["field"], e["message"]) for e in response.json()["errors"]] == [
+        ("body", "trigger.from", "'paid' is a payment status, not delivery"),
+        ("body", "trigger.to", "unknown status code 'teleported'"),
+        ("body", "filters.0.value", "unknown status code 'nowhere'"),
     ]
 
     template = await demo.post(
         "/v1/campaigns", json=seed_campaign | {"template": "Hi {{ customer.name }}\n{{ promo }}"}
     )
     assert template.status_code == 422
-    (problem,) = template.json()["detail"]
-    assert problem["loc"] == ["body", "template"] and problem["line"] == 2 and "'promo'" in problem["msg"]
+    (problem,) = template.json()["errors"]
+    assert problem["field"] == "template" and problem["line"] == 2 and "'promo'" in problem["message"]
     syntax = await demo.post("/v1/campaigns", json=seed_campaign | {"template": "{% if order.id %}open"})
-    assert syntax.status_code == 422 and syntax.json()["detail"][0]["loc"] == ["body", "template"]
+    assert syntax.status_code == 422 and syntax.json()["errors"][0]["field"] == "template"
 
     shape = await demo.post(
         "/v1/campaigns",
@@ -97,7 +100,7 @@ async def test_validation_errors_name_the_field_the_code_and_the_template_line(
     window = await demo.post("/v1/campaigns", json=seed_campaign | {"quiet_hours": {"start": "25:00", "end": "21:00"}})
     assert window.status_code == 422
     extra = await demo.post("/v1/campaigns", json=seed_campaign | {"colour": "red"})
-    assert extra.status_code == 422 and extra.json()["detail"][0]["loc"] == ["body", "colour"]
+    assert extra.status_code == 422 and extra.json()["errors"][0]["field"] == "colour"
 
 
 async def test_bodies_tokens_and_scopes(
@@ -187,7 +190,7 @@ async def test_preview_decides_renders_and_counts_segments_without_side_effects(
     other_target = (await demo.post(path, json={"to": "delivered", "order": PREVIEW_ORDER})).json()
     assert other_target["outcome"] == "not_triggered"
     unknown = await demo.post(path, json={"to": "teleported", "order": PREVIEW_ORDER})
-    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "to"]
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "to"
     mixed = await demo.post(path, json={"from": "paid", "to": "shipped", "order": PREVIEW_ORDER})
     assert mixed.status_code == 422
 

@@ -66,15 +66,15 @@ async def test_rest_rule_violations_are_specific_422s_and_404s(client_for: Clien
     demo = client_for("demo")
     not_initial = await demo.put("/v1/orders/o-2", json=order_body(delivery="shipped"))
     assert not_initial.status_code == 422
-    assert not_initial.json()["detail"][0]["type"] == "not_initial_status"
-    assert "at_pickup_point" in not_initial.json()["detail"][0]["msg"]
+    assert not_initial.json()["errors"][0]["type"] == "not_initial_status"
+    assert "at_pickup_point" in not_initial.json()["errors"][0]["message"]
     wrong_type = await demo.put("/v1/orders/o-2", json=order_body(delivery="paid"))
-    assert wrong_type.json()["detail"][0]["type"] == "wrong_status_type"
+    assert wrong_type.json()["errors"][0]["type"] == "wrong_status_type"
     unknown = await demo.post("/v1/orders/nope/status", json={"code": "paid"})
     assert unknown.status_code == 404
     await demo.put("/v1/orders/o-2", json=order_body(general="accepted"))
     bad_code = await demo.post("/v1/orders/o-2/status", json={"code": "teleported"})
-    assert bad_code.status_code == 422 and bad_code.json()["detail"][0]["type"] == "unknown_status"
+    assert bad_code.status_code == 422 and bad_code.json()["errors"][0]["type"] == "unknown_status"
     malformed = await demo.post("/v1/orders/o-2/status", json={"code": "Paid!"})
     assert malformed.status_code == 422
     extra = await demo.put("/v1/orders/o-2", json={**order_body(), "colour": "red"})

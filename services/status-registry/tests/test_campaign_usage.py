@@ -53,6 +53,9 @@ async def test_archiving_a_status_an_active_campaign_names_is_refused(
     await wait_until(refused, timeout_s=30, what="the registry to learn the campaign's usage")
     answer = await acme.delete("/v1/statuses/shipped")
     assert answer.status_code == 409 and "'Shipped and paid' (c-1)" in answer.json()["detail"]
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "status_in_use"
+    assert answer.json()["campaigns"] == [{"id": "c-1", "name": "Shipped and paid"}]
     sync = await acme.put("/v1/statuses", json={"statuses": [SHIPPED]})  # would archive 'paid'
     assert sync.status_code == 409 and "paid" in sync.json()["detail"]
 

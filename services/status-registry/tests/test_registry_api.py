@@ -39,9 +39,9 @@ async def test_duplicate_code_conflicts_naming_the_existing_status(acme: httpx.A
 
 async def test_bad_input_gets_specific_4xx_never_500(acme: httpx.AsyncClient) -> None:
     bad_code = await acme.post("/v1/statuses", json=status("Bad Code"))
-    assert bad_code.status_code == 422 and bad_code.json()["detail"][0]["loc"] == ["body", "code"]
+    assert bad_code.status_code == 422 and bad_code.json()["errors"][0]["field"] == "code"
     unknown_field = await acme.post("/v1/statuses", json={**PAID, "colour": "red"})
-    assert unknown_field.status_code == 422 and unknown_field.json()["detail"][0]["loc"] == ["body", "colour"]
+    assert unknown_field.status_code == 422 and unknown_field.json()["errors"][0]["field"] == "colour"
     long_name = await acme.post("/v1/statuses", json={**PAID, "name": "x" * 101})
     assert long_name.status_code == 422
     wrong_type = await acme.post("/v1/statuses", json={**PAID, "type": "shipping"})
@@ -105,7 +105,7 @@ async def test_patch_needs_if_match_and_refuses_code_changes(acme: httpx.AsyncCl
     stale = await acme.patch("/v1/statuses/paid", json={"name": "Paid"}, headers={"If-Match": '"7"'})
     assert stale.status_code == 412
     rename = await acme.patch("/v1/statuses/paid", json={"code": "paid2"}, headers={"If-Match": '"1"'})
-    assert rename.status_code == 422 and rename.json()["detail"][0]["loc"] == ["body", "code"]
+    assert rename.status_code == 422 and rename.json()["errors"][0]["field"] == "code"
     ok = await acme.patch(
         "/v1/statuses/paid",
         json={"name": "Paid", "localized_names": {"ru": "Оплачен"}},
@@ -145,9 +145,9 @@ async def test_allowed_next_and_initial_rules(acme: httpx.AsyncClient) -> None:
     await acme.post("/v1/statuses", json=status("delivered", allowed_next=[]))
     await acme.post("/v1/statuses", json=PAID)
     unknown = await acme.post("/v1/statuses", json=status("shipped", allowed_next=["teleported"]))
-    assert unknown.status_code == 422 and "teleported" in unknown.json()["detail"][0]["msg"]
+    assert unknown.status_code == 422 and "teleported" in unknown.json()["errors"][0]["message"]
     cross = await acme.post("/v1/statuses", json=status("shipped", allowed_next=["paid"]))
-    assert cross.status_code == 422 and "within a type" in cross.json()["detail"][0]["msg"]
+    assert cross.status_code == 422 and "within a type" in cross.json()["errors"][0]["message"]
     ok = await acme.post("/v1/statuses", json=status("shipped", allowed_next=["delivered"], is_initial=True))
     assert ok.status_code == 201
     second_initial = await acme.post("/v1/statuses", json=status("at_pickup", is_initial=True))
@@ -182,12 +182,12 @@ async def test_bulk_sync_creates_updates_archives_and_is_idempotent(acme: httpx.
 
 async def test_bulk_sync_rejects_an_incoherent_list(acme: httpx.AsyncClient) -> None:
     twice = await acme.put("/v1/statuses", json={"statuses": [PAID, PAID]})
-    assert twice.status_code == 422 and "paid" in twice.json()["detail"][0]["msg"]
+    assert twice.status_code == 422 and "paid" in twice.json()["errors"][0]["message"]
     dangling = await acme.put("/v1/statuses", json={"statuses": [status("shipped", allowed_next=["nowhere"])]})
     assert dangling.status_code == 422
     await acme.post("/v1/statuses", json=PAID)
     retyped = await acme.put("/v1/statuses", json={"statuses": [status("paid", "general")]})
-    assert retyped.status_code == 422 and "immutable" in retyped.json()["detail"][0]["msg"]
+    assert retyped.status_code == 422 and "immutable" in retyped.json()["errors"][0]["message"]
 
 
 async def test_health_readiness_metrics_and_docs(acme: httpx.AsyncClient) -> None:

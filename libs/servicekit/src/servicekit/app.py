@@ -34,6 +34,7 @@ from prometheus_client import REGISTRY
 from contracts.topics import Topic
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool, ping
+from servicekit.errors import document_errors, install_error_handlers
 from servicekit.http import ReadinessCheck, install_plumbing
 from servicekit.kafka import broker_reachable
 from servicekit.logs import configure_logging
@@ -121,6 +122,8 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
 
     app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
+    install_error_handlers(app)
+    document_errors(app)
     if spec.install_handlers:
         spec.install_handlers(app)
     for router in spec.routers:

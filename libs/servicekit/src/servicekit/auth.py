@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from servicekit.errors import Forbidden, Unauthorized
 from servicekit.settings import ServiceSettings
 
 SCOPES = ("read", "write")
@@ -62,21 +63,17 @@ def decode_token(settings: ServiceSettings, token: str) -> Principal:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
-        raise _unauthorized("missing bearer token")
+        raise Unauthorized("missing bearer token")
     settings: ServiceSettings = request.app.state.settings
     try:
         return decode_token(settings, credentials.credentials)
     except jwt.PyJWTError as exc:
-        raise _unauthorized(f"invalid token: {exc}") from exc
+        raise Unauthorized(f"invalid token: {exc}") from exc
 
 
 def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
@@ -84,7 +81,7 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
 
     async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if scope not in principal.scopes:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"token lacks the '{scope}' scope")
+            raise Forbidden(f"token lacks the '{scope}' scope", code="insufficient_scope")
         return principal
 
     return dependency

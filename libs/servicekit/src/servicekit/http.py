@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from fastapi import FastAPI, HTTPException, Request, Response, status
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servicekit.errors import PreconditionFailed, PreconditionRequired, ProblemResponse, problem_response
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -31,12 +33,12 @@ def version_from_if_match(if_match: str | None, *, required: bool, what: str = "
     """The version an If-Match names: 428 when required and missing, 412 when it is no ETag of ours."""
     if if_match is None:
         if required:
-            raise HTTPException(status.HTTP_428_PRECONDITION_REQUIRED, f"send If-Match with {what}'s ETag")
+            raise PreconditionRequired(f"send If-Match with {what}'s ETag")
         return None
     try:
         return int(if_match.removeprefix("W/").strip('"'))
     except ValueError as exc:
-        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, f"If-Match {if_match!r} is no ETag of ours") from exc
+        raise PreconditionFailed(f"If-Match {if_match!r} is no ETag of ours") from exc
 
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -83,15 +85,15 @@ class BodyLimits:
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, code: int, detail: str) -> None:
-        await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)
+        await problem_response(code, detail)(scope, receive, send)
 
 
 class BodyTooLarge(Exception):
     """A chunked body grew past the limit after the headers were accepted."""
 
 
-async def _body_too_large(_: Request, __: Exception) -> JSONResponse:
-    return JSONResponse({"detail": "body too large"}, status_code=413)
+async def _body_too_large(_: Request, __: Exception) -> ProblemResponse:
+    return problem_response(413, "body too large")
 
 
 def install_plumbing(app: FastAPI, *, max_body_bytes: int, checks: Mapping[str, ReadinessCheck]) -> None:

@@ -6,31 +6,29 @@ Every request is scoped by the caller's token: another partner's campaign answer
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-import asyncpg
-from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from campaigns.domain import (
     Campaign,
     CampaignDefinition,
     CampaignState,
-    InvalidCampaign,
     Outcome,
     PartnerSettings,
     PreviewOrder,
     Reason,
     render_text,
 )
-from campaigns.services import Campaigns, NotFound, Policy, PreconditionFailed, StateConflict
+from campaigns.services import Campaigns, Policy
 from campaigns.sms_text import sms_parts
 from campaigns.templating import TemplateProblem
 from contracts.primitives import Slug
 from contracts.sms import SmsEncoding
 from contracts.topics import Topic
 from servicekit.auth import Principal, Reader, Writer
+from servicekit.errors import problems
 from servicekit.http import version_from_if_match, with_etag
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
@@ -98,34 +96,10 @@ def policy(request: Request) -> Policy:
     return Policy.of(request.app.state.settings)
 
 
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, InvalidCampaign):
-        detail: list[dict[str, Any]] = []
-        for problem in exc.problems:
-            item: dict[str, Any] = {"loc": ["body", *problem.loc], "msg": problem.message, "type": "rule_violation"}
-            if problem.line is not None:
-                item["line"] = problem.line
-            detail.append(item)
-        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-    if isinstance(exc, NotFound):
-        return JSONResponse({"detail": f"no campaign with id '{exc}'"}, status_code=404)
-    if isinstance(exc, PreconditionFailed):
-        return JSONResponse({"detail": str(exc)}, status_code=412)
-    if isinstance(exc, asyncpg.UniqueViolationError):
-        return JSONResponse({"detail": "a concurrent change came first; read and retry"}, status_code=409)
-    return JSONResponse({"detail": str(exc)}, status_code=409)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Domain errors become specific 4xx answers, never a 500."""
-    for error in (InvalidCampaign, NotFound, PreconditionFailed, StateConflict, asyncpg.UniqueViolationError):
-        app.add_exception_handler(error, _domain_error)
-
-
 # --- campaigns -----------------------------------------------------------------------------------
 
 
-@router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=Campaign)
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=Campaign, responses=problems(409))
 async def create_campaign(body: CampaignDefinition, request: Request, response: Response, who: Writer) -> Campaign:
     """Create a campaign in `draft`; activate it to start sending."""
     created = await campaigns(request, who).create(body)
@@ -147,12 +121,16 @@ async def list_campaigns(
     return CampaignPage(items=items, next_cursor=items[-1].id if more else None)
 
 
-@router.get("/campaigns/{campaign_id}", response_model=Campaign)
+@router.get("/campaigns/{campaign_id}", response_model=Campaign, responses=problems(404))
 async def get_campaign(campaign_id: str, request: Request, response: Response, who: Reader) -> Campaign:
     return with_etag(response, await campaigns(request, who).get(campaign_id))
 
 
-@router.put("/campaigns/{campaign_id}", response_model=Campaign)
+@router.put(
+    "/campaigns/{campaign_id}",
+    response_model=Campaign,
+    responses=problems(404, 409, 412, s409="An archived campaign cannot be edited, or a race"),
+)
 async def replace_campaign(
     campaign_id: str,
     body: CampaignDefinition,
@@ -166,23 +144,31 @@ async def replace_campaign(
     return with_etag(response, updated)
 
 
-@router.delete("/campaigns/{campaign_id}", response_model=Campaign)
+@router.delete("/campaigns/{campaign_id}", response_model=Campaign, responses=problems(404))
 async def archive_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
     """Archive: stops for good; evaluations and stats stay readable."""
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ARCHIVED))
 
 
-@router.post("/campaigns/{campaign_id}/activate", response_model=Campaign)
+@router.post(
+    "/campaigns/{campaign_id}/activate",
+    response_model=Campaign,
+    responses=problems(404, 409, s409="`invalid_state`: an archived campaign cannot be activated"),
+)
 async def activate_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ACTIVE))
 
 
-@router.post("/campaigns/{campaign_id}/pause", response_model=Campaign)
+@router.post(
+    "/campaigns/{campaign_id}/pause",
+    response_model=Campaign,
+    responses=problems(404, 409, s409="`invalid_state`: a draft or archived campaign cannot be paused"),
+)
 async def pause_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.PAUSED))
 
 
-@router.get("/campaigns/{campaign_id}/stats", response_model=Stats)
+@router.get("/campaigns/{campaign_id}/stats", response_model=Stats, responses=problems(404))
 async def campaign_stats(campaign_id: str, request: Request, who: Reader) -> Stats:
     stats = await campaigns(request, who).stats(campaign_id)
     outcomes = stats.outcomes
@@ -203,7 +189,7 @@ async def campaign_stats(campaign_id: str, request: Request, who: Reader) -> Sta
     )
 
 
-@router.post("/campaigns/{campaign_id}/preview", response_model=Preview)
+@router.post("/campaigns/{campaign_id}/preview", response_model=Preview, responses=problems(404))
 async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Request, who: Reader) -> Preview:
     """Dry run: what the campaign would decide and send for this change of this order. Writes nothing."""
     use_cases = campaigns(request, who)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from campaigns.api import install_error_handlers, router
+from campaigns.api import router
 from campaigns.consumers import subscribe
 from campaigns.domain import CampaignIndex
 from campaigns.repository import retention_purges
@@ -42,7 +42,6 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
         on_startup=start,
         on_shutdown=stop,
         readiness={"campaign_index": index_current},
-        install_handlers=install_error_handlers,
         purges=retention_purges(
             timedelta(days=settings.evaluation_retention_days),
             timedelta(days=settings.fired_evaluation_retention_days),

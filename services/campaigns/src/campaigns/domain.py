@@ -25,6 +25,7 @@ from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.primitives import CurrencyCode, DisplayName, Identifier, Money, Slug
 from contracts.sms import SenderId, SendSms, send_sms_id
 from contracts.statuses import CurrentStatuses, StatusCodes, StatusDefinition, StatusType
+from servicekit.errors import Conflict, FieldError, InvalidRequest
 
 ANY, NONE = "any", "none"
 MAX_SMS_CHARACTERS = 1600  # SendSms.text's limit: ten concatenated GSM-7 segments and some
@@ -218,12 +219,19 @@ class Problem:
     line: int | None = None
 
 
-class InvalidCampaign(Exception):
-    """The campaign is well-formed but names unknown codes or has a broken template; each problem says where."""
+class InvalidCampaign(InvalidRequest):
+    """The campaign is well-formed but names unknown codes or has a broken template; each problem says where
+    (a 422 naming each field, and the template's line)."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(p.message for p in problems))
+        super().__init__([_field_error(p) for p in problems])
         self.problems = problems
+
+
+def _field_error(problem: Problem) -> FieldError:
+    where = ".".join(str(part) for part in problem.loc)
+    extra = {"line": problem.line} if problem.line is not None else {}
+    return FieldError(location="body", field=where, message=problem.message, type="rule_violation", **extra)
 
 
 def _code_problems(
@@ -265,8 +273,10 @@ TRANSITIONS: dict[CampaignState, frozenset[CampaignState]] = {
 }
 
 
-class StateConflict(Exception):
-    pass
+class StateConflict(Conflict):
+    """A state change the campaign's life cycle does not allow (409 `invalid_state`)."""
+
+    default_code = "invalid_state"
 
 
 def check_transition(current: CampaignState, wanted: CampaignState) -> bool:

@@ -67,6 +67,7 @@ from contracts.statuses import StatusDefinition
 from servicekit.catalog import StatusCatalog
 from servicekit.consumer import TRANSIENT_ERRORS
 from servicekit.db import DbConnection
+from servicekit.errors import NotFound, PreconditionFailed
 from servicekit.outbox import OutboxRecord, enqueue, record_for
 from servicekit.tracing import consume_span
 
@@ -81,15 +82,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class NotFound(Exception):
-    pass
-
-
-class PreconditionFailed(Exception):
-    pass
-
-
-__all__ = ["Campaigns", "Evaluator", "InvalidCampaign", "NotFound", "PreconditionFailed", "StateConflict"]
+__all__ = ["Campaigns", "Evaluator", "InvalidCampaign", "StateConflict"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +159,7 @@ class Campaigns:
         async with self.pool.acquire() as conn:
             found = await CampaignRepository(conn, self.partner_id).get(campaign_id)
         if found is None:
-            raise NotFound(campaign_id)
+            raise NotFound(f"no campaign with id '{campaign_id}'")
         return found
 
     async def page(self, state: CampaignState | None, after: str | None, limit: int) -> list[Campaign]:
@@ -205,7 +198,7 @@ class Campaigns:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             repo = CampaignRepository(conn, self.partner_id)
             if await repo.get(campaign_id) is None:
-                raise NotFound(campaign_id)
+                raise NotFound(f"no campaign with id '{campaign_id}'")
             return await repo.stats(campaign_id)
 
     async def settings(self) -> PartnerSettings:
@@ -223,7 +216,7 @@ class Campaigns:
             repo = CampaignRepository(conn, self.partner_id)
             campaign = await repo.get(campaign_id)
             if campaign is None:
-                raise NotFound(campaign_id)
+                raise NotFound(f"no campaign with id '{campaign_id}'")
             now = self.clock()
             partner = await repo.settings()
             history = await repo.history(
@@ -254,9 +247,11 @@ class Campaigns:
     async def _current(repo: CampaignRepository, campaign_id: str, if_match: int | None) -> Campaign:
         current = await repo.get(campaign_id, for_update=True)
         if current is None:
-            raise NotFound(campaign_id)
+            raise NotFound(f"no campaign with id '{campaign_id}'")
         if if_match is not None and current.version != if_match:
-            raise PreconditionFailed(f"the campaign is at version {current.version}, not {if_match}")
+            raise PreconditionFailed(
+                f"the campaign is at version {current.version}, not {if_match}", code="version_mismatch"
+            )
         return current
 
 

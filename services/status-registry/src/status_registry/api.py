@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import asyncpg
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.auth import Principal, Reader, Writer
+from servicekit.errors import FieldError, InvalidRequest, problems
 from servicekit.http import version_from_if_match, with_etag
-from status_registry.domain import NewStatus, RuleViolation, StatusPatch
+from status_registry.domain import NewStatus, StatusPatch
 from status_registry.repository import Cursor, StatusRepository, cursor_after
-from status_registry.services import Conflict, NotFound, PreconditionFailed, Registry
+from status_registry.services import Registry
 
 router = APIRouter(prefix="/v1/statuses", tags=["statuses"])
 
@@ -46,33 +45,12 @@ def registry(request: Request, principal: Principal) -> Registry:
     )
 
 
-def _status_of(exc: Exception) -> int:
-    if isinstance(exc, NotFound):
-        return status.HTTP_404_NOT_FOUND
-    if isinstance(exc, PreconditionFailed):
-        return status.HTTP_412_PRECONDITION_FAILED
-    return status.HTTP_409_CONFLICT
-
-
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, RuleViolation):
-        detail = [{"loc": ["body", exc.field], "msg": exc.message, "type": "rule_violation"}]
-        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-    if isinstance(exc, NotFound):
-        return JSONResponse({"detail": f"no status with code '{exc}'"}, status_code=404)
-    if isinstance(exc, asyncpg.UniqueViolationError):
-        message = "a concurrent change took this code or the initial slot first; read and retry"
-        return JSONResponse({"detail": message}, status_code=409)
-    return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Domain errors become specific 4xx answers, never a 500."""
-    for error in (NotFound, Conflict, PreconditionFailed, RuleViolation, asyncpg.UniqueViolationError):
-        app.add_exception_handler(error, _domain_error)
-
-
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StatusDefinition)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StatusDefinition,
+    responses=problems(409, s409="The code exists already, another initial status of the type exists, or a race"),
+)
 async def create_status(new: NewStatus, request: Request, response: Response, who: Writer) -> StatusDefinition:
     created = await registry(request, who).create(new)
     response.headers["Location"] = f"/v1/statuses/{created.code}"
@@ -91,8 +69,9 @@ async def list_statuses(
     try:
         after = Cursor.decode(cursor) if cursor else None
     except ValueError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor is malformed; use next_cursor as given"
+        message = "cursor is malformed; use next_cursor as given"
+        raise InvalidRequest(
+            [FieldError(location="query", field="cursor", message=message, type="invalid_cursor")]
         ) from exc
     async with request.app.state.runtime.pool.acquire() as conn:
         repo = StatusRepository(conn, who.partner_id)
@@ -102,12 +81,12 @@ async def list_statuses(
     return StatusPage(items=items, next_cursor=cursor_after(items[-1]).encode() if more else None)
 
 
-@router.get("/{code}", response_model=StatusDefinition)
+@router.get("/{code}", response_model=StatusDefinition, responses=problems(404))
 async def get_status(code: str, request: Request, response: Response, who: Reader) -> StatusDefinition:
     return with_etag(response, await registry(request, who).get(code))
 
 
-@router.patch("/{code}", response_model=StatusDefinition)
+@router.patch("/{code}", response_model=StatusDefinition, responses=problems(404, 409, 412, 428))
 async def update_status(
     code: str,
     patch: StatusPatch,
@@ -121,7 +100,11 @@ async def update_status(
     return with_etag(response, await registry(request, who).update(code, patch, version))
 
 
-@router.delete("/{code}", response_model=StatusDefinition)
+@router.delete(
+    "/{code}",
+    response_model=StatusDefinition,
+    responses=problems(404, 409, 412, s409="`status_in_use`: active campaigns name it (`campaigns` lists them)"),
+)
 async def archive_status(
     code: str,
     request: Request,
@@ -134,12 +117,16 @@ async def archive_status(
     return with_etag(response, await registry(request, who).set_archived(code, True, version))
 
 
-@router.post("/{code}/restore", response_model=StatusDefinition)
+@router.post("/{code}/restore", response_model=StatusDefinition, responses=problems(404, 409))
 async def restore_status(code: str, request: Request, response: Response, who: Writer) -> StatusDefinition:
     return with_etag(response, await registry(request, who).set_archived(code, False))
 
 
-@router.put("", response_model=SyncResult)
+@router.put(
+    "",
+    response_model=SyncResult,
+    responses=problems(409, s409="`status_in_use`: an active campaign names a status the sync would archive"),
+)
 async def sync_statuses(body: SyncRequest, request: Request, who: Writer) -> SyncResult:
     """Bulk sync: the partner's full list. Creates, updates, restores and archives to match; idempotent."""
     plan, statuses = await registry(request, who).sync(body.statuses)

@@ -11,7 +11,7 @@ from contracts.status_events import StatusDefinitionUpserted
 from contracts.topics import Topic
 from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
 from servicekit.consumer import DeadLetters, batch_subscriber
-from status_registry.api import install_error_handlers, router
+from status_registry.api import router
 from status_registry.consumers import campaign_usage_processor
 from status_registry.settings import RegistrySettings
 
@@ -47,7 +47,6 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         migrations=Path(__file__).parent / "migrations",
         routers=[router],
         on_startup=_subscribe(settings),
-        install_handlers=install_error_handlers,
     )
     return create_service_app(settings, spec)
 

@@ -17,6 +17,7 @@ from contracts.primitives import DisplayName as Name
 from contracts.primitives import LanguageTag
 from contracts.primitives import Slug as Code
 from contracts.statuses import StatusDefinition, StatusType
+from servicekit.errors import FieldError, InvalidRequest
 
 IMMUTABLE_FIELDS = ("code", "type")
 
@@ -59,11 +60,11 @@ class StatusPatch(BaseModel):
     type: Any = None
 
 
-class RuleViolation(Exception):
-    """The request is well-formed but breaks a catalog rule; `field` names where."""
+class RuleViolation(InvalidRequest):
+    """The request is well-formed but breaks a catalog rule; `field` names where (a 422 naming the field)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__([FieldError(location="body", field=field, message=message, type="rule_violation")])
         self.field = field
         self.message = message
 

@@ -90,15 +90,15 @@ class StatusRepository:
         )
         return code
 
-    async def active_campaigns_naming(self, code: str) -> list[str]:
-        """Names (with ids) of the partner's active campaigns that name `code`."""
+    async def active_campaigns_naming(self, code: str) -> list[dict[str, str]]:
+        """`{"id", "name"}` of the partner's active campaigns that name `code`."""
         rows = await self._conn.fetch(
             "SELECT campaign_id, name FROM campaign_usage WHERE partner_id = $1 AND active AND codes @> ARRAY[$2] "
             "ORDER BY name",
             self._partner_id,
             code,
         )
-        return [f"'{r['name']}' ({r['campaign_id']})" for r in rows]
+        return [{"id": r["campaign_id"], "name": r["name"]} for r in rows]
 
     async def page(
         self, *, status_type: StatusType | None, include_archived: bool, after: Cursor | None, limit: int

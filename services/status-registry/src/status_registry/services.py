@@ -12,6 +12,7 @@ from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import status_definition_key
+from servicekit.errors import Conflict, NotFound, PreconditionFailed
 from servicekit.outbox import OutboxRecord, OutboxRelay, enqueue, record_for
 from status_registry.domain import (
     NewStatus,
@@ -26,18 +27,6 @@ from status_registry.domain import (
 from status_registry.repository import StatusRepository
 
 SOURCE = "/services/status-registry"
-
-
-class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    pass
-
-
-class PreconditionFailed(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -77,14 +66,17 @@ class Registry:
         async with self.pool.acquire() as conn:
             found = await StatusRepository(conn, self.partner_id).get(code)
         if found is None:
-            raise NotFound(code)
+            raise NotFound(f"no status with code '{code}'")
         return found
 
     async def create(self, new: NewStatus) -> StatusDefinition:
         async with self._unit_of_work() as (repo, events):
             existing = await repo.get(new.code)
             if existing is not None:
-                raise Conflict(f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')")
+                raise Conflict(
+                    f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')",
+                    code="status_exists",
+                )
             await self._check_references(repo, new.code, new.type, new)
             created = await repo.insert(new)
             events.append(self._event(created))
@@ -133,9 +125,11 @@ class Registry:
     async def _current(self, repo: StatusRepository, code: str, if_match: int | None) -> StatusDefinition:
         current = await repo.get(code, for_update=True)
         if current is None:
-            raise NotFound(code)
+            raise NotFound(f"no status with code '{code}'")
         if if_match is not None and current.version != if_match:
-            raise PreconditionFailed(f"'{code}' is at version {current.version}, not {if_match}")
+            raise PreconditionFailed(
+                f"'{code}' is at version {current.version}, not {if_match}", code="version_mismatch"
+            )
         return current
 
     async def _check_references(
@@ -149,15 +143,20 @@ class Registry:
     async def _check_unused(repo: StatusRepository, code: str) -> None:
         campaigns = await repo.active_campaigns_naming(code)
         if campaigns:
+            named = ", ".join(f"'{c['name']}' ({c['id']})" for c in campaigns)
             raise Conflict(
-                f"'{code}' is used by the active campaign {', '.join(campaigns)}; pause it or change it first"
+                f"'{code}' is used by the active campaign {named}; pause it or change it first",
+                code="status_in_use",
+                campaigns=campaigns,
             )
 
     @staticmethod
     async def _check_single_initial(repo: StatusRepository, code: str, status_type: StatusType) -> None:
         initial = await repo.initial_of(status_type)
         if initial is not None and initial != code:
-            raise Conflict(f"'{initial}' is already the initial {status_type} status; unset it first")
+            raise Conflict(
+                f"'{initial}' is already the initial {status_type} status; unset it first", code="initial_status_taken"
+            )
 
 
-__all__ = ["Conflict", "NotFound", "PreconditionFailed", "Registry", "RuleViolation"]
+__all__ = ["Registry", "RuleViolation"]
