@@ -75,6 +75,18 @@ async def test_rest_rule_violations_are_specific_422s_and_404s(client_for: Clien
     await demo.put("/v1/orders/o-2", json=order_body(general="accepted"))
     bad_code = await demo.post("/v1/orders/o-2/status", json={"code": "teleported"})
     assert bad_code.status_code == 422 and bad_code.json()["errors"][0]["type"] == "unknown_status"
+    for refusal in (not_initial, unknown, bad_code):  # one error model: RFC 9457 problem details
+        assert refusal.headers["content-type"] == "application/problem+json"
+        assert refusal.json()["status"] == refusal.status_code and refusal.json()["code"]
+    assert unknown.json()["code"] == "unknown_order" and bad_code.json()["code"] == "unknown_status"
+    keyed = [
+        await demo.post("/v1/orders/o-2/status", json={"code": "teleported"}, headers={"Idempotency-Key": "k-bad"})
+        for _ in range(2)
+    ]  # a refusal is stored and repeated as the problem it was
+    assert [(r.status_code, r.headers["content-type"]) for r in keyed] == [(422, "application/problem+json")] * 2
+    assert keyed[0].json() == keyed[1].json()
+    cursor = await demo.get("/v1/orders", params={"cursor": "not-a-cursor"})
+    assert cursor.status_code == 422 and cursor.json()["errors"][0]["field"] == "cursor"
     malformed = await demo.post("/v1/orders/o-2/status", json={"code": "Paid!"})
     assert malformed.status_code == 422
     extra = await demo.put("/v1/orders/o-2", json={**order_body(), "colour": "red"})

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,16 @@ from orders.repository import details_history_of, history_of, load_orders, store
 from orders.services import Command, OrderService, Result
 from servicekit.app import Runtime
 from servicekit.auth import Principal, Reader, Writer
+from servicekit.errors import (
+    FieldError,
+    InvalidRequest,
+    NotFound,
+    ProblemResponse,
+    Unprocessable,
+    problem_body,
+    problem_response,
+    problems,
+)
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 analytics_router = APIRouter(prefix="/v1", tags=["analytics"])
@@ -67,7 +77,7 @@ async def _idempotent(request: Request, who: Principal, key: str | None, body: B
     """Run `run()` once per Idempotency-Key; a repeat with the same request returns the first response."""
     if key is None:
         code, payload = await run()
-        return JSONResponse(payload, status_code=code)
+        return _answer(code, payload)
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path} {body.model_dump_json()}".encode()).hexdigest()
     pool = runtime(request).pool
     async with pool.acquire() as conn:
@@ -79,14 +89,26 @@ async def _idempotent(request: Request, who: Principal, key: str | None, body: B
             stored = await stored_response(conn, who.partner_id, key)
         assert stored is not None
     if stored["request_hash"] != fingerprint:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Idempotency-Key was used for another request")
-    return JSONResponse(json.loads(stored["body"]), status_code=stored["status_code"])
+        raise Unprocessable("Idempotency-Key was used for another request", code="idempotency_key_reused")
+    return _answer(stored["status_code"], json.loads(stored["body"]))
+
+
+def _answer(code: int, payload: dict[str, Any]) -> JSONResponse:
+    # A refusal is stored and repeated like a success, as the problem it was.
+    return ProblemResponse(payload, status_code=code) if code >= 400 else JSONResponse(payload, status_code=code)
 
 
 def _refusal(result: Result) -> tuple[int, dict[str, Any]]:
     assert result.refused is not None
-    code = 404 if result.refused.reason is Reason.UNKNOWN_ORDER else 422
-    return code, {"detail": [{"loc": ["body"], "msg": result.refused.detail, "type": str(result.refused.reason)}]}
+    refused = result.refused
+    if refused.reason is Reason.UNKNOWN_ORDER:
+        return 404, problem_body(404, refused.detail, code=str(refused.reason))
+    return 422, problem_body(422, refused.detail, code=str(refused.reason), errors=[_field_error(refused)])
+
+
+def _field_error(refused: Refused) -> FieldError:
+    field = "statuses" if refused.reason is not Reason.UNKNOWN_ORDER else ""
+    return FieldError(location="body", field=field, message=refused.detail, type=str(refused.reason))
 
 
 async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any]]:
@@ -105,7 +127,18 @@ async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any
     return 200, answer
 
 
-@router.put("/{order_id}", summary="Create or update an order (same as order.upserted on Kafka)")
+_WRITE_ERRORS = problems(
+    404,
+    422,
+    s404="`unknown_order`: set a status only of an order that exists (PUT it first)",
+    s422="A rule refused the change (`code`: unknown_status, archived_status, transition_not_allowed, "
+    "not_initial_status, wrong_status_type; or `idempotency_key_reused`), or the body does not validate",
+)
+
+
+@router.put(
+    "/{order_id}", summary="Create or update an order (same as order.upserted on Kafka)", responses=_WRITE_ERRORS
+)
 async def upsert_order(
     order_id: Annotated[str, Field(min_length=1, max_length=128)],
     body: OrderBody,
@@ -128,7 +161,7 @@ async def upsert_order(
     return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
 
 
-@router.post("/{order_id}/status", summary="Set one status of an order by its code")
+@router.post("/{order_id}/status", summary="Set one status of an order by its code", responses=_WRITE_ERRORS)
 async def set_status(
     order_id: str, body: StatusBody, request: Request, who: Writer, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
@@ -171,7 +204,7 @@ async def _order_view(request: Request, partner_id: str, order_id: str, *, with_
     async with runtime(request).pool.acquire() as conn:
         found = (await load_orders(conn, [(partner_id, order_id)], lock=False)).get((partner_id, order_id))
         if found is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no order '{order_id}'")
+            raise NotFound(f"no order '{order_id}'")
         view = _view(request, found)
         if with_history:
             history = await history_of(conn, partner_id, order_id)
@@ -185,7 +218,11 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-@router.get("/{order_id}", summary="An order: current statuses with names, its status and details history")
+@router.get(
+    "/{order_id}",
+    summary="An order: current statuses with names, its status and details history",
+    responses=problems(404),
+)
 async def get_order(order_id: str, request: Request, who: Reader) -> dict[str, Any]:
     return await _order_view(request, who.partner_id, order_id, with_history=True)
 
@@ -200,12 +237,15 @@ def _decode_cursor(cursor: str) -> list[Any]:
         assert isinstance(values, list)
         return values
     except (ValueError, AssertionError) as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "malformed cursor; pass next_cursor as given"
-        ) from exc
+        error = FieldError(location="query", field="cursor", message="pass next_cursor as given", type="malformed")
+        raise InvalidRequest([error], detail="malformed cursor; pass next_cursor as given") from exc
 
 
-@router.get("", summary="Orders filtered by status, customer and update time (cursor pages)")
+@router.get(
+    "",
+    summary="Orders filtered by status, customer and update time (cursor pages)",
+    responses=problems(422, s422="`validation_failed`: a parameter, or a malformed cursor"),
+)
 async def list_orders(
     request: Request,
     who: Reader,
@@ -246,18 +286,25 @@ async def list_orders(
     return {"items": items, "next_cursor": next_cursor}
 
 
-def _analytics_status(request: Request, partner_id: str, code: str) -> StatusDefinition:
+def _analytics_status(request: Request, partner_id: str, code: str, field: str) -> StatusDefinition:
     catalog = runtime(request).catalog
     assert catalog is not None
     definition = catalog.get(partner_id, code)
     if definition is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no status with code '{code}'")
+        raise _refused_status(field, "unknown_status", f"no status with code '{code}'")
     if not definition.include_in_analytics:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"status '{code}' is not included in analytics; set include_in_analytics in the registry first",
-        )
+        message = f"status '{code}' is not included in analytics; set include_in_analytics in the registry first"
+        raise _refused_status(field, "not_in_analytics", message)
     return definition
+
+
+def _refused_status(field: str, code: str, message: str) -> InvalidRequest:
+    return InvalidRequest([FieldError(location="query", field=field, message=message, type=code)], code=code)
+
+
+_ANALYTICS_ERRORS = problems(
+    422, s422="`unknown_status`, or `not_in_analytics`: the status is not flagged for analytics"
+)
 
 
 @analytics_router.get("/analytics/status-counts", summary="Current distribution and transitions into statuses")
@@ -289,14 +336,18 @@ async def status_counts(
     }
 
 
-@analytics_router.get("/analytics/time-in-status", summary="Median and p90 time orders spent in a status")
+@analytics_router.get(
+    "/analytics/time-in-status", summary="Median and p90 time orders spent in a status", responses=_ANALYTICS_ERRORS
+)
 async def time_in_status(request: Request, who: Reader, code: str) -> dict[str, Any]:
-    _analytics_status(request, who.partner_id, code)
+    _analytics_status(request, who.partner_id, code, "code")
     async with runtime(request).pool.acquire() as conn:
         return {"code": code, **await analytics.time_in_status(conn, who.partner_id, code)}
 
 
-@analytics_router.get("/segments/customers", summary="Customers whose orders entered a status in a window")
+@analytics_router.get(
+    "/segments/customers", summary="Customers whose orders entered a status in a window", responses=_ANALYTICS_ERRORS
+)
 async def customers_segment(
     request: Request,
     who: Reader,
@@ -306,7 +357,7 @@ async def customers_segment(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    _analytics_status(request, who.partner_id, status_code)
+    _analytics_status(request, who.partner_id, status_code, "status")
     after = str(_decode_cursor(cursor)[0]) if cursor else ""
     async with runtime(request).pool.acquire() as conn:
         rows = await analytics.customers_entering(conn, who.partner_id, status_code, from_, to, after, limit + 1)
@@ -318,6 +369,6 @@ async def customers_segment(
 def install_error_handlers(app: FastAPI) -> None:
     async def refused(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Refused)
-        return JSONResponse({"detail": [{"loc": ["body"], "msg": exc.detail, "type": str(exc.reason)}]}, 422)
+        return problem_response(422, exc.detail, code=str(exc.reason), errors=[_field_error(exc)])
 
     app.add_exception_handler(Refused, refused)
