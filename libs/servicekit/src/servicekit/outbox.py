@@ -246,7 +246,7 @@ class OutboxRelay:
     async def _publish_with_backoff(self, session: _Session) -> bool:
         """One round over the slots; whether a slot had a full batch (more may be waiting)."""
         try:
-            return await self._publish_round(session) == "full"
+            return await self._publish_round(session)
         except Exception as exc:
             if _gone(session.conn):
                 raise  # the locks went with the connection: run() opens another one
@@ -294,15 +294,15 @@ class OutboxRelay:
             conn.terminate()
         await self._pool.release(conn)
 
-    async def _publish_round(self, session: _Session) -> str:
-        """Balance the slots, then one batch of each held slot in turn: "full" when one had a full batch."""
+    async def _publish_round(self, session: _Session) -> bool:
+        """Balance the slots, then one batch of each held slot in turn; whether one had a full batch."""
         await self._balance(session)
         full = False
         for slot in session.held:
             if self._stopping:
                 break
             full = await self._publish_timed(session, slot) >= self._batch_size or full
-        return "full" if full else "done"
+        return full
 
     async def _balance(self, session: _Session) -> None:
         """Hold this relay's share of the slots: recount the relays running at most once per poll interval, give
