@@ -12,7 +12,6 @@ unused times are capacity lost, never exceeded.
 from __future__ import annotations
 
 import asyncio
-import collections
 import math
 from types import TracebackType
 
@@ -34,8 +33,11 @@ class SharedRateLimiter:
         # Sends reserved per round trip: the cost per SMS stays a fraction of an update at any rate.
         self._per_reservation = max(1, math.floor(rate_per_s * reserve_s))
         self._grace_s = self._per_reservation * self._interval_s
-        # Reserved send times and when each goes stale, on the event loop's clock.
-        self._times: collections.deque[tuple[float, float]] = collections.deque()
+        # The reserved send times not used yet, on the event loop's clock: `_left` of them, one every interval from
+        # `_next_at`; reserved at `_reserved_at`. Kept as a range, not a list: at 100,000/s a reservation is 10,000.
+        self._next_at = 0.0
+        self._left = 0
+        self._reserved_at = 0.0
         self._reserving = asyncio.Lock()
         self.reservations = 0
 
@@ -60,17 +62,25 @@ class SharedRateLimiter:
             await asyncio.sleep(delay)
 
     def _next_time(self, now: float) -> float | None:
-        while self._times:
-            at, stale_at = self._times.popleft()
-            if now <= stale_at:
-                return at
-        return None
+        """The next reserved time, after dropping those stale by now: still unused a reservation's span after
+        both their time and the reservation (a burst's times, in the past when reserved, are fresh then)."""
+        oldest_fresh = now - self._grace_s
+        if self._reserved_at < oldest_fresh and self._next_at < oldest_fresh:
+            stale = math.ceil((oldest_fresh - self._next_at) / self._interval_s)
+            dropped = min(self._left, stale)
+            self._next_at += dropped * self._interval_s
+            self._left -= dropped
+        if not self._left:
+            return None
+        at = self._next_at
+        self._next_at += self._interval_s
+        self._left -= 1
+        return at
 
     async def _reserve(self, loop: asyncio.AbstractEventLoop) -> None:
         async with self._pool.acquire() as conn:
             first = await reserve_sends(conn, self._account, self._per_reservation, self._interval_s, self._burst_s)
-        now = loop.time()
-        for n in range(self._per_reservation):
-            at = now + first + n * self._interval_s
-            self._times.append((at, max(at, now) + self._grace_s))  # a burst's times in the past are fresh now
+        self._reserved_at = loop.time()
+        self._next_at = self._reserved_at + first
+        self._left = self._per_reservation
         self.reservations += 1
