@@ -162,3 +162,37 @@ def test_pid_files_never_name_another_process(run_dir: Path) -> None:
     assert not (run_dir / "orders.pid").exists()
     run.write_pid_file(run_dir, "orders", os.getpid())
     assert run.recorded_pids(run_dir) == {"orders": os.getpid()}
+
+
+def test_instances_run_each_service_n_times_on_ports_of_their_own_and_die_with_the_supervisor(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    script = tmp_path / "port_service.py"
+    script.write_text("import os, time\nprint(os.environ.get('HTTP_PORT', 'default'), flush=True)\ntime.sleep(600)\n")
+    procfile = tmp_path / "Procfile"
+    procfile.write_text(f"orders: python {script}\nnotifier: python {script}\nhelper: python {script}\n")
+    command = [sys.executable, "-m", "devtools.run", "supervise", "--procfile", str(procfile)]
+    supervisor = subprocess.Popen(
+        [*command, "--run-dir", str(run_dir), "--grace", str(GRACE_S)],
+        stdout=subprocess.PIPE,
+        env=os.environ | {"INSTANCES": "2"},
+        start_new_session=True,
+    )
+    try:
+        names = {"orders", "orders.2", "notifier", "notifier.2", "helper"}  # only the platform's services twice
+        eventually(lambda: set(services_of(run_dir)) == names, "every instance started")
+        assert supervisor.stdout is not None
+        prefixes = {supervisor.stdout.readline().decode().split("|")[0].strip() for _ in range(5)}
+        assert prefixes == names  # each instance's output, relayed under its name
+        services = services_of(run_dir)
+        environments = {name: Path(f"/proc/{pid}/environ").read_bytes() for name, pid in services.items()}
+        assert b"HTTP_PORT=8012\0" in environments["orders.2"] and b"HTTP_PORT=8014\0" in environments["notifier.2"]
+
+        supervisor.kill()  # the second instances run through `env`, which execs: they die with it as well
+
+        eventually(all_gone(services.values()), "every instance killed with its supervisor")
+    finally:
+        for pid in [supervisor.pid, *services_of(run_dir).values()]:
+            if run.running(pid):
+                os.kill(pid, signal.SIGKILL)
+        supervisor.wait(timeout=30)

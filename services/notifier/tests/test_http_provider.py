@@ -176,3 +176,24 @@ async def test_a_crash_after_the_gateway_accepted_resends_under_the_same_key_onc
     assert gateway.handset[sms.id] == 1  # one SMS reached the handset
     (row,) = await kit.rows("SELECT provider_message_id FROM messages WHERE send_sms_id = $1", sms.id)
     assert row["provider_message_id"] == gateway.sent[sms.id]
+
+
+async def test_two_notifier_instances_share_the_providers_rate_limit(
+    kit: Any, gateway: Any, http_settings: NotifierSettings
+) -> None:
+    # Each instance used to have its own limiter: two sent 30 messages at 2 x 10/s, a burst of twenty then 20/s,
+    # within about half a second. Shared, they send a burst of ten, then one every 0.1 s: two seconds.
+    settings = http_settings.model_copy(update={"provider_rate_per_s": 10})
+    commands = [kit.command(phone=f"+7916124{n:04d}") for n in range(30)]
+    first, second = create_app(settings), create_app(settings)
+    async with first.router.lifespan_context(first), second.router.lifespan_context(second):
+        await kit.publish(*commands)
+        for sms in commands:
+            await kit.wait_status(sms.id, "dispatched", timeout_s=30)
+    owners = await kit.rows("SELECT DISTINCT sent_by FROM messages")
+    assert len(owners) == 2, "both instances sent"
+    times = sorted(t for _, t, _ in gateway.requests)
+    assert len(times) == 30
+    # The first request reaches the gateway late by the time its connection took to open (0.2 s on a loaded
+    # machine), hence the margin.
+    assert times[-1] - times[0] >= 1.6, f"30 messages at 10/s over both instances took {times[-1] - times[0]:.2f}s"

@@ -100,10 +100,15 @@ class Platform:
         finally:
             await admin.close()
 
-    def start(self, service: str) -> None:
-        log = open(self.workdir / f"{service}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.processes[service] = subprocess.Popen(
-            [sys.executable, "-m", service.replace("-", "_")], env=self.env(service), stdout=log, stderr=log
+    def start(self, service: str, instance: str | None = None) -> None:
+        """Start `service`; `instance` names a further process of it (e.g. "orders.2": a port of its own, the same
+        database and consumer groups), which `kill`, `wait_ready` and `url` then take as the name."""
+        name = instance or service
+        self.ports.setdefault(name, free_port())
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        env = self.env(service) | {"HTTP_PORT": str(self.ports[name])}
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", service.replace("-", "_")], env=env, stdout=log, stderr=log
         )
 
     def kill(self, service: str) -> None:

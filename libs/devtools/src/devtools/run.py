@@ -5,7 +5,9 @@ their names and, once each answers `/readyz`, plays the example through public i
 integrator would: the demo partner's statuses over the registry API, the campaign over the campaigns API,
 orders as events on `orders.inbound.v1`. Status changes are shown as they are published; each SMS is printed
 by the notifier's console provider. `make run` stays in the foreground until Ctrl-C; `make up` starts the
-supervisor in the background (logs in .state/run/platform.log) and `make down` stops it.
+supervisor in the background (logs in .state/run/platform.log) and `make down` stops it. `INSTANCES=2` runs
+each service twice (consumer groups split the partitions, the relays the outbox's slots), on ports 8011-8014
+beside 8001-8004.
 
 Stopping stops everything, whatever happens to the supervisor:
 
@@ -55,6 +57,9 @@ RUN_DIR = ROOT / ".state" / "run"
 LOG_FILE = RUN_DIR / "platform.log"
 SUPERVISOR = "supervisor"  # the name of its pid file, beside one per service
 SERVICES = {"status-registry": 8001, "orders": 8002, "campaigns": 8003, "notifier": 8004}
+# `make up INSTANCES=2`: each service that many times, the same database and consumer groups, the ports of
+# instance n ten above those of instance n - 1 (orders: 8002, 8012, ...).
+INSTANCES = max(1, int(os.environ.get("INSTANCES") or 1))
 STOP_GRACE_S = float(os.environ.get("STOP_GRACE_S", "10"))
 RELAY_LINE_LIMIT = 1 << 20
 KILL_WAIT_S = 5.0
@@ -111,6 +116,20 @@ def procfile_commands(path: Path = ROOT / "Procfile") -> dict[str, list[str]]:
             argv = shlex.split(command)
             commands[name.strip()] = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
     return commands
+
+
+def instances(commands: dict[str, list[str]], count: int = INSTANCES) -> dict[str, list[str]]:
+    """Each service of `SERVICES` `count` times: `orders`, then `orders.2`... on their own HTTP ports."""
+    every = dict(commands)
+    for name, argv in commands.items():
+        if name in SERVICES:
+            for n in range(2, count + 1):
+                every[f"{name}.{n}"] = ["env", f"HTTP_PORT={instance_port(name, n)}", *argv]
+    return every
+
+
+def instance_port(service: str, n: int) -> int:
+    return SERVICES[service] + 10 * (n - 1)
 
 
 # --- pid files: which processes `make down` may signal ---------------------------------------------------
@@ -318,7 +337,9 @@ async def supervise(
 
 async def wait_until_ready(exited: Callable[[], str | None]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = dict(SERVICES)
+    pending = {
+        name if n == 1 else f"{name}.{n}": instance_port(name, n) for name in SERVICES for n in range(1, INSTANCES + 1)
+    }
     async with httpx.AsyncClient(timeout=1) as client:
         while pending:
             if (gone := exited()) is not None:
@@ -450,12 +471,12 @@ def running_pid(run_dir: Path = RUN_DIR) -> int | None:
 def foreground() -> None:
     if (pid := running_pid()) is not None:
         raise SystemExit(f"already running (supervisor {pid}); make down stops it")
-    asyncio.run(supervise(procfile_commands(), RUN_DIR, STOP_GRACE_S, play_then_wait))
+    asyncio.run(supervise(instances(procfile_commands()), RUN_DIR, STOP_GRACE_S, play_then_wait))
 
 
 def background(procfile: Path, run_dir: Path, grace_s: float) -> None:
     """What `make up` leaves running: the supervisor alone, its output in the log."""
-    asyncio.run(supervise(procfile_commands(procfile), run_dir, grace_s, None))
+    asyncio.run(supervise(instances(procfile_commands(procfile)), run_dir, grace_s, None))
 
 
 def up() -> None:

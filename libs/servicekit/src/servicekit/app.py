@@ -174,7 +174,9 @@ def _bound(check: RuntimeCheck, runtime: Callable[[], Runtime]) -> ReadinessChec
 @asynccontextmanager
 async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker) -> AsyncIterator[Runtime]:
     await asyncio.to_thread(apply_migrations, settings.database_url, spec.migrations)
-    pool = await create_pool(settings.database_url, settings.db_pool_min_size, settings.db_pool_max_size)
+    pool = await create_pool(
+        settings.database_url, settings.db_pool_min_size, settings.db_pool_max_size, outbox_slots=settings.outbox_slots
+    )
     producer = idempotent_producer(settings.kafka_bootstrap_servers, settings.service_name)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(pool.close)

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 else:
     DbConnection = asyncpg.Connection
 
+DEFAULT_SLOTS = 4
+SLOTS_SETTING = "servicekit.outbox_slots"
+"""The session setting that holds the number of outbox slots (`create_pool(outbox_slots=...)` sets it): the writers'
+statements and the relays read the same value from their connection (see `servicekit.outbox`). Every instance of a
+service must use the same number: a key moved to another slot could overtake its older rows."""
+
 SHARED_MIGRATIONS = Path(str(resources.files("servicekit") / "migrations"))
 
 
@@ -38,8 +44,18 @@ def apply_migrations(dsn: str, *folders: Path) -> None:
         backend.apply_migrations(backend.to_apply(migrations))
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_keep_session)
+async def create_pool(
+    dsn: str, min_size: int = 2, max_size: int = 10, *, outbox_slots: int = DEFAULT_SLOTS
+) -> asyncpg.Pool:
+    """A pool whose connections carry the outbox's slot count (`servicekit.outbox`), read by writers and relay."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        reset=_keep_session,
+        server_settings={SLOTS_SETTING: str(outbox_slots)},
+    )
     assert pool is not None
     return pool
 

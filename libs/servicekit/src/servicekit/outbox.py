@@ -7,10 +7,16 @@ relay killed between publishing and deleting publishes that batch again on resta
 de-duplicate by event id (and registry consumers by version), which is the contract. No transaction
 stays open while the relay waits for the broker.
 
+The outbox is sharded into a fixed number of slots by key hash (`OUTBOX_SLOTS`, one setting of the connection
+that writers and relays both read): a key's rows are always in the same slot, and each slot is relayed by
+whichever relay holds that slot's lock, oldest first. Several instances therefore publish in parallel while every
+key keeps its commit order. A relay takes its share of the slots (the slots divided by the relays running, rounded
+up), gives back what it holds beyond that share, and takes over the slots of a relay that stopped.
+
 A writer that must not answer before the other services can read what it wrote (the registry: a status
 created must be usable in the next request to another service) watches its rows (`OutboxRelay.watch`)
 and waits, bounded, until they are published: the relay wakes it as soon as it deleted them, and when
-another instance's relay holds the lock, the rows' absence from the outbox says the same.
+another instance's relay holds their slot, the rows' absence from the outbox says the same.
 """
 
 from __future__ import annotations
@@ -21,17 +27,18 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import ceil
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from contracts.envelope import Envelope
-from servicekit.db import DbConnection
+from servicekit.db import DEFAULT_SLOTS, SLOTS_SETTING, DbConnection
 from servicekit.tracing import trace_headers
 
 if TYPE_CHECKING:
@@ -40,21 +47,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
-# Only one relay per database publishes at a time: that keeps records in commit order per key
-# even with several service instances. It holds this session lock on its own connection, which it
-# also reads and deletes with: should that connection die, the lock goes with it and so does every
-# statement of the relay. The number is arbitrary but fixed.
-RELAY_LOCK_ID = 7_202_611
-TAKE_LOCK = "SELECT pg_try_advisory_lock($1)"
-GIVE_LOCK_BACK = "SELECT pg_advisory_unlock($1)"
 
-# The relay's batch, oldest first, read outside any transaction (the lock keeps other relays away) and deleted
-# once the broker acknowledged it. Both go through the primary key whatever the plan (a test checks it): a
-# sequential scan would walk every dead row of the queue (11-28 ms per batch on the benchmark, up to 1.3 s, once
-# deletes piled up faster than autovacuum removed them). Given the ids as a plain array, the planner weighs
-# their number against the table and picks the sequential scan for a full batch; as `ARRAY(SELECT ...)` it
-# cannot count them, and probes the index.
-TAKE_BATCH = "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1"
+# The connection's slot count (`servicekit.db.SLOTS_SETTING`), read by writers and relays alike.
+SLOT_COUNT = f"coalesce(nullif(current_setting('{SLOTS_SETTING}', true), ''), '{DEFAULT_SLOTS}')::int"
+# A key's slot: its hash modulo the slots; records without a key go to slot 0.
+SLOT_OF_KEY = f"coalesce((hashtext(encode(key, 'hex')) & 2147483647) % {SLOT_COUNT}, 0)"
+
+# A relay holds, on its own connection (which it also reads and deletes with), the session lock (RELAY_LOCKS, slot)
+# of every slot it publishes, and the shared lock (RELAY_LOCKS, RUNNING) that counts the relays running. Should
+# that connection die, its locks go with it and so does every statement of the relay. The numbers are arbitrary
+# but fixed; the two-key form of advisory locks never collides with the one-key form.
+RELAY_LOCKS = 7_202_611
+RUNNING = 2_147_483_647
+JOIN_RELAYS = "SELECT pg_advisory_lock_shared($1, $2)"
+COUNT_RELAYS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+    "AND classid = $1::int::oid AND objid = $2::int::oid "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+# Tries the given slots in turn and stops once it took $3 of them.
+TAKE_SLOTS = "SELECT s FROM unnest($2::int[]) AS s WHERE pg_try_advisory_lock($1, s) LIMIT $3"
+GIVE_SLOTS_BACK = "SELECT pg_advisory_unlock($1, s) FROM unnest($2::int[]) AS s"
+GIVE_ALL_BACK = "SELECT pg_advisory_unlock_all()"
+READ_SLOT_COUNT = f"SELECT {SLOT_COUNT}"
+
+# A slot's batch, oldest first, read outside any transaction (the slot's lock keeps other relays away) and deleted
+# once the broker acknowledged it. Both go through an index whatever the plan (a test checks it): a sequential
+# scan would walk every dead row of the queue (11-28 ms per batch on the benchmark, up to 1.3 s, once deletes
+# piled up faster than autovacuum removed them). Given the ids as a plain array, the planner weighs their number
+# against the table and picks the sequential scan for a full batch; as `ARRAY(SELECT ...)` it cannot count them,
+# and probes the index.
+TAKE_BATCH = "SELECT id, topic, key, payload, headers FROM outbox WHERE slot = $1 ORDER BY id LIMIT $2"
 DELETE_PUBLISHED = "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT unnest($1::bigint[])))"
 RELAY_BATCH_SECONDS = Histogram(
     "outbox_relay_batch_seconds", "Time to publish one outbox batch: read, send, broker acknowledgements, delete"
@@ -66,6 +89,7 @@ PUBLISH_WAIT_TIMEOUTS = Counter(
     "outbox_publish_wait_timeouts_total",
     "Writes that answered before the broker acknowledged their outbox records (the wait for them timed out)",
 )
+RELAY_SLOTS_HELD = Gauge("outbox_relay_slots_held", "Outbox slots this instance's relay holds and publishes")
 STILL_PENDING = "SELECT id FROM outbox WHERE id = ANY($1::bigint[])"
 
 
@@ -89,13 +113,15 @@ def record_for(envelope: Envelope[Any], topic: str, key: bytes) -> OutboxRecord:
 
 def outbox_insert(first: int) -> str:
     """`WITH` items that add outbox rows from the five parameters `$first`... (see `outbox_arguments`): the rows
-    in their given order (ids follow it, and the relay publishes in id order), and the relay's wake-up, which
-    PostgreSQL delivers on commit only (for committed rows, never for rolled-back ones) and only when rows
-    were added. A service can put them in the statement that writes its state: one round trip for both."""
+    in their given order (ids follow it, and the relay publishes each slot in id order), each in its key's slot,
+    and the relays' wake-up, which PostgreSQL delivers on commit only (for committed rows, never for rolled-back
+    ones) and only when rows were added. A service can put them in the statement that writes its state: one
+    round trip for both."""
     return (
-        "outbox_added AS (INSERT INTO outbox (topic, key, payload, headers) "
-        f"SELECT topic, key, payload, headers::jsonb FROM unnest(${first}::text[], ${first + 1}::bytea[], "
-        f"${first + 2}::bytea[], ${first + 3}::text[]) WITH ORDINALITY AS r(topic, key, payload, headers, n) "
+        "outbox_added AS (INSERT INTO outbox (topic, key, payload, headers, slot) "
+        f"SELECT topic, key, payload, headers::jsonb, {SLOT_OF_KEY} "
+        f"FROM unnest(${first}::text[], ${first + 1}::bytea[], ${first + 2}::bytea[], ${first + 3}::text[]) "
+        "WITH ORDINALITY AS r(topic, key, payload, headers, n) "
         "ORDER BY n RETURNING id), "
         f"outbox_woken AS (SELECT pg_notify(${first + 4}, '') FROM (SELECT count(*) AS n FROM outbox_added) AS a "
         "WHERE a.n > 0)"
@@ -144,14 +170,17 @@ def idempotent_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProdu
 
 @dataclass
 class _Session:
-    """The relay's own connection, and whether it holds the relay lock (until the connection ends)."""
+    """The relay's own connection, the number of slots, and the slots whose locks it holds (until it ends)."""
 
     conn: PoolConnectionProxy[asyncpg.Record]
-    locked: bool = False
+    slots: int = 0
+    held: list[int] = field(default_factory=list)
+    share: int = 0
+    counted_at: float = float("-inf")
 
 
 class OutboxRelay:
-    """Publishes the outbox of one database; run one per service instance (a lock picks the active one)."""
+    """Publishes the outbox of one database; run one per service instance (the slots' locks share the work)."""
 
     def __init__(
         self,
@@ -169,10 +198,12 @@ class OutboxRelay:
         self._stopping = False
         self._watches: set[PublishWatch] = set()
         self.published = 0
+        self.held: tuple[int, ...] = ()
+        """The slots this relay holds now (for tests and the metric)."""
 
     async def run(self) -> None:
-        """Publish until `stop`: on a connection of its own, which listens for the wake-up and, once this relay
-        got the lock, holds it; a lost connection is replaced after a pause."""
+        """Publish until `stop`: on a connection of its own, which listens for the wake-up and holds the locks of
+        the slots this relay took; a lost connection is replaced after a pause."""
         while not self._stopping:
             try:
                 async with self._own_session() as session:
@@ -203,8 +234,8 @@ class OutboxRelay:
 
     async def _publish_until_stopped(self, session: _Session) -> None:
         while not self._stopping:
-            sent = await self._publish_with_backoff(session)
-            if sent < self._batch_size and not self._stopping:
+            full = await self._publish_with_backoff(session)
+            if not full and not self._stopping:
                 await self._sleep_until_woken()
 
     async def _sleep_until_woken(self) -> None:
@@ -212,60 +243,107 @@ class OutboxRelay:
             await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         self._wake.clear()
 
-    async def _publish_with_backoff(self, session: _Session) -> int:
+    async def _publish_with_backoff(self, session: _Session) -> bool:
+        """One round over the slots; whether a slot had a full batch (more may be waiting)."""
         try:
-            return await self._publish_timed(session)
+            return await self._publish_round(session)
         except Exception as exc:
-            if session.conn.is_closed():
-                raise  # the lock went with the connection: run() opens another one
+            if _gone(session.conn):
+                raise  # the locks went with the connection: run() opens another one
             if isinstance(exc, OSError | asyncpg.PostgresError | TimeoutError):
                 # Broker or database away: nothing was deleted, so the batch is retried after a pause.
                 log.warning("outbox relay: %s: %s; retrying", type(exc).__name__, exc)
             else:
                 log.exception("outbox relay: unexpected %s; retrying", type(exc).__name__)
             await asyncio.sleep(self._poll_interval_s)
-            return 0
+            return False
 
     async def publish_batch(self) -> int:
-        """Publish and delete one batch on a connection of its own, which holds the lock for this batch only;
-        returns how many records went out (none while another relay, `run` included, holds the lock)."""
+        """Publish and delete one batch of every slot it could take, on a connection of its own that holds the
+        slots for this call only; returns how many records went out (none from slots another relay holds)."""
         async with self._own_session() as session:
-            return await self._publish_timed(session)
+            published = 0
+            await self._balance(session)
+            for slot in session.held:
+                published += await self._publish_timed(session, slot)
+            return published
 
     @contextlib.asynccontextmanager
     async def _own_session(self) -> AsyncIterator[_Session]:
         session = _Session(await self._pool.acquire())
         try:
+            session.slots = await session.conn.fetchval(READ_SLOT_COUNT)
+            await session.conn.execute(JOIN_RELAYS, RELAY_LOCKS, RUNNING)
             yield session
         finally:
-            try:
-                if session.locked and not session.conn.is_closed():
-                    # Now, for the next relay: the server would release it only once it noticed the closed socket.
-                    await session.conn.execute(GIVE_LOCK_BACK, RELAY_LOCK_ID)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("outbox relay: could not give the lock back (%s); closing its connection", exc)
-            finally:
-                # Closed, not handed back as it is: the pool keeps no session state, and this one has a listener
-                # (and may hold the lock still). The pool opens a new connection when it needs one.
-                session.conn.terminate()
-                await self._pool.release(session.conn)
+            self._holding(())
+            await self._close(session)
 
-    async def _publish_timed(self, session: _Session) -> int:
+    async def _close(self, session: _Session) -> None:
+        conn = session.conn
+        try:
+            if not _gone(conn):
+                # Now, for the next relay: the server would release them only once it noticed the closed socket.
+                await conn.execute(GIVE_ALL_BACK)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outbox relay: could not give its locks back (%s); closing its connection", exc)
+        # Closed, not handed back as it is: the pool keeps no session state, and this one has a listener (and may
+        # hold locks still). The pool opens a new connection when it needs one. A connection the server closed
+        # went back to the pool by itself already.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
+        await self._pool.release(conn)
+
+    async def _publish_round(self, session: _Session) -> bool:
+        """Balance the slots, then one batch of each held slot in turn; whether one had a full batch."""
+        await self._balance(session)
+        full = False
+        for slot in session.held:
+            if self._stopping:
+                break
+            full = await self._publish_timed(session, slot) >= self._batch_size or full
+        return full
+
+    async def _balance(self, session: _Session) -> None:
+        """Hold this relay's share of the slots: recount the relays running at most once per poll interval, give
+        back what is held beyond the share (between batches, so the next holder starts after the deleted rows),
+        and try free slots, those of a relay that stopped included, while fewer than the share are held."""
+        conn = session.conn
+        now = time.monotonic()
+        if now - session.counted_at >= self._poll_interval_s:
+            relays = int(await conn.fetchval(COUNT_RELAYS, RELAY_LOCKS, RUNNING))
+            session.share = ceil(session.slots / max(relays, 1))
+            session.counted_at = now
+            if len(session.held) > session.share:
+                extra = session.held[session.share :]
+                await conn.execute(GIVE_SLOTS_BACK, RELAY_LOCKS, extra)
+                session.held = session.held[: session.share]
+                log.info("outbox relay: gave back slots %s to the %d relays running", extra, relays)
+        if len(session.held) < session.share:
+            free = [slot for slot in range(session.slots) if slot not in session.held]
+            wanted = session.share - len(session.held)
+            taken = [row[0] for row in await conn.fetch(TAKE_SLOTS, RELAY_LOCKS, free, wanted)]
+            if taken:
+                session.held = sorted(session.held + taken)
+                log.info("outbox relay: took slots %s (now holds %s of %d)", taken, session.held, session.slots)
+        self._holding(session.held)
+
+    def _holding(self, slots: Iterable[int]) -> None:
+        self.held = tuple(slots)
+        RELAY_SLOTS_HELD.set(len(self.held))
+
+    async def _publish_timed(self, session: _Session, slot: int) -> int:
         started = time.perf_counter()
-        published = await self._publish(session)
+        published = await self._publish(session, slot)
         if published:  # an empty poll is not a batch
             RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
             RELAY_BATCH_RECORDS.observe(published)
         return published
 
-    async def _publish(self, session: _Session) -> int:
+    async def _publish(self, session: _Session, slot: int) -> int:
         # Each statement commits on its own: the rows are deleted only after the broker acknowledged every
         # record, so a failed send leaves them to publish again, and no transaction waits on the broker.
-        if not session.locked:
-            session.locked = bool(await session.conn.fetchval(TAKE_LOCK, RELAY_LOCK_ID))
-            if not session.locked:
-                return 0
-        rows = await session.conn.fetch(TAKE_BATCH, self._batch_size)
+        rows = await session.conn.fetch(TAKE_BATCH, slot, self._batch_size)
         if not rows:
             return 0
         await self._send_all(rows)
@@ -288,12 +366,20 @@ class OutboxRelay:
         )
 
 
+def _gone(conn: PoolConnectionProxy[asyncpg.Record]) -> bool:
+    """Whether the connection closed; one the server closed went back to the pool already, and says so."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
 class PublishWatch:
     """Outbox rows one unit of work wrote, and a bounded wait until the broker acknowledged all of them.
 
     The relay deletes rows only after the broker acknowledged them, so a row gone from the outbox was published.
     The relay of this process wakes the watch the moment it deleted the last of its rows; when another
-    instance's relay holds the lock, the watch finds out by looking at the outbox, more rarely as time passes.
+    instance's relay holds their slot, the watch finds out by looking at the outbox, more rarely as time passes.
     """
 
     FIRST_CHECK_S = 0.01

@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topics import Topic, prefixed
+from servicekit.db import DEFAULT_SLOTS
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:54320"
 
@@ -47,6 +48,9 @@ class ServiceSettings(BaseSettings):
     # Wake-up signal for the outbox relay; the relay also polls so a lost notification only delays.
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 500
+    # The outbox's shards by key hash, each relayed by one instance at a time: the same on every instance of a
+    # service, and changed only with the outbox empty (a key moved to another slot could overtake its older rows).
+    outbox_slots: int = Field(default=DEFAULT_SLOTS, ge=1, le=1024)
 
     # Consumers: a small batch waits this long for more records before it is processed (at moderate rates a
     # batch's fixed costs, its transaction and relay round trips, dominate), and processed offsets are

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from aiolimiter import AsyncLimiter
 from fastapi import FastAPI
 
 from notifier.api import install_error_handlers, router
 from notifier.domain import RetryPolicy
+from notifier.limiter import SharedRateLimiter
 from notifier.providers.base import DeliveryReport, InboundSms, Provider
 from notifier.providers.console import ConsoleProvider
 from notifier.providers.http import HttpProvider
@@ -52,8 +52,8 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             provider=chosen,
             events=events,
             policy=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s),
-            # One limiter per provider instance: the provider's messages-per-second contract.
-            limiter=AsyncLimiter(settings.provider_rate_per_s, 1.0),
+            # The provider's messages-per-second contract, for every instance together (notifier.limiter).
+            limiter=SharedRateLimiter(runtime.pool, chosen.name, settings.provider_rate_per_s),
             wake=wake,
             default_sender=settings.default_sender,
             max_in_flight=settings.max_in_flight,

@@ -552,3 +552,21 @@ RECEIPTS_SQL = counted(batch_delete("receipts", "updated_at < $1"))
 
 def retention_purges(attempts: timedelta, receipts: timedelta) -> list[Purge]:
     return [Purge("attempts", attempts, ATTEMPTS_SQL), Purge("receipts", receipts, RECEIPTS_SQL)]
+
+
+# The schedule of an account: `count` sends, one every `interval_s`, from its next free time, but never from earlier
+# than `burst_s` ago (an idle account may send a burst at once, as a token bucket that holds `burst_s` of tokens
+# would). Returns the first send's time as seconds from the database's now, which all instances share.
+RESERVE_SENDS = (
+    "INSERT INTO send_rate AS r (account, next_at) "
+    "VALUES ($1, clock_timestamp() - make_interval(secs => $4) + $2 * make_interval(secs => $3)) "
+    "ON CONFLICT (account) DO UPDATE SET next_at = "
+    "greatest(r.next_at, clock_timestamp() - make_interval(secs => $4)) + $2 * make_interval(secs => $3) "
+    "RETURNING extract(epoch FROM next_at - clock_timestamp())::float8 - $2 * $3"
+)
+
+
+async def reserve_sends(conn: DbConnection, account: str, count: int, interval_s: float, burst_s: float) -> float:
+    """Reserve `count` consecutive send times of `account`; the first one's offset from now, in seconds."""
+    first: float = await conn.fetchval(RESERVE_SENDS, account, count, interval_s, burst_s)
+    return first

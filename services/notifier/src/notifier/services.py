@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiolimiter import AsyncLimiter
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -57,6 +56,7 @@ from notifier.domain import (
 from notifier.domain import (
     Intake as IntakeDecision,
 )
+from notifier.limiter import SharedRateLimiter
 from notifier.providers.base import (
     Accepted,
     DeliveryReport,
@@ -413,7 +413,7 @@ class Dispatcher:
     provider: Provider
     events: Events
     policy: RetryPolicy
-    limiter: AsyncLimiter
+    limiter: SharedRateLimiter
     wake: asyncio.Event
     default_sender: str = "Notifier"
     max_in_flight: int = 32
