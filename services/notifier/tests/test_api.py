@@ -106,3 +106,22 @@ async def test_an_inbound_stop_reply_opts_the_number_out(kit: Any, notifier_app:
     after = kit.command(phone=A)
     await kit.publish(after)
     await kit.wait_status(after.id, "failed")
+
+
+async def test_errors_are_problem_details_naming_what_was_refused(notifier_app: FastAPI, client_for: Any) -> None:
+    acme = client_for("acme")
+    answers = {
+        "cursor": await acme.get("/v1/messages", params={"cursor": "%%%"}),
+        "missing": await acme.get("/v1/messages/not-a-uuid"),
+        "landline": await acme.post("/v1/opt-outs/+74951234567"),
+        "not opted out": await acme.delete(f"/v1/opt-outs/{B}"),
+        "no secret": await acme.post("/v1/delivery-reports/http", json={}),
+    }
+    for what, answer in answers.items():
+        assert answer.headers["content-type"] == "application/problem+json", what
+        assert answer.json()["status"] == answer.status_code, what
+    assert [a.status_code for a in answers.values()] == [422, 404, 422, 404, 401]
+    cursor_error = answers["cursor"].json()["errors"][0]
+    assert (cursor_error["location"], cursor_error["field"]) == ("query", "cursor")
+    assert answers["landline"].json()["code"] == "invalid_phone"
+    assert answers["landline"].json()["errors"][0]["field"] == "phone"

@@ -6,7 +6,7 @@ import hmac
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -14,8 +14,9 @@ from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOu
 from notifier.providers.base import InboundSms
 from notifier.providers.http import HttpProvider
 from notifier.repository import Cursor, MessageFilter, MessageRepository
-from notifier.services import NotFound, OptOuts, Receipts, handle_inbound
+from notifier.services import OptOuts, Receipts, handle_inbound
 from servicekit.auth import Reader, Writer
+from servicekit.errors import FieldError, InvalidRequest, NotFound, Unauthorized, problem_response, problems
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
 
@@ -50,17 +51,14 @@ class InboundResult(BaseModel):
     opted_out_partners: list[str]
 
 
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, InvalidPhone):
-        detail = [{"loc": ["path", "phone"], "msg": str(exc), "type": "invalid_phone"}]
-        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-    return JSONResponse({"detail": f"not found: {exc}"}, status_code=status.HTTP_404_NOT_FOUND)
+async def _invalid_phone(_: Request, exc: Exception) -> JSONResponse:
+    error = FieldError(location="path", field="phone", message=str(exc), type="invalid_phone")
+    return problem_response(422, str(exc), code="invalid_phone", errors=[error])
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Domain errors become specific 4xx answers, never a 500."""
-    for error in (NotFound, InvalidPhone):
-        app.add_exception_handler(error, _domain_error)
+    """The domain's refusal of a phone number is a 422 naming the path parameter, never a 500."""
+    app.add_exception_handler(InvalidPhone, _invalid_phone)
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -68,7 +66,12 @@ def _pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
-@router.get("/messages", response_model=MessagePage, tags=["messages"])
+@router.get(
+    "/messages",
+    response_model=MessagePage,
+    tags=["messages"],
+    responses=problems(422, s422="`validation_failed`: a parameter, or a malformed cursor"),
+)
 async def list_messages(
     request: Request,
     who: Reader,
@@ -83,7 +86,8 @@ async def list_messages(
     try:
         after = Cursor.decode(cursor) if cursor else None
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor is malformed; use next_cursor") from exc
+        error = FieldError(location="query", field="cursor", message="pass next_cursor as given", type="malformed")
+        raise InvalidRequest([error], detail="cursor is malformed; use next_cursor") from exc
     where = MessageFilter(order_id=order_id, phone=phone, campaign_id=campaign_id, status=status_)
     async with _pool(request).acquire() as conn:
         rows = await MessageRepository(conn, who.partner_id).page(where, after=after, limit=limit + 1)
@@ -92,27 +96,38 @@ async def list_messages(
     return MessagePage(items=[m for _, m in rows], next_cursor=Cursor(rows[-1][0]).encode() if more else None)
 
 
-@router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"])
+@router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"], responses=problems(404))
 async def get_message(message_id: str, request: Request, who: Reader) -> MessageDetail:
     async with _pool(request).acquire() as conn:
         repo = MessageRepository(conn, who.partner_id)
         message = await repo.get(message_id)
         if message is None:
-            raise NotFound(f"message {message_id}")
+            raise NotFound(f"no message '{message_id}'")
         attempts, receipts = await repo.attempts(message_id), await repo.receipts(message_id)
         replays = await repo.replays(message_id)
     return MessageDetail(**message.model_dump(), attempt_log=attempts, receipts=receipts, replays=replays)
 
 
-@router.post("/opt-outs/{phone}", response_model=OptOut, tags=["opt-outs"])
+@router.post(
+    "/opt-outs/{phone}",
+    response_model=OptOut,
+    tags=["opt-outs"],
+    responses={201: {"description": "Opted out now", "model": OptOut}, **problems(422, s422="`invalid_phone`")},
+)
 async def opt_out(phone: str, request: Request, response: Response, who: Writer) -> OptOut:
-    """Opt a number out of marketing SMS (transactional messages still go); repeating it is a no-op."""
+    """Opt a number out of every SMS of this partner, marketing and transactional (a customer's STOP outranks a
+    campaign's flag); repeating it is a no-op (200)."""
     entry, created = await OptOuts(_pool(request), who.partner_id).add(phone)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return entry
 
 
-@router.delete("/opt-outs/{phone}", status_code=status.HTTP_204_NO_CONTENT, tags=["opt-outs"])
+@router.delete(
+    "/opt-outs/{phone}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["opt-outs"],
+    responses=problems(404, 422, s404="The number is not opted out", s422="`invalid_phone`"),
+)
 async def opt_in(phone: str, request: Request, who: Writer) -> Response:
     await OptOuts(_pool(request), who.partner_id).remove(phone)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -134,13 +149,21 @@ async def list_opt_outs(
 def _check_secret(request: Request, secret: str | None) -> None:
     expected = request.app.state.settings.delivery_report_secret
     if secret is None or not hmac.compare_digest(secret.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong X-Webhook-Secret")
+        raise Unauthorized("missing or wrong X-Webhook-Secret", challenge="X-Webhook-Secret")
 
 
 Secret = Annotated[str | None, Header(alias="X-Webhook-Secret")]
 
 
-@router.post("/delivery-reports/http", response_model=ReportResult, tags=["webhooks"])
+_WEBHOOK_ERRORS = problems(401, s401="Missing or wrong X-Webhook-Secret")
+
+
+@router.post(
+    "/delivery-reports/http",
+    response_model=ReportResult,
+    tags=["webhooks"],
+    responses={**_WEBHOOK_ERRORS, **problems(422, s422="`malformed_report`: not a report of the HTTP gateway")},
+)
 async def http_delivery_reports(request: Request, x_webhook_secret: Secret = None) -> ReportResult:
     """Delivery reports of the HTTP gateway: one JSON object or a list, authenticated by the shared secret."""
     _check_secret(request, x_webhook_secret)
@@ -150,13 +173,14 @@ async def http_delivery_reports(request: Request, x_webhook_secret: Secret = Non
     try:
         reports = parser.parse_delivery_report(await request.body())
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        error = FieldError(location="body", field="", message=str(exc), type="malformed_report")
+        raise InvalidRequest([error], code="malformed_report") from exc
     receipts: Receipts = runtime.extras["receipts"]
     matched = await receipts.apply(parser.name, reports)
     return ReportResult(received=len(reports), matched=matched)
 
 
-@router.post("/inbound/http", response_model=InboundResult, tags=["webhooks"])
+@router.post("/inbound/http", response_model=InboundResult, tags=["webhooks"], responses=_WEBHOOK_ERRORS)
 async def http_inbound(body: InboundReply, request: Request, x_webhook_secret: Secret = None) -> InboundResult:
     """A reply from a handset through the HTTP gateway; STOP / СТОП / ОТПИСКА opts the number out."""
     _check_secret(request, x_webhook_secret)

@@ -79,6 +79,7 @@ from notifier.repository import (
 from servicekit.batching import GroupCommit
 from servicekit.consumer import DeadLetters, Record, Rejected, dead_letter_headers, decode_batch
 from servicekit.db import DbConnection
+from servicekit.errors import NotFound
 from servicekit.outbox import OutboxRecord, enqueue, record_for
 from servicekit.tracing import consume_span, trace_headers
 
@@ -104,10 +105,6 @@ def message_id_of(partner_id: str, send_sms_id: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class NotFound(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -869,7 +866,7 @@ class OptOuts:
         phone = normalized_mobile(phone)
         async with self.pool.acquire() as conn:
             if not await MessageRepository(conn, self.partner_id).opt_in(phone):
-                raise NotFound(phone)
+                raise NotFound(f"'{phone}' is not opted out")
 
     async def list(self, *, after: str | None, limit: int) -> list[OptOut]:
         async with self.pool.acquire() as conn:
@@ -897,4 +894,4 @@ async def handle_inbound(pool: asyncpg.Pool, inbound: InboundSms) -> list[str]:
     return partners
 
 
-__all__ = ["Dispatcher", "Events", "Intake", "NotFound", "OptOuts", "Receipts", "Topics", "handle_inbound"]
+__all__ = ["Dispatcher", "Events", "Intake", "OptOuts", "Receipts", "Topics", "handle_inbound"]
