@@ -157,3 +157,30 @@ def test_the_error_message_carries_the_reason() -> None:
     error = _reason(b"{")
     assert str(error).startswith("malformed_json: ")
     assert isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("escape", "problem"), [("\\u0000", "NUL character"), ("\\ud800", "unpaired UTF-16 surrogate")]
+)
+def test_unstorable_text_is_an_invalid_payload_naming_the_field(
+    samples: dict[type, Contract], escape: str, problem: str
+) -> None:
+    document = _document(samples[OrderUpserted])
+    raw = json.dumps(document).replace('"order_id": "', f'"order_id": "{escape}', 1).encode()
+    assert escape.encode() in raw
+
+    error = _reason(raw)
+
+    assert error.reason is ErrorReason.INVALID_PAYLOAD
+    assert error.detail.startswith("data.order_id: ") and problem in error.detail
+    in_a_key = json.dumps(document).replace('"customer": {', f'"customer": {{"x{escape}": 1, ', 1).encode()
+    assert "data.customer.x" in _reason(in_a_key).detail
+
+
+def test_escaped_surrogate_pairs_are_characters_and_pass(samples: dict[type, Contract]) -> None:
+    document = _document(samples[OrderUpserted])
+    document["data"]["customer"]["name"] = "\U0001f60d"  # json.dumps writes it as \ud83d\ude0d
+
+    envelope = parse_inbound(json.dumps(document).encode())
+
+    assert isinstance(envelope.data, OrderUpserted) and envelope.data.customer.name == "\U0001f60d"

@@ -35,6 +35,7 @@ from pydantic.config import JsonDict
 from contracts.base import Contract
 from contracts.errors import ContractError, ErrorReason
 from contracts.primitives import Identifier, PartnerId, UtcDatetime
+from contracts.text import dotted, unstorable_json
 from contracts.topics import Topic
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
@@ -189,6 +190,7 @@ def decode_any(raw: bytes | str, models: Iterable[type[Contract]]) -> Envelope[C
     Narrow the result with ``isinstance(envelope.data, SomeContract)``.
     """
     by_type = {model.EVENT_TYPE: model for model in models}
+    _refuse_unstorable_text(raw)
     valid = _decode_valid(raw, by_type)
     if valid is not None:
         return valid
@@ -206,6 +208,15 @@ def decode_any(raw: bytes | str, models: Iterable[type[Contract]]) -> Envelope[C
         return envelope_type(model).model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise ContractError(_classify(exc), _describe(exc), event_type=event_type, event_id=event_id) from exc
+
+
+def _refuse_unstorable_text(raw: bytes | str) -> None:
+    found = unstorable_json(raw)
+    if not found:
+        return
+    path, problem = found[0]
+    reason = ErrorReason.INVALID_PAYLOAD if path[:1] == ("data",) else ErrorReason.INVALID_ENVELOPE
+    raise ContractError(reason, f"{dotted(path)}: {problem}"[:_MAX_DETAIL])
 
 
 _TYPE_ATTRIBUTE = re.compile(r'"type"\s*:\s*"([^"\\]{1,200})"')

@@ -33,8 +33,19 @@ MONEY_PATTERN = r"^\d{1,18}(\.\d{1,6})?$"
 _MONEY_RE = re.compile(MONEY_PATTERN)
 
 
+# Instants outside these years are refused: PostgreSQL and asyncpg cannot round-trip the ends of Python's range
+# (year 1 came back as a naive datetime.min), and no order event happens there.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 9000
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before year 1 in UTC
+        utc = None
+    if utc is None or not EARLIEST_YEAR <= utc.year <= LATEST_YEAR:
+        raise ValueError(f"the instant must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return utc
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]

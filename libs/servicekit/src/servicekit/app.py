@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Response
 from fastapi.responses import HTMLResponse
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -35,7 +35,7 @@ from contracts.topics import Topic
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.errors import document_errors, install_error_handlers
-from servicekit.http import ReadinessCheck, install_plumbing
+from servicekit.http import ReadinessCheck, install_plumbing, refuse_unstorable_text
 from servicekit.kafka import broker_reachable
 from servicekit.logs import configure_logging
 from servicekit.outbox import OutboxRelay, idempotent_producer
@@ -120,7 +120,13 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
             app.state.runtime = runtime
             yield
 
-    app = FastAPI(title=spec.title, description=spec.description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version="1.0.0",
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_unstorable_text)],
+    )
     app.state.settings = settings
     install_error_handlers(app)
     document_errors(app)

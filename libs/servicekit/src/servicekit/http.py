@@ -6,10 +6,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contracts.text import text_problem, unstorable_json
 from servicekit.errors import PreconditionFailed, PreconditionRequired, ProblemResponse, problem_response
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -42,6 +44,25 @@ def version_from_if_match(if_match: str | None, *, required: bool, what: str = "
 
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+UNSTORABLE = "forbidden_character"
+
+
+async def refuse_unstorable_text(request: Request) -> None:
+    """An app-wide dependency: NUL characters and unpaired surrogates anywhere in the request (path, query, header,
+    JSON body) are a 422 naming the field, never a 500 from the database (see `contracts.text`)."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for location, items in (
+        ("path", request.path_params.items()),
+        ("query", request.query_params.multi_items()),
+        ("header", request.headers.items()),
+    ):
+        for name, value in items:
+            if problem := text_problem(str(name)) or text_problem(str(value)):
+                found.append(((location, name), problem))
+    if request.method in BODY_METHODS:
+        found += [(("body", *path), problem) for path, problem in unstorable_json(await request.body())]
+    if found:
+        raise RequestValidationError([{"loc": loc, "msg": msg, "type": UNSTORABLE} for loc, msg in found])
 
 
 class BodyLimits:

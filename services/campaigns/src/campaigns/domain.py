@@ -16,13 +16,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
 from campaigns.sms_text import SmsParts, sms_parts
 from campaigns.templating import TemplateLimit, TemplateProblem, check_template, render
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
-from contracts.primitives import CurrencyCode, DisplayName, Identifier, Money, Slug
+from contracts.primitives import MONEY_PATTERN, CurrencyCode, DisplayName, Identifier, Money, Slug
 from contracts.sms import SenderId, SendSms, send_sms_id
 from contracts.statuses import CurrentStatuses, StatusCodes, StatusDefinition, StatusType
 from servicekit.errors import Conflict, FieldError, InvalidRequest
@@ -115,14 +115,25 @@ class SmsConsentCondition(BaseModel):
     kind: Literal["sms_consent"]
 
 
+AmountBound = Annotated[
+    Decimal,
+    Field(ge=0),
+    # What validation accepts, stated exactly: pydantic's own schema for Decimal admits strings and numbers (an
+    # exponent, 1e400) that it then refuses.
+    WithJsonSchema(
+        {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1e15}, {"type": "string", "pattern": MONEY_PATTERN}]}
+    ),
+]
+
+
 class AmountCondition(BaseModel):
     """The order amount within [min, max] (either bound optional), in `currency` when given."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["amount"]
-    min: Annotated[Decimal, Field(ge=0)] | None = None
-    max: Annotated[Decimal, Field(ge=0)] | None = None
+    min: AmountBound | None = None
+    max: AmountBound | None = None
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
 
     @model_validator(mode="after")

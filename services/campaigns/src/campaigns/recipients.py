@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, timezone
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
 SMS_CAPABLE = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
 
@@ -66,13 +67,30 @@ def recipient_zone(phone: Phone, default_zone: str) -> str:
     return phone.time_zones[0] if len(phone.time_zones) == 1 else default_zone
 
 
+def _local(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a local wall-clock time has no offset: the recipient's time zone applies")
+    return value
+
+
+LocalTime = Annotated[
+    time,
+    AfterValidator(_local),
+    # JSON Schema's "time" format requires an offset, which a local time has none of.
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$", "examples": ["09:00"]}
+    ),
+]
+"""A wall-clock time in the recipient's time zone: HH:MM or HH:MM:SS."""
+
+
 class SendWindow(BaseModel):
     """Local times between which SMS may be sent, e.g. 09:00-21:00; `end` before `start` spans midnight."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
     def allows(self, local: time) -> bool:
         if self.start == self.end:

@@ -19,6 +19,10 @@ from contracts.primitives import Slug as Code
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.errors import FieldError, InvalidRequest
 
+# Only language tags are keys: saying so in the schema (pydantic writes patternProperties alone, which leaves any
+# other key allowed) keeps the OpenAPI document as strict as the validation.
+LocalizedNames = Annotated[dict[LanguageTag, Name], Field(json_schema_extra={"additionalProperties": False})]
+
 IMMUTABLE_FIELDS = ("code", "type")
 
 
@@ -28,7 +32,7 @@ class StatusFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    localized_names: dict[LanguageTag, Name] = Field(default_factory=dict)
+    localized_names: LocalizedNames = Field(default_factory=dict)
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
     include_in_analytics: bool = False
     position: Annotated[int, Field(ge=0, le=1_000_000)] = 0
@@ -50,7 +54,7 @@ class StatusPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
-    localized_names: dict[LanguageTag, Name] | None = None
+    localized_names: LocalizedNames | None = None
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
     include_in_analytics: bool | None = None
     position: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
