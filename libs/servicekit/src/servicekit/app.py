@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import operator
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
 from prometheus_client import REGISTRY
 
+from contracts.base import Contract
+from contracts.envelope import envelope_type
 from contracts.topics import Topic
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool, ping
@@ -95,6 +99,16 @@ def tune_garbage_collector(thresholds: tuple[int, int, int]) -> None:
 
 
 @dataclass(frozen=True)
+class Publishes:
+    """A topic the service writes (its outbox's events, or records it retries or dead-letters), for its AsyncAPI
+    document: the relay publishes with aiokafka, so FastStream would otherwise list only what is consumed."""
+
+    topic: Topic
+    description: str
+    contracts: tuple[type[Contract], ...] = ()  # none: the records of another topic, unchanged, with headers
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     title: str
     description: str
@@ -109,6 +123,8 @@ class ServiceSpec:
     readiness: Mapping[str, RuntimeCheck] = field(default_factory=dict)
     # The service's retention rules (SQL in its repository); the shared processed_events rule is added to them.
     purges: Sequence[Purge] = ()
+    # Every topic the service writes, for /asyncapi (the topics it consumes are listed by their subscribers).
+    publishes: Sequence[Publishes] = ()
 
 
 def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker | None = None) -> FastAPI:
@@ -135,8 +151,17 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
     for router in spec.routers:
         app.include_router(router)
     install_plumbing(app, max_body_bytes=settings.max_body_bytes, checks=_readiness_checks(app, spec))
+    _declare_publishers(broker, settings, spec.publishes)
     _install_asyncapi(app, broker, spec)
     return app
+
+
+def _declare_publishers(broker: KafkaBroker, settings: ServiceSettings, publishes: Sequence[Publishes]) -> None:
+    """FastStream publisher objects, never used to send: they put the written topics into the AsyncAPI document."""
+    for published in publishes:
+        envelopes = [envelope_type(contract) for contract in published.contracts]
+        schema = functools.reduce(operator.or_, envelopes) if envelopes else None
+        broker.publisher(settings.topic(published.topic), description=published.description, schema=schema)
 
 
 def _install_asyncapi(app: FastAPI, broker: KafkaBroker, spec: ServiceSpec) -> None:

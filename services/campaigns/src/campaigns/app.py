@@ -14,7 +14,21 @@ from campaigns.domain import CampaignIndex
 from campaigns.repository import retention_purges
 from campaigns.services import Clock, Evaluator, IndexKeeper, Policy, utc_now
 from campaigns.settings import CampaignsSettings
-from servicekit.app import Runtime, ServiceSpec, create_service_app, serve
+from contracts.campaign_events import CampaignStatusUsage
+from contracts.sms import SendSms
+from contracts.topics import Topic
+from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, serve
+
+PUBLISHES = (
+    Publishes(Topic.SEND_SMS, "One SendSms per campaign and triggering change (deterministic id)", (SendSms,)),
+    Publishes(
+        Topic.CAMPAIGN_STATUS_USAGE,
+        "The status codes each campaign names and whether it is active (compacted; key {partner}:{campaign_id})",
+        (CampaignStatusUsage,),
+    ),
+    Publishes(Topic.ORDER_STATUS_CHANGED_CAMPAIGNS_DLQ, "orders.status-changed.v1 records it could not read"),
+    Publishes(Topic.SMS_EVENTS_CAMPAIGNS_DLQ, "notifier.sms-events.v1 records it could not read"),
+)
 
 
 def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
@@ -47,6 +61,7 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
             timedelta(days=settings.fired_evaluation_retention_days),
             timedelta(days=settings.sms_outcome_retention_days),
         ),
+        publishes=PUBLISHES,
     )
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
+from contracts.topics import Topic
 from notifier.api import install_error_handlers, router
 from notifier.domain import RetryPolicy
 from notifier.limiter import SharedRateLimiter
@@ -19,8 +21,17 @@ from notifier.providers.http import HttpProvider
 from notifier.repository import retention_purges
 from notifier.services import Dispatcher, Events, Intake, Receipts, Topics, handle_inbound
 from notifier.settings import NotifierSettings
-from servicekit.app import Runtime, ServiceSpec, create_service_app, serve
+from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, serve
 from servicekit.consumer import DeadLetters, batch_subscriber
+
+PUBLISHES = (
+    Publishes(
+        Topic.SMS_EVENTS,
+        "What became of each SMS: dispatched, failed (with its reason), delivered; key {partner}:{phone}",
+        (SmsDispatched, SmsFailed, SmsDelivered),
+    ),
+    Publishes(Topic.SEND_SMS_DLQ, "SendSms commands it could not read or gave up on; replayable (docs/notifier.md)"),
+)
 
 
 def make_provider(settings: NotifierSettings) -> Provider:
@@ -86,6 +97,7 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
         purges=retention_purges(
             timedelta(days=settings.attempt_retention_days), timedelta(days=settings.receipt_retention_days)
         ),
+        publishes=PUBLISHES,
     )
     return create_service_app(settings, spec)
 

@@ -7,15 +7,25 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts.envelope import Envelope
 from contracts.orders import OrderStatusChanged
+from contracts.topics import Topic
 from orders.api import analytics_router, install_error_handlers, router
 from orders.consumers import InboundConsumer, RetryPolicy
 from orders.repository import retention_purges
 from orders.services import OrderService
 from orders.settings import OrdersSettings
-from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
+from servicekit.app import Publishes, Runtime, ServiceSpec, StartupHook, create_service_app, serve
 from servicekit.consumer import DeadLetters, batch_subscriber
+
+PUBLISHES = (
+    Publishes(
+        Topic.ORDER_STATUS_CHANGED,
+        "One OrderStatusChanged per changed status type, through the outbox; key {partner}:{order_id}",
+        (OrderStatusChanged,),
+    ),
+    Publishes(Topic.ORDERS_INBOUND_RETRY, "Upstream records to try again later (unknown status or order yet)"),
+    Publishes(Topic.ORDERS_INBOUND_DLQ, "Refused upstream records, the reason in dlq-* headers"),
+)
 
 
 def _startup(settings: OrdersSettings) -> StartupHook:
@@ -53,16 +63,6 @@ def _startup(settings: OrdersSettings) -> StartupHook:
             batching=settings.batching,
             title="orders.inbound.retry",
         )
-        # Published by the outbox relay, declared here so the AsyncAPI document shows them.
-        runtime.broker.publisher(
-            settings.changed_topic,
-            title="orders.status-changed",
-            description="One OrderStatusChanged per changed status type; key {partner}:{order_id}",
-            schema=Envelope[OrderStatusChanged],
-        )
-        runtime.broker.publisher(
-            settings.dlq_topic, title="orders.inbound.dlq", description="Refused upstream records, reason in headers"
-        )
 
     return start
 
@@ -78,6 +78,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         on_startup=_startup(settings),
         install_handlers=install_error_handlers,
         purges=retention_purges(timedelta(hours=settings.idempotency_key_retention_hours)),
+        publishes=PUBLISHES,
     )
     return create_service_app(settings, spec)
 

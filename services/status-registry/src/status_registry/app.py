@@ -6,14 +6,22 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from contracts.envelope import Envelope
-from contracts.status_events import StatusDefinitionUpserted
+from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.topics import Topic
-from servicekit.app import Runtime, ServiceSpec, StartupHook, create_service_app, serve
+from servicekit.app import Publishes, Runtime, ServiceSpec, StartupHook, create_service_app, serve
 from servicekit.consumer import DeadLetters, batch_subscriber
 from status_registry.api import router
 from status_registry.consumers import campaign_usage_processor
 from status_registry.settings import RegistrySettings
+
+PUBLISHES = (
+    Publishes(
+        Topic.STATUS_DEFINITIONS,
+        "Every partner's status definitions (compacted; key partner:code): the newest version of each",
+        (StatusDefinitionUpserted, StatusDefinitionArchived),
+    ),
+    Publishes(Topic.CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ, "campaigns.status-usage.v1 records it could not read"),
+)
 
 
 def _subscribe(settings: RegistrySettings) -> StartupHook:
@@ -29,12 +37,6 @@ def _subscribe(settings: RegistrySettings) -> StartupHook:
             batching=settings.batching,
             title="campaigns.status-usage",
         )
-        runtime.broker.publisher(
-            settings.topic_status_definitions,
-            title="registry.status-definitions",
-            description="Every change of a status definition (compacted, key {partner}:{code}), via the outbox",
-            schema=Envelope[StatusDefinitionUpserted],
-        )
 
     return start
 
@@ -47,6 +49,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         migrations=Path(__file__).parent / "migrations",
         routers=[router],
         on_startup=_subscribe(settings),
+        publishes=PUBLISHES,
     )
     return create_service_app(settings, spec)
 
