@@ -81,3 +81,34 @@ async def test_a_thousand_commands_with_duplicates_each_reach_each_phone_once(
     (row,) = await kit.rows("SELECT count(*) AS n, sum(attempts) AS a FROM messages")
     assert row["n"] == 1000 and row["a"] == 1000
     summary(f"notifier: 1000 commands + {len(duplicates) + 50} duplicates -> 1000 SMS in {elapsed:.1f}s")
+
+
+async def test_an_outcome_lost_to_a_database_outage_is_settled_after_the_grace_not_the_lease(
+    kit: Any, notifier_settings: NotifierSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live instance knows no send of that attempt is under way: it reconciles it at once (lease: 300 s)."""
+    from notifier.services import Dispatcher
+
+    record = Dispatcher._record_outcomes
+    lost: list[Any] = []
+
+    async def database_away_once(self: Dispatcher, outcomes: Any) -> None:
+        if not lost:
+            lost.extend(outcomes)
+            raise OSError("[Errno 111] Connection refused")  # as when PostgreSQL was stopped
+        await record(self, outcomes)
+
+    monkeypatch.setattr(Dispatcher, "_record_outcomes", database_away_once)
+    settings = notifier_settings.model_copy(
+        update={"inflight_lease_s": 300.0, "own_orphan_grace_s": 1.0, "dispatch_poll_interval_s": 0.2}
+    )
+    app = create_app(settings, provider=ConsoleProvider(settings.console_outbox_file, auto_deliver=False))
+    sms = kit.command()
+    async with app.router.lifespan_context(app):
+        await kit.publish(sms)
+        await kit.wait_status(sms.id, "dispatched", timeout_s=30)  # found at the provider by reconciliation
+    assert lost and kit.console_ids() == [sms.id]  # sent once, never again
+    (attempt,) = await kit.rows(
+        "SELECT a.status FROM attempts a JOIN messages m USING (message_id) WHERE m.send_sms_id = $1", sms.id
+    )
+    assert attempt["status"] == "reconciled"

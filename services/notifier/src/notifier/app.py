@@ -69,6 +69,7 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             default_sender=settings.default_sender,
             max_in_flight=settings.max_in_flight,
             lease_s=settings.inflight_lease_s,
+            own_orphan_grace_s=settings.own_orphan_grace_s,
             poll_interval_s=settings.dispatch_poll_interval_s,
         )
         intake = Intake(runtime.pool, events, dead_letters, wake, dispatcher)

@@ -300,18 +300,22 @@ class DispatchQueue:
         )
         return [_claimed(r) for r in rows]
 
-    async def orphaned(self, now: datetime, limit: int, exclude: list[str], me: int) -> list[Claimed]:
-        """Attempts left `sending` by a dead dispatcher: its liveness lock is free, or (no owner) the lease ran out."""
+    async def orphaned(
+        self, now: datetime, limit: int, exclude: list[str], me: int, own_before: datetime
+    ) -> list[Claimed]:
+        """Attempts left `sending` by a dead dispatcher (its liveness lock is free, or, with no owner, the lease ran
+        out), and our own started before `own_before` that are not among our sends (`exclude`)."""
         rows = await self._conn.fetch(
             f"SELECT {CLAIM_COLUMNS} FROM messages WHERE status = 'sending' "
             "AND NOT (message_id::text = ANY($3::text[])) "
-            "AND (lease_until < $1 OR (sent_by IS NOT NULL AND sent_by <> $4 "
+            "AND (lease_until < $1 OR (sent_by = $4 AND updated_at < $5) OR (sent_by IS NOT NULL AND sent_by <> $4 "
             f"     AND pg_try_advisory_xact_lock({OWNER_LOCK_CLASS}, sent_by))) "
             "ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED",
             now,
             limit,
             exclude,
             me,
+            own_before,
         )
         return [_claimed(r) for r in rows]
 

@@ -415,6 +415,7 @@ class Dispatcher:
     default_sender: str = "Notifier"
     max_in_flight: int = 32
     lease_s: float = 300.0
+    own_orphan_grace_s: float = 30.0
     poll_interval_s: float = 1.0
     _in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _reserved: int = 0  # room taken by attempts recorded in an intake transaction not yet committed
@@ -689,9 +690,12 @@ class Dispatcher:
         ]
 
     async def reconcile(self) -> int:
-        """Settle attempts whose process died between recording them and recording their outcome."""
+        """Settle attempts whose process died between recording them and recording their outcome, and our own
+        whose outcome could not be recorded (they are no longer among our sends)."""
+        now = _now()
+        own_before = now - timedelta(seconds=self.own_orphan_grace_s)
         async with self.pool.acquire() as conn:
-            orphans = await DispatchQueue(conn).orphaned(_now(), 100, list(self._in_flight), self.instance_id)
+            orphans = await DispatchQueue(conn).orphaned(now, 100, list(self._in_flight), self.instance_id, own_before)
         for claimed in orphans:
             await self._reconcile_one(claimed)
         return len(orphans)

@@ -51,6 +51,10 @@ class NotifierSettings(ServiceSettings):
     # An attempt still "sending" this long after it started is orphaned (its process died) and is
     # reconciled with the provider. Must exceed the longest send: rate-limit wait + provider timeout.
     inflight_lease_s: float = 300.0
+    # An attempt of this very instance that is "sending" but no longer among its sends (its outcome could not be
+    # recorded: the database went away) is reconciled after this grace, not after the lease: the instance knows no
+    # send of it is under way. The grace covers the moment between an intake's commit and the send's launch.
+    own_orphan_grace_s: float = 30.0
 
     # Retention (servicekit.retention): finished attempts and delivery receipts are deleted this long after they
     # last changed; by then their message is long final (a SendSms lives sms_ttl_hours, 24 h by default) and no
