@@ -111,6 +111,16 @@ INSERT INTO order_details_history (partner_id, order_id, outcome, fields, source
                                    event_id)
 SELECT partner_id, order_id, 'created', '{}', 1, placed_at, placed_at, gen_random_uuid()::text FROM o
 """
+# The same $1 orders' evaluations in campaigns: the bench's two campaigns (names $3) fired for each, 40 days ago
+# (outside any frequency-cap window, inside the fired evaluations' retention), for customers of their own.
+PRELOAD_EVALUATIONS_SQL = """
+INSERT INTO evaluations (campaign_id, event_id, partner_id, order_id, customer_id, outcome, send_sms_id,
+                         transactional, evaluated_at)
+SELECT c.id, gen_random_uuid()::text, c.partner_id, 'pre-' || n, 'pre-cust-' || n % 500, 'fired',
+       gen_random_uuid()::text, false, now() - interval '40 days'
+FROM generate_series(1, $1::int) AS n
+JOIN campaigns c ON c.partner_id = ($2::text[])[1 + n % cardinality($2::text[])] AND c.name = ANY($3::text[])
+"""
 # Copies of the stored campaign $1 (same partner and definition, new id and name, active), $2 of them, each
 # announced on the channel $3 as the repository announces a write.
 PRELOAD_CAMPAIGNS_SQL = """
@@ -502,15 +512,20 @@ class Bench:
     async def preload_orders(self, platform: Platform, count: int) -> None:
         """`count` delivered orders with their whole history (3 current statuses, 6 history rows, a details
         row each) in the orders database, spread over the bench partners, as the service would have stored
-        them; then ANALYZE, as autovacuum would after such a load."""
-        conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database("orders")))
+        them, and in the campaigns database the fired evaluations of the bench's two campaigns for each (what
+        campaigns' per-batch probes read); then ANALYZE, as autovacuum would after such a load."""
         partners = list(PARTNERS)
-        try:
-            async with conn.transaction():
-                await conn.execute(PRELOAD_ORDERS_SQL, count, partners)
-            await conn.execute("ANALYZE")
-        finally:
-            await conn.close()
+        for service, sql, arguments in (
+            ("orders", PRELOAD_ORDERS_SQL, (count, partners)),
+            ("campaigns", PRELOAD_EVALUATIONS_SQL, (count, partners, [c["name"] for c in CAMPAIGNS])),
+        ):
+            conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
+            try:
+                async with conn.transaction():
+                    await conn.execute(sql, *arguments)
+                await conn.execute("ANALYZE")
+            finally:
+                await conn.close()
 
     async def explain_hot_queries(self, platform: Platform) -> dict[str, list[str]]:
         """The plans, at the preloaded size, of the statements each hop runs per batch (generic plans: the
