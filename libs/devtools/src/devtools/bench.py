@@ -1,9 +1,11 @@
 """`make bench`: end-to-end throughput, latency, CPU and memory, against baselines measured in the same run.
 
 This machine is shared and noisy, so the numbers that matter are ratios taken within one run: the
-platform against a raw aiokafka relay over the same four topics, and the registry's lookup endpoint
-against a bare FastAPI endpoint. The JSON report goes to bench/results/; docs/performance.md explains
-the method. Benchmarks never fail: they measure.
+platform against the floor (the same three hops with the same guarantees and nothing else on top,
+devtools.floor_pipeline) and against a raw aiokafka relay over the same four topics, the platform with
+many campaigns and a large orders database against itself without, and the registry's lookup endpoint
+against a bare FastAPI endpoint; `targets` in the report holds issue 19's table. The JSON report goes to
+bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
 """
 
 from __future__ import annotations
