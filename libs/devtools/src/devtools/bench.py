@@ -949,7 +949,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         ("full-speed status changes/s, platform / floor",
          _ratio(full, floor["full_speed"]["status_changes_per_second"]), ">= 0.6"),
-        ("full-speed status changes/s, platform / raw relay", report["platform_vs_raw_relay"], ">= 0.25"),
+        # The relay forwards records one for one; the platform turns 4 events into 6 changes and 2 SMS, so its
+        # upstream events/s (to the last SMS) is what compares with the relay's records/s.
+        ("full speed, platform upstream events/s / raw relay records/s", report["platform_vs_raw_relay"], ">= 0.25"),
         ("p50 publish -> SmsDispatched at 100 ev/s, platform / floor",
          _ratio(_latency_at(report["latency"], 100, "p50"), _latency_at(floor["latency"], 100, "p50")), "<= 1.5"),
         ("p99 at 500 ev/s, platform / floor",
