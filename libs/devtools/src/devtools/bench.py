@@ -1,9 +1,11 @@
 """`make bench`: end-to-end throughput, latency, CPU and memory, against baselines measured in the same run.
 
 This machine is shared and noisy, so the numbers that matter are ratios taken within one run: the
-platform against a raw aiokafka relay over the same four topics, and the registry's lookup endpoint
-against a bare FastAPI endpoint. The JSON report goes to bench/results/; docs/performance.md explains
-the method. Benchmarks never fail: they measure.
+platform against the floor (the same three hops with the same guarantees and nothing else on top,
+devtools.floor_pipeline) and against a raw aiokafka relay over the same four topics, the platform with
+many campaigns and a large orders database against itself without, and the registry's lookup endpoint
+against a bare FastAPI endpoint; `targets` in the report holds issue 19's table. The JSON report goes to
+bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -25,10 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from campaigns.listener import NOTIFY_CHANNEL
 from contracts.envelope import Envelope
 from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import Customer
@@ -37,8 +42,10 @@ from contracts.topics import Topic, prefixed
 from devtools import infra
 from devtools.calibration import machine_costs
 from devtools.kafka_io import read_topic
-from devtools.platform import SERVICES, Infrastructure, Platform, free_port
+from devtools.platform import SERVICES, Infrastructure, Platform, database_dsn, free_port
 from devtools.scenario import example_status_list
+from notifier import repository as notifier_repository
+from orders import repository as orders_repository
 from servicekit.auth import issue_token
 from servicekit.kafka import topic_partitions
 from servicekit.settings import ServiceSettings
@@ -52,6 +59,10 @@ RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "8"))
 # five events every 10 ms, in one produce request): a wake-up and a produce request per event made the harness
 # and its broker requests a quarter of the machine it measures. 0: one wake-up per event.
 PUBLISH_TICK_S = float(os.environ.get("BENCH_PUBLISH_TICK_MS", "10")) / 1000
+# Cost versus size: active campaigns preloaded per bench partner (none matching the traffic), and orders with
+# their history preloaded into the orders database, before the full-speed and 100 ev/s phases are rerun.
+PRELOAD_CAMPAIGNS = int(os.environ.get("BENCH_CAMPAIGNS", "1000"))
+PRELOAD_ORDERS = int(os.environ.get("BENCH_PRELOAD_ORDERS", "1000000"))
 WARMUP_ORDERS = int(os.environ.get("BENCH_WARMUP_ORDERS", "300"))
 # BENCH_PROFILE=1: py-spy samples every service in every phase (folded stacks beside the report).
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
@@ -72,6 +83,77 @@ CAMPAIGNS = (
         "quiet_hours": "deliver_immediately",
     },
 )
+
+# $1 orders spread over the partners $2, each delivered and paid with its whole history, as orders stores them.
+PRELOAD_ORDERS_SQL = """
+WITH o AS (
+    INSERT INTO orders (partner_id, order_id, customer_id, customer_phone, customer_name, sms_consent, amount,
+                        currency, placed_at, last_sequence, details_occurred_at, details_source_sequence)
+    SELECT ($2::text[])[1 + n % cardinality($2::text[])], 'pre-' || n, 'cust-' || n % 500,
+           '+7916' || lpad((n % 10000000)::text, 7, '0'), 'Анна', true, 1490.00, 'RUB',
+           now() - interval '30 days', 6, now() - interval '30 days', 1
+    FROM generate_series(1, $1::int) AS n RETURNING partner_id, order_id, placed_at
+), s AS (
+    INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, source_sequence, recorded_at,
+                                entered_at)
+    SELECT partner_id, order_id, t.type, t.code, t.code, placed_at, t.seq, placed_at, placed_at
+    FROM o, (VALUES ('general', 'completed', 4), ('delivery', 'delivered', 5), ('payment', 'paid', 2))
+            AS t(type, code, seq)
+), h AS (
+    INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence,
+                                source_sequence, occurred_at, recorded_at, event_id)
+    SELECT partner_id, order_id, t.type, 'applied', t.from_code, t.to_code, t.to_code, t.seq, t.seq, placed_at,
+           placed_at, gen_random_uuid()::text
+    FROM o, (VALUES ('general', NULL, 'accepted', 1), ('delivery', NULL, 'at_pickup_point', 2),
+                    ('payment', NULL, 'invoice_issued', 3), ('payment', 'invoice_issued', 'paid', 4),
+                    ('general', 'accepted', 'completed', 5), ('delivery', 'at_pickup_point', 'delivered', 6))
+            AS t(type, from_code, to_code, seq)
+)
+INSERT INTO order_details_history (partner_id, order_id, outcome, fields, source_sequence, occurred_at, recorded_at,
+                                   event_id)
+SELECT partner_id, order_id, 'created', '{}', 1, placed_at, placed_at, gen_random_uuid()::text FROM o
+"""
+# The same $1 orders' evaluations in campaigns: the bench's two campaigns (names $3) fired for each, 40 days ago
+# (outside any frequency-cap window, inside the fired evaluations' retention), for customers of their own.
+PRELOAD_EVALUATIONS_SQL = """
+INSERT INTO evaluations (campaign_id, event_id, partner_id, order_id, customer_id, outcome, send_sms_id,
+                         transactional, evaluated_at)
+SELECT c.id, gen_random_uuid()::text, c.partner_id, 'pre-' || n, 'pre-cust-' || n % 500, 'fired',
+       gen_random_uuid()::text, false, now() - interval '40 days'
+FROM generate_series(1, $1::int) AS n
+JOIN campaigns c ON c.partner_id = ($2::text[])[1 + n % cardinality($2::text[])] AND c.name = ANY($3::text[])
+"""
+# Copies of the stored campaign $1 (same partner and definition, new id and name, active), $2 of them, each
+# announced on the channel $3 as the repository announces a write.
+PRELOAD_CAMPAIGNS_SQL = """
+WITH added AS (
+    INSERT INTO campaigns (partner_id, id, name, state, definition, activated_at, created_at, updated_at)
+    SELECT c.partner_id, gen_random_uuid()::text, 'Preloaded ' || n, 'active',
+           jsonb_set(c.definition, '{name}', to_jsonb('Preloaded ' || n)), now(), now(), now()
+    FROM campaigns c, generate_series(1, $2::int) AS n WHERE c.id = $1
+    RETURNING id
+)
+SELECT count(pg_notify($3, id)) FROM added
+"""
+# The statements each hop runs per batch on its growing tables, by service database: their plans at the preloaded
+# size go into the report (`explain_hot_queries`).
+HOT_QUERIES: dict[str, dict[str, str]] = {
+    "orders": {
+        "load orders": "SELECT o.* FROM orders o JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
+        "ON partner_id = k.p AND order_id = k.o ORDER BY partner_id, order_id FOR UPDATE OF o",
+        "load statuses": "SELECT s.* FROM order_statuses s JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
+        "ON s.partner_id = k.p AND s.order_id = k.o",
+        "save batch": orders_repository.SAVE_BATCH,
+    },
+    "campaigns": {
+        "active campaigns (index load)": "SELECT * FROM campaigns WHERE state = 'active'",
+        "evaluations seen": "SELECT campaign_id, event_id FROM evaluations "
+        "WHERE (campaign_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        "fired before": "SELECT DISTINCT campaign_id, order_id FROM evaluations WHERE outcome = 'fired' "
+        "AND (campaign_id, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    },
+    "notifier": {"intake": notifier_repository.INSERT_MESSAGES},
+}
 
 
 def say(message: str) -> None:
@@ -251,12 +333,15 @@ class Bench:
             },
         }
 
-    async def baseline(self, producer: AIOKafkaProducer, records: int) -> dict[str, Any]:
+    async def baseline(self, producer: AIOKafkaProducer, records: int, sizes: dict[Topic, int]) -> dict[str, Any]:
         prefix = f"raw{os.getpid()}."
         await infra.ensure_topics(self.infrastructure.kafka_bootstrap, prefix)
         hops = [Topic.ORDERS_INBOUND, Topic.ORDER_STATUS_CHANGED, Topic.SEND_SMS, Topic.SMS_EVENTS]
         names = [prefixed(t, prefix) for t in hops]
-        relays = [helper("relay", self.infrastructure.kafka_bootstrap, a, b) for a, b in itertools.pairwise(names)]
+        relays = [
+            helper("relay", self.infrastructure.kafka_bootstrap, a, b, str(sizes.get(hop, 0)))
+            for (a, b), hop in zip(itertools.pairwise(names), hops[1:], strict=True)
+        ]
         try:
             await asyncio.sleep(3)  # the relays join their groups
             orders = max(1, records // EVENTS_PER_ORDER)
@@ -292,17 +377,202 @@ class Bench:
         elapsed = time.monotonic() - started + await wait_for(through, 300)
         return round(len(payload) / elapsed, 1)
 
+    async def record_sizes(self, platform: Platform) -> dict[Topic, int]:
+        """The platform's mean record value size per topic (read back after the warm-up): the baselines pad theirs
+        to it, so the broker moves as many bytes for them."""
+        sizes = {}
+        for topic in (Topic.ORDER_STATUS_CHANGED, Topic.SEND_SMS, Topic.SMS_EVENTS):
+            values = [
+                len(r.value or b"")
+                for r in await read_topic(
+                    self.infrastructure.kafka_bootstrap, self.topic(platform, topic), timeout_s=30
+                )
+            ]
+            sizes[topic] = round(statistics.mean(values)) if values else 0
+        return sizes
+
+    # --- the floor ----------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def floor(self, sizes: dict[Topic, int]) -> AsyncIterator[str]:
+        """The floor pipeline (devtools.floor_pipeline) running as three processes under its own topic prefix and
+        databases; yields the prefix."""
+        prefix = f"floor{os.getpid()}."
+        bootstrap = self.infrastructure.kafka_bootstrap
+        await infra.ensure_topics(bootstrap, prefix)
+        databases = [f"floor{os.getpid()}_{hop}" for hop in ("orders", "campaigns", "notifier")]
+        admin = await asyncpg.connect(self.infrastructure.postgres_dsn)
+        try:
+            for database in databases:
+                await admin.execute(f'CREATE DATABASE "{database}"')
+        finally:
+            await admin.close()
+        named_sizes = json.dumps({prefixed(topic, prefix): size for topic, size in sizes.items()})
+        processes = [
+            subprocess.Popen(  # noqa: ASYNC220 - once per run, before anything is measured
+                [sys.executable, "-m", "devtools.floor_pipeline", hop, bootstrap,
+                 database_dsn(self.infrastructure.postgres_dsn, database), prefix, named_sizes]
+            )
+            for hop, database in zip(("orders", "campaigns", "notifier"), databases, strict=True)
+        ]  # fmt: skip
+        try:
+            await asyncio.sleep(3)  # the hops join their groups
+            yield prefix
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=15)
+            await infra.delete_topics(bootstrap, prefix)
+            admin = await asyncpg.connect(self.infrastructure.postgres_dsn)
+            try:
+                for database in databases:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+    async def floor_phases(self, producer: AIOKafkaProducer, sizes: dict[Topic, int]) -> dict[str, Any]:
+        """The floor at full speed (after a warm-up) and at the latency phases' fixed rates."""
+        async with self.floor(sizes) as prefix:
+            bootstrap = self.infrastructure.kafka_bootstrap
+            async with (
+                end_totals(bootstrap, prefixed(Topic.ORDER_STATUS_CHANGED, prefix)) as changes,
+                end_totals(bootstrap, prefixed(Topic.SMS_EVENTS, prefix)) as dispatched,
+            ):
+                await self._floor_full_speed(prefix, producer, changes, dispatched, WARMUP_ORDERS, "floorwarm")
+                result: dict[str, Any] = {
+                    "full_speed": await self._floor_full_speed(
+                        prefix, producer, changes, dispatched, FULL_SPEED_ORDERS, "floorfull"
+                    )
+                }
+                result["latency"] = [
+                    await self.latency_of(prefix, dispatched, producer, rate, f"floorrate{rate}") for rate in RATES
+                ]
+        return result
+
+    @staticmethod
+    async def _floor_full_speed(
+        prefix: str,
+        producer: AIOKafkaProducer,
+        changes: Callable[[], Awaitable[int]],
+        dispatched: Callable[[], Awaitable[int]],
+        orders: int,
+        tag: str,
+    ) -> dict[str, Any]:
+        records = [(e.to_bytes(), e.key()) for e in interleaved(orders, tag)]
+        changes_before, dispatched_before = await changes(), await dispatched()
+        started = time.monotonic()
+        for value, key in records:
+            await producer.send(prefixed(Topic.ORDERS_INBOUND, prefix), value, key=key)
+        await producer.flush()
+
+        async def changes_done() -> bool:
+            return await changes() - changes_before >= orders * CHANGES_PER_ORDER
+
+        async def sms_done() -> bool:
+            return await dispatched() - dispatched_before >= orders * SMS_PER_ORDER
+
+        changes_s = time.monotonic() - started + await wait_for(changes_done, 600)
+        sms_s = time.monotonic() - started + await wait_for(sms_done, 600)
+        return {
+            "orders": orders,
+            "changes_seconds": round(changes_s, 2),
+            "sms_seconds": round(sms_s, 2),
+            "status_changes_per_second": round(orders * CHANGES_PER_ORDER / changes_s, 1),
+            "sms_per_second": round(orders * SMS_PER_ORDER / sms_s, 1),
+        }
+
+    # --- cost versus size ---------------------------------------------------------------------
+    async def preload_campaigns(self, platform: Platform, count: int) -> None:
+        """`count` more active campaigns for every bench partner, none matching the bench's traffic. The first is
+        created and activated through the campaigns API; the others are bulk copies of its stored row (as the
+        repository wrote it, under new ids and names), announced on the service's NOTIFY channel in the same
+        transaction, as the repository announces a write, so the running service loads each into its index.
+        Through the API alone, 3,000 campaigns took minutes."""
+        campaign = {
+            "name": "Preloaded 0",
+            "trigger": {"status_type": "delivery", "from": "any", "to": "delivered"},
+            "filters": [{"kind": "order_status", "status_type": "payment", "op": "eq", "value": "paid"}],
+            "template": "{{ customer.name }}, у нас для вас предложение",
+            "quiet_hours": "deliver_immediately",
+        }
+        conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database("campaigns")))
+        try:
+            for partner in PARTNERS:
+                async with platform.client("campaigns", partner) as campaigns:
+                    created = await campaigns.post("/v1/campaigns", json=campaign)
+                    created.raise_for_status()
+                    first = created.json()["id"]
+                    (await campaigns.post(f"/v1/campaigns/{first}/activate")).raise_for_status()
+                if count > 1:
+                    async with conn.transaction():
+                        await conn.execute(PRELOAD_CAMPAIGNS_SQL, first, count - 1, NOTIFY_CHANNEL)
+        finally:
+            await conn.close()
+        # The service loads each announced campaign by id: a few thousand single-row reads.
+        await asyncio.sleep(5)
+
+    async def preload_orders(self, platform: Platform, count: int) -> None:
+        """`count` delivered orders with their whole history (3 current statuses, 6 history rows, a details
+        row each) in the orders database, spread over the bench partners, as the service would have stored
+        them, and in the campaigns database the fired evaluations of the bench's two campaigns for each (what
+        campaigns' per-batch probes read); then ANALYZE, as autovacuum would after such a load."""
+        partners = list(PARTNERS)
+        for service, sql, arguments in (
+            ("orders", PRELOAD_ORDERS_SQL, (count, partners)),
+            ("campaigns", PRELOAD_EVALUATIONS_SQL, (count, partners, [c["name"] for c in CAMPAIGNS])),
+        ):
+            conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
+            try:
+                async with conn.transaction():
+                    await conn.execute(sql, *arguments)
+                await conn.execute("ANALYZE")
+            finally:
+                await conn.close()
+
+    async def explain_hot_queries(self, platform: Platform) -> dict[str, list[str]]:
+        """The plans, at the preloaded size, of the statements each hop runs per batch (generic plans: the
+        statement prepared once, as asyncpg does, and planned without its values)."""
+        plans: dict[str, list[str]] = {}
+        for service, statements in HOT_QUERIES.items():
+            conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
+            try:
+                await conn.execute("SET plan_cache_mode = force_generic_plan")
+                for name, sql in statements.items():
+                    parameters = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
+                    arguments = f"({', '.join(['NULL'] * parameters)})" if parameters else ""
+                    try:
+                        async with conn.transaction():  # EXPLAIN of a write plans it without running it
+                            await conn.execute(f"PREPARE hot AS {sql}")
+                            rows = await conn.fetch(f"EXPLAIN EXECUTE hot{arguments}")
+                            await conn.execute("DEALLOCATE hot")
+                        plans[f"{service} {name}"] = [row[0] for row in rows]
+                    except asyncpg.PostgresError as error:
+                        plans[f"{service} {name}"] = [f"not explained: {error}"]
+                        await conn.execute("DEALLOCATE ALL")
+            finally:
+                await conn.close()
+        return plans
+
     # --- latency ------------------------------------------------------------------------------
     async def latency(
         self, platform: Platform, producer: AIOKafkaProducer, rate: int, cpu: dict[str, Any]
     ) -> dict[str, Any]:
-        orders = max(1, int(rate * RATE_SECONDS) // EVENTS_PER_ORDER)
-        events = interleaved(orders, f"rate{rate}")
-        sent_at: dict[tuple[str, str], float] = {}
-        sms_before = platform.sent_count()
+        async def delivered() -> int:
+            return platform.sent_count()
+
         with cpu_used(platform, cpu):  # until the last SMS: reading the topics back afterwards is not load
-            achieved = await self._publish_at(platform, producer, rate, events, sent_at, sms_before, orders)
-        hops = await self._hop_times(platform, f"rate{rate}-")
+            return await self.latency_of(platform.prefix, delivered, producer, rate, f"rate{rate}")
+
+    async def latency_of(
+        self, prefix: str, delivered: Callable[[], Awaitable[int]], producer: AIOKafkaProducer, rate: int, tag: str
+    ) -> dict[str, Any]:
+        """Publish at `rate` to the pipeline under `prefix` until every SMS is out (`delivered` counts them), then
+        read each hop's broker timestamps back from its topics."""
+        orders = max(1, int(rate * RATE_SECONDS) // EVENTS_PER_ORDER)
+        events = interleaved(orders, tag)
+        sent_at: dict[tuple[str, str], float] = {}
+        achieved = await self._publish_at(prefix, producer, rate, events, sent_at, delivered, orders)
+        hops = await self._hop_times(prefix, f"{tag}-")
         total: list[float] = []
         per_hop: dict[str, list[float]] = {"orders": [], "campaigns": [], "notifier": []}
         for key, published in sent_at.items():
@@ -322,17 +592,18 @@ class Bench:
 
     async def _publish_at(
         self,
-        platform: Platform,
+        prefix: str,
         producer: AIOKafkaProducer,
         rate: int,
         events: list[Envelope[Any]],
         sent_at: dict[tuple[str, str], float],
-        sms_before: int,
+        delivered: Callable[[], Awaitable[int]],
         orders: int,
     ) -> float:
         """Publish `events` at `rate` per second, noting when each order's "shipped" went out; wait for the SMS.
         Returns the rate achieved."""
-        inbound = self.topic(platform, Topic.ORDERS_INBOUND)
+        inbound = prefixed(Topic.ORDERS_INBOUND, prefix)
+        delivered_before = await delivered()
         # Serialized up front: the load generator shares the machine, and its work is not the platform's.
         records = [(event.to_bytes(), event.key(), shipped(event)) for event in events]
         started = time.monotonic()
@@ -350,21 +621,19 @@ class Bench:
         achieved = len(events) / (time.monotonic() - started)
 
         async def drained() -> bool:
-            return platform.sent_count() - sms_before >= orders * SMS_PER_ORDER
+            return await delivered() - delivered_before >= orders * SMS_PER_ORDER
 
         await wait_for(drained, 300)
         return achieved
 
-    async def _hop_times(self, platform: Platform, tag: str) -> dict[tuple[str, str], list[float]]:
+    async def _hop_times(self, prefix: str, tag: str) -> dict[tuple[str, str], list[float]]:
         """(partner, order) -> broker timestamps (s) of: changed to shipped, its SendSms, its SmsDispatched."""
         changed_at: dict[tuple[str, str], float] = {}
         requested_at: dict[tuple[str, str], float] = {}
         dispatched_at: dict[tuple[str, str], float] = {}
         shipped_commands: set[str] = set()
         for topic in (Topic.ORDER_STATUS_CHANGED, Topic.SEND_SMS, Topic.SMS_EVENTS):
-            for record in await read_topic(
-                self.infrastructure.kafka_bootstrap, self.topic(platform, topic), timeout_s=60
-            ):
+            for record in await read_topic(self.infrastructure.kafka_bootstrap, prefixed(topic, prefix), timeout_s=60):
                 document = json.loads(record.value or b"{}")
                 data = document.get("data", {})
                 key = (document.get("partnerid", ""), data.get("order_id", ""))
@@ -564,12 +833,21 @@ def process_usage(pid: int) -> dict[str, float]:
     return {"cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
-async def run() -> dict[str, Any]:
+def running_infrastructure() -> Infrastructure:
+    """Kafka and PostgreSQL already running (KAFKA_BOOTSTRAP_SERVERS and TEST_POSTGRES_DSN, as the tests take
+    them), else the local ones `make infra-up` starts (started here when missing). The bench keeps to its own
+    topic prefixes and databases on either, and drops them at the end."""
+    bootstrap, dsn = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("TEST_POSTGRES_DSN")
+    if bootstrap and dsn:
+        return Infrastructure(bootstrap, dsn, "given infrastructure")
     settings = infra.InfraSettings()
     infra.up(settings)
-    infrastructure = Infrastructure(
-        infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure"
-    )
+    return Infrastructure(infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure")
+
+
+async def run() -> dict[str, Any]:
+    run_started = time.monotonic()
+    infrastructure = running_infrastructure()
     say("machine costs: a wake-up, a broker request")
     costs = await machine_costs(infrastructure.kafka_bootstrap, lambda: infrastructure_cpu()["kafka"])
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -600,10 +878,12 @@ async def run() -> dict[str, Any]:
             report["full_speed"] = await bench.full_speed(platform, producer)
         report["full_speed"]["cpu"] = cpu
         report["full_speed"]["batches"] = batch_means(counts, await pipeline_counts(platform))
+        sizes = await bench.record_sizes(platform)
+        report["record_bytes"] = {str(topic): size for topic, size in sizes.items()}
         say("each stage alone: orders with campaigns and the notifier paused, then those two")
         report["stages_alone"] = await bench.stages_alone(platform, producer)
         say(f"raw relay baseline: {report['full_speed']['events']} records over the same four topics")
-        report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"])
+        report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"], sizes)
         platform_events_per_second = report["full_speed"]["events"] / report["full_speed"]["sms_seconds"]
         report["platform_vs_raw_relay"] = round(
             platform_events_per_second / report["raw_relay"]["records_per_second"], 3
@@ -616,15 +896,75 @@ async def run() -> dict[str, Any]:
                 report["latency"].append(await bench.latency(platform, producer, rate, cpu))
             report["latency"][-1]["batches"] = batch_means(counts, await pipeline_counts(platform))
             report["latency"][-1]["cpu"] = cpu
+        say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed, then {RATES} events/s")
+        report["floor"] = await bench.floor_phases(producer, sizes)
+        say(f"cost versus size: {PRELOAD_CAMPAIGNS} more active campaigns per partner")
+        preload_started = time.monotonic()
+        await bench.preload_campaigns(platform, PRELOAD_CAMPAIGNS)
+        report["preload_seconds"] = {"campaigns": round(time.monotonic() - preload_started, 1)}
+        report["with_campaigns"] = await size_phase(bench, platform, producer, "camp")
+        say(f"cost versus size: {PRELOAD_ORDERS} orders and their history preloaded")
+        preload_started = time.monotonic()
+        await bench.preload_orders(platform, PRELOAD_ORDERS)
+        report["preload_seconds"]["orders"] = round(time.monotonic() - preload_started, 1)
+        report["with_orders"] = await size_phase(bench, platform, producer, "big")
+        report["hot_query_plans"] = await bench.explain_hot_queries(platform)
         say("registry lookups against a bare FastAPI endpoint")
         report["registry_lookups"] = await bench.lookups(platform)
         report["processes"] = {service: process_usage(platform.processes[service].pid) for service in SERVICES}
+        report["targets"] = targets(report)
+        report["run_seconds"] = round(time.monotonic() - run_started)
     finally:
         await producer.stop()
         platform.stop_all()
         await platform.drop()
         await infra.delete_topics(infrastructure.kafka_bootstrap, platform.prefix)
     return report
+
+
+async def size_phase(bench: Bench, platform: Platform, producer: AIOKafkaProducer, tag: str) -> dict[str, Any]:
+    """The full-speed and 100 ev/s phases again, at the size just preloaded."""
+    result = {"full_speed": await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, tag)}
+
+    async def delivered() -> int:
+        return platform.sent_count()
+
+    result["latency_100"] = await bench.latency_of(platform.prefix, delivered, producer, 100, f"{tag}rate100")
+    return result
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def _latency_at(rows: list[dict[str, Any]], rate: int, percentile: str) -> float | None:
+    row = next((r for r in rows if r["target_events_per_second"] == rate), None)
+    return row["publish_to_dispatched_ms"][percentile] if row else None
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 19's table: each measure of this run, with its target."""
+    full = report["full_speed"]["status_changes_per_second"]
+    floor = report["floor"]
+    rows = [
+        ("full-speed status changes/s, platform / floor",
+         _ratio(full, floor["full_speed"]["status_changes_per_second"]), ">= 0.6"),
+        # The relay forwards records one for one; the platform turns 4 events into 6 changes and 2 SMS, so its
+        # upstream events/s (to the last SMS) is what compares with the relay's records/s.
+        ("full speed, platform upstream events/s / raw relay records/s", report["platform_vs_raw_relay"], ">= 0.25"),
+        ("p50 publish -> SmsDispatched at 100 ev/s, platform / floor",
+         _ratio(_latency_at(report["latency"], 100, "p50"), _latency_at(floor["latency"], 100, "p50")), "<= 1.5"),
+        ("p99 at 500 ev/s, platform / floor",
+         _ratio(_latency_at(report["latency"], 500, "p99"), _latency_at(floor["latency"], 500, "p99")), "<= 2"),
+        ("p50 at 100 ev/s, absolute ms (context)", _latency_at(report["latency"], 100, "p50"), "<= 100"),
+        (f"throughput with {PRELOAD_CAMPAIGNS} more active campaigns per partner / with the bench's 2",
+         _ratio(report["with_campaigns"]["full_speed"]["status_changes_per_second"], full), ">= 0.8"),
+        (f"throughput with {PRELOAD_ORDERS} orders and their history preloaded / without (campaigns preloaded in both)",
+         _ratio(report["with_orders"]["full_speed"]["status_changes_per_second"],
+                report["with_campaigns"]["full_speed"]["status_changes_per_second"]), ">= 0.8"),
+        ("peak RSS per service, MB (largest)", max(p["peak_rss_mb"] for p in report["processes"].values()), "<= 150"),
+    ]  # fmt: skip
+    return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
 
 
 def table(report: dict[str, Any]) -> str:
@@ -687,6 +1027,10 @@ def table(report: dict[str, Any]) -> str:
     )
     for service, usage in report["processes"].items():
         lines.append(f"  {service:<16} {usage['cpu_seconds']:>7} CPU s  {usage['peak_rss_mb']:>7} MB peak RSS")
+    lines.append("issue 19's targets (ratios within this run):")
+    lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]
+    lines.append(f"hot query plans at the preloaded size: sequential scans in {', '.join(scans) or 'none'}")
     return "\n".join(lines)
 
 

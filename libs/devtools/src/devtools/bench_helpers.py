@@ -1,9 +1,10 @@
 """Processes the benchmark runs beside the platform: the raw Kafka relay baseline and a bare FastAPI endpoint.
 
-`python -m devtools.bench_helpers relay <bootstrap> <from-topic> <to-topic>`: forwards every record of one
-topic to the next as fast as aiokafka allows (producing as the platform's relays do: their batch size, one
-aiokafka batch per partition): no database, no validation, auto-committed offsets. Three of them make the
-same four-topic chain the platform's services make.
+`python -m devtools.bench_helpers relay <bootstrap> <from-topic> <to-topic> <bytes>`: forwards every record of
+one topic to the next as fast as aiokafka allows, producing as the platform's relays do (idempotent, acks=all,
+their batch size, one aiokafka batch per partition, the platform's headers) and padding each record to
+`bytes`, the platform's mean record size on that topic: no database, no validation, auto-committed offsets.
+Three of them make the same four-topic chain the platform's services make.
 `python -m devtools.bench_helpers bare <port>`: uvicorn serving one FastAPI route shaped like the registry's
 `GET /v1/statuses/{code}`, without a database or auth.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,14 +24,18 @@ from fastapi import FastAPI
 from servicekit.outbox import RELAY_REQUEST_BYTES, BatchSender
 
 
-async def relay(bootstrap: str, source: str, target: str) -> None:
+async def relay(bootstrap: str, source: str, target: str, size_bytes: str = "0") -> None:
     consumer = AIOKafkaConsumer(
         source, bootstrap_servers=bootstrap, group_id=f"bench-relay-{source}", auto_offset_reset="earliest"
     )
     # The platform's relays produce as large batches, the same way (servicekit.outbox): the baseline must not
     # lose on that alone.
     size = RELAY_REQUEST_BYTES
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, max_batch_size=size, max_request_size=size)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=2, max_batch_size=size, max_request_size=size,
+        enable_idempotence=True, acks="all",
+    )  # fmt: skip
+    record_bytes = int(size_bytes)
     await consumer.start()
     await producer.start()
     sender = BatchSender(producer)
@@ -37,11 +43,23 @@ async def relay(bootstrap: str, source: str, target: str) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             await sender.send_all(
-                (target, record.key, record.value or b"", []) for records in batches.values() for record in records
+                (target, record.key, padded(record.value or b"", record_bytes), platform_headers())
+                for records in batches.values()
+                for record in records
             )
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def padded(value: bytes, size: int) -> bytes:
+    """`value` with spaces after it up to `size` bytes (JSON allows trailing white space)."""
+    return value + b" " * (size - len(value)) if len(value) < size else value
+
+
+def platform_headers() -> list[tuple[str, bytes]]:
+    """The headers the platform's outbox puts on every record: CloudEvents type and id, partner."""
+    return [("ce_type", b"order.status_changed.v1"), ("ce_id", str(uuid.uuid4()).encode()), ("partnerid", b"bench-a")]
 
 
 def bare_app() -> FastAPI:
