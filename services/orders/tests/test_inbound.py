@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -228,3 +229,24 @@ async def test_a_late_upsert_leaves_the_newer_details_and_the_next_snapshot_carr
     metrics = (await demo.get("/metrics")).text
     stale = [line for line in metrics.splitlines() if line.startswith("order_stale_details_total ")]
     assert stale and float(stale[0].split()[1]) >= 2  # the counter is per process: earlier tests may count too
+
+
+async def test_nul_or_lone_surrogate_in_a_field_is_dead_lettered_as_invalid_payload_and_the_next_flows(
+    upstream: Any, orders_settings: OrdersSettings
+) -> None:
+    """Such a string would fail in PostgreSQL or asyncpg (processing_failed); the contract refuses it first."""
+    for order_id, bad in (("o-nul", "A\x00"), ("o-sur", "A\ud800")):
+        document = {
+            "specversion": "1.0", "id": f"evt-{order_id}", "source": "/shop", "type": "order.upserted.v1",
+            "time": T0.isoformat(), "partnerid": "demo",
+            "data": {"order_id": order_id, "customer": {"id": "c-1", "name": bad}, "amount": "1", "currency": "RUB",
+                     "placed_at": T0.isoformat(), "occurred_at": T0.isoformat(), "statuses": {"general": "accepted"}},
+        }  # fmt: skip
+        await upstream.raw(json.dumps(document).encode(), key=f"demo:{order_id}".encode())
+    await upstream.upsert("o-good", general="accepted")
+
+    found = await records(orders_settings.kafka_bootstrap_servers, orders_settings.dlq_topic, 2)
+    reasons = [(dict(r.headers)["dlq-reason"].decode(), dict(r.headers)["dlq-error"].decode()) for r in found]
+    assert [reason for reason, _ in reasons] == ["invalid_payload", "invalid_payload"]
+    assert all(error.startswith("data.customer.name:") for _, error in reasons), reasons
+    assert [e.order_id for e in await changes(orders_settings, 1)] == ["o-good"]
