@@ -15,7 +15,7 @@ export HELM
 PARTNER ?= demo
 SCOPES ?= read,write
 
-.PHONY: help setup run up down logs bench test check lint typecheck schemas schemas-check schemas-release infra-up infra-down infra-status token ops pytest clean
+.PHONY: help setup run up down logs bench test check lint typecheck schemas schemas-check schemas-release infra-up infra-down infra-status browser token user console-messages ops pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,7 +65,10 @@ pytest: ## the test suite alone (infrastructure must be up); one test: make pyte
 check: setup $(HELM) lint typecheck schemas-check ## the inner loop: ruff, mypy and every test that needs no Kafka or PostgreSQL
 	@$(RUN) pytest -m "not infra" -q $(PYTEST_ARGS)
 
-test: setup $(HELM) infra-up lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, ruff, mypy, the whole suite
+browser: setup ## Debian's Chromium for the console's browser tests (installed with apt-get when missing)
+	@$(RUN) python -m devtools.browser
+
+test: setup $(HELM) infra-up browser lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, Chromium, ruff, mypy, the whole suite
 	@$(RUN) pytest $(PYTEST_ARGS)
 
 ops: ## operate topics: make ops ARGS="topics | lag | dlq list <topic> | dlq replay <topic> [--id ID] | tail <topic>"
@@ -73,6 +76,15 @@ ops: ## operate topics: make ops ARGS="topics | lag | dlq list <topic> | dlq rep
 
 bench: setup infra-up ## throughput, latency, CPU and memory against baselines; JSON report in bench/results/
 	@$(RUN) python -m devtools.bench
+
+user: setup infra-up ## create a console user: make user PARTNER=<id> EMAIL=<email> ROLE=marketer|viewer (ROLE=ops: no PARTNER)
+	@$(RUN) python -m console.cli --email "$(EMAIL)" --role "$(ROLE)" $(if $(filter command line environment,$(origin PARTNER)),--partner "$(PARTNER)")
+
+console-messages: setup ## extract the console's messages and merge new ones into its catalogues (then translate them)
+	@cd services/console && $(CURDIR)/.venv/bin/pybabel extract -F babel.cfg -k _ -k gettext -k N_ --no-location \
+		--sort-output -o $(CURDIR)/.state/console-messages.pot . \
+		&& $(CURDIR)/.venv/bin/pybabel update -i $(CURDIR)/.state/console-messages.pot -d src/console/locale \
+		--width 120 --ignore-obsolete
 
 token: ## print a partner token: make token PARTNER=<id> [SCOPES=read,write]
 	@$(RUN) python -m servicekit.auth "$(PARTNER)" --scopes "$(SCOPES)"

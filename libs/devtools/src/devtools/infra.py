@@ -46,7 +46,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.topics import TOPIC_SPECS, prefixed
 
 KAFKA_VERSION = "4.1.1"  # keep in step with infra/pom.xml
-SERVICE_DATABASES = ("status_registry", "orders", "campaigns", "notifier")
+SERVICE_DATABASES = ("status_registry", "orders", "campaigns", "notifier", "console")
 LOCALHOST = "127.0.0.1"
 PG_OS_USER = "postgres"  # PostgreSQL refuses to run as root; the Debian package creates this system user
 PG_FALLBACK_ROOT = Path("/var/tmp/order-status-platform")

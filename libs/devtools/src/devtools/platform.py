@@ -1,4 +1,5 @@
-"""The four services as separate processes on real Kafka and PostgreSQL, for end-to-end tests.
+"""The four services (and the console, when a test starts it) as separate processes on real Kafka and PostgreSQL,
+for end-to-end tests.
 
 Each platform gets its own topic prefix, its own four databases and free ports, so several can share
 one broker and one server. Processes can be killed with SIGKILL and started again, as in a crash.
@@ -27,6 +28,8 @@ from servicekit.auth import issue_token
 from servicekit.settings import ServiceSettings
 
 SERVICES = ("status-registry", "orders", "campaigns", "notifier")
+CONSOLE = "console"
+APPS = (*SERVICES, CONSOLE)  # each has a database of its own
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Platform:
     infrastructure: Infrastructure
     workdir: Path
     prefix: str = field(default_factory=lambda: f"e{uuid.uuid4().hex[:8]}.")
-    ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in SERVICES})
+    ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in APPS})
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -80,14 +83,24 @@ class Platform:
                 "LOG_LEVEL": "WARNING",
                 "PYTHONUNBUFFERED": "1",
             }
+            | (self.console_env() if service == CONSOLE else {})
             | self.extra_env
         )
+
+    def console_env(self) -> dict[str, str]:
+        """The console calls the four services' APIs (the first instance of each)."""
+        return {
+            "REGISTRY_URL": self.url("status-registry"),
+            "ORDERS_URL": self.url("orders"),
+            "CAMPAIGNS_URL": self.url("campaigns"),
+            "NOTIFIER_URL": self.url("notifier"),
+        }
 
     async def create(self) -> None:
         await ensure_topics(self.infrastructure.kafka_bootstrap, self.prefix)
         admin = await asyncpg.connect(self.infrastructure.postgres_dsn)
         try:
-            for service in SERVICES:
+            for service in APPS:
                 await admin.execute(f'CREATE DATABASE "{self.database(service)}"')
         finally:
             await admin.close()
@@ -95,7 +108,7 @@ class Platform:
     async def drop(self) -> None:
         admin = await asyncpg.connect(self.infrastructure.postgres_dsn)
         try:
-            for service in SERVICES:
+            for service in APPS:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{self.database(service)}" WITH (FORCE)')
         finally:
             await admin.close()

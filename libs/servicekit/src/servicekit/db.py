@@ -33,13 +33,15 @@ def _yoyo_url(dsn: str) -> str:
     return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else dsn
 
 
-def apply_migrations(dsn: str, *folders: Path) -> None:
-    """Apply the shared plumbing tables (outbox, inbox) and the service's own migrations, in order.
+def apply_migrations(dsn: str, *folders: Path, plumbing: bool = True) -> None:
+    """Apply the shared plumbing tables (outbox, inbox; unless `plumbing` is false, for a service that publishes
+    and consumes nothing) and the service's own migrations, in order.
 
     yoyo takes a lock in the database, so several instances starting at once apply each migration once.
     """
     backend = get_backend(_yoyo_url(dsn))
-    migrations = read_migrations(str(SHARED_MIGRATIONS), *(str(f) for f in folders))
+    shared = [str(SHARED_MIGRATIONS)] if plumbing else []
+    migrations = read_migrations(*shared, *(str(f) for f in folders))
     with backend.lock():
         backend.apply_migrations(backend.to_apply(migrations))
 

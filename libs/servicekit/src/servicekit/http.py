@@ -121,6 +121,11 @@ def install_plumbing(app: FastAPI, *, max_body_bytes: int, checks: Mapping[str, 
     """Add body limits, /healthz, /readyz (each named check must pass) and /metrics to an app."""
     app.add_middleware(BodyLimits, max_body_bytes=max_body_bytes)
     app.add_exception_handler(BodyTooLarge, _body_too_large)
+    install_probes(app, checks)
+
+
+def install_probes(app: FastAPI, checks: Mapping[str, ReadinessCheck]) -> None:
+    """/healthz, /readyz (each named check must pass) and /metrics."""
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

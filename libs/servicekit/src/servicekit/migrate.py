@@ -46,7 +46,7 @@ def migrations_folder(service: str) -> Path:
 
 def migrate(service: str) -> None:
     settings = settings_class(service)()
-    apply_migrations(settings.database_url, migrations_folder(service))
+    apply_migrations(settings.database_url, migrations_folder(service), plumbing=settings.uses_outbox)
 
 
 def main(argv: list[str] | None = None) -> None:

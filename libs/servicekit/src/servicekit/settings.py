@@ -7,6 +7,7 @@ database). The defaults match what `make infra-up` starts, so a fresh clone runs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,9 @@ class Batching:
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    # Whether the service's database holds the shared plumbing tables (outbox, processed events): every service
+    # that publishes or consumes; not the console, whose database holds only its users.
+    uses_outbox: ClassVar[bool] = True
 
     service_name: str = "service"
     http_host: str = "127.0.0.1"

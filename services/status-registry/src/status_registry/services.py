@@ -12,7 +12,7 @@ from contracts.envelope import Envelope
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import status_definition_key
-from servicekit.errors import Conflict, NotFound, PreconditionFailed
+from servicekit.errors import Conflict, FieldError, NotFound, PreconditionFailed
 from servicekit.outbox import OutboxRecord, OutboxRelay, enqueue, record_for
 from status_registry.domain import (
     NewStatus,
@@ -73,10 +73,8 @@ class Registry:
         async with self._unit_of_work() as (repo, events):
             existing = await repo.get(new.code)
             if existing is not None:
-                raise Conflict(
-                    f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')",
-                    code="status_exists",
-                )
+                message = f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')"
+                raise Conflict(message, code="status_exists", errors=[_field_conflict("code", message)])
             await self._check_references(repo, new.code, new.type, new)
             created = await repo.insert(new)
             events.append(self._event(created))
@@ -154,9 +152,13 @@ class Registry:
     async def _check_single_initial(repo: StatusRepository, code: str, status_type: StatusType) -> None:
         initial = await repo.initial_of(status_type)
         if initial is not None and initial != code:
-            raise Conflict(
-                f"'{initial}' is already the initial {status_type} status; unset it first", code="initial_status_taken"
-            )
+            message = f"'{initial}' is already the initial {status_type} status; unset it first"
+            raise Conflict(message, code="initial_status_taken", errors=[_field_conflict("is_initial", message)])
+
+
+def _field_conflict(field: str, message: str) -> FieldError:
+    """A 409 names the field it concerns too, so a form can show the refusal beside it."""
+    return FieldError(location="body", field=field, message=message, type="conflict")
 
 
 __all__ = ["Registry", "RuleViolation"]

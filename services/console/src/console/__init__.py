@@ -1,0 +1,1 @@
+"""The partner console: server-rendered pages over the four services' public HTTP APIs."""

@@ -1,0 +1,76 @@
+"""Wiring of the console: its users' database, the backends, sessions, templates and the pages. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from console.backends import Backends
+from console.domain import LANGUAGES
+from console.pages import account, analytics, campaigns, messages, ops, orders, statuses
+from console.services import Users
+from console.settings import ConsoleSettings
+from console.web import Templates, csrf_protected, install_page_handlers
+from servicekit.app import serve
+from servicekit.db import apply_migrations, create_pool, ping
+from servicekit.http import install_probes
+
+PAGES = (account, statuses, campaigns, orders, analytics, messages, ops)
+
+
+def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
+    settings = settings or ConsoleSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrations = Path(__file__).parent / "migrations"
+        await asyncio.to_thread(apply_migrations, settings.database_url, migrations, plumbing=False)
+        pool = await create_pool(settings.database_url, settings.db_pool_min_size, settings.db_pool_max_size)
+        app.state.pool = pool
+        app.state.users = Users(pool)
+        app.state.backends = Backends(settings)
+        try:
+            yield
+        finally:
+            await app.state.backends.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="Partner console",
+        description="The platform's screens: statuses, campaigns, orders, analytics, messages; ops for operators.",
+        lifespan=lifespan,
+        dependencies=[Depends(csrf_protected)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.templates = Templates(LANGUAGES)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret,
+        session_cookie="console_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.session_cookie_secure,
+    )
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    for page in PAGES:
+        app.include_router(page.router)
+    install_page_handlers(app)
+    install_probes(app, {"database": lambda: ping(app.state.pool)})
+    return app
+
+
+def main() -> None:
+    serve(ConsoleSettings(), create_app)
+
+
+if __name__ == "__main__":
+    main()

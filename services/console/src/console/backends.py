@@ -1,0 +1,152 @@
+"""The four services' public HTTP APIs, as the console calls them for a signed-in user.
+
+Every call carries a partner token minted for that user's partner and role, valid a few minutes: the services
+scope every query to the token's partner, so the console cannot reach another partner's data even by mistake.
+A service that does not answer raises `BackendUnavailable` (the page shows a banner; other pages keep working);
+an answer of 4xx raises `BackendProblem` with the service's problem document (field errors in `errors`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from console.settings import ConsoleSettings
+from servicekit.auth import issue_token
+
+
+class Service(StrEnum):
+    REGISTRY = "status-registry"
+    ORDERS = "orders"
+    CAMPAIGNS = "campaigns"
+    NOTIFIER = "notifier"
+
+
+class BackendUnavailable(Exception):
+    def __init__(self, service: Service, reason: str) -> None:
+        super().__init__(f"{service} is unavailable: {reason}")
+        self.service = service
+        self.reason = reason
+
+
+@dataclass
+class BackendProblem(Exception):
+    """A refusal from a service: its RFC 9457 problem document."""
+
+    service: Service
+    status: int
+    problem: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.service} answered {self.status}: {self.detail}"
+
+    @property
+    def code(self) -> str:
+        return str(self.problem.get("code", ""))
+
+    @property
+    def detail(self) -> str:
+        return str(self.problem.get("detail", ""))
+
+    def field_errors(self) -> dict[str, str]:
+        """Messages by field name (a body field's last path part, so `localized_names.ru` stays whole)."""
+        errors: dict[str, str] = {}
+        for error in self.problem.get("errors") or ():
+            name = str(error.get("field", ""))
+            errors.setdefault(name, str(error.get("message", "")))
+        return errors
+
+
+@dataclass(frozen=True)
+class Response:
+    body: Any
+    etag: str | None
+
+
+def base_urls(settings: ConsoleSettings) -> dict[Service, str]:
+    return {
+        Service.REGISTRY: settings.registry_url,
+        Service.ORDERS: settings.orders_url,
+        Service.CAMPAIGNS: settings.campaigns_url,
+        Service.NOTIFIER: settings.notifier_url,
+    }
+
+
+class Backends:
+    """One HTTP connection pool for all four services; `as_partner` gives the calls of one user."""
+
+    def __init__(self, settings: ConsoleSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.urls = base_urls(settings)
+        self.http = httpx.AsyncClient(timeout=settings.backend_timeout_s, transport=transport)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def as_partner(self, partner_id: str, scopes: tuple[str, ...]) -> PartnerApi:
+        token = issue_token(self.settings, partner_id, scopes, ttl=timedelta(seconds=self.settings.backend_token_ttl_s))
+        return PartnerApi(self, {"Authorization": f"Bearer {token}"})
+
+    async def ready(self, service: Service) -> tuple[bool, dict[str, Any]]:
+        """A service's /readyz: whether it is ready, and its checks (empty when it does not answer)."""
+        try:
+            answer = await self.http.get(f"{self.urls[service]}/readyz", timeout=2)
+            return answer.status_code == 200, answer.json().get("checks", {})
+        except (httpx.HTTPError, ValueError):
+            return False, {}
+
+
+class PartnerApi:
+    def __init__(self, backends: Backends, headers: dict[str, str]) -> None:
+        self.backends = backends
+        self.headers = headers
+
+    async def call(
+        self,
+        service: Service,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        etag: str | None = None,
+    ) -> Response:
+        headers = self.headers | ({"If-Match": etag} if etag else {})
+        url = f"{self.backends.urls[service]}{path}"
+        query = {k: v for k, v in (params or {}).items() if v not in (None, "", [])}
+        try:
+            answer = await self.backends.http.request(method, url, params=query, json=json, headers=headers)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(service, type(exc).__name__) from exc
+        if answer.status_code >= 500:
+            raise BackendUnavailable(service, f"HTTP {answer.status_code}")
+        body = _json(answer)
+        if answer.status_code >= 400:
+            problem = body if isinstance(body, dict) else {"detail": answer.text}
+            raise BackendProblem(service, answer.status_code, problem)
+        return Response(body, answer.headers.get("etag"))
+
+    async def get(self, service: Service, path: str, **params: Any) -> Any:
+        return (await self.call(service, "GET", path, params=params)).body
+
+    async def pages(self, service: Service, path: str, *, limit: int = 500, **params: Any) -> list[Any]:
+        """Every item of a cursor-paged list (for the partner's statuses and campaigns: small lists)."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            page = await self.get(service, path, limit=limit, cursor=cursor, **params)
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+
+def _json(answer: httpx.Response) -> Any:
+    try:
+        return answer.json()
+    except ValueError:
+        return None

@@ -1,0 +1,75 @@
+"""English and Russian: gettext catalogues (Babel) for the templates and the code, dates in the user's zone.
+
+The catalogues live as `locale/<language>/LC_MESSAGES/messages.po`, compiled in memory at start-up (no build
+step, no compiled file to go stale). `make console-messages` extracts new msgids and merges them in.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale
+from babel.dates import format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+from babel.support import NullTranslations, Translations
+
+from console.domain import LANGUAGES
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+
+
+@cache
+def translations(language: str) -> NullTranslations:
+    po = LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
+    if not po.exists():  # English is the source language: its msgids are the text
+        return NullTranslations()
+    with po.open("rb") as source:
+        catalog = read_po(source, locale=language)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(compiled)
+
+
+def negotiate(accept_language: str | None, default: str) -> str:
+    """The first of our languages the browser asks for (`Accept-Language`), else `default`."""
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()[:2]
+        if tag in LANGUAGES:
+            return tag
+    return default
+
+
+@dataclass(frozen=True)
+class Formats:
+    """How one user reads dates and numbers: their language and time zone."""
+
+    language: str
+    time_zone: str
+
+    def when(self, value: datetime | str | None, format: str = "medium") -> str:
+        if value is None or value == "":
+            return ""
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return format_datetime(moment, format=format, tzinfo=ZoneInfo(self.time_zone), locale=self.language)
+
+    def number(self, value: float | int | None) -> str:
+        return "" if value is None else format_decimal(value, locale=self.language)
+
+    def status_name(self, status: dict[str, Any] | None) -> str:
+        """A status's name in the user's language when it has one, else its name."""
+        if not status:
+            return ""
+        localized: dict[str, str] = status.get("localized_names") or {}
+        return localized.get(self.language) or str(status.get("name") or status.get("code") or "")
+
+    def language_name(self, language: str) -> str:
+        return str(Locale.parse(language).get_display_name(self.language) or language)

@@ -1,0 +1,238 @@
+"""Settings > Order statuses: the partner's statuses by type, the Status property dialog (add, edit), archive,
+restore and reordering. Every change goes to the status registry's API, with the status's ETag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+
+from console.backends import BackendProblem, Service
+from console.domain import LANGUAGES
+from console.web import N_, Marketer, Page, PartnerUser, flash
+
+router = APIRouter(prefix="/settings/statuses")
+
+STATUS_TYPES = ("general", "delivery", "payment")
+POSITION_STEP = 10
+CHANGED_BY_SOMEONE_ELSE = N_("This status was changed by someone else since you opened it. Reload to see the change.")
+# The registry's refusals that concern one field of the dialog, by their code, when it names no field itself.
+FIELD_OF_CONFLICT = {"status_exists": "code", "initial_status_taken": "is_initial"}
+
+
+@dataclass
+class StatusForm:
+    """The Status property dialog's fields as typed, so a refused form comes back as the user left it."""
+
+    name: str = ""
+    type: str = "general"
+    code: str = ""
+    include_in_analytics: bool = False
+    localized_names: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    position: str = ""  # empty: after the last status of its type
+    is_initial: bool = False
+    any_next: bool = True
+    allowed_next: list[str] = field(default_factory=list)
+    version: str = ""
+
+    @classmethod
+    def of(cls, status: dict[str, Any]) -> StatusForm:
+        allowed = status.get("allowed_next")
+        return cls(
+            name=status["name"],
+            type=status["type"],
+            code=status["code"],
+            include_in_analytics=status["include_in_analytics"],
+            localized_names=dict(status.get("localized_names") or {}),
+            description=status.get("description") or "",
+            position=str(status.get("position", 0)),
+            is_initial=status.get("is_initial", False),
+            any_next=allowed is None,
+            allowed_next=list(allowed or []),
+            version=str(status["version"]),
+        )
+
+    @classmethod
+    def parse(cls, form: FormData) -> StatusForm:
+        return cls(
+            name=str(form.get("name", "")).strip(),
+            type=str(form.get("type", "general")),
+            code=str(form.get("code", "")).strip(),
+            include_in_analytics=form.get("include_in_analytics") == "on",
+            localized_names={lang: str(form.get(f"name_{lang}", "")).strip() for lang in LANGUAGES},
+            description=str(form.get("description", "")).strip(),
+            position=str(form.get("position", "")).strip(),
+            is_initial=form.get("is_initial") == "on",
+            any_next=form.get("next_mode", "any") == "any",
+            allowed_next=[str(code) for code in form.getlist("allowed_next")],
+            version=str(form.get("version", "")),
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The registry's body: the fields a partner sets (code and type only at creation)."""
+        position: Any = int(self.position) if self.position.isdigit() else self.position or None
+        fields = {
+            "name": self.name,
+            "localized_names": {lang: name for lang, name in self.localized_names.items() if name},
+            "description": self.description or None,
+            "include_in_analytics": self.include_in_analytics,
+            "position": position,
+            "is_initial": self.is_initial,
+            "allowed_next": None if self.any_next else self.allowed_next,
+        }
+        return {name: value for name, value in fields.items() if name != "position" or value is not None}
+
+
+async def _statuses(page: Page, include_archived: bool = True) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = await page.api.pages(
+        Service.REGISTRY, "/v1/statuses", include_archived=str(include_archived).lower()
+    )
+    return sorted(items, key=lambda s: (STATUS_TYPES.index(s["type"]), s["position"], s["code"]))
+
+
+async def _next_position(page: Page, status_type: str) -> int:
+    """After the last status of its type, so a new status is added at the end of its group."""
+    positions = [s["position"] for s in await _statuses(page) if s["type"] == status_type]
+    return max(positions, default=0) + POSITION_STEP
+
+
+def _by_type(statuses: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    return {t: [s for s in statuses if s["type"] == t] for t in STATUS_TYPES}
+
+
+@router.get("")
+async def list_statuses(page: PartnerUser, archived: bool = False) -> Response:
+    statuses = await _statuses(page, include_archived=archived)
+    names = {s["code"]: page.fmt.status_name(s) for s in statuses}
+    blocking = page.request.session.pop("blocking", None)
+    return page.render(
+        "statuses/list.html", groups=_by_type(statuses), names=names, show_archived=archived, blocking=blocking
+    )
+
+
+async def _dialog(
+    page: Page, form: StatusForm, *, editing: bool, errors: dict[str, str], status_code: int = 200
+) -> Response:
+    statuses = [s for s in await _statuses(page, include_archived=False) if s["code"] != form.code or not editing]
+    choices = {t: [(s["code"], page.fmt.status_name(s)) for s in statuses if s["type"] == t] for t in STATUS_TYPES}
+    return page.render(
+        "statuses/dialog.html",
+        status_code,
+        form=form,
+        editing=editing,
+        errors=errors,
+        choices=choices,
+        types=STATUS_TYPES,
+        languages=LANGUAGES,
+    )
+
+
+@router.get("/new")
+async def new_status(page: Marketer, type: str = "general") -> Response:
+    return await _dialog(page, StatusForm(type=type if type in STATUS_TYPES else "general"), editing=False, errors={})
+
+
+@router.post("")
+async def create_status(page: Marketer) -> Response:
+    form = StatusForm.parse(await page.request.form())
+    try:
+        body = {"code": form.code, "type": form.type, **form.fields()}
+        body.setdefault("position", await _next_position(page, form.type))
+        await page.api.call(Service.REGISTRY, "POST", "/v1/statuses", json=body)
+    except BackendProblem as refused:
+        return await _dialog(page, form, editing=False, errors=_errors(page, refused), status_code=refused.status)
+    flash(page.request, page.gettext("Status “%(name)s” added.", name=form.name))
+    return page.redirect("/settings/statuses")
+
+
+@router.get("/{code}/edit")
+async def edit_status(page: Marketer, code: str) -> Response:
+    status = await page.api.get(Service.REGISTRY, f"/v1/statuses/{code}")
+    return await _dialog(page, StatusForm.of(status), editing=True, errors={})
+
+
+@router.post("/{code}")
+async def update_status(page: Marketer, code: str) -> Response:
+    form = StatusForm.parse(await page.request.form())
+    form.code = code
+    try:
+        await page.api.call(
+            Service.REGISTRY, "PATCH", f"/v1/statuses/{code}", json=form.fields(), etag=f'"{form.version}"'
+        )
+    except BackendProblem as refused:
+        return await _dialog(page, form, editing=True, errors=_errors(page, refused), status_code=refused.status)
+    flash(page.request, page.gettext("Status “%(name)s” saved.", name=form.name))
+    return page.redirect("/settings/statuses")
+
+
+@router.post("/{code}/archive")
+async def archive_status(page: Marketer, code: str) -> Response:
+    form = await page.request.form()
+    try:
+        await page.api.call(Service.REGISTRY, "DELETE", f"/v1/statuses/{code}", etag=f'"{form.get("version", "")}"')
+    except BackendProblem as refused:
+        return _refusal(page, code, refused)
+    flash(page.request, page.gettext("Status “%(code)s” archived.", code=code))
+    return page.redirect("/settings/statuses")
+
+
+@router.post("/{code}/restore")
+async def restore_status(page: Marketer, code: str) -> Response:
+    try:
+        await page.api.call(Service.REGISTRY, "POST", f"/v1/statuses/{code}/restore")
+    except BackendProblem as refused:
+        return _refusal(page, code, refused)
+    flash(page.request, page.gettext("Status “%(code)s” restored.", code=code))
+    return page.redirect("/settings/statuses?archived=true")
+
+
+@router.post("/{code}/move/{direction}")
+async def move_status(page: Marketer, code: str, direction: str) -> Response:
+    """One place up or down within its type: the type's statuses are renumbered 10, 20, 30... in the new order,
+    each change with its own ETag (a concurrent edit refuses the move rather than overwrite it)."""
+    statuses = await _statuses(page, include_archived=False)
+    kind = next((s["type"] for s in statuses if s["code"] == code), None)
+    order = [s for s in statuses if s["type"] == kind]
+    index = next((i for i, s in enumerate(order) if s["code"] == code), None)
+    target = None if index is None else index + (-1 if direction == "up" else 1)
+    if index is not None and target is not None and 0 <= target < len(order):
+        order[index], order[target] = order[target], order[index]
+        try:
+            for position, status in enumerate(order, start=1):
+                if status["position"] != position * POSITION_STEP:
+                    await page.api.call(
+                        Service.REGISTRY,
+                        "PATCH",
+                        f"/v1/statuses/{status['code']}",
+                        json={"position": position * POSITION_STEP},
+                        etag=f'"{status["version"]}"',
+                    )
+        except BackendProblem as refused:
+            return _refusal(page, code, refused)
+    return page.redirect("/settings/statuses")
+
+
+def _errors(page: Page, refused: BackendProblem) -> dict[str, str]:
+    """The registry's refusal as messages by dialog field; '' holds what concerns the whole form."""
+    if refused.status == 412:
+        return {
+            "": page.gettext("This status was changed by someone else since you opened it. Reload to see the change.")
+        }
+    errors = {name.removeprefix("body."): message for name, message in refused.field_errors().items()}
+    if not errors and refused.code in FIELD_OF_CONFLICT:
+        errors[FIELD_OF_CONFLICT[refused.code]] = refused.detail
+    return errors or {"": refused.detail}
+
+
+def _refusal(page: Page, code: str, refused: BackendProblem) -> Response:
+    if refused.code == "status_in_use":  # the list shows the campaigns that block it, with links
+        page.request.session["blocking"] = {"code": code, "campaigns": refused.problem.get("campaigns") or []}
+    elif refused.status == 412:
+        flash(page.request, page.gettext(CHANGED_BY_SOMEONE_ELSE), "error")
+    else:
+        flash(page.request, refused.detail, "error")
+    return page.redirect("/settings/statuses")

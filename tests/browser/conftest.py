@@ -1,0 +1,107 @@
+"""The console in a real browser: the four services and the console as processes on real Kafka and PostgreSQL,
+Debian's Chromium driven by Playwright (`devtools.browser`; Playwright never downloads a browser)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from console.cli import create_user
+from console.domain import Role
+from console.settings import ConsoleSettings
+from devtools.browser import LAUNCH_ARGS, ensure_chromium
+from devtools.platform import CONSOLE, SERVICES, Platform, database_dsn
+from devtools.pytest_plugin import Infrastructure
+
+# Where the screenshots go: .state/ by default (a test run changes no tracked file); `make console-screenshots`
+# writes them into docs/console/.
+SCREENSHOTS = Path(
+    os.environ.get("CONSOLE_SCREENSHOTS", Path(__file__).resolve().parents[2] / ".state" / "console-screenshots")
+)
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    executable = ensure_chromium()  # fails loudly (never skips) when Chromium is missing and cannot be installed
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(executable), args=list(LAUNCH_ARGS))
+        yield browser
+        await browser.close()
+
+
+@dataclass
+class Console:
+    platform: Platform
+
+    @property
+    def url(self) -> str:
+        return self.platform.url(CONSOLE)
+
+    async def user(self, email: str, role: Role, partner: str | None, *, language: str = "en") -> str:
+        """A console user with a known password (no change required); returns the email."""
+        settings = ConsoleSettings(
+            database_url=database_dsn(self.platform.infrastructure.postgres_dsn, self.platform.database(CONSOLE))
+        )
+        await create_user(settings, email, role, partner, password=PASSWORD, language=language)
+        return email
+
+
+@pytest.fixture
+async def console(infrastructure: Infrastructure, tmp_path: Path) -> AsyncIterator[Console]:
+    """The four services and the console running as processes; stopped and cleaned up after the test."""
+    platform = Platform(infrastructure, tmp_path)
+    await platform.create()
+    try:
+        for service in (*SERVICES, CONSOLE):
+            platform.start(service)
+        await platform.wait_ready(*SERVICES, CONSOLE)
+        yield Console(platform)
+    finally:
+        platform.stop_all()
+        await platform.drop()
+
+
+SignIn = Callable[[str], Awaitable[Page]]
+
+
+@pytest.fixture
+async def sign_in(browser: Browser, console: Console) -> AsyncIterator[SignIn]:
+    """Opens a fresh browser context (its own cookies) and signs `email` in; returns the page."""
+    contexts: list[BrowserContext] = []
+
+    async def open_as(email: str) -> Page:
+        context = await browser.new_context(base_url=console.url, viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        page = await context.new_page()
+        await page.goto("/login")
+        await page.get_by_label("Email").fill(email)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page).not_to_have_url(re.compile(r"/login"))
+        return page
+
+    yield open_as
+    for context in contexts:
+        await context.close()
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """A screenshot of the current screen for docs/console/ (the README shows one)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before a screenshot
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def timed_goto(page: Page, url: str, timings: dict[str, float]) -> None:
+    """Open `url` and record how long the page took to load (reported by the test, never asserted)."""
+    started = time.perf_counter()
+    await page.goto(url)
+    await page.wait_for_load_state("load")
+    timings[url] = (time.perf_counter() - started) * 1000
