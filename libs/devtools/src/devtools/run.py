@@ -57,6 +57,8 @@ RUN_DIR = ROOT / ".state" / "run"
 LOG_FILE = RUN_DIR / "platform.log"
 SUPERVISOR = "supervisor"  # the name of its pid file, beside one per service
 SERVICES = {"status-registry": 8001, "orders": 8002, "campaigns": 8003, "notifier": 8004}
+CONSOLE_PORT = 8005  # the partner console: one process (its users' sessions are signed cookies, any would do)
+DEMO_USERS = (("marketer@demo.example", "marketer", DEMO_PARTNER), ("ops@platform.example", "ops", ""))
 # `make up INSTANCES=2`: each service that many times, the same database and consumer groups, the ports of
 # instance n ten above those of instance n - 1 (orders: 8002, 8012, ...).
 INSTANCES = max(1, int(os.environ.get("INSTANCES") or 1))
@@ -339,7 +341,7 @@ async def wait_until_ready(exited: Callable[[], str | None]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     pending = {
         name if n == 1 else f"{name}.{n}": instance_port(name, n) for name in SERVICES for n in range(1, INSTANCES + 1)
-    }
+    } | {"console": CONSOLE_PORT}
     async with httpx.AsyncClient(timeout=1) as client:
         while pending:
             if (gone := exited()) is not None:
@@ -349,7 +351,8 @@ async def wait_until_ready(exited: Callable[[], str | None]) -> None:
             for name, port in list(pending.items()):
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        say(f"{name:<15} ready: http://127.0.0.1:{port}/docs  /asyncapi  /metrics")
+                        pages = "/login" if port == CONSOLE_PORT else "/docs  /asyncapi  /metrics"
+                        say(f"{name:<15} ready: http://127.0.0.1:{port}{pages}")
                         del pending[name]
             await asyncio.sleep(0.3)
 
@@ -384,6 +387,24 @@ async def define_campaign(token: str) -> str:
         await campaigns.post(f"/v1/campaigns/{campaign['id']}/activate")
     say(f"campaign '{DEMO_CAMPAIGN['name']}' active: delivery -> shipped, payment is paid -> SMS")
     return str(campaign["id"])
+
+
+async def create_console_users() -> None:
+    """The demo partner's marketer and a platform operator, with fresh passwords each run (printed, like the token)."""
+    say(f"console: http://127.0.0.1:{CONSOLE_PORT}/login")
+    for email, role, partner in DEMO_USERS:
+        password = await asyncio.to_thread(console_user, email, role, partner)
+        where = f"partner '{partner}'" if partner else "ops pages, all partners"
+        say(f"    {role:<8} {email:<24} password {password}  ({where})")
+
+
+def console_user(email: str, role: str, partner: str) -> str:
+    """`make user`'s command (a process: devtools never imports a service), with a password to keep; returns it."""
+    argv = [sys.executable, "-m", "console.cli", "--email", email, "--role", role, "--partner", partner, "--keep"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"creating the console user {email} failed:\n{done.stderr}")
+    return done.stdout.split("password: ", 1)[1].split()[0]
 
 
 async def publish_orders(settings: ServiceSettings) -> None:
@@ -451,6 +472,7 @@ async def play(exited: Callable[[], str | None]) -> None:
     say(f"demo token (read, write): {token}")
     say("SMS appear below as the notifier's console provider sends them (also in .state/notifier/sms.jsonl,")
     say(f"and at GET http://127.0.0.1:{SERVICES['notifier']}/v1/messages with the token)")
+    await create_console_users()
     await asyncio.sleep(8)
     watcher.cancel()
 

@@ -8,7 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from console.domain import InvalidUser, Role
+from console.domain import InvalidUser, Role, one_time_password
 from console.services import NewCredentials, Users
 from console.settings import ConsoleSettings
 from servicekit.db import apply_migrations, create_pool
@@ -39,10 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--email", required=True)
     parser.add_argument("--role", required=True, choices=[r.value for r in Role])
     parser.add_argument("--name", default=None, help="display name (default: the email's local part)")
+    parser.add_argument("--keep", action="store_true", help="the password need not be changed (make run's demo users)")
     args = parser.parse_args(argv)
+    password = one_time_password() if args.keep else None
     try:
         created = asyncio.run(
-            create_user(ConsoleSettings(), args.email, Role(args.role), args.partner or None, args.name)
+            create_user(ConsoleSettings(), args.email, Role(args.role), args.partner or None, args.name, password)
         )
     except InvalidUser as refused:
         parser.error(f"{refused.field}: {refused}")
@@ -50,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     where = f"partner {user.partner_id}" if user.partner_id else "all partners (ops pages only)"
     sys.stdout.write(
         f"console user {user.email} ({user.role}, {where})\n"
-        f"one-time password: {created.password}\n"
-        f"sign in at http://127.0.0.1:{ConsoleSettings().http_port}/login; the password must be changed there.\n"
+        f"{'password' if args.keep else 'one-time password'}: {created.password}\n"
+        f"sign in at http://127.0.0.1:{ConsoleSettings().http_port}/login"
+        f"{'' if args.keep else '; the password must be changed there'}.\n"
     )
 
 
