@@ -52,12 +52,15 @@ class BackendProblem(Exception):
     def detail(self) -> str:
         return str(self.problem.get("detail", ""))
 
+    def errors(self) -> list[dict[str, Any]]:
+        """The refused fields: `field` (dotted path in its location), `message`, `type`."""
+        return [e for e in self.problem.get("errors") or () if isinstance(e, dict)]
+
     def field_errors(self) -> dict[str, str]:
-        """Messages by field name (a body field's last path part, so `localized_names.ru` stays whole)."""
+        """The service's messages by field (its dotted path, e.g. `localized_names.ru`), the first of each."""
         errors: dict[str, str] = {}
-        for error in self.problem.get("errors") or ():
-            name = str(error.get("field", ""))
-            errors.setdefault(name, str(error.get("message", "")))
+        for error in self.errors():
+            errors.setdefault(str(error.get("field", "")), str(error.get("message", "")))
         return errors
 
 

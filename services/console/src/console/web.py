@@ -3,6 +3,7 @@ time zone, the templates, flash messages and the banner of a service that does n
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from console.domain import Role, User
 from console.i18n import Formats, negotiate, translations
 from console.services import Users
 from console.settings import ConsoleSettings
+
+log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -51,6 +54,19 @@ class Templates:
 def N_(message: str) -> str:
     """Marks a message for extraction where it is defined; it is translated where it is shown (`Page.gettext`)."""
     return message
+
+
+# Field errors whose kind says it all, in words a form can show in either language (pydantic's and the services').
+COMMON_FIELD_ERRORS = {
+    "missing": N_("Required."),
+    "string_too_short": N_("Required."),
+    "string_too_long": N_("Too long."),
+    "string_pattern_mismatch": N_("Use lower-case Latin letters, digits, “-” and “_” only."),
+    "int_parsing": N_("Enter a whole number."),
+    "greater_than_equal": N_("Too small."),
+    "less_than_equal": N_("Too large."),
+    "forbidden_character": N_("Contains a character that cannot be stored."),
+}
 
 
 # --- session and CSRF ------------------------------------------------------------------------------------------
@@ -127,6 +143,16 @@ class Page:
     def gettext(self, message: str, **variables: Any) -> str:
         text = translations(self.fmt.language).ugettext(message)
         return text % variables if variables else text
+
+    def field_errors(self, refused: BackendProblem) -> dict[str, str]:
+        """A refusal's messages by field, in the user's language where the kind of error is a common one (the
+        service's own words otherwise: they name the rule, e.g. which campaign or which code)."""
+        errors: dict[str, str] = {}
+        for error in refused.errors():
+            known = COMMON_FIELD_ERRORS.get(str(error.get("type", "")))
+            message = self.gettext(known) if known else str(error.get("message", ""))
+            errors.setdefault(str(error.get("field", "")), message)
+        return errors
 
     def render(
         self, template: str, status_code: int = 200, headers: dict[str, str] | None = None, **context: Any
@@ -241,7 +267,14 @@ async def _refused(request: Request, exc: Exception) -> Response:
     return page.render("error.html", exc.status, reason="refused", detail=exc.detail, status=exc.status)
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback; the user sees a page that says so, never a stack trace."""
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return render(request, "error.html", 500, reason="bug")
+
+
 def install_page_handlers(app: Any) -> None:
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(BackendProblem, _refused)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(CsrfRefused, _csrf_refused)

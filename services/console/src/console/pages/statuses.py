@@ -19,8 +19,12 @@ router = APIRouter(prefix="/settings/statuses")
 STATUS_TYPES = ("general", "delivery", "payment")
 POSITION_STEP = 10
 CHANGED_BY_SOMEONE_ELSE = N_("This status was changed by someone else since you opened it. Reload to see the change.")
-# The registry's refusals that concern one field of the dialog, by their code, when it names no field itself.
+# The registry's conflicts that concern one field of the dialog, by their code.
 FIELD_OF_CONFLICT = {"status_exists": "code", "initial_status_taken": "is_initial"}
+KNOWN_CONFLICTS = {
+    "status_exists": N_("A status with this code exists already: choose another code."),
+    "initial_status_taken": N_("Another status of this type is the initial one already: unset it there first."),
+}
 
 
 @dataclass
@@ -222,9 +226,9 @@ def _errors(page: Page, refused: BackendProblem) -> dict[str, str]:
         return {
             "": page.gettext("This status was changed by someone else since you opened it. Reload to see the change.")
         }
-    errors = {name.removeprefix("body."): message for name, message in refused.field_errors().items()}
-    if not errors and refused.code in FIELD_OF_CONFLICT:
-        errors[FIELD_OF_CONFLICT[refused.code]] = refused.detail
+    errors = page.field_errors(refused)
+    if refused.code in KNOWN_CONFLICTS:  # the registry names the field; the console says it in the user's words
+        errors[FIELD_OF_CONFLICT[refused.code]] = page.gettext(KNOWN_CONFLICTS[refused.code])
     return errors or {"": refused.detail}
 
 
