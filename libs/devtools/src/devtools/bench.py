@@ -41,13 +41,13 @@ from contracts.statuses import StatusCodes
 from contracts.topics import Topic, prefixed
 from devtools import infra
 from devtools.calibration import machine_costs
-from devtools.kafka_io import read_topic
 from devtools.platform import SERVICES, Infrastructure, Platform, database_dsn, free_port
 from devtools.scenario import example_status_list
 from notifier import repository as notifier_repository
 from orders import repository as orders_repository
 from servicekit.auth import issue_token
 from servicekit.kafka import topic_partitions
+from servicekit.ops import read_topic
 from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[4]

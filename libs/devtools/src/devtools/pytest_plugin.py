@@ -22,9 +22,10 @@ import httpx
 import pytest
 
 from devtools import infra
-from devtools.kafka_io import committed_offsets, read_topic
+from devtools.kafka_io import committed_offsets
 from devtools.platform import Infrastructure, database_dsn
 from servicekit.auth import issue_token
+from servicekit.ops import read_topic
 from servicekit.settings import ServiceSettings
 
 __all__ = ["Infrastructure", "committed_offsets", "database_dsn", "fresh_database", "read_topic", "wait_until"]
