@@ -3,6 +3,7 @@ Debian's Chromium driven by Playwright (`devtools.browser`; Playwright never dow
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -44,6 +45,10 @@ class Console:
     @property
     def url(self) -> str:
         return self.platform.url(CONSOLE)
+
+    @staticmethod
+    async def platform_sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     async def user(self, email: str, role: Role, partner: str | None, *, language: str = "en") -> str:
         """A console user with a known password (no change required); returns the email."""

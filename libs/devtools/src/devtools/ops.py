@@ -23,19 +23,19 @@ from servicekit.settings import ServiceSettings
 async def cmd_topics(settings: ServiceSettings, show_all: bool) -> None:
     ours = {prefixed(spec.topic, settings.kafka_topic_prefix) for spec in TOPIC_SPECS}
     print(f"{'topic':<48} {'partitions':>10} {'end offsets':>12} {'messages':>10}")
-    for name in await ops.list_topics(settings.kafka_bootstrap_servers):
-        if show_all or name in ours:
-            topic = await ops.topic_summary(settings.kafka_bootstrap_servers, name)
-            print(f"{name:<48} {topic.partitions:>10} {topic.end_offset:>12} {topic.messages:>10}")
+    async with ops.inspector(settings.kafka_bootstrap_servers) as kafka:
+        names = [name for name in await kafka.list_topics() if show_all or name in ours]
+        summaries = await kafka.topic_summaries(names)
+    for topic in summaries:
+        print(f"{topic.name:<48} {topic.partitions:>10} {topic.end_offset:>12} {topic.messages:>10}")
 
 
 async def cmd_lag(settings: ServiceSettings, only: str | None) -> None:
     print(f"{'group':<28} {'topic':<44} {'part':>4} {'committed':>10} {'lag':>8}")
-    for group in await ops.consumer_groups(settings.kafka_bootstrap_servers):
-        if only and group != only:
-            continue
-        for lag in await ops.group_lag(settings.kafka_bootstrap_servers, group):
-            print(f"{group:<28} {lag.topic:<44} {lag.partition:>4} {lag.committed:>10} {lag.lag:>8}")
+    async with ops.inspector(settings.kafka_bootstrap_servers) as kafka:
+        lags = await kafka.group_lags([g for g in await kafka.consumer_groups() if not only or g == only])
+    for lag in lags:
+        print(f"{lag.group:<28} {lag.topic:<44} {lag.partition:>4} {lag.committed:>10} {lag.lag:>8}")
 
 
 async def cmd_dlq_list(settings: ServiceSettings, topic: str) -> None:

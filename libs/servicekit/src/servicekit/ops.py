@@ -63,55 +63,68 @@ class Replayed:
     to_topic: str
 
 
-@asynccontextmanager
-async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ops")
-    await admin.start()
-    try:
-        yield admin
-    finally:
-        await admin.close()
+class Inspector:
+    """An admin client and a consumer, kept open between questions: a process that asks often (the console's ops
+    pages) pays the broker connections once, not on every page (the first offsets request of a new consumer
+    costs about a second here)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ops")
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="ops")
+
+    async def start(self) -> None:
+        await self.admin.start()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def list_topics(self) -> list[str]:
+        return sorted(name for name in await self.admin.list_topics() if not name.startswith("__"))
+
+    async def topic_summaries(self, topics: Sequence[str]) -> list[TopicSummary]:
+        """Each topic that exists, with its partitions and offsets: one metadata and one offsets request each for
+        all of them."""
+        described = await self.admin.describe_topics(list(topics))
+        partitions = {
+            d["topic"]: [TopicPartition(d["topic"], p["partition"]) for p in d["partitions"]]
+            for d in described
+            if d["error_code"] == 0
+        }
+        every = [tp for tps in partitions.values() for tp in tps]
+        begin, end = await self.consumer.beginning_offsets(every), await self.consumer.end_offsets(every)
+        return [
+            TopicSummary(topic, len(tps), sum(end[tp] for tp in tps), sum(end[tp] - begin[tp] for tp in tps))
+            for topic in topics
+            if (tps := partitions.get(topic))
+        ]
+
+    async def consumer_groups(self) -> list[str]:
+        return sorted(g[0] for g in await self.admin.list_consumer_groups())
+
+    async def group_lags(self, groups: Sequence[str]) -> list[PartitionLag]:
+        """Every partition each group has committed on, with its committed offset and lag."""
+        committed = {group: await self.admin.list_consumer_group_offsets(group) for group in groups}
+        partitions = list({tp for offsets in committed.values() for tp in offsets})
+        ends = await self.consumer.end_offsets(partitions) if partitions else {}
+        return [
+            PartitionLag(group, tp.topic, tp.partition, meta.offset, max(0, ends[tp] - meta.offset))
+            for group, offsets in committed.items()
+            for tp, meta in sorted(offsets.items())
+        ]
 
 
 @asynccontextmanager
-async def plain_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="ops")
-    await consumer.start()
+async def inspector(bootstrap: str) -> AsyncIterator[Inspector]:
+    """An `Inspector` for a few questions (the ops CLI)."""
+    kafka = Inspector(bootstrap)
+    await kafka.start()
     try:
-        yield consumer
+        yield kafka
     finally:
-        await consumer.stop()
-
-
-async def list_topics(bootstrap: str) -> list[str]:
-    async with admin_client(bootstrap) as admin:
-        return sorted(name for name in await admin.list_topics() if not name.startswith("__"))
-
-
-async def topic_summary(bootstrap: str, topic: str) -> TopicSummary:
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
-    async with plain_consumer(bootstrap) as consumer:
-        begin, end = await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
-    return TopicSummary(topic, len(end), sum(end.values()), sum(end.values()) - sum(begin.values()))
-
-
-async def consumer_groups(bootstrap: str) -> list[str]:
-    async with admin_client(bootstrap) as admin:
-        return sorted(g[0] for g in await admin.list_consumer_groups())
-
-
-async def group_lag(bootstrap: str, group: str) -> list[PartitionLag]:
-    """Every partition the group has committed on, with its committed offset and lag."""
-    async with admin_client(bootstrap) as admin:
-        committed = await admin.list_consumer_group_offsets(group)
-    if not committed:
-        return []
-    async with plain_consumer(bootstrap) as consumer:
-        ends = await consumer.end_offsets(list(committed))
-    return [
-        PartitionLag(group, tp.topic, tp.partition, meta.offset, max(0, ends[tp] - meta.offset))
-        for tp, meta in sorted(committed.items())
-    ]
+        await kafka.stop()
 
 
 async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> list[Record]:

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from console.backends import Backends
+from console.backends import Backends, OpsKafka
 from console.domain import LANGUAGES
 from console.pages import account, analytics, campaigns, messages, ops, orders, statuses
 from console.services import Users
@@ -35,9 +35,11 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         app.state.pool = pool
         app.state.users = Users(pool)
         app.state.backends = Backends(settings)
+        app.state.kafka = OpsKafka(settings.kafka_bootstrap_servers)
         try:
             yield
         finally:
+            await app.state.kafka.close()
             await app.state.backends.close()
             await pool.close()
 

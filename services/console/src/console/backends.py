@@ -8,6 +8,7 @@ an answer of 4xx raises `BackendProblem` with the service's problem document (fi
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -17,6 +18,7 @@ import httpx
 
 from console.settings import ConsoleSettings
 from servicekit.auth import issue_token
+from servicekit.ops import Inspector
 
 
 class Service(StrEnum):
@@ -153,3 +155,32 @@ def _json(answer: httpx.Response) -> Any:
         return answer.json()
     except ValueError:
         return None
+
+
+class OpsKafka:
+    """The ops pages' connection to Kafka, opened on first use and kept; a broker that is down leaves it closed,
+    and the next page tries again."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._inspector: Inspector | None = None
+
+    async def get(self) -> Inspector:
+        if self._inspector is None:
+            inspector = Inspector(self.bootstrap)
+            try:
+                await asyncio.wait_for(inspector.start(), 5)
+            except BaseException:
+                await inspector.stop()
+                raise
+            self._inspector = inspector
+        return self._inspector
+
+    async def reset(self) -> None:
+        """After an error: the next page opens new connections."""
+        inspector, self._inspector = self._inspector, None
+        if inspector is not None:
+            await inspector.stop()
+
+    async def close(self) -> None:
+        await self.reset()
