@@ -198,6 +198,31 @@ async def test_preview_decides_renders_and_counts_segments_without_side_effects(
     assert stats["triggered"] == 0 and stats["sms_requested"] == 0  # a preview records nothing
 
 
+async def test_an_unsaved_definition_previews_like_a_saved_one_and_is_refused_like_a_create(
+    demo: httpx.AsyncClient, seed_campaign: dict[str, Any]
+) -> None:
+    """The campaign editor's live preview: the definition as typed, not yet saved."""
+    body = {"definition": seed_campaign, "from": "at_pickup_point", "to": "shipped", "order": PREVIEW_ORDER}
+    fired = await demo.post("/v1/campaigns/preview", json=body)
+    assert fired.status_code == 200, fired.text
+    assert (fired.json()["outcome"], fired.json()["text"], fired.json()["segments"]) == (
+        "fired",
+        "Anna, заказ o-42 Отгружен",
+        1,
+    )
+    unpaid = PREVIEW_ORDER | {"statuses": {"payment": "awaiting_payment"}}
+    filtered = (await demo.post("/v1/campaigns/preview", json=body | {"order": unpaid})).json()
+    assert [r["code"] for r in filtered["reasons"]] == ["payment_status"]
+
+    broken = body | {"definition": seed_campaign | {"template": "{% if %}"}}
+    refused = await demo.post("/v1/campaigns/preview", json=broken)
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["definition.template"]
+    unknown = body | {"definition": seed_campaign | {"trigger": {"status_type": "delivery", "to": "teleported"}}}
+    assert (await demo.post("/v1/campaigns/preview", json=unknown)).status_code == 422
+    assert (await demo.get("/v1/campaigns")).json()["items"] == []  # nothing was saved
+
+
 HUGE_LOOP = "{% for i in (1..100000000) %}x{% endfor %}"
 # Cheap for the sample name a save renders with; four loops over the letters of a long name are not.
 LETTER_LOOPS = (

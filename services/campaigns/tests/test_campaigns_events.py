@@ -83,6 +83,10 @@ async def test_the_seed_scenario_shipped_and_paid_sends_one_sms(
         "sms_failed": 0,
         "sms_failed_by_reason": {},
     }
+    # a window (the console's "last day"): evaluated at the injected clock's 2026-03-02 09:00
+    in_window = await demo.get(f"/v1/campaigns/{campaign_id}/stats", params={"since": "2026-03-02T08:00:00Z"})
+    after_it = await demo.get(f"/v1/campaigns/{campaign_id}/stats", params={"since": "2026-03-02T10:00:00Z"})
+    assert (in_window.json()["triggered"], after_it.json()["triggered"]) == (1, 0)
 
 
 async def test_trigger_forms_and_filter_reasons_through_the_broker(

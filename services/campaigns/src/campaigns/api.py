@@ -15,6 +15,7 @@ from campaigns.domain import (
     Campaign,
     CampaignDefinition,
     CampaignState,
+    Decision,
     Outcome,
     PartnerSettings,
     PreviewOrder,
@@ -24,7 +25,8 @@ from campaigns.domain import (
 from campaigns.services import Campaigns, Policy
 from campaigns.sms_text import sms_parts
 from campaigns.templating import TemplateProblem
-from contracts.primitives import Slug
+from contracts.orders import OrderStatusChanged
+from contracts.primitives import Slug, UtcDatetime
 from contracts.sms import SmsEncoding
 from contracts.topics import Topic
 from servicekit.auth import Principal, Reader, Writer
@@ -63,6 +65,10 @@ class PreviewRequest(BaseModel):
     from_: Slug | None = Field(default=None, alias="from", description="null: the order's first status of the type")
     to: Slug
     order: PreviewOrder
+
+
+class DraftPreviewRequest(PreviewRequest):
+    definition: CampaignDefinition
 
 
 class Preview(BaseModel):
@@ -169,8 +175,15 @@ async def pause_campaign(campaign_id: str, request: Request, response: Response,
 
 
 @router.get("/campaigns/{campaign_id}/stats", response_model=Stats, responses=problems(404))
-async def campaign_stats(campaign_id: str, request: Request, who: Reader) -> Stats:
-    stats = await campaigns(request, who).stats(campaign_id)
+async def campaign_stats(
+    campaign_id: str,
+    request: Request,
+    who: Reader,
+    since: Annotated[
+        UtcDatetime | None, Query(description="Only what happened since then (e.g. the last day); all time when absent")
+    ] = None,
+) -> Stats:
+    stats = await campaigns(request, who).stats(campaign_id, since)
     outcomes = stats.outcomes
     return Stats(
         triggered=sum(outcomes.values()),
@@ -195,7 +208,20 @@ async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Requ
     use_cases = campaigns(request, who)
     campaign = await use_cases.get(campaign_id)
     event = use_cases.preview_event(body.order, body.from_, body.to)
-    decision = await use_cases.preview(campaign_id, event, policy(request))
+    return _preview(campaign, event, await use_cases.preview(campaign_id, event, policy(request)))
+
+
+@router.post("/campaigns/preview", response_model=Preview, responses=problems(422))
+async def preview_draft(body: DraftPreviewRequest, request: Request, who: Reader) -> Preview:
+    """Dry run of an unsaved definition (a campaign editor's live preview): what it would decide and send for this
+    change of this order if it were active and had never sent anything. Refused like a create when invalid
+    (`errors` under `definition`). Writes nothing."""
+    use_cases = campaigns(request, who)
+    event = use_cases.preview_event(body.order, body.from_, body.to)
+    return _preview(body.definition, event, await use_cases.preview_draft(body.definition, event, policy(request)))
+
+
+def _preview(campaign: CampaignDefinition, event: OrderStatusChanged, decision: Decision) -> Preview:
     text, error = None, None
     try:
         text = render_text(campaign, event)

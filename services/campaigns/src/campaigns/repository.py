@@ -175,19 +175,24 @@ class CampaignRepository:
         recent = await recent_marketing_sms(self._conn, {customer: since} if since else {})
         return History(fired_for_order=bool(fired), recent_marketing_sms=recent.get(customer, 0))
 
-    async def stats(self, campaign_id: str) -> CampaignStats:
+    async def stats(self, campaign_id: str, since: datetime | None = None) -> CampaignStats:
+        """All-time counts, or those of evaluations and SMS outcomes since `since` (the retention archive holds only
+        rows older than any window a page asks for, so a window leaves it out)."""
         outcomes = await self._conn.fetch(
             "SELECT outcome, count(*) AS n FROM evaluations WHERE partner_id = $1 AND campaign_id = $2 "
-            "GROUP BY outcome",
+            "AND ($3::timestamptz IS NULL OR evaluated_at >= $3) GROUP BY outcome",
             self._partner_id,
             campaign_id,
+            since,
         )
         reasons = await self._conn.fetch(
             "SELECT outcome, reason->>'code' AS code, count(*) AS n "
             "FROM evaluations, jsonb_array_elements(reasons) AS reason "
-            "WHERE partner_id = $1 AND campaign_id = $2 AND outcome IN ('filtered_out', 'failed') GROUP BY 1, 2",
+            "WHERE partner_id = $1 AND campaign_id = $2 AND outcome IN ('filtered_out', 'failed') "
+            "AND ($3::timestamptz IS NULL OR evaluated_at >= $3) GROUP BY 1, 2",
             self._partner_id,
             campaign_id,
+            since,
         )
         # A failure the notifier reported before a later dispatch is history: a replay of the dead-lettered
         # command sent the SMS after all (docs/notifier.md, "Replaying a dead letter").
@@ -195,15 +200,18 @@ class CampaignRepository:
             "SELECT kind, coalesce(reason, '') AS reason, count(*) AS n FROM sms_outcomes o "
             "WHERE partner_id = $1 AND campaign_id = $2 AND NOT (kind = 'failed' AND EXISTS ("
             "  SELECT 1 FROM sms_outcomes d WHERE d.send_sms_id = o.send_sms_id AND d.kind = 'dispatched' "
-            "  AND d.occurred_at > o.occurred_at)) "
+            "  AND d.occurred_at > o.occurred_at)) AND ($3::timestamptz IS NULL OR o.occurred_at >= $3) "
             "GROUP BY kind, reason",
             self._partner_id,
             campaign_id,
+            since,
         )
         archived = await self._conn.fetch(
-            "SELECT metric, key, n FROM campaign_stats_archive WHERE partner_id = $1 AND campaign_id = $2",
+            "SELECT metric, key, n FROM campaign_stats_archive WHERE partner_id = $1 AND campaign_id = $2 "
+            "AND $3::timestamptz IS NULL",
             self._partner_id,
             campaign_id,
+            since,
         )
         sms_counts: Counter[str] = Counter()
         failed_by_reason: Counter[str] = Counter()

@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -193,13 +193,13 @@ class Campaigns:
         self.index.put(changed)
         return changed
 
-    async def stats(self, campaign_id: str) -> CampaignStats:
+    async def stats(self, campaign_id: str, since: datetime | None = None) -> CampaignStats:
         # One snapshot: the retention clean-up moves rows into the archive counts between two of the reads otherwise.
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             repo = CampaignRepository(conn, self.partner_id)
             if await repo.get(campaign_id) is None:
                 raise NotFound(f"no campaign with id '{campaign_id}'")
-            return await repo.stats(campaign_id)
+            return await repo.stats(campaign_id, since)
 
     async def settings(self) -> PartnerSettings:
         async with self.pool.acquire() as conn:
@@ -223,6 +223,20 @@ class Campaigns:
                 campaign_id, event.order_id, event.order.customer.id, cap_window_start(now, partner)
             )
         return evaluate(campaign, event, history, policy.context(now, partner))
+
+    async def preview_draft(
+        self, definition: CampaignDefinition, event: OrderStatusChanged, policy: Policy
+    ) -> Decision:
+        """The decision an unsaved definition would take for this change (the campaign editor's live preview): as
+        if it were active and had never sent anything; writes nothing."""
+        try:
+            check_definition(definition, await self._statuses())
+        except InvalidCampaign as invalid:  # the body's definition is one field of the request
+            raise InvalidCampaign([replace(p, loc=("definition", *p.loc)) for p in invalid.problems]) from None
+        async with self.pool.acquire() as conn:
+            partner = await CampaignRepository(conn, self.partner_id).settings()
+        now = self.clock()
+        return evaluate(definition, event, History(), policy.context(now, partner))
 
     def preview_event(self, order: PreviewOrder, from_code: str | None, to_code: str) -> OrderStatusChanged:
         """The event a change of `order` from `from_code` to `to_code` would carry; codes come from the catalog."""
