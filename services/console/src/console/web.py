@@ -140,7 +140,7 @@ class Page:
         backends: Backends = self.request.app.state.backends
         return backends.as_partner(self.user.partner_id, self.user.backend_scopes)
 
-    def gettext(self, message: str, **variables: Any) -> str:
+    def gettext(self, message: str, /, **variables: Any) -> str:
         text = translations(self.fmt.language).ugettext(message)
         return text % variables if variables else text
 

@@ -1,7 +1,385 @@
-"""(being built)"""
+"""Campaigns: the list with the last day's counts, the editor (trigger "Order status changed", "Filter customers",
+"Send SMS") with a live preview as the marketer types, the state actions, and the stats page. Every read and change
+goes to the campaigns service's API; statuses are chosen by name from the registry's list."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+
+from console.backends import BackendProblem, Service
+from console.web import N_, Marketer, Page, PartnerUser, flash
+
+router = APIRouter(prefix="/campaigns")
+
+STATUS_TYPES = ("general", "delivery", "payment")
+FILTER_KINDS = ("order_status", "amount", "sms_consent", "has_phone")
+PAGE_SIZE = 20
+ACTIONS = {"activate": ("POST", "/activate"), "pause": ("POST", "/pause"), "archive": ("DELETE", "")}
+CHANGED_BY_SOMEONE_ELSE = N_("This campaign was changed by someone else since you opened it. Reload to see the change.")
+SAMPLE_CUSTOMER = {"name": "Анна", "phone": "+79161234567"}
+
+
+@dataclass
+class FilterRow:
+    key: str
+    kind: str = "order_status"
+    status_type: str = "payment"
+    op: str = "eq"
+    codes: list[str] = field(default_factory=list)
+    min: str = ""
+    max: str = ""
+    currency: str = ""
+
+    def condition(self) -> dict[str, Any]:
+        if self.kind == "order_status":
+            value: Any = self.codes[0] if self.op == "eq" and len(self.codes) == 1 else self.codes
+            return {"kind": self.kind, "status_type": self.status_type, "op": self.op, "value": value}
+        if self.kind == "amount":
+            bounds = {"min": self.min or None, "max": self.max or None, "currency": self.currency.upper() or None}
+            return {"kind": self.kind} | {k: v for k, v in bounds.items() if v is not None}
+        return {"kind": self.kind}
+
+    @classmethod
+    def of(cls, condition: dict[str, Any]) -> FilterRow:
+        value = condition.get("value")
+        return cls(
+            key=secrets.token_hex(4),
+            kind=condition["kind"],
+            status_type=condition.get("status_type", "payment"),
+            op=condition.get("op", "eq"),
+            codes=[value] if isinstance(value, str) else list(value or []),
+            min=str(condition.get("min") or ""),
+            max=str(condition.get("max") or ""),
+            currency=condition.get("currency") or "",
+        )
+
+
+@dataclass
+class CampaignForm:
+    """The editor's fields as typed, so a refused form comes back as the marketer left it."""
+
+    name: str = ""
+    status_type: str = "delivery"
+    from_mode: str = "any"  # any | none | listed
+    from_codes: list[str] = field(default_factory=list)
+    to_codes: list[str] = field(default_factory=list)
+    filters: list[FilterRow] = field(default_factory=list)
+    template: str = ""
+    sender: str = ""
+    reentry: str = "once_per_order"
+    transactional: bool = False
+    quiet_hours: str = "partner_default"  # partner_default | deliver_immediately | window
+    window_start: str = "09:00"
+    window_end: str = "21:00"
+    version: str = ""
+
+    @classmethod
+    def parse(cls, form: FormData) -> CampaignForm:
+        keys = [str(k).removeprefix("filter_kind_") for k in form if str(k).startswith("filter_kind_")]
+        return cls(
+            name=str(form.get("name", "")).strip(),
+            status_type=str(form.get("status_type", "delivery")),
+            from_mode=str(form.get("from_mode", "any")),
+            from_codes=[str(c) for c in form.getlist("from_codes")],
+            to_codes=[str(c) for c in form.getlist("to_codes")],
+            filters=[
+                FilterRow(
+                    key=key,
+                    kind=str(form.get(f"filter_kind_{key}", "order_status")),
+                    status_type=str(form.get(f"filter_type_{key}", "payment")),
+                    op=str(form.get(f"filter_op_{key}", "eq")),
+                    codes=[str(c) for c in form.getlist(f"filter_codes_{key}")],
+                    min=str(form.get(f"filter_min_{key}", "")).strip(),
+                    max=str(form.get(f"filter_max_{key}", "")).strip(),
+                    currency=str(form.get(f"filter_currency_{key}", "")).strip(),
+                )
+                for key in dict.fromkeys(keys)
+            ],
+            template=str(form.get("template", "")),
+            sender=str(form.get("sender", "")).strip(),
+            reentry=str(form.get("reentry", "once_per_order")),
+            transactional=form.get("transactional") == "on",
+            quiet_hours=str(form.get("quiet_hours", "partner_default")),
+            window_start=str(form.get("window_start", "09:00")),
+            window_end=str(form.get("window_end", "21:00")),
+            version=str(form.get("version", "")),
+        )
+
+    @classmethod
+    def of(cls, campaign: dict[str, Any]) -> CampaignForm:
+        trigger = campaign["trigger"]
+        origin, target = trigger.get("from", "any"), trigger["to"]
+        quiet = campaign.get("quiet_hours", "partner_default")
+        return cls(
+            name=campaign["name"],
+            status_type=trigger["status_type"],
+            from_mode=origin if origin in ("any", "none") else "listed",
+            from_codes=[] if origin in ("any", "none") else ([origin] if isinstance(origin, str) else list(origin)),
+            to_codes=[target] if isinstance(target, str) else list(target),
+            filters=[FilterRow.of(c) for c in campaign.get("filters", [])],
+            template=campaign["template"],
+            sender=campaign.get("sender") or "",
+            reentry=campaign.get("reentry", "once_per_order"),
+            transactional=campaign.get("transactional", False),
+            quiet_hours=quiet if isinstance(quiet, str) else "window",
+            window_start=quiet["start"] if isinstance(quiet, dict) else "09:00",
+            window_end=quiet["end"] if isinstance(quiet, dict) else "21:00",
+            version=str(campaign.get("version", "")),
+        )
+
+    def definition(self) -> dict[str, Any]:
+        """The campaigns API's CampaignDefinition."""
+        origin: Any = self.from_mode if self.from_mode in ("any", "none") else self.from_codes
+        target: Any = self.to_codes[0] if len(self.to_codes) == 1 else self.to_codes
+        quiet: Any = (
+            {"start": self.window_start, "end": self.window_end} if self.quiet_hours == "window" else self.quiet_hours
+        )
+        return {
+            "name": self.name,
+            "trigger": {"status_type": self.status_type, "from": origin, "to": target},
+            "filters": [row.condition() for row in self.filters],
+            "template": self.template,
+            "sender": self.sender or None,
+            "reentry": self.reentry,
+            "transactional": self.transactional,
+            "quiet_hours": quiet,
+        }
+
+    def field_of(self, api_field: str) -> str:
+        """The editor's field for a field the API names (`trigger.to`, `filters.0.value`, `definition.template`)."""
+        parts = api_field.removeprefix("definition.").split(".")
+        if parts[0] == "trigger" and len(parts) > 1:
+            return {"to": "to_codes", "from": "from_codes", "status_type": "status_type"}.get(parts[1], "to_codes")
+        if parts[0] == "filters" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(self.filters):
+            return f"filter_{self.filters[int(parts[1])].key}"
+        return parts[0]
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+
+async def _statuses(page: Page) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = await page.api.pages(Service.REGISTRY, "/v1/statuses")
+    return sorted(items, key=lambda s: (STATUS_TYPES.index(s["type"]), s["position"], s["code"]))
+
+
+def _by_type(page: Page, statuses: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    return {t: [(s["code"], page.fmt.status_name(s)) for s in statuses if s["type"] == t] for t in STATUS_TYPES}
+
+
+async def _last_day(page: Page, campaign_id: str) -> dict[str, Any]:
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    stats: dict[str, Any] = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{campaign_id}/stats", since=since)
+    return stats
+
+
+@router.get("")
+async def list_campaigns(page: PartnerUser, state: str | None = None, cursor: str | None = None) -> Response:
+    listing = await page.api.get(Service.CAMPAIGNS, "/v1/campaigns", state=state, cursor=cursor, limit=PAGE_SIZE)
+    campaigns = listing["items"]
+    counts = await asyncio.gather(*(_last_day(page, c["id"]) for c in campaigns))
+    names = {code: name for group in _by_type(page, await _statuses(page)).values() for code, name in group}
+    return page.render(
+        "campaigns/list.html",
+        campaigns=list(zip(campaigns, counts, strict=True)),
+        names=names,
+        state=state or "",
+        next_cursor=listing.get("next_cursor"),
+    )
+
+
+async def _editor(
+    page: Page,
+    form: CampaignForm,
+    *,
+    campaign: dict[str, Any] | None,
+    errors: dict[str, str],
+    status_code: int = 200,
+) -> Response:
+    return page.render(
+        "campaigns/editor.html",
+        status_code,
+        form=form,
+        campaign=campaign,
+        errors=errors,
+        statuses=_by_type(page, await _statuses(page)),
+        types=STATUS_TYPES,
+        filter_kinds=FILTER_KINDS,
+        sample=SAMPLE_CUSTOMER,
+    )
+
+
+@router.get("/new")
+async def new_campaign(page: Marketer) -> Response:
+    form = CampaignForm(filters=[FilterRow(key=secrets.token_hex(4))])
+    return await _editor(page, form, campaign=None, errors={})
+
+
+@router.get("/{campaign_id}")
+async def edit_campaign(page: PartnerUser, campaign_id: str) -> Response:
+    campaign = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{campaign_id}")
+    return await _editor(page, CampaignForm.of(campaign), campaign=campaign, errors={})
+
+
+# --- changing ------------------------------------------------------------------------------------------------
+
+
+def _errors(page: Page, form: CampaignForm, refused: BackendProblem) -> dict[str, str]:
+    if refused.status == 412:
+        return {"": page.gettext(CHANGED_BY_SOMEONE_ELSE)}
+    errors: dict[str, str] = {}
+    for name, message in page.field_errors(refused).items():
+        line = next((e.get("line") for e in refused.errors() if e.get("field") == name and e.get("line")), None)
+        text = page.gettext("line %(line)s: %(message)s", line=line, message=message) if line else message
+        errors.setdefault(form.field_of(name), text)
+    return errors or {"": refused.detail}
+
+
+@router.post("")
+async def create_campaign(page: Marketer) -> Response:
+    form = CampaignForm.parse(await page.request.form())
+    try:
+        created = await page.api.call(Service.CAMPAIGNS, "POST", "/v1/campaigns", json=form.definition())
+    except BackendProblem as refused:
+        return await _editor(page, form, campaign=None, errors=_errors(page, form, refused), status_code=422)
+    flash(page.request, page.gettext("Campaign “%(name)s” saved as a draft.", name=form.name))
+    return page.redirect(f"/campaigns/{created.body['id']}")
+
+
+@router.post("/preview")
+async def live_preview(page: PartnerUser) -> Response:
+    """The editor's live preview: the form as typed, against a chosen order or a sample one."""
+    submitted = await page.request.form()
+    form = CampaignForm.parse(submitted)
+    context: dict[str, Any] = {"preview": None, "errors": {}, "problem": None}
+    try:
+        order = await _preview_order(page, submitted, form)
+        body = {"definition": form.definition(), "order": order, **_preview_change(form)}
+        context["preview"] = (await page.api.call(Service.CAMPAIGNS, "POST", "/v1/campaigns/preview", json=body)).body
+    except BackendProblem as refused:
+        context["errors"] = {form.field_of(k): v for k, v in page.field_errors(refused).items()}
+        context["problem"] = refused.detail
+    except _NoTarget:
+        context["problem"] = page.gettext("Choose the target status to see a preview.")
+    return page.render("campaigns/preview.html", **context)
+
+
+class _NoTarget(Exception):
+    pass
+
+
+def _preview_change(form: CampaignForm) -> dict[str, Any]:
+    if not form.to_codes:
+        raise _NoTarget()
+    origin = form.from_codes[0] if form.from_mode == "listed" and form.from_codes else None
+    return {"from": origin, "to": form.to_codes[0]}
+
+
+async def _preview_order(page: Page, submitted: FormData, form: CampaignForm) -> dict[str, Any]:
+    """A real order of the partner's (by id), or the sample the marketer describes."""
+    order_id = str(submitted.get("preview_order", "")).strip()
+    if order_id:
+        order = await page.api.get(Service.ORDERS, f"/v1/orders/{order_id}")
+        current = order.get("statuses") or {}
+        statuses = {t: (current.get(t) or {}).get("code") for t in STATUS_TYPES if t != form.status_type}
+        customer = {k: v for k, v in (order.get("customer") or {}).items() if v is not None}
+        return {
+            "order_id": order["order_id"],
+            "amount": order["amount"],
+            "currency": order["currency"],
+            "customer": customer,
+            "statuses": {t: c for t, c in statuses.items() if c},
+        }
+    statuses = {t: str(submitted.get(f"sample_status_{t}", "")) for t in STATUS_TYPES if t != form.status_type}
+    return {
+        "order_id": "sample",
+        "amount": str(submitted.get("sample_amount", "1990.00")) or "1990.00",
+        "currency": "RUB",
+        "customer": {
+            "id": "sample-customer",
+            "name": str(submitted.get("sample_name", "")) or None,
+            "phone": str(submitted.get("sample_phone", "")) or None,
+            "sms_consent": submitted.get("sample_consent") == "on",
+        },
+        "statuses": {t: c for t, c in statuses.items() if c},
+    }
+
+
+@router.post("/{campaign_id}")
+async def save_campaign(page: Marketer, campaign_id: str) -> Response:
+    form = CampaignForm.parse(await page.request.form())
+    path = f"/v1/campaigns/{campaign_id}"
+    try:
+        await page.api.call(Service.CAMPAIGNS, "PUT", path, json=form.definition(), etag=f'"{form.version}"')
+    except BackendProblem as refused:
+        if refused.status == 404:
+            raise
+        campaign = await page.api.get(Service.CAMPAIGNS, path)
+        return await _editor(page, form, campaign=campaign, errors=_errors(page, form, refused), status_code=422)
+    flash(page.request, page.gettext("Campaign “%(name)s” saved.", name=form.name))
+    return page.redirect(path.removeprefix("/v1"))
+
+
+@router.post("/{campaign_id}/{action}")
+async def change_state(page: Marketer, campaign_id: str, action: str) -> Response:
+    if action not in ACTIONS:
+        return page.render("error.html", 404, reason="refused", status=404, detail=action)
+    method, suffix = ACTIONS[action]
+    try:
+        await page.api.call(Service.CAMPAIGNS, method, f"/v1/campaigns/{campaign_id}{suffix}")
+    except BackendProblem as refused:
+        if refused.status == 404:
+            raise
+        flash(page.request, refused.detail, "error")
+    else:
+        flash(page.request, page.gettext(STATE_MESSAGES[action]))
+    return page.redirect(f"/campaigns/{campaign_id}")
+
+
+STATE_MESSAGES = {
+    "activate": N_("The campaign is active: it reacts to status changes from now on."),
+    "pause": N_("The campaign is paused."),
+    "archive": N_("The campaign is archived."),
+}
+
+
+@router.get("/{campaign_id}/stats")
+async def campaign_stats(page: PartnerUser, campaign_id: str) -> Response:
+    path = f"/v1/campaigns/{campaign_id}"
+    campaign, total, last_day = await asyncio.gather(
+        page.api.get(Service.CAMPAIGNS, path),
+        page.api.get(Service.CAMPAIGNS, f"{path}/stats"),
+        _last_day(page, campaign_id),
+    )
+    return page.render("campaigns/stats.html", campaign=campaign, total=total, last_day=last_day)
+
+
+@router.get("/-/filter-row")
+async def filter_row(page: Marketer, kind: str = "order_status", key: str | None = None) -> Response:
+    """One more "Filter customers" condition (or the same one with another kind)."""
+    row = FilterRow(key=key or secrets.token_hex(4), kind=kind if kind in FILTER_KINDS else "order_status")
+    statuses = _by_type(page, await _statuses(page))
+    return page.render(
+        "campaigns/filter_row.html",
+        row=row,
+        statuses=statuses,
+        types=STATUS_TYPES,
+        filter_kinds=FILTER_KINDS,
+        errors={},
+    )
+
+
+@router.get("/-/trigger-statuses")
+async def trigger_statuses(page: Marketer, status_type: str = "delivery") -> Response:
+    """The trigger's from/to choices for another status type."""
+    form = CampaignForm(status_type=status_type if status_type in STATUS_TYPES else "delivery")
+    statuses = _by_type(page, await _statuses(page))
+    return page.render("campaigns/trigger_statuses.html", form=form, statuses=statuses, errors={})

@@ -1,0 +1,120 @@
+"""Campaigns in a real browser: the seed campaign built in the editor by status names, its live preview, save,
+activate, a template error beside its field, stats, another partner, the Russian editor."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import Page, expect
+
+from console.domain import Role
+from devtools.scenario import example_status_list
+from tests.browser.conftest import Console, SignIn, screenshot, timed_goto
+
+SEED_TEMPLATE = "{{ customer.name | default: 'Hello' }}, your order {{ order.id }} is {{ to_status.name | downcase }}!"
+
+
+async def define_statuses(console: Console, partner: str) -> None:
+    async with console.platform.client("status-registry", partner) as registry:
+        response = await registry.put("/v1/statuses", json={"statuses": example_status_list()})
+        assert response.status_code == 200, response.text
+
+
+async def build_seed_campaign(page: Page) -> None:
+    """Delivery status changed from any to "Shipped", payment status is "Paid": send an SMS (by names only)."""
+    await page.goto("/campaigns/new")
+    await page.get_by_label("Campaign name").fill("Shipped and paid")
+    await page.locator("#status-type").select_option(label="Delivery")
+    await page.get_by_label("Any (including none)").check()
+    await page.get_by_role("group", name="Target status").get_by_label("Shipped").check()
+    condition = page.locator(".filter-row").first
+    await condition.get_by_label("Condition", exact=True).select_option(label="Order status")
+    await condition.get_by_label("Status type", exact=True).select_option(label="Payment")
+    await condition.get_by_label("Is", exact=True).select_option(label="equal to")
+    await condition.get_by_label("Paid").check()
+    await page.get_by_label("Text template").fill(SEED_TEMPLATE)
+    await page.get_by_label("Sender").fill("DemoShop")
+    await page.get_by_label("Deliver immediately").check()
+
+
+async def test_the_seed_campaign_in_the_editor_with_its_live_preview(console: Console, sign_in: SignIn) -> None:
+    await define_statuses(console, "shop")
+    page = await sign_in(await console.user("m@shop.example", Role.MARKETER, "shop"))
+    await build_seed_campaign(page)
+
+    # the live preview, as typed: the sample customer has paid, so it would send; the text and its segments
+    preview = page.locator("#preview")
+    await expect(preview.get_by_test_id("preview-text")).to_have_text("Анна, your order sample is отгружен!")
+    await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "fired")
+    await expect(preview.get_by_test_id("segments")).to_have_text("1")
+    # an unpaid sample order would be filtered out, with the reason
+    await page.locator('select[name="sample_status_payment"]').select_option(label="Awaiting payment")
+    await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "filtered_out")
+    await expect(preview).to_contain_text("payment_status")
+    await screenshot(page, "campaign-editor")
+
+    await page.get_by_role("button", name="Save as draft").click()
+    await expect(page).to_have_url(re.compile(r"/campaigns/[0-9a-f-]{36}$"))
+    await expect(page.get_by_role("status").filter(has_text="saved as a draft")).to_be_visible()
+    campaign_url = page.url
+    await page.get_by_role("button", name="Activate").click()
+    await expect(page.get_by_role("status").filter(has_text="is active")).to_be_visible()
+
+    async with console.platform.client("campaigns", "shop") as campaigns:
+        (saved,) = (await campaigns.get("/v1/campaigns")).json()["items"]
+    assert saved["state"] == "active"
+    assert saved["trigger"] == {"status_type": "delivery", "from": "any", "to": "shipped"}
+    assert saved["filters"] == [{"kind": "order_status", "status_type": "payment", "op": "eq", "value": "paid"}]
+    assert (saved["template"], saved["sender"], saved["quiet_hours"]) == (
+        SEED_TEMPLATE,
+        "DemoShop",
+        "deliver_immediately",
+    )
+
+    # a broken template: the campaigns service's error, with its line, beside the template field
+    await page.get_by_label("Text template").fill("Hello {% if %}")
+    await page.get_by_role("button", name="Save", exact=True).click()
+    await expect(page.locator("#template-error")).to_contain_text("line 1")
+    await expect(page.get_by_label("Text template")).to_have_attribute("aria-invalid", "true")
+
+    timings: dict[str, float] = {}
+    await timed_goto(page, "/campaigns", timings)
+    row = page.locator(f'tr[data-campaign="{saved["id"]}"]')
+    await expect(row).to_contain_text("Shipped")
+    await expect(row).to_contain_text("active")
+    await screenshot(page, "campaigns")
+    await timed_goto(page, f"/campaigns/{saved['id']}/stats", timings)
+    await expect(page.locator('tr[data-stat="triggered"]')).to_be_visible()
+    await screenshot(page, "campaign-stats")
+    print(f"campaign page load times (ms): {timings}")
+
+    # another partner's marketer: the campaign's URL is not found
+    other = await sign_in(await console.user("m@other.example", Role.MARKETER, "other"))
+    response = await other.goto(campaign_url)
+    assert response is not None and response.status == 404
+    await other.goto("/campaigns")
+    await expect(other.locator(f'tr[data-campaign="{saved["id"]}"]')).to_have_count(0)
+
+    # the editor in Russian
+    await page.goto(campaign_url)
+    await page.get_by_role("button", name="RU").click()
+    await expect(page.get_by_role("heading", name="Триггер: изменился статус заказа")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Фильтр клиентов")).to_be_visible()
+    await expect(page.locator("#trigger-statuses")).to_contain_text("Отгружен")
+
+
+async def test_a_viewer_reads_campaigns_and_cannot_change_them(console: Console, sign_in: SignIn) -> None:
+    await define_statuses(console, "shop")
+    marketer = await sign_in(await console.user("m@shop.example", Role.MARKETER, "shop"))
+    await build_seed_campaign(marketer)
+    await marketer.get_by_role("button", name="Save as draft").click()
+    await expect(marketer).to_have_url(re.compile(r"/campaigns/[0-9a-f-]{36}$"))
+    campaign_path = marketer.url.split(":", 2)[-1].split("/", 1)[-1]
+
+    viewer = await sign_in(await console.user("v@shop.example", Role.VIEWER, "shop"))
+    await viewer.goto(f"/{campaign_path}")
+    await expect(viewer.get_by_label("Campaign name")).to_have_value("Shipped and paid")
+    await expect(viewer.get_by_label("Campaign name")).to_be_disabled()
+    await expect(viewer.get_by_role("button", name="Activate")).to_have_count(0)
+    await viewer.goto("/campaigns/new")
+    await expect(viewer.get_by_role("heading", name="Not for your role")).to_be_visible()
