@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -63,6 +63,10 @@ class Formats:
 
     def number(self, value: float | int | None) -> str:
         return "" if value is None else format_decimal(value, locale=self.language)
+
+    def duration(self, seconds: float) -> str:
+        """A span of time in the user's language, e.g. "3 hours" / "3 часа"."""
+        return format_timedelta(timedelta(seconds=seconds), locale=self.language, threshold=1.0)
 
     def status_name(self, status: dict[str, Any] | None) -> str:
         """A status's name in the user's language when it has one, else its name."""

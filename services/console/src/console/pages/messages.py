@@ -1,7 +1,92 @@
-"""(being built)"""
+"""Messages: the SMS sent, with delivery state, segments, text, and the campaign and order they came from; and the
+opt-outs, with add and remove. All through the notifier's API."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Form
+from fastapi.responses import Response
+
+from console.backends import BackendProblem, Service
+from console.web import Marketer, Page, PartnerUser, flash
+
+router = APIRouter(prefix="/messages")
+
+PAGE_SIZE = 25
+STATES = ("scheduled", "pending", "sending", "dispatched", "delivered", "failed", "expired")
+
+
+@router.get("")
+async def list_messages(
+    page: PartnerUser, state: str = "", order: str = "", phone: str = "", campaign: str = "", cursor: str | None = None
+) -> Response:
+    listing = await page.api.get(
+        Service.NOTIFIER,
+        "/v1/messages",
+        status=state or None,
+        order_id=order.strip() or None,
+        phone=phone.strip() or None,
+        campaign_id=campaign.strip() or None,
+        cursor=cursor,
+        limit=PAGE_SIZE,
+    )
+    campaigns = {c["id"]: c["name"] for c in await page.api.pages(Service.CAMPAIGNS, "/v1/campaigns", limit=200)}
+    return page.render(
+        "messages/list.html",
+        messages=listing["items"],
+        next_cursor=listing.get("next_cursor"),
+        campaigns=campaigns,
+        states=STATES,
+        state=state,
+        order=order,
+        phone=phone,
+        campaign=campaign,
+    )
+
+
+@router.get("/opt-outs")
+async def opt_outs(page: PartnerUser, cursor: str | None = None) -> Response:
+    return await _opt_outs_page(page, cursor, errors={}, phone="")
+
+
+async def _opt_outs_page(
+    page: Page, cursor: str | None, *, errors: dict[str, str], phone: str, status_code: int = 200
+) -> Response:
+    listing = await page.api.get(Service.NOTIFIER, "/v1/opt-outs", cursor=cursor, limit=PAGE_SIZE)
+    return page.render(
+        "messages/opt_outs.html",
+        status_code,
+        opt_outs=listing["items"],
+        next_cursor=listing.get("next_cursor"),
+        errors=errors,
+        phone=phone,
+    )
+
+
+@router.post("/opt-outs")
+async def add_opt_out(page: Marketer, phone: Annotated[str, Form()] = "") -> Response:
+    try:
+        await page.api.call(Service.NOTIFIER, "POST", f"/v1/opt-outs/{phone.strip()}")
+    except BackendProblem as refused:
+        message = next(iter(page.field_errors(refused).values()), refused.detail)
+        return await _opt_outs_page(page, None, errors={"phone": message}, phone=phone, status_code=422)
+    flash(page.request, page.gettext("%(phone)s gets no SMS from you any more.", phone=phone.strip()))
+    return page.redirect("/messages/opt-outs")
+
+
+@router.post("/opt-outs/{phone}/remove")
+async def remove_opt_out(page: Marketer, phone: str) -> Response:
+    try:
+        await page.api.call(Service.NOTIFIER, "DELETE", f"/v1/opt-outs/{phone}")
+    except BackendProblem as refused:
+        flash(page.request, refused.detail, "error")
+    else:
+        flash(page.request, page.gettext("%(phone)s may get SMS again.", phone=phone))
+    return page.redirect("/messages/opt-outs")
+
+
+@router.get("/{message_id}")
+async def message_page(page: PartnerUser, message_id: str) -> Response:
+    message = await page.api.get(Service.NOTIFIER, f"/v1/messages/{message_id}")
+    return page.render("messages/message.html", message=message)
