@@ -15,7 +15,7 @@ export HELM
 PARTNER ?= demo
 SCOPES ?= read,write
 
-.PHONY: help setup run up down logs bench test check lint typecheck schemas schemas-check schemas-release infra-up infra-down infra-status browser token user console-messages ops pytest clean
+.PHONY: help setup run up down logs bench test check lint typecheck schemas schemas-check schemas-release infra-up infra-down infra-status browser token user console-messages console-screenshots ops pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ bench: setup infra-up ## throughput, latency, CPU and memory against baselines; 
 
 user: setup infra-up ## create a console user: make user PARTNER=<id> EMAIL=<email> ROLE=marketer|viewer (ROLE=ops: no PARTNER)
 	@$(RUN) python -m console.cli --email "$(EMAIL)" --role "$(ROLE)" $(if $(filter command line environment,$(origin PARTNER)),--partner "$(PARTNER)")
+
+console-screenshots: setup infra-up browser ## run the console's browser tests and keep their screenshots in docs/console/
+	@CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(RUN) pytest tests/browser -q
 
 console-messages: setup ## extract the console's messages and merge new ones into its catalogues (then translate them)
 	@cd services/console && $(CURDIR)/.venv/bin/pybabel extract -F babel.cfg -k _ -k gettext -k N_ --no-location \

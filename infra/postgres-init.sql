@@ -3,3 +3,4 @@ CREATE DATABASE status_registry;
 CREATE DATABASE orders;
 CREATE DATABASE campaigns;
 CREATE DATABASE notifier;
+CREATE DATABASE console;

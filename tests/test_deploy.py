@@ -37,17 +37,11 @@ KUBERNETES_VERSIONS = ("1.27", kubernetes_validate.latest_version())
 
 Manifest = dict[str, Any]
 
-# The renders the tests look at: the defaults, production, and every optional part on (console, autoscaling).
+# The renders the tests look at: the defaults, production, and every optional part on (autoscaling).
 RENDERS: dict[str, list[str]] = {
     "default": [],
     "production": ["-f", str(CHART / "values-production.yaml")],
-    "everything": [
-        "--set",
-        ",".join(
-            ["services.console.enabled=true"]
-            + [f"services.{s}.autoscaling.enabled=true" for s in (*SERVICES, "console")]
-        ),
-    ],
+    "everything": ["--set", ",".join(f"services.{s}.autoscaling.enabled=true" for s in SERVICES)],
 }
 
 # Variables the chart sets that no settings field reads: the parts of DATABASE_URL (and OTEL_*, the exporter's own).
@@ -150,7 +144,7 @@ def test_the_validator_rejects_what_kubernetes_would() -> None:
 @pytest.mark.parametrize("name", RENDERS)
 def test_every_service_has_a_deployment_service_and_disruption_budget(name: str) -> None:
     manifests = render(name)
-    expected = {s for s in SERVICES if s != "console"} | ({"console"} if name == "everything" else set())
+    expected = set(SERVICES)
     assert set(deployments(name)) == expected
     assert {component(s) for s in of_kind(manifests, "Service").values()} == expected
     assert {component(p) for p in of_kind(manifests, "PodDisruptionBudget").values()} == expected
@@ -205,7 +199,7 @@ def test_migrations_run_once_per_release_before_the_rollout(name: str) -> None:
             d["spec"]["selector"]["matchLabels"] for d in deployments(name).values()
         ]:
             assert not selector.items() <= labels.items(), f"{selector} selects the migration Job of {service}"
-    assert migrated == {s for s in deployments(name) if s != "console"}
+    assert migrated == set(deployments(name))
 
 
 def test_a_chart_created_secret_that_the_migration_job_reads_exists_before_it() -> None:
@@ -369,7 +363,7 @@ def test_cloudnativepg_gives_every_service_its_database_and_owner() -> None:
 
     production = values("values-production.yaml")
     assert production["database"]["host"] == values()["database"]["host"] == f"{name}-rw"
-    for service in (s for s in services_with_settings() if s != "console"):
+    for service in services_with_settings():
         database = settings_class(service)().database_url.rsplit("/", 1)[1]
         assert database in owners, f"no database {database} for {service}"
         owner, secret = owners[database]

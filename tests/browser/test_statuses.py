@@ -143,3 +143,20 @@ async def test_roles_and_partners_see_only_what_is_theirs(console: Console, sign
     await expect(operator).to_have_url(re.compile(r"/ops"))
     await operator.goto("/settings/statuses")
     await expect(operator.get_by_role("heading", name="Not for your role")).to_be_visible()
+
+
+async def test_a_service_that_is_down_gives_a_banner_and_the_rest_keeps_working(
+    console: Console, sign_in: SignIn
+) -> None:
+    page = await sign_in(await console.user("m@shop.example", Role.MARKETER, "shop"))
+    await add_status(page, "payment", "paid", "Оплачен", "Paid", analytics=True)
+    console.platform.kill("notifier")
+
+    response = await page.goto("/messages")
+    assert response is not None and response.status == 503
+    await expect(page.get_by_role("alert")).to_contain_text("The notifier service does not answer right now")
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()  # the page, not a stack trace
+    await page.goto("/settings/statuses")
+    await expect(page.locator('tr[data-code="paid"]')).to_be_visible()
+    await page.goto("/campaigns")
+    await expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
