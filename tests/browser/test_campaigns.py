@@ -9,7 +9,8 @@ from playwright.async_api import Page, expect
 
 from console.domain import Role
 from devtools.scenario import example_status_list
-from tests.browser.conftest import Console, SignIn, screenshot, timed_goto
+
+from .conftest import Console, SignIn, screenshot, timed_goto
 
 SEED_TEMPLATE = "{{ customer.name | default: 'Hello' }}, your order {{ order.id }} is {{ to_status.name | downcase }}!"
 

@@ -11,7 +11,8 @@ from console.domain import Role
 from contracts.topics import Topic
 from devtools.platform import Platform
 from servicekit.ops import dead_letters
-from tests.browser.conftest import Console, SignIn, screenshot, timed_goto
+
+from .conftest import Console, SignIn, screenshot, timed_goto
 
 
 async def publish_garbage(platform: Platform) -> None:

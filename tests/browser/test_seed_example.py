@@ -17,10 +17,11 @@ from console.domain import Role
 from console.settings import ConsoleSettings
 from devtools.platform import CONSOLE, database_dsn
 from devtools.scenario import ANALYTICS, EXAMPLE_STATUSES
-from tests.browser.conftest import Console, SignIn, screenshot, timed_goto
-from tests.browser.test_campaigns import build_seed_campaign
-from tests.browser.test_statuses import add_status
-from tests.e2e.test_seed_scenario import Upstream
+from devtools.upstream import Upstream
+
+from .conftest import Console, SignIn, screenshot, timed_goto
+from .test_campaigns import build_seed_campaign
+from .test_statuses import add_status
 
 NEW_PASSWORD = "my-own-password-2026"
 

@@ -9,7 +9,8 @@ from playwright.async_api import Page, expect
 
 from console.domain import Role
 from devtools.scenario import ANALYTICS, EXAMPLE_STATUSES
-from tests.browser.conftest import Console, SignIn, screenshot
+
+from .conftest import Console, SignIn, screenshot
 
 TYPE_LABELS = {"general": "General", "delivery": "Delivery", "payment": "Payment"}
 

@@ -8,9 +8,10 @@ from collections import Counter
 from aiokafka import AIOKafkaProducer
 
 from devtools.platform import SERVICES, Platform
+from devtools.upstream import Upstream
 
 from .conftest import define_example
-from .test_seed_scenario import Upstream, until
+from .test_seed_scenario import until
 
 CHUNK = 60  # orders published between two kills
 

@@ -11,9 +11,10 @@ from contracts.inbound import OrderStatusReported
 from contracts.topics import Topic, prefixed
 from devtools.platform import Platform
 from devtools.pytest_plugin import read_topic, wait_until
+from devtools.upstream import T0, Upstream
 
 from .conftest import define_example
-from .test_seed_scenario import T0, Upstream, until
+from .test_seed_scenario import until
 
 
 async def test_duplicates_and_out_of_order_events_give_one_change_and_one_sms_each(

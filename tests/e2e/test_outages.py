@@ -25,10 +25,11 @@ from aiokafka import AIOKafkaProducer
 from contracts.envelope import Envelope
 from devtools import infra
 from devtools.platform import SERVICES, Infrastructure, Platform, free_port
+from devtools.upstream import Upstream
 
 from .conftest import define_example
 from .test_crash_safety import publish
-from .test_seed_scenario import Upstream, until
+from .test_seed_scenario import until
 
 CHUNK = 150  # orders published before the outage, and again after it: 2/3 of them paid, so ~200 SMS
 OUTAGE_S = 3.0  # how long the broker or the server stays down

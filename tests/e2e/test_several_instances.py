@@ -16,10 +16,11 @@ from contracts.orders import OrderStatusChanged
 from contracts.topics import Topic, prefixed
 from devtools.platform import SERVICES, Platform
 from devtools.pytest_plugin import read_topic
+from devtools.upstream import Upstream
 
 from .conftest import define_example
 from .test_crash_safety import publish
-from .test_seed_scenario import Upstream, until
+from .test_seed_scenario import until
 
 ORDERS = 300  # half before the kills, half while the new instances join
 

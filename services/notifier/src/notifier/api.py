@@ -13,10 +13,11 @@ from pydantic import BaseModel, Field
 from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOut, Receipt, ReplayRecord
 from notifier.providers.base import InboundSms
 from notifier.providers.http import HttpProvider
-from notifier.repository import Cursor, MessageFilter, MessageRepository
+from notifier.repository import MessageFilter, MessageRepository
 from notifier.services import OptOuts, Receipts, handle_inbound
 from servicekit.auth import Reader, Writer
 from servicekit.errors import FieldError, InvalidRequest, NotFound, Unauthorized, problem_response, problems
+from servicekit.pagination import decode_cursor, page_of
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
 
@@ -83,17 +84,12 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePage:
     """Newest first."""
-    try:
-        after = Cursor.decode(cursor) if cursor else None
-    except ValueError as exc:
-        error = FieldError(location="query", field="cursor", message="pass next_cursor as given", type="malformed")
-        raise InvalidRequest([error], detail="cursor is malformed; use next_cursor") from exc
+    (after,) = decode_cursor(cursor, int) if cursor else (None,)
     where = MessageFilter(order_id=order_id, phone=phone, campaign_id=campaign_id, status=status_)
     async with _pool(request).acquire() as conn:
         rows = await MessageRepository(conn, who.partner_id).page(where, after=after, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return MessagePage(items=[m for _, m in rows], next_cursor=Cursor(rows[-1][0]).encode() if more else None)
+    page, next_cursor = page_of(rows, limit, lambda row: (row[0],))
+    return MessagePage(items=[message for _, message in page], next_cursor=next_cursor)
 
 
 @router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"], responses=problems(404))

@@ -7,7 +7,6 @@ reports); it is never reachable from a partner's request.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -102,24 +101,6 @@ async def insert_messages(conn: DbConnection, new: Sequence[NewMessage]) -> dict
 
 
 @dataclass(frozen=True)
-class Cursor:
-    """Keyset position in the newest-first listing; opaque to clients."""
-
-    seq: int
-
-    def encode(self) -> str:
-        return base64.urlsafe_b64encode(json.dumps([self.seq]).encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> Cursor:
-        try:
-            (seq,) = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            return cls(int(seq))
-        except (ValueError, TypeError) as exc:
-            raise ValueError("malformed cursor") from exc
-
-
-@dataclass(frozen=True)
 class MessageFilter:
     order_id: str | None = None
     phone: str | None = None
@@ -143,7 +124,8 @@ class MessageRepository:
             return None
         return _message(row) if row else None
 
-    async def page(self, where: MessageFilter, *, after: Cursor | None, limit: int) -> list[tuple[int, Message]]:
+    async def page(self, where: MessageFilter, *, after: int | None, limit: int) -> list[tuple[int, Message]]:
+        """Newest first, after the message numbered `after`: (its number, the message)."""
         rows = await self._conn.fetch(
             f"SELECT seq, {MESSAGE_COLUMNS} FROM messages WHERE partner_id = $1 "
             "AND ($2::text IS NULL OR order_id = $2) AND ($3::text IS NULL OR phone = $3) "
@@ -154,7 +136,7 @@ class MessageRepository:
             where.phone,
             where.campaign_id,
             str(where.status) if where.status else None,
-            after.seq if after else 2**62,
+            after if after is not None else 2**62,
             limit,
         )
         return [(r["seq"], Message.model_validate({k: v for k, v in dict(r).items() if k != "seq"})) for r in rows]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import uuid
@@ -32,6 +31,7 @@ from servicekit.errors import (
     problem_response,
     problems,
 )
+from servicekit.pagination import decode_cursor, page_of
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 analytics_router = APIRouter(prefix="/v1", tags=["analytics"])
@@ -227,20 +227,6 @@ async def get_order(order_id: str, request: Request, who: Reader) -> dict[str, A
     return await _order_view(request, who.partner_id, order_id, with_history=True)
 
 
-def _encode_cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> list[Any]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        assert isinstance(values, list)
-        return values
-    except (ValueError, AssertionError) as exc:
-        error = FieldError(location="query", field="cursor", message="pass next_cursor as given", type="malformed")
-        raise InvalidRequest([error], detail="malformed cursor; pass next_cursor as given") from exc
-
-
 @router.get(
     "",
     summary="Orders filtered by status, customer and update time (cursor pages)",
@@ -257,7 +243,7 @@ async def list_orders(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    after_time, after_id = _decode_cursor(cursor) if cursor else (None, "")
+    after_time, after_id = decode_cursor(cursor, str, str) if cursor else (None, "")
     async with runtime(request).pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT o.order_id, o.updated_at FROM orders o WHERE o.partner_id = $1 "
@@ -278,11 +264,9 @@ async def list_orders(
             after_id,
             limit + 1,
         )
-        page = rows[:limit]
+        page, next_cursor = page_of(rows, limit, lambda r: (r["updated_at"].isoformat(), r["order_id"]))
         found = await load_orders(conn, [(who.partner_id, r["order_id"]) for r in page], lock=False)
     items = [_view(request, found[(who.partner_id, r["order_id"])]) for r in page]
-    more = len(rows) > limit
-    next_cursor = _encode_cursor([page[-1]["updated_at"].isoformat(), page[-1]["order_id"]]) if more else None
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -358,11 +342,10 @@ async def customers_segment(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     _analytics_status(request, who.partner_id, status_code, "status")
-    after = str(_decode_cursor(cursor)[0]) if cursor else ""
+    (after,) = decode_cursor(cursor, str) if cursor else ("",)
     async with runtime(request).pool.acquire() as conn:
         rows = await analytics.customers_entering(conn, who.partner_id, status_code, from_, to, after, limit + 1)
-    page = rows[:limit]
-    next_cursor = _encode_cursor([page[-1]["customer_id"]]) if len(rows) > limit else None
+    page, next_cursor = page_of(rows, limit, lambda row: (row["customer_id"],))
     return {"status": status_code, "items": page, "next_cursor": next_cursor}
 
 

@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.auth import Principal, Reader, Writer
-from servicekit.errors import FieldError, InvalidRequest, problems
+from servicekit.errors import problems
 from servicekit.http import version_from_if_match, with_etag
+from servicekit.pagination import decode_cursor, page_of
 from status_registry.domain import NewStatus, StatusPatch
-from status_registry.repository import Cursor, StatusRepository, cursor_after
+from status_registry.repository import StatusRepository, position_of
 from status_registry.services import Registry
 
 router = APIRouter(prefix="/v1/statuses", tags=["statuses"])
@@ -66,19 +67,12 @@ async def list_statuses(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> StatusPage:
-    try:
-        after = Cursor.decode(cursor) if cursor else None
-    except ValueError as exc:
-        message = "cursor is malformed; use next_cursor as given"
-        raise InvalidRequest(
-            [FieldError(location="query", field="cursor", message=message, type="invalid_cursor")]
-        ) from exc
+    after = decode_cursor(cursor, int, int, str) if cursor else None
     async with request.app.state.runtime.pool.acquire() as conn:
         repo = StatusRepository(conn, who.partner_id)
-        items = await repo.page(status_type=type, include_archived=include_archived, after=after, limit=limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    return StatusPage(items=items, next_cursor=cursor_after(items[-1]).encode() if more else None)
+        rows = await repo.page(status_type=type, include_archived=include_archived, after=after, limit=limit + 1)
+    items, next_cursor = page_of(rows, limit, position_of)
+    return StatusPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{code}", response_model=StatusDefinition, responses=problems(404))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -26,32 +24,15 @@ def _definition(row: asyncpg.Record | None) -> StatusDefinition:
     return StatusDefinition.model_validate(values)
 
 
-@dataclass(frozen=True)
-class Cursor:
-    """Keyset position in the (type, position, code) listing order; opaque to clients."""
-
-    type_rank: int
-    position: int
-    code: str
-
-    def encode(self) -> str:
-        raw = json.dumps([self.type_rank, self.position, self.code]).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> Cursor:
-        try:
-            rank, position, code = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            return cls(int(rank), int(position), str(code))
-        except (ValueError, TypeError) as exc:
-            raise ValueError("malformed cursor") from exc
-
-
 TYPE_RANK = {StatusType.GENERAL: 1, StatusType.DELIVERY: 2, StatusType.PAYMENT: 3}
 
 
-def cursor_after(definition: StatusDefinition) -> Cursor:
-    return Cursor(TYPE_RANK[definition.type], definition.position, definition.code)
+Position = tuple[int, int, str]
+"""A status's keyset position in the listing order: (type rank, position, code)."""
+
+
+def position_of(definition: StatusDefinition) -> Position:
+    return TYPE_RANK[definition.type], definition.position, definition.code
 
 
 class StatusRepository:
@@ -101,9 +82,9 @@ class StatusRepository:
         return [{"id": r["campaign_id"], "name": r["name"]} for r in rows]
 
     async def page(
-        self, *, status_type: StatusType | None, include_archived: bool, after: Cursor | None, limit: int
+        self, *, status_type: StatusType | None, include_archived: bool, after: Position | None, limit: int
     ) -> list[StatusDefinition]:
-        rank, position, code = (after.type_rank, after.position, after.code) if after else (0, -1, "")
+        rank, position, code = after or (0, -1, "")
         rows = await self._conn.fetch(
             f"SELECT {COLUMNS} FROM status_definitions WHERE partner_id = $1 "
             "AND ($2::text IS NULL OR type = $2) AND ($3 OR NOT archived) "

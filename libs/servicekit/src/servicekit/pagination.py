@@ -1,0 +1,45 @@
+"""Cursor pages, one way for every list of every service: an opaque cursor that encodes the keyset position of the
+last item shown, and the "fetch one more than the page" rule that says whether another page follows.
+
+A list route decodes `cursor` with `decode_cursor` (a malformed one is the same 422 everywhere, naming the query
+parameter), asks its repository for `limit + 1` rows after that position, and answers `page_of(rows, limit, key)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from servicekit.errors import FieldError, InvalidRequest
+
+T = TypeVar("T")
+KeyPart = str | int
+
+
+def encode_cursor(*position: KeyPart) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, *types: type[Any]) -> tuple[Any, ...]:
+    """The position `encode_cursor` wrote, each part checked against `types`; else a 422 naming `cursor`."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError("wrong shape")
+        if not all(
+            isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(values, types, strict=True)
+        ):
+            raise ValueError("wrong types")
+        return tuple(values)
+    except (ValueError, TypeError) as exc:
+        message = "malformed cursor; pass next_cursor as given"
+        error = FieldError(location="query", field="cursor", message=message, type="invalid_cursor")
+        raise InvalidRequest([error], detail=message) from exc
+
+
+def page_of(rows: Sequence[T], limit: int, key: Callable[[T], Sequence[KeyPart]]) -> tuple[list[T], str | None]:
+    """The page (at most `limit` of `rows`, fetched as `limit + 1`) and the cursor of the next, None on the last."""
+    page = list(rows[:limit])
+    return page, encode_cursor(*key(page[-1])) if len(rows) > limit else None
