@@ -58,7 +58,7 @@ async def upstream(orders_settings: OrdersSettings, orders_app: FastAPI) -> Asyn
     """An upstream producer; the orders service runs while it is in use."""
     producer = AIOKafkaProducer(bootstrap_servers=orders_settings.kafka_bootstrap_servers, enable_idempotence=True)
     await producer.start()
-    yield Upstream(producer, orders_settings.inbound_topic)
+    yield Upstream(producer, orders_settings.topic_inbound)
     await producer.stop()
 
 

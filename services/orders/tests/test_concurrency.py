@@ -71,11 +71,11 @@ async def test_thousand_events_two_instances_and_a_rebalance(
     expected = ORDERS * EVENTS_PER_ORDER
 
     async def all_changes() -> bool:
-        found = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
+        found = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_changed)
         return len(found) >= expected
 
     await wait_until(all_changes, timeout_s=90, what=f"{expected} status changes")
-    records = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
+    records = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_changed)
     # The relay publishes at least once, so consumers de-duplicate by event id; so does this check.
     by_order: dict[str, list[OrderStatusChanged]] = defaultdict(list)
     seen: set[str] = set()

@@ -37,14 +37,14 @@ async def records(bootstrap: str, topic: str, count: int, timeout_s: float = 20)
 
 
 async def changes(settings: OrdersSettings, count: int) -> list[OrderStatusChanged]:
-    found = await records(settings.kafka_bootstrap_servers, settings.changed_topic, count)
+    found = await records(settings.kafka_bootstrap_servers, settings.topic_status_changed, count)
     events = [decode(r.value or b"", OrderStatusChanged) for r in found]
     return [e.data for e in sorted(events, key=lambda e: (e.data.order_id, e.data.sequence))]
 
 
 async def dead_letters(settings: OrdersSettings, count: int, timeout_s: float = 20) -> dict[str, str]:
     """reason -> error of each dead-lettered record."""
-    found = await records(settings.kafka_bootstrap_servers, settings.dlq_topic, count, timeout_s)
+    found = await records(settings.kafka_bootstrap_servers, settings.topic_inbound_dlq, count, timeout_s)
     pairs = [(dict(r.headers)["dlq-reason"].decode(), dict(r.headers)["dlq-error"].decode()) for r in found]
     return dict(pairs)
 
@@ -62,7 +62,7 @@ async def test_an_upserted_order_emits_one_change_per_type_with_snapshot_and_cau
     last = events[-1]
     assert last.to_status.name == "Счёт выставлен" and last.order.customer.name == "Анна"
     assert last.order.statuses.general is not None and last.order.statuses.general.code == "accepted"
-    raw = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
+    raw = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_changed)
     assert {decode(r.value or b"", OrderStatusChanged).causationid for r in raw} == {sent.id}
     assert {r.key for r in raw} == {b"demo:o-1"}
 
@@ -162,7 +162,7 @@ async def test_rule_violations_and_bad_records_are_dead_lettered_while_others_fl
 
 
 async def _has_changes(settings: OrdersSettings, count: int) -> bool:
-    return len(await read_topic(settings.kafka_bootstrap_servers, settings.changed_topic)) >= count
+    return len(await read_topic(settings.kafka_bootstrap_servers, settings.topic_status_changed)) >= count
 
 
 async def test_unknown_codes_retry_then_dead_letter_and_a_status_created_meanwhile_resolves(
@@ -245,7 +245,7 @@ async def test_nul_or_lone_surrogate_in_a_field_is_dead_lettered_as_invalid_payl
         await upstream.raw(json.dumps(document).encode(), key=f"demo:{order_id}".encode())
     await upstream.upsert("o-good", general="accepted")
 
-    found = await records(orders_settings.kafka_bootstrap_servers, orders_settings.dlq_topic, 2)
+    found = await records(orders_settings.kafka_bootstrap_servers, orders_settings.topic_inbound_dlq, 2)
     reasons = [(dict(r.headers)["dlq-reason"].decode(), dict(r.headers)["dlq-error"].decode()) for r in found]
     assert [reason for reason, _ in reasons] == ["invalid_payload", "invalid_payload"]
     assert all(error.startswith("data.customer.name:") for _, error in reasons), reasons

@@ -32,16 +32,16 @@ async def test_the_trace_continues_from_the_upstream_record_to_the_status_change
     )
 
     async def published() -> bool:
-        return bool(await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic))
+        return bool(await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_changed))
 
     await wait_until(published, what="the status change")
-    (record,) = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
+    (record,) = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_changed)
     headers = dict(record.headers)
     assert headers["traceparent"].decode().split("-")[1] == TRACE_ID
     assert headers["correlationid"].decode() == envelope.id and headers["ce_type"] == b"order.status-changed.v1"
     metrics = (await client_for("demo").get("/metrics")).text
     received = [line for line in metrics.splitlines() if line.startswith("faststream_received_messages_total{")]
-    assert any('app_name="orders"' in line and orders_settings.inbound_topic in line for line in received), received
+    assert any('app_name="orders"' in line and orders_settings.topic_inbound in line for line in received), received
 
 
 async def test_asyncapi_and_metrics(
@@ -50,7 +50,11 @@ async def test_asyncapi_and_metrics(
     client = client_for("demo")
     document = (await client.get("/asyncapi.json")).json()
     addresses = {channel["address"] for channel in document["channels"].values()}
-    assert {orders_settings.inbound_topic, orders_settings.retry_topic, orders_settings.changed_topic} <= addresses
+    assert {
+        orders_settings.topic_inbound,
+        orders_settings.topic_inbound_retry,
+        orders_settings.topic_status_changed,
+    } <= addresses
     html = await client.get("/asyncapi")
     assert html.status_code == 200 and "AsyncAPI" in html.text
     await client.put(

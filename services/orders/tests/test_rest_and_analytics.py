@@ -51,7 +51,7 @@ async def test_put_and_set_status_with_idempotency_keys(client_for: Clients, ord
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
 
     async def every_event() -> bool:
-        found = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.changed_topic)
+        found = await read_topic(orders_settings.kafka_bootstrap_servers, orders_settings.topic_status_changed)
         return len(found) == 4  # created (2), paid, agreed: the repeated and racing requests emit nothing
 
     await wait_until(every_event, what="four OrderStatusChanged (the repeats emit nothing)")

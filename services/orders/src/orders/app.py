@@ -31,20 +31,20 @@ PUBLISHES = (
 def _startup(settings: OrdersSettings) -> StartupHook:
     async def start(runtime: Runtime) -> None:
         assert runtime.catalog is not None
-        service = OrderService(runtime.pool, runtime.catalog, settings.changed_topic)
+        service = OrderService(runtime.pool, runtime.catalog, settings.topic_status_changed)
         runtime.extras["order_service"] = service
-        dead_letters = DeadLetters(runtime.producer, settings.dlq_topic, settings.consumer_group)
+        dead_letters = DeadLetters(runtime.producer, settings.topic_inbound_dlq, settings.consumer_group)
         inbound = InboundConsumer(
             service,
             dead_letters,
             runtime.producer,
-            settings.retry_topic,
+            settings.topic_inbound_retry,
             max_bytes=settings.max_inbound_bytes,
             retry=RetryPolicy(settings.unknown_status_retry_delays_s),
         )
         batch_subscriber(
             runtime.broker,
-            settings.inbound_topic,
+            settings.topic_inbound,
             settings.consumer_group,
             inbound,
             dead_letters,
@@ -55,7 +55,7 @@ def _startup(settings: OrdersSettings) -> StartupHook:
         # A separate group for the retry topic: its waits never hold up fresh upstream events.
         batch_subscriber(
             runtime.broker,
-            settings.retry_topic,
+            settings.topic_inbound_retry,
             f"{settings.consumer_group}-retry",
             inbound,
             dead_letters,

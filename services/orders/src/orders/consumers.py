@@ -73,7 +73,7 @@ class InboundConsumer:
         service: OrderService,
         dead_letters: DeadLetters,
         producer: AIOKafkaProducer,
-        retry_topic: str,
+        topic_inbound_retry: str,
         *,
         max_bytes: int,
         retry: RetryPolicy | None = None,
@@ -81,7 +81,7 @@ class InboundConsumer:
         self._service = service
         self._dead_letters = dead_letters
         self._producer = producer
-        self._retry_topic = retry_topic
+        self._retry_topic = topic_inbound_retry
         self._max_bytes = max_bytes
         self._retry = retry or RetryPolicy()
 

@@ -94,7 +94,7 @@ class Result:
 class OrderService:
     pool: asyncpg.Pool
     catalog: StatusCatalog
-    changed_topic: str
+    topic_status_changed: str
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def handle(self, commands: Sequence[Command]) -> list[Result]:
@@ -183,7 +183,7 @@ class OrderService:
             correlation_id=command.correlation_id or command.event_id,
             causation_id=command.event_id,
         )
-        return record_for(envelope, self.changed_topic, order_key(command.partner_id, order_id))
+        return record_for(envelope, self.topic_status_changed, order_key(command.partner_id, order_id))
 
 
 async def _already_processed(conn: DbConnection, claim_ids: list[str]) -> set[str]:

@@ -22,15 +22,15 @@ class OrdersSettings(ServiceSettings):
     idempotency_key_retention_hours: float = Field(default=48.0, ge=24)
 
     @property
-    def inbound_topic(self) -> str:
+    def topic_inbound(self) -> str:
         return self.topic(Topic.ORDERS_INBOUND)
 
     @property
-    def retry_topic(self) -> str:
+    def topic_inbound_retry(self) -> str:
         return self.topic(Topic.ORDERS_INBOUND_RETRY)
 
     @property
-    def dlq_topic(self) -> str:
+    def topic_inbound_dlq(self) -> str:
         return self.topic(Topic.ORDERS_INBOUND_DLQ)
 
     @property
@@ -38,5 +38,5 @@ class OrdersSettings(ServiceSettings):
         return self.topic(Topic.STATUS_DEFINITIONS)
 
     @property
-    def changed_topic(self) -> str:
+    def topic_status_changed(self) -> str:
         return self.topic(Topic.ORDER_STATUS_CHANGED)
