@@ -12,12 +12,13 @@ import httpx
 from fastapi import FastAPI
 
 from campaigns.app import create_app
-from campaigns.services import Evaluator, Policy
+from campaigns.services import Evaluator, IndexKeeper, Policy
 from campaigns.settings import CampaignsSettings
 from contracts.envelope import Envelope
 from contracts.sms import SmsDelivered, SmsDispatched, SmsEncoding, SmsFailed, send_sms_id
 from contracts.topics import Topic
 from devtools.pytest_plugin import read_topic
+from servicekit.app import parts_of
 from servicekit.outbox import pending_count
 
 Activate = Callable[..., Awaitable[str]]
@@ -186,7 +187,7 @@ async def test_reentry_once_per_order_and_frequency_cap_across_campaigns(
 def evaluator_of(app: FastAPI, settings: CampaignsSettings, clock: Any, pool: asyncpg.Pool | None = None) -> Evaluator:
     """The consumer's evaluator, called directly: the test decides exactly which events form one batch."""
     runtime = app.state.runtime
-    return Evaluator(pool or runtime.pool, runtime.extras["index_keeper"], Policy.of(settings), clock)
+    return Evaluator(pool or runtime.pool, parts_of(runtime, IndexKeeper), Policy.of(settings), clock)
 
 
 async def test_one_batch_decides_as_if_its_events_came_one_by_one(
@@ -442,7 +443,7 @@ async def test_every_instance_keeps_its_index_current_and_both_evaluate_once(
     other = campaigns_settings.model_copy(update={"consumer_group": f"{campaigns_settings.consumer_group}-other"})
     second = create_app(other, clock)
     async with second.router.lifespan_context(second):
-        index = second.state.runtime.extras["index"]
+        index = parts_of(second.state.runtime, IndexKeeper).index
         campaign_id = await active_campaign(reentry="every_time")
 
         async def indexed() -> bool:

@@ -15,12 +15,13 @@ from fastapi import FastAPI
 import campaigns.services
 from campaigns.domain import CampaignIndex, CampaignState
 from campaigns.listener import Listening
-from campaigns.services import Campaigns
+from campaigns.services import Campaigns, IndexKeeper
 from campaigns.settings import CampaignsSettings
 from contracts.envelope import Envelope
 from contracts.topics import Topic
 from devtools.pytest_plugin import wait_until
 from devtools.scenario import DEMO_PARTNER
+from servicekit.app import parts_of
 
 Activate = Callable[..., Awaitable[str]]
 MakeChange = Callable[..., Envelope[Any]]
@@ -145,7 +146,7 @@ async def test_a_campaign_paused_while_the_listener_was_down_sends_nothing(
     listener_down.opened.set()
     await topics.consumed_all()
     assert await topics.send_sms() == []
-    assert campaigns_app.state.runtime.extras["index_keeper"].index.matching(DEMO_PARTNER, "delivery", "shipped") == []
+    assert parts_of(campaigns_app.state.runtime, IndexKeeper).index.matching(DEMO_PARTNER, "delivery", "shipped") == []
 
 
 async def test_a_reload_that_fails_is_retried_by_reloading_everything(
@@ -166,7 +167,7 @@ async def test_a_reload_that_fails_is_retried_by_reloading_everything(
 
     monkeypatch.setattr(campaigns.services, "campaign_by_id", unreachable)  # the one-campaign reload fails
     await other_instance.set_state(created.json()["id"], CampaignState.ACTIVE)
-    index = campaigns_app.state.runtime.extras["index"]
+    index = parts_of(campaigns_app.state.runtime, IndexKeeper).index
 
     async def indexed() -> bool:
         return failures > 0 and len(index.matching(DEMO_PARTNER, "delivery", "shipped")) == 1

@@ -27,10 +27,10 @@ from notifier.domain import (
     normalized_mobile,
     replay,
     replay_key,
-    retry_after_seconds,
     segment_count,
     split_segments,
 )
+from notifier.providers.http import retry_after_seconds
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 S = MessageStatus

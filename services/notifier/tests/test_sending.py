@@ -10,6 +10,8 @@ from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
+from notifier.services import Sending
+from servicekit.app import parts_of
 
 PHONE = "+79161234567"
 
@@ -59,7 +61,7 @@ async def test_the_same_command_twice_in_one_batch_is_taken_in_once(kit: Any, no
         topic=kit.settings.topic_send_sms, partition=0, offset=7, timestamp=0, timestamp_type=0, key=command.key(),
         value=command.to_bytes(), checksum=None, serialized_key_size=0, serialized_value_size=0, headers=(),
     )  # fmt: skip
-    intake = notifier_app.state.runtime.extras["intake"]
+    intake = parts_of(notifier_app.state.runtime, Sending).intake
     await intake.process([record, record])  # one transaction for both: it must not fail on the second
     await kit.wait_status(command.id, "delivered")
     assert kit.console_ids() == [command.id]

@@ -20,12 +20,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -60,7 +60,35 @@ class Runtime:
     relay: OutboxRelay
     broker: KafkaBroker
     catalog: StatusCatalog | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    # What the service's start-up hook builds that its routes and hooks need (one object of the service's own
+    # type: its use cases, its index...), read through `parts_of`, typed.
+    parts: object | None = None
+
+
+PartsT = TypeVar("PartsT")
+
+
+def parts_of(runtime: Runtime, kind: type[PartsT]) -> PartsT:
+    """The service's own parts, which its start-up hook put on the runtime, as the type it gave them."""
+    if not isinstance(runtime.parts, kind):
+        raise RuntimeError(f"the runtime holds {type(runtime.parts).__name__}, not {kind.__name__}: started yet?")
+    return runtime.parts
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime = request.app.state.runtime
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+def parts_dependency(kind: type[PartsT]) -> Callable[[Request], PartsT]:
+    """A FastAPI dependency giving a route the service's parts, typed:
+    `Annotated[Kind, Depends(parts_dependency(Kind))]`."""
+
+    def dependency(request: Request) -> PartsT:
+        return parts_of(runtime_of(request), kind)
+
+    return dependency
 
 
 StartupHook = Callable[[Runtime], Awaitable[None]]

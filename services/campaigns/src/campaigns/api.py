@@ -22,13 +22,14 @@ from campaigns.domain import (
     Reason,
     render_text,
 )
-from campaigns.services import Campaigns, Policy
+from campaigns.services import Campaigns, IndexKeeper, Policy
 from campaigns.sms_text import sms_parts
 from campaigns.templating import TemplateProblem
 from contracts.orders import OrderStatusChanged
 from contracts.primitives import Slug, UtcDatetime
 from contracts.sms import SmsEncoding
 from contracts.topics import Topic
+from servicekit.app import parts_of
 from servicekit.auth import Principal, Reader, Writer
 from servicekit.errors import problems
 from servicekit.http import version_from_if_match, with_etag
@@ -92,7 +93,7 @@ def campaigns(request: Request, principal: Principal) -> Campaigns:
         runtime.pool,
         principal.partner_id,
         runtime.catalog,
-        runtime.extras["index"],
+        parts_of(runtime, IndexKeeper).index,
         request.app.state.clock,
         settings.topic(Topic.CAMPAIGN_STATUS_USAGE),
     )

@@ -17,7 +17,7 @@ from campaigns.settings import CampaignsSettings
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.sms import SendSms
 from contracts.topics import Topic
-from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, serve
+from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, parts_of, serve
 
 PUBLISHES = (
     Publishes(Topic.SEND_SMS, "One SendSms per campaign and triggering change (deterministic id)", (SendSms,)),
@@ -35,17 +35,16 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
     async def start(runtime: Runtime) -> None:
         keeper = IndexKeeper(runtime.pool, CampaignIndex())
         await keeper.start()  # before the consumers: no event is evaluated against an empty index
-        runtime.extras["index"] = keeper.index
-        runtime.extras["index_keeper"] = keeper
+        runtime.parts = keeper
         evaluator = Evaluator(runtime.pool, keeper, Policy.of(settings), clock)
         subscribe(runtime.broker, settings, evaluator, runtime.producer)
 
     async def index_current(runtime: Runtime) -> bool:
-        return bool(runtime.extras["index_keeper"].current)
+        return parts_of(runtime, IndexKeeper).current
 
     async def stop(runtime: Runtime) -> None:
         # The index keeper holds a pooled connection; it must go back before the pool closes.
-        await runtime.extras["index_keeper"].stop()
+        await parts_of(runtime, IndexKeeper).stop()
 
     return ServiceSpec(
         title="Campaigns",

@@ -6,20 +6,24 @@ import hmac
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOut, Receipt, ReplayRecord
 from notifier.providers.base import InboundSms
-from notifier.providers.http import HttpProvider
+from notifier.providers.http import HttpProvider, parse_delivery_report
 from notifier.repository import MessageFilter, MessageRepository
-from notifier.services import OptOuts, Receipts, handle_inbound
+from notifier.services import OptOuts, Sending, handle_inbound
+from servicekit.app import parts_dependency
 from servicekit.auth import Reader, Writer
 from servicekit.errors import FieldError, InvalidRequest, NotFound, Unauthorized, problem_response, problems
 from servicekit.pagination import decode_cursor, page_of
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
+
+SendingParts = Annotated[Sending, Depends(parts_dependency(Sending))]
+"""A route parameter: the notifier's provider, receipts and dispatcher, as its start-up built them."""
 
 
 class MessagePage(BaseModel):
@@ -160,19 +164,17 @@ _WEBHOOK_ERRORS = problems(401, s401="Missing or wrong X-Webhook-Secret")
     tags=["webhooks"],
     responses={**_WEBHOOK_ERRORS, **problems(422, s422="`malformed_report`: not a report of the HTTP gateway")},
 )
-async def http_delivery_reports(request: Request, x_webhook_secret: Secret = None) -> ReportResult:
+async def http_delivery_reports(
+    request: Request, sending: SendingParts, x_webhook_secret: Secret = None
+) -> ReportResult:
     """Delivery reports of the HTTP gateway: one JSON object or a list, authenticated by the shared secret."""
     _check_secret(request, x_webhook_secret)
-    runtime = request.app.state.runtime
-    provider = runtime.extras["provider"]
-    parser = provider if isinstance(provider, HttpProvider) else HttpProvider("", "")
     try:
-        reports = parser.parse_delivery_report(await request.body())
+        reports = parse_delivery_report(await request.body())
     except ValueError as exc:
         error = FieldError(location="body", field="", message=str(exc), type="malformed_report")
         raise InvalidRequest([error], code="malformed_report") from exc
-    receipts: Receipts = runtime.extras["receipts"]
-    matched = await receipts.apply(parser.name, reports)
+    matched = await sending.receipts.apply(HttpProvider.name, reports)
     return ReportResult(received=len(reports), matched=matched)
 
 

@@ -19,9 +19,9 @@ from notifier.providers.base import DeliveryReport, InboundSms, Provider
 from notifier.providers.console import ConsoleProvider
 from notifier.providers.http import HttpProvider
 from notifier.repository import retention_purges
-from notifier.services import Dispatcher, Events, Intake, Receipts, Topics, handle_inbound
+from notifier.services import Dispatcher, Events, Intake, Receipts, Sending, Topics, handle_inbound
 from notifier.settings import NotifierSettings
-from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, serve
+from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, parts_of, serve
 from servicekit.consumer import DeadLetters, batch_subscriber
 
 PUBLISHES = (
@@ -81,9 +81,7 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             dead_letters,
             batching=settings.batching,
         )
-        runtime.extras.update(
-            provider=chosen, receipts=Receipts(runtime.pool, events), dispatcher=dispatcher, intake=intake
-        )
+        runtime.parts = Sending(chosen, Receipts(runtime.pool, events), dispatcher, intake)
 
         await _start_sending(runtime)
 
@@ -105,28 +103,28 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
 
 async def _start_sending(runtime: Runtime) -> None:
     """Connect the provider (its receipts and replies feed the service) and start the dispatcher."""
-    provider: Provider = runtime.extras["provider"]
-    receipts: Receipts = runtime.extras["receipts"]
+    sending = parts_of(runtime, Sending)
+    provider = sending.provider
 
     async def on_reports(reports: Sequence[DeliveryReport]) -> None:
-        await receipts.apply(provider.name, reports)
+        await sending.receipts.apply(provider.name, reports)
 
     async def on_inbound(inbound: InboundSms) -> None:
         await handle_inbound(runtime.pool, inbound)
 
     await provider.start(on_reports, on_inbound)
-    dispatcher: Dispatcher = runtime.extras["dispatcher"]
-    runtime.extras["dispatcher_task"] = asyncio.create_task(dispatcher.run(), name="dispatcher")
+    sending.dispatcher_task = asyncio.create_task(sending.dispatcher.run(), name="dispatcher")
 
 
 async def _stop_sending(runtime: Runtime) -> None:
     """Runs before the broker and the pool stop: in-flight sends are cancelled and stay `sending`
     until reconciled, which is the same path a crash takes."""
-    task: asyncio.Task[None] = runtime.extras["dispatcher_task"]
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    await runtime.extras["provider"].stop()
+    sending = parts_of(runtime, Sending)
+    if sending.dispatcher_task is not None:
+        sending.dispatcher_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sending.dispatcher_task
+    await sending.provider.stop()
 
 
 def main() -> None:

@@ -8,12 +8,10 @@ its own receipt at the provider; `merge_receipts` folds them into one message st
 from __future__ import annotations
 
 import functools
-import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 import phonenumbers
@@ -351,20 +349,6 @@ class RetryPolicy:
         if at >= expires_at:
             return GiveUp(SmsFailureReason.EXPIRED, f"the next attempt would be after expires_at: {detail}")
         return Retry(at)
-
-
-def retry_after_seconds(header: str | None, now: datetime) -> float | None:
-    """A Retry-After header in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not header:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return float(header)
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, float(math.ceil((when - now).total_seconds())))
 
 
 class Message(BaseModel):

@@ -854,6 +854,17 @@ class Receipts:
         return list(changed.values())
 
 
+@dataclass
+class Sending:
+    """What the notifier's start-up builds and its routes and shutdown need (`servicekit.app.parts_of`)."""
+
+    provider: Provider
+    receipts: Receipts
+    dispatcher: Dispatcher
+    intake: Intake
+    dispatcher_task: asyncio.Task[None] | None = None
+
+
 @dataclass(frozen=True)
 class OptOuts:
     """The consent ledger of one partner."""

@@ -19,7 +19,7 @@ from orders import analytics
 from orders.domain import Order, OrderDetails, Reason, Refused, Requested
 from orders.repository import details_history_of, history_of, load_orders, store_response, stored_response
 from orders.services import Command, OrderService, Result
-from servicekit.app import Runtime
+from servicekit.app import Runtime, parts_of, runtime_of
 from servicekit.auth import Principal, Reader, Writer
 from servicekit.errors import (
     FieldError,
@@ -61,11 +61,11 @@ class StatusBody(BaseModel):
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return runtime_of(request)
 
 
 def service(request: Request) -> OrderService:
-    return runtime(request).extras["order_service"]  # type: ignore[no-any-return]
+    return parts_of(runtime(request), OrderService)
 
 
 def _event_id(idempotency_key: str | None) -> str:

@@ -32,7 +32,7 @@ def _startup(settings: OrdersSettings) -> StartupHook:
     async def start(runtime: Runtime) -> None:
         assert runtime.catalog is not None
         service = OrderService(runtime.pool, runtime.catalog, settings.topic_status_changed)
-        runtime.extras["order_service"] = service
+        runtime.parts = service
         dead_letters = DeadLetters(runtime.producer, settings.topic_inbound_dlq, settings.consumer_group)
         inbound = InboundConsumer(
             service,

@@ -12,12 +12,14 @@ Delivery reports arrive on ``POST /v1/delivery-reports/http``: one JSON object o
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from notifier.domain import FailureKind, ReceiptStatus, retry_after_seconds
+from notifier.domain import FailureKind, ReceiptStatus
 from notifier.providers.base import (
     Accepted,
     DeliveryReport,
@@ -56,6 +58,47 @@ def map_receipt_status(raw: str) -> ReceiptStatus:
         return STATUS_MAP[raw.strip().lower()]
     except KeyError:
         raise ValueError(f"unknown delivery status {raw!r}") from None
+
+
+def retry_after_seconds(header: str | None, now: datetime) -> float | None:
+    """A Retry-After header in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(math.ceil((when - now).total_seconds())))
+
+
+def parse_delivery_report(body: bytes) -> list[DeliveryReport]:
+    """The HTTP gateway's delivery reports (one JSON object or a list); ValueError says what is wrong."""
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    items: list[Any] = document if isinstance(document, list) else [document]
+    reports = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("message_id"), str):
+            raise ValueError("each report needs a string message_id")
+        segment = item.get("segment")
+        if segment is not None and (not isinstance(segment, int) or segment < 0):
+            raise ValueError("segment must be a non-negative integer")
+        occurred = item.get("occurred_at")
+        reports.append(
+            DeliveryReport(
+                provider_message_id=item["message_id"],
+                status=map_receipt_status(str(item.get("status", ""))),
+                raw_status=str(item.get("status")),
+                segment=segment,
+                occurred_at=datetime.fromisoformat(occurred) if isinstance(occurred, str) else None,
+            )
+        )
+    return reports
 
 
 class HttpProvider(Provider):
@@ -117,26 +160,4 @@ class HttpProvider(Provider):
         return map_receipt_status(raw)
 
     def parse_delivery_report(self, body: bytes) -> list[DeliveryReport]:
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise ValueError(f"not JSON: {exc}") from exc
-        items: list[Any] = document if isinstance(document, list) else [document]
-        reports = []
-        for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("message_id"), str):
-                raise ValueError("each report needs a string message_id")
-            segment = item.get("segment")
-            if segment is not None and (not isinstance(segment, int) or segment < 0):
-                raise ValueError("segment must be a non-negative integer")
-            occurred = item.get("occurred_at")
-            reports.append(
-                DeliveryReport(
-                    provider_message_id=item["message_id"],
-                    status=self.map_status(str(item.get("status", ""))),
-                    raw_status=str(item.get("status")),
-                    segment=segment,
-                    occurred_at=datetime.fromisoformat(occurred) if isinstance(occurred, str) else None,
-                )
-            )
-        return reports
+        return parse_delivery_report(body)
