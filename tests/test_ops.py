@@ -7,11 +7,11 @@ import json
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import TopicPartition
 
 from contracts.topics import Topic
 from devtools import ops
+from devtools.kafka_io import commit_offsets
 from devtools.pytest_plugin import Infrastructure, read_topic
 from servicekit.consumer import DeadLetters, Rejected
 from servicekit.outbox import idempotent_producer
@@ -35,7 +35,8 @@ async def test_topics_lag_and_dead_letter_list_and_replay(
             await producer.send_and_wait(inbound, b'{"id": "e%d"}' % n, key=b"demo:o-1")
         records = await read_topic(infrastructure.kafka_bootstrap, inbound)
         group = f"g-{uuid.uuid4().hex[:6]}"
-        await _commit_first(infrastructure.kafka_bootstrap, inbound, group, records[0])
+        first = TopicPartition(inbound, records[0].partition)
+        await commit_offsets(infrastructure.kafka_bootstrap, group, {first: records[0].offset + 1})
         await DeadLetters(producer, dlq, group).publish([Rejected(records[1], "unknown_status", "no 'x' here")])
     finally:
         await producer.stop()
@@ -57,17 +58,6 @@ async def test_topics_lag_and_dead_letter_list_and_replay(
     replayed = (await read_topic(infrastructure.kafka_bootstrap, inbound))[-1]
     assert replayed.value == records[1].value
     assert dict(replayed.headers)["replay-of"].startswith(dlq.encode())
-
-
-async def _commit_first(bootstrap: str, topic: str, group: str, first: ConsumerRecord[bytes, bytes]) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(topic, first.partition)
-        consumer.assign([partition])
-        await consumer.commit({partition: OffsetAndMetadata(first.offset + 1, "")})
-    finally:
-        await consumer.stop()
 
 
 async def test_tail_prints_decoded_events_filtered_by_partner_and_order(

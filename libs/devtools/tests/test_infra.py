@@ -6,6 +6,8 @@ import base64
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from contracts.topics import TOPIC_SPECS, Topic, prefixed
 from devtools import infra
+from devtools.infra import commands, kafka, postgres
+from devtools.infra.settings import INFRA_DIR, REPO_ROOT, find_repo_root
 from devtools.pytest_plugin import wait_until
 
 SETTINGS_ENV = (
@@ -58,20 +62,20 @@ def parse_properties(text: str) -> dict[str, str]:
 
 
 def test_repo_root_holds_uv_lock() -> None:
-    assert (infra.REPO_ROOT / "uv.lock").is_file()
-    assert (infra.INFRA_DIR / "pom.xml").is_file()
-    assert (infra.INFRA_DIR / "log4j2.properties").is_file()
+    assert (REPO_ROOT / "uv.lock").is_file()
+    assert (INFRA_DIR / "pom.xml").is_file()
+    assert (INFRA_DIR / "log4j2.properties").is_file()
 
 
-def test_repo_root_falls_back_to_four_parents_up(tmp_path: Path) -> None:
-    module = tmp_path / "libs" / "devtools" / "src" / "devtools" / "infra.py"
-    assert infra.find_repo_root(module) == tmp_path
+def test_repo_root_falls_back_to_five_parents_up(tmp_path: Path) -> None:
+    module = tmp_path / "libs" / "devtools" / "src" / "devtools" / "infra" / "settings.py"
+    assert find_repo_root(module) == tmp_path
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_settings_defaults() -> None:
     settings = infra.InfraSettings()
-    assert settings.state_dir == infra.REPO_ROOT / ".state"
+    assert settings.state_dir == REPO_ROOT / ".state"
     assert (settings.kafka_port, settings.kafka_controller_port, settings.postgres_port) == (9092, 9093, 54320)
     assert settings.postgres_user == "postgres"
     assert infra.local_bootstrap(settings) == "127.0.0.1:9092"
@@ -87,7 +91,7 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("POSTGRES_PORT", "54329")
     settings = infra.InfraSettings()
     assert settings.state_dir == tmp_path.resolve() / "relative" / "state"  # absolute: servers use other cwds
-    assert infra.env_lines(settings) == [
+    assert commands.env_lines(settings) == [
         "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092",
         "POSTGRES_DSN=postgresql://postgres@127.0.0.1:54329",
     ]
@@ -100,9 +104,17 @@ def test_env_command_is_shell_sourceable(capsys: pytest.CaptureFixture[str]) -> 
     assert [line.split("=", 1)[0] for line in lines] == ["KAFKA_BOOTSTRAP_SERVERS", "POSTGRES_DSN"]
 
 
+@pytest.mark.usefixtures("clean_env")
+def test_module_runs_as_the_makefile_calls_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.infra", "env"], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.splitlines() == commands.env_lines(infra.InfraSettings())
+
+
 def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     settings = infra.InfraSettings(kafka_port=19092, kafka_controller_port=19093)
-    text = infra.render_server_properties(settings, tmp_path)
+    text = kafka.render_server_properties(settings, tmp_path)
     props = parse_properties(text)
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093"
@@ -118,7 +130,7 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
 
 def test_cluster_id_is_16_bytes_url_safe() -> None:
     for _ in range(200):
-        cluster_id = infra.new_cluster_id()
+        cluster_id = kafka.new_cluster_id()
         assert len(cluster_id) == 22
         assert not cluster_id.startswith("-")
         assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
@@ -134,50 +146,50 @@ def test_cluster_id_is_16_bytes_url_safe() -> None:
     ],
 )
 def test_java_major_version(output: str, major: int | None) -> None:
-    assert infra.java_major_version(output) == major
+    assert kafka.java_major_version(output) == major
 
 
 def test_missing_java_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     with pytest.raises(infra.InfraError, match=r"Java 17\+ not found: install openjdk-17-jre-headless"):
-        infra.find_java(infra.InfraSettings(java_home=None))
+        kafka.find_java(infra.InfraSettings(java_home=None))
 
 
 def test_missing_maven_is_reported_before_any_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     with pytest.raises(infra.InfraError, match="Maven not found: install maven"):
-        infra.resolve_jars(infra.KafkaPaths(tmp_path))
+        kafka.resolve_jars(kafka.KafkaPaths(tmp_path))
 
 
 def test_cached_jars_need_no_maven(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    paths = infra.KafkaPaths(tmp_path)
+    paths = kafka.KafkaPaths(tmp_path)
     paths.jars.mkdir()
-    paths.jars_marker.write_text(infra.pom_digest())
+    paths.jars_marker.write_text(kafka.pom_digest())
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    infra.resolve_jars(paths)  # no Maven, no error: the marker matches the pom
+    kafka.resolve_jars(paths)  # no Maven, no error: the marker matches the pom
 
 
 def test_missing_postgres_without_root_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(infra, "postgres_bindir", lambda: None)
+    monkeypatch.setattr(postgres, "postgres_bindir", lambda: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(infra.InfraError, match="install the Debian package postgresql"):
-        infra.ensure_postgres_binaries()
+        postgres.ensure_postgres_binaries()
 
 
 def test_private_mktemp_dir_is_not_traversable(private_dir: Path) -> None:
-    assert not infra.is_traversable(private_dir / "repo" / ".state", OTHER_UID, [])
+    assert not postgres.is_traversable(private_dir / "repo" / ".state", OTHER_UID, [])
 
 
 def test_open_dir_is_traversable(private_dir: Path) -> None:
     private_dir.chmod(0o711)
-    assert infra.is_traversable(private_dir / "repo" / ".state", OTHER_UID, [])
+    assert postgres.is_traversable(private_dir / "repo" / ".state", OTHER_UID, [])
 
 
 def test_group_bits_apply_to_group_members(private_dir: Path) -> None:
     private_dir.chmod(0o710)
     group = private_dir.stat().st_gid
-    assert infra.is_traversable(private_dir, OTHER_UID, [group])
-    assert not infra.is_traversable(private_dir, OTHER_UID, [group + 1])
+    assert postgres.is_traversable(private_dir, OTHER_UID, [group])
+    assert not postgres.is_traversable(private_dir, OTHER_UID, [group + 1])
 
 
 def test_owner_bits_apply_to_the_owner_only(private_dir: Path) -> None:
@@ -185,17 +197,17 @@ def test_owner_bits_apply_to_the_owner_only(private_dir: Path) -> None:
     private_dir.chmod(0o601)
     owner = private_dir.stat().st_uid
     if owner == 0:
-        assert infra.is_traversable(private_dir, owner, [])  # root passes any search permission check
+        assert postgres.is_traversable(private_dir, owner, [])  # root passes any search permission check
     else:
-        assert not infra.is_traversable(private_dir, owner, [])
-    assert infra.is_traversable(private_dir, OTHER_UID, [])
+        assert not postgres.is_traversable(private_dir, owner, [])
+    assert postgres.is_traversable(private_dir, OTHER_UID, [])
     private_dir.chmod(0o700)
 
 
 def test_postgres_data_dir_falls_back_outside_a_private_checkout(private_dir: Path) -> None:
     settings = infra.InfraSettings(state_dir=private_dir / ".state")
     data_dir = infra.postgres_data_dir(settings, OTHER_USER)
-    assert data_dir == infra.fallback_postgres_dir(settings.state_dir)
+    assert data_dir == postgres.fallback_postgres_dir(settings.state_dir)
     assert data_dir.parent.parent == infra.PG_FALLBACK_ROOT
     private_dir.chmod(0o755)
     assert infra.postgres_data_dir(settings, OTHER_USER) == settings.state_dir / "postgres"
@@ -203,34 +215,35 @@ def test_postgres_data_dir_falls_back_outside_a_private_checkout(private_dir: Pa
 
 
 def test_fallback_dir_is_stable_and_per_checkout() -> None:
-    first = infra.fallback_postgres_dir(Path("/tmp/tmp.abc/.state"))
-    assert first == infra.fallback_postgres_dir(Path("/tmp/tmp.abc/.state"))
-    assert first != infra.fallback_postgres_dir(Path("/tmp/tmp.xyz/.state"))
+    first = postgres.fallback_postgres_dir(Path("/tmp/tmp.abc/.state"))
+    assert first == postgres.fallback_postgres_dir(Path("/tmp/tmp.abc/.state"))
+    assert first != postgres.fallback_postgres_dir(Path("/tmp/tmp.xyz/.state"))
     assert first.name == "postgres"
 
 
 def test_socket_dir_falls_back_to_tcp_only_on_long_paths() -> None:
-    assert infra.socket_dir_option(Path("/var/tmp/x/postgres"), 54320) == "/var/tmp/x/postgres"
-    assert infra.socket_dir_option(Path("/" + "d" * 120), 54320) == ""
+    assert postgres.socket_dir_option(Path("/var/tmp/x/postgres"), 54320) == "/var/tmp/x/postgres"
+    assert postgres.socket_dir_option(Path("/" + "d" * 120), 54320) == ""
 
 
 def test_create_databases_sql_covers_every_service() -> None:
-    sql = infra.create_databases_sql()
+    sql = postgres.create_databases_sql()
     assert all(f"'{name}'" in sql for name in ("status_registry", "orders", "campaigns", "notifier"))
     assert sql.rstrip().endswith("\\gexec")
 
 
 def test_describe_line() -> None:
-    line = infra.describe("Kafka", None, "127.0.0.1:9092", Path("/d"), answers=True)
+    line = commands.describe("Kafka", None, "127.0.0.1:9092", Path("/d"), answers=True)
     assert line == "Kafka: not running, 127.0.0.1:9092 answers (not started by us), data /d"
 
 
 def test_running_as_root_uses_the_postgres_account() -> None:
     user = pwd.struct_passwd(("postgres", "x", 101, 104, "", "/", "/bin/sh"))
-    assert infra.as_server_user(user, ["pg_ctl", "status"]) == ["runuser", "-u", "postgres", "--", "pg_ctl", "status"]
-    assert infra.as_server_user(None, ["pg_ctl", "status"]) == ["pg_ctl", "status"]
+    as_postgres = ["runuser", "-u", "postgres", "--", "pg_ctl", "status"]
+    assert postgres.as_server_user(user, ["pg_ctl", "status"]) == as_postgres
+    assert postgres.as_server_user(None, ["pg_ctl", "status"]) == ["pg_ctl", "status"]
     if os.geteuid() != 0:
-        assert infra.postgres_os_user() is None
+        assert postgres.postgres_os_user() is None
 
 
 @pytest.mark.infra

@@ -6,6 +6,10 @@ devtools.floor_pipeline) and against a raw aiokafka relay over the same four top
 many campaigns and a large orders database against itself without, and the registry's lookup endpoint
 against a bare FastAPI endpoint; `targets` in the report holds issue 19's table. The JSON report goes to
 bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
+
+Beside this module: what each phase cost (CPU, memory, batch sizes) is measured by devtools.bench_accounting, the
+printed summary and the targets are devtools.bench_report's, the raw relay and bare endpoint run as
+devtools.bench_baselines processes, and the floor as devtools.floor_pipeline processes.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from campaigns.listener import NOTIFY_CHANNEL
 from contracts.envelope import Envelope
@@ -40,6 +43,8 @@ from contracts.orders import Customer
 from contracts.statuses import StatusCodes
 from contracts.topics import Topic, prefixed
 from devtools import infra
+from devtools.bench_accounting import batch_means, cpu_used, infrastructure_cpu, pipeline_counts, process_usage
+from devtools.bench_report import table, targets
 from devtools.calibration import machine_costs
 from devtools.platform import SERVICES, Infrastructure, Platform, database_dsn, free_port
 from devtools.scenario import example_status_list
@@ -339,7 +344,7 @@ class Bench:
         hops = [Topic.ORDERS_INBOUND, Topic.ORDER_STATUS_CHANGED, Topic.SEND_SMS, Topic.SMS_EVENTS]
         names = [prefixed(t, prefix) for t in hops]
         relays = [
-            helper("relay", self.infrastructure.kafka_bootstrap, a, b, str(sizes.get(hop, 0)))
+            baseline_process("relay", self.infrastructure.kafka_bootstrap, a, b, str(sizes.get(hop, 0)))
             for (a, b), hop in zip(itertools.pairwise(names), hops[1:], strict=True)
         ]
         try:
@@ -656,7 +661,7 @@ class Bench:
     # --- registry lookups ---------------------------------------------------------------------
     async def lookups(self, platform: Platform) -> dict[str, Any]:
         port = free_port()
-        bare = helper("bare", str(port))
+        bare = baseline_process("bare", str(port))
         try:
             await asyncio.sleep(2)
             token = issue_token(ServiceSettings(), PARTNERS[0], ("read",))
@@ -695,9 +700,9 @@ def profiled(platform: Platform, folder: Path) -> Iterator[None]:
         say(f"profiles (folded stacks; `python -m devtools.profile_summary FILE`): {folder}")
 
 
-def helper(*args: str) -> subprocess.Popen[bytes]:
-    """A baseline process (devtools.bench_helpers); started once per run, so a blocking start is fine."""
-    return subprocess.Popen([sys.executable, "-m", "devtools.bench_helpers", *args])
+def baseline_process(*args: str) -> subprocess.Popen[bytes]:
+    """A baseline process (devtools.bench_baselines); started once per run, so a blocking start is fine."""
+    return subprocess.Popen([sys.executable, "-m", "devtools.bench_baselines", *args])
 
 
 async def requests_per_second(url: str, headers: dict[str, str], seconds: float = 5, workers: int = 16) -> float:
@@ -723,114 +728,9 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
 
 
-PIPELINE_METRICS = (
-    "consumer_batch_records", "consumer_batch_seconds", "outbox_relay_batch_records", "outbox_relay_batch_seconds"
-)  # fmt: skip
-Counts = dict[str, tuple[float, float]]  # "service metric topic" -> (sum, count)
-
-
-async def pipeline_counts(platform: Platform) -> Counts:
-    """Sums and counts of the batch histograms of every service (consumers and outbox relays)."""
-    counts: dict[str, list[float]] = {}
-    async with httpx.AsyncClient() as client:
-        for service in SERVICES:
-            metrics = (await client.get(f"{platform.url(service)}/metrics")).text
-            for family in text_string_to_metric_families(metrics):
-                if family.name not in PIPELINE_METRICS:
-                    continue
-                for sample in family.samples:
-                    if sample.name.endswith(("_sum", "_count")):
-                        topic = sample.labels.get("topic", "").removeprefix(platform.prefix)
-                        name = f"{service} {family.name.replace('_records', '').replace('_seconds', '')} {topic}"
-                        entry = counts.setdefault(f"{name.strip()}|{family.name.rsplit('_', 1)[1]}", [0.0, 0.0])
-                        entry[0 if sample.name.endswith("_sum") else 1] = sample.value
-    return {key: (v[0], v[1]) for key, v in counts.items()}
-
-
-def batch_means(before: Counts, after: Counts) -> dict[str, dict[str, float]]:
-    """Per consumer or relay, over a phase: batches, mean records per batch, mean milliseconds per batch."""
-    means: dict[str, dict[str, float]] = {}
-    for key, (total, count) in after.items():
-        name, unit = key.split("|")
-        total, count = total - before.get(key, (0.0, 0.0))[0], count - before.get(key, (0.0, 0.0))[1]
-        if count <= 0:
-            continue
-        entry = means.setdefault(name, {"batches": count})
-        entry["mean_records" if unit == "records" else "mean_ms"] = round(
-            total / count * (1 if unit == "records" else 1000), 1
-        )
-    return means
-
-
 def _signal(pids: list[int], signum: signal.Signals) -> None:
     for pid in pids:
         os.kill(pid, signum)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu(platform: Platform) -> dict[str, float]:
-    """CPU seconds so far of every process on the path: the services, Kafka, PostgreSQL, this load generator."""
-    usage = {service: cpu_seconds(platform.processes[service].pid) for service in SERVICES}
-    usage |= infrastructure_cpu()
-    usage["load generator"] = cpu_seconds(os.getpid())
-    return usage
-
-
-def infrastructure_cpu() -> dict[str, float]:
-    """CPU seconds so far of the Kafka broker and of all PostgreSQL processes."""
-    usage = {"kafka": 0.0, "postgresql": 0.0}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            command = (proc / "cmdline").read_bytes()
-            owner = "kafka" if b"kafka.Kafka" in command else "postgresql" if command.startswith(b"postgres") else None
-            if owner:
-                usage[owner] += cpu_seconds(int(proc.name))
-    return usage
-
-
-@contextlib.contextmanager
-def cpu_used(platform: Platform, into: dict[str, Any]) -> Iterator[None]:
-    """CPU seconds each process spent while the block ran (the machine has two cores: that is the budget), and
-    how the whole machine spent it (`activity_shares`)."""
-    before, activity, started = machine_cpu(platform), machine_activity(), time.monotonic()
-    yield
-    after, activity_after, wall_s = machine_cpu(platform), machine_activity(), time.monotonic() - started
-    into["cpu_seconds"] = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
-    into["wall_seconds"] = round(wall_s, 2)
-    into["machine"] = activity_shares(activity, activity_after, wall_s)
-
-
-def machine_activity() -> dict[str, int]:
-    """The whole machine's counters so far (/proc/stat): CPU ticks by kind, context switches."""
-    lines = Path("/proc/stat").read_text().splitlines()
-    user, nice, system, idle, iowait, irq, softirq = (int(n) for n in lines[0].split()[1:8])
-    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
-    return {"user": user + nice, "system": system + irq + softirq, "idle": idle + iowait, "switches": switches}
-
-
-def activity_shares(before: dict[str, int], after: dict[str, int], wall_s: float) -> dict[str, float]:
-    """How the two cores spent a phase (user code, the kernel, idle) and how often the machine switched tasks:
-    every wake-up of a process or thread is a context switch, and on this machine each one is expensive."""
-    ticks = {kind: after[kind] - before[kind] for kind in ("user", "system", "idle")}
-    total = sum(ticks.values()) or 1
-    shares = {f"{kind}_share": round(n / total, 3) for kind, n in ticks.items()}
-    return shares | {"context_switches_per_second": round((after["switches"] - before["switches"]) / wall_s)}
-
-
-def process_usage(pid: int) -> dict[str, float]:
-    """CPU seconds and peak RSS of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    status = Path(f"/proc/{pid}/status").read_text()
-    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    return {"cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def running_infrastructure() -> Infrastructure:
@@ -912,7 +812,7 @@ async def run() -> dict[str, Any]:
         say("registry lookups against a bare FastAPI endpoint")
         report["registry_lookups"] = await bench.lookups(platform)
         report["processes"] = {service: process_usage(platform.processes[service].pid) for service in SERVICES}
-        report["targets"] = targets(report)
+        report["targets"] = targets(report, PRELOAD_CAMPAIGNS, PRELOAD_ORDERS)
         report["run_seconds"] = round(time.monotonic() - run_started)
     finally:
         await producer.stop()
@@ -931,107 +831,6 @@ async def size_phase(bench: Bench, platform: Platform, producer: AIOKafkaProduce
 
     result["latency_100"] = await bench.latency_of(platform.prefix, delivered, producer, 100, f"{tag}rate100")
     return result
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return round(numerator / denominator, 3) if numerator and denominator else None
-
-
-def _latency_at(rows: list[dict[str, Any]], rate: int, percentile: str) -> float | None:
-    row = next((r for r in rows if r["target_events_per_second"] == rate), None)
-    return row["publish_to_dispatched_ms"][percentile] if row else None
-
-
-def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 19's table: each measure of this run, with its target."""
-    full = report["full_speed"]["status_changes_per_second"]
-    floor = report["floor"]
-    rows = [
-        ("full-speed status changes/s, platform / floor",
-         _ratio(full, floor["full_speed"]["status_changes_per_second"]), ">= 0.6"),
-        # The relay forwards records one for one; the platform turns 4 events into 6 changes and 2 SMS, so its
-        # upstream events/s (to the last SMS) is what compares with the relay's records/s.
-        ("full speed, platform upstream events/s / raw relay records/s", report["platform_vs_raw_relay"], ">= 0.25"),
-        ("p50 publish -> SmsDispatched at 100 ev/s, platform / floor",
-         _ratio(_latency_at(report["latency"], 100, "p50"), _latency_at(floor["latency"], 100, "p50")), "<= 1.5"),
-        ("p99 at 500 ev/s, platform / floor",
-         _ratio(_latency_at(report["latency"], 500, "p99"), _latency_at(floor["latency"], 500, "p99")), "<= 2"),
-        ("p50 at 100 ev/s, absolute ms (context)", _latency_at(report["latency"], 100, "p50"), "<= 100"),
-        (f"throughput with {PRELOAD_CAMPAIGNS} more active campaigns per partner / with the bench's 2",
-         _ratio(report["with_campaigns"]["full_speed"]["status_changes_per_second"], full), ">= 0.8"),
-        (f"throughput with {PRELOAD_ORDERS} orders and their history preloaded / without (campaigns preloaded in both)",
-         _ratio(report["with_orders"]["full_speed"]["status_changes_per_second"],
-                report["with_campaigns"]["full_speed"]["status_changes_per_second"]), ">= 0.8"),
-        ("peak RSS per service, MB (largest)", max(p["peak_rss_mb"] for p in report["processes"].values()), "<= 150"),
-    ]  # fmt: skip
-    return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
-
-
-def table(report: dict[str, Any]) -> str:
-    full, raw = report["full_speed"], report["raw_relay"]
-    lines = [
-        f"end to end at full speed: {full['status_changes_per_second']} status changes/s, "
-        f"{full['sms_per_second']} SMS/s",
-        f"  ({full['orders']} orders, {full['status_changes']} changes, {full['sms']} SMS)",
-        f"raw aiokafka relay, same four topics: {raw['records_per_second']} records/s "
-        f"(median of {', '.join(str(r) for r in raw['rounds_records_per_second'])}); "
-        f"platform events/s over raw relay: {report['platform_vs_raw_relay']:.1%}",
-        "latency upstream publish -> SmsDispatched (ms):   p50     p95     p99   "
-        "| orders p99  campaigns p99  notifier p99",
-    ]
-    for row in report["latency"]:
-        total, hops = row["publish_to_dispatched_ms"], row["per_hop_ms"]
-        lines.append(
-            f"  {row['target_events_per_second']:>5} ev/s (achieved {row['achieved_events_per_second']:>7}): "
-            f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
-            f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
-        )
-    alone = report["stages_alone"]
-    lines.append(
-        f"each stage alone: orders {alone['orders_alone']['status_changes_per_second']} status changes/s "
-        "(campaigns and notifier paused); campaigns + notifier "
-        f"{alone['campaigns_and_notifier_alone']['sms_per_second']} SMS/s (orders idle)"
-    )
-    lines.append("CPU seconds per phase (the machine has 2 cores: 2 CPU seconds per wall second)")
-    phases = [("full speed", full["cpu"])]
-    phases += [
-        ("orders alone", alone["orders_alone"]["cpu"]),
-        ("campaigns + notifier alone", alone["campaigns_and_notifier_alone"]["cpu"]),
-    ]
-    phases += [(f"{row['target_events_per_second']} ev/s", row["cpu"]) for row in report["latency"]]
-    for phase, cpu in phases:
-        busy = sum(cpu["cpu_seconds"].values()) / (2 * cpu["wall_seconds"])
-        machine = cpu["machine"]
-        lines.append(
-            f"  {phase} ({cpu['wall_seconds']} s wall, {busy:.0%} of the machine): "
-            + ", ".join(f"{name} {seconds}" for name, seconds in cpu["cpu_seconds"].items())
-            + f"; both cores {machine['user_share']:.0%} user, {machine['system_share']:.0%} kernel, "
-            f"{machine['idle_share']:.0%} idle; {machine['context_switches_per_second']} context switches/s"
-        )
-    lines.append("batches (consumers and outbox relays): records per batch / ms per batch")
-    phases = [("full speed", full["batches"])]
-    phases += [(f"{row['target_events_per_second']} ev/s", row["batches"]) for row in report["latency"]]
-    for phase, batches in phases:
-        cells = [f"{name} {b.get('mean_records', '-')}/{b.get('mean_ms', '-')}" for name, b in sorted(batches.items())]
-        lines.append(f"  {phase}: " + ", ".join(cells))
-    costs = report["machine_costs"]
-    lines.append(
-        f"machine costs (idle, 100 a second): {costs['wakeup_us']} us CPU per asyncio wake-up; broker CPU "
-        f"{costs['broker_ms_per_produce']} ms per one-record produce, {costs['broker_ms_per_commit']} ms per "
-        "offset commit"
-    )
-    lookups = report["registry_lookups"]
-    lines.append(
-        f"registry GET /v1/statuses/{{code}}: {lookups['registry_rps']} req/s vs bare FastAPI "
-        f"{lookups['bare_fastapi_rps']} req/s: {lookups['ratio']:.1%}"
-    )
-    for service, usage in report["processes"].items():
-        lines.append(f"  {service:<16} {usage['cpu_seconds']:>7} CPU s  {usage['peak_rss_mb']:>7} MB peak RSS")
-    lines.append("issue 19's targets (ratios within this run):")
-    lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
-    scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]
-    lines.append(f"hot query plans at the preloaded size: sequential scans in {', '.join(scans) or 'none'}")
-    return "\n".join(lines)
 
 
 def main() -> None:

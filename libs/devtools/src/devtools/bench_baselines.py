@@ -1,11 +1,11 @@
 """Processes the benchmark runs beside the platform: the raw Kafka relay baseline and a bare FastAPI endpoint.
 
-`python -m devtools.bench_helpers relay <bootstrap> <from-topic> <to-topic> <bytes>`: forwards every record of
+`python -m devtools.bench_baselines relay <bootstrap> <from-topic> <to-topic> <bytes>`: forwards every record of
 one topic to the next as fast as aiokafka allows, producing as the platform's relays do (idempotent, acks=all,
 their batch size, one aiokafka batch per partition, the platform's headers) and padding each record to
 `bytes`, the platform's mean record size on that topic: no database, no validation, auto-committed offsets.
 Three of them make the same four-topic chain the platform's services make.
-`python -m devtools.bench_helpers bare <port>`: uvicorn serving one FastAPI route shaped like the registry's
+`python -m devtools.bench_baselines bare <port>`: uvicorn serving one FastAPI route shaped like the registry's
 `GET /v1/statuses/{code}`, without a database or auth.
 """
 

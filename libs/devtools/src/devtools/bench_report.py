@@ -1,0 +1,106 @@
+"""The bench report's summary: issue 19's targets with this run's values, and the table `make bench` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def _latency_at(rows: list[dict[str, Any]], rate: int, percentile: str) -> float | None:
+    row = next((r for r in rows if r["target_events_per_second"] == rate), None)
+    return row["publish_to_dispatched_ms"][percentile] if row else None
+
+
+def targets(report: dict[str, Any], preload_campaigns: int, preload_orders: int) -> list[dict[str, Any]]:
+    """Issue 19's table: each measure of this run, with its target (the preloaded sizes name two of them)."""
+    full = report["full_speed"]["status_changes_per_second"]
+    floor = report["floor"]
+    rows = [
+        ("full-speed status changes/s, platform / floor",
+         _ratio(full, floor["full_speed"]["status_changes_per_second"]), ">= 0.6"),
+        # The relay forwards records one for one; the platform turns 4 events into 6 changes and 2 SMS, so its
+        # upstream events/s (to the last SMS) is what compares with the relay's records/s.
+        ("full speed, platform upstream events/s / raw relay records/s", report["platform_vs_raw_relay"], ">= 0.25"),
+        ("p50 publish -> SmsDispatched at 100 ev/s, platform / floor",
+         _ratio(_latency_at(report["latency"], 100, "p50"), _latency_at(floor["latency"], 100, "p50")), "<= 1.5"),
+        ("p99 at 500 ev/s, platform / floor",
+         _ratio(_latency_at(report["latency"], 500, "p99"), _latency_at(floor["latency"], 500, "p99")), "<= 2"),
+        ("p50 at 100 ev/s, absolute ms (context)", _latency_at(report["latency"], 100, "p50"), "<= 100"),
+        (f"throughput with {preload_campaigns} more active campaigns per partner / with the bench's 2",
+         _ratio(report["with_campaigns"]["full_speed"]["status_changes_per_second"], full), ">= 0.8"),
+        (f"throughput with {preload_orders} orders and their history preloaded / without (campaigns preloaded in both)",
+         _ratio(report["with_orders"]["full_speed"]["status_changes_per_second"],
+                report["with_campaigns"]["full_speed"]["status_changes_per_second"]), ">= 0.8"),
+        ("peak RSS per service, MB (largest)", max(p["peak_rss_mb"] for p in report["processes"].values()), "<= 150"),
+    ]  # fmt: skip
+    return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
+
+
+def table(report: dict[str, Any]) -> str:
+    full, raw = report["full_speed"], report["raw_relay"]
+    lines = [
+        f"end to end at full speed: {full['status_changes_per_second']} status changes/s, "
+        f"{full['sms_per_second']} SMS/s",
+        f"  ({full['orders']} orders, {full['status_changes']} changes, {full['sms']} SMS)",
+        f"raw aiokafka relay, same four topics: {raw['records_per_second']} records/s "
+        f"(median of {', '.join(str(r) for r in raw['rounds_records_per_second'])}); "
+        f"platform events/s over raw relay: {report['platform_vs_raw_relay']:.1%}",
+        "latency upstream publish -> SmsDispatched (ms):   p50     p95     p99   "
+        "| orders p99  campaigns p99  notifier p99",
+    ]
+    for row in report["latency"]:
+        total, hops = row["publish_to_dispatched_ms"], row["per_hop_ms"]
+        lines.append(
+            f"  {row['target_events_per_second']:>5} ev/s (achieved {row['achieved_events_per_second']:>7}): "
+            f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
+            f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
+        )
+    alone = report["stages_alone"]
+    lines.append(
+        f"each stage alone: orders {alone['orders_alone']['status_changes_per_second']} status changes/s "
+        "(campaigns and notifier paused); campaigns + notifier "
+        f"{alone['campaigns_and_notifier_alone']['sms_per_second']} SMS/s (orders idle)"
+    )
+    lines.append("CPU seconds per phase (the machine has 2 cores: 2 CPU seconds per wall second)")
+    phases = [("full speed", full["cpu"])]
+    phases += [
+        ("orders alone", alone["orders_alone"]["cpu"]),
+        ("campaigns + notifier alone", alone["campaigns_and_notifier_alone"]["cpu"]),
+    ]
+    phases += [(f"{row['target_events_per_second']} ev/s", row["cpu"]) for row in report["latency"]]
+    for phase, cpu in phases:
+        busy = sum(cpu["cpu_seconds"].values()) / (2 * cpu["wall_seconds"])
+        machine = cpu["machine"]
+        lines.append(
+            f"  {phase} ({cpu['wall_seconds']} s wall, {busy:.0%} of the machine): "
+            + ", ".join(f"{name} {seconds}" for name, seconds in cpu["cpu_seconds"].items())
+            + f"; both cores {machine['user_share']:.0%} user, {machine['system_share']:.0%} kernel, "
+            f"{machine['idle_share']:.0%} idle; {machine['context_switches_per_second']} context switches/s"
+        )
+    lines.append("batches (consumers and outbox relays): records per batch / ms per batch")
+    phases = [("full speed", full["batches"])]
+    phases += [(f"{row['target_events_per_second']} ev/s", row["batches"]) for row in report["latency"]]
+    for phase, batches in phases:
+        cells = [f"{name} {b.get('mean_records', '-')}/{b.get('mean_ms', '-')}" for name, b in sorted(batches.items())]
+        lines.append(f"  {phase}: " + ", ".join(cells))
+    costs = report["machine_costs"]
+    lines.append(
+        f"machine costs (idle, 100 a second): {costs['wakeup_us']} us CPU per asyncio wake-up; broker CPU "
+        f"{costs['broker_ms_per_produce']} ms per one-record produce, {costs['broker_ms_per_commit']} ms per "
+        "offset commit"
+    )
+    lookups = report["registry_lookups"]
+    lines.append(
+        f"registry GET /v1/statuses/{{code}}: {lookups['registry_rps']} req/s vs bare FastAPI "
+        f"{lookups['bare_fastapi_rps']} req/s: {lookups['ratio']:.1%}"
+    )
+    for service, usage in report["processes"].items():
+        lines.append(f"  {service:<16} {usage['cpu_seconds']:>7} CPU s  {usage['peak_rss_mb']:>7} MB peak RSS")
+    lines.append("issue 19's targets (ratios within this run):")
+    lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]
+    lines.append(f"hot query plans at the preloaded size: sequential scans in {', '.join(scans) or 'none'}")
+    return "\n".join(lines)

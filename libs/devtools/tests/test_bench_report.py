@@ -1,0 +1,81 @@
+"""The bench's summary and accounting on a made-up report: no platform runs (`make bench` is the real thing)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from devtools.bench_accounting import activity_shares, batch_means, process_usage
+from devtools.bench_report import table, targets
+
+
+def phase_cpu(wall_seconds: float) -> dict[str, Any]:
+    machine = {"user_share": 0.6, "system_share": 0.2, "idle_share": 0.2, "context_switches_per_second": 9000}
+    return {"cpu_seconds": {"orders": 1.5, "kafka": 0.5}, "wall_seconds": wall_seconds, "machine": machine}
+
+
+def latency_row(rate: int, p50: float, p99: float) -> dict[str, Any]:
+    hops = {hop: {"p50": 1.0, "p95": 2.0, "p99": 3.0} for hop in ("orders", "campaigns", "notifier")}
+    return {
+        "target_events_per_second": rate, "achieved_events_per_second": rate * 0.99, "samples": 40,
+        "publish_to_dispatched_ms": {"p50": p50, "p95": p99 - 1, "p99": p99}, "per_hop_ms": hops,
+        "cpu": phase_cpu(8.0), "batches": {"orders consumer orders.inbound.v1": {"batches": 5, "mean_records": 4.0}},
+    }  # fmt: skip
+
+
+def made_up_report() -> dict[str, Any]:
+    return {
+        "machine_costs": {"wakeup_us": 40.0, "broker_ms_per_produce": 0.5, "broker_ms_per_commit": 0.4},
+        "full_speed": {"orders": 1500, "status_changes": 9000, "sms": 3000, "status_changes_per_second": 900.0,
+                       "sms_per_second": 300.0, "cpu": phase_cpu(10.0), "batches": {}},
+        "raw_relay": {"records_per_second": 5000.0, "rounds_records_per_second": [4900.0, 5000.0, 5100.0]},
+        "platform_vs_raw_relay": 0.3,
+        "latency": [latency_row(100, 40.0, 80.0), latency_row(500, 60.0, 200.0)],
+        "stages_alone": {"orders_alone": {"status_changes_per_second": 1500.0, "cpu": phase_cpu(6.0)},
+                         "campaigns_and_notifier_alone": {"sms_per_second": 700.0, "cpu": phase_cpu(4.0)}},
+        "floor": {"full_speed": {"status_changes_per_second": 1200.0},
+                  "latency": [latency_row(100, 30.0, 60.0), latency_row(500, 50.0, 100.0)]},
+        "with_campaigns": {"full_speed": {"status_changes_per_second": 800.0}},
+        "with_orders": {"full_speed": {"status_changes_per_second": 700.0}},
+        "registry_lookups": {"registry_rps": 800.0, "bare_fastapi_rps": 1600.0, "ratio": 0.5},
+        "processes": {"orders": {"cpu_seconds": 30.0, "peak_rss_mb": 120.0}},
+        "hot_query_plans": {"orders load": ["Index Scan"], "campaigns active": ["Seq Scan on campaigns"]},
+    }  # fmt: skip
+
+
+def test_targets_are_ratios_within_the_run() -> None:
+    rows = {row["measure"]: (row["value"], row["target"]) for row in targets(made_up_report(), 1000, 10)}
+    assert rows["full-speed status changes/s, platform / floor"] == (0.75, ">= 0.6")
+    assert rows["p99 at 500 ev/s, platform / floor"] == (2.0, "<= 2")
+    assert rows["throughput with 1000 more active campaigns per partner / with the bench's 2"] == (0.889, ">= 0.8")
+    assert rows["peak RSS per service, MB (largest)"] == (120.0, "<= 150")
+    assert len(rows) == 8
+
+
+def test_table_summarizes_every_phase() -> None:
+    report = made_up_report()
+    report["targets"] = targets(report, 1000, 10)
+    lines = table(report).splitlines()
+    assert lines[0] == "end to end at full speed: 900.0 status changes/s, 300.0 SMS/s"
+    assert "    100 ev/s (achieved    99.0):    40.0    79.0    80.0 |        3.0           3.0           3.0" in lines
+    assert any(
+        line.startswith("  full speed (10.0 s wall, 10% of the machine): orders 1.5, kafka 0.5") for line in lines
+    )
+    assert lines[-1] == "hot query plans at the preloaded size: sequential scans in campaigns active"
+
+
+def test_activity_shares_and_batch_means_over_a_phase() -> None:
+    before, after = (
+        {"user": 0, "system": 0, "idle": 0, "switches": 0},
+        {"user": 6, "system": 2, "idle": 2, "switches": 900},
+    )
+    assert activity_shares(before, after, 2.0) == {
+        "user_share": 0.6, "system_share": 0.2, "idle_share": 0.2, "context_switches_per_second": 450
+    }  # fmt: skip
+    means = batch_means({"a|records": (10.0, 2.0)}, {"a|records": (30.0, 4.0), "a|seconds": (1.0, 4.0)})
+    assert means == {"a": {"batches": 2.0, "mean_records": 10.0, "mean_ms": 250.0}}
+
+
+def test_process_usage_reads_proc() -> None:
+    usage = process_usage(os.getpid())
+    assert usage["cpu_seconds"] >= 0 and usage["peak_rss_mb"] > 0
