@@ -7,10 +7,12 @@ package `chromium`, as `make infra-up` does for PostgreSQL; anything else fails 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from devtools.infra.processes import install_debian_package
+from devtools.infra.settings import InfraError
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 # Run as root Chromium needs --no-sandbox; this machine's closed network refuses Chromium's background
@@ -33,14 +35,10 @@ class BrowserMissing(RuntimeError):
 def ensure_chromium() -> Path:
     if _works(CHROMIUM):
         return CHROMIUM
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise BrowserMissing(f"{CHROMIUM} not found: install the Debian package chromium (or set CHROMIUM)")
-    print("[browser] Chromium not found; installing the Debian package chromium (apt-get)...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise BrowserMissing(f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    try:
+        install_debian_package("chromium", f"{CHROMIUM} not found (or set CHROMIUM)")
+    except InfraError as exc:
+        raise BrowserMissing(str(exc)) from exc
     if not _works(CHROMIUM):
         raise BrowserMissing(f"apt-get installed chromium, yet {CHROMIUM} does not start")
     return CHROMIUM

@@ -16,7 +16,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from devtools.infra.processes import process_alive, read_pid, run, say, tail_file, tail_text, wait_until_reaped
+from devtools.infra.processes import (
+    install_debian_package,
+    process_alive,
+    read_pid,
+    run,
+    say,
+    tail_file,
+    wait_until_reaped,
+)
 from devtools.infra.settings import LOCALHOST, InfraError, InfraSettings
 
 SERVICE_DATABASES = ("status_registry", "orders", "campaigns", "notifier", "console")
@@ -47,14 +55,7 @@ def ensure_postgres_binaries() -> Path:
     bindir = postgres_bindir()
     if bindir is not None:
         return bindir
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise InfraError("PostgreSQL server binaries not found: install the Debian package postgresql")
-    say("PostgreSQL server binaries not found; installing the Debian package postgresql (apt-get)...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            raise InfraError(f"{shlex.join(cmd)} failed (exit {done.returncode}):\n{tail_text(done.stderr)}")
+    install_debian_package("postgresql", "PostgreSQL server binaries not found")
     bindir = postgres_bindir()
     if bindir is None:
         raise InfraError("apt-get installed postgresql, yet no /usr/lib/postgresql/*/bin/initdb exists")

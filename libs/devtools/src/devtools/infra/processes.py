@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import time
@@ -38,6 +40,19 @@ def run(cmd: Sequence[str], *, what: str, timeout: float = 600, stdin: str | Non
         output = (done.stdout + done.stderr).strip()
         raise InfraError(f"{what} failed (exit {done.returncode}): {shlex.join(cmd)}\n{tail_text(output)}")
     return done.stdout
+
+
+def install_debian_package(package: str, missing: str) -> None:
+    """As root with apt-get, install `package` (what the project needs and the machine lacks: the PostgreSQL
+    server, Chromium); otherwise an InfraError that says what to install. `missing` says what was not found."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise InfraError(f"{missing}: install the Debian package {package}")
+    say(f"{missing}; installing the Debian package {package} (apt-get)...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise InfraError(f"{shlex.join(cmd)} failed (exit {done.returncode}):\n{tail_text(done.stderr)}")
 
 
 def tail_text(text: str, lines: int = 40) -> str:
