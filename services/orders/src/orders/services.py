@@ -36,6 +36,7 @@ from orders.domain import (
 )
 from orders.repository import BatchWrites, DetailsEntry, HistoryEntry, OrderKey, load_orders, save_batch
 from servicekit.catalog import StatusCatalog
+from servicekit.consumer import already_processed
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, record_for
 from servicekit.tracing import consume_span
@@ -112,7 +113,7 @@ class OrderService:
     async def _handle(self, conn: DbConnection, commands: Sequence[Command]) -> list[Result]:
         now = self.clock()
         orders = await load_orders(conn, [c.key for c in commands], lock=True)
-        seen = await _already_processed(conn, [c.claim_id for c in commands])
+        seen = await already_processed(conn, CONSUMER, [c.claim_id for c in commands])
         results, history, details, events, claims = [], [], [], [], []
         for command in commands:
             result = Result(command)
@@ -184,18 +185,6 @@ class OrderService:
             causation_id=command.event_id,
         )
         return record_for(envelope, self.topic_status_changed, order_key(command.partner_id, order_id))
-
-
-async def _already_processed(conn: DbConnection, claim_ids: list[str]) -> set[str]:
-    # Driven from the ids (one index probe each): with `event_id = ANY($2)` the planner chose a sequential scan of
-    # the whole table for a full batch of ids.
-    rows = await conn.fetch(
-        "SELECT p.event_id FROM unnest($2::text[]) AS k(event_id) "
-        "JOIN processed_events p ON p.consumer = $1 AND p.event_id = k.event_id",
-        CONSUMER,
-        claim_ids,
-    )
-    return {r["event_id"] for r in rows}
 
 
 def _count(results: list[Result]) -> None:

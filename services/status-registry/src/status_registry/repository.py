@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 
+from contracts.campaign_events import CampaignStatusUsage
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.db import DbConnection
 from status_registry.domain import NewStatus, StatusFields
@@ -148,3 +150,16 @@ class StatusRepository:
             fields.is_initial,
             fields.allowed_next,
         )
+
+
+async def record_campaign_usage(conn: DbConnection, usages: Sequence[CampaignStatusUsage]) -> None:
+    """Which codes each campaign names, across partners (the consumer's batch). Newer versions win; a redelivered or
+    compacted-out-of-order record changes nothing."""
+    await conn.executemany(
+        "INSERT INTO campaign_usage (partner_id, campaign_id, name, active, codes, version) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (partner_id, campaign_id) DO UPDATE SET "
+        "name = EXCLUDED.name, active = EXCLUDED.active, codes = EXCLUDED.codes, "
+        "version = EXCLUDED.version "
+        "WHERE campaign_usage.version < EXCLUDED.version",
+        [(u.partner_id, u.campaign_id, u.name, u.active, u.codes, u.version) for u in usages],
+    )
