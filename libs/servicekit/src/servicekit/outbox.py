@@ -149,6 +149,42 @@ async def enqueue(conn: DbConnection, records: Sequence[OutboxRecord]) -> list[i
     return ids
 
 
+@dataclass
+class UnitOfWork:
+    """One transaction and the events it causes (`unit_of_work`): use `conn` for the state change, `publish` the
+    events; they are written to the outbox in the same transaction, just before it commits."""
+
+    conn: DbConnection
+    events: list[OutboxRecord]
+
+    def publish(self, envelope: Envelope[Any], topic: str, key: bytes) -> None:
+        self.events.append(record_for(envelope, topic, key))
+
+    def add(self, records: Iterable[OutboxRecord]) -> None:
+        """Records made earlier (e.g. inside the span whose trace they carry on)."""
+        self.events.extend(records)
+
+
+@contextlib.asynccontextmanager
+async def unit_of_work(
+    pool: asyncpg.Pool, *, relay: OutboxRelay | None = None, publish_wait_s: float = 0.0
+) -> AsyncIterator[UnitOfWork]:
+    """A state change and the events it causes, committed together (the transactional outbox). With a `relay` and
+    `publish_wait_s`, the block's exit also waits, at most that long, until the broker acknowledged the events
+    (read-your-writes for another service: docs/architecture.md); on timeout the change stands and is published
+    later. An exception rolls back both."""
+    with contextlib.ExitStack() as stack:
+        published = stack.enter_context(relay.watch()) if relay is not None else None
+        async with pool.acquire() as conn, conn.transaction():
+            work = UnitOfWork(conn, [])
+            yield work
+            ids = await enqueue(conn, work.events)
+            if published is not None:
+                published.add(ids)
+        if published is not None and work.events:
+            await published.wait(publish_wait_s)
+
+
 RELAY_REQUEST_BYTES = 1024 * 1024
 """The largest produce request and per-partition batch of a relay: a whole batch of the outbox in one request."""
 

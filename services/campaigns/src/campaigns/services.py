@@ -68,7 +68,7 @@ from servicekit.catalog import StatusCatalog
 from servicekit.consumer import TRANSIENT_ERRORS
 from servicekit.db import DbConnection
 from servicekit.errors import NotFound, PreconditionFailed
-from servicekit.outbox import OutboxRecord, enqueue, record_for
+from servicekit.outbox import OutboxRecord, UnitOfWork, record_for, unit_of_work
 from servicekit.tracing import consume_span
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,9 @@ class Campaigns:
     usage_topic: str  # the physical name of campaigns.status-usage.v1
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[CampaignRepository]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield CampaignRepository(conn, self.partner_id)
+    async def _transaction(self) -> AsyncIterator[tuple[CampaignRepository, UnitOfWork]]:
+        async with unit_of_work(self.pool) as work:
+            yield CampaignRepository(work.conn, self.partner_id), work
 
     async def _statuses(self) -> dict[str, StatusDefinition]:
         """The partner's statuses, once the replica has read everything the registry answered for until now:
@@ -132,7 +132,7 @@ class Campaigns:
         await self.catalog.sync()
         return {d.code: d for d in self.catalog.of_partner(self.partner_id)}
 
-    async def _changed(self, repo: CampaignRepository, campaign: Campaign) -> Campaign:
+    async def _changed(self, repo: CampaignRepository, work: UnitOfWork, campaign: Campaign) -> Campaign:
         # Delivered on commit: every instance (this one included) reloads the campaign into its index.
         await repo.announce(NOTIFY_CHANNEL, campaign.id)
         # The registry keeps which codes active campaigns name, to refuse archiving them.
@@ -145,13 +145,13 @@ class Campaigns:
             version=campaign.version,
         )
         envelope = Envelope.wrap(usage, source=SOURCE, partner_id=campaign.partner_id)
-        await enqueue(repo.conn, [record_for(envelope, self.usage_topic, envelope.key())])
+        work.publish(envelope, self.usage_topic, envelope.key())
         return campaign
 
     async def create(self, definition: CampaignDefinition) -> Campaign:
         check_definition(definition, await self._statuses())
-        async with self._transaction() as repo:
-            created = await self._changed(repo, await repo.insert(str(uuid.uuid4()), definition, self.clock()))
+        async with self._transaction() as (repo, work):
+            created = await self._changed(repo, work, await repo.insert(str(uuid.uuid4()), definition, self.clock()))
         self.index.put(created)
         return created
 
@@ -168,13 +168,13 @@ class Campaigns:
 
     async def replace(self, campaign_id: str, definition: CampaignDefinition, if_match: int | None) -> Campaign:
         check_definition(definition, await self._statuses())
-        async with self._transaction() as repo:
+        async with self._transaction() as (repo, work):
             current = await self._current(repo, campaign_id, if_match)
             if current.state == CampaignState.ARCHIVED:
                 raise StateConflict("an archived campaign cannot be edited")
             if current.definition() == definition:
                 return current
-            updated = await self._changed(repo, await repo.update(campaign_id, definition, self.clock()))
+            updated = await self._changed(repo, work, await repo.update(campaign_id, definition, self.clock()))
         self.index.put(updated)
         return updated
 
@@ -182,14 +182,14 @@ class Campaigns:
         """Activate, pause or archive; asking for the current state again changes nothing."""
         # Caught up before the transaction, which holds the campaign's row.
         statuses = await self._statuses() if state == CampaignState.ACTIVE else {}
-        async with self._transaction() as repo:
+        async with self._transaction() as (repo, work):
             current = await self._current(repo, campaign_id, None)
             if not check_transition(current.state, state):
                 return current
             if state == CampaignState.ACTIVE:
                 # The catalog may have changed since the campaign was saved: never activate a dangling code.
                 check_definition(current.definition(), statuses)
-            changed = await self._changed(repo, await repo.set_state(campaign_id, state, self.clock()))
+            changed = await self._changed(repo, work, await repo.set_state(campaign_id, state, self.clock()))
         self.index.put(changed)
         return changed
 
@@ -206,7 +206,7 @@ class Campaigns:
             return await CampaignRepository(conn, self.partner_id).settings()
 
     async def save_settings(self, settings: PartnerSettings) -> PartnerSettings:
-        async with self._transaction() as repo:
+        async with self._transaction() as (repo, _):
             await repo.save_settings(settings, self.clock())
         return settings
 
@@ -455,7 +455,8 @@ class Evaluator:
         changes = [(envelope, headers, found) for envelope, headers in batch if (found := self._triggered(envelope))]
         if not changes:
             return []
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with unit_of_work(self.pool) as work:
+            conn = work.conn
             await lock_customers(conn, {(e.partnerid, e.data.order.customer.id) for e, _, _ in changes})
             # Decided (and sent) already: a redelivery or a replay.
             done = await evaluated(conn, {(c.id, e.id) for e, _, campaigns in changes for c in campaigns})
@@ -470,7 +471,7 @@ class Evaluator:
             decided = self._decide_all(changes, current, history, contexts)
             stored = await record_evaluations(conn, [d.evaluation for d in decided])
             recorded = [d for d in decided if (d.evaluation.campaign_id, d.evaluation.event_id) in stored]
-            await enqueue(conn, [d.sms for d in recorded if d.sms is not None])
+            work.add(d.sms for d in recorded if d.sms is not None)
         return [d.evaluation for d in recorded]
 
     def _triggered(self, envelope: Envelope[OrderStatusChanged]) -> list[Campaign]:

@@ -13,7 +13,7 @@ from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUp
 from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import status_definition_key
 from servicekit.errors import Conflict, FieldError, NotFound, PreconditionFailed
-from servicekit.outbox import OutboxRecord, OutboxRelay, enqueue, record_for
+from servicekit.outbox import OutboxRelay, UnitOfWork, unit_of_work
 from status_registry.domain import (
     NewStatus,
     RuleViolation,
@@ -44,23 +44,20 @@ class Registry:
     publish_wait_s: float
 
     @asynccontextmanager
-    async def _unit_of_work(self) -> AsyncIterator[tuple[StatusRepository, list[OutboxRecord]]]:
-        events: list[OutboxRecord] = []
-        with self.outbox.watch() as published:
-            async with self.pool.acquire() as conn, conn.transaction():
-                yield StatusRepository(conn, self.partner_id), events
-                published.add(await enqueue(conn, events))
-            # On timeout the write stands and is published later; the answer says what was committed.
-            await published.wait(self.publish_wait_s)
+    async def _unit_of_work(self) -> AsyncIterator[tuple[StatusRepository, UnitOfWork]]:
+        """A change and its events; the answer waits until the broker has them (on timeout the change stands and
+        is published later)."""
+        async with unit_of_work(self.pool, relay=self.outbox, publish_wait_s=self.publish_wait_s) as work:
+            yield StatusRepository(work.conn, self.partner_id), work
 
-    def _event(self, definition: StatusDefinition) -> OutboxRecord:
+    def _publish(self, work: UnitOfWork, definition: StatusDefinition) -> None:
         data = (
             StatusDefinitionArchived(definition=definition, version=definition.version)
             if definition.archived
             else StatusDefinitionUpserted(definition=definition)
         )
         envelope = Envelope.wrap(data, source=SOURCE, partner_id=self.partner_id, subject=definition.code)
-        return record_for(envelope, self.topic, status_definition_key(self.partner_id, definition.code))
+        work.publish(envelope, self.topic, status_definition_key(self.partner_id, definition.code))
 
     async def get(self, code: str) -> StatusDefinition:
         async with self.pool.acquire() as conn:
@@ -70,30 +67,30 @@ class Registry:
         return found
 
     async def create(self, new: NewStatus) -> StatusDefinition:
-        async with self._unit_of_work() as (repo, events):
+        async with self._unit_of_work() as (repo, work):
             existing = await repo.get(new.code)
             if existing is not None:
                 message = f"a {existing.type} status with code '{new.code}' exists already ('{existing.name}')"
                 raise Conflict(message, code="status_exists", errors=[_field_conflict("code", message)])
             await self._check_references(repo, new.code, new.type, new)
             created = await repo.insert(new)
-            events.append(self._event(created))
+            self._publish(work, created)
         return created
 
     async def update(self, code: str, patch: StatusPatch, if_match: int) -> StatusDefinition:
-        async with self._unit_of_work() as (repo, events):
+        async with self._unit_of_work() as (repo, work):
             current = await self._current(repo, code, if_match)
             fields = patched(current, patch)
             if fields == StatusFields.model_validate(current.model_dump(include=set(StatusFields.model_fields))):
                 return current
             await self._check_references(repo, code, current.type, fields)
             updated = await repo.update(code, fields, archived=current.archived)
-            events.append(self._event(updated))
+            self._publish(work, updated)
         return updated
 
     async def set_archived(self, code: str, archived: bool, if_match: int | None = None) -> StatusDefinition:
         """Archive or restore; repeating either is a no-op that publishes nothing."""
-        async with self._unit_of_work() as (repo, events):
+        async with self._unit_of_work() as (repo, work):
             current = await self._current(repo, code, if_match)
             if current.archived == archived:
                 return current
@@ -102,12 +99,12 @@ class Registry:
             if archived:
                 await self._check_unused(repo, code)
             changed = await repo.set_archived(code, archived)
-            events.append(self._event(changed))
+            self._publish(work, changed)
         return changed
 
     async def sync(self, desired: list[NewStatus]) -> tuple[SyncPlan, list[StatusDefinition]]:
         """Make the partner's catalog equal `desired`; the same body twice changes nothing the second time."""
-        async with self._unit_of_work() as (repo, events):
+        async with self._unit_of_work() as (repo, work):
             plan = plan_sync(await repo.all(for_update=True), desired)
             for archived in plan.archive:
                 await self._check_unused(repo, archived.code)
@@ -116,7 +113,8 @@ class Registry:
             for current, fields in sorted(plan.update + plan.restore, key=lambda pair: pair[1].is_initial):
                 changed.append(await repo.update(current.code, fields, archived=False))
             changed += [await repo.insert(new) for new in plan.create]
-            events.extend(self._event(d) for d in changed)
+            for definition in changed:
+                self._publish(work, definition)
             result = await repo.all()
         return plan, [d for d in result if not d.archived]
 
