@@ -19,7 +19,7 @@ from devtools.platform import CONSOLE, database_dsn
 from devtools.scenario import ANALYTICS, EXAMPLE_STATUSES
 from devtools.upstream import Upstream
 
-from .conftest import Console, SignIn, screenshot, timed_goto
+from .conftest import Console, SignIn, timed_goto
 from .test_campaigns import build_seed_campaign
 from .test_statuses import add_status
 
@@ -86,7 +86,6 @@ async def test_a_newcomer_does_the_seed_example_in_the_browser(
     await expect(page.locator('li[data-outcome="applied"]')).to_have_count(5)
     await expect(page.locator(".timeline")).to_contain_text("source: upstream event")
     await timed_goto(page, "/orders/o-1", timings)
-    await screenshot(page, "order")
 
     # "set status" by name; a transition the status forbids shows its refusal beside the field
     await page.get_by_label("Set status", exact=True).select_option(label="Delivered")
@@ -105,7 +104,6 @@ async def test_a_newcomer_does_the_seed_example_in_the_browser(
 
     await timed_goto(page, "/orders", timings)
     await expect(page.locator('tr[data-order="o-2"]')).to_contain_text("Борис")
-    await screenshot(page, "orders")
 
     # 5. the messages page: the one SMS, its text, state, and the campaign and order it came from
     await page.goto("/messages")
@@ -120,7 +118,6 @@ async def test_a_newcomer_does_the_seed_example_in_the_browser(
     await expect(message.get_by_role("link", name="o-1")).to_have_attribute("href", "/orders/o-1")
     await expect(message.get_by_role("link", name="Shipped and paid")).to_be_visible()
     await timed_goto(page, "/messages", timings)
-    await screenshot(page, "messages")
 
     # opt-outs: a bad number is refused beside the field; a good one is added and removed
     await page.goto("/messages/opt-outs")
@@ -140,7 +137,6 @@ async def test_a_newcomer_does_the_seed_example_in_the_browser(
     await page.get_by_label("Customers whose orders entered").select_option(label="Paid (Payment)")
     await page.get_by_role("button", name="Show").click()
     await expect(page.locator("#segment")).to_contain_text("c-o-1")
-    await screenshot(page, "analytics")
     async with page.expect_download() as download_info:
         await page.get_by_role("button", name="Download CSV").click()
     path = await (await download_info.value).path()

@@ -8,9 +8,9 @@ from collections import Counter
 from aiokafka import AIOKafkaProducer
 
 from devtools.platform import SERVICES, Platform
+from devtools.scenario import define_example
 from devtools.upstream import Upstream
 
-from .conftest import define_example
 from .test_seed_scenario import until
 
 CHUNK = 60  # orders published between two kills

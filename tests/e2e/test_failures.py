@@ -11,9 +11,9 @@ from contracts.inbound import OrderStatusReported
 from contracts.topics import Topic, prefixed
 from devtools.platform import Platform
 from devtools.pytest_plugin import read_topic, wait_until
+from devtools.scenario import define_example
 from devtools.upstream import T0, Upstream
 
-from .conftest import define_example
 from .test_seed_scenario import until
 
 

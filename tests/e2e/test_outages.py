@@ -25,9 +25,9 @@ from aiokafka import AIOKafkaProducer
 from contracts.envelope import Envelope
 from devtools import infra
 from devtools.platform import SERVICES, Infrastructure, Platform, free_port
+from devtools.scenario import define_example
 from devtools.upstream import Upstream
 
-from .conftest import define_example
 from .test_crash_safety import publish
 from .test_seed_scenario import until
 

@@ -14,9 +14,8 @@ from contracts.inbound import OrderStatusReported
 from contracts.topics import Topic, prefixed
 from devtools.platform import Platform
 from devtools.pytest_plugin import read_topic, wait_until
+from devtools.scenario import define_example
 from devtools.upstream import T0, Upstream
-
-from .conftest import define_example
 
 
 async def until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:

@@ -16,9 +16,9 @@ from contracts.orders import OrderStatusChanged
 from contracts.topics import Topic, prefixed
 from devtools.platform import SERVICES, Platform
 from devtools.pytest_plugin import read_topic
+from devtools.scenario import define_example
 from devtools.upstream import Upstream
 
-from .conftest import define_example
 from .test_crash_safety import publish
 from .test_seed_scenario import until
 

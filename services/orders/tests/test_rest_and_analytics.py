@@ -123,6 +123,9 @@ async def test_list_filters_and_cursor_pages(client_for: Clients) -> None:
         if not (cursor := page["next_cursor"]):
             break
     assert sorted(ids) == [f"o-{n}" for n in range(5)] and len(ids) == 5
+    listed = (await demo.get("/v1/orders")).json()["items"]
+    times = [datetime.fromisoformat(o["updated_at"]) for o in listed]
+    assert times == sorted(times) and all(t <= datetime.now(UTC) for t in times)
     paid = (await demo.get("/v1/orders", params={"status_type": "payment", "code": "paid"})).json()["items"]
     assert sorted(o["order_id"] for o in paid) == ["o-1", "o-3"]
     by_customer = (await demo.get("/v1/orders", params={"customer_id": "c-0"})).json()["items"]

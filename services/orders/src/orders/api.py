@@ -266,7 +266,11 @@ async def list_orders(
         )
         page, next_cursor = page_of(rows, limit, lambda r: (r["updated_at"].isoformat(), r["order_id"]))
         found = await load_orders(conn, [(who.partner_id, r["order_id"]) for r in page], lock=False)
-    items = [_view(request, found[(who.partner_id, r["order_id"])]) for r in page]
+    # updated_at (the list's order and its cursor): when anything of the order last changed, for the console's table
+    items = [
+        _view(request, found[(who.partner_id, r["order_id"])]) | {"updated_at": r["updated_at"].isoformat()}
+        for r in page
+    ]
     return {"items": items, "next_cursor": next_cursor}
 
 

@@ -89,4 +89,10 @@ async def remove_opt_out(page: Marketer, phone: str) -> Response:
 @router.get("/{message_id}")
 async def message_page(page: PartnerUser, message_id: str) -> Response:
     message = await page.api.get(Service.NOTIFIER, f"/v1/messages/{message_id}")
-    return page.render("messages/message.html", message=message)
+    try:
+        campaign = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{message['campaign_id']}")
+    except BackendProblem as refused:
+        if refused.status != 404:
+            raise
+        campaign = {}  # its campaign was deleted since: the message stays, shown with the campaign's id
+    return page.render("messages/message.html", message=message, campaign_name=campaign.get("name"))
