@@ -16,11 +16,26 @@ from contracts.orders import Customer
 from contracts.primitives import CurrencyCode, Money, Slug, UtcDatetime
 from contracts.statuses import StatusCodes, StatusDefinition, StatusType
 from orders import analytics
-from orders.domain import Order, OrderDetails, Reason, Refused, Requested
-from orders.repository import details_history_of, history_of, load_orders, store_response, stored_response
+from orders.domain import OrderDetails, Reason, Refused, Requested
+from orders.read_model import (
+    OrderDetail,
+    OrderFilter,
+    OrderPage,
+    Segment,
+    SegmentCustomer,
+    StatusCount,
+    StatusCounts,
+    TimeInStatus,
+    find_orders,
+    one_order,
+    order_detail,
+    order_page,
+)
+from orders.repository import store_response, stored_response
 from orders.services import Command, OrderService, Result
 from servicekit.app import Runtime, parts_of, runtime_of
 from servicekit.auth import Principal, Reader, Writer
+from servicekit.catalog import StatusCatalog
 from servicekit.errors import (
     FieldError,
     InvalidRequest,
@@ -115,13 +130,15 @@ async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any
     result = await service(request).handle_request(command)
     if result.refused is not None:
         return _refusal(result)
-    view = await _order_view(request, command.partner_id, command.order_id, with_history=False)
+    async with runtime(request).pool.acquire() as conn:
+        view = await one_order(conn, _catalog(request), command.partner_id, command.order_id)
+    assert view is not None  # the change just committed
     changes = [
         {"type": c.status_type, "outcome": c.outcome, "from": c.from_status and c.from_status.code,
          "to": c.to_status.code, "sequence": c.sequence}
         for c in result.changes
     ]  # fmt: skip
-    answer: dict[str, Any] = {"changes": changes, "order": view}
+    answer: dict[str, Any] = {"changes": changes, "order": view.model_dump(mode="json")}
     if result.details is not None:  # an upsert: were its details applied or ignored as stale?
         answer["details"] = {"outcome": result.details.outcome, "fields": list(result.details.fields)}
     return 200, answer
@@ -170,66 +187,30 @@ async def set_status(
     return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
 
 
-def _view(request: Request, order: Order) -> dict[str, Any]:
-    """An order for the API: current statuses with their current names from the registry replica."""
+def _catalog(request: Request) -> StatusCatalog:
     catalog = runtime(request).catalog
     assert catalog is not None
-    statuses = {}
-    for status_type, applied in order.statuses.items():
-        current = catalog.get(order.partner_id, applied.ref.code)
-        statuses[str(status_type)] = {
-            "code": applied.ref.code,
-            "name": current.name if current else applied.ref.name,
-            "localized_names": current.localized_names if current else {},
-            "occurred_at": applied.entered_at.isoformat(),  # upstream time: when the order entered the status
-            "recorded_at": applied.recorded_at.isoformat(),  # when this service applied it
-            "since": applied.entered_at.isoformat(),  # the same as occurred_at, kept for existing clients
-        }
-    return {
-        "order_id": order.order_id,
-        "customer": order.customer.model_dump(mode="json"),
-        "amount": str(order.amount),
-        "currency": order.currency,
-        "placed_at": order.placed_at.isoformat(),
-        "statuses": statuses,
-        "status_changes": order.last_sequence,
-        "details_watermark": {  # the upsert whose details are shown; an older one is ignored as stale
-            "occurred_at": _jsonable(order.details_occurred_at),
-            "source_sequence": order.details_source_sequence,
-        },
-    }
-
-
-async def _order_view(request: Request, partner_id: str, order_id: str, *, with_history: bool) -> dict[str, Any]:
-    async with runtime(request).pool.acquire() as conn:
-        found = (await load_orders(conn, [(partner_id, order_id)], lock=False)).get((partner_id, order_id))
-        if found is None:
-            raise NotFound(f"no order '{order_id}'")
-        view = _view(request, found)
-        if with_history:
-            history = await history_of(conn, partner_id, order_id)
-            view["history"] = [{k: _jsonable(v) for k, v in h.items()} for h in history]
-            details = await details_history_of(conn, partner_id, order_id)
-            view["details_history"] = [{k: _jsonable(v) for k, v in h.items()} for h in details]
-    return view
-
-
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+    return catalog
 
 
 @router.get(
     "/{order_id}",
     summary="An order: current statuses with names, its status and details history",
+    response_model=OrderDetail,
     responses=problems(404),
 )
-async def get_order(order_id: str, request: Request, who: Reader) -> dict[str, Any]:
-    return await _order_view(request, who.partner_id, order_id, with_history=True)
+async def get_order(order_id: str, request: Request, who: Reader) -> OrderDetail:
+    async with runtime(request).pool.acquire() as conn:
+        found = await order_detail(conn, _catalog(request), who.partner_id, order_id)
+    if found is None:
+        raise NotFound(f"no order '{order_id}'")
+    return found
 
 
 @router.get(
     "",
     summary="Orders filtered by status, customer and update time (cursor pages)",
+    response_model=OrderPage,
     responses=problems(422, s422="`validation_failed`: a parameter, or a malformed cursor"),
 )
 async def list_orders(
@@ -242,36 +223,22 @@ async def list_orders(
     updated_to: datetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
-    after_time, after_id = decode_cursor(cursor, str, str) if cursor else (None, "")
+) -> OrderPage:
+    where = OrderFilter(
+        status_type=status_type,
+        code=code,
+        customer_id=customer_id,
+        updated_from=updated_from,
+        updated_to=updated_to,
+    )
+    after = decode_cursor(cursor, str, str) if cursor else None
     async with runtime(request).pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT o.order_id, o.updated_at FROM orders o WHERE o.partner_id = $1 "
-            "AND ($2::text IS NULL AND $3::text IS NULL OR EXISTS (SELECT 1 FROM order_statuses s "
-            "  WHERE s.partner_id = o.partner_id AND s.order_id = o.order_id "
-            "  AND ($2::text IS NULL OR s.code = $2) AND ($3::text IS NULL OR s.type = $3))) "
-            "AND ($4::text IS NULL OR o.customer_id = $4) "
-            "AND ($5::timestamptz IS NULL OR o.updated_at >= $5) AND ($6::timestamptz IS NULL OR o.updated_at < $6) "
-            "AND ($7::timestamptz IS NULL OR (o.updated_at, o.order_id) > ($7, $8)) "
-            "ORDER BY o.updated_at, o.order_id LIMIT $9",
-            who.partner_id,
-            code,
-            str(status_type) if status_type else None,
-            customer_id,
-            updated_from,
-            updated_to,
-            datetime.fromisoformat(after_time) if after_time else None,
-            after_id,
-            limit + 1,
+        rows = await find_orders(
+            conn, who.partner_id, where, (datetime.fromisoformat(after[0]), after[1]) if after else None, limit + 1
         )
         page, next_cursor = page_of(rows, limit, lambda r: (r["updated_at"].isoformat(), r["order_id"]))
-        found = await load_orders(conn, [(who.partner_id, r["order_id"]) for r in page], lock=False)
-    # updated_at (the list's order and its cursor): when anything of the order last changed, for the console's table
-    items = [
-        _view(request, found[(who.partner_id, r["order_id"])]) | {"updated_at": r["updated_at"].isoformat()}
-        for r in page
-    ]
-    return {"items": items, "next_cursor": next_cursor}
+        items = await order_page(conn, _catalog(request), who.partner_id, page)
+    return OrderPage(items=items, next_cursor=next_cursor)
 
 
 def _analytics_status(request: Request, partner_id: str, code: str, field: str) -> StatusDefinition:
@@ -295,14 +262,19 @@ _ANALYTICS_ERRORS = problems(
 )
 
 
-@analytics_router.get("/analytics/status-counts", summary="Current distribution and transitions into statuses")
+@analytics_router.get(
+    "/analytics/status-counts",
+    summary="Current distribution and transitions into statuses",
+    response_model=StatusCounts,
+    response_model_by_alias=True,
+)
 async def status_counts(
     request: Request,
     who: Reader,
     type: StatusType,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
-) -> dict[str, Any]:
+) -> StatusCounts:
     catalog = runtime(request).catalog
     assert catalog is not None
     flagged = sorted(
@@ -313,28 +285,34 @@ async def status_counts(
     async with runtime(request).pool.acquire() as conn:
         current = await analytics.current_distribution(conn, who.partner_id, str(type), codes)
         entered = await analytics.transitions_into(conn, who.partner_id, codes, from_, to)
-    return {
-        "type": type,
-        "from": from_,
-        "to": to,
-        "statuses": [
-            {"code": d.code, "name": d.name, "current": current.get(d.code, 0), "entered": entered.get(d.code, 0)}
+    return StatusCounts(
+        type=type,
+        from_=from_,
+        to=to,
+        statuses=[
+            StatusCount(code=d.code, name=d.name, current=current.get(d.code, 0), entered=entered.get(d.code, 0))
             for d in flagged
         ],
-    }
+    )
 
 
 @analytics_router.get(
-    "/analytics/time-in-status", summary="Median and p90 time orders spent in a status", responses=_ANALYTICS_ERRORS
+    "/analytics/time-in-status",
+    summary="Median and p90 time orders spent in a status",
+    response_model=TimeInStatus,
+    responses=_ANALYTICS_ERRORS,
 )
-async def time_in_status(request: Request, who: Reader, code: str) -> dict[str, Any]:
+async def time_in_status(request: Request, who: Reader, code: str) -> TimeInStatus:
     _analytics_status(request, who.partner_id, code, "code")
     async with runtime(request).pool.acquire() as conn:
-        return {"code": code, **await analytics.time_in_status(conn, who.partner_id, code)}
+        return TimeInStatus(code=code, **await analytics.time_in_status(conn, who.partner_id, code))
 
 
 @analytics_router.get(
-    "/segments/customers", summary="Customers whose orders entered a status in a window", responses=_ANALYTICS_ERRORS
+    "/segments/customers",
+    summary="Customers whose orders entered a status in a window",
+    response_model=Segment,
+    responses=_ANALYTICS_ERRORS,
 )
 async def customers_segment(
     request: Request,
@@ -344,13 +322,14 @@ async def customers_segment(
     to: datetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> Segment:
     _analytics_status(request, who.partner_id, status_code, "status")
     (after,) = decode_cursor(cursor, str) if cursor else ("",)
     async with runtime(request).pool.acquire() as conn:
         rows = await analytics.customers_entering(conn, who.partner_id, status_code, from_, to, after, limit + 1)
     page, next_cursor = page_of(rows, limit, lambda row: (row["customer_id"],))
-    return {"status": status_code, "items": page, "next_cursor": next_cursor}
+    items = [SegmentCustomer.model_validate(dict(row)) for row in page]
+    return Segment(status=status_code, items=items, next_cursor=next_cursor)
 
 
 def install_error_handlers(app: FastAPI) -> None:
