@@ -87,18 +87,18 @@ async def test_an_outcome_lost_to_a_database_outage_is_settled_after_the_grace_n
     kit: Any, notifier_settings: NotifierSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The live instance knows no send of that attempt is under way: it reconciles it at once (lease: 300 s)."""
-    from notifier.services import Dispatcher
+    from notifier.outcomes import OutcomeRecorder
 
-    record = Dispatcher._record_outcomes
+    record = OutcomeRecorder.record
     lost: list[Any] = []
 
-    async def database_away_once(self: Dispatcher, outcomes: Any) -> None:
+    async def database_away_once(self: OutcomeRecorder, outcomes: Any) -> None:
         if not lost:
             lost.extend(outcomes)
             raise OSError("[Errno 111] Connection refused")  # as when PostgreSQL was stopped
         await record(self, outcomes)
 
-    monkeypatch.setattr(Dispatcher, "_record_outcomes", database_away_once)
+    monkeypatch.setattr(OutcomeRecorder, "record", database_away_once)
     settings = notifier_settings.model_copy(
         update={"inflight_lease_s": 300.0, "own_orphan_grace_s": 1.0, "dispatch_poll_interval_s": 0.2}
     )

@@ -10,7 +10,7 @@ from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
-from notifier.services import Sending
+from notifier.sending import Sending
 from servicekit.app import parts_of
 
 PHONE = "+79161234567"

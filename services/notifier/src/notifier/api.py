@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOut, Receipt, ReplayRecord
+from notifier.optouts import OptOuts, handle_inbound
 from notifier.providers.base import InboundSms
 from notifier.providers.http import HttpProvider, parse_delivery_report
 from notifier.repository import MessageFilter, MessageRepository
-from notifier.services import OptOuts, Sending, handle_inbound
+from notifier.sending import Sending
 from servicekit.app import parts_dependency
 from servicekit.auth import Reader, Writer
 from servicekit.errors import FieldError, InvalidRequest, NotFound, Unauthorized, problem_response, problems

@@ -13,13 +13,19 @@ from fastapi import FastAPI
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
 from contracts.topics import Topic
 from notifier.api import install_error_handlers, router
+from notifier.consumers import Intake
+from notifier.dispatcher import Dispatcher
 from notifier.domain import RetryPolicy
+from notifier.events import Events, Topics
 from notifier.limiter import SharedRateLimiter
+from notifier.optouts import handle_inbound
+from notifier.outcomes import OutcomeRecorder
 from notifier.providers.base import DeliveryReport, InboundSms, Provider
 from notifier.providers.console import ConsoleProvider
 from notifier.providers.http import HttpProvider
+from notifier.receipts import Receipts
 from notifier.repository import retention_purges
-from notifier.services import Dispatcher, Events, Intake, Receipts, Sending, Topics, handle_inbound
+from notifier.sending import Sending
 from notifier.settings import NotifierSettings
 from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, parts_of, serve
 from servicekit.consumer import DeadLetters, batch_subscriber
@@ -57,12 +63,13 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
         )
         events = Events(topics)
         wake = asyncio.Event()
+        policy = RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s)
         dead_letters = DeadLetters(runtime.producer, topics.send_sms_dlq, topics.consumer_group)
         dispatcher = Dispatcher(
             pool=runtime.pool,
             provider=chosen,
             events=events,
-            policy=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s),
+            outcomes=OutcomeRecorder(runtime.pool, chosen, events, policy),
             # The provider's messages-per-second contract, for every instance together (notifier.limiter).
             limiter=SharedRateLimiter(runtime.pool, chosen.name, settings.provider_rate_per_s),
             wake=wake,

@@ -266,6 +266,16 @@ def _claimed(row: asyncpg.Record) -> Claimed:
 OWNER_LOCK_CLASS = 7301
 
 
+async def hold_liveness_lock(conn: DbConnection, instance_id: int) -> None:
+    """Take the dispatcher's liveness lock on a connection it keeps while it runs; PostgreSQL releases it with
+    the connection, so `DispatchQueue.orphaned` can tell a dead instance's attempts from a live one's."""
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK_CLASS, instance_id)
+
+
+async def release_liveness_lock(conn: DbConnection, instance_id: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1, $2)", OWNER_LOCK_CLASS, instance_id)
+
+
 class DispatchQueue:
     """The dispatcher's queries across partners. Rows it works on are locked for its transaction."""
 

@@ -90,6 +90,3 @@ class Provider(ABC):
     @abstractmethod
     def map_status(self, raw: str) -> ReceiptStatus:
         """The provider's delivery status in our vocabulary; ValueError for one we do not know."""
-
-    def parse_delivery_report(self, body: bytes) -> list[DeliveryReport]:
-        raise ValueError(f"{self.name} takes no delivery reports over HTTP")

@@ -158,6 +158,3 @@ class HttpProvider(Provider):
 
     def map_status(self, raw: str) -> ReceiptStatus:
         return map_receipt_status(raw)
-
-    def parse_delivery_report(self, body: bytes) -> list[DeliveryReport]:
-        return parse_delivery_report(body)

@@ -222,9 +222,10 @@ class SmppProvider(Provider):
             pid = (tlvs[TLV_RECEIPTED_MESSAGE_ID].as_string() or "").rstrip("\x00")
             if state in MESSAGE_STATES and pid:
                 return [DeliveryReport(pid, MESSAGE_STATES[state], f"message_state:{state}")]
-        return self.parse_delivery_report(event.short_message)
+        return self._text_receipt(event.short_message)
 
-    def parse_delivery_report(self, body: bytes) -> list[DeliveryReport]:
+    def _text_receipt(self, body: bytes) -> list[DeliveryReport]:
+        """A receipt in the short message's text (`id:... stat:DELIVRD ...`), for SMSCs without the TLVs."""
         match = RECEIPT.search(body.decode("latin-1"))
         if match is None:
             raise ValueError(f"not a delivery receipt: {body[:100]!r}")
