@@ -156,6 +156,7 @@ class UnitOfWork:
 
     conn: DbConnection
     events: list[OutboxRecord]
+    committed: bool = False  # set once the transaction committed (even if giving the connection back fails after)
 
     def publish(self, envelope: Envelope[Any], topic: str, key: bytes) -> None:
         self.events.append(record_for(envelope, topic, key))
@@ -175,12 +176,14 @@ async def unit_of_work(
     later. An exception rolls back both."""
     with contextlib.ExitStack() as stack:
         published = stack.enter_context(relay.watch()) if relay is not None else None
-        async with pool.acquire() as conn, conn.transaction():
-            work = UnitOfWork(conn, [])
-            yield work
-            ids = await enqueue(conn, work.events)
-            if published is not None:
-                published.add(ids)
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                work = UnitOfWork(conn, [])
+                yield work
+                ids = await enqueue(conn, work.events)
+                if published is not None:
+                    published.add(ids)
+            work.committed = True
         if published is not None and work.events:
             await published.wait(publish_wait_s)
 

@@ -27,7 +27,7 @@ from notifier.events import Events, message_id_of
 from notifier.repository import Claimed, DispatchQueue, NewMessage, insert_messages
 from servicekit.consumer import DeadLetters, Record, decode_batch
 from servicekit.db import DbConnection
-from servicekit.outbox import enqueue
+from servicekit.outbox import UnitOfWork, unit_of_work
 from servicekit.tracing import consume_span, trace_headers
 
 log = logging.getLogger(__name__)
@@ -57,19 +57,18 @@ class Intake:
         commands, rejected = decode_batch(records, lambda record: decode(record.value or b"", SendSms))
         await self.dead_letters.publish(rejected)
         started: list[tuple[Claimed, int]] = []
-        committed = False
+        work: UnitOfWork | None = None
         replays: list[tuple[str, str]] = []
         try:
-            async with self.pool.acquire() as conn:
-                async with conn.transaction():
-                    created, due, replays = await self._record(conn, commands)
-                    if self.dispatcher is not None:
-                        started = await self.dispatcher.start_in(conn, due)
-                committed = True
+            async with unit_of_work(self.pool) as work:
+                created, due, replays = await self._record(work, commands)
+                if self.dispatcher is not None:
+                    started = await self.dispatcher.start_in(work.conn, due)
         finally:
             if self.dispatcher is not None:
                 # Committed: the attempts exist before their provider calls (even if releasing the connection
                 # failed afterwards). Otherwise the room they took is given back.
+                committed = work is not None and work.committed
                 (self.dispatcher.launch if committed else self.dispatcher.release)(started)
         for outcome, reason in replays:
             REPLAYS.labels(outcome, reason).inc()
@@ -81,10 +80,11 @@ class Intake:
             self.wake.set()  # a replay's new round waits for the dispatcher like a retry
 
     async def _record(
-        self, conn: DbConnection, commands: list[tuple[Record, Envelope[SendSms]]]
+        self, work: UnitOfWork, commands: list[tuple[Record, Envelope[SendSms]]]
     ) -> tuple[dict[str, Message], list[Claimed], list[tuple[str, str]]]:
         """Insert the new commands' messages and their immediate failures, and apply replays of existing ones;
         returns the new messages, those due now, and the replays' (outcome, reason)."""
+        conn = work.conn
         opted_out = await DispatchQueue(conn).opted_out((e.data.partner_id, e.data.phone) for _, e in commands)
         unique: dict[str, tuple[NewMessage, IntakeDecision]] = {}
         replayed: list[tuple[str, str, SendSms]] = []
@@ -96,13 +96,10 @@ class Intake:
         decided = list(unique.values())
         created = await insert_messages(conn, [new for new, _ in decided])
         # A redelivered command inserts nothing: the first delivery's row and outcome stand.
-        await enqueue(
-            conn,
-            [
-                self.events.failed(created[new.message_id], new.correlation_id, decision.failure, decision.detail)
-                for new, decision in decided
-                if decision.failure is not None and new.message_id in created
-            ],
+        work.add(
+            self.events.failed(created[new.message_id], new.correlation_id, decision.failure, decision.detail)
+            for new, decision in decided
+            if decision.failure is not None and new.message_id in created
         )
         due = [
             claimed_of(new, created[new.message_id])

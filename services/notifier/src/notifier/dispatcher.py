@@ -40,7 +40,7 @@ from notifier.repository import (
 )
 from servicekit.batching import GroupCommit
 from servicekit.db import DbConnection
-from servicekit.outbox import enqueue
+from servicekit.outbox import unit_of_work
 from servicekit.tracing import consume_span
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,8 @@ class Dispatcher:
         """Due messages for up to `free` slots: those expired or opted out meanwhile end, the others' attempts
         are recorded (committed on return)."""
         now = datetime.now(UTC)
-        async with self.pool.acquire() as conn, conn.transaction():
-            queue = DispatchQueue(conn)
+        async with unit_of_work(self.pool) as work:
+            queue = DispatchQueue(work.conn)
             due = await queue.due(now, free)
             self._backlog = len(due) == free  # there may be more: new messages wait their turn behind them
             opted_out = await queue.opted_out((c.message.partner_id, c.message.phone) for c in due)
@@ -169,12 +169,9 @@ class Dispatcher:
                 now + timedelta(seconds=self.lease_s),
                 self.instance_id,
             )
-            await enqueue(
-                conn,
-                [
-                    self.events.failed(c.message, c.correlation_id, reason, why, attempts=c.message.attempts)
-                    for c, reason, why in ended
-                ],
+            work.add(
+                self.events.failed(c.message, c.correlation_id, reason, why, attempts=c.message.attempts)
+                for c, reason, why in ended
             )
         return to_send
 
@@ -281,8 +278,8 @@ class Dispatcher:
             log.info("reconciled %s: the provider has it; not sending again", message.message_id)
             await self.outcomes.record([SendOutcome(claimed, attempt, accepted=found, how="reconciled")])
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            queue = DispatchQueue(conn)
+        async with unit_of_work(self.pool) as work:
+            queue = DispatchQueue(work.conn)
             current = await queue.lock([message.message_id])
             if not still_sending(current.get(message.message_id), attempt):
                 return
@@ -297,6 +294,5 @@ class Dispatcher:
             else:
                 detail = "outcome unknown after a crash and the provider cannot tell; not resent to avoid a duplicate"
                 await queue.finish_attempts([FinishedAttempt(message.message_id, attempt, "unknown", detail)])
-                outbox = await self.outcomes.give_up(queue, claimed, attempt, SmsFailureReason.PROVIDER_ERROR, detail)
-                await enqueue(conn, outbox)
+                work.add(await self.outcomes.give_up(queue, claimed, attempt, SmsFailureReason.PROVIDER_ERROR, detail))
         self.wake.set()

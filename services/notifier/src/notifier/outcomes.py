@@ -22,8 +22,7 @@ from notifier.events import Events
 from notifier.providers.base import Accepted, Provider, ProviderFailure
 from notifier.receipts import settle_receipts
 from notifier.repository import Claimed, DispatchQueue, FinishedAttempt
-from servicekit.db import DbConnection
-from servicekit.outbox import OutboxRecord, enqueue
+from servicekit.outbox import OutboxRecord, UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,8 @@ class OutcomeRecorder:
 
     async def _record_group(self, outcomes: Sequence[SendOutcome]) -> None:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await self._record_in(conn, outcomes)
+            async with unit_of_work(self.pool) as work:
+                await self._record_in(work, outcomes)
         except asyncpg.PostgresError as exc:
             if len(outcomes) == 1 or isinstance(exc, RECORDING_RETRIED):
                 raise
@@ -99,13 +98,13 @@ class OutcomeRecorder:
             log.warning("recording %d outcomes failed (%s); recording them one by one", len(outcomes), exc)
             for outcome in outcomes:
                 try:
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        await self._record_in(conn, [outcome])
+                    async with unit_of_work(self.pool) as work:
+                        await self._record_in(work, [outcome])
                 except asyncpg.PostgresError:
                     log.exception("could not record the outcome of %s; reconciliation will", outcome.message_id)
 
-    async def _record_in(self, conn: DbConnection, outcomes: Sequence[SendOutcome]) -> None:
-        queue = DispatchQueue(conn)
+    async def _record_in(self, work: UnitOfWork, outcomes: Sequence[SendOutcome]) -> None:
+        queue = DispatchQueue(work.conn)
         current = await queue.lock([o.message_id for o in outcomes])
         live = []
         for outcome in outcomes:
@@ -118,7 +117,7 @@ class OutcomeRecorder:
         for outcome in live:
             if outcome.failure is not None:
                 outbox += await self._failed(queue, outcome.claimed, outcome.attempt, outcome.failure)
-        await enqueue(conn, outbox)
+        work.add(outbox)
 
     async def _accepted(self, queue: DispatchQueue, accepted: list[tuple[SendOutcome, Accepted]]) -> list[OutboxRecord]:
         provider = self.provider.name

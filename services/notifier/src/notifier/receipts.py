@@ -17,7 +17,7 @@ from notifier.domain import WHOLE_MESSAGE, MessageStatus, advance, advance_recei
 from notifier.events import Events
 from notifier.providers.base import DeliveryReport
 from notifier.repository import Claimed, DispatchQueue, StoredReceipt
-from servicekit.outbox import OutboxRecord, enqueue
+from servicekit.outbox import OutboxRecord, unit_of_work
 
 
 async def settle_receipts(
@@ -69,8 +69,8 @@ class Receipts:
         return await retrying(self._apply, provider, reports)
 
     async def _apply(self, provider: str, reports: Sequence[DeliveryReport]) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            queue = DispatchQueue(conn)
+        async with unit_of_work(self.pool) as work:
+            queue = DispatchQueue(work.conn)
             await queue.lock_provider_ids(provider, (r.provider_message_id for r in reports))
             await queue.put_receipts(provider, await self._advanced(queue, provider, reports))
             parts = await queue.parts(provider, (r.provider_message_id for r in reports))
@@ -80,7 +80,7 @@ class Receipts:
                 for claimed in locked.values()
                 if claimed.message.status is MessageStatus.DISPATCHED
             ]
-            await enqueue(conn, await settle_receipts(queue, self.events, provider, dispatched))
+            work.add(await settle_receipts(queue, self.events, provider, dispatched))
         return sum(1 for r in reports if r.provider_message_id in parts)
 
     @staticmethod
