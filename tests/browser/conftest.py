@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from console.cli import create_user
@@ -73,14 +72,6 @@ async def console(infrastructure: Infrastructure, tmp_path: Path) -> AsyncIterat
     finally:
         platform.stop_all()
         await platform.drop()
-
-
-@pytest.fixture
-async def producer(infrastructure: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, enable_idempotence=True)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 SignIn = Callable[[str], Awaitable[Page]]

@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from devtools.platform import SERVICES, Platform
 from devtools.pytest_plugin import Infrastructure
@@ -23,11 +22,3 @@ async def platform(infrastructure: Infrastructure, tmp_path: Path) -> AsyncItera
     finally:
         platform.stop_all()
         await platform.drop()
-
-
-@pytest.fixture
-async def producer(infrastructure: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, enable_idempotence=True)
-    await producer.start()
-    yield producer
-    await producer.stop()

@@ -22,7 +22,6 @@ from servicekit import consumer as consumer_module
 from servicekit.app import make_broker
 from servicekit.consumer import DeadLetters, Record, Rejected, batch_subscriber, claim_new
 from servicekit.db import apply_migrations, create_pool
-from servicekit.outbox import idempotent_producer
 from servicekit.settings import Batching, ServiceSettings
 
 
@@ -34,14 +33,6 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
         await conn.execute("CREATE TABLE effects (event_id text PRIMARY KEY, value int NOT NULL)")
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-async def producer(infrastructure: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
-    producer = idempotent_producer(infrastructure.kafka_bootstrap, "tests")
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 class Processor:

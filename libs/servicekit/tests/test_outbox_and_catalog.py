@@ -57,14 +57,6 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def producer(infrastructure: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
-    producer = idempotent_producer(infrastructure.kafka_bootstrap, "tests")
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-@pytest.fixture
 def topic(topic_prefix: str) -> str:
     return prefixed(Topic.STATUS_DEFINITIONS, topic_prefix)
 

@@ -20,12 +20,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from devtools import infra
 from devtools.kafka_io import committed_offsets
 from devtools.platform import Infrastructure, database_dsn
 from servicekit.auth import issue_token
 from servicekit.ops import read_topic
+from servicekit.outbox import idempotent_producer
 from servicekit.settings import ServiceSettings
 
 __all__ = ["Infrastructure", "committed_offsets", "database_dsn", "fresh_database", "read_topic", "wait_until"]
@@ -104,6 +106,15 @@ def _from_testcontainers() -> Iterator[Infrastructure]:
         dsn = pg.get_connection_url(driver=None)
         asyncio.run(infra.ensure_topics(kafka.get_bootstrap_server()))
         yield Infrastructure(kafka.get_bootstrap_server(), dsn, "testcontainers")
+
+
+@pytest.fixture
+async def producer(infrastructure: Infrastructure) -> AsyncIterator[AIOKafkaProducer]:
+    """An idempotent producer on the test broker (the services' own kind), as an upstream system would publish."""
+    producer = idempotent_producer(infrastructure.kafka_bootstrap, "tests")
+    await producer.start()
+    yield producer
+    await producer.stop()
 
 
 @pytest.fixture
