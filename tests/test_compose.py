@@ -1,31 +1,25 @@
-"""docker-compose.yml cannot run here (no Docker engine), so its agreement with the code is checked instead."""
+"""docker-compose.yml and the Dockerfile cannot run here (no Docker engine), so their agreement with the code is
+checked instead."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import os
+import shutil
+import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from devtools.platform import CONSOLE, CONSOLE_BACKENDS
+from servicekit.migrate import package_of, settings_class
 from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists())
-
-
-def settings_class(service: str) -> type[ServiceSettings]:
-    module = importlib.import_module(f"{service.replace('-', '_')}.settings")
-    found = [
-        cls
-        for _, cls in inspect.getmembers(module, inspect.isclass)
-        if issubclass(cls, ServiceSettings) and cls is not ServiceSettings
-    ]
-    assert len(found) == 1, f"{module.__name__} should define exactly one ServiceSettings subclass"
-    return found[0]
 
 
 def environment(service: str) -> dict[str, str]:
@@ -90,3 +84,51 @@ def test_postgres_init_creates_one_database_per_service() -> None:
     for service in SERVICES:
         database = settings_class(service)().database_url.rsplit("/", 1)[1]
         assert f"CREATE DATABASE {database};" in init
+
+
+def test_the_console_setting_of_each_backend_names_that_service() -> None:
+    """CONSOLE_BACKENDS, which the tests and `make run` go by, is every API address the console reads, each
+    defaulting to its service's local port."""
+    console = settings_class(CONSOLE)()
+    urls = {name.upper() for name in type(console).model_fields if name.endswith("_url") and name != "database_url"}
+    assert set(CONSOLE_BACKENDS) == urls
+    for variable, service in CONSOLE_BACKENDS.items():
+        assert getattr(console, variable.lower()) == f"http://127.0.0.1:{settings_class(service)().http_port}"
+
+
+def test_the_console_calls_the_services_by_their_compose_names() -> None:
+    console = environment(CONSOLE)
+    for variable, service in CONSOLE_BACKENDS.items():
+        assert console[variable] == f"http://{service}:{environment(service)['HTTP_PORT']}", variable
+
+
+def uv() -> str:
+    """The uv that runs the tests (`uv run` sets UV), else one on PATH or the Makefile's copy. Missing uv fails."""
+    for candidate in (os.environ.get("UV", ""), "uv", str(ROOT / ".state" / "tools" / "bin" / "uv")):
+        if candidate and (found := shutil.which(candidate)):
+            return found
+    pytest.fail("uv is missing: run the tests with `make` or `uv run`, or set UV to a uv binary", pytrace=False)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_image_carries_every_file_of_the_service_package(service: str, tmp_path: Path) -> None:
+    """The Dockerfile installs the service as a wheel (uv sync --no-editable): what the build backend leaves out
+    of it (templates, static files, message catalogues, migrations) is missing from the image."""
+    assert "--no-editable" in (ROOT / "Dockerfile").read_text()
+    subprocess.run(
+        [uv(), "build", "--offline", "--quiet", "--wheel", "--package", service, "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    source = ROOT / "services" / service / "src"
+    package = source / package_of(service)
+    expected = {
+        path.relative_to(source).as_posix()
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    with zipfile.ZipFile(wheel) as archive:
+        missing = expected - set(archive.namelist())
+    assert not missing, f"{service}: the wheel leaves out {sorted(missing)}"

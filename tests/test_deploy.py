@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,11 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from console.settings import ConsoleSettings
 from contracts.topics import TOPIC_SPECS
 from devtools.deploy import kafka_topics
-from servicekit.migrate import migrations_folder, settings_class
+from devtools.platform import CONSOLE, CONSOLE_BACKENDS
+from servicekit.migrate import settings_class
 from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,10 +248,8 @@ def laptop_default(settings: type[BaseModel], field: str) -> bool:
     return local or field.endswith(("_secret", "_password", "_token"))
 
 
-def required_variables(settings: type[ServiceSettings], env: dict[str, str], *, has_database: bool = True) -> set[str]:
+def required_variables(settings: type[ServiceSettings], env: dict[str, str]) -> set[str]:
     required = ALWAYS_REQUIRED | {f.upper() for f in settings.model_fields if laptop_default(settings, f)}
-    if not has_database:  # a service without migrations (the console) has no database to point at
-        required.discard("DATABASE_URL")
     if "notifier_provider" not in settings.model_fields:
         return required
     selected = env.get("NOTIFIER_PROVIDER", "")
@@ -258,38 +257,40 @@ def required_variables(settings: type[ServiceSettings], env: dict[str, str], *, 
     return {variable for variable in required if not variable.startswith(unselected)}
 
 
-def services_with_settings() -> Iterator[str]:
-    for service in SERVICES:
-        if (ROOT / "services" / service / "src" / service.replace("-", "_") / "settings.py").exists():
-            yield service
-
-
 @pytest.mark.parametrize("name", ["everything", "production"])
-@pytest.mark.parametrize("service", list(services_with_settings()))
+@pytest.mark.parametrize("service", SERVICES)
 def test_the_chart_sets_what_each_service_needs_in_a_cluster(name: str, service: str) -> None:
-    if service not in deployments(name):
-        pytest.skip(f"{service} is not enabled in the {name} values")
-    try:
-        settings = settings_class(service)
-    except LookupError as error:
-        pytest.skip(f"{service}: {error}")
-    has_database = migrations_folder(service).is_dir()
+    settings = settings_class(service)
     env = environment(name, service)
     known = {field.upper() for field in settings.model_fields} | HELPER_VARIABLES
     unknown = {v for v in env if v not in known and not v.startswith("OTEL_")}
     assert not unknown, f"{service}: variables no settings field reads: {sorted(unknown)}"
-    missing = required_variables(settings, env, has_database=has_database) - set(env)
+    missing = required_variables(settings, env) - set(env)
     assert not missing, f"{service}: the chart leaves these at their laptop defaults: {sorted(missing)}"
 
     defaults = settings()
     assert env["HTTP_HOST"] == "0.0.0.0"
     assert int(env["HTTP_PORT"]) == defaults.http_port
-    if has_database:
-        assert env["DATABASE_URL"].split("?")[0].rsplit("/", 1)[1] == defaults.database_url.rsplit("/", 1)[1]
+    assert env["DATABASE_URL"].split("?")[0].rsplit("/", 1)[1] == defaults.database_url.rsplit("/", 1)[1]
     # The values parse as the settings' types.
     settings.model_validate(
         {k.lower(): v for k, v in env.items() if v != "<secret>" and k.lower() in settings.model_fields}
     )
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_the_console_calls_the_services_through_their_kubernetes_services(name: str) -> None:
+    services = {component(s): s for s in of_kind(render(name), "Service").values()}
+    console = environment(name, CONSOLE)
+    for variable, service in CONSOLE_BACKENDS.items():
+        target = services[service]
+        (port,) = target["spec"]["ports"]
+        assert console[variable] == f"http://{target['metadata']['name']}:{port['port']}", variable
+
+
+def test_production_sends_the_console_session_cookie_over_https_only() -> None:
+    env = environment("production", CONSOLE)
+    assert ConsoleSettings(session_cookie_secure=env["SESSION_COOKIE_SECURE"]).session_cookie_secure is True
 
 
 def test_the_required_variables_rule_catches_a_laptop_default() -> None:
@@ -363,7 +364,7 @@ def test_cloudnativepg_gives_every_service_its_database_and_owner() -> None:
 
     production = values("values-production.yaml")
     assert production["database"]["host"] == values()["database"]["host"] == f"{name}-rw"
-    for service in services_with_settings():
+    for service in SERVICES:
         database = settings_class(service)().database_url.rsplit("/", 1)[1]
         assert database in owners, f"no database {database} for {service}"
         owner, secret = owners[database]

@@ -30,6 +30,14 @@ from servicekit.settings import ServiceSettings
 SERVICES = ("status-registry", "orders", "campaigns", "notifier")
 CONSOLE = "console"
 APPS = (*SERVICES, CONSOLE)  # each has a database of its own
+# The console's setting for the API of each service it calls (console.settings; the deployables set them too:
+# docker-compose.yml and the Helm chart's ConfigMap, checked by tests/test_compose.py and tests/test_deploy.py).
+CONSOLE_BACKENDS = {
+    "REGISTRY_URL": "status-registry",
+    "ORDERS_URL": "orders",
+    "CAMPAIGNS_URL": "campaigns",
+    "NOTIFIER_URL": "notifier",
+}
 
 
 @dataclass(frozen=True)
@@ -89,12 +97,7 @@ class Platform:
 
     def console_env(self) -> dict[str, str]:
         """The console calls the four services' APIs (the first instance of each)."""
-        return {
-            "REGISTRY_URL": self.url("status-registry"),
-            "ORDERS_URL": self.url("orders"),
-            "CAMPAIGNS_URL": self.url("campaigns"),
-            "NOTIFIER_URL": self.url("notifier"),
-        }
+        return {variable: self.url(service) for variable, service in CONSOLE_BACKENDS.items()}
 
     async def create(self) -> None:
         await ensure_topics(self.infrastructure.kafka_bootstrap, self.prefix)
