@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
 from console.cli import create_user
 from console.domain import Role
@@ -27,6 +27,7 @@ SCREENSHOTS = Path(
     os.environ.get("CONSOLE_SCREENSHOTS", Path(__file__).resolve().parents[2] / ".state" / "console-screenshots")
 )
 PASSWORD = "correct-horse-battery-staple"
+WAIT_MS = 60_000  # the pipeline (orders -> campaigns -> notifier) on a busy machine
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +111,13 @@ async def timed_goto(page: Page, url: str, timings: dict[str, float]) -> None:
     await page.goto(url)
     await page.wait_for_load_state("load")
     timings[url] = (time.perf_counter() - started) * 1000
+
+
+async def reload_until_visible(page: Page, target: Locator, what: str) -> None:
+    """The pipeline is asynchronous: reload the page until `target` shows (a reload every second)."""
+    for _ in range(WAIT_MS // 1000):
+        if await target.count():
+            return
+        await page.wait_for_timeout(1000)
+        await page.reload()
+    raise AssertionError(f"{what} never showed on {page.url}")

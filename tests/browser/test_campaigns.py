@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 
+from aiokafka import AIOKafkaProducer
 from playwright.async_api import Page, expect
 
 from console.domain import Role
 from devtools.scenario import example_status_list
+from devtools.upstream import Upstream
 
-from .conftest import Console, SignIn, screenshot, timed_goto
+from .conftest import Console, SignIn, reload_until_visible, screenshot, timed_goto
 
 SEED_TEMPLATE = "{{ customer.name | default: 'Hello' }}, your order {{ order.id }} is {{ to_status.name | downcase }}!"
 
@@ -38,7 +40,9 @@ async def build_seed_campaign(page: Page) -> None:
     await page.get_by_label("Deliver immediately").check()
 
 
-async def test_the_seed_campaign_in_the_editor_with_its_live_preview(console: Console, sign_in: SignIn) -> None:
+async def test_the_seed_campaign_in_the_editor_with_its_live_preview(
+    console: Console, sign_in: SignIn, producer: AIOKafkaProducer
+) -> None:
     await define_statuses(console, "shop")
     page = await sign_in(await console.user("m@shop.example", Role.MARKETER, "shop"))
     await build_seed_campaign(page)
@@ -48,6 +52,17 @@ async def test_the_seed_campaign_in_the_editor_with_its_live_preview(console: Co
     await expect(preview.get_by_test_id("preview-text")).to_have_text("Анна, your order sample is отгружен!")
     await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "fired")
     await expect(preview.get_by_test_id("segments")).to_have_text("1")
+    # one more condition (htmx adds the row, its kind draws its fields): too small an amount filters the order out
+    await page.get_by_role("button", name="Add condition").click()
+    extra = page.locator(".filter-row").nth(1)
+    await expect(extra).not_to_have_class(re.compile("htmx-added"))  # htmx has wired the new row up
+    await extra.get_by_label("Condition", exact=True).select_option(label="Order amount")
+    await extra.get_by_label("At least").fill("5000")
+    await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "filtered_out")
+    await expect(preview).to_contain_text("amount_below_min")
+    await extra.get_by_role("button", name="Remove condition").click()
+    await expect(page.locator(".filter-row")).to_have_count(1)
+    await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "fired")
     # an unpaid sample order would be filtered out, with the reason
     await page.locator('select[name="sample_status_payment"]').select_option(label="Awaiting payment")
     await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "filtered_out")
@@ -72,21 +87,47 @@ async def test_the_seed_campaign_in_the_editor_with_its_live_preview(console: Co
         "deliver_immediately",
     )
 
+    # someone else changes the campaign meanwhile: saving the stale form says so instead of overwriting
+    async with console.platform.client("campaigns", "shop") as campaigns:
+        definition = {k: saved[k] for k in ("trigger", "filters", "template", "sender", "reentry", "quiet_hours")}
+        changed = await campaigns.put(f"/v1/campaigns/{saved['id']}", json=definition | {"name": "Shipped, paid"})
+        assert changed.status_code == 200, changed.text
+    await page.get_by_label("Campaign name").fill("Shipped and paid, mine")
+    await page.get_by_role("button", name="Save", exact=True).click()
+    await expect(page.locator("#form-error")).to_contain_text("changed by someone else")
+    await page.goto(campaign_url)
+    await expect(page.get_by_label("Campaign name")).to_have_value("Shipped, paid")
+
     # a broken template: the campaigns service's error, with its line, beside the template field
     await page.get_by_label("Text template").fill("Hello {% if %}")
     await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.locator("#template-error")).to_contain_text("line 1")
     await expect(page.get_by_label("Text template")).to_have_attribute("aria-invalid", "true")
 
+    # real orders shipped: o-1 paid (an SMS), o-2 unpaid (filtered out); the preview of o-2 by its id says why
+    upstream = Upstream(producer, console.platform, "shop")
+    await upstream.order("o-1", "Анна", "invoice_issued")  # an order's first status is the initial one
+    await upstream.report("o-1", "paid", 2)
+    await upstream.report("o-1", "shipped", 3)
+    await upstream.order("o-2", "Борис", "invoice_issued")
+    await upstream.report("o-2", "shipped", 2)
     timings: dict[str, float] = {}
+    await timed_goto(page, f"/campaigns/{saved['id']}/stats", timings)
+    await reload_until_visible(page, page.locator('tr[data-reason="payment_status"]'), "o-2 filtered out")
+    await reload_until_visible(page, page.locator('tr[data-stat="triggered"] td', has_text="2"), "both triggered")
+    await expect(page.locator('tr[data-reason="payment_status"]')).to_contain_text("Payment status not wanted")
+    await screenshot(page, "campaign-stats")
+    await page.goto(campaign_url)
+    await page.get_by_label("An order of yours").fill("o-2")
+    await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "filtered_out")
+    await expect(preview).to_contain_text("invoice_issued")
+
     await timed_goto(page, "/campaigns", timings)
     row = page.locator(f'tr[data-campaign="{saved["id"]}"]')
     await expect(row).to_contain_text("Shipped")
     await expect(row).to_contain_text("active")
+    await expect(row.locator("td").nth(3)).to_have_text("2")  # triggered in the last 24 hours
     await screenshot(page, "campaigns")
-    await timed_goto(page, f"/campaigns/{saved['id']}/stats", timings)
-    await expect(page.locator('tr[data-stat="triggered"]')).to_be_visible()
-    await screenshot(page, "campaign-stats")
     print(f"campaign page load times (ms): {timings}")
 
     # another partner's marketer: the campaign's URL is not found

@@ -11,17 +11,16 @@ import json
 import re
 
 from aiokafka import AIOKafkaProducer
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Page, expect
 
 from console.domain import Role
 from devtools.platform import Platform
 from devtools.scenario import define_example, example_status_list
 from devtools.upstream import Upstream
 
-from .conftest import Console, SignIn, screenshot, timed_goto
+from .conftest import Console, SignIn, reload_until_visible, screenshot, timed_goto
 
 PARTNER = "shop"
-WAIT_MS = 60_000  # the pipeline (orders -> campaigns -> notifier) on a busy machine
 
 
 async def make_delivered_final(platform: Platform) -> None:
@@ -40,16 +39,6 @@ async def publish_orders(upstream: Upstream) -> None:
     await upstream.report("o-1", "paid", 4)  # paid again: unchanged
     await upstream.order("o-2", "Борис", "invoice_issued")
     await upstream.report("o-2", "shipped", 2)  # shipped unpaid: no SMS
-
-
-async def reload_until_visible(page: Page, target: Locator, what: str) -> None:
-    """The pipeline is asynchronous: reload the page until `target` shows (a reload every second)."""
-    for _ in range(WAIT_MS // 1000):
-        if await target.count():
-            return
-        await page.wait_for_timeout(1000)
-        await page.reload()
-    raise AssertionError(f"{what} never showed on {page.url}")
 
 
 async def test_orders_analytics_and_messages_in_the_browser(

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, QueryParams
 
 from console.backends import BackendProblem, Service
 from console.web import N_, Marketer, Page, PartnerUser, flash
@@ -24,6 +24,19 @@ FILTER_KINDS = ("order_status", "amount", "sms_consent", "has_phone")
 PAGE_SIZE = 20
 ACTIONS = {"activate": ("POST", "/activate"), "pause": ("POST", "/pause"), "archive": ("DELETE", "")}
 CHANGED_BY_SOMEONE_ELSE = N_("This campaign was changed by someone else since you opened it. Reload to see the change.")
+PREVIEW_NAME = "Preview"
+FIELD_LABELS = {
+    "name": N_("Campaign name"),
+    "status_type": N_("Status type"),
+    "from_codes": N_("Original status"),
+    "to_codes": N_("Target status"),
+    "filters": N_("Filter customers"),
+    "template": N_("Text template"),
+    "sender": N_("Sender"),
+    "reentry": N_("Re-entry"),
+    "quiet_hours": N_("Quiet hours"),
+    "transactional": N_("Transactional"),
+}
 SAMPLE_CUSTOMER = {"name": "Анна", "phone": "+79161234567"}
 
 
@@ -46,6 +59,22 @@ class FilterRow:
             bounds = {"min": self.min or None, "max": self.max or None, "currency": self.currency.upper() or None}
             return {"kind": self.kind} | {k: v for k, v in bounds.items() if v is not None}
         return {"kind": self.kind}
+
+    @classmethod
+    def parse(cls, form: FormData | QueryParams, key: str) -> FilterRow:
+        """The row `key` of a submitted form (the whole editor, or one row asking to be drawn again)."""
+        kind = str(form.get(f"filter_kind_{key}", "order_status"))
+        status_type = str(form.get(f"filter_type_{key}", "payment"))
+        return cls(
+            key=key,
+            kind=kind if kind in FILTER_KINDS else "order_status",
+            status_type=status_type if status_type in STATUS_TYPES else "payment",
+            op=str(form.get(f"filter_op_{key}", "eq")),
+            codes=[str(c) for c in form.getlist(f"filter_codes_{key}")],
+            min=str(form.get(f"filter_min_{key}", "")).strip(),
+            max=str(form.get(f"filter_max_{key}", "")).strip(),
+            currency=str(form.get(f"filter_currency_{key}", "")).strip(),
+        )
 
     @classmethod
     def of(cls, condition: dict[str, Any]) -> FilterRow:
@@ -90,19 +119,7 @@ class CampaignForm:
             from_mode=str(form.get("from_mode", "any")),
             from_codes=[str(c) for c in form.getlist("from_codes")],
             to_codes=[str(c) for c in form.getlist("to_codes")],
-            filters=[
-                FilterRow(
-                    key=key,
-                    kind=str(form.get(f"filter_kind_{key}", "order_status")),
-                    status_type=str(form.get(f"filter_type_{key}", "payment")),
-                    op=str(form.get(f"filter_op_{key}", "eq")),
-                    codes=[str(c) for c in form.getlist(f"filter_codes_{key}")],
-                    min=str(form.get(f"filter_min_{key}", "")).strip(),
-                    max=str(form.get(f"filter_max_{key}", "")).strip(),
-                    currency=str(form.get(f"filter_currency_{key}", "")).strip(),
-                )
-                for key in dict.fromkeys(keys)
-            ],
+            filters=[FilterRow.parse(form, key) for key in dict.fromkeys(keys)],
             template=str(form.get("template", "")),
             sender=str(form.get("sender", "")).strip(),
             reentry=str(form.get("reentry", "once_per_order")),
@@ -259,17 +276,28 @@ async def live_preview(page: PartnerUser) -> Response:
     """The editor's live preview: the form as typed, against a chosen order or a sample one."""
     submitted = await page.request.form()
     form = CampaignForm.parse(submitted)
-    context: dict[str, Any] = {"preview": None, "errors": {}, "problem": None}
+    context: dict[str, Any] = {"preview": None, "errors": [], "problem": None}
+    # a name is not needed to see what the campaign would do: the save asks for it, beside its field
+    definition = form.definition() | {"name": form.name or PREVIEW_NAME}
     try:
         order = await _preview_order(page, submitted, form)
-        body = {"definition": form.definition(), "order": order, **_preview_change(form)}
+        body = {"definition": definition, "order": order, **_preview_change(form)}
         context["preview"] = (await page.api.call(Service.CAMPAIGNS, "POST", "/v1/campaigns/preview", json=body)).body
     except BackendProblem as refused:
-        context["errors"] = {form.field_of(k): v for k, v in page.field_errors(refused).items()}
-        context["problem"] = refused.detail
+        errors = _errors(page, form, refused) if refused.errors() else {}
+        context["errors"] = [(_field_label(page, form, name), message) for name, message in errors.items()]
+        context["problem"] = None if errors else refused.detail
     except _NoTarget:
         context["problem"] = page.gettext("Choose the target status to see a preview.")
     return page.render("campaigns/preview.html", **context)
+
+
+def _field_label(page: Page, form: CampaignForm, name: str) -> str:
+    """The editor's label of one of its fields (`filter_<key>` is the condition's number)."""
+    keys = [row.key for row in form.filters]
+    if name.startswith("filter_") and name.removeprefix("filter_") in keys:
+        return page.gettext("Condition %(number)s", number=keys.index(name.removeprefix("filter_")) + 1)
+    return page.gettext(FIELD_LABELS[name]) if name in FIELD_LABELS else name
 
 
 class _NoTarget(Exception):
@@ -363,9 +391,13 @@ async def campaign_stats(page: PartnerUser, campaign_id: str) -> Response:
 
 
 @router.get("/-/filter-row")
-async def filter_row(page: Marketer, kind: str = "order_status", key: str | None = None) -> Response:
-    """One more "Filter customers" condition (or the same one with another kind)."""
-    row = FilterRow(key=key or secrets.token_hex(4), kind=kind if kind in FILTER_KINDS else "order_status")
+async def filter_row(page: Marketer, key: str | None = None) -> Response:
+    """One more "Filter customers" condition, or the row `key` drawn again for the kind or status type just chosen
+    (its fields come along as query parameters, so what was typed stays)."""
+    if key and key.isalnum():  # the key names the row's fields and its element id
+        row = FilterRow.parse(page.request.query_params, key)
+    else:
+        row = FilterRow(key=secrets.token_hex(4))
     statuses = _by_type(page, await _statuses(page))
     return page.render(
         "campaigns/filter_row.html",
