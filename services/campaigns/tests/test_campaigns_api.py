@@ -31,9 +31,11 @@ async def test_create_read_list_and_replace(demo: httpx.AsyncClient, seed_campai
 
     second = (await demo.post("/v1/campaigns", json=seed_campaign | {"name": "Second"})).json()
     listed = (await demo.get("/v1/campaigns", params={"limit": 1})).json()
-    assert [c["id"] for c in listed["items"]] == [body["id"]] and listed["next_cursor"] == body["id"]
+    assert [c["id"] for c in listed["items"]] == [body["id"]] and listed["next_cursor"] is not None
     rest = (await demo.get("/v1/campaigns", params={"limit": 1, "cursor": listed["next_cursor"]})).json()
     assert [c["id"] for c in rest["items"]] == [second["id"]] and rest["next_cursor"] is None
+    malformed = (await demo.get("/v1/campaigns", params={"cursor": body["id"]})).json()  # an id is not a cursor
+    assert (malformed["status"], malformed["errors"][0]["field"]) == (422, "cursor")
 
     edited = seed_campaign | {"trigger": {"status_type": "delivery", "from": "none", "to": ["shipped", "delivered"]}}
     stale = await demo.put(f"/v1/campaigns/{body['id']}", json=edited, headers={"If-Match": '"7"'})

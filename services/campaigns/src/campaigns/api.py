@@ -33,6 +33,7 @@ from servicekit.app import parts_of
 from servicekit.auth import Principal, Reader, Writer
 from servicekit.errors import problems
 from servicekit.http import version_from_if_match, with_etag
+from servicekit.pagination import decode_cursor, page_of
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 
@@ -114,7 +115,11 @@ async def create_campaign(body: CampaignDefinition, request: Request, response: 
     return with_etag(response, created)
 
 
-@router.get("/campaigns", response_model=CampaignPage)
+@router.get(
+    "/campaigns",
+    response_model=CampaignPage,
+    responses=problems(422, s422="`validation_failed`: a parameter, or a malformed cursor"),
+)
 async def list_campaigns(
     request: Request,
     who: Reader,
@@ -122,10 +127,10 @@ async def list_campaigns(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> CampaignPage:
-    items = await campaigns(request, who).page(state, cursor, limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    return CampaignPage(items=items, next_cursor=items[-1].id if more else None)
+    (after,) = decode_cursor(cursor, str) if cursor else (None,)
+    rows = await campaigns(request, who).page(state, after, limit + 1)
+    items, next_cursor = page_of(rows, limit, lambda campaign: (campaign.id,))
+    return CampaignPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=Campaign, responses=problems(404))

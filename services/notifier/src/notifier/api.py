@@ -40,7 +40,7 @@ class MessageDetail(Message):
 
 class OptOutPage(BaseModel):
     items: list[OptOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
 
 
 class ReportResult(BaseModel):
@@ -134,17 +134,23 @@ async def opt_in(phone: str, request: Request, who: Writer) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/opt-outs", response_model=OptOutPage, tags=["opt-outs"])
+@router.get(
+    "/opt-outs",
+    response_model=OptOutPage,
+    tags=["opt-outs"],
+    responses=problems(422, s422="`validation_failed`: a parameter, or a malformed cursor"),
+)
 async def list_opt_outs(
     request: Request,
     who: Reader,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> OptOutPage:
-    items = await OptOuts(_pool(request), who.partner_id).list(after=cursor, limit=limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    return OptOutPage(items=items, next_cursor=items[-1].phone if more else None)
+    """By phone."""
+    (after,) = decode_cursor(cursor, str) if cursor else (None,)
+    rows = await OptOuts(_pool(request), who.partner_id).list(after=after, limit=limit + 1)
+    items, next_cursor = page_of(rows, limit, lambda opt_out: (opt_out.phone,))
+    return OptOutPage(items=items, next_cursor=next_cursor)
 
 
 def _check_secret(request: Request, secret: str | None) -> None:
