@@ -16,11 +16,12 @@ from contracts.orders import Customer
 from contracts.primitives import CurrencyCode, Money, Slug, UtcDatetime
 from contracts.statuses import StatusCodes, StatusDefinition, StatusType
 from orders import analytics
-from orders.domain import OrderDetails, Reason, Refused, Requested
+from orders.domain import DetailsOutcome, OrderDetails, Outcome, Reason, Refused, Requested
 from orders.read_model import (
     OrderDetail,
     OrderFilter,
     OrderPage,
+    OrderView,
     Segment,
     SegmentCustomer,
     StatusCount,
@@ -73,6 +74,34 @@ class StatusBody(BaseModel):
     code: Slug
     occurred_at: UtcDatetime | None = None
     comment: str | None = Field(default=None, max_length=1000)
+
+
+class StatusChange(BaseModel):
+    """What a write did to one status type."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    type: StatusType
+    outcome: Outcome = Field(description="applied, unchanged (already in it) or stale (older than the current one)")
+    from_: str | None = Field(alias="from")
+    to: str
+    sequence: int | None = Field(description="The order's change number, for an applied change")
+
+
+class DetailsWritten(BaseModel):
+    outcome: DetailsOutcome = Field(description="created, updated, unchanged or stale (ignored)")
+    fields: list[str] = Field(description="The fields that differed")
+
+
+class OrderWritten(BaseModel):
+    """The answer to a write: each status change, the order after it and, for an upsert only, its details."""
+
+    changes: list[StatusChange]
+    order: OrderView
+    details: DetailsWritten | None = Field(default=None, description="Only in the answer to an upsert")
+
+    def body(self) -> dict[str, Any]:
+        # A status write's answer has never had a `details` key: left out rather than null.
+        return self.model_dump(mode="json", by_alias=True, exclude={"details"} if self.details is None else None)
 
 
 def runtime(request: Request) -> Runtime:
@@ -134,27 +163,33 @@ async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any
         view = await one_order(conn, _catalog(request), command.partner_id, command.order_id)
     assert view is not None  # the change just committed
     changes = [
-        {"type": c.status_type, "outcome": c.outcome, "from": c.from_status and c.from_status.code,
-         "to": c.to_status.code, "sequence": c.sequence}
+        StatusChange(type=c.status_type, outcome=c.outcome, from_=c.from_status and c.from_status.code,
+                     to=c.to_status.code, sequence=c.sequence)
         for c in result.changes
     ]  # fmt: skip
-    answer: dict[str, Any] = {"changes": changes, "order": view.model_dump(mode="json")}
-    if result.details is not None:  # an upsert: were its details applied or ignored as stale?
-        answer["details"] = {"outcome": result.details.outcome, "fields": list(result.details.fields)}
-    return 200, answer
+    details = result.details  # an upsert: were its details applied or ignored as stale?
+    written = OrderWritten(
+        changes=changes,
+        order=view,
+        details=DetailsWritten(outcome=details.outcome, fields=list(details.fields)) if details else None,
+    )
+    return 200, written.body()
 
 
-_WRITE_ERRORS = problems(
-    404,
-    422,
-    s404="`unknown_order`: set a status only of an order that exists (PUT it first)",
-    s422="A rule refused the change (`code`: unknown_status, archived_status, transition_not_allowed, "
-    "not_initial_status, wrong_status_type; or `idempotency_key_reused`), or the body does not validate",
-)
+_WRITE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": OrderWritten, "description": "The order after the write; each change says whether it applied"},
+    **problems(
+        404,
+        422,
+        s404="`unknown_order`: set a status only of an order that exists (PUT it first)",
+        s422="A rule refused the change (`code`: unknown_status, archived_status, transition_not_allowed, "
+        "not_initial_status, wrong_status_type; or `idempotency_key_reused`), or the body does not validate",
+    ),
+}
 
 
 @router.put(
-    "/{order_id}", summary="Create or update an order (same as order.upserted on Kafka)", responses=_WRITE_ERRORS
+    "/{order_id}", summary="Create or update an order (same as order.upserted on Kafka)", responses=_WRITE_ANSWERS
 )
 async def upsert_order(
     order_id: Annotated[str, Field(min_length=1, max_length=128)],
@@ -178,7 +213,7 @@ async def upsert_order(
     return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
 
 
-@router.post("/{order_id}/status", summary="Set one status of an order by its code", responses=_WRITE_ERRORS)
+@router.post("/{order_id}/status", summary="Set one status of an order by its code", responses=_WRITE_ANSWERS)
 async def set_status(
     order_id: str, body: StatusBody, request: Request, who: Writer, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
