@@ -58,13 +58,6 @@ class BackendProblem(Exception):
         """The refused fields: `field` (dotted path in its location), `message`, `type`."""
         return [e for e in self.problem.get("errors") or () if isinstance(e, dict)]
 
-    def field_errors(self) -> dict[str, str]:
-        """The service's messages by field (its dotted path, e.g. `localized_names.ru`), the first of each."""
-        errors: dict[str, str] = {}
-        for error in self.errors():
-            errors.setdefault(str(error.get("field", "")), str(error.get("message", "")))
-        return errors
-
 
 @dataclass(frozen=True)
 class Response:
@@ -164,8 +157,13 @@ class OpsKafka:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self._inspector: Inspector | None = None
+        self._opening = asyncio.Lock()  # two pages at once open one connection, not two (one of them leaked)
 
     async def get(self) -> Inspector:
+        async with self._opening:
+            return await self._open()
+
+    async def _open(self) -> Inspector:
         if self._inspector is None:
             inspector = Inspector(self.bootstrap)
             try:

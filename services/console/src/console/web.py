@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -61,7 +62,6 @@ COMMON_FIELD_ERRORS = {
     "missing": N_("Required."),
     "string_too_short": N_("Required."),
     "string_too_long": N_("Too long."),
-    "string_pattern_mismatch": N_("Use lower-case Latin letters, digits, “-” and “_” only."),
     "int_parsing": N_("Enter a whole number."),
     "greater_than_equal": N_("Too small."),
     "less_than_equal": N_("Too large."),
@@ -108,7 +108,9 @@ def is_htmx(request: Request) -> bool:
 
 
 class SignInRequired(Exception):
-    pass
+    def __init__(self, *, must_change_password: bool = False) -> None:
+        super().__init__()
+        self.must_change_password = must_change_password
 
 
 class NotAllowed(Exception):
@@ -133,8 +135,9 @@ class Page:
     user: User
     fmt: Formats
 
-    @property
+    @cached_property
     def api(self) -> PartnerApi:
+        """The backends as this user's partner (one token for the whole request)."""
         if self.user.partner_id is None:
             raise NotAllowed()
         backends: Backends = self.request.app.state.backends
@@ -208,8 +211,15 @@ async def signed_in(request: Request) -> Page:
         request.session.pop("user", None)
         raise SignInRequired()
     if user.must_change_password and request.url.path != "/account/password":
-        raise SignInRequired()
-    return Page(request, user, Formats(user.language, user.time_zone))
+        raise SignInRequired(must_change_password=True)
+    page = request.state.page = Page(request, user, Formats(user.language, user.time_zone))
+    return page
+
+
+async def _page_of(request: Request) -> Page:
+    """For an error answer: the page the route's dependency made (signed in already), else a fresh look-up."""
+    page = getattr(request.state, "page", None)
+    return page if isinstance(page, Page) else await signed_in(request)
 
 
 def role_page(allowed: Callable[[User], bool]) -> Callable[..., Any]:
@@ -234,9 +244,9 @@ Operator = Annotated[Page, Depends(role_page(lambda u: u.role is Role.OPS))]
 # --- answers to what went wrong ----------------------------------------------------------------------------------
 
 
-async def _sign_in_required(request: Request, _: Exception) -> Response:
-    user_id = request.session.get("user")
-    if user_id and (user := await users_of(request).get(int(user_id))) and user.must_change_password:
+async def _sign_in_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    if exc.must_change_password:
         return redirect(request, "/account/password")
     next_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return redirect(request, f"/login?next={quote(next_url)}")
@@ -247,13 +257,13 @@ async def _csrf_refused(request: Request, _: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, _: Exception) -> Response:
-    page = await signed_in(request)
+    page = await _page_of(request)
     return page.render("error.html", 403, reason="forbidden")
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BackendUnavailable)
-    page = await signed_in(request)
+    page = await _page_of(request)
     if is_htmx(request):  # the banner replaces the page's banner slot; the page stays as it is
         headers = {"HX-Retarget": "#banner", "HX-Reswap": "innerHTML"}
         return page.render("banner.html", 200, headers, service=exc.service)
@@ -263,7 +273,7 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 async def _refused(request: Request, exc: Exception) -> Response:
     """A refusal no page expected (e.g. a URL naming an order that does not exist): the service's words."""
     assert isinstance(exc, BackendProblem)
-    page = await signed_in(request)
+    page = await _page_of(request)
     return page.render("error.html", exc.status, reason="refused", detail=exc.detail, status=exc.status)
 
 

@@ -15,7 +15,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
 from console.backends import BackendProblem, PartnerApi, Service
-from console.pages.orders import STATUS_TYPES, statuses_by_code
+from console.catalog import STATUS_TYPES, display_order
+from console.pages.orders import statuses_by_code
 from console.web import Page, PartnerUser
 
 router = APIRouter(prefix="/analytics")
@@ -39,7 +40,7 @@ def _window(page: Page, start: str, end: str) -> tuple[str | None, str | None]:
 
 def _flagged(statuses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     chosen = (s for s in statuses.values() if s["include_in_analytics"] and not s["archived"])
-    return sorted(chosen, key=lambda s: (STATUS_TYPES.index(s["type"]), s["position"], s["code"]))
+    return sorted(chosen, key=display_order)
 
 
 @router.get("")

@@ -15,11 +15,11 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData, QueryParams
 
 from console.backends import BackendProblem, Service
+from console.catalog import STATUS_TYPES, choices, partner_statuses
 from console.web import N_, Marketer, Page, PartnerUser, flash
 
 router = APIRouter(prefix="/campaigns")
 
-STATUS_TYPES = ("general", "delivery", "payment")
 FILTER_KINDS = ("order_status", "amount", "sms_consent", "has_phone")
 PAGE_SIZE = 20
 ACTIONS = {"activate": ("POST", "/activate"), "pause": ("POST", "/pause"), "archive": ("DELETE", "")}
@@ -183,15 +183,6 @@ class CampaignForm:
 # --- reading -------------------------------------------------------------------------------------------------
 
 
-async def _statuses(page: Page) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = await page.api.pages(Service.REGISTRY, "/v1/statuses")
-    return sorted(items, key=lambda s: (STATUS_TYPES.index(s["type"]), s["position"], s["code"]))
-
-
-def _by_type(page: Page, statuses: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
-    return {t: [(s["code"], page.fmt.status_name(s)) for s in statuses if s["type"] == t] for t in STATUS_TYPES}
-
-
 async def _last_day(page: Page, campaign_id: str) -> dict[str, Any]:
     since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     stats: dict[str, Any] = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{campaign_id}/stats", since=since)
@@ -203,7 +194,7 @@ async def list_campaigns(page: PartnerUser, state: str | None = None, cursor: st
     listing = await page.api.get(Service.CAMPAIGNS, "/v1/campaigns", state=state, cursor=cursor, limit=PAGE_SIZE)
     campaigns = listing["items"]
     counts = await asyncio.gather(*(_last_day(page, c["id"]) for c in campaigns))
-    names = {code: name for group in _by_type(page, await _statuses(page)).values() for code, name in group}
+    names = {code: name for group in choices(page, await partner_statuses(page)).values() for code, name in group}
     return page.render(
         "campaigns/list.html",
         campaigns=list(zip(campaigns, counts, strict=True)),
@@ -227,7 +218,7 @@ async def _editor(
         form=form,
         campaign=campaign,
         errors=errors,
-        statuses=_by_type(page, await _statuses(page)),
+        statuses=choices(page, await partner_statuses(page)),
         types=STATUS_TYPES,
         filter_kinds=FILTER_KINDS,
         sample=SAMPLE_CUSTOMER,
@@ -398,7 +389,7 @@ async def filter_row(page: Marketer, key: str | None = None) -> Response:
         row = FilterRow.parse(page.request.query_params, key)
     else:
         row = FilterRow(key=secrets.token_hex(4))
-    statuses = _by_type(page, await _statuses(page))
+    statuses = choices(page, await partner_statuses(page))
     return page.render(
         "campaigns/filter_row.html",
         row=row,
@@ -413,5 +404,5 @@ async def filter_row(page: Marketer, key: str | None = None) -> Response:
 async def trigger_statuses(page: Marketer, status_type: str = "delivery") -> Response:
     """The trigger's from/to choices for another status type."""
     form = CampaignForm(status_type=status_type if status_type in STATUS_TYPES else "delivery")
-    statuses = _by_type(page, await _statuses(page))
+    statuses = choices(page, await partner_statuses(page))
     return page.render("campaigns/trigger_statuses.html", form=form, statuses=statuses, errors={})

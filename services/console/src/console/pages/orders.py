@@ -3,30 +3,23 @@ history (applied, stale, unchanged, with its source) and "set status" by name. A
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
 from console.backends import BackendProblem, Service
+from console.catalog import STATUS_TYPES, Status, choices, partner_statuses
 from console.web import Marketer, Page, PartnerUser, flash
 
 router = APIRouter(prefix="/orders")
 
-STATUS_TYPES = ("general", "delivery", "payment")
 PAGE_SIZE = 25
 
 
-async def statuses_by_code(page: Page) -> dict[str, dict[str, Any]]:
+async def statuses_by_code(page: Page) -> dict[str, Status]:
     """The partner's statuses (archived ones too: old orders name them), by code."""
-    items = await page.api.pages(Service.REGISTRY, "/v1/statuses", include_archived="true")
-    return {s["code"]: s for s in items}
-
-
-def choices(page: Page, statuses: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
-    """Active statuses by type, in position order, as (code, name in the user's language)."""
-    active = sorted((s for s in statuses.values() if not s["archived"]), key=lambda s: (s["position"], s["code"]))
-    return {t: [(s["code"], page.fmt.status_name(s)) for s in active if s["type"] == t] for t in STATUS_TYPES}
+    return {s["code"]: s for s in await partner_statuses(page, include_archived=True)}
 
 
 @router.get("")
@@ -57,7 +50,7 @@ async def search(
         q=q,
         customer=customer,
         status=status,
-        choices=choices(page, statuses),
+        choices=choices(page, statuses.values()),
         not_found=bool(q.strip()),
         types=STATUS_TYPES,
     )
@@ -73,7 +66,7 @@ async def _order_page(page: Page, order_id: str, errors: dict[str, str], status_
         order=order,
         history=history,
         statuses=statuses,
-        choices=choices(page, statuses),
+        choices=choices(page, statuses.values()),
         types=STATUS_TYPES,
         errors=errors,
     )

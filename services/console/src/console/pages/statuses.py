@@ -11,16 +11,18 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData
 
 from console.backends import BackendProblem, Service
+from console.catalog import STATUS_TYPES, choices, partner_statuses
 from console.domain import LANGUAGES
 from console.web import N_, Marketer, Page, PartnerUser, flash
 
 router = APIRouter(prefix="/settings/statuses")
 
-STATUS_TYPES = ("general", "delivery", "payment")
 POSITION_STEP = 10
 CHANGED_BY_SOMEONE_ELSE = N_("This status was changed by someone else since you opened it. Reload to see the change.")
 # The registry's conflicts that concern one field of the dialog, by their code.
 FIELD_OF_CONFLICT = {"status_exists": "code", "initial_status_taken": "is_initial"}
+# A status code the registry's pattern refuses: said in words, not as the pattern.
+BAD_CODE = N_("Use lower-case Latin letters, digits, “-” and “_” only.")
 KNOWN_CONFLICTS = {
     "status_exists": N_("A status with this code exists already: choose another code."),
     "initial_status_taken": N_("Another status of this type is the initial one already: unset it there first."),
@@ -91,16 +93,9 @@ class StatusForm:
         return {name: value for name, value in fields.items() if name != "position" or value is not None}
 
 
-async def _statuses(page: Page, include_archived: bool = True) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = await page.api.pages(
-        Service.REGISTRY, "/v1/statuses", include_archived=str(include_archived).lower()
-    )
-    return sorted(items, key=lambda s: (STATUS_TYPES.index(s["type"]), s["position"], s["code"]))
-
-
 async def _next_position(page: Page, status_type: str) -> int:
     """After the last status of its type, so a new status is added at the end of its group."""
-    positions = [s["position"] for s in await _statuses(page) if s["type"] == status_type]
+    positions = [s["position"] for s in await partner_statuses(page, include_archived=True) if s["type"] == status_type]
     return max(positions, default=0) + POSITION_STEP
 
 
@@ -110,7 +105,7 @@ def _by_type(statuses: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 @router.get("")
 async def list_statuses(page: PartnerUser, archived: bool = False) -> Response:
-    statuses = await _statuses(page, include_archived=archived)
+    statuses = await partner_statuses(page, include_archived=archived)
     names = {s["code"]: page.fmt.status_name(s) for s in statuses}
     blocking = page.request.session.pop("blocking", None)
     return page.render(
@@ -121,15 +116,14 @@ async def list_statuses(page: PartnerUser, archived: bool = False) -> Response:
 async def _dialog(
     page: Page, form: StatusForm, *, editing: bool, errors: dict[str, str], status_code: int = 200
 ) -> Response:
-    statuses = [s for s in await _statuses(page, include_archived=False) if s["code"] != form.code or not editing]
-    choices = {t: [(s["code"], page.fmt.status_name(s)) for s in statuses if s["type"] == t] for t in STATUS_TYPES}
+    others = [s for s in await partner_statuses(page) if s["code"] != form.code or not editing]
     return page.render(
         "statuses/dialog.html",
         status_code,
         form=form,
         editing=editing,
         errors=errors,
-        choices=choices,
+        choices=choices(page, others),
         types=STATUS_TYPES,
         languages=LANGUAGES,
     )
@@ -198,7 +192,7 @@ async def restore_status(page: Marketer, code: str) -> Response:
 async def move_status(page: Marketer, code: str, direction: str) -> Response:
     """One place up or down within its type: the type's statuses are renumbered 10, 20, 30... in the new order,
     each change with its own ETag (a concurrent edit refuses the move rather than overwrite it)."""
-    statuses = await _statuses(page, include_archived=False)
+    statuses = await partner_statuses(page)
     kind = next((s["type"] for s in statuses if s["code"] == code), None)
     order = [s for s in statuses if s["type"] == kind]
     index = next((i for i, s in enumerate(order) if s["code"] == code), None)
@@ -223,10 +217,10 @@ async def move_status(page: Marketer, code: str, direction: str) -> Response:
 def _errors(page: Page, refused: BackendProblem) -> dict[str, str]:
     """The registry's refusal as messages by dialog field; '' holds what concerns the whole form."""
     if refused.status == 412:
-        return {
-            "": page.gettext("This status was changed by someone else since you opened it. Reload to see the change.")
-        }
+        return {"": page.gettext(CHANGED_BY_SOMEONE_ELSE)}
     errors = page.field_errors(refused)
+    if any(e.get("field") == "code" and e.get("type") == "string_pattern_mismatch" for e in refused.errors()):
+        errors["code"] = page.gettext(BAD_CODE)
     if refused.code in KNOWN_CONFLICTS:  # the registry names the field; the console says it in the user's words
         errors[FIELD_OF_CONFLICT[refused.code]] = page.gettext(KNOWN_CONFLICTS[refused.code])
     return errors or {"": refused.detail}
