@@ -34,7 +34,7 @@ from orders.read_model import (
 )
 from orders.repository import store_response, stored_response
 from orders.services import Command, OrderService, Result
-from servicekit.app import Runtime, parts_of, runtime_of
+from servicekit.app import parts_of, runtime_of
 from servicekit.auth import Principal, Reader, Writer
 from servicekit.catalog import StatusCatalog
 from servicekit.errors import (
@@ -104,12 +104,8 @@ class OrderWritten(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude={"details"} if self.details is None else None)
 
 
-def runtime(request: Request) -> Runtime:
-    return runtime_of(request)
-
-
 def service(request: Request) -> OrderService:
-    return parts_of(runtime(request), OrderService)
+    return parts_of(runtime_of(request), OrderService)
 
 
 def _event_id(idempotency_key: str | None) -> str:
@@ -123,7 +119,7 @@ async def _idempotent(request: Request, who: Principal, key: str | None, body: B
         code, payload = await run()
         return _answer(code, payload)
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path} {body.model_dump_json()}".encode()).hexdigest()
-    pool = runtime(request).pool
+    pool = runtime_of(request).pool
     async with pool.acquire() as conn:
         stored = await stored_response(conn, who.partner_id, key)
     if stored is None:
@@ -159,7 +155,7 @@ async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any
     result = await service(request).handle_request(command)
     if result.refused is not None:
         return _refusal(result)
-    async with runtime(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn:
         view = await one_order(conn, _catalog(request), command.partner_id, command.order_id)
     assert view is not None  # the change just committed
     changes = [
@@ -223,7 +219,7 @@ async def set_status(
 
 
 def _catalog(request: Request) -> StatusCatalog:
-    catalog = runtime(request).catalog
+    catalog = runtime_of(request).catalog
     assert catalog is not None
     return catalog
 
@@ -235,7 +231,7 @@ def _catalog(request: Request) -> StatusCatalog:
     responses=problems(404),
 )
 async def get_order(order_id: str, request: Request, who: Reader) -> OrderDetail:
-    async with runtime(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn:
         found = await order_detail(conn, _catalog(request), who.partner_id, order_id)
     if found is None:
         raise NotFound(f"no order '{order_id}'")
@@ -267,7 +263,7 @@ async def list_orders(
         updated_to=updated_to,
     )
     after = decode_cursor(cursor, str, str) if cursor else None
-    async with runtime(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn:
         rows = await find_orders(
             conn, who.partner_id, where, (datetime.fromisoformat(after[0]), after[1]) if after else None, limit + 1
         )
@@ -277,9 +273,7 @@ async def list_orders(
 
 
 def _analytics_status(request: Request, partner_id: str, code: str, field: str) -> StatusDefinition:
-    catalog = runtime(request).catalog
-    assert catalog is not None
-    definition = catalog.get(partner_id, code)
+    definition = _catalog(request).get(partner_id, code)
     if definition is None:
         raise _refused_status(field, "unknown_status", f"no status with code '{code}'")
     if not definition.include_in_analytics:
@@ -310,14 +304,12 @@ async def status_counts(
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
 ) -> StatusCounts:
-    catalog = runtime(request).catalog
-    assert catalog is not None
     flagged = sorted(
-        (d for d in catalog.of_partner(who.partner_id) if d.type == type and d.include_in_analytics),
+        (d for d in _catalog(request).of_partner(who.partner_id) if d.type == type and d.include_in_analytics),
         key=lambda d: (d.position, d.code),
     )
     codes = [d.code for d in flagged]
-    async with runtime(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn:
         current = await analytics.current_distribution(conn, who.partner_id, str(type), codes)
         entered = await analytics.transitions_into(conn, who.partner_id, codes, from_, to)
     return StatusCounts(
@@ -339,7 +331,7 @@ async def status_counts(
 )
 async def time_in_status(request: Request, who: Reader, code: str) -> TimeInStatus:
     _analytics_status(request, who.partner_id, code, "code")
-    async with runtime(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn:
         return TimeInStatus(code=code, **await analytics.time_in_status(conn, who.partner_id, code))
 
 
@@ -360,7 +352,7 @@ async def customers_segment(
 ) -> Segment:
     _analytics_status(request, who.partner_id, status_code, "status")
     (after,) = decode_cursor(cursor, str) if cursor else ("",)
-    async with runtime(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn:
         rows = await analytics.customers_entering(conn, who.partner_id, status_code, from_, to, after, limit + 1)
     page, next_cursor = page_of(rows, limit, lambda row: (row["customer_id"],))
     items = [SegmentCustomer.model_validate(dict(row)) for row in page]
