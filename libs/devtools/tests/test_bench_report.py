@@ -38,7 +38,10 @@ def made_up_report() -> dict[str, Any]:
         "with_campaigns": {"full_speed": {"status_changes_per_second": 800.0}},
         "with_orders": {"full_speed": {"status_changes_per_second": 700.0}},
         "registry_lookups": {"registry_rps": 800.0, "bare_fastapi_rps": 1600.0, "ratio": 0.5},
-        "processes": {"orders": {"cpu_seconds": 30.0, "peak_rss_mb": 120.0}},
+        "processes": {"orders": {"cpu_seconds": 30.0, "peak_rss_mb": 120.0},
+                      "orders.2": {"cpu_seconds": 20.0, "peak_rss_mb": 130.0}},
+        "instances": 2,
+        "exactly_once": {"sms_expected": 10, "sms_handed_over": 11, "distinct": 10, "duplicates": 1, "missing": 0},
         "hot_query_plans": {"orders load": ["Index Scan"], "campaigns active": ["Seq Scan on campaigns"]},
     }  # fmt: skip
 
@@ -48,8 +51,9 @@ def test_targets_are_ratios_within_the_run() -> None:
     assert rows["full-speed status changes/s, platform / floor"] == (0.75, ">= 0.6")
     assert rows["p99 at 500 ev/s, platform / floor"] == (2.0, "<= 2")
     assert rows["throughput with 1000 more active campaigns per partner / with the bench's 2"] == (0.889, ">= 0.8")
-    assert rows["peak RSS per service, MB (largest)"] == (120.0, "<= 150")
-    assert len(rows) == 8
+    assert rows["peak RSS per service, MB (largest)"] == (130.0, "<= 150")
+    assert rows["SMS handed over twice or never, 2 instance(s) of each consumer"] == (1, "= 0")
+    assert len(rows) == 9
 
 
 def test_table_summarizes_every_phase() -> None:
@@ -60,6 +64,10 @@ def test_table_summarizes_every_phase() -> None:
     assert "    100 ev/s (achieved    99.0):    40.0    79.0    80.0 |        3.0           3.0           3.0" in lines
     assert any(
         line.startswith("  full speed (10.0 s wall, 10% of the machine): orders 1.5, kafka 0.5") for line in lines
+    )
+    assert (
+        "exactly once, 2 instance(s) of orders, campaigns and notifier: 10 SMS expected, 10 handed over, "
+        "1 twice, 0 missing" in lines
     )
     assert lines[-1] == "hot query plans at the preloaded size: sequential scans in campaigns active"
 

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,14 @@ from contracts.orders import Customer
 from contracts.statuses import StatusCodes
 from contracts.topics import Topic, prefixed
 from devtools import infra
-from devtools.bench_accounting import batch_means, cpu_used, infrastructure_cpu, pipeline_counts, process_usage
+from devtools.bench_accounting import (
+    batch_means,
+    cpu_used,
+    infrastructure_cpu,
+    pipeline_counts,
+    process_usage,
+    service_processes,
+)
 from devtools.bench_report import table, targets
 from devtools.calibration import machine_costs
 from devtools.platform import SERVICES, Infrastructure, Platform, database_dsn, free_port
@@ -69,6 +77,10 @@ PUBLISH_TICK_S = float(os.environ.get("BENCH_PUBLISH_TICK_MS", "10")) / 1000
 PRELOAD_CAMPAIGNS = int(os.environ.get("BENCH_CAMPAIGNS", "1000"))
 PRELOAD_ORDERS = int(os.environ.get("BENCH_PRELOAD_ORDERS", "1000000"))
 WARMUP_ORDERS = int(os.environ.get("BENCH_WARMUP_ORDERS", "300"))
+# `make bench INSTANCES=2`: that many processes of each of orders, campaigns and the notifier, in the same consumer
+# groups (the registry stays one: nothing on the pipeline's path calls it).
+INSTANCES = max(1, int(os.environ.get("INSTANCES") or 1))
+SCALED_SERVICES = ("orders", "campaigns", "notifier")
 # BENCH_PROFILE=1: py-spy samples every service in every phase (folded stacks beside the report).
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 CHANGES_PER_ORDER, SMS_PER_ORDER, EVENTS_PER_ORDER = 6, 2, 4
@@ -226,6 +238,7 @@ class Bench:
     infrastructure: Infrastructure
     workdir: Path
     report: dict[str, Any] = field(default_factory=dict)
+    sms_expected: int = 0  # by the platform, over the whole run: the exactly-once check counts them at the end
 
     def topic(self, platform: Platform, topic: Topic) -> str:
         return prefixed(topic, platform.prefix)
@@ -265,6 +278,7 @@ class Bench:
         changes_before = await changes()
         sms_before = platform.sent_count()
         expected_changes, expected_sms = orders * CHANGES_PER_ORDER, orders * SMS_PER_ORDER
+        self.sms_expected += expected_sms
         inbound = self.topic(platform, Topic.ORDERS_INBOUND)
         records = [(event.to_bytes(), event.key()) for event in events]
         started = time.monotonic()
@@ -298,8 +312,11 @@ class Bench:
         then campaigns and the notifier working off what orders published while orders idles. Shows what a
         stage does when it does not share the two cores with the others, and its CPU per record."""
         orders = FULL_SPEED_ORDERS
-        downstream = [platform.processes[service].pid for service in ("campaigns", "notifier")]
+        downstream = [
+            platform.processes[instance].pid for s in ("campaigns", "notifier") for instance in platform.instances(s)
+        ]
         records = [(event.to_bytes(), event.key()) for event in interleaved(orders, "alone")]
+        self.sms_expected += orders * SMS_PER_ORDER
         sms_before = platform.sent_count()
         orders_cpu: dict[str, Any] = {}
         downstream_cpu: dict[str, Any] = {}
@@ -560,13 +577,25 @@ class Bench:
 
     # --- latency ------------------------------------------------------------------------------
     async def latency(
-        self, platform: Platform, producer: AIOKafkaProducer, rate: int, cpu: dict[str, Any]
+        self, platform: Platform, producer: AIOKafkaProducer, rate: int, cpu: dict[str, Any], tag: str = "rate"
     ) -> dict[str, Any]:
         async def delivered() -> int:
             return platform.sent_count()
 
+        self.sms_expected += max(1, int(rate * RATE_SECONDS) // EVENTS_PER_ORDER) * SMS_PER_ORDER
         with cpu_used(platform, cpu):  # until the last SMS: reading the topics back afterwards is not load
-            return await self.latency_of(platform.prefix, delivered, producer, rate, f"rate{rate}")
+            return await self.latency_of(platform.prefix, delivered, producer, rate, f"{tag}{rate}")
+
+    def exactly_once(self, platform: Platform) -> dict[str, int]:
+        """Every SMS the platform was sent work for, handed to the provider exactly once over the whole run."""
+        handed_over = Counter(sms["id"] for sms in platform.sent_sms())
+        return {
+            "sms_expected": self.sms_expected,
+            "sms_handed_over": sum(handed_over.values()),
+            "distinct": len(handed_over),
+            "duplicates": sum(n - 1 for n in handed_over.values()),
+            "missing": max(0, self.sms_expected - len(handed_over)),
+        }
 
     async def latency_of(
         self, prefix: str, delivered: Callable[[], Awaitable[int]], producer: AIOKafkaProducer, rate: int, tag: str
@@ -682,13 +711,13 @@ def profiled(platform: Platform, folder: Path) -> Iterator[None]:
         return
     folder.mkdir(parents=True, exist_ok=True)
     spies = {
-        service: subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(platform.processes[service].pid),
-             "--rate", "200", "--gil", "--format", "raw", "--output", str(folder / f"{service}.folded"),
+        instance: subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(platform.processes[instance].pid),
+             "--rate", "200", "--gil", "--format", "raw", "--output", str(folder / f"{instance}.folded"),
              "--nonblocking"],
             stdout=subprocess.DEVNULL,
         )
-        for service in SERVICES
+        for _, instance in service_processes(platform)
     }  # fmt: skip
     try:
         yield
@@ -760,11 +789,15 @@ async def run() -> dict[str, Any]:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": os.uname().nodename,
         "machine_costs": costs,
+        "instances": INSTANCES,
     }
     try:
         for service in SERVICES:
             platform.start(service)
-        await platform.wait_ready()
+        further = [f"{service}.{n}" for service in SCALED_SERVICES for n in range(2, INSTANCES + 1)]
+        for instance in further:
+            platform.start(instance.split(".")[0], instance)
+        await platform.wait_ready(*SERVICES, *further)
         await bench.define(platform)
         await asyncio.sleep(2)
         # Not measured: connections, prepared statements, caches and the broker's JIT settle first.
@@ -811,7 +844,10 @@ async def run() -> dict[str, Any]:
         report["hot_query_plans"] = await bench.explain_hot_queries(platform)
         say("registry lookups against a bare FastAPI endpoint")
         report["registry_lookups"] = await bench.lookups(platform)
-        report["processes"] = {service: process_usage(platform.processes[service].pid) for service in SERVICES}
+        report["processes"] = {
+            instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
+        }
+        report["exactly_once"] = bench.exactly_once(platform)
         report["targets"] = targets(report, PRELOAD_CAMPAIGNS, PRELOAD_ORDERS)
         report["run_seconds"] = round(time.monotonic() - run_started)
     finally:
@@ -825,11 +861,7 @@ async def run() -> dict[str, Any]:
 async def size_phase(bench: Bench, platform: Platform, producer: AIOKafkaProducer, tag: str) -> dict[str, Any]:
     """The full-speed and 100 ev/s phases again, at the size just preloaded."""
     result = {"full_speed": await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, tag)}
-
-    async def delivered() -> int:
-        return platform.sent_count()
-
-    result["latency_100"] = await bench.latency_of(platform.prefix, delivered, producer, 100, f"{tag}rate100")
+    result["latency_100"] = await bench.latency(platform, producer, 100, {}, f"{tag}rate")
     return result
 
 

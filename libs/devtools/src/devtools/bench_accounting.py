@@ -23,11 +23,12 @@ Counts = dict[str, tuple[float, float]]  # "service metric topic" -> (sum, count
 
 
 async def pipeline_counts(platform: Platform) -> Counts:
-    """Sums and counts of the batch histograms of every service (consumers and outbox relays)."""
+    """Sums and counts of the batch histograms of every service (consumers and outbox relays), all its instances
+    together."""
     counts: dict[str, list[float]] = {}
     async with httpx.AsyncClient() as client:
-        for service in SERVICES:
-            metrics = (await client.get(f"{platform.url(service)}/metrics")).text
+        for service, instance in service_processes(platform):
+            metrics = (await client.get(f"{platform.url(instance)}/metrics")).text
             for family in text_string_to_metric_families(metrics):
                 if family.name not in PIPELINE_METRICS:
                     continue
@@ -36,7 +37,7 @@ async def pipeline_counts(platform: Platform) -> Counts:
                         topic = sample.labels.get("topic", "").removeprefix(platform.prefix)
                         name = f"{service} {family.name.replace('_records', '').replace('_seconds', '')} {topic}"
                         entry = counts.setdefault(f"{name.strip()}|{family.name.rsplit('_', 1)[1]}", [0.0, 0.0])
-                        entry[0 if sample.name.endswith("_sum") else 1] = sample.value
+                        entry[0 if sample.name.endswith("_sum") else 1] += sample.value
     return {key: (v[0], v[1]) for key, v in counts.items()}
 
 
@@ -55,14 +56,22 @@ def batch_means(before: Counts, after: Counts) -> dict[str, dict[str, float]]:
     return means
 
 
+def service_processes(platform: Platform) -> list[tuple[str, str]]:
+    """(service, process name) of every running service process: `make bench INSTANCES=2` runs some twice."""
+    return [(service, instance) for service in SERVICES for instance in platform.instances(service)]
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_cpu(platform: Platform) -> dict[str, float]:
-    """CPU seconds so far of every process on the path: the services, Kafka, PostgreSQL, this load generator."""
-    usage = {service: cpu_seconds(platform.processes[service].pid) for service in SERVICES}
+    """CPU seconds so far of every process on the path: the services (all instances of each together), Kafka,
+    PostgreSQL, this load generator."""
+    usage = dict.fromkeys(SERVICES, 0.0)
+    for service, instance in service_processes(platform):
+        usage[service] += cpu_seconds(platform.processes[instance].pid)
     usage |= infrastructure_cpu()
     usage["load generator"] = cpu_seconds(os.getpid())
     return usage

@@ -35,6 +35,8 @@ def targets(report: dict[str, Any], preload_campaigns: int, preload_orders: int)
          _ratio(report["with_orders"]["full_speed"]["status_changes_per_second"],
                 report["with_campaigns"]["full_speed"]["status_changes_per_second"]), ">= 0.8"),
         ("peak RSS per service, MB (largest)", max(p["peak_rss_mb"] for p in report["processes"].values()), "<= 150"),
+        (f"SMS handed over twice or never, {report['instances']} instance(s) of each consumer",
+         report["exactly_once"]["duplicates"] + report["exactly_once"]["missing"], "= 0"),
     ]  # fmt: skip
     return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
 
@@ -99,6 +101,11 @@ def table(report: dict[str, Any]) -> str:
     )
     for service, usage in report["processes"].items():
         lines.append(f"  {service:<16} {usage['cpu_seconds']:>7} CPU s  {usage['peak_rss_mb']:>7} MB peak RSS")
+    once = report["exactly_once"]
+    lines.append(
+        f"exactly once, {report['instances']} instance(s) of orders, campaigns and notifier: {once['sms_expected']} "
+        f"SMS expected, {once['distinct']} handed over, {once['duplicates']} twice, {once['missing']} missing"
+    )
     lines.append("issue 19's targets (ratios within this run):")
     lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
     scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]

@@ -127,6 +127,10 @@ class Platform:
             [sys.executable, "-m", service.replace("-", "_")], env=env, stdout=log, stderr=log
         )
 
+    def instances(self, service: str) -> list[str]:
+        """The names of the running processes of `service`: itself and its further instances ("orders.2")."""
+        return [name for name in self.processes if name == service or name.startswith(f"{service}.")]
+
     def kill(self, service: str) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crash."""
         process = self.processes.pop(service)
