@@ -310,10 +310,7 @@ def batch_subscriber(
 
     Returns the FastStream subscriber.
     """
-    fetching = {"fetch_min_bytes": batching.fetch_min_bytes, "fetch_max_wait_ms": batching.fetch_max_wait_ms}
-    subscriber: Any = broker.subscriber(
-        topic, **subscriber_options(group_id, max_records=max_records), **fetching, **options
-    )
+    subscriber: Any = broker.subscriber(topic, **subscriber_options(group_id, max_records=max_records), **options)
     commits = OffsetCommits(batching.commit_interval_s)
     linger_s = batching.linger_ms / 1000
     small = max(1, max_records // 4)  # a batch this big already spreads its fixed costs: no wait

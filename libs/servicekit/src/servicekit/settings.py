@@ -24,10 +24,6 @@ class Batching:
 
     linger_ms: float = 25.0
     commit_interval_s: float = 0.5
-    # Broker-side batching (Kafka's fetch.min.bytes / fetch.max.wait.ms): the broker holds a fetch until this many
-    # bytes are there or the wait is over. aiokafka's defaults (1 byte, 500 ms) answer each record on its own.
-    fetch_min_bytes: int = 1
-    fetch_max_wait_ms: int = 500
 
 
 class ServiceSettings(BaseSettings):
@@ -65,8 +61,6 @@ class ServiceSettings(BaseSettings):
     # committed at most this often (and at stop).
     consumer_linger_ms: float = Field(default=Batching.linger_ms, ge=0)
     consumer_commit_interval_s: float = Field(default=Batching.commit_interval_s, ge=0)
-    consumer_fetch_min_bytes: int = Field(default=Batching.fetch_min_bytes, ge=1)
-    consumer_fetch_max_wait_ms: int = Field(default=Batching.fetch_max_wait_ms, ge=0)
 
     # Python's cyclic garbage collector (`gc.set_threshold`): a young collection every N allocations, then the
     # older generations every so many young ones. CPython's (700, 10, 10) suits short scripts; with it a service
@@ -96,12 +90,7 @@ class ServiceSettings(BaseSettings):
 
     @property
     def batching(self) -> Batching:
-        return Batching(
-            linger_ms=self.consumer_linger_ms,
-            commit_interval_s=self.consumer_commit_interval_s,
-            fetch_min_bytes=self.consumer_fetch_min_bytes,
-            fetch_max_wait_ms=self.consumer_fetch_max_wait_ms,
-        )
+        return Batching(linger_ms=self.consumer_linger_ms, commit_interval_s=self.consumer_commit_interval_s)
 
     def topic(self, topic: Topic) -> str:
         return prefixed(topic, self.kafka_topic_prefix)
