@@ -186,7 +186,7 @@ async def test_the_relay_takes_and_deletes_its_batch_through_the_index_whatever_
         )
         for mode in ("force_generic_plan", "force_custom_plan"):
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
-            for statement, arguments in ((TAKE_BATCH, (0, 500)), (DELETE_PUBLISHED, (list(range(1, 501)),))):
+            for statement, arguments in ((TAKE_BATCH, ([0, 1, 2, 3], 500)), (DELETE_PUBLISHED, (list(range(1, 501)),))):
                 plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {statement}", *arguments))
                 assert "Seq Scan" not in plan, f"{mode}:\n{plan}"
 
@@ -214,6 +214,31 @@ async def test_a_full_relay_batch_goes_out_in_one_produce_request(
     assert sum(1 for name in requests if name.startswith("ProduceRequest")) == 1
     records = await read_topic(infrastructure.kafka_bootstrap, topic)
     assert [r.value for r in records] == [e.to_bytes() for e in events]
+
+
+async def test_a_round_over_every_slot_is_one_produce_request(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    """One commit's rows spread over the slots by key; read slot by slot, they went out as a request per slot."""
+    relay = OutboxRelay(pool, producer, batch_size=500)
+    await add(pool, topic, upserted(definition("warm", 1)))
+    assert await relay.publish_batch() == 1  # the producer learns the topic's partitions
+    events = [upserted(definition(f"s{n}", 1)) for n in range(12)]
+    await add(pool, topic, *events)
+    async with pool.acquire() as conn:
+        slots = await conn.fetchval("SELECT count(DISTINCT slot) FROM outbox")
+    assert slots > 1
+    requests: list[str] = []
+    send = producer.client.send
+
+    async def counting_send(node_id: int, request: object, **kwargs: object) -> object:
+        requests.append(type(request).__name__)
+        return await send(node_id, request, **kwargs)
+
+    producer.client.send = counting_send
+    assert await relay.publish_batch() == len(events)
+    assert sum(1 for name in requests if name.startswith("ProduceRequest")) == 1
+    assert await pending_count(pool) == 0
 
 
 async def test_the_relay_partitions_as_send_does_and_splits_what_one_produce_batch_cannot_hold(

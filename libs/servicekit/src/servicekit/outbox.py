@@ -71,13 +71,19 @@ GIVE_SLOTS_BACK = "SELECT pg_advisory_unlock($1, s) FROM unnest($2::int[]) AS s"
 GIVE_ALL_BACK = "SELECT pg_advisory_unlock_all()"
 READ_SLOT_COUNT = f"SELECT {SLOT_COUNT}"
 
-# A slot's batch, oldest first, read outside any transaction (the slot's lock keeps other relays away) and deleted
-# once the broker acknowledged it. Both go through an index whatever the plan (a test checks it): a sequential
+# The batch of every slot the relay holds ($1), each slot's oldest first, in one statement: read outside any
+# transaction (the slots' locks keep other relays away) and deleted once the broker acknowledged it. One read, one
+# produce request and one delete per round, however many slots hold rows: read slot by slot, a round over four
+# slots cost four reads and a send and a delete per slot with rows, and one commit's rows spread over the slots by
+# key (docs/performance.md, issue 19). Both go through an index whatever the plan (a test checks it): a sequential
 # scan would walk every dead row of the queue (11-28 ms per batch on the benchmark, up to 1.3 s, once deletes
 # piled up faster than autovacuum removed them). Given the ids as a plain array, the planner weighs their number
 # against the table and picks the sequential scan for a full batch; as `ARRAY(SELECT ...)` it cannot count them,
 # and probes the index.
-TAKE_BATCH = "SELECT id, topic, key, payload, headers FROM outbox WHERE slot = $1 ORDER BY id LIMIT $2"
+TAKE_BATCH = (
+    "SELECT b.* FROM unnest($1::int[]) AS s(slot), LATERAL (SELECT id, topic, key, payload, headers, slot "
+    "FROM outbox o WHERE o.slot = s.slot ORDER BY id LIMIT $2) AS b ORDER BY b.id"
+)
 DELETE_PUBLISHED = "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT unnest($1::bigint[])))"
 RELAY_BATCH_SECONDS = Histogram(
     "outbox_relay_batch_seconds", "Time to publish one outbox batch: read, send, broker acknowledgements, delete"
@@ -301,10 +307,8 @@ class OutboxRelay:
         """Publish and delete one batch of every slot it could take, on a connection of its own that holds the
         slots for this call only; returns how many records went out (none from slots another relay holds)."""
         async with self._own_session() as session:
-            published = 0
             await self._balance(session)
-            for slot in session.held:
-                published += await self._publish_timed(session, slot)
+            published, _ = await self._publish_timed(session)
             return published
 
     @contextlib.asynccontextmanager
@@ -334,13 +338,9 @@ class OutboxRelay:
         await self._pool.release(conn)
 
     async def _publish_round(self, session: _Session) -> bool:
-        """Balance the slots, then one batch of each held slot in turn; whether one had a full batch."""
+        """Balance the slots, then one batch of every held slot at once; whether a slot had a full batch."""
         await self._balance(session)
-        full = False
-        for slot in session.held:
-            if self._stopping:
-                break
-            full = await self._publish_timed(session, slot) >= self._batch_size or full
+        _, full = await self._publish_timed(session)
         return full
 
     async def _balance(self, session: _Session) -> None:
@@ -371,27 +371,33 @@ class OutboxRelay:
         self.held = tuple(slots)
         RELAY_SLOTS_HELD.set(len(self.held))
 
-    async def _publish_timed(self, session: _Session, slot: int) -> int:
+    async def _publish_timed(self, session: _Session) -> tuple[int, bool]:
+        """Publish a batch of every held slot; how many records went out, and whether a slot's batch was full."""
+        if not session.held:
+            return 0, False
         started = time.perf_counter()
-        published = await self._publish(session, slot)
+        published, full = await self._publish(session)
         if published:  # an empty poll is not a batch
             RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
             RELAY_BATCH_RECORDS.observe(published)
-        return published
+        return published, full
 
-    async def _publish(self, session: _Session, slot: int) -> int:
+    async def _publish(self, session: _Session) -> tuple[int, bool]:
         # Each statement commits on its own: the rows are deleted only after the broker acknowledged every
         # record, so a failed send leaves them to publish again, and no transaction waits on the broker.
-        rows = await session.conn.fetch(TAKE_BATCH, slot, self._batch_size)
+        rows = await session.conn.fetch(TAKE_BATCH, session.held, self._batch_size)
         if not rows:
-            return 0
+            return 0, False
         await self._send_all(rows)
         ids = [row["id"] for row in rows]
         await session.conn.execute(DELETE_PUBLISHED, ids)
         self.published += len(rows)
         for watch in self._watches:
             watch.published(ids)
-        return len(rows)
+        per_slot: dict[int, int] = {}
+        for row in rows:
+            per_slot[row["slot"]] = per_slot.get(row["slot"], 0) + 1
+        return len(rows), max(per_slot.values()) >= self._batch_size
 
     async def _send_all(self, rows: list[asyncpg.Record]) -> None:
         await self._sender.send_all(

@@ -21,7 +21,7 @@ from notifier.domain import GiveUp, MessageStatus, RetryPolicy
 from notifier.events import Events
 from notifier.providers.base import Accepted, Provider, ProviderFailure
 from notifier.receipts import settle_receipts
-from notifier.repository import Claimed, DispatchQueue, FinishedAttempt
+from notifier.repository import Claimed, Dispatched, DispatchQueue, FinishedAttempt
 from servicekit.outbox import OutboxRecord, UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -122,20 +122,17 @@ class OutcomeRecorder:
     async def _accepted(self, queue: DispatchQueue, accepted: list[tuple[SendOutcome, Accepted]]) -> list[OutboxRecord]:
         provider = self.provider.name
         await queue.lock_provider_ids(provider, (pid for _, a in accepted for pid in a.provider_message_ids))
-        await queue.finish_attempts(
-            [FinishedAttempt(o.message_id, o.attempt, o.how, None, list(a.provider_message_ids)) for o, a in accepted]
+        receipts = await queue.dispatch(
+            provider,
+            [Dispatched(o.message_id, o.attempt, o.how, a.provider_message_ids, a.per_segment) for o, a in accepted],
         )
-        await queue.add_parts(
-            provider, [(o.message_id, list(a.provider_message_ids), a.per_segment) for o, a in accepted]
-        )
-        await queue.mark_dispatched([(o.message_id, a.provider_message_ids[0]) for o, a in accepted])
         outbox = [
             self.events.dispatched(o.claimed.message, o.claimed.correlation_id, provider, a.provider_message_ids[0])
             for o, a in accepted
         ]
         # Receipts may have come before this commit (fast handsets, slow databases): merge them now.
         dispatched = [(o.claimed, a.provider_message_ids[0]) for o, a in accepted]
-        return outbox + await settle_receipts(queue, self.events, provider, dispatched)
+        return outbox + await settle_receipts(queue, self.events, provider, dispatched, receipts)
 
     async def _failed(
         self, queue: DispatchQueue, claimed: Claimed, attempt: int, failure: ProviderFailure

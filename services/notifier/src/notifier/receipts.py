@@ -13,7 +13,7 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from contracts.sms import SmsFailureReason
-from notifier.domain import WHOLE_MESSAGE, MessageStatus, advance, advance_receipt, merge_receipts
+from notifier.domain import WHOLE_MESSAGE, MessageStatus, ReceiptStatus, advance, advance_receipt, merge_receipts
 from notifier.events import Events
 from notifier.providers.base import DeliveryReport
 from notifier.repository import Claimed, DispatchQueue, StoredReceipt
@@ -21,10 +21,16 @@ from servicekit.outbox import OutboxRecord, unit_of_work
 
 
 async def settle_receipts(
-    queue: DispatchQueue, events: Events, provider: str, dispatched: Sequence[tuple[Claimed, str | None]]
+    queue: DispatchQueue,
+    events: Events,
+    provider: str,
+    dispatched: Sequence[tuple[Claimed, str | None]],
+    receipts: dict[str, dict[int, ReceiptStatus]] | None = None,
 ) -> list[OutboxRecord]:
-    """Fold each dispatched message's receipts into its status; the events of the forward moves."""
-    receipts = await queue.receipts_of([claimed.message.message_id for claimed, _ in dispatched])
+    """Fold each dispatched message's receipts (read here unless given) into its status; the events of the forward
+    moves."""
+    if receipts is None:
+        receipts = await queue.receipts_of([claimed.message.message_id for claimed, _ in dispatched])
     ended: list[tuple[str, MessageStatus, str | None, str | None]] = []
     outbox: list[OutboxRecord] = []
     for claimed, pid in dispatched:

@@ -262,6 +262,59 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     )
 
 
+@dataclass(frozen=True)
+class Dispatched:
+    """A send the provider accepted: its attempt, how it was found out (accepted, reconciled), the provider's ids
+    (one per segment when `per_segment`)."""
+
+    message_id: str
+    attempt: int
+    how: str
+    provider_message_ids: Sequence[str]
+    per_segment: bool = False
+
+
+def receipt_of_part(whole: str) -> str:
+    """The columns of a receipt `r` of a message part `p`: the message, the segment it stands for (its own, or the
+    part's for a per-segment id; `whole` is the parameter holding WHOLE_MESSAGE), its status."""
+    return (
+        f"p.message_id::text AS message_id, "
+        f"CASE WHEN r.segment <> {whole} THEN r.segment ELSE coalesce(p.segment, {whole}) END AS segment, r.status"
+    )
+
+
+# `DispatchQueue.dispatch`: $1 provider; attempts ($2 message, $3 attempt, $4 how, $5 ids as JSON); parts ($6 provider
+# id, $7 message, $8 segment); dispatched ($9 message, $10 first provider id); $11 the whole-message segment. The
+# receipts are read over the message's parts after the insert: the stored ones, and the new ones not stored yet.
+DISPATCH = (
+    "WITH finished AS (UPDATE attempts a SET status = f.status, detail = NULL, finished_at = now(), "
+    "provider_message_ids = ARRAY(SELECT jsonb_array_elements_text(f.ids::jsonb)) "
+    "FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[]) AS f(message_id, attempt, status, ids) "
+    "WHERE a.message_id = f.message_id AND a.attempt = f.attempt), "
+    "new_parts AS (SELECT * FROM unnest($6::text[], $7::uuid[], $8::int[]) AS n(provider_message_id, message_id, "
+    "segment)), "
+    "parts_added AS (INSERT INTO message_parts (provider, provider_message_id, message_id, segment) "
+    "SELECT $1, provider_message_id, message_id, segment FROM new_parts ON CONFLICT DO NOTHING), "
+    "marked AS (UPDATE messages m SET status = 'dispatched', lease_until = NULL, provider_message_id = d.pid, "
+    "updated_at = now() FROM unnest($9::uuid[], $10::text[]) AS d(message_id, pid) "
+    "WHERE m.message_id = d.message_id) "
+    f"SELECT {receipt_of_part('$11')} FROM ("
+    "SELECT provider, provider_message_id, message_id, segment FROM message_parts WHERE message_id = ANY($9::uuid[]) "
+    "UNION ALL SELECT $1, n.provider_message_id, n.message_id, n.segment FROM new_parts n WHERE NOT EXISTS "
+    "(SELECT 1 FROM message_parts e WHERE e.provider = $1 AND e.provider_message_id = n.provider_message_id)"
+    ") AS p JOIN receipts r USING (provider, provider_message_id)"
+)
+
+
+def _merged_receipts(rows: Iterable[asyncpg.Record]) -> dict[str, dict[int, ReceiptStatus]]:
+    """Message id -> segment -> the furthest receipt status of the rows (`receipt_of_part`)."""
+    merged: dict[str, dict[int, ReceiptStatus]] = {}
+    for row in rows:
+        of_message = merged.setdefault(row["message_id"], {})
+        of_message[row["segment"]] = advance_receipt(of_message.get(row["segment"]), ReceiptStatus(row["status"]))
+    return merged
+
+
 # Advisory-lock class of the dispatchers' liveness locks: (OWNER_LOCK_CLASS, instance id).
 OWNER_LOCK_CLASS = 7301
 
@@ -426,17 +479,6 @@ class DispatchQueue:
             *as_columns([(message_id, *ending) for message_id, ending in last.items()], 4),
         )
 
-    async def mark_dispatched(self, dispatched: Sequence[tuple[str, str]]) -> None:
-        """(message id, the provider's first id): the provider took these messages."""
-        if not dispatched:
-            return
-        await self._conn.execute(
-            "UPDATE messages m SET status = 'dispatched', lease_until = NULL, provider_message_id = d.pid, "
-            "updated_at = now() FROM unnest($1::uuid[], $2::text[]) AS d(message_id, pid) "
-            "WHERE m.message_id = d.message_id",
-            *as_columns(list(dict(dispatched).items()), 2),
-        )
-
     async def lock_provider_ids(self, provider: str, ids: Iterable[str]) -> None:
         """Serialize the recording of a dispatch with receipts for the same provider ids.
 
@@ -451,23 +493,6 @@ class DispatchQueue:
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
             "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted_keys",
             keys,
-        )
-
-    async def add_parts(self, provider: str, parts: Sequence[tuple[str, list[str], bool]]) -> None:
-        """(message id, provider ids, whether there is one id per segment) of accepted messages."""
-        if not parts:
-            return
-        rows = [
-            (pid, message_id, i if per_segment else None)
-            for message_id, ids, per_segment in parts
-            for i, pid in enumerate(ids)
-        ]
-        await self._conn.execute(
-            "INSERT INTO message_parts (provider, provider_message_id, message_id, segment) "
-            "SELECT $1, pid, message_id, segment FROM unnest($2::text[], $3::uuid[], $4::int[]) "
-            "AS p(pid, message_id, segment) ON CONFLICT DO NOTHING",
-            provider,
-            *as_columns(rows, 3),
         )
 
     async def parts(self, provider: str, provider_message_ids: Iterable[str]) -> dict[str, str]:
@@ -520,18 +545,36 @@ class DispatchQueue:
         if not message_ids:
             return {}
         rows = await self._conn.fetch(
-            "SELECT p.message_id::text AS message_id, "
-            "CASE WHEN r.segment <> $2 THEN r.segment ELSE coalesce(p.segment, $2) END AS segment, r.status "
+            f"SELECT {receipt_of_part('$2')} "
             "FROM message_parts p JOIN receipts r USING (provider, provider_message_id) "
             "WHERE p.message_id = ANY($1::uuid[])",
             list(message_ids),
             WHOLE_MESSAGE,
         )
-        merged: dict[str, dict[int, ReceiptStatus]] = {}
-        for row in rows:
-            of_message = merged.setdefault(row["message_id"], {})
-            of_message[row["segment"]] = advance_receipt(of_message.get(row["segment"]), ReceiptStatus(row["status"]))
-        return merged
+        return _merged_receipts(rows)
+
+    async def dispatch(self, provider: str, dispatched: Sequence[Dispatched]) -> dict[str, dict[int, ReceiptStatus]]:
+        """Record accepted sends: their attempts finished, their parts (provider ids) kept, the messages dispatched;
+        returns the receipts stored for them already (come before this commit), as `receipts_of` would after those
+        writes. One statement: as four (three writes and the read) they were four of the outcome transaction's
+        nine round trips (docs/performance.md, issue 19)."""
+        if not dispatched:
+            return {}
+        last = {(d.message_id, d.attempt): d for d in dispatched}  # one row per attempt, the last word wins
+        parts = [
+            (pid, d.message_id, i if d.per_segment else None)
+            for d in dispatched
+            for i, pid in enumerate(d.provider_message_ids)
+        ]
+        rows = await self._conn.fetch(
+            DISPATCH,
+            provider,
+            *as_columns([(*key, d.how, _json_list(list(d.provider_message_ids))) for key, d in last.items()], 4),
+            *as_columns(parts, 3),
+            *as_columns(list({d.message_id: d.provider_message_ids[0] for d in dispatched}.items()), 2),
+            WHOLE_MESSAGE,
+        )
+        return _merged_receipts(rows)
 
     async def partners_messaging(self, phone: str) -> list[str]:
         rows = await self._conn.fetch("SELECT DISTINCT partner_id FROM messages WHERE phone = $1", phone)
