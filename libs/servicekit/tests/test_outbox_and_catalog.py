@@ -24,15 +24,19 @@ from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool
 from servicekit.outbox import (
     DELETE_PUBLISHED,
+    ENQUEUE,
     RELAY_LOCKS,
     RUNNING,
     TAKE_BATCH,
     OutboxRecord,
     OutboxRelay,
+    committed,
     enqueue,
     idempotent_producer,
+    outbox_arguments,
     pending_count,
     record_for,
+    unit_of_work,
 )
 
 
@@ -124,15 +128,35 @@ async def test_relay_crash_between_publish_and_mark_republishes_and_readers_keep
         await catalog.stop()
 
 
-async def test_relay_wakes_on_notify_and_runs_until_cancelled(
+async def test_relay_wakes_on_another_process_notify_and_runs_until_cancelled(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
 ) -> None:
-    relay = OutboxRelay(pool, producer, poll_interval_s=30)  # only a notification can wake it in time
+    relay = OutboxRelay(pool, producer, poll_interval_s=30)  # only a wake-up can make it publish in time
     task = asyncio.create_task(relay.run())
     try:
         await asyncio.sleep(0.3)
-        await add(pool, topic, upserted(definition("shipped", 1)))
+        record = record_for(upserted(definition("shipped", 1)), topic, b"acme:shipped")
+        async with pool.acquire() as conn, conn.transaction():  # as another instance writes: its own token
+            await conn.fetchval(ENQUEUE, *outbox_arguments([record])[:-1], "another-process")
         await wait_until(lambda: _is(relay.published, 1), timeout_s=10, what="the relay to publish")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_commit_in_this_process_wakes_its_relay_in_process_not_through_postgresql(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    relay = OutboxRelay(pool, producer, poll_interval_s=30)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.3)
+        await add(pool, topic, upserted(definition("shipped", 1)))  # enqueue alone: this process's NOTIFY only
+        await asyncio.sleep(1)
+        assert relay.published == 0  # its own writes' notification is not its wake-up
+        async with unit_of_work(pool) as work:  # a unit of work wakes it when it commits
+            work.publish(upserted(definition("paid", 1)), topic, b"acme:paid")
+        await wait_until(lambda: _is(relay.published, 2), timeout_s=10, what="the relay to publish")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -216,29 +240,28 @@ async def test_a_full_relay_batch_goes_out_in_one_produce_request(
     assert [r.value for r in records] == [e.to_bytes() for e in events]
 
 
-async def test_a_round_over_every_slot_is_one_produce_request(
+class CountingSends(OutboxRelay):
+    sends = 0
+
+    async def _send_all(self, rows: list[asyncpg.Record]) -> None:
+        self.sends += 1
+        await super()._send_all(rows)
+
+
+async def test_a_round_over_every_slot_is_one_read_one_send_and_one_delete(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
 ) -> None:
-    """One commit's rows spread over the slots by key; read slot by slot, they went out as a request per slot."""
-    relay = OutboxRelay(pool, producer, batch_size=500)
-    await add(pool, topic, upserted(definition("warm", 1)))
-    assert await relay.publish_batch() == 1  # the producer learns the topic's partitions
+    """One commit's rows spread over the slots by key; read slot by slot, they went out as a batch per slot."""
     events = [upserted(definition(f"s{n}", 1)) for n in range(12)]
     await add(pool, topic, *events)
     async with pool.acquire() as conn:
-        slots = await conn.fetchval("SELECT count(DISTINCT slot) FROM outbox")
-    assert slots > 1
-    requests: list[str] = []
-    send = producer.client.send
-
-    async def counting_send(node_id: int, request: object, **kwargs: object) -> object:
-        requests.append(type(request).__name__)
-        return await send(node_id, request, **kwargs)
-
-    producer.client.send = counting_send
+        assert await conn.fetchval("SELECT count(DISTINCT slot) FROM outbox") > 1
+    relay = CountingSends(pool, producer, batch_size=500)
     assert await relay.publish_batch() == len(events)
-    assert sum(1 for name in requests if name.startswith("ProduceRequest")) == 1
+    assert relay.sends == 1
     assert await pending_count(pool) == 0
+    records = await read_topic(infrastructure.kafka_bootstrap, topic)
+    assert sorted(r.value for r in records if r.value) == sorted(e.to_bytes() for e in events)
 
 
 async def test_the_relay_partitions_as_send_does_and_splits_what_one_produce_batch_cannot_hold(
@@ -366,6 +389,25 @@ async def test_a_relay_whose_connection_dies_reconnects_and_carries_on(
         assert await _relay_lock_holder(pool) not in (None, holder)
 
 
+async def test_writes_notify_other_relays_unless_this_process_relay_holds_every_slot(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str
+) -> None:
+    record = record_for(upserted(definition("shipped", 1)), topic, b"acme:shipped")
+
+    async def notified() -> int:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(ENQUEUE, *outbox_arguments([record]))
+        assert row is not None
+        return int(row[1])  # the NOTIFYs the write sent
+
+    assert await notified() == 1  # no relay here: another instance's may publish it
+    relay = OutboxRelay(pool, producer, poll_interval_s=0.1)
+    async with running(relay):
+        await wait_until(lambda: _is(relay.holds_every_slot, True), what="the relay to hold every slot")
+        assert await notified() == 0  # nobody else has a slot to publish
+    assert await notified() == 1
+
+
 async def test_a_watch_returns_once_the_relay_of_this_process_published_the_rows(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
 ) -> None:
@@ -375,6 +417,7 @@ async def test_a_watch_returns_once_the_relay_of_this_process_published_the_rows
         with relay.watch() as published:
             async with pool.acquire() as conn, conn.transaction():
                 published.add(await enqueue(conn, [record_for(event, topic, event.key())]))
+            committed()  # as every writer does after its commit (`unit_of_work` does)
             assert await published.wait(10)
         assert await pending_count(pool) == 0  # no sleep: gone from the outbox means acknowledged
         records = await read_topic(infrastructure.kafka_bootstrap, topic)

@@ -158,8 +158,7 @@ HOT_QUERIES: dict[str, dict[str, str]] = {
     "orders": {
         "load orders": "SELECT o.* FROM orders o JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
         "ON partner_id = k.p AND order_id = k.o ORDER BY partner_id, order_id FOR UPDATE OF o",
-        "load statuses": "SELECT s.* FROM order_statuses s JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
-        "ON s.partner_id = k.p AND s.order_id = k.o",
+        "load statuses and claims": orders_repository.LOAD_STATUSES_AND_CLAIMS,
         "save batch": orders_repository.SAVE_BATCH,
     },
     "campaigns": {

@@ -150,19 +150,6 @@ class DeadLetters:
         await asyncio.gather(*futures)
 
 
-async def already_processed(conn: DbConnection, consumer: str, event_ids: Sequence[str]) -> set[str]:
-    """Which of `event_ids` `consumer` has claimed before (for a consumer that claims only what it applies)."""
-    # Driven from the ids (one index probe each): with `event_id = ANY($2)` the planner chose a sequential scan of
-    # the whole table for a full batch of ids.
-    rows = await conn.fetch(
-        "SELECT p.event_id FROM unnest($2::text[]) AS k(event_id) "
-        "JOIN processed_events p ON p.consumer = $1 AND p.event_id = k.event_id",
-        consumer,
-        list(event_ids),
-    )
-    return {row["event_id"] for row in rows}
-
-
 async def claim_new(conn: DbConnection, consumer: str, event_ids: Sequence[str]) -> set[str]:
     """Record `event_ids` as processed by `consumer`; returns the ones not seen before.
 

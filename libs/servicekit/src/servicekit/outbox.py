@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import ceil
@@ -47,6 +48,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "outbox"
+# The relays' wake-up. A write wakes its own process's relay in process once it committed (`committed`). It also
+# notifies, with this process's token, for the relays of other instances (which skip their own process's
+# notifications), unless its own relay holds every slot: then no other relay has anything to publish.
+WRITER = uuid.uuid4().hex
+_RELAYS: set[OutboxRelay] = set()  # the relays running in this process
+
+
+def committed() -> None:
+    """Outbox rows were just committed in this process: wake its relay now. A wake-up through PostgreSQL (the
+    NOTIFY on commit) cost the server a lock at commit and a signal to the relay's backend, which wrote to the
+    relay's socket, and the relay a wake-up of its own (docs/performance.md, issue 19). Every writer calls this
+    after its commit (`unit_of_work` does, and orders' batch): a write that did not would wait for the poll."""
+    for relay in _RELAYS:
+        relay.wake()
+
+
+def _notification() -> str | None:
+    """The payload of a write's NOTIFY (this process's token), or None when none is needed: this process's relay
+    holds every slot. Should it give slots back between this write and its commit, their new relay finds the rows
+    on its next poll (`OUTBOX_POLL_INTERVAL_S`): a delay while the relays rebalance, never a loss."""
+    return None if any(relay.holds_every_slot for relay in _RELAYS) else WRITER
+
 
 # The connection's slot count (`servicekit.db.SLOTS_SETTING`), read by writers and relays alike.
 SLOT_COUNT = f"coalesce(nullif(current_setting('{SLOTS_SETTING}', true), ''), '{DEFAULT_SLOTS}')::int"
@@ -71,18 +94,18 @@ GIVE_SLOTS_BACK = "SELECT pg_advisory_unlock($1, s) FROM unnest($2::int[]) AS s"
 GIVE_ALL_BACK = "SELECT pg_advisory_unlock_all()"
 READ_SLOT_COUNT = f"SELECT {SLOT_COUNT}"
 
-# The batch of every slot the relay holds ($1), each slot's oldest first, in one statement: read outside any
-# transaction (the slots' locks keep other relays away) and deleted once the broker acknowledged it. One read, one
-# produce request and one delete per round, however many slots hold rows: read slot by slot, a round over four
-# slots cost four reads and a send and a delete per slot with rows, and one commit's rows spread over the slots by
-# key (docs/performance.md, issue 19). Both go through an index whatever the plan (a test checks it): a sequential
-# scan would walk every dead row of the queue (11-28 ms per batch on the benchmark, up to 1.3 s, once deletes
-# piled up faster than autovacuum removed them). Given the ids as a plain array, the planner weighs their number
-# against the table and picks the sequential scan for a full batch; as `ARRAY(SELECT ...)` it cannot count them,
-# and probes the index.
+# A batch: the oldest $2 rows of the slots the relay holds ($1), in one statement (what it takes of a slot is that
+# slot's oldest rows, so every key keeps its order), read outside any transaction (the slots' locks keep other
+# relays away) and deleted once the broker acknowledged it. One read, one produce request and one delete per
+# round, however many slots hold rows: read slot by slot, a round over four slots cost four reads and a send and a
+# delete per slot with rows, and one commit's rows spread over the slots by key (docs/performance.md, issue 19).
+# Both go through an index whatever the plan (a test checks it): a sequential scan would walk every dead row of the
+# queue (11-28 ms per batch on the benchmark, up to 1.3 s, once deletes piled up faster than autovacuum removed
+# them). Given the ids as a plain array, the planner weighs their number against the table and picks the
+# sequential scan for a full batch; as `ARRAY(SELECT ...)` it cannot count them, and probes the index.
 TAKE_BATCH = (
-    "SELECT b.* FROM unnest($1::int[]) AS s(slot), LATERAL (SELECT id, topic, key, payload, headers, slot "
-    "FROM outbox o WHERE o.slot = s.slot ORDER BY id LIMIT $2) AS b ORDER BY b.id"
+    "SELECT b.* FROM unnest($1::int[]) AS s(slot), LATERAL (SELECT id, topic, key, payload, headers "
+    "FROM outbox o WHERE o.slot = s.slot ORDER BY id LIMIT $2) AS b ORDER BY b.id LIMIT $2"
 )
 DELETE_PUBLISHED = "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT unnest($1::bigint[])))"
 RELAY_BATCH_SECONDS = Histogram(
@@ -129,8 +152,8 @@ def outbox_insert(first: int) -> str:
         f"FROM unnest(${first}::text[], ${first + 1}::bytea[], ${first + 2}::bytea[], ${first + 3}::text[]) "
         "WITH ORDINALITY AS r(topic, key, payload, headers, n) "
         "ORDER BY n RETURNING id), "
-        f"outbox_woken AS (SELECT pg_notify(${first + 4}, '') FROM (SELECT count(*) AS n FROM outbox_added) AS a "
-        "WHERE a.n > 0)"
+        f"outbox_woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', ${first + 4}::text) "
+        f"FROM (SELECT count(*) AS n FROM outbox_added) AS a WHERE a.n > 0 AND ${first + 4}::text IS NOT NULL)"
     )
 
 
@@ -140,7 +163,7 @@ def outbox_arguments(records: Sequence[OutboxRecord]) -> list[Any]:
         [r.key for r in records],
         [r.payload for r in records],
         [json.dumps(dict(r.headers)) for r in records],
-        NOTIFY_CHANNEL,
+        _notification(),
     ]
 
 
@@ -190,6 +213,8 @@ async def unit_of_work(
                 if published is not None:
                     published.add(ids)
             work.committed = True
+            if work.events:
+                committed()
         if published is not None and work.events:
             await published.wait(publish_wait_s)
 
@@ -245,26 +270,36 @@ class OutboxRelay:
         self.published = 0
         self.held: tuple[int, ...] = ()
         """The slots this relay holds now (for tests and the metric)."""
+        self.holds_every_slot = False
 
     async def run(self) -> None:
         """Publish until `stop`: on a connection of its own, which listens for the wake-up and holds the locks of
         the slots this relay took; a lost connection is replaced after a pause."""
-        while not self._stopping:
-            try:
-                async with self._own_session() as session:
-                    await session.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                    await self._publish_until_stopped(session)
-            except Exception as exc:  # the connection is gone (or could not be set up): try another after a pause
-                log.warning("outbox relay: its connection failed (%s: %s); reconnecting", type(exc).__name__, exc)
-                await self._sleep_until_woken()
+        _RELAYS.add(self)
+        try:
+            while not self._stopping:
+                try:
+                    async with self._own_session() as session:
+                        await session.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                        await self._publish_until_stopped(session)
+                except Exception as exc:  # the connection is gone (or could not be set up): try another after a pause
+                    log.warning("outbox relay: its connection failed (%s: %s); reconnecting", type(exc).__name__, exc)
+                    await self._sleep_until_woken()
+        finally:
+            _RELAYS.discard(self)
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from `run`: cancelling mid-batch would republish it."""
         self._stopping = True
         self._wake.set()
 
-    def _on_notify(self, *_: object) -> None:
+    def wake(self) -> None:
+        """Look for rows now (this process committed some)."""
         self._wake.set()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, writer: object) -> None:
+        if writer != WRITER:  # this process's own writes woke it already (`committed`)
+            self._wake.set()
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[PublishWatch]:
@@ -338,7 +373,7 @@ class OutboxRelay:
         await self._pool.release(conn)
 
     async def _publish_round(self, session: _Session) -> bool:
-        """Balance the slots, then one batch of every held slot at once; whether a slot had a full batch."""
+        """Balance the slots, then one batch of the held slots together; whether it was full (more may wait)."""
         await self._balance(session)
         _, full = await self._publish_timed(session)
         return full
@@ -365,14 +400,15 @@ class OutboxRelay:
             if taken:
                 session.held = sorted(session.held + taken)
                 log.info("outbox relay: took slots %s (now holds %s of %d)", taken, session.held, session.slots)
-        self._holding(session.held)
+        self._holding(session.held, session.slots)
 
-    def _holding(self, slots: Iterable[int]) -> None:
+    def _holding(self, slots: Iterable[int], of: int = 0) -> None:
         self.held = tuple(slots)
+        self.holds_every_slot = of > 0 and len(self.held) == of
         RELAY_SLOTS_HELD.set(len(self.held))
 
     async def _publish_timed(self, session: _Session) -> tuple[int, bool]:
-        """Publish a batch of every held slot; how many records went out, and whether a slot's batch was full."""
+        """Publish a batch of the held slots; how many records went out, and whether the batch was full."""
         if not session.held:
             return 0, False
         started = time.perf_counter()
@@ -394,10 +430,7 @@ class OutboxRelay:
         self.published += len(rows)
         for watch in self._watches:
             watch.published(ids)
-        per_slot: dict[int, int] = {}
-        for row in rows:
-            per_slot[row["slot"]] = per_slot.get(row["slot"], 0) + 1
-        return len(rows), max(per_slot.values()) >= self._batch_size
+        return len(rows), len(rows) >= self._batch_size
 
     async def _send_all(self, rows: list[asyncpg.Record]) -> None:
         await self._sender.send_all(

@@ -48,12 +48,48 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
+STATUS_COLUMNS = "partner_id, order_id, type, code, name, occurred_at, source_sequence, recorded_at, entered_at"
+LOAD_STATUSES = (
+    f"SELECT {STATUS_COLUMNS} FROM order_statuses s JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
+    "ON s.partner_id = k.p AND s.order_id = k.o"
+)
+# The statuses of the orders ($1, $2) and which of the events $4 the consumer $3 claimed before (rows with only
+# `claimed` set). The claims are driven from the ids, one index probe each: with `event_id = ANY($4)` the planner
+# chose a sequential scan of the whole table for a full batch of ids.
+LOAD_STATUSES_AND_CLAIMS = (
+    f"SELECT {STATUS_COLUMNS}, NULL::text AS claimed FROM order_statuses s "
+    "JOIN unnest($1::text[], $2::text[]) AS k(p, o) ON s.partner_id = k.p AND s.order_id = k.o "
+    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.event_id "
+    "FROM unnest($4::text[]) AS c(event_id) JOIN processed_events p ON p.consumer = $3 AND p.event_id = c.event_id"
+)
+
+
 async def load_orders(conn: DbConnection, keys: Iterable[OrderKey], *, lock: bool) -> dict[OrderKey, Order]:
     """The orders with their current statuses; `lock` takes row locks for the rest of the transaction.
 
     Two statements on purpose: a statement that waited for a row lock sees the locked row's new version but
     the other tables as they were when it started, so the statuses are read after the lock is held.
     """
+    orders, partners, ids = await _load(conn, keys, lock=lock)
+    _with_statuses(orders, await conn.fetch(LOAD_STATUSES, partners, ids))
+    return orders
+
+
+async def load_batch(
+    conn: DbConnection, keys: Iterable[OrderKey], consumer: str, event_ids: Sequence[str]
+) -> tuple[dict[OrderKey, Order], set[str]]:
+    """A batch's orders, locked, with their statuses, and which of its events `consumer` processed before: the
+    claims are read with the statuses, once the locks are held (so a batch that waited for them sees the claims of
+    the one it waited for). Two round trips; the claims on their own were a third."""
+    orders, partners, ids = await _load(conn, keys, lock=True)
+    rows = await conn.fetch(LOAD_STATUSES_AND_CLAIMS, partners, ids, consumer, list(event_ids))
+    _with_statuses(orders, [r for r in rows if r["claimed"] is None])
+    return orders, {r["claimed"] for r in rows if r["claimed"] is not None}
+
+
+async def _load(
+    conn: DbConnection, keys: Iterable[OrderKey], *, lock: bool
+) -> tuple[dict[OrderKey, Order], list[str], list[str]]:
     keys = sorted(set(keys))  # a fixed lock order: two batches never deadlock on the same orders
     partners, ids = [k[0] for k in keys], [k[1] for k in keys]
     rows = await conn.fetch(
@@ -63,18 +99,14 @@ async def load_orders(conn: DbConnection, keys: Iterable[OrderKey], *, lock: boo
         partners,
         ids,
     )
-    orders = {(r["partner_id"], r["order_id"]): _order(r) for r in rows}
-    status_rows = await conn.fetch(
-        "SELECT s.* FROM order_statuses s JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
-        "ON s.partner_id = k.p AND s.order_id = k.o",
-        partners,
-        ids,
-    )
+    return {(r["partner_id"], r["order_id"]): _order(r) for r in rows}, partners, ids
+
+
+def _with_statuses(orders: dict[OrderKey, Order], status_rows: Iterable[asyncpg.Record]) -> None:
     for r in status_rows:
         ref = StatusRef.model_construct(code=r["code"], name=r["name"])
         applied = Applied(ref, r["occurred_at"], r["source_sequence"], r["recorded_at"], r["entered_at"])
         orders[(r["partner_id"], r["order_id"])].statuses[StatusType(r["type"])] = applied
-    return orders
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ from orders.domain import (
     initial_finder,
     new_order,
 )
-from orders.repository import BatchWrites, DetailsEntry, HistoryEntry, OrderKey, load_orders, save_batch
+from orders.repository import BatchWrites, DetailsEntry, HistoryEntry, OrderKey, load_batch, save_batch
+from servicekit import outbox
 from servicekit.catalog import StatusCatalog
-from servicekit.consumer import already_processed
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, record_for
 from servicekit.tracing import consume_span
@@ -99,8 +99,12 @@ class OrderService:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def handle(self, commands: Sequence[Command]) -> list[Result]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await self._handle(conn, commands)
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                results = await self._handle(conn, commands)
+            if any(result.applied for result in results):
+                outbox.committed()  # the batch's events are in the outbox: this process's relay goes now
+            return results
 
     async def handle_request(self, command: Command) -> Result:
         """A REST request: decided only once the status replica has read everything the registry answered for
@@ -112,8 +116,7 @@ class OrderService:
 
     async def _handle(self, conn: DbConnection, commands: Sequence[Command]) -> list[Result]:
         now = self.clock()
-        orders = await load_orders(conn, [c.key for c in commands], lock=True)
-        seen = await already_processed(conn, CONSUMER, [c.claim_id for c in commands])
+        orders, seen = await load_batch(conn, [c.key for c in commands], CONSUMER, [c.claim_id for c in commands])
         results, history, details, events, claims = [], [], [], [], []
         for command in commands:
             result = Result(command)
