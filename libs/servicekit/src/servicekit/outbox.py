@@ -67,7 +67,9 @@ def committed() -> None:
 def _notification() -> str | None:
     """The payload of a write's NOTIFY (this process's token), or None when none is needed: this process's relay
     holds every slot. Should it give slots back between this write and its commit, their new relay finds the rows
-    on its next poll (`OUTBOX_POLL_INTERVAL_S`): a delay while the relays rebalance, never a loss."""
+    on its next poll (`OUTBOX_POLL_INTERVAL_S`): a delay while the relays rebalance, never a loss. A service runs
+    one relay, for the database it writes to; a process that wrote to another database's outbox while relaying one
+    of its own would leave that database's relays to their poll the same way."""
     return None if any(relay.holds_every_slot for relay in _RELAYS) else WRITER
 
 
