@@ -14,6 +14,11 @@ def _latency_at(rows: list[dict[str, Any]], rate: int, percentile: str) -> float
     return row["publish_to_dispatched_ms"][percentile] if row else None
 
 
+def _rounds(phase: dict[str, Any]) -> str:
+    rates = phase.get("rounds_status_changes_per_second", [])
+    return f"; the median of {len(rates)} rounds: {', '.join(map(str, rates))}" if len(rates) > 1 else ""
+
+
 def targets(report: dict[str, Any], preload_campaigns: int, preload_orders: int) -> list[dict[str, Any]]:
     """Issue 19's table: each measure of this run, with its target (the preloaded sizes name two of them)."""
     full = report["full_speed"]["status_changes_per_second"]
@@ -46,7 +51,7 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"end to end at full speed: {full['status_changes_per_second']} status changes/s, "
         f"{full['sms_per_second']} SMS/s",
-        f"  ({full['orders']} orders, {full['status_changes']} changes, {full['sms']} SMS)",
+        f"  ({full['orders']} orders, {full['status_changes']} changes, {full['sms']} SMS{_rounds(full)})",
         f"raw aiokafka relay, same four topics: {raw['records_per_second']} records/s "
         f"(median of {', '.join(str(r) for r in raw['rounds_records_per_second'])}); "
         f"platform events/s over raw relay: {report['platform_vs_raw_relay']:.1%}",
@@ -65,6 +70,12 @@ def table(report: dict[str, Any]) -> str:
         f"each stage alone: orders {alone['orders_alone']['status_changes_per_second']} status changes/s "
         "(campaigns and notifier paused); campaigns + notifier "
         f"{alone['campaigns_and_notifier_alone']['sms_per_second']} SMS/s (orders idle)"
+    )
+    floor = report["floor"]["full_speed"]
+    lines.append(
+        f"floor pipeline at full speed: {floor['status_changes_per_second']} status changes/s{_rounds(floor)}; "
+        + ", ".join(f"{name} {seconds}" for name, seconds in floor.get("cpu_seconds", {}).items())
+        + (" CPU s over its rounds" if floor.get("cpu_seconds") else "")
     )
     lines.append("CPU seconds per phase (the machine has 2 cores: 2 CPU seconds per wall second)")
     phases = [("full speed", full["cpu"])]
