@@ -29,6 +29,7 @@ class User:
     must_change_password: bool
     language: str
     time_zone: str
+    session_generation: int = 0  # a session is valid only while it carries this (see 4002.session-generation.sql)
 
     @property
     def is_operator(self) -> bool:

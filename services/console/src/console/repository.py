@@ -7,7 +7,7 @@ import asyncpg
 from console.domain import Role, User
 from servicekit.db import DbConnection
 
-_COLUMNS = "id, partner_id, email, display_name, role, must_change_password, language, time_zone"
+_COLUMNS = "id, partner_id, email, display_name, role, must_change_password, language, time_zone, session_generation"
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -20,6 +20,7 @@ def _user(row: asyncpg.Record) -> User:
         must_change_password=row["must_change_password"],
         language=row["language"],
         time_zone=row["time_zone"],
+        session_generation=row["session_generation"],
     )
 
 
@@ -48,13 +49,14 @@ class UserRepository:
         must_change_password: bool,
         language: str,
     ) -> User:
-        """Create the user, or reset the one with this email (role, partner and password)."""
+        """Create the user, or reset the one with this email (role, partner and password; its sessions end)."""
         row = await self.conn.fetchrow(
             f"INSERT INTO console_users (partner_id, email, display_name, role, password_hash, must_change_password,"
             f" language) VALUES ($1, $2, $3, $4, $5, $6, $7) "
             f"ON CONFLICT (lower(email)) DO UPDATE SET partner_id = EXCLUDED.partner_id,"
             f" display_name = EXCLUDED.display_name, role = EXCLUDED.role, password_hash = EXCLUDED.password_hash,"
-            f" must_change_password = EXCLUDED.must_change_password RETURNING {_COLUMNS}",
+            f" must_change_password = EXCLUDED.must_change_password,"
+            f" session_generation = console_users.session_generation + 1 RETURNING {_COLUMNS}",
             partner_id,
             email,
             display_name,
@@ -66,12 +68,16 @@ class UserRepository:
         assert row is not None
         return _user(row)
 
-    async def set_password(self, user_id: int, password_hash: str) -> None:
-        await self.conn.execute(
-            "UPDATE console_users SET password_hash = $2, must_change_password = false WHERE id = $1",
+    async def set_password(self, user_id: int, password_hash: str) -> User:
+        """The new password; every session signed in with the old one ends (the generation moves on)."""
+        row = await self.conn.fetchrow(
+            "UPDATE console_users SET password_hash = $2, must_change_password = false,"
+            f" session_generation = session_generation + 1 WHERE id = $1 RETURNING {_COLUMNS}",
             user_id,
             password_hash,
         )
+        assert row is not None
+        return _user(row)
 
     async def rehash(self, user_id: int, password_hash: str) -> None:
         await self.conn.execute("UPDATE console_users SET password_hash = $2 WHERE id = $1", user_id, password_hash)

@@ -82,8 +82,9 @@ class Users:
             await repo.signed_in(user.id)
         return user
 
-    async def change_password(self, user: User, current: str, new: str) -> None:
-        """Raises InvalidUser naming the refused field."""
+    async def change_password(self, user: User, current: str, new: str) -> User:
+        """The user with the new password and a new session generation, which ends every other session of theirs.
+        Raises InvalidUser naming the refused field."""
         if await self.authenticate(user.email, current) is None:
             raise InvalidUser("current", "the current password is not right")
         if problem := password_problem(new):
@@ -91,7 +92,7 @@ class Users:
         if new == current:
             raise InvalidUser("new", "choose a password other than the current one")
         async with self.pool.acquire() as conn:
-            await UserRepository(conn).set_password(user.id, _hasher.hash(new))
+            return await UserRepository(conn).set_password(user.id, _hasher.hash(new))
 
     async def set_preferences(self, user: User, language: str, time_zone: str) -> None:
         if not valid_language(language):

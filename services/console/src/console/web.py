@@ -204,10 +204,17 @@ def render(
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
+def start_session(request: Request, user: User) -> None:
+    """Sign `user` in on this session, as of their credentials' current generation."""
+    request.session["user"] = user.id
+    request.session["generation"] = user.session_generation
+
+
 async def signed_in(request: Request) -> Page:
     user_id = request.session.get("user")
     user = await users_of(request).get(int(user_id)) if user_id else None
-    if user is None:
+    if user is None or request.session.get("generation", 0) != user.session_generation:
+        # Gone, or the password was changed or reset since this session signed in: it ends here.
         request.session.pop("user", None)
         raise SignInRequired()
     if user.must_change_password and request.url.path != "/account/password":

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from console.domain import LANGUAGES, InvalidUser, Role
-from console.web import AnyUser, csrf_token, flash, redirect, render, users_of
+from console.web import AnyUser, csrf_token, flash, redirect, render, start_session, users_of
 
 router = APIRouter()
 
@@ -58,7 +58,7 @@ async def login(
     if user is None:
         return render(request, "login.html", 401, next=_safe_next(next), email=email, failed=True, full_page=True)
     request.session.clear()  # a new session at sign-in: nothing from before it carries over (session fixation)
-    request.session["user"] = user.id
+    start_session(request, user)
     csrf_token(request)
     if user.must_change_password:
         return redirect(request, "/account/password")
@@ -83,9 +83,10 @@ async def change_password(
     try:
         if new != repeat:
             raise InvalidUser("repeat", "the two new passwords differ")
-        await users_of(page.request).change_password(page.user, current, new)
+        changed = await users_of(page.request).change_password(page.user, current, new)
     except InvalidUser as refused:
         return page.render("password.html", 422, errors={refused.field: page.gettext(str(refused))})
+    start_session(page.request, changed)  # this session goes on; every other one of this user's has ended
     flash(page.request, page.gettext("Your password is changed."))
     return page.redirect("/")
 
