@@ -125,6 +125,9 @@ async def check_order_page(page: Page, timings: dict[str, float]) -> None:
     await expect(page.locator("#code-error")).to_contain_text("cannot move to 'shipped'")
     await expect(status_field).to_have_attribute("aria-invalid", "true")
     await expect(page.locator('dd[data-type="delivery"]')).to_contain_text("Delivered")
+    # the list shows what changed last first: o-1, just set, above o-2 (whose last event came before)
+    await page.goto("/orders")
+    await expect(page.locator("tr[data-order]").first).to_have_attribute("data-order", "o-1")
 
 
 async def check_messages(page: Page, campaign_id: str, timings: dict[str, float]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,6 +17,8 @@ def test_a_cursor_gives_back_the_position_it_encodes_and_is_safe_in_a_url() -> N
     assert cursor.isascii() and not set(cursor) & set("+/=?&")
     assert decode_cursor(cursor, str, str) == ("2026-12-01T12:00:00+00:00", "o/1 ?&=")
     assert decode_cursor(encode_cursor(3, 7, "x"), int, int, str) == (3, 7, "x")
+    moment = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert decode_cursor(encode_cursor(moment, "o-1"), datetime, str) == (moment, "o-1")
 
 
 def _raw(value: object) -> str:
@@ -31,6 +34,9 @@ def _raw(value: object) -> str:
         (_raw([1, 2]), (int,)),  # another length
         (_raw(["1"]), (int,)),  # another type
         (_raw([True]), (int,)),  # a bool is not a number here
+        (_raw(["yesterday", "o-1"]), (datetime, str)),  # not a time
+        (_raw(["2026-12-01T12:00:00", "o-1"]), (datetime, str)),  # a time without its offset
+        (_raw([1764590400, "o-1"]), (datetime, str)),  # a time as a number
     ],
 )
 def test_a_malformed_cursor_is_a_422_naming_the_query_parameter(cursor: str, types: tuple[type, ...]) -> None:

@@ -107,6 +107,16 @@ async def test_partners_are_isolated(client_for: Clients) -> None:
     ).status_code == 403
 
 
+async def _every_page(client: httpx.AsyncClient, params: dict[str, Any]) -> list[str]:
+    """The order ids of every page of the list, following `next_cursor`."""
+    ids, cursor = [], None
+    while True:
+        page = (await client.get("/v1/orders", params={**params, **({"cursor": cursor} if cursor else {})})).json()
+        ids += [o["order_id"] for o in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            return ids
+
+
 async def test_list_filters_and_cursor_pages(client_for: Clients) -> None:
     demo = client_for("demo")
     for n in range(5):
@@ -115,17 +125,14 @@ async def test_list_filters_and_cursor_pages(client_for: Clients) -> None:
         assert (await demo.put(f"/v1/orders/o-{n}", json=body)).status_code == 200
         if n % 2:
             assert (await demo.post(f"/v1/orders/o-{n}/status", json={"code": "paid"})).status_code == 200
-    ids, cursor = [], None
-    while True:
-        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = (await demo.get("/v1/orders", params=params)).json()
-        ids += [o["order_id"] for o in page["items"]]
-        if not (cursor := page["next_cursor"]):
-            break
-    assert sorted(ids) == [f"o-{n}" for n in range(5)] and len(ids) == 5
+    oldest_first = await _every_page(demo, {"limit": 2})
+    assert sorted(oldest_first) == [f"o-{n}" for n in range(5)] and len(oldest_first) == 5
+    assert await _every_page(demo, {"limit": 2, "newest_first": True}) == oldest_first[::-1]
     listed = (await demo.get("/v1/orders")).json()["items"]
     times = [datetime.fromisoformat(o["updated_at"]) for o in listed]
     assert times == sorted(times) and all(t <= datetime.now(UTC) for t in times)
+    newest = (await demo.get("/v1/orders", params={"newest_first": True})).json()["items"]
+    assert [o["order_id"] for o in newest] == [o["order_id"] for o in reversed(listed)]
     paid = (await demo.get("/v1/orders", params={"status_type": "payment", "code": "paid"})).json()["items"]
     assert sorted(o["order_id"] for o in paid) == ["o-1", "o-3"]
     by_customer = (await demo.get("/v1/orders", params={"customer_id": "c-0"})).json()["items"]

@@ -10,16 +10,30 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from servicekit.errors import FieldError, InvalidRequest
 
 T = TypeVar("T")
-KeyPart = str | int
+KeyPart = str | int | datetime
 
 
 def encode_cursor(*position: KeyPart) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+    parts = [part.isoformat() if isinstance(part, datetime) else part for part in position]
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+def _part(value: Any, kind: type[Any]) -> Any:
+    """One part of a position as `kind`: a datetime travels as ISO text with its offset (the query compares it)."""
+    if kind is datetime and isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError("a time without its offset")
+        return moment
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise ValueError("wrong types")
 
 
 def decode_cursor(token: str, *types: type[Any]) -> tuple[Any, ...]:
@@ -28,11 +42,7 @@ def decode_cursor(token: str, *types: type[Any]) -> tuple[Any, ...]:
         values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if not isinstance(values, list) or len(values) != len(types):
             raise ValueError("wrong shape")
-        if not all(
-            isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(values, types, strict=True)
-        ):
-            raise ValueError("wrong types")
-        return tuple(values)
+        return tuple(_part(value, kind) for value, kind in zip(values, types, strict=True))
     except (ValueError, TypeError) as exc:
         message = "malformed cursor; pass next_cursor as given"
         error = FieldError(location="query", field="cursor", message=message, type="invalid_cursor")

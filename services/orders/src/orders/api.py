@@ -254,6 +254,9 @@ async def list_orders(
     updated_to: datetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    newest_first: Annotated[
+        bool, Query(description="Most recently updated first; pass the same value with each page's cursor")
+    ] = False,
 ) -> OrderPage:
     where = OrderFilter(
         status_type=status_type,
@@ -262,12 +265,10 @@ async def list_orders(
         updated_from=updated_from,
         updated_to=updated_to,
     )
-    after = decode_cursor(cursor, str, str) if cursor else None
+    after = decode_cursor(cursor, datetime, str) if cursor else None
     async with runtime_of(request).pool.acquire() as conn:
-        rows = await find_orders(
-            conn, who.partner_id, where, (datetime.fromisoformat(after[0]), after[1]) if after else None, limit + 1
-        )
-        page, next_cursor = page_of(rows, limit, lambda r: (r["updated_at"].isoformat(), r["order_id"]))
+        rows = await find_orders(conn, who.partner_id, where, after, limit + 1, newest_first=newest_first)
+        page, next_cursor = page_of(rows, limit, lambda r: (r["updated_at"], r["order_id"]))
         items = await order_page(conn, _catalog(request), who.partner_id, page)
     return OrderPage(items=items, next_cursor=next_cursor)
 

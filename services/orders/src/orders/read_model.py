@@ -181,10 +181,18 @@ async def order_detail(
 
 
 async def find_orders(
-    conn: DbConnection, partner_id: str, where: OrderFilter, after: tuple[datetime, str] | None, limit: int
+    conn: DbConnection,
+    partner_id: str,
+    where: OrderFilter,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    *,
+    newest_first: bool = False,
 ) -> list[asyncpg.Record]:
-    """(order_id, updated_at) of the partner's orders matching `where`, in update order, after `after`."""
+    """(order_id, updated_at) of the partner's orders matching `where`, in update order (or its reverse), after
+    `after` in that order. Either way one scan of `orders_by_updated`, forwards or backwards."""
     after_time, after_id = after or (None, "")
+    beyond, direction = ("<", "DESC") if newest_first else (">", "ASC")
     return await conn.fetch(
         "SELECT o.order_id, o.updated_at FROM orders o WHERE o.partner_id = $1 "
         "AND ($2::text IS NULL AND $3::text IS NULL OR EXISTS (SELECT 1 FROM order_statuses s "
@@ -192,8 +200,8 @@ async def find_orders(
         "  AND ($2::text IS NULL OR s.code = $2) AND ($3::text IS NULL OR s.type = $3))) "
         "AND ($4::text IS NULL OR o.customer_id = $4) "
         "AND ($5::timestamptz IS NULL OR o.updated_at >= $5) AND ($6::timestamptz IS NULL OR o.updated_at < $6) "
-        "AND ($7::timestamptz IS NULL OR (o.updated_at, o.order_id) > ($7, $8)) "
-        "ORDER BY o.updated_at, o.order_id LIMIT $9",
+        f"AND ($7::timestamptz IS NULL OR (o.updated_at, o.order_id) {beyond} ($7, $8)) "
+        f"ORDER BY o.updated_at {direction}, o.order_id {direction} LIMIT $9",
         partner_id,
         where.code,
         str(where.status_type) if where.status_type else None,

@@ -42,6 +42,7 @@ async def search(
         code=status or None,
         cursor=cursor,
         limit=PAGE_SIZE,
+        newest_first=True,  # what changed last is what support is asked about
     )
     return page.render(
         "orders/list.html",
