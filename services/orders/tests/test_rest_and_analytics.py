@@ -12,6 +12,7 @@ import httpx
 from devtools.pytest_plugin import read_topic, wait_until
 from devtools.scenario import example_definitions, publish_definitions
 from orders.settings import OrdersSettings
+from servicekit.pagination import encode_cursor
 
 Clients = Callable[..., httpx.AsyncClient]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -85,8 +86,9 @@ async def test_rest_rule_violations_are_specific_422s_and_404s(client_for: Clien
     ]  # a refusal is stored and repeated as the problem it was
     assert [(r.status_code, r.headers["content-type"]) for r in keyed] == [(422, "application/problem+json")] * 2
     assert keyed[0].json() == keyed[1].json()
-    cursor = await demo.get("/v1/orders", params={"cursor": "not-a-cursor"})
-    assert cursor.status_code == 422 and cursor.json()["errors"][0]["field"] == "cursor"
+    for token in ("not-a-cursor", encode_cursor("yesterday", "o-1")):  # not base64; base64 of a position not a time
+        cursor = await demo.get("/v1/orders", params={"cursor": token})
+        assert cursor.status_code == 422 and cursor.json()["errors"][0]["field"] == "cursor"
     malformed = await demo.post("/v1/orders/o-2/status", json={"code": "Paid!"})
     assert malformed.status_code == 422
     extra = await demo.put("/v1/orders/o-2", json={**order_body(), "colour": "red"})
