@@ -141,6 +141,17 @@ async def test_partners_never_see_each_other(client_for: Client, seed_campaign: 
     assert preview.status_code == 404
     assert (await acme.get("/v1/campaigns")).json()["items"] == []
     assert (await demo.get(path)).json()["state"] == "draft"  # untouched
+    # several campaigns' stats at once: one of another partner's among them is a 404 naming it (and only it)
+    acmes = (await acme.post("/v1/campaigns", json=seed_campaign)).json()["id"]
+    several = await acme.get("/v1/campaigns/stats", params={"campaign_id": [acmes, campaign_id]})
+    assert (
+        several.status_code == 404 and campaign_id in several.json()["detail"] and acmes not in several.json()["detail"]
+    )
+    own = (await demo.get("/v1/campaigns/stats", params={"campaign_id": campaign_id})).json()["items"]
+    assert [i["campaign_id"] for i in own] == [campaign_id]
+    assert (await demo.get("/v1/campaigns/stats")).status_code == 422  # no campaign named
+    too_many = await demo.get("/v1/campaigns/stats", params={"campaign_id": [campaign_id] * 101})
+    assert too_many.status_code == 422
     # A partner's codes are checked against its own catalog only.
     other = await client_for("globex").post("/v1/campaigns", json=seed_campaign)
     assert other.status_code == 422 and "unknown status code 'shipped'" in other.text

@@ -122,6 +122,11 @@ async def test_trigger_forms_and_filter_reasons_through_the_broker(
     assert delivered["filtered_out_by_reason"] == {"amount_above_max": 1, "no_phone": 1, "no_sms_consent": 1}
     paid_stats = await stats(demo, paid)
     assert (paid_stats["fired"], paid_stats["filtered_out_by_reason"]) == (1, {"not_mobile": 1})
+    # the campaigns list's call: several campaigns' stats at once, each as its own stats says, in the order asked
+    several = await demo.get("/v1/campaigns/stats", params={"campaign_id": [paid, first_status, from_set, paid]})
+    assert several.status_code == 200, several.text
+    each = [{"campaign_id": c, **await stats(demo, c)} for c in (paid, first_status, from_set)]
+    assert several.json()["items"] == each
 
 
 async def test_duplicates_and_replays_produce_one_send_sms(

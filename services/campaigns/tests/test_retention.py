@@ -78,7 +78,7 @@ async def event_ids(pool: asyncpg.Pool) -> set[str]:
 
 async def stats(pool: asyncpg.Pool) -> tuple[object, ...]:
     async with pool.acquire() as conn:
-        s = await CampaignRepository(conn, "acme").stats("c-1")
+        s = (await CampaignRepository(conn, "acme").stats(["c-1"]))["c-1"]
     return (s.outcomes, s.filtered_out_by_reason, s.sms, s.failed_by_reason)
 
 

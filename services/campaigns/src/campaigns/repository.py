@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -74,11 +74,20 @@ class SmsOutcome:
 
 @dataclass(frozen=True)
 class CampaignStats:
-    outcomes: Counter[str]
-    filtered_out_by_reason: Counter[str]
-    failed_evaluations_by_reason: Counter[str]  # template, template_limit
-    sms: Counter[str]
-    failed_by_reason: Counter[str]
+    outcomes: Counter[str] = field(default_factory=Counter)
+    filtered_out_by_reason: Counter[str] = field(default_factory=Counter)
+    failed_evaluations_by_reason: Counter[str] = field(default_factory=Counter)  # template, template_limit
+    sms: Counter[str] = field(default_factory=Counter)
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def of_metric(self, metric: str) -> Counter[str]:
+        """The counts a row of `campaign_stats_archive` adds to, by its metric."""
+        return {
+            "outcome": self.outcomes,
+            "filtered_out_reason": self.filtered_out_by_reason,
+            "sms": self.sms,
+            "sms_failed_reason": self.failed_by_reason,
+        }[metric]
 
 
 class CampaignRepository:
@@ -175,65 +184,70 @@ class CampaignRepository:
         recent = await recent_marketing_sms(self._conn, {customer: since} if since else {})
         return History(fired_for_order=bool(fired), recent_marketing_sms=recent.get(customer, 0))
 
-    async def stats(self, campaign_id: str, since: datetime | None = None) -> CampaignStats:
-        """All-time counts, or those of evaluations and SMS outcomes since `since` (the retention archive holds only
-        rows older than any window a page asks for, so a window leaves it out)."""
+    async def existing(self, campaign_ids: Collection[str]) -> set[str]:
+        """Those of `campaign_ids` that are this partner's campaigns."""
+        rows = await self._conn.fetch(
+            "SELECT id FROM campaigns WHERE partner_id = $1 AND id = ANY($2::text[])", self._partner_id, campaign_ids
+        )
+        return {row["id"] for row in rows}
+
+    async def stats(self, campaign_ids: Collection[str], since: datetime | None = None) -> dict[str, CampaignStats]:
+        """Each campaign's all-time counts, or those of evaluations and SMS outcomes since `since` (the retention
+        archive holds only rows older than any window a page asks for, so a window leaves it out). Four statements
+        for any number of campaigns (the campaigns list shows a day's counts of each)."""
+        ids = list(campaign_ids)
         outcomes = await self._conn.fetch(
-            "SELECT outcome, count(*) AS n FROM evaluations WHERE partner_id = $1 AND campaign_id = $2 "
-            "AND ($3::timestamptz IS NULL OR evaluated_at >= $3) GROUP BY outcome",
+            "SELECT campaign_id, outcome, count(*) AS n FROM evaluations "
+            "WHERE partner_id = $1 AND campaign_id = ANY($2::text[]) "
+            "AND ($3::timestamptz IS NULL OR evaluated_at >= $3) GROUP BY 1, 2",
             self._partner_id,
-            campaign_id,
+            ids,
             since,
         )
         reasons = await self._conn.fetch(
-            "SELECT outcome, reason->>'code' AS code, count(*) AS n "
+            "SELECT campaign_id, outcome, reason->>'code' AS code, count(*) AS n "
             "FROM evaluations, jsonb_array_elements(reasons) AS reason "
-            "WHERE partner_id = $1 AND campaign_id = $2 AND outcome IN ('filtered_out', 'failed') "
-            "AND ($3::timestamptz IS NULL OR evaluated_at >= $3) GROUP BY 1, 2",
+            "WHERE partner_id = $1 AND campaign_id = ANY($2::text[]) AND outcome IN ('filtered_out', 'failed') "
+            "AND ($3::timestamptz IS NULL OR evaluated_at >= $3) GROUP BY 1, 2, 3",
             self._partner_id,
-            campaign_id,
+            ids,
             since,
         )
         # A failure the notifier reported before a later dispatch is history: a replay of the dead-lettered
         # command sent the SMS after all (docs/notifier.md, "Replaying a dead letter").
         sms = await self._conn.fetch(
-            "SELECT kind, coalesce(reason, '') AS reason, count(*) AS n FROM sms_outcomes o "
-            "WHERE partner_id = $1 AND campaign_id = $2 AND NOT (kind = 'failed' AND EXISTS ("
+            "SELECT campaign_id, kind, coalesce(reason, '') AS reason, count(*) AS n FROM sms_outcomes o "
+            "WHERE partner_id = $1 AND campaign_id = ANY($2::text[]) AND NOT (kind = 'failed' AND EXISTS ("
             "  SELECT 1 FROM sms_outcomes d WHERE d.send_sms_id = o.send_sms_id AND d.kind = 'dispatched' "
             "  AND d.occurred_at > o.occurred_at)) AND ($3::timestamptz IS NULL OR o.occurred_at >= $3) "
-            "GROUP BY kind, reason",
+            "GROUP BY 1, 2, 3",
             self._partner_id,
-            campaign_id,
+            ids,
             since,
         )
         archived = await self._conn.fetch(
-            "SELECT metric, key, n FROM campaign_stats_archive WHERE partner_id = $1 AND campaign_id = $2 "
-            "AND $3::timestamptz IS NULL",
+            "SELECT campaign_id, metric, key, n FROM campaign_stats_archive "
+            "WHERE partner_id = $1 AND campaign_id = ANY($2::text[]) AND $3::timestamptz IS NULL",
             self._partner_id,
-            campaign_id,
+            ids,
             since,
         )
-        sms_counts: Counter[str] = Counter()
-        failed_by_reason: Counter[str] = Counter()
+        stats = {campaign_id: CampaignStats() for campaign_id in ids}
+        for row in outcomes:
+            stats[row["campaign_id"]].outcomes[row["outcome"]] += row["n"]
+        for row in reasons:
+            one = stats[row["campaign_id"]]
+            by_reason = (
+                one.filtered_out_by_reason if row["outcome"] == "filtered_out" else one.failed_evaluations_by_reason
+            )
+            by_reason[row["code"]] += row["n"]
         for row in sms:
-            sms_counts[row["kind"]] += row["n"]
+            one = stats[row["campaign_id"]]
+            one.sms[row["kind"]] += row["n"]
             if row["kind"] == "failed":
-                failed_by_reason[row["reason"] or "unknown"] += row["n"]
-        stats = CampaignStats(
-            outcomes=Counter({r["outcome"]: r["n"] for r in outcomes}),
-            filtered_out_by_reason=Counter({r["code"]: r["n"] for r in reasons if r["outcome"] == "filtered_out"}),
-            failed_evaluations_by_reason=Counter({r["code"]: r["n"] for r in reasons if r["outcome"] == "failed"}),
-            sms=sms_counts,
-            failed_by_reason=failed_by_reason,
-        )
-        by_metric = {
-            "outcome": stats.outcomes,
-            "filtered_out_reason": stats.filtered_out_by_reason,
-            "sms": stats.sms,
-            "sms_failed_reason": stats.failed_by_reason,
-        }
+                one.failed_by_reason[row["reason"] or "unknown"] += row["n"]
         for row in archived:  # what the retention clean-up deleted, counted before it went
-            by_metric[row["metric"]][row["key"]] += row["n"]
+            stats[row["campaign_id"]].of_metric(row["metric"])[row["key"]] += row["n"]
         return stats
 
 

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -194,12 +194,16 @@ class Campaigns:
         return changed
 
     async def stats(self, campaign_id: str, since: datetime | None = None) -> CampaignStats:
+        return (await self.stats_of([campaign_id], since))[campaign_id]
+
+    async def stats_of(self, campaign_ids: Collection[str], since: datetime | None = None) -> dict[str, CampaignStats]:
+        """Several campaigns' stats at once; NotFound naming those that are not this partner's."""
         # One snapshot: the retention clean-up moves rows into the archive counts between two of the reads otherwise.
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             repo = CampaignRepository(conn, self.partner_id)
-            if await repo.get(campaign_id) is None:
-                raise NotFound(f"no campaign with id '{campaign_id}'")
-            return await repo.stats(campaign_id, since)
+            if missing := sorted(set(campaign_ids) - await repo.existing(campaign_ids)):
+                raise NotFound(f"no campaign with id {', '.join(repr(m) for m in missing)}")
+            return await repo.stats(campaign_ids, since)
 
     async def settings(self) -> PartnerSettings:
         async with self.pool.acquire() as conn:
