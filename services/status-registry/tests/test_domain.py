@@ -10,12 +10,14 @@ import pytest
 from contracts.statuses import StatusDefinition, StatusType
 from status_registry.domain import (
     NewStatus,
+    OrderMismatch,
     RuleViolation,
     StatusPatch,
     check_allowed_next,
     fields_of,
     patched,
     plan_sync,
+    reordered,
 )
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -103,3 +105,20 @@ def test_an_incoherent_list_is_refused_whole() -> None:
         plan_sync([], [new("a", is_initial=True), new("b", is_initial=True)])
     with pytest.raises(RuleViolation, match="type is immutable"):
         plan_sync([stored("shipped")], [new("shipped", "payment")])
+
+
+def test_a_reorder_moves_only_the_statuses_whose_position_changes() -> None:
+    current = [stored("shipped", position=10), stored("at_pickup", position=15), stored("delivered", position=30)]
+    moves = reordered(current, ["at_pickup", "shipped", "delivered"])
+    assert [(d.code, f.position) for d, f in moves] == [("at_pickup", 10), ("shipped", 20)]
+    assert all(f == fields_of(d).model_copy(update={"position": f.position}) for d, f in moves)  # nothing else
+    assert reordered([stored("a", position=10), stored("b", position=20)], ["a", "b"]) == []
+
+
+def test_a_reorder_must_name_each_current_status_once() -> None:
+    current = [stored("shipped"), stored("at_pickup")]
+    with pytest.raises(RuleViolation, match="more than once: shipped"):
+        reordered(current, ["shipped", "shipped", "at_pickup"])
+    with pytest.raises(OrderMismatch, match="leaves out at_pickup; delivered is not among them") as mismatch:
+        reordered(current, ["shipped", "delivered"])
+    assert (mismatch.value.missing, mismatch.value.unknown) == (["at_pickup"], ["delivered"])

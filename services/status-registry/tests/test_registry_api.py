@@ -99,6 +99,51 @@ async def test_list_sorted_by_type_then_position_with_cursor_pages(acme: httpx.A
     assert (await acme.get("/v1/statuses", params={"cursor": "garbage!"})).status_code == 422
 
 
+async def test_a_type_is_reordered_all_at_once_or_not_at_all(client_for: Client) -> None:
+    acme = client_for("acme")
+    for body in (
+        status("shipped", "delivery", position=1),
+        status("at_pickup", "delivery", position=2),
+        status("delivered", "delivery", position=20),
+        status("paid", "payment", position=1),
+    ):
+        assert (await acme.post("/v1/statuses", json=body)).status_code == 201
+    codes = ["at_pickup", "shipped", "delivered"]
+    put = await acme.put("/v1/statuses/order/delivery", json={"codes": codes})
+    assert put.status_code == 200, put.text
+    assert [(s["code"], s["position"], s["version"]) for s in put.json()["statuses"]] == [
+        ("at_pickup", 10, 2),
+        ("shipped", 20, 2),
+        ("delivered", 30, 2),
+    ]
+    again = await acme.put("/v1/statuses/order/delivery", json={"codes": codes})  # the same order: no new versions
+    assert [s["version"] for s in again.json()["statuses"]] == [2, 2, 2]
+    listed = (await acme.get("/v1/statuses", params={"type": "delivery"})).json()["items"]
+    assert [s["code"] for s in listed] == codes
+    assert (await acme.get("/v1/statuses/paid")).json()["version"] == 1  # another type: untouched
+
+    # an order that is not exactly the type's statuses (one added or archived meanwhile) changes nothing
+    assert (await acme.delete("/v1/statuses/delivered")).status_code == 200
+    stale = await acme.put("/v1/statuses/order/delivery", json={"codes": ["shipped", "at_pickup", "delivered"]})
+    assert stale.status_code == 409 and stale.json()["code"] == "status_list_changed", stale.text
+    assert "delivered is not among them" in stale.json()["detail"]
+    short = await acme.put("/v1/statuses/order/delivery", json={"codes": ["shipped"]})
+    assert short.status_code == 409 and "it leaves out at_pickup" in short.json()["detail"]
+    twice = await acme.put("/v1/statuses/order/delivery", json={"codes": ["shipped", "shipped", "at_pickup"]})
+    assert twice.status_code == 422 and twice.json()["errors"][0]["field"] == "codes"
+    assert (await acme.put("/v1/statuses/order/shipping", json={"codes": []})).status_code == 422
+    listed = (await acme.get("/v1/statuses", params={"type": "delivery"})).json()["items"]
+    assert [(s["code"], s["version"]) for s in listed] == [("at_pickup", 2), ("shipped", 2)]
+    # another partner's codes are not the type's statuses of this one: nothing of either changes
+    globex = client_for("globex")
+    assert (
+        await globex.put("/v1/statuses/order/delivery", json={"codes": ["shipped", "at_pickup"]})
+    ).status_code == 409
+    assert (
+        await client_for("acme", ("read",)).put("/v1/statuses/order/delivery", json={"codes": []})
+    ).status_code == 403
+
+
 async def test_patch_needs_if_match_and_refuses_code_changes(acme: httpx.AsyncClient) -> None:
     await acme.post("/v1/statuses", json=PAID)
     assert (await acme.patch("/v1/statuses/paid", json={"name": "Paid"})).status_code == 428

@@ -74,6 +74,25 @@ async def test_bulk_sync_publishes_changes_only(acme: httpx.AsyncClient, registr
     ]
 
 
+async def test_a_reorder_publishes_the_statuses_that_moved_only(
+    acme: httpx.AsyncClient, registry_settings: RegistrySettings
+) -> None:
+    for code, position in (("shipped", 10), ("at_pickup", 20), ("delivered", 30)):
+        body = {"code": code, "name": code, "type": "delivery", "position": position}
+        assert (await acme.post("/v1/statuses", json=body)).status_code == 201
+    order = {"codes": ["at_pickup", "shipped", "delivered"]}
+    assert (await acme.put("/v1/statuses/order/delivery", json=order)).status_code == 200
+    assert (await acme.put("/v1/statuses/order/delivery", json=order)).status_code == 200  # nothing moves
+    records = await published(registry_settings, 5)  # three creates and the two that moved, once each
+    assert sorted(summary(r)[0::2] for r in records) == [
+        (b"acme:at_pickup", 1),
+        (b"acme:at_pickup", 2),
+        (b"acme:delivered", 1),
+        (b"acme:shipped", 1),
+        (b"acme:shipped", 2),
+    ]
+
+
 async def test_the_catalog_of_another_service_sees_the_registry(
     acme: httpx.AsyncClient, registry_settings: RegistrySettings, infrastructure: Infrastructure
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.primitives import Slug
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.auth import Principal, Reader, Writer
 from servicekit.errors import problems
@@ -27,6 +28,17 @@ class StatusPage(BaseModel):
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     statuses: list[NewStatus] = Field(max_length=1000)
+
+
+class OrderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    codes: list[Slug] = Field(
+        max_length=1000, description="Every current (not archived) status of the type, each once, in the new order"
+    )
+
+
+class TypeOrder(BaseModel):
+    statuses: list[StatusDefinition] = Field(description="The type's current statuses in their new order")
 
 
 class SyncResult(BaseModel):
@@ -132,3 +144,16 @@ async def sync_statuses(body: SyncRequest, request: Request, who: Writer) -> Syn
         unchanged=[d.code for d in plan.unchanged],
         statuses=statuses,
     )
+
+
+@router.put(
+    "/order/{status_type}",
+    response_model=TypeOrder,
+    responses=problems(
+        409,
+        s409="`status_list_changed`: `codes` is not exactly the type's current statuses (one was added or archived)",
+    ),
+)
+async def reorder_statuses(status_type: StatusType, body: OrderRequest, request: Request, who: Writer) -> TypeOrder:
+    """The order of one type's statuses, all at once: positions become 10, 20, 30... in the order given. Idempotent."""
+    return TypeOrder(statuses=await registry(request, who).reorder(status_type, body.codes))

@@ -24,6 +24,7 @@ from servicekit.errors import FieldError, InvalidRequest
 LocalizedNames = Annotated[dict[LanguageTag, Name], Field(json_schema_extra={"additionalProperties": False})]
 
 IMMUTABLE_FIELDS = ("code", "type")
+POSITION_STEP = 10  # a reorder numbers a type's statuses 10, 20, 30...: room to slot one in by hand
 
 
 class StatusFields(BaseModel):
@@ -150,3 +151,33 @@ def plan_sync(current: Iterable[StatusDefinition], desired: list[NewStatus]) -> 
             plan.unchanged.append(have)
     plan.archive.extend(d for d in existing.values() if not d.archived)
     return plan
+
+
+class OrderMismatch(Exception):
+    """A new order that does not name exactly the type's statuses (one was added or archived meanwhile)."""
+
+    def __init__(self, missing: list[str], unknown: list[str]) -> None:
+        parts = ([f"it leaves out {', '.join(missing)}"] if missing else []) + (
+            [f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among them"] if unknown else []
+        )
+        super().__init__(f"the order must name each of the type's current statuses once: {'; '.join(parts)}")
+        self.missing = missing
+        self.unknown = unknown
+
+
+def reordered(current: Iterable[StatusDefinition], codes: list[str]) -> list[tuple[StatusDefinition, StatusFields]]:
+    """The statuses (of one type, not archived) whose position changes when they are put in the order of `codes`,
+    each with its new fields. Raises RuleViolation for a code named twice, OrderMismatch unless `codes` names
+    exactly the current statuses."""
+    if duplicates := sorted(code for code, n in Counter(codes).items() if n > 1):
+        raise RuleViolation("codes", f"codes appear more than once: {', '.join(duplicates)}")
+    by_code = {d.code: d for d in current}
+    missing, unknown = sorted(set(by_code) - set(codes)), sorted(set(codes) - set(by_code))
+    if missing or unknown:
+        raise OrderMismatch(missing, unknown)
+    moves = []
+    for rank, code in enumerate(codes, start=1):
+        definition = by_code[code]
+        if definition.position != rank * POSITION_STEP:
+            moves.append((definition, fields_of(definition).model_copy(update={"position": rank * POSITION_STEP})))
+    return moves

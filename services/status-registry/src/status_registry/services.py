@@ -16,6 +16,7 @@ from servicekit.errors import Conflict, FieldError, NotFound, PreconditionFailed
 from servicekit.outbox import OutboxRelay, UnitOfWork, unit_of_work
 from status_registry.domain import (
     NewStatus,
+    OrderMismatch,
     RuleViolation,
     StatusFields,
     StatusPatch,
@@ -23,6 +24,7 @@ from status_registry.domain import (
     check_allowed_next,
     patched,
     plan_sync,
+    reordered,
 )
 from status_registry.repository import StatusRepository
 
@@ -117,6 +119,24 @@ class Registry:
                 self._publish(work, definition)
             result = await repo.all()
         return plan, [d for d in result if not d.archived]
+
+    async def reorder(self, status_type: StatusType, codes: list[str]) -> list[StatusDefinition]:
+        """Put the type's statuses in the order of `codes` (positions 10, 20, 30...), all in one transaction: a
+        concurrent add or archive refuses the whole order (409 `status_list_changed`) rather than half-apply it.
+        Each status that moves is a new version and an event; the same order twice changes nothing."""
+        async with self._unit_of_work() as (repo, work):
+            current = [d for d in await repo.all(for_update=True) if d.type == status_type and not d.archived]
+            try:
+                moves = reordered(current, codes)
+            except OrderMismatch as mismatch:
+                message = f"{status_type} statuses changed meanwhile; {mismatch}"
+                raise Conflict(
+                    message, code="status_list_changed", errors=[_field_conflict("codes", message)]
+                ) from None
+            for definition, fields in moves:
+                self._publish(work, await repo.update(definition.code, fields, archived=False))
+            result = await repo.all()
+        return [d for d in result if d.type == status_type and not d.archived]
 
     async def _current(self, repo: StatusRepository, code: str, if_match: int | None) -> StatusDefinition:
         current = await repo.get(code, for_update=True)

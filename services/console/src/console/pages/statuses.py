@@ -19,6 +19,7 @@ router = APIRouter(prefix="/settings/statuses")
 
 POSITION_STEP = 10
 CHANGED_BY_SOMEONE_ELSE = N_("This status was changed by someone else since you opened it. Reload to see the change.")
+LIST_CHANGED = N_("Someone else added or archived a status of this type meanwhile: nothing was moved. Try again.")
 # The registry's conflicts that concern one field of the dialog, by their code.
 FIELD_OF_CONFLICT = {"status_exists": "code", "initial_status_taken": "is_initial"}
 # A status code the registry's pattern refuses: said in words, not as the pattern.
@@ -190,8 +191,8 @@ async def restore_status(page: Marketer, code: str) -> Response:
 
 @router.post("/{code}/move/{direction}")
 async def move_status(page: Marketer, code: str, direction: str) -> Response:
-    """One place up or down within its type: the type's statuses are renumbered 10, 20, 30... in the new order,
-    each change with its own ETag (a concurrent edit refuses the move rather than overwrite it)."""
+    """One place up or down within its type: the registry puts the type's statuses in the new order (10, 20, 30...)
+    in one transaction; a status added or archived meanwhile refuses the move rather than half-apply it."""
     statuses = await partner_statuses(page)
     kind = next((s["type"] for s in statuses if s["code"] == code), None)
     order = [s for s in statuses if s["type"] == kind]
@@ -200,15 +201,8 @@ async def move_status(page: Marketer, code: str, direction: str) -> Response:
     if index is not None and target is not None and 0 <= target < len(order):
         order[index], order[target] = order[target], order[index]
         try:
-            for position, status in enumerate(order, start=1):
-                if status["position"] != position * POSITION_STEP:
-                    await page.api.call(
-                        Service.REGISTRY,
-                        "PATCH",
-                        f"/v1/statuses/{status['code']}",
-                        json={"position": position * POSITION_STEP},
-                        etag=f'"{status["version"]}"',
-                    )
+            codes = [status["code"] for status in order]
+            await page.api.call(Service.REGISTRY, "PUT", f"/v1/statuses/order/{kind}", json={"codes": codes})
         except BackendProblem as refused:
             return _refusal(page, code, refused)
     return page.redirect("/settings/statuses")
@@ -231,6 +225,8 @@ def _refusal(page: Page, code: str, refused: BackendProblem) -> Response:
         page.request.session["blocking"] = {"code": code, "campaigns": refused.problem.get("campaigns") or []}
     elif refused.status == 412:
         flash(page.request, page.gettext(CHANGED_BY_SOMEONE_ELSE), "error")
+    elif refused.code == "status_list_changed":
+        flash(page.request, page.gettext(LIST_CHANGED), "error")
     else:
         flash(page.request, refused.detail, "error")
     return page.redirect("/settings/statuses")
