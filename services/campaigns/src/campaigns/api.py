@@ -62,6 +62,11 @@ class Stats(BaseModel):
     sms_failed_by_reason: dict[str, int]
 
 
+Since = Annotated[
+    UtcDatetime | None, Query(description="Only what happened since then (e.g. the last day); all time when absent")
+]
+
+
 class CampaignStatsItem(Stats):
     campaign_id: str
 
@@ -206,11 +211,6 @@ async def activate_campaign(campaign_id: str, request: Request, response: Respon
 )
 async def pause_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.PAUSED))
-
-
-Since = Annotated[
-    UtcDatetime | None, Query(description="Only what happened since then (e.g. the last day); all time when absent")
-]
 
 
 @router.get("/campaigns/{campaign_id}/stats", response_model=Stats, responses=problems(404))
