@@ -201,6 +201,20 @@ async def test_catalog_catches_up_keeps_newest_versions_and_follows_changes(
         await catalog.stop()
 
 
+async def test_sync_does_not_wait_behind_the_long_polling_fetch(topic: str, infrastructure: Infrastructure) -> None:
+    """The broker answers one connection's requests in order: a ListOffsets sent on the reading consumer's connection
+    waited behind its fetch, which long-polls an idle topic for fetch_max_wait_ms (every REST write of orders took
+    half a second). With the fetch waiting 8 s, a sync must still answer well inside its 4 s bound."""
+    catalog = StatusCatalog(infrastructure.kafka_bootstrap, topic, fetch_max_wait_ms=8000)
+    await catalog.start()
+    try:
+        await asyncio.wait_for(catalog.ready.wait(), 20)
+        await asyncio.sleep(0.5)  # the consumer's fetch is now parked on the broker
+        assert all([await catalog.sync(timeout_s=4) for _ in range(3)])
+    finally:
+        await catalog.stop()
+
+
 async def test_the_relay_takes_and_deletes_its_batch_through_the_index_whatever_the_plan(pool: asyncpg.Pool) -> None:
     """asyncpg prepares statements, so PostgreSQL soon runs a generic plan; an earlier `id IN (subquery)` form then
     scanned the whole outbox, dead rows included, for every batch."""

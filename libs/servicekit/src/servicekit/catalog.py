@@ -51,11 +51,13 @@ class StatusCatalog:
         *,
         sync_timeout_s: float = 2.0,
         restart_delays_s: tuple[float, float] = (0.5, 10.0),
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._client_id = client_id
         self._sync_timeout_s = sync_timeout_s
+        self._fetch_max_wait_ms = fetch_max_wait_ms  # how long a fetch waits on the broker for new records
         self._first_delay_s, self._last_delay_s = restart_delays_s
         self._by_partner: dict[str, dict[str, StatusDefinition]] = {}
         self._listeners: list[Listener] = []
@@ -63,6 +65,11 @@ class StatusCatalog:
         self._task: asyncio.Task[None] | None = None
         # The running consumer (None while it restarts), and how far it has read: set after every fetch.
         self._consumer: AIOKafkaConsumer | None = None
+        # A second client that only asks for end offsets (`sync`). The broker answers one connection's requests in
+        # order, so on the reading consumer's connection a ListOffsets waited behind its long-polling fetch (up to
+        # fetch_max_wait_ms, 500 ms): every REST write that syncs took half a second. Assigned nothing, it never
+        # fetches, so it costs an idle connection, not wake-ups.
+        self._offsets_client: AIOKafkaConsumer | None = None
         self._positions: Offsets = {}
         self._progress = asyncio.Event()  # replaced after every fetch: `sync` waits on it
 
@@ -96,9 +103,9 @@ class StatusCatalog:
             return False
 
     async def _end_offsets(self) -> Offsets:
-        while (consumer := self._consumer) is None:  # restarting: its successor will answer
+        while (client := self._offsets_client) is None or self._consumer is None:  # restarting: the next one answers
             await self._progress.wait()
-        ends: Offsets = await consumer.end_offsets(list(self._positions))
+        ends: Offsets = await client.end_offsets(list(self._positions))
         return ends
 
     def _has_read(self, ends: Offsets) -> bool:
@@ -136,19 +143,27 @@ class StatusCatalog:
     async def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(self._topic, p) for p in await topic_partitions(self._bootstrap, self._topic)]
 
-    async def _connect(self) -> tuple[AIOKafkaConsumer, Offsets]:
-        consumer = AIOKafkaConsumer(
+    def _new_consumer(self, client_id: str) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
-            client_id=self._client_id,
+            client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
+
+    async def _connect(self) -> tuple[AIOKafkaConsumer, Offsets]:
+        consumer = self._new_consumer(self._client_id)
         await consumer.start()
         try:
             partitions = await self._partitions()
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end_offsets: Offsets = await consumer.end_offsets(partitions)
+            if self._offsets_client is None:
+                offsets_client = self._new_consumer(f"{self._client_id}-offsets")
+                await offsets_client.start()
+                self._offsets_client = offsets_client
         except BaseException:
             await consumer.stop()
             raise
@@ -209,3 +224,6 @@ class StatusCatalog:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._offsets_client is not None:
+            await self._offsets_client.stop()
+            self._offsets_client = None
