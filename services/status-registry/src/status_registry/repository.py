@@ -37,10 +37,23 @@ def position_of(definition: StatusDefinition) -> Position:
     return TYPE_RANK[definition.type], definition.position, definition.code
 
 
+# Advisory-lock class of a partner's catalog: (CATALOG_LOCK, hashtext(partner_id)). The two-key form never collides
+# with the outbox relays' (servicekit.outbox.RELAY_LOCKS, slot).
+CATALOG_LOCK = 7_101
+
+
 class StatusRepository:
     def __init__(self, conn: DbConnection, partner_id: str) -> None:
         self._conn = conn
         self._partner_id = partner_id
+
+    async def lock_catalog(self) -> None:
+        """Hold the partner's catalog until this transaction ends: its rules span rows (a code exists once, one initial
+        status per type, `allowed_next` names live codes of the type, a reorder names every status of its type), so
+        two writes of one partner's catalog run one after the other, each reading what the previous one committed.
+        Row locks alone let two creates of one code, or two syncs, race into a unique violation, and let reorders
+        lock rows in different orders (the listing order they change) and deadlock."""
+        await self._conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", CATALOG_LOCK, self._partner_id)
 
     async def get(self, code: str, *, for_update: bool = False) -> StatusDefinition | None:
         lock = " FOR UPDATE" if for_update else ""

@@ -47,10 +47,12 @@ class Registry:
 
     @asynccontextmanager
     async def _unit_of_work(self) -> AsyncIterator[tuple[StatusRepository, UnitOfWork]]:
-        """A change and its events; the answer waits until the broker has them (on timeout the change stands and
-        is published later)."""
+        """A change and its events, with the partner's catalog held until commit (`lock_catalog`); the answer waits
+        until the broker has them (on timeout the change stands and is published later)."""
         async with unit_of_work(self.pool, relay=self.outbox, publish_wait_s=self.publish_wait_s) as work:
-            yield StatusRepository(work.conn, self.partner_id), work
+            repo = StatusRepository(work.conn, self.partner_id)
+            await repo.lock_catalog()
+            yield repo, work
 
     def _publish(self, work: UnitOfWork, definition: StatusDefinition) -> None:
         data = (
