@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -86,3 +89,31 @@ async def test_tail_prints_decoded_events_filtered_by_partner_and_order(
     await asyncio.gather(tail, return_exceptions=True)
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [event["id"] for event in printed] == ["demo-o-1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "wrong"),
+    [
+        (["dlq", "list", "orders.inbound.v9.dlq"], "no dead-letter topic 'orders.inbound.v9.dlq'"),
+        (["dlq", "replay", "orders.inbound.v1"], "'orders.inbound.v1' is not a dead-letter topic"),
+        (["tail", "orders.status-changed"], "no topic 'orders.status-changed'"),
+    ],
+    ids=["dlq-list-unknown", "dlq-replay-not-dead-letters", "tail-unknown"],
+)
+def test_an_unknown_topic_is_one_line_naming_the_topics_that_exist(
+    infrastructure: Infrastructure, topic_prefix: str, argv: list[str], wrong: str
+) -> None:
+    """`make ops` as typed: a wrong topic name is one line on stderr and a non-zero exit, not a traceback."""
+    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": infrastructure.kafka_bootstrap, "KAFKA_TOPIC_PREFIX": topic_prefix}
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.ops", *argv], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert wrong in line
+    existing = line.split("; the platform's ", 1)[1]
+    if argv[0] == "dlq":
+        assert "orders.inbound.v1.dlq, " in existing and "orders.inbound.v1," not in existing
+    else:
+        assert "orders.status-changed.v1, " in existing

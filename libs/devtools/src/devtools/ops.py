@@ -2,7 +2,8 @@
 
 `make ops ARGS="topics"`, `make ops ARGS="lag"`, `make ops ARGS="dlq list orders.inbound.v1.dlq"`,
 `make ops ARGS="dlq replay orders.inbound.v1.dlq --id <event id>"`, `make ops ARGS="tail orders.status-changed.v1
---partner demo"`. Topic names are given without the environment prefix (`KAFKA_TOPIC_PREFIX` is added).
+--partner demo"`. Topic names are given without the environment prefix (`KAFKA_TOPIC_PREFIX` is added). A topic
+that does not exist (or, for `dlq`, is not a dead-letter topic) is refused in one line naming those that exist.
 """
 
 from __future__ import annotations
@@ -18,6 +19,28 @@ from aiokafka import AIOKafkaConsumer
 from contracts.topics import TOPIC_SPECS, prefixed
 from servicekit import ops
 from servicekit.settings import ServiceSettings
+
+DEAD_LETTER_SUFFIX = ".dlq"  # every dead-letter topic's name ends so (contracts.topics)
+
+
+async def existing_topic(settings: ServiceSettings, topic: str, *, dead_letters: bool = False) -> str:
+    """The full (prefixed) name of `topic` when the broker has it; otherwise exit with one line that says so and
+    names the platform's topics that exist (its dead-letter topics for `dlq`), rather than a traceback."""
+    async with ops.inspector(settings.kafka_bootstrap_servers) as kafka:
+        present = set(await kafka.list_topics())
+    full_name = prefixed(topic, settings.kafka_topic_prefix)
+
+    def of_the_kind(name: str) -> bool:
+        return name.endswith(DEAD_LETTER_SUFFIX) or not dead_letters
+
+    if full_name in present and of_the_kind(topic):
+        return full_name
+    kind = "dead-letter topic" if dead_letters else "topic"
+    known = [spec.topic for spec in TOPIC_SPECS if settings.topic(spec.topic) in present and of_the_kind(spec.topic)]
+    where = f" (prefix '{settings.kafka_topic_prefix}')" if settings.kafka_topic_prefix else ""
+    wrong = f"'{topic}' is not a {kind}" if full_name in present else f"no {kind} '{topic}'{where}"
+    there = ", ".join(known) or "none (make infra-up creates them)"
+    raise SystemExit(f"ops: {wrong}; the platform's {kind}s: {there}")
 
 
 async def cmd_topics(settings: ServiceSettings, show_all: bool) -> None:
@@ -39,7 +62,8 @@ async def cmd_lag(settings: ServiceSettings, only: str | None) -> None:
 
 
 async def cmd_dlq_list(settings: ServiceSettings, topic: str) -> None:
-    for letter in await ops.dead_letters(settings.kafka_bootstrap_servers, settings.topic(topic)):  # type: ignore[arg-type]
+    name = await existing_topic(settings, topic, dead_letters=True)
+    for letter in await ops.dead_letters(settings.kafka_bootstrap_servers, name):
         origin = f"{letter.original_topic}[{letter.original_partition}]@{letter.original_offset}"
         print(
             f"{letter.timestamp.isoformat(timespec='seconds')} {letter.partition}@{letter.offset} id={letter.event_id} "
@@ -49,7 +73,8 @@ async def cmd_dlq_list(settings: ServiceSettings, topic: str) -> None:
 
 async def cmd_dlq_replay(settings: ServiceSettings, topic: str, ids: Sequence[str]) -> None:
     """Re-publish dead letters to their original topic (`servicekit.ops.replay_dead_letters`)."""
-    replayed = await ops.replay_dead_letters(settings.kafka_bootstrap_servers, settings.topic(topic), ids)  # type: ignore[arg-type]
+    name = await existing_topic(settings, topic, dead_letters=True)
+    replayed = await ops.replay_dead_letters(settings.kafka_bootstrap_servers, name, ids)
     for record in replayed:
         print(f"replayed {record.partition}@{record.offset} id={record.event_id} -> {record.to_topic}")
     print(f"{len(replayed)} record(s) replayed")
@@ -58,7 +83,7 @@ async def cmd_dlq_replay(settings: ServiceSettings, topic: str, ids: Sequence[st
 async def cmd_tail(
     settings: ServiceSettings, topic: str, partner: str | None, order: str | None, from_start: bool
 ) -> None:
-    name = settings.topic(topic)  # type: ignore[arg-type]
+    name = await existing_topic(settings, topic)
     consumer = AIOKafkaConsumer(
         name,
         bootstrap_servers=settings.kafka_bootstrap_servers,
