@@ -9,14 +9,13 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.sessions import SessionMiddleware
 
 from console.backends import Backends, OpsKafka
-from console.domain import LANGUAGES
+from console.domain import LANGUAGES, Throttle
 from console.pages import account, analytics, campaigns, messages, ops, orders, statuses
-from console.services import Users
+from console.services import Sessions, Users
 from console.settings import ConsoleSettings
-from console.web import Templates, csrf_protected, install_page_handlers
+from console.web import SecurityHeaders, ServerSessions, Templates, csrf_protected, install_page_handlers
 from servicekit.app import serve
 from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.http import install_probes
@@ -33,7 +32,13 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         await asyncio.to_thread(apply_migrations, settings.database_url, migrations, plumbing=False)
         pool = await create_pool(settings.database_url, settings.db_pool_min_size, settings.db_pool_max_size)
         app.state.pool = pool
-        app.state.users = Users(pool)
+        throttle = Throttle(
+            settings.sign_in_free_failures_per_account,
+            settings.sign_in_free_failures_per_address,
+            settings.sign_in_max_delay_s,
+        )
+        app.state.users = Users(pool, throttle, settings.sign_ins_kept_days)
+        app.state.sessions = Sessions(pool, settings.session_idle_timeout_s, settings.session_max_age_s)
         app.state.backends = Backends(settings)
         app.state.kafka = OpsKafka(settings.kafka_bootstrap_servers)
         try:
@@ -54,14 +59,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.templates = Templates(LANGUAGES)
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=settings.session_secret,
-        session_cookie="console_session",
-        max_age=settings.session_max_age_s,
-        same_site="lax",
-        https_only=settings.session_cookie_secure,
-    )
+    app.add_middleware(ServerSessions)
+    app.add_middleware(SecurityHeaders)  # added last, so outermost: on every answer, sessions' and static files' too
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for page in PAGES:
         app.include_router(page.router)

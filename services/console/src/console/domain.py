@@ -1,16 +1,38 @@
-"""Who may do what in the console, and what a password must be. Pure: no I/O."""
+"""Who may do what in the console, what a password must be, and how long a guesser waits. Pure: no I/O."""
 
 from __future__ import annotations
 
 import secrets
 import string
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import available_timezones
 
+from zxcvbn import zxcvbn
+
 LANGUAGES = ("en", "ru")
 MIN_PASSWORD_LENGTH = 12
+# zxcvbn's score from 0 (guessed at once) to 4; 3 is "safely unguessable: moderate protection from an offline attack".
+MIN_PASSWORD_SCORE = 3
+# The estimator's work grows with the length; what lies beyond this many characters adds nothing it would notice.
+_ESTIMATED_CHARACTERS = 100
 _ALPHABET = string.ascii_letters + string.digits
+
+
+def N_(message: str) -> str:
+    """Marks a message for extraction where it is defined; it is translated where it is shown (`Page.gettext`)."""
+    return message
+
+
+PASSWORD_TOO_SHORT = N_("at least 12 characters")
+PASSWORD_TOO_EASY = N_(
+    "Too easy to guess: repeated or adjacent keys, common words and passwords, names, dates and your email are tried"
+    " first. Use four or more unrelated words, or a password manager's random password."
+)
+PASSWORD_NOT_CURRENT = N_("The current password is not right.")
+PASSWORDS_DIFFER = N_("The two new passwords differ.")
+PASSWORD_UNCHANGED = N_("Choose a password other than the current one.")
 
 
 class Role(StrEnum):
@@ -29,7 +51,6 @@ class User:
     must_change_password: bool
     language: str
     time_zone: str
-    session_generation: int = 0  # a session is valid only while it carries this (see 4002.session-generation.sql)
 
     @property
     def is_operator(self) -> bool:
@@ -62,10 +83,14 @@ def check_new_user(partner_id: str | None, email: str, role: Role) -> None:
         raise InvalidUser("email", f"'{email}' is no email address")
 
 
-def password_problem(password: str) -> str | None:
-    """Why a new password is refused, or None."""
+def password_problem(password: str, *personal: str) -> str | None:
+    """Why a new password is refused, or None: too short, or too easy to guess by zxcvbn's estimate (which also
+    tries the `personal` words: the user's email and name)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        return f"at least {MIN_PASSWORD_LENGTH} characters"
+        return PASSWORD_TOO_SHORT
+    words = [part for word in personal for part in (word, *word.replace("@", ".").split("."))]
+    if zxcvbn(password[:_ESTIMATED_CHARACTERS], user_inputs=words)["score"] < MIN_PASSWORD_SCORE:
+        return PASSWORD_TOO_EASY
     return None
 
 
@@ -79,3 +104,39 @@ def valid_language(language: str) -> bool:
 
 def valid_time_zone(zone: str) -> bool:
     return zone in available_timezones()
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """How sign-in failures slow the next attempt down. Past `free` failures, each further one doubles the wait,
+    from 2**FIRST_DELAY_EXPONENT seconds up to `max_delay_s`: a person who mistyped waits little, a guesser a lot."""
+
+    free_per_account: int = 5  # failures of one account since its last sign-in (within a day)
+    free_per_address: int = 20  # failures from one address within an hour (an office shares one address)
+    max_delay_s: int = 900
+
+    FIRST_DELAY_EXPONENT = 5  # the first wait: 32 seconds
+
+    def delay_s(self, failures: int, free: int) -> int:
+        if failures < free:
+            return 0
+        return int(min(2 ** (failures - free + self.FIRST_DELAY_EXPONENT), self.max_delay_s))
+
+
+@dataclass(frozen=True)
+class Failures:
+    """The failed sign-ins that count for one account or one address: how many, and when the last one was."""
+
+    count: int
+    last_at: datetime | None
+
+
+def retry_after_s(throttle: Throttle, account: Failures, address: Failures, now: datetime) -> int:
+    """Seconds to wait before the next attempt (0: it may go ahead), the longer of the account's and the address's."""
+    waits = [0]
+    for failures, free in ((account, throttle.free_per_account), (address, throttle.free_per_address)):
+        delay = throttle.delay_s(failures.count, free)
+        if delay and failures.last_at is not None:
+            remaining = failures.last_at + timedelta(seconds=delay) - now
+            waits.append(max(0, int(remaining.total_seconds() + 0.999)))
+    return max(waits)

@@ -1,13 +1,20 @@
-"""The console's own SQL: its users. It holds no order, status or campaign data."""
+"""The console's own SQL: its users, their sessions and the record of sign-ins. It holds no order, status or
+campaign data."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from typing import Any
+
 import asyncpg
 
-from console.domain import Role, User
+from console.domain import Failures, Role, User
 from servicekit.db import DbConnection
 
-_COLUMNS = "id, partner_id, email, display_name, role, must_change_password, language, time_zone, session_generation"
+_COLUMNS = "id, partner_id, email, display_name, role, must_change_password, language, time_zone"
+# The same columns, of the users table joined as `u`.
+_USER_COLUMNS = ", ".join(f"u.{column.strip()}" for column in _COLUMNS.split(","))
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -20,7 +27,6 @@ def _user(row: asyncpg.Record) -> User:
         must_change_password=row["must_change_password"],
         language=row["language"],
         time_zone=row["time_zone"],
-        session_generation=row["session_generation"],
     )
 
 
@@ -49,14 +55,13 @@ class UserRepository:
         must_change_password: bool,
         language: str,
     ) -> User:
-        """Create the user, or reset the one with this email (role, partner and password; its sessions end)."""
+        """Create the user, or reset the one with this email (role, partner and password)."""
         row = await self.conn.fetchrow(
             f"INSERT INTO console_users (partner_id, email, display_name, role, password_hash, must_change_password,"
             f" language) VALUES ($1, $2, $3, $4, $5, $6, $7) "
             f"ON CONFLICT (lower(email)) DO UPDATE SET partner_id = EXCLUDED.partner_id,"
             f" display_name = EXCLUDED.display_name, role = EXCLUDED.role, password_hash = EXCLUDED.password_hash,"
-            f" must_change_password = EXCLUDED.must_change_password,"
-            f" session_generation = console_users.session_generation + 1 RETURNING {_COLUMNS}",
+            f" must_change_password = EXCLUDED.must_change_password RETURNING {_COLUMNS}",
             partner_id,
             email,
             display_name,
@@ -69,10 +74,9 @@ class UserRepository:
         return _user(row)
 
     async def set_password(self, user_id: int, password_hash: str) -> User:
-        """The new password; every session signed in with the old one ends (the generation moves on)."""
         row = await self.conn.fetchrow(
-            "UPDATE console_users SET password_hash = $2, must_change_password = false,"
-            f" session_generation = session_generation + 1 WHERE id = $1 RETURNING {_COLUMNS}",
+            "UPDATE console_users SET password_hash = $2, must_change_password = false"
+            f" WHERE id = $1 RETURNING {_COLUMNS}",
             user_id,
             password_hash,
         )
@@ -89,3 +93,115 @@ class UserRepository:
         await self.conn.execute(
             "UPDATE console_users SET language = $2, time_zone = $3 WHERE id = $1", user_id, language, time_zone
         )
+
+
+class SessionRepository:
+    """Sessions by the SHA-256 of their id (`id_hash`): the id itself is only ever in the browser's cookie."""
+
+    def __init__(self, conn: DbConnection) -> None:
+        self.conn = conn
+
+    async def create(self, id_hash: bytes, user_id: int, address: str, user_agent: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO console_sessions (id_hash, user_id, address, user_agent) VALUES ($1, $2, $3, $4)",
+            id_hash,
+            user_id,
+            address,
+            user_agent,
+        )
+
+    async def resume(self, id_hash: bytes, idle_timeout_s: int, lifetime_s: int) -> tuple[User, dict[str, Any]] | None:
+        """The session's user and data if it is still alive (used within the idle timeout, younger than its
+        lifetime), marking it used now: one statement checks and touches it."""
+        row = await self.conn.fetchrow(
+            f"UPDATE console_sessions s SET last_seen_at = now() FROM console_users u"
+            f" WHERE s.id_hash = $1 AND u.id = s.user_id"
+            f" AND s.last_seen_at > now() - make_interval(secs => $2)"
+            f" AND s.created_at > now() - make_interval(secs => $3)"
+            f" RETURNING {_USER_COLUMNS}, s.data::text AS data",
+            id_hash,
+            float(idle_timeout_s),
+            float(lifetime_s),
+        )
+        return (_user(row), json.loads(row["data"])) if row else None
+
+    async def save_data(self, id_hash: bytes, data: dict[str, Any]) -> None:
+        await self.conn.execute(
+            "UPDATE console_sessions SET data = $2::jsonb WHERE id_hash = $1", id_hash, json.dumps(data)
+        )
+
+    async def delete(self, id_hash: bytes) -> None:
+        await self.conn.execute("DELETE FROM console_sessions WHERE id_hash = $1", id_hash)
+
+    async def delete_of_user(self, user_id: int, keep: bytes | None = None) -> int:
+        """End every session of the user but `keep`; how many ended."""
+        ended = await self.conn.fetchval(
+            "WITH ended AS (DELETE FROM console_sessions WHERE user_id = $1 AND id_hash IS DISTINCT FROM $2"
+            " RETURNING 1) SELECT count(*) FROM ended",
+            user_id,
+            keep,
+        )
+        return int(ended)
+
+    async def count_of_user(self, user_id: int) -> int:
+        return int(await self.conn.fetchval("SELECT count(*) FROM console_sessions WHERE user_id = $1", user_id))
+
+    async def delete_expired(self, idle_timeout_s: int, lifetime_s: int) -> None:
+        await self.conn.execute(
+            "DELETE FROM console_sessions WHERE last_seen_at < now() - make_interval(secs => $1)"
+            " OR created_at < now() - make_interval(secs => $2)",
+            float(idle_timeout_s),
+            float(lifetime_s),
+        )
+
+
+class SignInRepository:
+    """The record of sign-ins (`console_sign_ins`), which is also what throttles password guessing."""
+
+    def __init__(self, conn: DbConnection) -> None:
+        self.conn = conn
+
+    async def lock_account(self, email: str) -> None:
+        """Until the transaction ends, the attempts at one account wait for each other: fifty guesses sent at once
+        are judged one after the other, each seeing the failures before it."""
+        await self.conn.execute("SELECT pg_advisory_xact_lock(7202612, hashtext(lower($1)))", email)
+
+    async def failures_of_account(self, email: str) -> Failures:
+        """The account's failures since its last sign-in, within a day."""
+        row = await self.conn.fetchrow(
+            "SELECT count(*) AS count, max(at) AS last_at FROM console_sign_ins"
+            " WHERE lower(email) = lower($1) AND outcome = 'failed' AND at > now() - interval '1 day'"
+            " AND at > coalesce((SELECT max(at) FROM console_sign_ins"
+            "  WHERE lower(email) = lower($1) AND outcome = 'signed_in'), '-infinity')",
+            email,
+        )
+        return _failures(row)
+
+    async def failures_of_address(self, address: str) -> Failures:
+        """The address's failures within an hour, whichever accounts they tried (a sign-in does not reset them)."""
+        row = await self.conn.fetchrow(
+            "SELECT count(*) AS count, max(at) AS last_at FROM console_sign_ins"
+            " WHERE address = $1 AND outcome = 'failed' AND at > now() - interval '1 hour'",
+            address,
+        )
+        return _failures(row)
+
+    async def now(self) -> datetime:
+        """The time now (not the transaction's start: the attempt may have waited for the account's lock)."""
+        moment: datetime = await self.conn.fetchval("SELECT clock_timestamp()")
+        return moment
+
+    async def record(self, email: str, address: str, outcome: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO console_sign_ins (at, email, address, outcome) VALUES (clock_timestamp(), $1, $2, $3)",
+            email,
+            address,
+            outcome,
+        )
+
+    async def delete_older_than(self, days: int) -> None:
+        await self.conn.execute("DELETE FROM console_sign_ins WHERE at < now() - make_interval(days => $1)", days)
+
+
+def _failures(row: asyncpg.Record | None) -> Failures:
+    return Failures(int(row["count"]), row["last_at"]) if row else Failures(0, None)

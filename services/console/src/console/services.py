@@ -1,29 +1,49 @@
-"""The console's use cases on its own data: users, passwords, preferences. Pages over the services' data call
-the backends instead (`console.backends`)."""
+"""The console's use cases on its own data: users, passwords, preferences, sessions and sign-ins. Pages over the
+services' data call the backends instead (`console.backends`)."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from pwdlib import PasswordHash
 
 from console.domain import (
+    PASSWORD_NOT_CURRENT,
+    PASSWORD_UNCHANGED,
     InvalidUser,
     Role,
+    Throttle,
     User,
     check_new_user,
     one_time_password,
     password_problem,
+    retry_after_s,
     valid_language,
     valid_time_zone,
 )
-from console.repository import UserRepository
+from console.repository import SessionRepository, SignInRepository, UserRepository
 
 # argon2id with pwdlib's recommended parameters; a hash made with older parameters is upgraded at sign-in.
 _hasher = PasswordHash.recommended()
 # Verified against when the email is unknown, so an unknown address costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("no such user: the time of a real check")
+# What the record of sign-ins keeps of an email, an address and a browser as typed or sent (anything longer is cut).
+_MAX_RECORDED = 320
+
+
+def _recordable(text: str) -> str:
+    """`text` as PostgreSQL can store it (no NUL, no lone surrogate: such an email names nobody anyway), bounded."""
+    cleaned = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return cleaned[:_MAX_RECORDED]
+
+
+def session_hash(session_id: str) -> bytes:
+    """How the database knows a session: the SHA-256 of its id (a random 256-bit token, so no salt is needed)."""
+    return hashlib.sha256(session_id.encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -32,9 +52,21 @@ class NewCredentials:
     password: str
 
 
+@dataclass(frozen=True)
+class SignIn:
+    """An attempt's result: the user when the password was right, and how many seconds the next attempt must wait
+    (non-zero when this one was refused unheard, or when its failure started or lengthened the wait)."""
+
+    user: User | None
+    retry_after_s: int = 0
+    throttled: bool = False  # refused without checking the password: the wait was not over
+
+
 class Users:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, throttle: Throttle | None = None, sign_ins_kept_days: int = 90) -> None:
         self.pool = pool
+        self.throttle = throttle or Throttle()
+        self.sign_ins_kept_days = sign_ins_kept_days
 
     async def get(self, user_id: int) -> User | None:
         async with self.pool.acquire() as conn:
@@ -50,11 +82,14 @@ class Users:
         password: str | None = None,
         language: str = "en",
     ) -> NewCredentials:
-        """Create the user (or reset the one with this email) with a one-time password to change at first sign-in;
-        a given `password` (the demo users of `make run`) need not be changed."""
+        """Create the user (or reset the one with this email, ending every session of theirs) with a one-time
+        password to change at first sign-in; a given `password` (the demo users of `make run`) need not be changed,
+        and must pass the same rules as a password the user chooses."""
         check_new_user(partner_id, email, role)
+        if password is not None and (problem := password_problem(password, email, display_name or "")):
+            raise InvalidUser("password", problem)
         chosen = password or one_time_password()
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             user = await UserRepository(conn).upsert(
                 partner_id or None,
                 email.strip(),
@@ -64,35 +99,62 @@ class Users:
                 must_change_password=password is None,
                 language=language,
             )
+            await SessionRepository(conn).delete_of_user(user.id)
         return NewCredentials(user, chosen)
 
-    async def authenticate(self, email: str, password: str) -> User | None:
-        async with self.pool.acquire() as conn:
-            repo = UserRepository(conn)
-            found = await repo.credentials(email.strip())
-            if found is None:
-                _hasher.verify(password, _DUMMY_HASH)
-                return None
-            user, stored = found
-            valid, new_hash = _hasher.verify_and_update(password, stored)
-            if not valid:
-                return None
-            if new_hash is not None:
-                await repo.rehash(user.id, new_hash)
-            await repo.signed_in(user.id)
+    async def sign_in(self, email: str, password: str, address: str) -> SignIn:
+        """Check a password at the sign-in form, unless the account or the address must wait after too many
+        failures; every attempt is recorded (time, email, address, outcome), and that record is the throttle's
+        memory, shared by every console instance."""
+        email, address = _recordable(email.strip()), _recordable(address)
+        async with self.pool.acquire() as conn, conn.transaction():
+            attempts = SignInRepository(conn)
+            await attempts.lock_account(email)
+            if wait := await self._wait(attempts, email, address):
+                await attempts.record(email, address, "throttled")
+                return SignIn(None, wait, throttled=True)
+            user = await self._verify(UserRepository(conn), email, password)
+            await attempts.record(email, address, "signed_in" if user else "failed")
+            if user is not None:
+                await UserRepository(conn).signed_in(user.id)
+                await attempts.delete_older_than(self.sign_ins_kept_days)
+                return SignIn(user)
+            return SignIn(None, await self._wait(attempts, email, address))
+
+    async def _wait(self, attempts: SignInRepository, email: str, address: str) -> int:
+        account = await attempts.failures_of_account(email)
+        from_address = await attempts.failures_of_address(address)
+        return retry_after_s(self.throttle, account, from_address, await attempts.now())
+
+    @staticmethod
+    async def _verify(repo: UserRepository, email: str, password: str) -> User | None:
+        found = await repo.credentials(email)
+        if found is None:
+            _hasher.verify(password, _DUMMY_HASH)
+            return None
+        user, stored = found
+        valid, new_hash = _hasher.verify_and_update(password, stored)
+        if not valid:
+            return None
+        if new_hash is not None:
+            await repo.rehash(user.id, new_hash)
         return user
 
-    async def change_password(self, user: User, current: str, new: str) -> User:
-        """The user with the new password and a new session generation, which ends every other session of theirs.
-        Raises InvalidUser naming the refused field."""
-        if await self.authenticate(user.email, current) is None:
-            raise InvalidUser("current", "the current password is not right")
-        if problem := password_problem(new):
+    async def change_password(self, user: User, current: str, new: str, keep_session: str | None = None) -> User:
+        """The user with the new password; every other session of theirs ends, `keep_session` (the one that changed
+        it) goes on. Raises InvalidUser naming the refused field."""
+        if problem := password_problem(new, user.email, user.display_name):
             raise InvalidUser("new", problem)
         if new == current:
-            raise InvalidUser("new", "choose a password other than the current one")
-        async with self.pool.acquire() as conn:
-            return await UserRepository(conn).set_password(user.id, _hasher.hash(new))
+            raise InvalidUser("new", PASSWORD_UNCHANGED)
+        async with self.pool.acquire() as conn, conn.transaction():
+            repo = UserRepository(conn)
+            if await self._verify(repo, _recordable(user.email), current) is None:
+                raise InvalidUser("current", PASSWORD_NOT_CURRENT)
+            changed = await repo.set_password(user.id, _hasher.hash(new))
+            keep = session_hash(keep_session) if keep_session else None
+            await SessionRepository(conn).delete_of_user(user.id, keep)
+        return changed
 
     async def set_preferences(self, user: User, language: str, time_zone: str) -> None:
         if not valid_language(language):
@@ -101,3 +163,53 @@ class Users:
             raise InvalidUser("time_zone", f"unknown time zone '{time_zone}'")
         async with self.pool.acquire() as conn:
             await UserRepository(conn).set_preferences(user.id, language, time_zone)
+
+
+@dataclass(frozen=True)
+class ResumedSession:
+    user: User
+    data: dict[str, Any]
+
+
+class Sessions:
+    """Server-side sessions: the browser holds a random id, the database the session (by the id's hash). A session
+    ends when it is signed out, after `idle_timeout_s` unused, `lifetime_s` after sign-in, or when its user's
+    sessions are ended (a password change or reset, "sign out everywhere", `end_sessions_of`)."""
+
+    def __init__(self, pool: asyncpg.Pool, idle_timeout_s: int, lifetime_s: int) -> None:
+        self.pool = pool
+        self.idle_timeout_s = idle_timeout_s
+        self.lifetime_s = lifetime_s
+
+    async def open(self, user: User, address: str, user_agent: str) -> str:
+        """A new session of `user`; returns its id, for the cookie. Sessions that expired meanwhile are cleared."""
+        session_id = secrets.token_urlsafe(32)
+        async with self.pool.acquire() as conn, conn.transaction():
+            repo = SessionRepository(conn)
+            await repo.delete_expired(self.idle_timeout_s, self.lifetime_s)
+            await repo.create(session_hash(session_id), user.id, _recordable(address), _recordable(user_agent))
+        return session_id
+
+    async def resume(self, session_id: str) -> ResumedSession | None:
+        """The session's user and data while it is alive (and it counts as used now), else None."""
+        async with self.pool.acquire() as conn:
+            found = await SessionRepository(conn).resume(session_hash(session_id), self.idle_timeout_s, self.lifetime_s)
+        return ResumedSession(*found) if found else None
+
+    async def save(self, session_id: str, data: dict[str, Any]) -> None:
+        async with self.pool.acquire() as conn:
+            await SessionRepository(conn).save_data(session_hash(session_id), data)
+
+    async def end(self, session_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            await SessionRepository(conn).delete(session_hash(session_id))
+
+    async def end_sessions_of(self, user_id: int, keep: str | None = None) -> int:
+        """End every session of the user (but `keep`'s, when given) at once, on every instance; how many ended.
+        The hook for whatever must sign a user out: "sign out everywhere", and later an admin disabling a user."""
+        async with self.pool.acquire() as conn:
+            return await SessionRepository(conn).delete_of_user(user_id, session_hash(keep) if keep else None)
+
+    async def count_of(self, user_id: int) -> int:
+        async with self.pool.acquire() as conn:
+            return await SessionRepository(conn).count_of_user(user_id)

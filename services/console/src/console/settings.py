@@ -20,11 +20,21 @@ class ConsoleSettings(ServiceSettings):
     # A backend call carries a partner token minted for the signed-in user, valid this long.
     backend_token_ttl_s: int = Field(default=300, ge=10)
 
-    # Sessions are signed cookies (HttpOnly, SameSite=Lax). The default secret only suits a laptop: set
-    # SESSION_SECRET in production, and SESSION_COOKIE_SECURE=true behind HTTPS.
+    # Sessions live in the console's database; the cookie (HttpOnly, SameSite=Lax) holds only a random id, and is
+    # Secure whenever the request came over HTTPS, or always with SESSION_COOKIE_SECURE=true (production, behind a
+    # proxy that terminates TLS). A session ends after SESSION_IDLE_TIMEOUT_S unused and SESSION_MAX_AGE_S after
+    # sign-in. SESSION_SECRET keys the CSRF tokens: the default only suits a laptop, set it in production.
     session_secret: str = Field(default="local-console-session-secret-change-me-0123456789", min_length=32)
     session_cookie_secure: bool = False
+    session_idle_timeout_s: int = Field(default=30 * 60, ge=60)
     session_max_age_s: int = Field(default=12 * 3600, ge=60)
+
+    # Sign-in throttling (docs/console.md): past these many failures, each further one doubles the wait, from 32 s
+    # up to SIGN_IN_MAX_DELAY_S. Per account: failures since its last sign-in; per address: failures in an hour.
+    sign_in_free_failures_per_account: int = Field(default=5, ge=1)
+    sign_in_free_failures_per_address: int = Field(default=20, ge=1)
+    sign_in_max_delay_s: int = Field(default=900, ge=1)
+    sign_ins_kept_days: int = Field(default=90, ge=1)  # the record of sign-ins and failures
 
     default_language: str = "en"
     default_time_zone: str = "Europe/Moscow"

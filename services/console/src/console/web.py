@@ -1,25 +1,33 @@
-"""What every page shares: the signed-in user from the session cookie, CSRF protection, the user's language and
-time zone, the templates, flash messages and the banner of a service that does not answer."""
+"""What every page shares: the server-side session and the signed-in user, CSRF protection, the security headers,
+the user's language and time zone, the templates, flash messages and the banner of a service that does not answer."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.backends import BackendProblem, Backends, BackendUnavailable, PartnerApi
+from console.domain import N_ as N_  # the pages' marker too
 from console.domain import Role, User
 from console.i18n import Formats, negotiate, translations
-from console.services import Users
+from console.services import Sessions, Users
 from console.settings import ConsoleSettings
 
 log = logging.getLogger(__name__)
@@ -52,11 +60,6 @@ class Templates:
         return self.environments[language].get_template(name).render(context)
 
 
-def N_(message: str) -> str:
-    """Marks a message for extraction where it is defined; it is translated where it is shown (`Page.gettext`)."""
-    return message
-
-
 # Field errors whose kind says it all, in words a form can show in either language (pydantic's and the services').
 COMMON_FIELD_ERRORS = {
     "missing": N_("Required."),
@@ -69,15 +72,172 @@ COMMON_FIELD_ERRORS = {
 }
 
 
-# --- session and CSRF ------------------------------------------------------------------------------------------
+# --- security headers ---------------------------------------------------------------------------------------------
+
+# No script but the console's own files (htmx and console.js: no inline script, no event handler attribute, no
+# eval), no style but its own files (htmx's indicator style is in console.css: `includeIndicatorStyles` is off),
+# Pico's icons as data: images, forms that post only here, and no page of the console inside another site's frame.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self';"
+    " frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",  # frame-ancestors for browsers that predate it
+}
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every response of the app (the unexpected-error page adds them itself: it is sent
+    from outside every middleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _with_security_headers(list(message.get("headers", [])))
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in headers}
+    missing = {name: value for name, value in SECURITY_HEADERS.items() if name.encode() not in present}
+    return headers + [(name.encode(), value.encode()) for name, value in missing.items()]
+
+
+# --- sessions ----------------------------------------------------------------------------------------------------
+
+SESSION_COOKIE = "console_session"
+_SESSION_STATE = "console.session"
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+# Paths that never need a session: no database round trip for a stylesheet or a probe.
+_SESSIONLESS = ("/static/", "/healthz", "/readyz", "/metrics")
+
+
+@dataclass
+class SessionState:
+    """This request's session: its id (the cookie), the user signed in on it (None: not signed in) and its data
+    (`request.session`: flash messages and the like, kept in the database while signed in)."""
+
+    id: str
+    user: User | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    stored: str = "{}"  # the data as loaded, to write it back only when a page changed it
+    cookie: str | None = None  # a Set-Cookie value the answer must carry
+
+    def changed(self) -> bool:
+        return json.dumps(self.data, sort_keys=True) != self.stored
+
+
+def _new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ServerSessions:
+    """Gives every page request its session from the console's database. The cookie holds a random id only; the
+    session, if one is signed in under it, is a row of `console_sessions` (by the id's hash), so signing out or
+    ending a user's sessions takes effect at once on every instance. A visitor who is not signed in gets an id
+    too, never stored: it keys the sign-in form's CSRF token."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(_SESSIONLESS):
+            await self.app(scope, receive, send)
+            return
+        sessions: Sessions = scope["app"].state.sessions
+        settings: ConsoleSettings = scope["app"].state.settings
+        state = scope[_SESSION_STATE] = await _resume(sessions, Request(scope).cookies.get(SESSION_COOKIE, ""))
+        secure = scope.get("scheme") == "https" or settings.session_cookie_secure
+
+        async def with_session(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if state.user is not None and state.changed():
+                    await sessions.save(state.id, state.data)
+                if state.cookie is not None:
+                    cookie = state.cookie + ("; Secure" if secure else "")
+                    message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode("latin-1"))]
+            await send(message)
+
+        scope["session"] = state.data  # `request.session`
+        await self.app(scope, receive, with_session)
+
+
+async def _resume(sessions: Sessions, cookie: str) -> SessionState:
+    if not _SESSION_ID.fullmatch(cookie):
+        state = SessionState(_new_session_id())
+        state.cookie = _cookie(state.id, max_age=None)
+        return state
+    resumed = await sessions.resume(cookie)
+    if resumed is None:  # signed out, ended or expired, or never signed in: a visitor
+        return SessionState(cookie)
+    return SessionState(cookie, resumed.user, resumed.data, json.dumps(resumed.data, sort_keys=True))
+
+
+def _cookie(value: str, max_age: int | None) -> str:
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[SESSION_COOKIE] = value
+    morsel = cookie[SESSION_COOKIE]
+    morsel["path"] = "/"
+    morsel["httponly"] = True
+    morsel["samesite"] = "lax"
+    if max_age is not None:
+        morsel["max-age"] = max_age
+    return morsel.OutputString()
+
+
+def session_of(request: Request) -> SessionState:
+    state: SessionState = request.scope[_SESSION_STATE]
+    return state
+
+
+def sessions_of(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+async def start_session(request: Request, user: User) -> None:
+    """Sign `user` in: a new session under a new id (nothing from before carries over: no session fixation)."""
+    state = session_of(request)
+    address = request.client.host if request.client else ""
+    state.id = await sessions_of(request).open(user, address, request.headers.get("user-agent", ""))
+    state.user, state.data, state.stored = user, {}, "{}"
+    request.scope["session"] = state.data
+    state.cookie = _cookie(state.id, max_age=settings_of(request).session_max_age_s)
+
+
+async def end_session(request: Request) -> None:
+    """Sign out: the session is deleted (a copy of the cookie signs nobody in any more) and the browser gets a new
+    visitor's id."""
+    state = session_of(request)
+    await sessions_of(request).end(state.id)
+    state.id, state.user, state.data = _new_session_id(), None, {}
+    request.scope["session"] = state.data
+    state.cookie = _cookie(state.id, max_age=None)
+
+
+# --- CSRF --------------------------------------------------------------------------------------------------------
 
 
 def csrf_token(request: Request) -> str:
-    """The session's CSRF token (made on first use): every form carries it, htmx sends it as a header."""
-    token = request.session.get("csrf")
-    if not token:
-        token = request.session["csrf"] = secrets.token_urlsafe(32)
-    return str(token)
+    """The session's CSRF token: every form carries it, htmx sends it as a header. It is an HMAC of the session's
+    id, so it needs no storage and changes with the session (at sign-in and sign-out)."""
+    state = request.scope.get(_SESSION_STATE)
+    if not isinstance(state, SessionState):
+        return ""  # a page answered before the session was read (the database is away): it posts nothing
+    secret = settings_of(request).session_secret.encode()
+    return hmac.new(secret, f"csrf:{state.id}".encode(), hashlib.sha256).hexdigest()
 
 
 class CsrfRefused(Exception):
@@ -86,13 +246,12 @@ class CsrfRefused(Exception):
 
 async def csrf_protected(request: Request) -> None:
     """An app-wide dependency: a request that changes anything must carry the session's token."""
-    if request.method in SAFE_METHODS:
+    if request.method in SAFE_METHODS or _SESSION_STATE not in request.scope:
         return
-    expected = request.session.get("csrf")
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
         sent = str((await request.form()).get(CSRF_FIELD) or "")
-    if not expected or not secrets.compare_digest(str(expected), sent):
+    if not hmac.compare_digest(csrf_token(request).encode(), sent.encode("utf-8", "replace")):
         raise CsrfRefused()
 
 
@@ -204,18 +363,9 @@ def render(
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
-def start_session(request: Request, user: User) -> None:
-    """Sign `user` in on this session, as of their credentials' current generation."""
-    request.session["user"] = user.id
-    request.session["generation"] = user.session_generation
-
-
 async def signed_in(request: Request) -> Page:
-    user_id = request.session.get("user")
-    user = await users_of(request).get(int(user_id)) if user_id else None
-    if user is None or request.session.get("generation", 0) != user.session_generation:
-        # Gone, or the password was changed or reset since this session signed in: it ends here.
-        request.session.pop("user", None)
+    user = session_of(request).user
+    if user is None:
         raise SignInRequired()
     if user.must_change_password and request.url.path != "/account/password":
         raise SignInRequired(must_change_password=True)
@@ -284,10 +434,27 @@ async def _refused(request: Request, exc: Exception) -> Response:
     return page.render("error.html", exc.status, reason="refused", detail=exc.detail, status=exc.status)
 
 
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """A value of a URL or a form the route cannot take at all (a word for a number...): the fields, named."""
+    assert isinstance(exc, RequestValidationError)
+    fields = ", ".join(sorted({str(error["loc"][-1]) for error in exc.errors() if error.get("loc")}))
+    return _error_page(request, 422, reason="invalid", fields=fields)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     """A bug: logged with its traceback; the user sees a page that says so, never a stack trace."""
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return render(request, "error.html", 500, reason="bug")
+    page = _error_page(request, 500, reason="bug")
+    page.headers.update(SECURITY_HEADERS)  # sent from outside the middleware that adds them to every other answer
+    return page
+
+
+def _error_page(request: Request, status: int, **context: Any) -> HTMLResponse:
+    """The error page, in the signed-in user's language when there is one (no look-up that could fail again)."""
+    state = request.scope.get(_SESSION_STATE)
+    user = state.user if isinstance(state, SessionState) else None
+    fmt = Formats(user.language, user.time_zone) if user else None
+    return render(request, "error.html", status, user=user, fmt=fmt, **context)
 
 
 def install_page_handlers(app: Any) -> None:
@@ -297,3 +464,4 @@ def install_page_handlers(app: Any) -> None:
     app.add_exception_handler(CsrfRefused, _csrf_refused)
     app.add_exception_handler(NotAllowed, _not_allowed)
     app.add_exception_handler(BackendUnavailable, _unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid)

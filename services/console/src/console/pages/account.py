@@ -1,4 +1,5 @@
-"""Signing in and out, the one-time password's replacement, and the user's language and time zone."""
+"""Signing in (throttled) and out, ending every session, the one-time password's replacement, and the user's
+language and time zone."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from console.domain import LANGUAGES, InvalidUser, Role
-from console.web import AnyUser, csrf_token, flash, redirect, render, start_session, users_of
+from console.domain import LANGUAGES, PASSWORDS_DIFFER, InvalidUser, Role
+from console.web import (
+    AnyUser,
+    end_session,
+    flash,
+    redirect,
+    render,
+    session_of,
+    sessions_of,
+    start_session,
+    users_of,
+)
 
 router = APIRouter()
 
@@ -43,7 +54,6 @@ async def home(page: AnyUser) -> Response:
 
 @router.get("/login")
 async def login_form(request: Request, next: str | None = None) -> Response:
-    csrf_token(request)
     return render(request, "login.html", next=_safe_next(next), full_page=True)
 
 
@@ -54,21 +64,43 @@ async def login(
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    user = await users_of(request).authenticate(email, password)
-    if user is None:
-        return render(request, "login.html", 401, next=_safe_next(next), email=email, failed=True, full_page=True)
-    request.session.clear()  # a new session at sign-in: nothing from before it carries over (session fixation)
-    start_session(request, user)
-    csrf_token(request)
-    if user.must_change_password:
+    """401 for a wrong email or password; 429 with Retry-After while the account or the address must wait after
+    too many failures (the password is not even checked then); the page says how long."""
+    address = request.client.host if request.client else ""
+    attempt = await users_of(request).sign_in(email, password, address)
+    if attempt.user is None:
+        headers = {"Retry-After": str(attempt.retry_after_s)} if attempt.retry_after_s else None
+        status = 429 if attempt.throttled else 401
+        return render(
+            request,
+            "login.html",
+            status,
+            headers,
+            next=_safe_next(next),
+            full_page=True,
+            email=email,
+            failed=not attempt.throttled,
+            retry_after_s=attempt.retry_after_s,
+        )
+    await start_session(request, attempt.user)
+    if attempt.user.must_change_password:
         return redirect(request, "/account/password")
     return redirect(request, _safe_next(next))
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    request.session.clear()
+    """The session is deleted on the server: a copy of its cookie signs nobody in from now on."""
+    await end_session(request)
     return redirect(request, "/login")
+
+
+@router.post("/account/sessions/end")
+async def sign_out_everywhere(page: AnyUser) -> Response:
+    """Every session of this user ends, in every browser and on every instance, this one included."""
+    await sessions_of(page.request).end_sessions_of(page.user.id)
+    await end_session(page.request)
+    return redirect(page.request, "/login")
 
 
 @router.get("/account/password")
@@ -82,18 +114,20 @@ async def change_password(
 ) -> Response:
     try:
         if new != repeat:
-            raise InvalidUser("repeat", "the two new passwords differ")
-        changed = await users_of(page.request).change_password(page.user, current, new)
+            raise InvalidUser("repeat", PASSWORDS_DIFFER)
+        # This session goes on; every other one of this user's ends.
+        await users_of(page.request).change_password(page.user, current, new, keep_session=session_of(page.request).id)
     except InvalidUser as refused:
         return page.render("password.html", 422, errors={refused.field: page.gettext(str(refused))})
-    start_session(page.request, changed)  # this session goes on; every other one of this user's has ended
     flash(page.request, page.gettext("Your password is changed."))
     return page.redirect("/")
 
 
 @router.get("/account")
 async def preferences_form(page: AnyUser) -> Response:
-    return page.render("account.html", languages=LANGUAGES, time_zones=_zones(page.user.time_zone), errors={})
+    sessions = await sessions_of(page.request).count_of(page.user.id)
+    zones = _zones(page.user.time_zone)
+    return page.render("account.html", languages=LANGUAGES, time_zones=zones, errors={}, sessions=sessions)
 
 
 @router.post("/account")
@@ -104,7 +138,9 @@ async def save_preferences(
         await users_of(page.request).set_preferences(page.user, language, time_zone)
     except InvalidUser as refused:
         errors = {refused.field: page.gettext(str(refused))}
-        return page.render("account.html", 422, languages=LANGUAGES, time_zones=_zones(time_zone), errors=errors)
+        sessions = await sessions_of(page.request).count_of(page.user.id)
+        zones = _zones(time_zone)
+        return page.render("account.html", 422, languages=LANGUAGES, time_zones=zones, errors=errors, sessions=sessions)
     return page.redirect("/account")
 
 
