@@ -1,0 +1,39 @@
+// The console's few behaviours that are not htmx attributes, in a file of its own: the Content-Security-Policy
+// allows no inline script and no event handler attribute (onclick=...). Delegated from the document, so they work
+// on what htmx swaps in too. Each is declared in the templates by a data- attribute.
+"use strict";
+
+// <button data-close-dialog>: removes the dialog it is in (the status property dialog's close and cancel).
+document.addEventListener("click", (event) => {
+  const closer = event.target.closest("[data-close-dialog]");
+  if (closer) {
+    closer.closest("dialog")?.remove();
+  }
+});
+
+// <button data-remove="fieldset">: removes the closest such element (a filter row), then tells its form that it
+// changed, so the campaign editor's live preview follows.
+document.addEventListener("click", (event) => {
+  const remover = event.target.closest("[data-remove]");
+  if (!remover) {
+    return;
+  }
+  const form = remover.form || remover.closest("form");
+  remover.closest(remover.dataset.remove)?.remove();
+  form?.dispatchEvent(new Event("change", { bubbles: true }));
+});
+
+// <select data-submit-on-change>: submits its form when the choice changes (the campaigns list's state filter).
+document.addEventListener("change", (event) => {
+  if (event.target.matches("[data-submit-on-change]")) {
+    event.target.form.requestSubmit();
+  }
+});
+
+// <form data-confirm="question">: asks before submitting (archiving a campaign, which cannot be undone).
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset.confirm;
+  if (question && !window.confirm(question)) {
+    event.preventDefault();
+  }
+});
