@@ -5,9 +5,16 @@ their names and, once each answers `/readyz`, plays the example through public i
 integrator would: the demo partner's statuses over the registry API, the campaign over the campaigns API,
 orders as events on `orders.inbound.v1`. Status changes are shown as they are published; each SMS is printed
 by the notifier's console provider. `make run` stays in the foreground until Ctrl-C; `make up` starts the
-supervisor in the background (logs in .state/run/platform.log) and `make down` stops it. `INSTANCES=2` runs
-each service twice (consumer groups split the partitions, the relays the outbox's slots), on ports 8011-8014
-beside 8001-8004.
+supervisor in the background (logs in .state/run/platform.log) and `make down` stops it; should its example fail,
+`make up` stops everything it started and says why in one line.
+
+The example runs again on every start, after whatever a user did in the console meanwhile, so it only adds what
+it lacks: the example's statuses that are missing (and those its orders and campaign use, restored if archived;
+`devtools.scenario.add_example_statuses`), and its campaign when none of that name is left (activated when a
+draft). It never archives a status, and leaves a user's statuses and an edited or paused campaign as they are.
+
+`INSTANCES=2` runs each service twice (consumer groups split the partitions, the relays the outbox's slots), on
+ports 8011-8014 beside 8001-8004.
 
 Stopping stops everything, whatever happens to the supervisor:
 
@@ -35,7 +42,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +55,7 @@ from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import Customer, OrderStatusChanged
 from contracts.statuses import StatusCodes
 from contracts.topics import Topic
-from devtools.scenario import DEMO_PARTNER, example_status_list
+from devtools.scenario import DEMO_PARTNER, add_example_statuses
 from servicekit.auth import issue_token
 from servicekit.settings import ServiceSettings
 
@@ -75,6 +82,10 @@ DEMO_CAMPAIGN = {
     "sender": "DemoShop",
     "quiet_hours": "deliver_immediately",
 }
+# Every status code the demo's orders (`publish_orders`) and campaign name: restored if a user archived one.
+DEMO_STATUS_CODES = frozenset(
+    {"accepted", "at_pickup_point", "invoice_issued", "paid", "awaiting_payment", "in_progress", "shipped"}
+)
 # (name, phone, pays before shipping)
 DEMO_CUSTOMERS = (("Анна", "+79161110001", True), ("Борис", "+79161110002", False), ("Вера", "+79161110003", True))
 
@@ -334,7 +345,26 @@ async def supervise(
         await supervisor.stop()
         say("stopped")
     if failure is not None:
-        raise SystemExit(str(failure))
+        raise SystemExit(f"the example failed: {failure_line(failure)}")
+
+
+def failure_line(failure: BaseException) -> str:
+    """Why the example failed, in one line: for a refused request, which one and the problem's detail."""
+    if isinstance(failure, httpx.HTTPStatusError):
+        request, response = failure.request, failure.response
+        try:
+            problem = response.json()
+            reason = f"{problem.get('code', '')} {problem.get('detail') or problem.get('title') or ''}"
+        except (ValueError, AttributeError):
+            reason = response.text[:300]
+        text = f"{request.method} {request.url} answered {response.status_code}: {reason}"
+    elif isinstance(failure, SystemExit):
+        text = str(failure.code)
+    elif isinstance(failure, KeyboardInterrupt):
+        text = "interrupted"
+    else:
+        text = str(failure) or type(failure).__name__
+    return " ".join(text.split())
 
 
 async def wait_until_ready(exited: Callable[[], str | None]) -> None:
@@ -363,29 +393,39 @@ def client(port: int, token: str) -> httpx.AsyncClient:
     )
 
 
-async def define_statuses(token: str) -> None:
-    async with client(SERVICES["status-registry"], token) as registry:
-        result = (
-            (await registry.put("/v1/statuses", json={"statuses": example_status_list()})).raise_for_status().json()
-        )
-    say(f"statuses of partner '{DEMO_PARTNER}': {len(result['created'])} created, {len(result['unchanged'])} unchanged")
-    for status in result["statuses"]:
+async def define_statuses(registry: httpx.AsyncClient) -> None:
+    """The example's statuses beside whatever a user added in the console since the last run (never archived)."""
+    added = await add_example_statuses(registry, DEMO_STATUS_CODES)
+    say(
+        f"statuses of partner '{DEMO_PARTNER}': {len(added.created)} created, {len(added.restored)} restored, "
+        f"{len(added.kept)} there already (left as they are; other statuses untouched)"
+    )
+    for status in added.statuses:
         flags = " (initial)" if status["is_initial"] else ""
-        english = status["localized_names"].get("en")
+        english = status["localized_names"].get("en", "")
         say(f"    {status['type']:<9} {status['code']:<18} {status['name']} / {english}{flags}")
 
 
-async def define_campaign(token: str) -> str:
-    async with client(SERVICES["campaigns"], token) as campaigns:
-        existing = (await campaigns.get("/v1/campaigns")).raise_for_status().json()["items"]
-        campaign = next((c for c in existing if c["name"] == DEMO_CAMPAIGN["name"]), None)
-        if campaign is None:  # the registry's statuses are known at once (read-your-writes): no retry
-            response = await campaigns.post("/v1/campaigns", json=DEMO_CAMPAIGN)
-            if response.status_code != 201:
-                raise SystemExit(f"the campaign was refused: {response.text}")
-            campaign = response.json()
-        await campaigns.post(f"/v1/campaigns/{campaign['id']}/activate")
-    say(f"campaign '{DEMO_CAMPAIGN['name']}' active: delivery -> shipped, payment is paid -> SMS")
+async def define_campaign(campaigns: httpx.AsyncClient) -> str:
+    """The demo campaign, found by its name: created and activated when there is none (archived ones do not count),
+    activated when a draft; otherwise left exactly as it is, a user's edits and a pause included."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 500}
+    while True:
+        page = (await campaigns.get("/v1/campaigns", params=params)).raise_for_status().json()
+        items += [c for c in page["items"] if c["name"] == DEMO_CAMPAIGN["name"] and c["state"] != "archived"]
+        if not page["next_cursor"]:
+            break
+        params["cursor"] = page["next_cursor"]
+    campaign = next((c for c in items if c["state"] == "active"), items[0] if items else None)
+    if campaign is None:  # the registry's statuses are known at once (read-your-writes): no retry
+        campaign = (await campaigns.post("/v1/campaigns", json=DEMO_CAMPAIGN)).raise_for_status().json()
+    if campaign["state"] == "draft":
+        campaign = (await campaigns.post(f"/v1/campaigns/{campaign['id']}/activate")).raise_for_status().json()
+    if campaign["state"] == "active":
+        say(f"campaign '{DEMO_CAMPAIGN['name']}' active: delivery -> shipped, payment is paid -> SMS")
+    else:
+        say(f"campaign '{DEMO_CAMPAIGN['name']}' is {campaign['state']} (a user's choice, left so): no SMS expected")
     return str(campaign["id"])
 
 
@@ -466,8 +506,10 @@ async def play(exited: Callable[[], str | None]) -> None:
     token = issue_token(settings, DEMO_PARTNER)
     watcher = asyncio.create_task(show_status_changes(settings))
     await asyncio.sleep(1)  # the watcher joins before the first change
-    await define_statuses(token)
-    await define_campaign(token)
+    async with client(SERVICES["status-registry"], token) as registry:
+        await define_statuses(registry)
+    async with client(SERVICES["campaigns"], token) as campaigns:
+        await define_campaign(campaigns)
     await publish_orders(settings)
     say(f"demo token (read, write): {token}")
     say("SMS appear below as the notifier's console provider sends them (also in .state/notifier/sms.jsonl,")
@@ -501,26 +543,40 @@ def background(procfile: Path, run_dir: Path, grace_s: float) -> None:
     asyncio.run(supervise(instances(procfile_commands(procfile)), run_dir, grace_s, None))
 
 
-def up() -> None:
-    if (pid := running_pid()) is not None:
+def up(
+    procfile: Path = ROOT / "Procfile",
+    run_dir: Path = RUN_DIR,
+    grace_s: float = STOP_GRACE_S,
+    example: Callable[[Callable[[], str | None]], Coroutine[Any, Any, None]] = play,
+) -> None:
+    """Start the supervisor in the background and play `example`; should that fail (or be interrupted), stop
+    everything started here before saying why in one line: `make up` succeeds or leaves nothing behind."""
+    if (pid := running_pid(run_dir)) is not None:
         say(f"already running (supervisor {pid}); make logs follows it, make down stops it")
         return
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    with LOG_FILE.open("ab") as log:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = run_dir / LOG_FILE.name
+    argv = ["supervise", "--procfile", str(procfile), "--run-dir", str(run_dir), "--grace", str(grace_s)]
+    with log_file.open("ab") as log:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "devtools.run", "supervise"],
+            [sys.executable, "-m", "devtools.run", *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this command and the terminal
         )
-    write_pid_file(RUN_DIR, SUPERVISOR, supervisor.pid)  # at once, for a second `make up` or `make down`
+    write_pid_file(run_dir, SUPERVISOR, supervisor.pid)  # at once, for a second `make up` or `make down`
 
     def exited() -> str | None:
-        return "the supervisor" if supervisor.poll() is not None else None
+        return f"the supervisor (log: {log_file})" if supervisor.poll() is not None else None
 
-    asyncio.run(play(exited))
-    say(f"running in the background (logs: {LOG_FILE}); make logs follows them, make down stops everything")
+    try:
+        asyncio.run(example(exited))
+    except BaseException as failure:  # Ctrl-C included: nothing may outlive a failed `make up`
+        say("make up failed: stopping everything it started")
+        down(run_dir, grace_s)
+        raise SystemExit(f"make up failed: {failure_line(failure)}") from None
+    say(f"running in the background (logs: {log_file}); make logs follows them, make down stops everything")
 
 
 def down(run_dir: Path = RUN_DIR, grace_s: float = STOP_GRACE_S) -> None:

@@ -1,11 +1,14 @@
-"""The product documentation's example: the statuses a demo partner defines (used by `make run` and tests) and the
-seed campaign."""
+"""The product documentation's example: the statuses a demo partner defines (used by `make run` and tests), how
+`make run` adds them beside a user's own, and the seed campaign."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope
@@ -51,6 +54,61 @@ def example_status_list() -> list[dict[str, Any]]:
         )
         seen.add(status_type)
     return body
+
+
+@dataclass
+class AddedStatuses:
+    """What `add_example_statuses` did, by code, and the partner's statuses afterwards (not archived)."""
+
+    created: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # there already, left exactly as they are
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def add_example_statuses(registry: httpx.AsyncClient, needed: Collection[str]) -> AddedStatuses:
+    """The example's statuses on a partner who may have used the console since (`make run`, every time).
+
+    Only what is missing is added: an example status that does not exist is created (initial only when its type
+    has no initial status yet), one in `needed` (the demo's orders and campaign name it) that a user archived is
+    restored. Nothing else changes: no status is archived, a user's own or edited status stays as it is. Not the
+    bulk sync (`PUT /v1/statuses`): it would archive every status of the user's, and is refused (409
+    `status_in_use`) once an active campaign names one."""
+    existing = {status["code"]: status for status in await all_statuses(registry)}
+    initial_types = {s["type"] for s in existing.values() if s["is_initial"] and not s["archived"]}
+    added = AddedStatuses()
+    for wanted in example_status_list():
+        code, current = wanted["code"], existing.get(wanted["code"])
+        if current is None:
+            wanted["is_initial"] = wanted["is_initial"] and wanted["type"] not in initial_types
+            (await registry.post("/v1/statuses", json=wanted)).raise_for_status()
+            initial_types |= {wanted["type"]} if wanted["is_initial"] else set()
+            added.created.append(code)
+        elif current["archived"] and code in needed:
+            if current["is_initial"] and current["type"] in initial_types:  # restoring it as initial is refused
+                demoted = await registry.patch(
+                    f"/v1/statuses/{code}", json={"is_initial": False}, headers={"If-Match": f'"{current["version"]}"'}
+                )
+                demoted.raise_for_status()
+            restored = (await registry.post(f"/v1/statuses/{code}/restore")).raise_for_status().json()
+            initial_types |= {restored["type"]} if restored["is_initial"] else set()
+            added.restored.append(code)
+        else:
+            added.kept.append(code)
+    added.statuses = [status for status in await all_statuses(registry) if not status["archived"]]
+    return added
+
+
+async def all_statuses(registry: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Every status of the client's partner, archived ones included, page after page."""
+    statuses: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"include_archived": "true", "limit": 500}
+    while True:
+        page = (await registry.get("/v1/statuses", params=params)).raise_for_status().json()
+        statuses += page["items"]
+        if not page["next_cursor"]:
+            return statuses
+        params["cursor"] = page["next_cursor"]
 
 
 def example_definitions(partner_id: str = DEMO_PARTNER) -> list[StatusDefinition]:
