@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -32,17 +31,16 @@ from orders.read_model import (
     order_detail,
     order_page,
 )
-from orders.repository import store_response, stored_response
-from orders.services import Command, OrderService, Result
+from orders.services import Answer, Command, OrderService, RequestKey, Result
 from servicekit.app import parts_of, runtime_of
-from servicekit.auth import Principal, Reader, Writer
+from servicekit.auth import Reader, Writer
 from servicekit.catalog import StatusCatalog
+from servicekit.db import DbConnection
 from servicekit.errors import (
     FieldError,
     InvalidRequest,
     NotFound,
     ProblemResponse,
-    Unprocessable,
     problem_body,
     problem_response,
     problems,
@@ -113,24 +111,17 @@ def _event_id(idempotency_key: str | None) -> str:
     return f"http:{idempotency_key}" if idempotency_key else f"http:{uuid.uuid4()}"
 
 
-async def _idempotent(request: Request, who: Principal, key: str | None, body: BaseModel, run: Any) -> JSONResponse:
-    """Run `run()` once per Idempotency-Key; a repeat with the same request returns the first response."""
-    if key is None:
-        code, payload = await run()
-        return _answer(code, payload)
-    fingerprint = hashlib.sha256(f"{request.method} {request.url.path} {body.model_dump_json()}".encode()).hexdigest()
-    pool = runtime_of(request).pool
-    async with pool.acquire() as conn:
-        stored = await stored_response(conn, who.partner_id, key)
-    if stored is None:
-        code, payload = await run()
-        async with pool.acquire() as conn:
-            await store_response(conn, who.partner_id, key, fingerprint, code, payload)
-            stored = await stored_response(conn, who.partner_id, key)
-        assert stored is not None
-    if stored["request_hash"] != fingerprint:
-        raise Unprocessable("Idempotency-Key was used for another request", code="idempotency_key_reused")
-    return _answer(stored["status_code"], json.loads(stored["body"]))
+async def _write(request: Request, command: Command, key: str | None, body: BaseModel) -> JSONResponse:
+    """Apply `command`; with an Idempotency-Key, once: a repeat of the same request returns the first answer."""
+    request_key = None
+    if key is not None:
+        fingerprint = f"{request.method} {request.url.path} {body.model_dump_json()}"
+        request_key = RequestKey(key, hashlib.sha256(fingerprint.encode()).hexdigest())
+    catalog = _catalog(request)
+    code, payload = await service(request).handle_request(
+        command, lambda conn, result: _written(conn, catalog, result), request_key
+    )
+    return _answer(code, payload)
 
 
 def _answer(code: int, payload: dict[str, Any]) -> JSONResponse:
@@ -138,7 +129,7 @@ def _answer(code: int, payload: dict[str, Any]) -> JSONResponse:
     return ProblemResponse(payload, status_code=code) if code >= 400 else JSONResponse(payload, status_code=code)
 
 
-def _refusal(result: Result) -> tuple[int, dict[str, Any]]:
+def _refusal(result: Result) -> Answer:
     assert result.refused is not None
     refused = result.refused
     if refused.reason is Reason.UNKNOWN_ORDER:
@@ -151,13 +142,13 @@ def _field_error(refused: Refused) -> FieldError:
     return FieldError(location="body", field=field, message=refused.detail, type=str(refused.reason))
 
 
-async def _apply(request: Request, command: Command) -> tuple[int, dict[str, Any]]:
-    result = await service(request).handle_request(command)
+async def _written(conn: DbConnection, catalog: StatusCatalog, result: Result) -> Answer:
+    """The answer to a write, read in its transaction: each change, the order after it, an upsert's details."""
     if result.refused is not None:
         return _refusal(result)
-    async with runtime_of(request).pool.acquire() as conn:
-        view = await one_order(conn, _catalog(request), command.partner_id, command.order_id)
-    assert view is not None  # the change just committed
+    command = result.command
+    view = await one_order(conn, catalog, command.partner_id, command.order_id)
+    assert view is not None  # the command was applied: the order exists
     changes = [
         StatusChange(type=c.status_type, outcome=c.outcome, from_=c.from_status and c.from_status.code,
                      to=c.to_status.code, sequence=c.sequence)
@@ -206,7 +197,7 @@ async def upsert_order(
             body.customer, body.amount, body.currency, body.placed_at, occurred_at, body.source_sequence
         ),
     )
-    return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
+    return await _write(request, command, idempotency_key, body)
 
 
 @router.post("/{order_id}/status", summary="Set one status of an order by its code", responses=_WRITE_ANSWERS)
@@ -215,7 +206,7 @@ async def set_status(
 ) -> JSONResponse:
     requested = Requested(body.code, body.occurred_at or datetime.now(UTC), None, body.comment)
     command = Command(who.partner_id, order_id, _event_id(idempotency_key), (requested,))
-    return await _idempotent(request, who, idempotency_key, body, lambda: _apply(request, command))
+    return await _write(request, command, idempotency_key, body)
 
 
 def _catalog(request: Request) -> StatusCatalog:

@@ -31,7 +31,12 @@ PUBLISHES = (
 def _startup(settings: OrdersSettings) -> StartupHook:
     async def start(runtime: Runtime) -> None:
         assert runtime.catalog is not None
-        service = OrderService(runtime.pool, runtime.catalog, settings.topic_status_changed)
+        service = OrderService(
+            runtime.pool,
+            runtime.catalog,
+            settings.topic_status_changed,
+            request_lock_timeout_s=settings.request_lock_timeout_s,
+        )
         runtime.parts = service
         dead_letters = DeadLetters(runtime.producer, settings.topic_inbound_dlq, settings.consumer_group)
         inbound = InboundConsumer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -244,6 +245,47 @@ async def details_history_of(
     return [dict(r) for r in rows]
 
 
+def _lock_id(key: OrderKey) -> int:
+    """A 64-bit advisory lock id for an order: the same in every process (unlike Python's salted hash)."""
+    digest = hashlib.blake2b(f"{key[0]}:{key[1]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_order_keys(conn: DbConnection, keys: Iterable[OrderKey]) -> None:
+    """Transaction-scoped advisory locks on the orders' keys, in a fixed order, whether the orders exist or not.
+
+    A row lock (`FOR UPDATE`) locks only an order that exists: two writers of one new order both found none, both
+    created it, and both applied its first statuses (history and events twice, so an SMS twice). A writer that may
+    create an order takes these first, before any row lock, so writers of one order run one after the other and
+    the later one reads the order the earlier one committed. Writers that only set statuses never create, so they
+    rely on the row lock alone and never wait for these: there is no cycle between the two kinds of lock.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", sorted(map(_lock_id, set(keys)))
+    )
+
+
+async def claim_request_key(conn: DbConnection, partner_id: str, key: str, request_hash: str) -> asyncpg.Record | None:
+    """Claim an Idempotency-Key for this transaction, or read the response stored under it.
+
+    The row is inserted with a placeholder answer (`store_response` replaces it before the commit), so no one ever
+    sees the placeholder: a duplicate that arrives while the first request runs waits on the unique key until the
+    first commits, then reads its answer (or claims the key itself, should the first have rolled back). Returns
+    None when claimed, else the stored request hash, status code and body."""
+    claimed = await conn.fetchval(
+        "INSERT INTO idempotency_keys (partner_id, key, request_hash, status_code, body) VALUES ($1, $2, $3, 0, '{}') "
+        "ON CONFLICT (partner_id, key) DO NOTHING RETURNING true",
+        partner_id,
+        key,
+        request_hash,
+    )
+    if claimed:
+        return None
+    stored = await stored_response(conn, partner_id, key)
+    assert stored is not None, "a key that conflicted is committed (keys are deleted only after days)"
+    return stored
+
+
 async def stored_response(conn: DbConnection, partner_id: str, key: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT request_hash, status_code, body FROM idempotency_keys WHERE partner_id = $1 AND key = $2",
@@ -252,16 +294,11 @@ async def stored_response(conn: DbConnection, partner_id: str, key: str) -> asyn
     )
 
 
-async def store_response(
-    conn: DbConnection, partner_id: str, key: str, request_hash: str, status_code: int, body: Any
-) -> None:
+async def store_response(conn: DbConnection, partner_id: str, key: str, status_code: int, body: Any) -> None:
     await conn.execute(
-        # Two requests racing on one key: the first stored answer stands, the second reads it back.
-        "INSERT INTO idempotency_keys (partner_id, key, request_hash, status_code, body) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (partner_id, key) DO NOTHING",
+        "UPDATE idempotency_keys SET status_code = $3, body = $4 WHERE partner_id = $1 AND key = $2",
         partner_id,
         key,
-        request_hash,
         status_code,
         json.dumps(body, default=str),
     )

@@ -8,9 +8,11 @@ commit together. Refused commands write nothing; the caller dead-letters or retr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
@@ -34,10 +36,21 @@ from orders.domain import (
     initial_finder,
     new_order,
 )
-from orders.repository import BatchWrites, DetailsEntry, HistoryEntry, OrderKey, load_batch, save_batch
+from orders.repository import (
+    BatchWrites,
+    DetailsEntry,
+    HistoryEntry,
+    OrderKey,
+    claim_request_key,
+    load_batch,
+    lock_order_keys,
+    save_batch,
+    store_response,
+)
 from servicekit import outbox
 from servicekit.catalog import StatusCatalog
 from servicekit.db import DbConnection
+from servicekit.errors import Conflict, Unprocessable
 from servicekit.outbox import OutboxRecord, record_for
 from servicekit.tracing import consume_span
 
@@ -91,12 +104,28 @@ class Result:
         return {c.status_type for c in self.changes if c.outcome is not Outcome.STALE}
 
 
+@dataclass(frozen=True)
+class RequestKey:
+    """A REST request's Idempotency-Key and the fingerprint of the request it was first used for."""
+
+    key: str
+    fingerprint: str
+
+
+Answer = tuple[int, dict[str, Any]]  # an HTTP status and its JSON body
+Responder = Callable[[DbConnection, Result], Awaitable[Answer]]
+RETRY_AFTER_S = 1  # what a request refused for a concurrent one is told to wait
+
+
 @dataclass
 class OrderService:
     pool: asyncpg.Pool
     catalog: StatusCatalog
     topic_status_changed: str
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # How long a REST write waits for a lock held by another request (on the order, or on its Idempotency-Key)
+    # before it answers 409 with Retry-After instead of holding a connection.
+    request_lock_timeout_s: float = 5.0
 
     async def handle(self, commands: Sequence[Command]) -> list[Result]:
         async with self.pool.acquire() as conn:
@@ -106,16 +135,49 @@ class OrderService:
                 outbox.committed()  # the batch's events are in the outbox: this process's relay goes now
             return results
 
-    async def handle_request(self, command: Command) -> Result:
-        """A REST request: decided only once the status replica has read everything the registry answered for
-        until now, so a status created, renamed or archived a moment ago is seen (`StatusCatalog.sync`). Not
-        on the Kafka path, where an unknown status goes through the retry topic instead."""
+    async def handle_request(self, command: Command, respond: Responder, key: RequestKey | None = None) -> Answer:
+        """A REST request, answered by `respond` inside its transaction, so that the answer stored under its
+        Idempotency-Key commits with the change it describes.
+
+        Decided only once the status replica has read everything the registry answered for until now, so a status
+        created, renamed or archived a moment ago is seen (`StatusCatalog.sync`); not on the Kafka path, where an
+        unknown status goes through the retry topic instead. The key is claimed first, in the same transaction: a
+        repeat of a finished request gets its answer; one that arrives while the first runs waits for it (up to
+        `request_lock_timeout_s`, then a 409 `idempotency_key_in_use`)."""
         await self.catalog.sync()
-        (result,) = await self.handle([command])
-        return result
+        try:
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(self.request_lock_timeout_s * 1000)}")
+                    answer, applied = await self._answer_once(conn, command, respond, key)
+                if applied:
+                    outbox.committed()
+                return answer
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:  # the order's locks: retryable
+            raise _busy(None) from exc
+
+    async def _answer_once(
+        self, conn: DbConnection, command: Command, respond: Responder, key: RequestKey | None
+    ) -> tuple[Answer, bool]:
+        if key is not None:
+            try:
+                stored = await claim_request_key(conn, command.partner_id, key.key, key.fingerprint)
+            except asyncpg.LockNotAvailableError as exc:
+                raise _busy(key) from exc
+            if stored is not None:
+                if stored["request_hash"] != key.fingerprint:
+                    raise Unprocessable("Idempotency-Key was used for another request", code="idempotency_key_reused")
+                return (stored["status_code"], json.loads(stored["body"])), False
+        (result,) = await self._handle(conn, [command])
+        answer = await respond(conn, result)
+        if key is not None:
+            await store_response(conn, command.partner_id, key.key, *answer)
+        return answer, bool(result.applied)
 
     async def _handle(self, conn: DbConnection, commands: Sequence[Command]) -> list[Result]:
         now = self.clock()
+        if any(c.details is not None for c in commands):  # a command that may create an order: lock_order_keys
+            await lock_order_keys(conn, [c.key for c in commands])
         orders, seen = await load_batch(conn, [c.key for c in commands], CONSUMER, [c.claim_id for c in commands])
         results, history, details, events, claims = [], [], [], [], []
         for command in commands:
@@ -188,6 +250,15 @@ class OrderService:
             causation_id=command.event_id,
         )
         return record_for(envelope, self.topic_status_changed, order_key(command.partner_id, order_id))
+
+
+def _busy(key: RequestKey | None) -> Conflict:
+    """The 409 for a request that waited too long for a concurrent one: retrying it later is the answer."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    if key is not None:
+        message = "a request with this Idempotency-Key is still running; retry it to get its answer"
+        return Conflict(message, code="idempotency_key_in_use", headers=headers)
+    return Conflict("another request is changing this order; retry", code="concurrent_change", headers=headers)
 
 
 def _count(results: list[Result]) -> None:

@@ -20,6 +20,9 @@ class OrdersSettings(ServiceSettings):
     # REST Idempotency-Keys are kept this long (then deleted by the retention clean-up): a client retries a
     # request within minutes; after this a repeated key is a new request.
     idempotency_key_retention_hours: float = Field(default=48.0, ge=24)
+    # How long a REST write waits for a concurrent one on the same order or Idempotency-Key before answering 409
+    # with Retry-After.
+    request_lock_timeout_s: float = Field(default=5.0, gt=0)
 
     @property
     def topic_inbound(self) -> str:
