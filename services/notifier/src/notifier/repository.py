@@ -8,7 +8,6 @@ reports); it is never reachable from a partner's request.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -125,26 +124,22 @@ class MessageRepository:
             return None
         return _message(row) if row else None
 
-    async def page(self, where: MessageFilter, *, after: uuid.UUID | None, limit: int) -> list[Message]:
-        """Newest first, after the partner's message `after` (the last of the previous page). Its number (`seq`, a
-        count over every partner) stays in here: a cursor names the message, never how many all partners sent.
-        Should that message be gone (retention), so are the older ones: the page is empty."""
+    async def page(self, where: MessageFilter, *, after: int | None, limit: int) -> list[tuple[int, Message]]:
+        """Newest first, after the message numbered `after`: (its number, the message)."""
         rows = await self._conn.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE partner_id = $1 "
+            f"SELECT seq, {MESSAGE_COLUMNS} FROM messages WHERE partner_id = $1 "
             "AND ($2::text IS NULL OR order_id = $2) AND ($3::text IS NULL OR phone = $3) "
             "AND ($4::text IS NULL OR campaign_id = $4) AND ($5::text IS NULL OR status = $5) "
-            "AND seq < COALESCE((SELECT seq FROM messages WHERE partner_id = $1 AND message_id = $6), $7) "
-            "ORDER BY seq DESC LIMIT $8",
+            "AND seq < $6 ORDER BY seq DESC LIMIT $7",
             self._partner_id,
             where.order_id,
             where.phone,
             where.campaign_id,
             str(where.status) if where.status else None,
-            after,
-            2**62 if after is None else 0,  # no cursor: from the newest; a cursor whose message is gone: nothing
+            after if after is not None else 2**62,
             limit,
         )
-        return [_message(row) for row in rows]
+        return [(r["seq"], Message.model_validate({k: v for k, v in dict(r).items() if k != "seq"})) for r in rows]
 
     async def attempts(self, message_id: str) -> list[Attempt]:
         rows = await self._conn.fetch(
@@ -178,22 +173,27 @@ class MessageRepository:
         return [ReplayRecord.model_validate(dict(r)) for r in rows]
 
     async def opt_out(self, phone: str, source: str) -> tuple[OptOut, bool]:
-        """Record an opt-out; returns it and whether it is new."""
-        row = await self._conn.fetchrow(
-            "INSERT INTO opt_outs (partner_id, phone, source) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING "
-            "RETURNING phone, source, created_at",
-            self._partner_id,
-            phone,
-            source,
-        )
-        if row is not None:
-            return OptOut.model_validate(dict(row)), True
-        existing = await self._conn.fetchrow(
-            "SELECT phone, source, created_at FROM opt_outs WHERE partner_id = $1 AND phone = $2",
-            self._partner_id,
-            phone,
-        )
-        return OptOut.model_validate(dict(existing or {})), False
+        """Record an opt-out; returns it and whether it is new.
+
+        The entry that kept the insert out may be removed (an opt-in) before it is read: then insert again, until
+        one of the two statements finds a row."""
+        while True:
+            row = await self._conn.fetchrow(
+                "INSERT INTO opt_outs (partner_id, phone, source) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING "
+                "RETURNING phone, source, created_at",
+                self._partner_id,
+                phone,
+                source,
+            )
+            if row is not None:
+                return OptOut.model_validate(dict(row)), True
+            existing = await self._conn.fetchrow(
+                "SELECT phone, source, created_at FROM opt_outs WHERE partner_id = $1 AND phone = $2",
+                self._partner_id,
+                phone,
+            )
+            if existing is not None:
+                return OptOut.model_validate(dict(existing)), False
 
     async def opt_in(self, phone: str) -> bool:
         status = await self._conn.execute(
