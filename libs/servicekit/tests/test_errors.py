@@ -93,7 +93,16 @@ async def test_domain_errors_are_problems_with_their_code_and_extensions(client:
     wrong = await client.put(
         "/things/x", json={"name": "x", "size": 1}, headers={"Authorization": f"Bearer {writer}", "If-Match": "nope"}
     )
-    assert_problem(wrong, 412, "precondition_failed")
+    assert_problem(wrong, 412, "version_mismatch")
+    anything = await client.put(
+        "/things/x", json={"name": "x", "size": 1}, headers={"Authorization": f"Bearer {writer}", "If-Match": "*"}
+    )
+    assert_problem(anything, 409, "thing_in_use")  # `*` matches any current version (RFC 9110): no 412
+
+
+def test_if_match_star_names_no_version_to_check() -> None:
+    assert version_from_if_match("*", required=True) is None
+    assert version_from_if_match('"3"', required=True) == 3
 
 
 async def test_validation_errors_name_location_and_field(client: httpx.AsyncClient) -> None:
@@ -141,7 +150,7 @@ def test_the_openapi_documents_every_error_as_a_problem() -> None:
     get_responses = schema["paths"]["/things/{name}"]["get"]["responses"]
     put_responses = schema["paths"]["/things/{name}"]["put"]["responses"]
     assert set(get_responses) == {"200", "401", "403", "404", "422", "500"}
-    assert set(put_responses) == {"200", "401", "403", "409", "412", "413", "415", "422", "428", "500"}
+    assert set(put_responses) == {"200", "400", "401", "403", "409", "412", "413", "415", "422", "428", "500"}
     for status, response in put_responses.items():
         if status != "200":
             assert response["content"] == {

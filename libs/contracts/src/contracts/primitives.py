@@ -38,6 +38,18 @@ _MONEY_RE = re.compile(MONEY_PATTERN)
 EARLIEST_YEAR, LATEST_YEAR = 1900, 9000
 
 
+# What pydantic would read as seconds since 1970 (`0.5`, `"1700000000"`): never meant as an instant here.
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _not_a_number(value: Any) -> Any:
+    """Only RFC 3339 text names an instant: pydantic's lax mode would take a number (or a numeric string) as
+    seconds since 1970, so `updated_to=0.5` meant half a second after the epoch instead of a refusal."""
+    if isinstance(value, int | float | Decimal) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("an instant is RFC 3339 text such as 2026-01-31T09:30:00Z, not a number")
+    return value
+
+
 def _to_utc(value: datetime) -> datetime:
     try:
         utc = value.astimezone(UTC)
@@ -51,6 +63,11 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware instant, normalised to UTC (naive datetimes are rejected: their instant is unknown)."""
 
+RequestDatetime = Annotated[UtcDatetime, BeforeValidator(_not_a_number)]
+"""`UtcDatetime` where requests are validated in pydantic's lax mode (HTTP: bodies and query parameters), which
+would take a number for seconds since 1970. Kafka's strict decoding refuses numbers by itself, and a validator
+there would make strict mode refuse the text as well."""
+
 PartnerId = Annotated[str, StringConstraints(pattern=PARTNER_ID_PATTERN)]
 """A partner (tenant) id. No ':' so that `{partner_id}:{...}` record keys stay unambiguous."""
 
@@ -61,7 +78,22 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 """An id issued by some system (order, customer, campaign, message): opaque, non-empty."""
 
 DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")]
-"""A human-readable name in any script: 1-100 characters, one line, no surrounding whitespace."""
+"""A human-readable name in any script, as the published events carry it (their released schemas fix this
+pattern, so readers keep accepting what was written before `OneLineName`): 1-100 characters, no surrounding
+whitespace."""
+
+# One line of text: no control character (C0, DEL, C1: tab, CR, VT, U+001F, U+0085...) and no line or paragraph
+# separator (U+2028, U+2029). Spelled out rather than written with \s and \S: JSON Schema's patterns follow
+# JavaScript's regular expressions and pydantic's follow Rust's, whose \s differ (U+0085, U+FEFF), so a pattern
+# with \s says one thing in the OpenAPI documents and does another in validation.
+_LINE_BREAKING = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_BLANK = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000\ufeff"
+ONE_LINE_PATTERN = rf"^[^{_LINE_BREAKING}]*$"
+ONE_LINE_NAME_PATTERN = rf"^[^{_LINE_BREAKING}{_BLANK}](?:[^{_LINE_BREAKING}]*[^{_LINE_BREAKING}{_BLANK}])?$"
+
+OneLineName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=ONE_LINE_NAME_PATTERN)]
+"""A name a client writes (a status's, a campaign's): 1-100 characters, one line (no control characters, no line
+separators), no surrounding blank. Every `OneLineName` is a valid `DisplayName`."""
 
 LanguageTag = Annotated[str, StringConstraints(pattern=LANGUAGE_TAG_PATTERN)]
 """A BCP 47 language tag such as ``en``, ``ru`` or ``pt-BR``."""

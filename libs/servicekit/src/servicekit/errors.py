@@ -16,6 +16,7 @@ cases or routes; `install_error_handlers` (called by `servicekit.app.create_serv
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
@@ -28,10 +29,17 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# A problem lists at most this many field errors (and then says how many there were): a body of 10,000 wrong items
+# earns a small answer, not a megabyte of errors.
+MAX_FIELD_ERRORS = 50
+# A JSON body may nest this deep (the schemas need under ten levels): deeper, servicekit.http refuses it before the
+# parser, which would otherwise hit Python's recursion limit at about 990 levels.
+MAX_JSON_DEPTH = 64
 
 Location = Literal["body", "query", "path", "header", "cookie"]
 
@@ -57,11 +65,22 @@ class Problem(BaseModel):
     status: int = Field(description="The HTTP status code")
     detail: str = Field(description="What went wrong in this occurrence, for humans")
     code: str = Field(description="Stable machine-readable error code, e.g. not_found, validation_failed")
-    errors: list[FieldError] | None = Field(default=None, description="The refused fields (validation errors)")
+    errors: list[FieldError] | None = Field(
+        default=None, description=f"The refused fields (validation errors): the first {MAX_FIELD_ERRORS} at most"
+    )
+    error_count: int | None = Field(
+        default=None, description=f"How many fields were refused, when there were more than {MAX_FIELD_ERRORS}"
+    )
 
 
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        # A refused request's own text may hold what UTF-8 cannot encode (a lone surrogate in a JSON key it names):
+        # written as a JSON escape, so describing the refusal never fails with a 500.
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
 
 
 # The code of an HTTPException (FastAPI's own, or a library's) by its status.
@@ -73,7 +92,7 @@ _CODES: dict[int, str] = {
     405: "method_not_allowed",
     406: "not_acceptable",
     409: "conflict",
-    412: "precondition_failed",
+    412: "version_mismatch",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
@@ -104,7 +123,9 @@ def problem_body(
         "code": code or code_of(status),
     }
     if errors:
-        body["errors"] = [e.model_dump(mode="json") for e in errors]
+        body["errors"] = [e.model_dump(mode="json") for e in errors[:MAX_FIELD_ERRORS]]
+        if len(errors) > MAX_FIELD_ERRORS:
+            body["error_count"] = len(errors)
     body.update(extensions)
     return body
 
@@ -178,8 +199,10 @@ class Conflict(ProblemError):
 
 
 class PreconditionFailed(ProblemError):
+    """412: If-Match names no version the resource is at."""
+
     status = 412
-    default_code = "precondition_failed"
+    default_code = "version_mismatch"
 
 
 class PayloadTooLarge(ProblemError):
@@ -218,7 +241,8 @@ def _summary(errors: Sequence[FieldError]) -> str:
         (error,) = errors
         where = f"{error.location} {error.field}".strip() if error.field else error.location
         return f"{where}: {error.message}"
-    return f"the request has {len(errors)} invalid fields; see errors"
+    shown = f" (the first {MAX_FIELD_ERRORS})" if len(errors) > MAX_FIELD_ERRORS else ""
+    return f"the request has {len(errors)} invalid fields; see errors{shown}"
 
 
 # --- handlers -------------------------------------------------------------------------------------
@@ -228,13 +252,19 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
     """pydantic/FastAPI validation errors (`loc`, `msg`, `type`) as `FieldError`s."""
     result = []
     for error in errors:
-        loc = [str(part) for part in error.get("loc", ())]
+        loc = [printable(str(part)) for part in error.get("loc", ())]
         location = loc[0] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else "body"
         rest = loc[1:] if loc and loc[0] == location else loc
         result.append(
             FieldError(location=location, field=".".join(rest), message=str(error.get("msg", "")), type=error["type"])
         )
     return result
+
+
+def printable(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (a lone surrogate) written as its escape, e.g. the key of a refused
+    field: `\\ud800`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _problem(_: Request, exc: Exception) -> ProblemResponse:
@@ -248,10 +278,28 @@ async def _validation(_: Request, exc: Exception) -> ProblemResponse:
     return problem_response(422, _summary(errors), code="validation_failed", errors=errors)
 
 
-async def _http(_: Request, exc: Exception) -> ProblemResponse:
+async def _http(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem_response(exc.status_code, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem_response(exc.status_code, detail, headers=headers)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path. The router's 405 names the methods of the first route
+    whose path matched, while FastAPI declares one route per method (GET, POST and PUT of one path are three)."""
+    # Routing state of the refused match (FastAPI keeps some under "fastapi") must not steer the trial matches.
+    base = {k: v for k, v in request.scope.items() if k not in ("fastapi", "route", "endpoint", "path_params")}
+    return [
+        method
+        for method in METHODS
+        if any(route.matches({**base, "method": method})[0] is Match.FULL for route in request.app.router.routes)
+    ]
 
 
 async def _unique_violation(_: Request, exc: Exception) -> ProblemResponse:
@@ -277,14 +325,17 @@ def install_error_handlers(app: FastAPI) -> None:
 # --- OpenAPI --------------------------------------------------------------------------------------
 
 _DESCRIPTIONS = {
+    400: f"`json_too_deep`: the JSON body nests deeper than {MAX_JSON_DEPTH} levels; `bad_request`: the body "
+    "could not be parsed otherwise (a number of more than 4,300 digits)",
     401: "Missing or invalid credentials",
     403: "The token lacks the scope this operation needs",
     404: "No such resource (or it belongs to another partner)",
     409: "Conflicts with the current state",
-    412: "If-Match names another version than the current one",
-    413: "The body exceeds the size limit",
-    415: "The body is not JSON",
-    422: "The request does not validate; `errors` names the fields",
+    412: "`version_mismatch`: If-Match names another version than the current one",
+    413: "`payload_too_large`: the body exceeds the size limit (declared, or counted while a chunked body arrives)",
+    415: "`unsupported_media_type`: the body is not JSON; `not_utf8`: it is not in UTF-8 (RFC 8259)",
+    422: f"`validation_failed`: the request does not validate; `errors` names the fields (the first "
+    f"{MAX_FIELD_ERRORS}; `error_count` says how many when there were more)",
     428: "If-Match is required",
     500: "Unexpected server error",
 }
@@ -310,7 +361,8 @@ def document_errors(app: FastAPI) -> None:
 
     * 422 (`Problem` with `errors`) wherever a route has parameters or a body (replacing FastAPI's
       HTTPValidationError, which this app never sends),
-    * 401 and 403 on routes that need a token, 413 and 415 on routes that take a body, 500 everywhere.
+    * 401 and 403 on routes that need a token, 400, 413 and 415 on every POST, PUT and PATCH (the body rules
+      hold for whatever body they send), 500 everywhere.
 
     Route-specific errors (404, 409, 412, 428, domain 422s) are declared on the route with `problems(...)`.
     """
@@ -322,8 +374,8 @@ def document_errors(app: FastAPI) -> None:
             title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
         )
         for path_item in schema.get("paths", {}).values():
-            for operation in path_item.values():
-                _add_shared_errors(operation)
+            for method, operation in path_item.items():
+                _add_shared_errors(method, operation)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
@@ -336,15 +388,18 @@ def document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _add_shared_errors(operation: dict[str, Any]) -> None:
+def _add_shared_errors(method: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
+    # The body rules (servicekit.http.BodyLimits and the NUL check) hold for any body a POST, PUT or PATCH sends,
+    # even to a route that reads none.
+    takes_body = method.upper() in ("POST", "PUT", "PATCH")
     shared: list[int] = []
     if operation.get("security"):
         shared += [401, 403]
-    if operation.get("parameters") or operation.get("requestBody"):
+    if operation.get("parameters") or takes_body:
         shared.append(422)
-    if operation.get("requestBody"):
-        shared += [413, 415]
+    if takes_body:
+        shared += [400, 413, 415]
     shared.append(500)
     for status in shared:
         existing = responses.get(str(status))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -16,16 +17,25 @@ from typing import Any, TypeVar
 from servicekit.errors import FieldError, InvalidRequest
 
 T = TypeVar("T")
-KeyPart = str | int | datetime
+KeyPart = str | int | datetime | uuid.UUID
 
 
 def encode_cursor(*position: KeyPart) -> str:
-    parts = [part.isoformat() if isinstance(part, datetime) else part for part in position]
+    parts = [_text(part) for part in position]
     return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 
 
+def _text(part: KeyPart) -> str | int:
+    if isinstance(part, datetime):
+        return part.isoformat()
+    return str(part) if isinstance(part, uuid.UUID) else part
+
+
 def _part(value: Any, kind: type[Any]) -> Any:
-    """One part of a position as `kind`: a datetime travels as ISO text with its offset (the query compares it)."""
+    """One part of a position as `kind`: a datetime travels as ISO text with its offset (the query compares it), a
+    uuid as its text."""
+    if kind is uuid.UUID and isinstance(value, str):
+        return uuid.UUID(value)
     if kind is datetime and isinstance(value, str):
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from campaigns.domain import (
     Campaign,
@@ -27,7 +28,7 @@ from campaigns.services import Campaigns, IndexKeeper, Policy
 from campaigns.sms_text import sms_parts
 from campaigns.templating import TemplateProblem
 from contracts.orders import OrderStatusChanged
-from contracts.primitives import Slug, UtcDatetime
+from contracts.primitives import RequestDatetime, Slug
 from contracts.sms import SmsEncoding
 from contracts.topics import Topic
 from servicekit.app import parts_of
@@ -37,6 +38,17 @@ from servicekit.http import version_from_if_match, with_etag
 from servicekit.pagination import decode_cursor, page_of
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
+
+
+class CampaignIdConvertor(StringConvertor):
+    """A campaign id in a path: any segment but the words of the collection's own routes, so that
+    `/v1/campaigns/preview` and `/v1/campaigns/stats` reach their routes (or a 405 naming their methods) whatever
+    the method, instead of being taken for the campaign "preview" (ids are uuids: no campaign has that id)."""
+
+    regex = r"(?!(?:preview|stats)(?:/|$))[^/]+"
+
+
+register_url_convertor("campaign_id", CampaignIdConvertor())
 
 
 class CampaignPage(BaseModel):
@@ -63,7 +75,7 @@ class Stats(BaseModel):
 
 
 Since = Annotated[
-    UtcDatetime | None, Query(description="Only what happened since then (e.g. the last day); all time when absent")
+    RequestDatetime | None, Query(description="Only what happened since then (e.g. the last day); all time when absent")
 ]
 
 
@@ -166,13 +178,13 @@ async def stats_of_campaigns(
     return StatsList(items=[CampaignStatsItem(campaign_id=c, **_stats(found[c]).model_dump()) for c in asked])
 
 
-@router.get("/campaigns/{campaign_id}", response_model=Campaign, responses=problems(404))
+@router.get("/campaigns/{campaign_id:campaign_id}", response_model=Campaign, responses=problems(404))
 async def get_campaign(campaign_id: str, request: Request, response: Response, who: Reader) -> Campaign:
     return with_etag(response, await campaigns(request, who).get(campaign_id))
 
 
 @router.put(
-    "/campaigns/{campaign_id}",
+    "/campaigns/{campaign_id:campaign_id}",
     response_model=Campaign,
     responses=problems(404, 409, 412, s409="An archived campaign cannot be edited, or a race"),
 )
@@ -189,14 +201,14 @@ async def replace_campaign(
     return with_etag(response, updated)
 
 
-@router.delete("/campaigns/{campaign_id}", response_model=Campaign, responses=problems(404))
+@router.delete("/campaigns/{campaign_id:campaign_id}", response_model=Campaign, responses=problems(404))
 async def archive_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
     """Archive: stops for good; evaluations and stats stay readable."""
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ARCHIVED))
 
 
 @router.post(
-    "/campaigns/{campaign_id}/activate",
+    "/campaigns/{campaign_id:campaign_id}/activate",
     response_model=Campaign,
     responses=problems(404, 409, s409="`invalid_state`: an archived campaign cannot be activated"),
 )
@@ -205,7 +217,7 @@ async def activate_campaign(campaign_id: str, request: Request, response: Respon
 
 
 @router.post(
-    "/campaigns/{campaign_id}/pause",
+    "/campaigns/{campaign_id:campaign_id}/pause",
     response_model=Campaign,
     responses=problems(404, 409, s409="`invalid_state`: a draft or archived campaign cannot be paused"),
 )
@@ -213,7 +225,7 @@ async def pause_campaign(campaign_id: str, request: Request, response: Response,
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.PAUSED))
 
 
-@router.get("/campaigns/{campaign_id}/stats", response_model=Stats, responses=problems(404))
+@router.get("/campaigns/{campaign_id:campaign_id}/stats", response_model=Stats, responses=problems(404))
 async def campaign_stats(campaign_id: str, request: Request, who: Reader, since: Since = None) -> Stats:
     return _stats(await campaigns(request, who).stats(campaign_id, since))
 
@@ -237,7 +249,7 @@ def _stats(stats: CampaignStats) -> Stats:
     )
 
 
-@router.post("/campaigns/{campaign_id}/preview", response_model=Preview, responses=problems(404))
+@router.post("/campaigns/{campaign_id:campaign_id}/preview", response_model=Preview, responses=problems(404))
 async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Request, who: Reader) -> Preview:
     """Dry run: what the campaign would decide and send for this change of this order. Writes nothing."""
     use_cases = campaigns(request, who)

@@ -22,7 +22,7 @@ from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient
 from campaigns.sms_text import SmsParts, sms_parts
 from campaigns.templating import TemplateLimit, TemplateProblem, check_template, render
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
-from contracts.primitives import MONEY_PATTERN, CurrencyCode, DisplayName, Identifier, Money, Slug
+from contracts.primitives import MONEY_PATTERN, CurrencyCode, Identifier, Money, OneLineName, Slug
 from contracts.sms import SenderId, SendSms, send_sms_id
 from contracts.statuses import CurrentStatuses, StatusCodes, StatusDefinition, StatusType
 from servicekit.errors import Conflict, FieldError, InvalidRequest
@@ -157,7 +157,7 @@ class CampaignDefinition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: DisplayName
+    name: OneLineName
     trigger: Trigger
     filters: list[Condition] = Field(default_factory=list, max_length=50)
     template: Annotated[str, StringConstraints(min_length=1, max_length=4000)]

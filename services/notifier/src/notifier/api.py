@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from typing import Annotated
 
 import asyncpg
@@ -88,13 +89,13 @@ async def list_messages(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePage:
-    """Newest first."""
-    (after,) = decode_cursor(cursor, int) if cursor else (None,)
+    """Newest first. The cursor names the last message of the page, nothing more."""
+    (after,) = decode_cursor(cursor, uuid.UUID) if cursor else (None,)
     where = MessageFilter(order_id=order_id, phone=phone, campaign_id=campaign_id, status=status_)
     async with _pool(request).acquire() as conn:
         rows = await MessageRepository(conn, who.partner_id).page(where, after=after, limit=limit + 1)
-    page, next_cursor = page_of(rows, limit, lambda row: (row[0],))
-    return MessagePage(items=[message for _, message in page], next_cursor=next_cursor)
+    items, next_cursor = page_of(rows, limit, lambda message: (message.message_id,))
+    return MessagePage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"], responses=problems(404))

@@ -8,6 +8,7 @@ reports); it is never reachable from a partner's request.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -124,22 +125,26 @@ class MessageRepository:
             return None
         return _message(row) if row else None
 
-    async def page(self, where: MessageFilter, *, after: int | None, limit: int) -> list[tuple[int, Message]]:
-        """Newest first, after the message numbered `after`: (its number, the message)."""
+    async def page(self, where: MessageFilter, *, after: uuid.UUID | None, limit: int) -> list[Message]:
+        """Newest first, after the partner's message `after` (the last of the previous page). Its number (`seq`, a
+        count over every partner) stays in here: a cursor names the message, never how many all partners sent.
+        Should that message be gone (retention), so are the older ones: the page is empty."""
         rows = await self._conn.fetch(
-            f"SELECT seq, {MESSAGE_COLUMNS} FROM messages WHERE partner_id = $1 "
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE partner_id = $1 "
             "AND ($2::text IS NULL OR order_id = $2) AND ($3::text IS NULL OR phone = $3) "
             "AND ($4::text IS NULL OR campaign_id = $4) AND ($5::text IS NULL OR status = $5) "
-            "AND seq < $6 ORDER BY seq DESC LIMIT $7",
+            "AND seq < COALESCE((SELECT seq FROM messages WHERE partner_id = $1 AND message_id = $6), $7) "
+            "ORDER BY seq DESC LIMIT $8",
             self._partner_id,
             where.order_id,
             where.phone,
             where.campaign_id,
             str(where.status) if where.status else None,
-            after if after is not None else 2**62,
+            after,
+            2**62 if after is None else 0,  # no cursor: from the newest; a cursor whose message is gone: nothing
             limit,
         )
-        return [(r["seq"], Message.model_validate({k: v for k, v in dict(r).items() if k != "seq"})) for r in rows]
+        return [_message(row) for row in rows]
 
     async def attempts(self, message_id: str) -> list[Attempt]:
         rows = await self._conn.fetch(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from contracts.orders import Customer
-from contracts.primitives import CurrencyCode, Money, Slug, UtcDatetime
+from contracts.primitives import ONE_LINE_PATTERN, CurrencyCode, Money, RequestDatetime, Slug
 from contracts.statuses import StatusCodes, StatusDefinition, StatusType
 from orders import analytics
 from orders.domain import DetailsOutcome, OrderDetails, Outcome, Reason, Refused, Requested
@@ -52,17 +53,30 @@ analytics_router = APIRouter(prefix="/v1", tags=["analytics"])
 IdempotencyKey = Annotated[str | None, Header(max_length=200, description="A repeat returns the first response")]
 
 
+_ONE_LINE = re.compile(ONE_LINE_PATTERN)
+
+
+def _one_line_name(customer: Customer) -> Customer:
+    # The Customer contract (shared with Kafka, whose released schema fixes it) cannot say so itself.
+    if customer.name is not None and not _ONE_LINE.match(customer.name):
+        raise ValueError("customer.name must be one line: no control characters or line separators")
+    return customer
+
+
 class OrderBody(BaseModel):
     """`PUT /v1/orders/{order_id}`: the order as the upstream system sees it (same as order.upserted)."""
 
     model_config = ConfigDict(extra="forbid")
-    customer: Customer
+    customer: Annotated[Customer, AfterValidator(_one_line_name)] = Field(
+        description="`name`, when given, is one line: no control characters (tab, CR, U+001F, U+0085...) and no "
+        "line separators (U+2028, U+2029)"
+    )
     amount: Money
     currency: CurrencyCode
-    placed_at: UtcDatetime
+    placed_at: RequestDatetime
     statuses: StatusCodes = Field(default_factory=StatusCodes)
     source_sequence: int | None = Field(default=None, ge=0)
-    occurred_at: UtcDatetime | None = None
+    occurred_at: RequestDatetime | None = None
 
 
 class StatusBody(BaseModel):
@@ -70,7 +84,7 @@ class StatusBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     code: Slug
-    occurred_at: UtcDatetime | None = None
+    occurred_at: RequestDatetime | None = None
     comment: str | None = Field(default=None, max_length=1000)
 
 
@@ -241,8 +255,8 @@ async def list_orders(
     status_type: StatusType | None = None,
     code: str | None = None,
     customer_id: str | None = None,
-    updated_from: datetime | None = None,
-    updated_to: datetime | None = None,
+    updated_from: RequestDatetime | None = None,
+    updated_to: RequestDatetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     newest_first: Annotated[
@@ -293,8 +307,8 @@ async def status_counts(
     request: Request,
     who: Reader,
     type: StatusType,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[RequestDatetime | None, Query(alias="from")] = None,
+    to: RequestDatetime | None = None,
 ) -> StatusCounts:
     flagged = sorted(
         (d for d in _catalog(request).of_partner(who.partner_id) if d.type == type and d.include_in_analytics),
@@ -337,8 +351,8 @@ async def customers_segment(
     request: Request,
     who: Reader,
     status_code: Annotated[str, Query(alias="status")],
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[RequestDatetime | None, Query(alias="from")] = None,
+    to: RequestDatetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Segment:

@@ -101,9 +101,11 @@ async def update_status(
     who: Writer,
     if_match: Annotated[str | None, Header()] = None,
 ) -> StatusDefinition:
+    statuses = registry(request, who)
     version = version_from_if_match(if_match, required=True, what="the status")
-    assert version is not None
-    return with_etag(response, await registry(request, who).update(code, patch, version))
+    if version is None:  # `If-Match: *`: whatever version is current (a change in between is a 412 to retry)
+        version = (await statuses.get(code)).version
+    return with_etag(response, await statuses.update(code, patch, version))
 
 
 @router.delete(

@@ -14,14 +14,21 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.primitives import DisplayName as Name
-from contracts.primitives import LanguageTag
+from contracts.primitives import LanguageTag, OneLineName
 from contracts.primitives import Slug as Code
 from contracts.statuses import StatusDefinition, StatusType
 from servicekit.errors import FieldError, InvalidRequest
 
 # Only language tags are keys: saying so in the schema (pydantic writes patternProperties alone, which leaves any
 # other key allowed) keeps the OpenAPI document as strict as the validation.
-LocalizedNames = Annotated[dict[LanguageTag, Name], Field(json_schema_extra={"additionalProperties": False})]
+LocalizedNames = Annotated[
+    dict[LanguageTag, Name], Field(max_length=100, json_schema_extra={"additionalProperties": False})
+]
+# What a client writes: names of one line (`OneLineName`). What is stored keeps validating as it was written.
+NewLocalizedNames = Annotated[
+    dict[LanguageTag, OneLineName], Field(max_length=100, json_schema_extra={"additionalProperties": False})
+]
+MAX_ALLOWED_NEXT = 1000  # as many as a bulk sync may hold statuses
 
 IMMUTABLE_FIELDS = ("code", "type")
 POSITION_STEP = 10  # a reorder numbers a type's statuses 10, 20, 30...: room to slot one in by hand
@@ -40,6 +47,7 @@ class StatusFields(BaseModel):
     is_initial: bool = False
     allowed_next: list[Code] | None = Field(
         default=None,
+        max_length=MAX_ALLOWED_NEXT,
         description="Absent or null: any transition; []: a final status; a list: only those codes",
     )
 
@@ -47,6 +55,8 @@ class StatusFields(BaseModel):
 class NewStatus(StatusFields):
     code: Code
     type: StatusType
+    name: OneLineName
+    localized_names: NewLocalizedNames = Field(default_factory=dict)
 
 
 class StatusPatch(BaseModel):
@@ -54,13 +64,13 @@ class StatusPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
-    localized_names: LocalizedNames | None = None
+    name: OneLineName | None = None
+    localized_names: NewLocalizedNames | None = None
     description: Annotated[str, StringConstraints(max_length=1000)] | None = None
     include_in_analytics: bool | None = None
     position: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     is_initial: bool | None = None
-    allowed_next: list[Code] | None = None
+    allowed_next: list[Code] | None = Field(default=None, max_length=MAX_ALLOWED_NEXT)
     code: Any = None
     type: Any = None
 
