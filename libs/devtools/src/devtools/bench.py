@@ -4,8 +4,10 @@ This machine is shared and noisy, so the numbers that matter are ratios taken wi
 platform against the floor (the same three hops with the same guarantees and nothing else on top,
 devtools.floor_pipeline) and against a raw aiokafka relay over the same four topics, the platform with
 many campaigns and a large orders database against itself without, and the registry's lookup endpoint
-against a bare FastAPI endpoint; `targets` in the report holds issue 19's table. The JSON report goes to
-bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
+against a bare FastAPI endpoint, and each REST write of orders and the campaign preview against the registry's
+status POST; `targets` in the report holds issue 19's table and issue 29's REST write rows. The JSON report goes
+to bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
+`BENCH_ONLY=rest_writes` starts the services and runs that phase alone (seconds, not minutes).
 
 Beside this module: what each phase cost (CPU, memory, batch sizes) is measured by devtools.bench_accounting, the
 printed summary and the targets are devtools.bench_report's, the raw relay and bare endpoint run as
@@ -53,7 +55,7 @@ from devtools.bench_accounting import (
     process_usage,
     service_processes,
 )
-from devtools.bench_report import table, targets
+from devtools.bench_report import rest_write_rows, rest_writes_table, table, targets
 from devtools.calibration import machine_costs
 from devtools.platform import SERVICES, Infrastructure, Platform, database_dsn, free_port
 from devtools.scenario import example_status_list
@@ -89,6 +91,30 @@ FLOOR_HOPS = ("orders", "campaigns", "notifier")  # devtools.floor_pipeline's
 # BENCH_PROFILE=1: py-spy samples every service in every phase (folded stacks beside the report).
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 CHANGES_PER_ORDER, SMS_PER_ORDER, EVENTS_PER_ORDER = 6, 2, 4
+# REST writes (issue 29): each kind sequentially on the idle platform (after a few unmeasured requests), then at
+# a fixed rate for a few seconds, one kind after the other, on a partner of their own.
+REST_PARTNER = "bench-rest"
+REST_WARMUP_REQUESTS = 5
+REST_IDLE_REQUESTS = int(os.environ.get("BENCH_REST_IDLE_REQUESTS", "20"))
+REST_RATE = float(os.environ.get("BENCH_REST_RATE", "50"))
+REST_SECONDS = float(os.environ.get("BENCH_REST_SECONDS", "3"))
+REST_BASELINE = "registry POST /v1/statuses"
+REST_CUSTOMER = {"id": "cust-rest", "phone": "+79161234567", "name": "Анна", "sms_consent": True}
+REST_ORDER = {
+    "customer": REST_CUSTOMER, "amount": "1490.00", "currency": "RUB", "placed_at": "2026-01-01T09:00:00Z",
+    "statuses": {"general": "accepted", "delivery": "at_pickup_point", "payment": "invoice_issued"},
+}  # fmt: skip
+REST_PREVIEW = {  # the campaign editor's live preview of the product's example, as it asks while one types
+    "definition": {
+        "name": "Shipped and paid",
+        "trigger": {"status_type": "delivery", "from": "any", "to": "shipped"},
+        "filters": [{"kind": "order_status", "status_type": "payment", "op": "eq", "value": "paid"}],
+        "template": "Hi",
+    },
+    "to": "shipped",
+    "order": {"amount": "1490.00", "currency": "RUB", "customer": REST_CUSTOMER, "statuses": {"payment": "paid"}},
+}
+ONLY = os.environ.get("BENCH_ONLY", "")
 CAMPAIGNS = (
     {  # the product's example: about one change in six
         "name": "Shipped and paid",
@@ -703,6 +729,52 @@ class Bench:
             if key in changed_at and key in requested_at
         }
 
+    # --- REST writes --------------------------------------------------------------------------
+    async def rest_writes(self, platform: Platform) -> dict[str, Any]:
+        """Issue 29's item 17: the latency of each REST write of orders and of the campaign preview, as a ratio to
+        the registry's status POST measured in the same run: sequential requests on the idle platform, then
+        `REST_RATE` requests/s of each kind for `REST_SECONDS` (open loop: a request is sent when due, whether
+        the ones before have answered or not). The partner has the example statuses and no campaign, so nothing
+        reaches the SMS pipeline."""
+        async with platform.client("status-registry", REST_PARTNER) as registry:
+            (await registry.put("/v1/statuses", json={"statuses": example_status_list()})).raise_for_status()
+        async with contextlib.AsyncExitStack() as clients:
+            registry, orders, campaigns = [
+                await clients.enter_async_context(platform.client(service, REST_PARTNER))
+                for service in ("status-registry", "orders", "campaigns")
+            ]
+            # In this order: the status POST sets the payment of the order the PUT created under the same key.
+            kinds: dict[str, Callable[[str], Awaitable[httpx.Response]]] = {
+                REST_BASELINE: lambda key: registry.post(
+                    "/v1/statuses", json={"code": key, "type": "general", "name": key, "position": 1000}
+                ),
+                "orders PUT /v1/orders/{id}": lambda key: orders.put(f"/v1/orders/{key}", json=REST_ORDER),
+                "orders POST /v1/orders/{id}/status": lambda key: orders.post(
+                    f"/v1/orders/{key}/status", json={"code": "paid"}
+                ),
+                "campaigns POST /v1/campaigns/preview": lambda key: campaigns.post(
+                    "/v1/campaigns/preview", json=REST_PREVIEW
+                ),
+            }
+            for send in kinds.values():  # not measured: each route's first requests
+                for n in range(REST_WARMUP_REQUESTS):
+                    await timed(send(f"rest-warm-{n}"))
+            idle = {
+                kind: [await timed(send(f"rest-idle-{n}")) for n in range(REST_IDLE_REQUESTS)]
+                for kind, send in kinds.items()
+            }
+            count = max(2, round(REST_RATE * REST_SECONDS))
+            loaded = {kind: await at_rate(send, "rest-rate", count) for kind, send in kinds.items()}
+        return {
+            "partner": REST_PARTNER,
+            "baseline": REST_BASELINE,
+            "loads": [
+                {"load": "idle", "requests_per_kind": REST_IDLE_REQUESTS, "kinds": rest_series(idle)},
+                {"load": f"{REST_RATE:g}/s", "requests_per_second": REST_RATE, "seconds": REST_SECONDS,
+                 "requests_per_kind": count, "kinds": rest_series(loaded)},
+            ],
+        }  # fmt: skip
+
     # --- registry lookups ---------------------------------------------------------------------
     async def lookups(self, platform: Platform) -> dict[str, Any]:
         port = free_port()
@@ -743,6 +815,42 @@ def profiled(platform: Platform, folder: Path) -> Iterator[None]:
         for spy in spies.values():
             spy.wait(timeout=60)
         say(f"profiles (folded stacks; `python -m devtools.profile_summary FILE`): {folder}")
+
+
+async def timed(request: Awaitable[httpx.Response]) -> float | str:
+    """The seconds a request took, or what went wrong (a refusal's status and body, a transport error)."""
+    started = time.perf_counter()
+    try:
+        response = await request
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    elapsed = time.perf_counter() - started
+    return elapsed if response.is_success else f"{response.status_code} {response.text[:300]}"
+
+
+async def at_rate(send: Callable[[str], Awaitable[httpx.Response]], tag: str, count: int) -> list[float | str]:
+    """`count` requests at `REST_RATE` per second, each sent when due (open loop), keyed `tag-0`, `tag-1`..."""
+    started = time.monotonic()
+    pending = []
+    for n in range(count):
+        await asyncio.sleep(max(0.0, started + n / REST_RATE - time.monotonic()))
+        pending.append(asyncio.create_task(timed(send(f"{tag}-{n}"))))
+    return list(await asyncio.gather(*pending))
+
+
+def rest_series(results: dict[str, list[float | str]]) -> dict[str, dict[str, Any]]:
+    """Per kind: p50/p95/p99 in ms, errors, and the p50 and p95 as ratios to the baseline's (the registry's POST)."""
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind, outcomes in results.items():
+        errors = [o for o in outcomes if isinstance(o, str)]
+        kinds[kind] = percentiles([o for o in outcomes if isinstance(o, float)]) | {
+            "errors": len(errors), "first_error": errors[0] if errors else None,
+        }  # fmt: skip
+    base = kinds[REST_BASELINE]
+    for values in kinds.values():
+        for p in ("p50", "p95"):
+            values[f"ratio_{p}"] = round(values[p] / base[p], 2) if values[p] and base[p] else None
+    return kinds
 
 
 def baseline_process(*args: str) -> subprocess.Popen[bytes]:
@@ -859,6 +967,8 @@ async def run() -> dict[str, Any]:
             report["latency"][-1]["cpu"] = cpu
         say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed, then {RATES} events/s")
         report["floor"] = await bench.floor_phases(producer, sizes)
+        say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
+        report["rest_writes"] = await bench.rest_writes(platform)
         say(f"cost versus size: {PRELOAD_CAMPAIGNS} more active campaigns per partner")
         preload_started = time.monotonic()
         await bench.preload_campaigns(platform, PRELOAD_CAMPAIGNS)
@@ -886,6 +996,31 @@ async def run() -> dict[str, Any]:
     return report
 
 
+async def run_rest_writes_only() -> dict[str, Any]:
+    """`BENCH_ONLY=rest_writes`: the services started as for the whole bench, and that phase alone."""
+    infrastructure = running_infrastructure()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    platform = Platform(infrastructure, workdir)
+    await platform.create()
+    report: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": os.uname().nodename,
+        "only": "rest_writes",
+    }
+    try:
+        for service in SERVICES:
+            platform.start(service)
+        await platform.wait_ready(*SERVICES)
+        say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
+        report["rest_writes"] = await Bench(infrastructure, workdir).rest_writes(platform)
+        report["targets"] = [{"measure": m, "value": v, "target": t} for m, v, t in rest_write_rows(report)]
+    finally:
+        platform.stop_all()
+        await platform.drop()
+        await infra.delete_topics(infrastructure.kafka_bootstrap, platform.prefix)
+    return report
+
+
 async def size_phase(bench: Bench, platform: Platform, producer: AIOKafkaProducer, tag: str) -> dict[str, Any]:
     """The full-speed and 100 ev/s phases again, at the size just preloaded."""
     result = {"full_speed": await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, tag)}
@@ -894,12 +1029,14 @@ async def size_phase(bench: Bench, platform: Platform, producer: AIOKafkaProduce
 
 
 def main() -> None:
-    report = asyncio.run(run())
+    if ONLY not in ("", "rest_writes"):
+        raise SystemExit(f"BENCH_ONLY={ONLY}: the one phase that runs alone is rest_writes")
+    report = asyncio.run(run_rest_writes_only() if ONLY else run())
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{report['when'].replace(':', '')}.json"
+    path = results / f"{report['when'].replace(':', '')}{'-' + ONLY if ONLY else ''}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(table(report))
+    print(rest_writes_table(report) if ONLY else table(report))
     say(f"report: {path}")
 
 

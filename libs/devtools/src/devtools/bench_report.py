@@ -1,4 +1,5 @@
-"""The bench report's summary: issue 19's targets with this run's values, and the table `make bench` prints."""
+"""The bench report's summary: issue 19's targets and issue 29's REST write ratios with this run's values, and the
+table `make bench` prints."""
 
 from __future__ import annotations
 
@@ -43,7 +44,42 @@ def targets(report: dict[str, Any], preload_campaigns: int, preload_orders: int)
         (f"SMS handed over twice or never, {report['instances']} instance(s) of each consumer",
          report["exactly_once"]["duplicates"] + report["exactly_once"]["missing"], "= 0"),
     ]  # fmt: skip
-    return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
+    return [{"measure": m, "value": v, "target": t} for m, v, t in rows + rest_write_rows(report)]
+
+
+def rest_write_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
+    """Issue 29's: the p50 of each REST write of orders and of the campaign preview, at each load, as a ratio to the
+    registry's status POST at the same load."""
+    phase = report["rest_writes"]
+    return [
+        (f"p50 {kind}, {load['load']}, / {phase['baseline']}", values["ratio_p50"], "<= 3")
+        for load in phase["loads"]
+        for kind, values in load["kinds"].items()
+        if kind != phase["baseline"]
+    ]
+
+
+def rest_writes_lines(report: dict[str, Any]) -> list[str]:
+    """Each REST write's p50 / p95 in ms at each load, with its p50 and p95 as ratios to the baseline's."""
+    phase = report["rest_writes"]
+    loads = phase["loads"]
+    lines = [f"REST writes, ms p50 / p95 (x {phase['baseline']} at the same load):"]
+    lines.append((f"  {'':<38}" + "".join(f"{load['load']:<36}" for load in loads)).rstrip())
+    for kind in loads[0]["kinds"]:
+        cells = []
+        for load in loads:
+            v = load["kinds"][kind]
+            ratios = "" if kind == phase["baseline"] else f" ({v['ratio_p50']}x / {v['ratio_p95']}x)"
+            errors = f" {v['errors']} errors" if v["errors"] else ""
+            cells.append(f"{v['p50']!s} / {v['p95']!s}{ratios}{errors}".ljust(35) + " ")
+        lines.append((f"  {kind:<38}" + "".join(cells)).rstrip())
+    return lines
+
+
+def rest_writes_table(report: dict[str, Any]) -> str:
+    """The table of `BENCH_ONLY=rest_writes`: that phase and its targets."""
+    rows = [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    return "\n".join([*rest_writes_lines(report), "issue 29's targets (ratios within this run):", *rows])
 
 
 def table(report: dict[str, Any]) -> str:
@@ -117,7 +153,8 @@ def table(report: dict[str, Any]) -> str:
         f"exactly once, {report['instances']} instance(s) of orders, campaigns and notifier: {once['sms_expected']} "
         f"SMS expected, {once['distinct']} handed over, {once['duplicates']} twice, {once['missing']} missing"
     )
-    lines.append("issue 19's targets (ratios within this run):")
+    lines += rest_writes_lines(report)
+    lines.append("issue 19's and issue 29's targets (ratios within this run):")
     lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
     scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]
     lines.append(f"hot query plans at the preloaded size: sequential scans in {', '.join(scans) or 'none'}")
