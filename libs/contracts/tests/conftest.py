@@ -33,6 +33,7 @@ from contracts import (
     send_sms_id,
 )
 from contracts.campaign_events import CampaignStatusUsage
+from contracts.identity import ApiClientRevoked
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PARTNER = "acme"
@@ -157,6 +158,7 @@ def _make_samples() -> dict[type[Contract], Contract]:
             codes=["paid", "shipped"],
             version=3,
         ),
+        ApiClientRevoked(partner_id=PARTNER, client_id="cli_0123456789abcdefghijKLMN", revoked_at=NOW),
     ]
     return {type(sample): sample for sample in samples}
 

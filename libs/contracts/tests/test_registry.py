@@ -26,7 +26,7 @@ SPEC_IDS = [spec.event_type for spec in ALL_CONTRACTS]
 
 
 def test_event_types_are_unique_and_complete() -> None:
-    assert len(EVENT_TYPES) == len(ALL_CONTRACTS) == 10
+    assert len(EVENT_TYPES) == len(ALL_CONTRACTS) == 11
     assert set(SCHEMA_VERSIONS) == set(EVENT_TYPES)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from contracts.base import Contract
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import Envelope, decode_any, envelope_type
+from contracts.identity import ApiClientRevoked
 from contracts.inbound import OrderStatusReported, OrderUpserted
 from contracts.orders import OrderStatusChanged
 from contracts.sms import SendSms, SmsDelivered, SmsDispatched, SmsFailed
@@ -57,6 +58,7 @@ ALL_CONTRACTS: tuple[ContractSpec, ...] = tuple(
         SmsFailed,
         SmsDelivered,
         CampaignStatusUsage,
+        ApiClientRevoked,
     )
 )
 

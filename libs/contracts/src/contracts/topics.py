@@ -23,6 +23,7 @@ class Topic(StrEnum):
     SMS_EVENTS_CAMPAIGNS_DLQ = "notifier.sms-events.v1.campaigns.dlq"
     CAMPAIGN_STATUS_USAGE = "campaigns.status-usage.v1"
     CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ = "campaigns.status-usage.v1.registry.dlq"
+    CLIENT_REVOCATIONS = "identity.client-revocations.v1"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.SMS_EVENTS_CAMPAIGNS_DLQ, partitions=1),
     TopicSpec(Topic.CAMPAIGN_STATUS_USAGE, partitions=3, config=COMPACTED),
     TopicSpec(Topic.CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ, partitions=1),
+    TopicSpec(Topic.CLIENT_REVOCATIONS, partitions=3, config=COMPACTED),
 )
 
 
@@ -73,3 +75,8 @@ def sms_key(partner_id: str, phone: str) -> bytes:
 def campaign_key(partner_id: str, campaign_id: str) -> bytes:
     """Key on the compacted campaign topic: the latest usage per campaign survives."""
     return f"{partner_id}:{campaign_id}".encode()
+
+
+def client_revocation_key(partner_id: str, client_id: str) -> bytes:
+    """Key on the compacted client-revocations topic: one record per revoked API client survives."""
+    return f"{partner_id}:{client_id}".encode()
