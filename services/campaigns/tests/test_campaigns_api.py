@@ -45,6 +45,10 @@ async def test_create_read_list_and_replace(demo: httpx.AsyncClient, seed_campai
     assert replaced.json()["trigger"]["to"] == ["shipped", "delivered"]
     same = await demo.put(f"/v1/campaigns/{body['id']}", json=edited)
     assert same.json()["version"] == 2  # nothing changed, no new version
+    renamed = await demo.put(
+        f"/v1/campaigns/{body['id']}", json=edited | {"name": "Renamed"}, headers={"If-Match": "*"}
+    )
+    assert renamed.status_code == 200 and renamed.headers["ETag"] == '"3"'  # `*`: whatever version is current
 
 
 async def test_states_activate_pause_archive(demo: httpx.AsyncClient, seed_campaign: dict[str, Any]) -> None:

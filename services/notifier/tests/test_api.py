@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from servicekit.pagination import decode_cursor
+
 A, B = "+79161230001", "+79161230002"
 
 
@@ -44,6 +46,12 @@ async def test_messages_filter_and_paginate_newest_first(kit: Any, notifier_app:
         if cursor is None:
             break
     assert pages == [everything[:3], everything[3:]]
+    # The cursor names the page's last message, not its row number among every partner's messages; another
+    # partner's cursor leads nowhere.
+    first = (await acme.get("/v1/messages", params={"limit": 3})).json()
+    assert decode_cursor(first["next_cursor"], str) == (first["items"][-1]["message_id"],)
+    elsewhere = await client_for("other").get("/v1/messages", params={"cursor": first["next_cursor"]})
+    assert elsewhere.status_code == 200 and elsewhere.json()["items"] == []
     assert (await acme.get("/v1/messages", params={"cursor": "%%%"})).status_code == 422
     assert (await acme.get("/v1/messages", params={"status": "lost"})).status_code == 422
     assert (await acme.get("/v1/messages/not-a-uuid")).status_code == 404

@@ -162,6 +162,20 @@ async def test_patch_needs_if_match_and_refuses_code_changes(acme: httpx.AsyncCl
     assert same_again.json()["version"] == 2  # no change, no new version
 
 
+async def test_if_match_star_matches_the_current_version(acme: httpx.AsyncClient) -> None:
+    """RFC 9110: `If-Match: *` holds for any current representation; it answered 412 precondition_failed."""
+    await acme.post("/v1/statuses", json=PAID)
+    anything = await acme.patch("/v1/statuses/paid", json={"name": "Paid!"}, headers={"If-Match": "*"})
+    assert anything.status_code == 200, anything.text
+    assert anything.headers["ETag"] == '"2"' and anything.json()["name"] == "Paid!"
+    junk = await acme.patch("/v1/statuses/paid", json={"name": "Paid"}, headers={"If-Match": "yesterday"})
+    assert (junk.status_code, junk.json()["code"]) == (412, "version_mismatch")
+    archived = await acme.delete("/v1/statuses/paid", headers={"If-Match": "*"})
+    assert archived.status_code == 200 and archived.json()["archived"] is True
+    missing = await acme.patch("/v1/statuses/nope", json={"name": "Nope"}, headers={"If-Match": "*"})
+    assert missing.status_code == 404
+
+
 async def test_concurrent_patches_with_one_etag_one_wins(acme: httpx.AsyncClient) -> None:
     await acme.post("/v1/statuses", json=PAID)
     first, second = await asyncio.gather(
