@@ -102,9 +102,7 @@ async def update_status(
     if_match: Annotated[str | None, Header()] = None,
 ) -> StatusDefinition:
     statuses = registry(request, who)
-    version = version_from_if_match(if_match, required=True, what="the status")
-    if version is None:  # `If-Match: *`: whatever version is current (a change in between is a 412 to retry)
-        version = (await statuses.get(code)).version
+    version = version_from_if_match(if_match, required=True, what="the status")  # None for `If-Match: *`
     return with_etag(response, await statuses.update(code, patch, version))
 
 

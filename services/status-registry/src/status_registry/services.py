@@ -81,7 +81,8 @@ class Registry:
             self._publish(work, created)
         return created
 
-    async def update(self, code: str, patch: StatusPatch, if_match: int) -> StatusDefinition:
+    async def update(self, code: str, patch: StatusPatch, if_match: int | None) -> StatusDefinition:
+        """Change a status; `if_match` None (`If-Match: *`) applies to whatever version is current, in the same lock."""
         async with self._unit_of_work() as (repo, work):
             current = await self._current(repo, code, if_match)
             fields = patched(current, patch)
