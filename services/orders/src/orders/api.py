@@ -181,8 +181,11 @@ _WRITE_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"model": OrderWritten, "description": "The order after the write; each change says whether it applied"},
     **problems(
         404,
+        409,
         422,
         s404="`unknown_order`: set a status only of an order that exists (PUT it first)",
+        s409="`idempotency_key_in_use` (a request with this Idempotency-Key still runs) or `concurrent_change` "
+        "(another write held the order longer than this one waits): retry after `Retry-After` seconds",
         s422="A rule refused the change (`code`: unknown_status, archived_status, transition_not_allowed, "
         "not_initial_status, wrong_status_type; or `idempotency_key_reused`), or the body does not validate",
     ),
