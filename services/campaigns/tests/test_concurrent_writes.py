@@ -11,9 +11,7 @@ campaigns (and its own partner's settings), so the tests do not see each other's
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
@@ -31,11 +29,9 @@ from contracts.envelope import Envelope, decode
 from contracts.status_events import StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import Topic
-from devtools import infra
 from devtools.pytest_plugin import (
     ClientFactory,
     Infrastructure,
-    fresh_database,
     partner_clients,
     read_topic,
     wait_until,
@@ -63,24 +59,6 @@ PREVIEW_ORDER: dict[str, Any] = {
 }
 
 # --- one service for the module ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def module_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    async with fresh_database(infrastructure) as dsn:
-        yield dsn
-
-
-@pytest.fixture(scope="module")
-async def module_topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    await infra.ensure_topics(infrastructure.kafka_bootstrap, prefix)
-    yield prefix
-    try:
-        if not os.environ.get("KEEP_TOPICS"):
-            await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, prefix), 20)
-    except Exception as exc:
-        warnings.warn(f"could not delete the topics under {prefix}: {exc!r}", stacklevel=1)
 
 
 @pytest.fixture(scope="module")

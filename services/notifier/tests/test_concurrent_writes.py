@@ -11,9 +11,7 @@ each test uses its own partner and numbers, so the tests do not see each other's
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -26,11 +24,9 @@ from fastapi import FastAPI
 
 from contracts.envelope import decode_any
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
-from devtools import infra
 from devtools.pytest_plugin import (
     ClientFactory,
     Infrastructure,
-    fresh_database,
     partner_clients,
     read_topic,
     wait_until,
@@ -45,24 +41,6 @@ N = 20
 SMS_EVENTS = (SmsDispatched, SmsFailed, SmsDelivered)
 
 # --- one service for the module ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def module_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    async with fresh_database(infrastructure) as dsn:
-        yield dsn
-
-
-@pytest.fixture(scope="module")
-async def module_topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    await infra.ensure_topics(infrastructure.kafka_bootstrap, prefix)
-    yield prefix
-    try:
-        if not os.environ.get("KEEP_TOPICS"):
-            await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, prefix), 20)
-    except Exception as exc:
-        warnings.warn(f"could not delete the topics under {prefix}: {exc!r}", stacklevel=1)
 
 
 @pytest.fixture(scope="module")

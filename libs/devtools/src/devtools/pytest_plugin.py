@@ -117,8 +117,8 @@ async def producer(infrastructure: Infrastructure) -> AsyncIterator[AIOKafkaProd
     await producer.stop()
 
 
-@pytest.fixture
-async def topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
+@asynccontextmanager
+async def fresh_topics(infrastructure: Infrastructure) -> AsyncIterator[str]:
     """A fresh namespace: every topic of the platform created anew under a unique prefix, deleted after."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     await infra.ensure_topics(infrastructure.kafka_bootstrap, prefix)
@@ -129,6 +129,27 @@ async def topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
             await asyncio.wait_for(infra.delete_topics(infrastructure.kafka_bootstrap, prefix), 20)
     except Exception as exc:
         warnings.warn(f"could not delete the topics under {prefix}: {exc!r}", stacklevel=1)
+
+
+@pytest.fixture
+async def topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A topic namespace of the test's own (`fresh_topics`)."""
+    async with fresh_topics(infrastructure) as prefix:
+        yield prefix
+
+
+@pytest.fixture(scope="module")
+async def module_topic_prefix(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A topic namespace shared by a module's tests: for a module that starts its service once."""
+    async with fresh_topics(infrastructure) as prefix:
+        yield prefix
+
+
+@pytest.fixture(scope="module")
+async def module_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A database shared by a module's tests: for a module that starts its service once."""
+    async with fresh_database(infrastructure) as dsn:
+        yield dsn
 
 
 @asynccontextmanager
