@@ -15,7 +15,14 @@ from console.domain import LANGUAGES, Throttle
 from console.pages import account, analytics, campaigns, messages, ops, orders, statuses
 from console.services import Sessions, Users
 from console.settings import ConsoleSettings
-from console.web import SecurityHeaders, ServerSessions, Templates, csrf_protected, install_page_handlers
+from console.web import (
+    SecurityHeaders,
+    ServerSessions,
+    Templates,
+    csrf_protected,
+    install_page_handlers,
+    storable_path,
+)
 from servicekit.app import serve
 from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.http import install_probes
@@ -52,7 +59,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         title="Partner console",
         description="The platform's screens: statuses, campaigns, orders, analytics, messages; ops for operators.",
         lifespan=lifespan,
-        dependencies=[Depends(csrf_protected)],
+        dependencies=[Depends(storable_path), Depends(csrf_protected)],
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

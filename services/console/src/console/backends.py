@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -33,6 +34,11 @@ class BackendUnavailable(Exception):
         super().__init__(f"{service} is unavailable: {reason}")
         self.service = service
         self.reason = reason
+
+
+class InputTooLong(Exception):
+    """A value the user typed makes a URL longer than a backend call can carry (httpx allows 64 KB of query): no
+    service would take it, so it is not sent."""
 
 
 @dataclass
@@ -63,6 +69,12 @@ class BackendProblem(Exception):
 class Response:
     body: Any
     etag: str | None
+
+
+def segment(value: str) -> str:
+    """A value as one segment of a backend's path: a "/", "?", "#" or "%" in an order id or a phone stays part of
+    it, and a character a URL cannot hold (a NUL) is escaped (the service then refuses it in words)."""
+    return quote(value, safe="")
 
 
 def base_urls(settings: ConsoleSettings) -> dict[Service, str]:
@@ -118,6 +130,8 @@ class PartnerApi:
         query = {k: v for k, v in (params or {}).items() if v not in (None, "", [])}
         try:
             answer = await self.backends.http.request(method, url, params=query, json=json, headers=headers)
+        except httpx.InvalidURL as exc:
+            raise InputTooLong() from exc
         except httpx.HTTPError as exc:
             raise BackendUnavailable(service, type(exc).__name__) from exc
         if answer.status_code >= 500:

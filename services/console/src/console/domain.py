@@ -15,8 +15,8 @@ LANGUAGES = ("en", "ru")
 MIN_PASSWORD_LENGTH = 12
 # zxcvbn's score from 0 (guessed at once) to 4; 3 is "safely unguessable: moderate protection from an offline attack".
 MIN_PASSWORD_SCORE = 3
-# The estimator's work grows with the length; what lies beyond this many characters adds nothing it would notice.
-_ESTIMATED_CHARACTERS = 100
+# The estimator takes so many characters at most; a password longer than that is judged by its beginning.
+_ESTIMATED_CHARACTERS = 72  # zxcvbn refuses a longer one (a ValueError)
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -33,6 +33,8 @@ PASSWORD_TOO_EASY = N_(
 PASSWORD_NOT_CURRENT = N_("The current password is not right.")
 PASSWORDS_DIFFER = N_("The two new passwords differ.")
 PASSWORD_UNCHANGED = N_("Choose a password other than the current one.")
+UNKNOWN_LANGUAGE = N_("Choose one of the languages listed.")
+UNKNOWN_TIME_ZONE = N_("Choose one of the time zones listed.")
 
 
 class Role(StrEnum):

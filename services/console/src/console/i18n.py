@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_datetime, format_timedelta
+from babel.dates import format_date, format_datetime, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -60,6 +60,10 @@ class Formats:
             return ""
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
         return format_datetime(moment, format=format, tzinfo=ZoneInfo(self.time_zone), locale=self.language)
+
+    def day(self, value: date) -> str:
+        """A calendar day in the user's language, e.g. "Jan 1, 1970" / "1 янв. 1970 г."."""
+        return format_date(value, format="medium", locale=self.language)
 
     def number(self, value: float | int | None) -> str:
         return "" if value is None else format_decimal(value, locale=self.language)

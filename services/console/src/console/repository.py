@@ -127,7 +127,7 @@ class SessionRepository:
 
     async def save_data(self, id_hash: bytes, data: dict[str, Any]) -> None:
         await self.conn.execute(
-            "UPDATE console_sessions SET data = $2::jsonb WHERE id_hash = $1", id_hash, json.dumps(data)
+            "UPDATE console_sessions SET data = $2::jsonb WHERE id_hash = $1", id_hash, _jsonb(data)
         )
 
     async def delete(self, id_hash: bytes) -> None:
@@ -201,6 +201,13 @@ class SignInRepository:
 
     async def delete_older_than(self, days: int) -> None:
         await self.conn.execute("DELETE FROM console_sign_ins WHERE at < now() - make_interval(days => $1)", days)
+
+
+def _jsonb(data: dict[str, Any]) -> str:
+    """`data` as JSON that jsonb takes: a NUL or a lone surrogate (a flash message quoting hostile input) becomes
+    U+FFFD instead of failing the page."""
+    text = json.dumps(data, ensure_ascii=False).replace("\\u0000", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _failures(row: asyncpg.Record | None) -> Failures:

@@ -14,6 +14,8 @@ from pwdlib import PasswordHash
 from console.domain import (
     PASSWORD_NOT_CURRENT,
     PASSWORD_UNCHANGED,
+    UNKNOWN_LANGUAGE,
+    UNKNOWN_TIME_ZONE,
     InvalidUser,
     Role,
     Throttle,
@@ -158,9 +160,9 @@ class Users:
 
     async def set_preferences(self, user: User, language: str, time_zone: str) -> None:
         if not valid_language(language):
-            raise InvalidUser("language", f"unknown language '{language}'")
+            raise InvalidUser("language", UNKNOWN_LANGUAGE)
         if not valid_time_zone(time_zone):
-            raise InvalidUser("time_zone", f"unknown time zone '{time_zone}'")
+            raise InvalidUser("time_zone", UNKNOWN_TIME_ZONE)
         async with self.pool.acquire() as conn:
             await UserRepository(conn).set_preferences(user.id, language, time_zone)
 

@@ -23,12 +23,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console.backends import BackendProblem, Backends, BackendUnavailable, PartnerApi
+from console.backends import BackendProblem, Backends, BackendUnavailable, InputTooLong, PartnerApi
 from console.domain import N_ as N_  # the pages' marker too
 from console.domain import Role, User
 from console.i18n import Formats, negotiate, translations
 from console.services import Sessions, Users
 from console.settings import ConsoleSettings
+from contracts.text import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,17 @@ async def csrf_protected(request: Request) -> None:
         raise CsrfRefused()
 
 
+class NotFound(Exception):
+    """No such page: a URL naming something that cannot exist (a NUL in an order id...)."""
+
+
+async def storable_path(request: Request) -> None:
+    """An app-wide dependency: a path naming an order, a status, a campaign or a message with a character no
+    service can store (a NUL, a lone surrogate) names nothing: 404, before any backend is asked."""
+    if any(text_problem(str(value)) for value in request.path_params.values()):
+        raise NotFound()
+
+
 def flash(request: Request, message: str, kind: str = "success") -> None:
     request.session.setdefault("flash", []).append({"message": message, "kind": kind})
 
@@ -327,6 +339,7 @@ class Page:
 
 def redirect(request: Request, url: str) -> Response:
     """After a change: a full page load of `url` (htmx follows HX-Redirect; a plain form the 303)."""
+    url = quote(url, safe=":/%#?=@[]!$&'()*+,;")  # as RedirectResponse does: an order id may hold any character
     if is_htmx(request):
         return Response(status_code=204, headers={"HX-Redirect": url})
     return RedirectResponse(url, status_code=303)
@@ -441,6 +454,14 @@ async def _invalid(request: Request, exc: Exception) -> Response:
     return _error_page(request, 422, reason="invalid", fields=fields)
 
 
+async def _too_long(request: Request, _: Exception) -> Response:
+    return _error_page(request, 422, reason="too_long")
+
+
+async def _not_found(request: Request, _: Exception) -> Response:
+    return _error_page(request, 404, reason="refused", status=404, detail="")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     """A bug: logged with its traceback; the user sees a page that says so, never a stack trace."""
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -449,12 +470,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return page
 
 
-def _error_page(request: Request, status: int, **context: Any) -> HTMLResponse:
+def _error_page(request: Request, status_code: int, **context: Any) -> HTMLResponse:
     """The error page, in the signed-in user's language when there is one (no look-up that could fail again)."""
     state = request.scope.get(_SESSION_STATE)
     user = state.user if isinstance(state, SessionState) else None
     fmt = Formats(user.language, user.time_zone) if user else None
-    return render(request, "error.html", status, user=user, fmt=fmt, **context)
+    return render(request, "error.html", status_code, user=user, fmt=fmt, **context)
 
 
 def install_page_handlers(app: Any) -> None:
@@ -465,3 +486,5 @@ def install_page_handlers(app: Any) -> None:
     app.add_exception_handler(NotAllowed, _not_allowed)
     app.add_exception_handler(BackendUnavailable, _unavailable)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(InputTooLong, _too_long)

@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from console.backends import BackendProblem, PartnerApi, Service
 from console.catalog import STATUS_TYPES, display_order
 from console.pages.orders import statuses_by_code
-from console.web import Page, PartnerUser
+from console.web import N_, Page, PartnerUser
 
 router = APIRouter(prefix="/analytics")
 
@@ -26,16 +27,52 @@ CSV_PAGE = 1000
 CSV_COLUMNS = ("customer_id", "name", "phone", "sms_consent", "orders", "last_entered_at")
 
 
-def _window(page: Page, start: str, end: str) -> tuple[str | None, str | None]:
-    """The dates the user picked, as instants in their time zone (`end` inclusive: up to the next midnight)."""
+# The dates a period may span: wide enough for any real order, narrow enough that a date and its next midnight are
+# instants every service can hold in any time zone (9999-12-31 has no next midnight; 0001-01-01 in Moscow is 0000 in
+# UTC).
+EARLIEST = date(1970, 1, 1)
+LATEST = date(2999, 12, 31)
+NOT_A_DATE = N_("Enter a date as YYYY-MM-DD.")
+OUT_OF_RANGE = N_("Choose a date between %(earliest)s and %(latest)s.")
+START_AFTER_END = N_("The start is after the end.")
+
+
+@dataclass(frozen=True)
+class Window:
+    """The period the user picked, as instants in their time zone (`end` inclusive: up to the next midnight), and
+    what is wrong with the dates typed, by field (a date refused counts as not given)."""
+
+    start_at: str | None
+    end_at: str | None
+    errors: dict[str, str]
+
+
+def _window(page: Page, start: str, end: str) -> Window:
     zone = ZoneInfo(page.fmt.time_zone)
+    errors: dict[str, str] = {}
 
-    def midnight(day: str, plus: int = 0) -> str | None:
-        if not day:
+    def day(name: str, typed: str) -> date | None:
+        if not typed:
             return None
-        return datetime.combine(date.fromisoformat(day) + timedelta(days=plus), time(), zone).isoformat()
+        try:
+            chosen = date.fromisoformat(typed)
+        except ValueError:
+            errors[name] = page.gettext(NOT_A_DATE)
+            return None
+        if not EARLIEST <= chosen <= LATEST:
+            bounds = {"earliest": page.fmt.day(EARLIEST), "latest": page.fmt.day(LATEST)}
+            errors[name] = page.gettext(OUT_OF_RANGE, **bounds)
+            return None
+        return chosen
 
-    return midnight(start), midnight(end, 1)
+    first, last = day("start", start), day("end", end)
+    if first and last and first > last:
+        errors["end"] = page.gettext(START_AFTER_END)
+
+    def midnight(chosen: date | None, plus: int = 0) -> str | None:
+        return None if chosen is None else datetime.combine(chosen + timedelta(days=plus), time(), zone).isoformat()
+
+    return Window(midnight(first), midnight(last, 1), errors)
 
 
 def _flagged(statuses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,7 +84,8 @@ def _flagged(statuses: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 async def analytics(
     page: PartnerUser, start: str = "", end: str = "", status: str = "", cursor: str | None = None
 ) -> Response:
-    start_at, end_at = _window(page, start, end)
+    window = _window(page, start, end)
+    start_at, end_at = window.start_at, window.end_at
     statuses = await statuses_by_code(page)
     flagged = _flagged(statuses)
     counts = await asyncio.gather(
@@ -59,8 +97,8 @@ async def analytics(
     stays = await asyncio.gather(
         *(page.api.get(Service.ORDERS, "/v1/analytics/time-in-status", code=s["code"]) for s in flagged)
     )
-    segment, errors = None, {}
-    if status:
+    segment, errors = None, dict(window.errors)
+    if status and not errors:
         try:
             segment = await page.api.get(
                 Service.ORDERS,
@@ -76,6 +114,7 @@ async def analytics(
             errors = {"status": next(iter(page.field_errors(refused).values()), refused.detail)}
     return page.render(
         "analytics/index.html",
+        422 if window.errors else 200,
         counts=dict(zip(STATUS_TYPES, counts, strict=True)),
         stays=list(zip(flagged, stays, strict=True)),
         flagged=flagged,
@@ -91,7 +130,10 @@ async def analytics(
 @router.get("/segment.csv")
 async def segment_csv(page: PartnerUser, status: str, start: str = "", end: str = "") -> Response:
     """Every customer of the segment as CSV, read page by page from the API as it is written out."""
-    start_at, end_at = _window(page, start, end)
+    window = _window(page, start, end)
+    if window.errors:
+        return page.render("error.html", 422, reason="refused", status=422, detail=" ".join(window.errors.values()))
+    start_at, end_at = window.start_at, window.end_at
     api = page.api
     first = await api.get(
         Service.ORDERS, "/v1/segments/customers", status=status, limit=1, **{"from": start_at, "to": end_at}

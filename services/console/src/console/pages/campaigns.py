@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.datastructures import FormData, QueryParams
 
-from console.backends import BackendProblem, Service
+from console.backends import BackendProblem, Service, segment
 from console.catalog import STATUS_TYPES, choices, partner_statuses
 from console.web import N_, Marketer, Page, PartnerUser, flash
 
@@ -189,7 +189,7 @@ def _a_day_ago() -> str:
 
 async def _last_day(page: Page, campaign_id: str) -> dict[str, Any]:
     stats: dict[str, Any] = await page.api.get(
-        Service.CAMPAIGNS, f"/v1/campaigns/{campaign_id}/stats", since=_a_day_ago()
+        Service.CAMPAIGNS, f"/v1/campaigns/{segment(campaign_id)}/stats", since=_a_day_ago()
     )
     return stats
 
@@ -248,7 +248,7 @@ async def new_campaign(page: Marketer) -> Response:
 
 @router.get("/{campaign_id}")
 async def edit_campaign(page: PartnerUser, campaign_id: str) -> Response:
-    campaign = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{campaign_id}")
+    campaign = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{segment(campaign_id)}")
     return await _editor(page, CampaignForm.of(campaign), campaign=campaign, errors={})
 
 
@@ -321,7 +321,7 @@ async def _preview_order(page: Page, submitted: FormData, form: CampaignForm) ->
     """A real order of the partner's (by id), or the sample the marketer describes."""
     order_id = str(submitted.get("preview_order", "")).strip()
     if order_id:
-        order = await page.api.get(Service.ORDERS, f"/v1/orders/{order_id}")
+        order = await page.api.get(Service.ORDERS, f"/v1/orders/{segment(order_id)}")
         current = order.get("statuses") or {}
         statuses = {t: (current.get(t) or {}).get("code") for t in STATUS_TYPES if t != form.status_type}
         customer = {k: v for k, v in (order.get("customer") or {}).items() if v is not None}
@@ -350,7 +350,7 @@ async def _preview_order(page: Page, submitted: FormData, form: CampaignForm) ->
 @router.post("/{campaign_id}")
 async def save_campaign(page: Marketer, campaign_id: str) -> Response:
     form = CampaignForm.parse(await page.request.form())
-    path = f"/v1/campaigns/{campaign_id}"
+    path = f"/v1/campaigns/{segment(campaign_id)}"
     try:
         await page.api.call(Service.CAMPAIGNS, "PUT", path, json=form.definition(), etag=f'"{form.version}"')
     except BackendProblem as refused:
@@ -368,7 +368,7 @@ async def change_state(page: Marketer, campaign_id: str, action: str) -> Respons
         return page.render("error.html", 404, reason="refused", status=404, detail=action)
     method, suffix = ACTIONS[action]
     try:
-        await page.api.call(Service.CAMPAIGNS, method, f"/v1/campaigns/{campaign_id}{suffix}")
+        await page.api.call(Service.CAMPAIGNS, method, f"/v1/campaigns/{segment(campaign_id)}{suffix}")
     except BackendProblem as refused:
         if refused.status == 404:
             raise
@@ -387,7 +387,7 @@ STATE_MESSAGES = {
 
 @router.get("/{campaign_id}/stats")
 async def campaign_stats(page: PartnerUser, campaign_id: str) -> Response:
-    path = f"/v1/campaigns/{campaign_id}"
+    path = f"/v1/campaigns/{segment(campaign_id)}"
     campaign, total, last_day = await asyncio.gather(
         page.api.get(Service.CAMPAIGNS, path),
         page.api.get(Service.CAMPAIGNS, f"{path}/stats"),

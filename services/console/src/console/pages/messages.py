@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
-from console.backends import BackendProblem, Service
+from console.backends import BackendProblem, Service, segment
 from console.web import Marketer, Page, PartnerUser, flash
 
 router = APIRouter(prefix="/messages")
@@ -67,7 +67,7 @@ async def _opt_outs_page(
 @router.post("/opt-outs")
 async def add_opt_out(page: Marketer, phone: Annotated[str, Form()] = "") -> Response:
     try:
-        await page.api.call(Service.NOTIFIER, "POST", f"/v1/opt-outs/{phone.strip()}")
+        await page.api.call(Service.NOTIFIER, "POST", f"/v1/opt-outs/{segment(phone.strip())}")
     except BackendProblem as refused:
         message = next(iter(page.field_errors(refused).values()), refused.detail)
         return await _opt_outs_page(page, None, errors={"phone": message}, phone=phone, status_code=422)
@@ -78,7 +78,7 @@ async def add_opt_out(page: Marketer, phone: Annotated[str, Form()] = "") -> Res
 @router.post("/opt-outs/{phone}/remove")
 async def remove_opt_out(page: Marketer, phone: str) -> Response:
     try:
-        await page.api.call(Service.NOTIFIER, "DELETE", f"/v1/opt-outs/{phone}")
+        await page.api.call(Service.NOTIFIER, "DELETE", f"/v1/opt-outs/{segment(phone)}")
     except BackendProblem as refused:
         flash(page.request, refused.detail, "error")
     else:
@@ -88,9 +88,9 @@ async def remove_opt_out(page: Marketer, phone: str) -> Response:
 
 @router.get("/{message_id}")
 async def message_page(page: PartnerUser, message_id: str) -> Response:
-    message = await page.api.get(Service.NOTIFIER, f"/v1/messages/{message_id}")
+    message = await page.api.get(Service.NOTIFIER, f"/v1/messages/{segment(message_id)}")
     try:
-        campaign = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{message['campaign_id']}")
+        campaign = await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{segment(message['campaign_id'])}")
     except BackendProblem as refused:
         if refused.status != 404:
             raise

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
-from console.backends import BackendProblem, Service
+from console.backends import BackendProblem, Service, segment
 from console.catalog import STATUS_TYPES, Status, choices, partner_statuses
 from console.web import Marketer, Page, PartnerUser, flash
 
@@ -29,10 +29,10 @@ async def search(
     """`q` is an order id (straight to the order when it exists); `customer` a customer id; `status` a code."""
     if q.strip():
         try:
-            await page.api.get(Service.ORDERS, f"/v1/orders/{q.strip()}")
+            await page.api.get(Service.ORDERS, f"/v1/orders/{segment(q.strip())}")
             return page.redirect(f"/orders/{q.strip()}")
         except BackendProblem as refused:
-            if refused.status != 404:
+            if refused.status not in (404, 422):  # 422: the service refuses it as an id (a NUL...): no such order
                 raise
     statuses = await statuses_by_code(page)
     listing = await page.api.get(
@@ -58,7 +58,7 @@ async def search(
 
 
 async def _order_page(page: Page, order_id: str, errors: dict[str, str], status_code: int = 200) -> Response:
-    order = await page.api.get(Service.ORDERS, f"/v1/orders/{order_id}")
+    order = await page.api.get(Service.ORDERS, f"/v1/orders/{segment(order_id)}")
     statuses = await statuses_by_code(page)
     history = list(reversed(order.get("history", [])))  # newest first; the API lists them as applied
     return page.render(
@@ -82,7 +82,7 @@ async def order_page(page: PartnerUser, order_id: str) -> Response:
 async def set_status(page: Marketer, order_id: str, code: Annotated[str, Form()] = "") -> Response:
     """Set one status by its name (the form sends its code); a refused transition shows beside the field."""
     try:
-        await page.api.call(Service.ORDERS, "POST", f"/v1/orders/{order_id}/status", json={"code": code})
+        await page.api.call(Service.ORDERS, "POST", f"/v1/orders/{segment(order_id)}/status", json={"code": code})
     except BackendProblem as refused:
         if refused.status == 404:
             raise

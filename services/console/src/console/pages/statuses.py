@@ -10,10 +10,10 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from console.backends import BackendProblem, Service
+from console.backends import BackendProblem, Service, segment
 from console.catalog import STATUS_TYPES, choices, partner_statuses
 from console.domain import LANGUAGES
-from console.web import N_, Marketer, Page, PartnerUser, flash
+from console.web import N_, Marketer, NotFound, Page, PartnerUser, flash
 
 router = APIRouter(prefix="/settings/statuses")
 
@@ -150,7 +150,7 @@ async def create_status(page: Marketer) -> Response:
 
 @router.get("/{code}/edit")
 async def edit_status(page: Marketer, code: str) -> Response:
-    status = await page.api.get(Service.REGISTRY, f"/v1/statuses/{code}")
+    status = await page.api.get(Service.REGISTRY, f"/v1/statuses/{segment(code)}")
     return await _dialog(page, StatusForm.of(status), editing=True, errors={})
 
 
@@ -160,9 +160,13 @@ async def update_status(page: Marketer, code: str) -> Response:
     form.code = code
     try:
         await page.api.call(
-            Service.REGISTRY, "PATCH", f"/v1/statuses/{code}", json=form.fields(), etag=f'"{form.version}"'
+            Service.REGISTRY, "PATCH", f"/v1/statuses/{segment(code)}", json=form.fields(), etag=f'"{form.version}"'
         )
     except BackendProblem as refused:
+        if refused.status == 404:
+            raise
+        if refused.status == 412:
+            await _existing(page, code)  # another partner's status, or none: the 404 page, not "changed by..."
         return await _dialog(page, form, editing=True, errors=_errors(page, refused), status_code=refused.status)
     flash(page.request, page.gettext("Status “%(name)s” saved.", name=form.name))
     return page.redirect("/settings/statuses")
@@ -171,10 +175,11 @@ async def update_status(page: Marketer, code: str) -> Response:
 @router.post("/{code}/archive")
 async def archive_status(page: Marketer, code: str) -> Response:
     form = await page.request.form()
+    path = f"/v1/statuses/{segment(code)}"
     try:
-        await page.api.call(Service.REGISTRY, "DELETE", f"/v1/statuses/{code}", etag=f'"{form.get("version", "")}"')
+        await page.api.call(Service.REGISTRY, "DELETE", path, etag=f'"{form.get("version", "")}"')
     except BackendProblem as refused:
-        return _refusal(page, code, refused)
+        return await _refusal(page, code, refused)
     flash(page.request, page.gettext("Status “%(code)s” archived.", code=code))
     return page.redirect("/settings/statuses")
 
@@ -182,9 +187,9 @@ async def archive_status(page: Marketer, code: str) -> Response:
 @router.post("/{code}/restore")
 async def restore_status(page: Marketer, code: str) -> Response:
     try:
-        await page.api.call(Service.REGISTRY, "POST", f"/v1/statuses/{code}/restore")
+        await page.api.call(Service.REGISTRY, "POST", f"/v1/statuses/{segment(code)}/restore")
     except BackendProblem as refused:
-        return _refusal(page, code, refused)
+        return await _refusal(page, code, refused)
     flash(page.request, page.gettext("Status “%(code)s” restored.", code=code))
     return page.redirect("/settings/statuses?archived=true")
 
@@ -192,20 +197,32 @@ async def restore_status(page: Marketer, code: str) -> Response:
 @router.post("/{code}/move/{direction}")
 async def move_status(page: Marketer, code: str, direction: str) -> Response:
     """One place up or down within its type: the registry puts the type's statuses in the new order (10, 20, 30...)
-    in one transaction; a status added or archived meanwhile refuses the move rather than half-apply it."""
+    in one transaction; a status added or archived meanwhile refuses the move rather than half-apply it. A status
+    that is not the partner's (another partner's, or none) is a 404."""
+    if direction not in ("up", "down"):
+        raise NotFound()
     statuses = await partner_statuses(page)
     kind = next((s["type"] for s in statuses if s["code"] == code), None)
+    if kind is None:  # not among the partner's active statuses: a 404 unless it is an archived one of theirs
+        await _existing(page, code)
+        return page.redirect("/settings/statuses")
     order = [s for s in statuses if s["type"] == kind]
-    index = next((i for i, s in enumerate(order) if s["code"] == code), None)
-    target = None if index is None else index + (-1 if direction == "up" else 1)
-    if index is not None and target is not None and 0 <= target < len(order):
+    index = next(i for i, s in enumerate(order) if s["code"] == code)
+    target = index + (-1 if direction == "up" else 1)
+    if 0 <= target < len(order):
         order[index], order[target] = order[target], order[index]
         try:
             codes = [status["code"] for status in order]
-            await page.api.call(Service.REGISTRY, "PUT", f"/v1/statuses/order/{kind}", json={"codes": codes})
+            path = f"/v1/statuses/order/{segment(kind)}"
+            await page.api.call(Service.REGISTRY, "PUT", path, json={"codes": codes})
         except BackendProblem as refused:
-            return _refusal(page, code, refused)
+            return await _refusal(page, code, refused)
     return page.redirect("/settings/statuses")
+
+
+async def _existing(page: Page, code: str) -> None:
+    """Raises the registry's 404 (the error page) when the partner has no status `code`, archived or not."""
+    await page.api.get(Service.REGISTRY, f"/v1/statuses/{segment(code)}")
 
 
 def _errors(page: Page, refused: BackendProblem) -> dict[str, str]:
@@ -220,10 +237,14 @@ def _errors(page: Page, refused: BackendProblem) -> dict[str, str]:
     return errors or {"": refused.detail}
 
 
-def _refusal(page: Page, code: str, refused: BackendProblem) -> Response:
+async def _refusal(page: Page, code: str, refused: BackendProblem) -> Response:
+    """A refused change of the list, said on the list; a status that is not the partner's is the 404 page."""
+    if refused.status == 404:
+        raise refused
     if refused.code == "status_in_use":  # the list shows the campaigns that block it, with links
         page.request.session["blocking"] = {"code": code, "campaigns": refused.problem.get("campaigns") or []}
     elif refused.status == 412:
+        await _existing(page, code)  # "changed by someone else" only of a status that is there to change
         flash(page.request, page.gettext(CHANGED_BY_SOMEONE_ELSE), "error")
     elif refused.code == "status_list_changed":
         flash(page.request, page.gettext(LIST_CHANGED), "error")
