@@ -1,0 +1,3 @@
+from identity.app import main
+
+main()
