@@ -35,7 +35,7 @@ from identity.repository import ClientRepository, client_position
 from identity.services import Clients, SecretHasher, TokenIssuer
 from identity.settings import IdentitySettings
 from servicekit.app import parts_dependency, runtime_of
-from servicekit.auth import Principal, Reader, Writer
+from servicekit.auth import Principal, Reader, Writer, current_principal
 from servicekit.errors import problems
 from servicekit.http import with_etag
 from servicekit.pagination import decode_cursor, page_of
@@ -64,7 +64,7 @@ MAX_ACTOR_LENGTH = 200
 
 
 def actor_of(
-    who: Principal,
+    who: Annotated[Principal, Depends(current_principal)],
     x_actor: Annotated[
         str | None,
         Header(
