@@ -80,13 +80,21 @@ SignIn = Callable[[str], Awaitable[Page]]
 
 @pytest.fixture
 async def sign_in(browser: Browser, console: Console) -> AsyncIterator[SignIn]:
-    """Opens a fresh browser context (its own cookies) and signs `email` in; returns the page."""
+    """Opens a fresh browser context (its own cookies) and signs `email` in; returns the page. Whatever the console's
+    Content-Security-Policy blocked on any of these pages (an inline script or style, an eval) fails the test."""
     contexts: list[BrowserContext] = []
+    blocked: list[str] = []
 
     async def open_as(email: str) -> Page:
         context = await browser.new_context(base_url=console.url, viewport={"width": 1280, "height": 900})
         contexts.append(context)
         page = await context.new_page()
+        page.on(
+            "console",
+            lambda message: (
+                blocked.append(f"{page.url}: {message.text}") if "Content Security Policy" in message.text else None
+            ),
+        )
         await page.goto("/login")
         await page.get_by_label("Email").fill(email)
         await page.get_by_label("Password").fill(PASSWORD)
@@ -97,6 +105,7 @@ async def sign_in(browser: Browser, console: Console) -> AsyncIterator[SignIn]:
     yield open_as
     for context in contexts:
         await context.close()
+    assert not blocked, f"the Content-Security-Policy blocked: {blocked}"
 
 
 async def screenshot(page: Page, name: str) -> None:
