@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from console.domain import InvalidUser, Role, User, check_new_user, one_time_password, password_problem
+from console.domain import (
+    PASSWORD_TOO_EASY,
+    Failures,
+    InvalidUser,
+    Role,
+    Throttle,
+    User,
+    check_new_user,
+    one_time_password,
+    password_problem,
+    retry_after_s,
+)
 
 
 def user(role: Role, partner: str | None = "shop") -> User:
@@ -30,6 +43,31 @@ def test_an_operator_has_no_partner_and_a_partner_user_has_one() -> None:
 
 def test_passwords() -> None:
     assert password_problem("short") is not None
-    assert password_problem("long enough password") is None
+    assert password_problem("correct-horse-battery-staple") is None
+    assert password_problem("aaaaaaaaaaaa") == PASSWORD_TOO_EASY
+    assert password_problem("Petrova.Anna") is None, "strong enough for someone else..."
+    assert password_problem("Petrova.Anna", "anna.petrova@shop.example", "Anna Petrova") == PASSWORD_TOO_EASY
+    assert password_problem("x" * 100_000) == PASSWORD_TOO_EASY, "judged by its beginning, without an error"
     first, second = one_time_password(), one_time_password()
     assert len(first) == 16 and first != second
+
+
+def test_the_passwords_make_user_makes_pass_the_rules() -> None:
+    assert all(password_problem(one_time_password()) is None for _ in range(200))
+
+
+def test_each_failure_past_the_free_ones_doubles_the_wait_up_to_the_cap() -> None:
+    throttle = Throttle(free_per_account=5, free_per_address=20, max_delay_s=900)
+    assert [throttle.delay_s(n, 5) for n in (0, 4, 5, 6, 7, 9, 30)] == [0, 0, 32, 64, 128, 512, 900]
+
+
+def test_the_wait_is_the_longer_of_the_accounts_and_the_addresss() -> None:
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    throttle = Throttle()
+    none = Failures(0, None)
+    assert retry_after_s(throttle, none, none, now) == 0
+    account = Failures(6, now - timedelta(seconds=10))  # a 64 s wait, 10 s of it over
+    assert retry_after_s(throttle, account, none, now) == 54
+    address = Failures(21, now - timedelta(seconds=1))  # a 64 s wait, 1 s of it over
+    assert retry_after_s(throttle, account, address, now) == 63
+    assert retry_after_s(throttle, Failures(6, now - timedelta(seconds=65)), none, now) == 0, "over"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def password_problem(password: str, *personal: str) -> str | None:
     tries the `personal` words: the user's email and name)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         return PASSWORD_TOO_SHORT
-    words = [part for word in personal for part in (word, *word.replace("@", ".").split("."))]
+    words = [part for word in personal for part in (word, *re.split(r"[@.\s_-]+", word)) if part]
     if zxcvbn(password[:_ESTIMATED_CHARACTERS], user_inputs=words)["score"] < MIN_PASSWORD_SCORE:
         return PASSWORD_TOO_EASY
     return None
