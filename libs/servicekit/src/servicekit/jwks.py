@@ -79,16 +79,19 @@ class Jwks:
         self._max_age_s = max_age_s
         self._min_interval_s = min_refresh_interval_s
         self._keys: dict[str, PublicKey] = {}
-        self._fetched_at = -float("inf")  # monotonic time of the last successful fetch
-        self._tried_at = -float("inf")  # ... and of the last attempt, successful or not
+        self._tried_at = -float("inf")  # monotonic time of the last fetch, successful or not
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str) -> PublicKey | None:
         """The key named `kid`: from the cache when it is fresh and knows it, else after one fetch, unless a
         fetch was tried less than `min_refresh_interval_s` ago."""
-        now = time.monotonic()
-        stale = now - self._fetched_at >= self._max_age_s
-        if (stale or kid not in self._keys) and now - self._tried_at >= self._min_interval_s:
+        if self._lock.locked():  # a fetch is under way: wait for its answer rather than decide without it
+            async with self._lock:
+                pass
+        since_tried = time.monotonic() - self._tried_at
+        # Kept `max_age_s` (and, while the issuer is away, tried again at that pace); an unknown kid may fetch
+        # sooner, but not more often than every `min_refresh_interval_s`.
+        if since_tried >= self._max_age_s or (kid not in self._keys and since_tried >= self._min_interval_s):
             await self.refresh()
         return self._keys.get(kid)
 
@@ -103,7 +106,6 @@ class Jwks:
                 response = await self._client.get(self._url)
                 response.raise_for_status()
                 self._keys = _public_keys(response.json())
-                self._fetched_at = time.monotonic()
                 JWKS_FETCHES.labels("ok").inc()
             except (httpx.HTTPError, ValueError, JoseError) as exc:
                 JWKS_FETCHES.labels("failed").inc()
