@@ -3,15 +3,21 @@ checked instead."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
+import sys
+import tomllib
 import zipfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from devtools.platform import CONSOLE, CONSOLE_BACKENDS
 from servicekit.migrate import package_of, settings_class
@@ -132,3 +138,55 @@ def test_the_image_carries_every_file_of_the_service_package(service: str, tmp_p
     with zipfile.ZipFile(wheel) as archive:
         missing = expected - set(archive.namelist())
     assert not missing, f"{service}: the wheel leaves out {sorted(missing)}"
+
+
+# What an image carries: the service's wheel and the workspace libraries it depends on.
+SHIPPED = [*(ROOT / "services" / s for s in SERVICES), ROOT / "libs" / "contracts", ROOT / "libs" / "servicekit"]
+
+
+def installable(requirements: list[str]) -> set[str]:
+    """Every distribution that installing `requirements` brings in (extras followed), from the installed metadata."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    pending = [Requirement(r) for r in requirements]
+    while pending:
+        requirement = pending.pop()
+        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dependencies = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for dependency in map(Requirement, dependencies):
+            extras = requirement.extras or {""}
+            if dependency.marker is None or any(dependency.marker.evaluate({"extra": e}) for e in extras):
+                pending.append(dependency)
+    return {name for name, _ in seen}
+
+
+def imported_modules(source: Path) -> set[str]:
+    """The top-level names of the absolute imports in `source`'s modules, the standard library's left out."""
+    modules = set()
+    for path in source.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return modules - set(sys.stdlib_module_names)
+
+
+@pytest.mark.parametrize("package", SHIPPED, ids=lambda p: p.name)
+def test_a_shipped_package_declares_every_library_it_imports(package: Path) -> None:
+    """An image holds only what the service's dependencies bring (`uv sync --package`), not the workspace's root
+    dependencies that the tests run with: an import nothing declares works here and fails in the container."""
+    project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
+    declared = installable(project["dependencies"]) | {canonicalize_name(project["name"])}
+    distributions = metadata.packages_distributions()
+    missing = {
+        module
+        for module in imported_modules(package / "src")
+        if not {canonicalize_name(d) for d in distributions.get(module, [module])} & declared
+    }
+    assert not missing, f"{package.name} imports {sorted(missing)}, which its pyproject.toml does not bring in"
