@@ -4,3 +4,4 @@ CREATE DATABASE orders;
 CREATE DATABASE campaigns;
 CREATE DATABASE notifier;
 CREATE DATABASE console;
+CREATE DATABASE identity;
