@@ -19,6 +19,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from devtools import platform, run
+from devtools.infra.postgres import SERVICE_DATABASES
 from devtools.platform import CONSOLE, CONSOLE_BACKENDS
 from servicekit.migrate import package_of, settings_class
 from servicekit.settings import ServiceSettings
@@ -90,6 +92,16 @@ def test_postgres_init_creates_one_database_per_service() -> None:
     for service in SERVICES:
         database = settings_class(service)().database_url.rsplit("/", 1)[1]
         assert f"CREATE DATABASE {database};" in init
+
+
+def test_the_local_tooling_starts_every_service_on_its_port_with_its_database() -> None:
+    """`make run`/`make up` (the Procfile, devtools.run), the e2e tests (devtools.platform) and `make infra-up`
+    (the databases it creates) know every service of services/, each on the port its settings default to."""
+    assert set(run.procfile_commands()) == set(SERVICES)
+    assert set(run.SERVICES) | {CONSOLE} == set(platform.APPS) == set(SERVICES)
+    ports = {service: settings_class(service)().http_port for service in SERVICES}
+    assert ports == run.SERVICES | {CONSOLE: run.CONSOLE_PORT}
+    assert sorted(SERVICE_DATABASES) == sorted(settings_class(s)().database_url.rsplit("/", 1)[1] for s in SERVICES)
 
 
 def test_the_console_setting_of_each_backend_names_that_service() -> None:

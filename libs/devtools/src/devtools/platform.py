@@ -1,7 +1,7 @@
-"""The four services (and the console, when a test starts it) as separate processes on real Kafka and PostgreSQL,
+"""The five services (and the console, when a test starts it) as separate processes on real Kafka and PostgreSQL,
 for end-to-end tests.
 
-Each platform gets its own topic prefix, its own four databases and free ports, so several can share
+Each platform gets its own topic prefix, its own databases and free ports, so several can share
 one broker and one server. Processes can be killed with SIGKILL and started again, as in a crash.
 """
 
@@ -27,7 +27,8 @@ from devtools.infra import ensure_topics
 from servicekit.auth import issue_token
 from servicekit.settings import ServiceSettings
 
-SERVICES = ("status-registry", "orders", "campaigns", "notifier")
+SERVICES = ("status-registry", "orders", "campaigns", "notifier", "identity")
+ISSUER = "identity"  # signs the access tokens; its address is their `iss`, where the verifiers find its JWKS
 CONSOLE = "console"
 APPS = (*SERVICES, CONSOLE)  # each has a database of its own
 # The console's setting for the API of each service it calls (console.settings; the deployables set them too:
@@ -92,11 +93,12 @@ class Platform:
                 "PYTHONUNBUFFERED": "1",
             }
             | (self.console_env() if service == CONSOLE else {})
+            | ({"TOKEN_ISSUER": self.url(ISSUER)} if service == ISSUER else {})
             | self.extra_env
         )
 
     def console_env(self) -> dict[str, str]:
-        """The console calls the four services' APIs (the first instance of each)."""
+        """The console calls the APIs of the services it shows (the first instance of each)."""
         return {variable: self.url(service) for variable, service in CONSOLE_BACKENDS.items()}
 
     async def create(self) -> None:

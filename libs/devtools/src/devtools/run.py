@@ -1,6 +1,6 @@
 """`make run` / `make up` / `make down` / `make logs`: the platform as one, with the product's example.
 
-A supervisor starts the four services of the Procfile as separate processes, prefixes their output with
+A supervisor starts the services of the Procfile (and the console) as separate processes, prefixes their output with
 their names and, once each answers `/readyz`, plays the example through public interfaces only, as an
 integrator would: the demo partner's statuses over the registry API, the campaign over the campaigns API,
 orders as events on `orders.inbound.v1`. Status changes are shown as they are published; each SMS is printed
@@ -14,7 +14,7 @@ it lacks: the example's statuses that are missing (and those its orders and camp
 draft). It never archives a status, and leaves a user's statuses and an edited or paused campaign as they are.
 
 `INSTANCES=2` runs each service twice (consumer groups split the partitions, the relays the outbox's slots), on
-ports 8011-8014 beside 8001-8004.
+ports 8011-8014 and 8016 beside 8001-8004 and 8006 (identity; the console, 8005, runs once).
 
 Stopping stops everything, whatever happens to the supervisor:
 
@@ -63,8 +63,10 @@ ROOT = Path(__file__).resolve().parents[4]
 RUN_DIR = ROOT / ".state" / "run"
 LOG_FILE = RUN_DIR / "platform.log"
 SUPERVISOR = "supervisor"  # the name of its pid file, beside one per service
-SERVICES = {"status-registry": 8001, "orders": 8002, "campaigns": 8003, "notifier": 8004}
+SERVICES = {"status-registry": 8001, "orders": 8002, "campaigns": 8003, "notifier": 8004, "identity": 8006}
 CONSOLE_PORT = 8005  # the partner console: one process (its users' sessions are signed cookies, any would do)
+# What the "ready" line of a service points at, beside its address (the APIs': their documents and metrics).
+READY_PAGES = {"console": "/login", "identity": "/docs  /asyncapi  /.well-known/jwks.json  /metrics"}
 DEMO_USERS = (("marketer@demo.example", "marketer", DEMO_PARTNER), ("ops@platform.example", "ops", ""))
 # `make up INSTANCES=2`: each service that many times, the same database and consumer groups, the ports of
 # instance n ten above those of instance n - 1 (orders: 8002, 8012, ...).
@@ -381,7 +383,7 @@ async def wait_until_ready(exited: Callable[[], str | None]) -> None:
             for name, port in list(pending.items()):
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        pages = "/login" if port == CONSOLE_PORT else "/docs  /asyncapi  /metrics"
+                        pages = READY_PAGES.get(name.split(".")[0], "/docs  /asyncapi  /metrics")
                         say(f"{name:<15} ready: http://127.0.0.1:{port}{pages}")
                         del pending[name]
             await asyncio.sleep(0.3)
