@@ -288,6 +288,36 @@ def test_the_console_calls_the_services_through_their_kubernetes_services(name: 
         assert console[variable] == f"http://{target['metadata']['name']}:{port['port']}", variable
 
 
+@pytest.mark.parametrize("name", RENDERS)
+def test_identity_issues_tokens_naming_its_kubernetes_service(name: str) -> None:
+    """A token's `iss` is where verifiers fetch the JWKS: identity's Service, unless the values name another."""
+    services = {component(s): s for s in of_kind(render(name), "Service").values()}
+    identity = services["identity"]
+    (port,) = identity["spec"]["ports"]
+    assert environment(name, "identity")["TOKEN_ISSUER"] == f"http://{identity['metadata']['name']}:{port['port']}"
+
+
+def test_identity_issuer_set_in_the_values_is_kept() -> None:
+    result = subprocess.run(
+        [
+            helm(),
+            "template",
+            "platform",
+            str(CHART),
+            "--set",
+            "services.identity.config.TOKEN_ISSUER=https://id.example",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (config,) = [
+        m for m in yaml.safe_load_all(result.stdout) if m and m["kind"] == "ConfigMap" and component(m) == "identity"
+    ]
+    assert config["data"]["TOKEN_ISSUER"] == "https://id.example"
+
+
 def test_production_sends_the_console_session_cookie_over_https_only() -> None:
     env = environment("production", CONSOLE)
     assert ConsoleSettings(session_cookie_secure=env["SESSION_COOKIE_SECURE"]).session_cookie_secure is True
