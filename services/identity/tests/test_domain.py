@@ -75,10 +75,11 @@ def test_refused_token_requests(form: dict[str, str], authorization: str | None,
     assert refused.value.status == (401 if error == "invalid_client" else 400)
 
 
-def test_a_parameter_given_twice_is_refused() -> None:
-    assert parse_form([("a", "1"), ("b", "2")]) == {"a": "1", "b": "2"}
+def test_a_parameter_given_twice_is_refused_and_an_unrecognized_one_ignored() -> None:
+    assert parse_form([("grant_type", "1"), ("scope", "2")]) == {"grant_type": "1", "scope": "2"}
     with pytest.raises(OAuthError):
-        parse_form([("a", "1"), ("a", "1")])
+        parse_form([("scope", "1"), ("scope", "1")])
+    assert parse_form([("grant_type", "1"), ("extra", "a"), ("extra", "b")]) == {"grant_type": "1"}
 
 
 def test_scopes_narrow_but_never_widen() -> None:

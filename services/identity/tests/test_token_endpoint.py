@@ -232,3 +232,6 @@ async def test_the_token_endpoint_is_documented_as_a_form(anonymous: httpx.Async
     operation = document["paths"]["/oauth/token"]["post"]
     assert "application/x-www-form-urlencoded" in operation["requestBody"]["content"]
     assert {"200", "400", "401"} <= set(operation["responses"])
+    jwks = document["paths"]["/.well-known/jwks.json"]["get"]["responses"]["200"]
+    assert list(jwks["content"]) == ["application/jwk-set+json"]
+    assert (await anonymous.get("/.well-known/jwks.json")).headers["content-type"] == "application/jwk-set+json"

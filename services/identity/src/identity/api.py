@@ -282,12 +282,19 @@ async def _token_form(request: Request) -> dict[str, str]:
     return parse_form(pairs)
 
 
-@oauth_router.get(JWKS_PATH, tags=["OAuth2"], summary="The public keys that verify identity's access tokens")
-async def jwks(request: Request, parts: Parts) -> JSONResponse:
+class JwkSetResponse(JSONResponse):
+    """RFC 7517 8.5.1's media type, which the OpenAPI document then names too (it said application/json)."""
+
+    media_type = "application/jwk-set+json"
+
+
+@oauth_router.get(
+    JWKS_PATH,
+    tags=["OAuth2"],
+    summary="The public keys that verify identity's access tokens",
+    response_class=JwkSetResponse,
+)
+async def jwks(request: Request, parts: Parts) -> JwkSetResponse:
     """Every key that signs, will sign soon (published ahead) or signed tokens that have not expired yet."""
     settings: IdentitySettings = request.app.state.settings
-    return JSONResponse(
-        parts.keys.jwks(),
-        media_type="application/jwk-set+json",
-        headers={"Cache-Control": f"public, max-age={settings.jwks_max_age_s}"},
-    )
+    return JwkSetResponse(parts.keys.jwks(), headers={"Cache-Control": f"public, max-age={settings.jwks_max_age_s}"})

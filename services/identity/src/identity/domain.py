@@ -184,10 +184,17 @@ class TokenRequest:
 MAX_CREDENTIAL_LENGTH = 200
 
 
+# The token request's parameters (RFC 6749 4.4.2, 2.3.1): every other one is ignored.
+TOKEN_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret"})
+
+
 def parse_form(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """RFC 6749 3.1: a parameter sent twice is an invalid request."""
+    """RFC 6749 3.1: a parameter sent twice is an invalid request, and unrecognized parameters are ignored (they
+    answered 400 when sent twice)."""
     form: dict[str, str] = {}
     for name, value in pairs:
+        if name not in TOKEN_PARAMETERS:
+            continue
         if name in form:
             raise invalid_request(f"'{name}' is given more than once")
         form[name] = value
