@@ -147,6 +147,22 @@ async def test_malformed_requests_are_invalid_request_or_unsupported_grant_type(
     assert huge.status_code == 413
 
 
+async def test_unrecognized_parameters_are_ignored_whatever_they_hold(integrator: Any) -> None:
+    """RFC 6749 3.1: the server MUST ignore them; sent twice, or holding a NUL, they answered 400."""
+    client = await integrator.new_client()
+    cid, secret = client["client_id"], client["client_secret"]
+    response = await integrator.http.post(
+        "/oauth/token",
+        content="grant_type=client_credentials&extra=1&extra=2&other=a%00b",
+        headers={
+            "Authorization": "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode(),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status_code == 200, response.text
+    _oauth_error(await integrator.token(cid, secret, scope="orders:read\x00"), 400, "invalid_request")
+
+
 async def test_a_revoked_or_expired_client_gets_no_token(
     integrator: Any, acme: httpx.AsyncClient, database: str
 ) -> None:

@@ -276,10 +276,11 @@ async def _token_form(request: Request) -> dict[str, str]:
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise invalid_request("the form is not UTF-8 application/x-www-form-urlencoded") from None
-    for name, value in pairs:
-        if text_problem(name) or text_problem(value):
-            raise invalid_request(f"'{name[:40]}' holds a character that is not allowed")
-    return parse_form(pairs)
+    form = parse_form(pairs)
+    for name, value in form.items():  # only the parameters read: the others are ignored, whatever they hold
+        if text_problem(value):
+            raise invalid_request(f"'{name}' holds a character that is not allowed")
+    return form
 
 
 class JwkSetResponse(JSONResponse):
