@@ -106,7 +106,10 @@ class Preview(BaseModel):
     text: str | None = Field(description="The rendered SMS (also when the decision is not to send)")
     template_error: str | None
     encoding: SmsEncoding | None
-    characters: int
+    characters: int = Field(
+        description="Characters as the SMS bills them: GSM-7 septets (an extension character such as € counts 2) or"
+        " UCS-2 code units (an emoji counts 2), the same count the segments follow"
+    )
     segments: int
     phone: str | None = Field(description="E.164, when the decision is to send")
     time_zone: str | None
@@ -283,7 +286,7 @@ def _preview(campaign: CampaignDefinition, event: OrderStatusChanged, decision: 
         text=text,
         template_error=error,
         encoding=parts.encoding if parts else None,
-        characters=parts.characters if parts else 0,
+        characters=parts.units if parts else 0,
         segments=parts.segments if parts else 0,
         phone=sms.phone if sms else None,
         time_zone=sms.time_zone if sms else None,

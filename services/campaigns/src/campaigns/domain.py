@@ -269,7 +269,7 @@ def check_definition(definition: CampaignDefinition, catalog: Mapping[str, Statu
     try:
         check_template(definition.template)
     except TemplateProblem as exc:
-        problems.append(Problem(("template",), str(exc), exc.line))
+        problems.append(Problem(("template",), exc.message, exc.line))  # the line is a field of its own
     if problems:
         raise InvalidCampaign(problems)
 

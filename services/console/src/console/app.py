@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from console.backends import Backends, OpsKafka
@@ -27,6 +28,7 @@ from servicekit.app import serve
 from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.http import install_probes
 
+STATIC = Path(__file__).parent / "static"
 PAGES = (account, statuses, campaigns, orders, analytics, messages, ops)
 
 
@@ -68,7 +70,12 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.state.templates = Templates(LANGUAGES)
     app.add_middleware(ServerSessions)
     app.add_middleware(SecurityHeaders)  # added last, so outermost: on every answer, sessions' and static files' too
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # what a browser asks for before it reads a page's <link rel="icon">
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     for page in PAGES:
         app.include_router(page.router)
     install_page_handlers(app)

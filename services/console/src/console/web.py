@@ -21,8 +21,10 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from console import explain
 from console.backends import BackendProblem, Backends, BackendUnavailable, InputTooLong, PartnerApi
 from console.domain import N_ as N_  # the pages' marker too
 from console.domain import Role, User
@@ -48,7 +50,21 @@ def environment(language: str) -> Environment:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+    words = gettext_of(language)
+    env.globals["reason_words"] = lambda code: explain.reason(words, str(code))
+    env.globals["template_words"] = lambda message, line=None: explain.template_problem(words, str(message), line)
     return env
+
+
+def gettext_of(language: str) -> Callable[..., str]:
+    """gettext in `language`, with %-style variables."""
+    catalogue = translations(language)
+
+    def gettext(message: str, /, **variables: Any) -> str:
+        text = catalogue.ugettext(message)
+        return text % variables if variables else text
+
+    return gettext
 
 
 class Templates:
@@ -70,6 +86,16 @@ COMMON_FIELD_ERRORS = {
     "greater_than_equal": N_("Too small."),
     "less_than_equal": N_("Too large."),
     "forbidden_character": N_("Contains a character that cannot be stored."),
+    "decimal_parsing": N_("Enter an amount, such as 1990.00."),
+    "time_parsing": N_("Enter a time, such as 09:00."),
+}
+# Field errors whose words depend on the field (the last part of the field's name, and the error's kind).
+FIELD_ERRORS = {
+    ("sender", "string_pattern_mismatch"): N_(
+        "Up to 15 Latin letters, digits, spaces and . _ + -, exactly as your SMS provider registered the name."
+    ),
+    ("currency", "string_pattern_mismatch"): N_("Three capital letters, such as RUB."),
+    ("phone", "string_pattern_mismatch"): N_("Enter the number with its country code, such as +79161234567."),
 }
 
 
@@ -315,15 +341,15 @@ class Page:
         return backends.as_partner(self.user.partner_id, self.user.backend_scopes)
 
     def gettext(self, message: str, /, **variables: Any) -> str:
-        text = translations(self.fmt.language).ugettext(message)
-        return text % variables if variables else text
+        return gettext_of(self.fmt.language)(message, **variables)
 
     def field_errors(self, refused: BackendProblem) -> dict[str, str]:
         """A refusal's messages by field, in the user's language where the kind of error is a common one (the
         service's own words otherwise: they name the rule, e.g. which campaign or which code)."""
         errors: dict[str, str] = {}
         for error in refused.errors():
-            known = COMMON_FIELD_ERRORS.get(str(error.get("type", "")))
+            kind, name = str(error.get("type", "")), str(error.get("field", ""))
+            known = FIELD_ERRORS.get((name.rsplit(".", 1)[-1], kind)) or COMMON_FIELD_ERRORS.get(kind)
             message = self.gettext(known) if known else str(error.get("message", ""))
             errors.setdefault(str(error.get("field", "")), message)
         return errors
@@ -462,6 +488,15 @@ async def _not_found(request: Request, _: Exception) -> Response:
     return _error_page(request, 404, reason="refused", status=404, detail="")
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (a URL no page answers, a method no route takes): the console's error page, not
+    Starlette's JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return _error_page(request, 404, reason="refused", status=404, detail="")
+    return _error_page(request, exc.status_code, reason="refused", status=exc.status_code, detail="")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     """A bug: logged with its traceback; the user sees a page that says so, never a stack trace."""
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -487,4 +522,5 @@ def install_page_handlers(app: Any) -> None:
     app.add_exception_handler(BackendUnavailable, _unavailable)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(InputTooLong, _too_long)

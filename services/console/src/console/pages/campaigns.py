@@ -5,15 +5,18 @@ goes to the campaigns service's API; statuses are chosen by name from the regist
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.datastructures import FormData, QueryParams
 
+from console import explain
 from console.backends import BackendProblem, Service, segment
 from console.catalog import STATUS_TYPES, choices, partner_statuses
 from console.web import N_, Marketer, Page, PartnerUser, flash
@@ -38,6 +41,23 @@ FIELD_LABELS = {
     "transactional": N_("Transactional"),
 }
 SAMPLE_CUSTOMER = {"name": "Анна", "phone": "+79161234567"}
+AUTO = "auto"  # a sample order's status of a type: the one the conditions ask for
+OPS = ("eq", "in", "not_in")
+MONEY = re.compile(r"\d{1,13}(\.\d{1,2})?")
+# What the editor itself checks before asking the campaigns service, in words that say what to do.
+NO_TARGET = N_("Tick the status the order changes to: the SMS goes when an order reaches it.")
+NO_TEXT = N_("Write the text of the SMS.")
+NO_ORIGIN = N_("Tick at least one original status, or choose “Any”.")
+NO_STATUS = N_("Tick the status this condition asks for.")
+NO_STATUSES = N_("Tick at least one status.")
+NO_BOUND = N_("Enter a minimum, a maximum or both.")
+NOT_AN_AMOUNT = N_("Enter amounts such as 1990 or 1990.50.")
+BOUNDS_REVERSED = N_("The minimum is above the maximum.")
+AMOUNT_WORDS = {
+    "amount_below_min": N_("the amount %(amount)s is below the minimum, %(bound)s."),
+    "amount_above_max": N_("the amount %(amount)s is above the maximum, %(bound)s."),
+}
+NOT_A_CURRENCY = N_("Three letters, such as RUB, or leave it empty for any currency.")
 
 
 @dataclass
@@ -51,9 +71,24 @@ class FilterRow:
     max: str = ""
     currency: str = ""
 
+    def problem(self) -> str | None:
+        """What the marketer still has to fill in or correct in this row (untranslated), or None."""
+        if self.kind == "order_status" and not self.codes:
+            return NO_STATUS if self.op == "eq" else NO_STATUSES
+        if self.kind == "amount":
+            if not self.min and not self.max:
+                return NO_BOUND
+            if not all(MONEY.fullmatch(bound) for bound in (self.min, self.max) if bound):
+                return NOT_AN_AMOUNT
+            if self.min and self.max and Decimal(self.min) > Decimal(self.max):
+                return BOUNDS_REVERSED
+            if self.currency and not re.fullmatch(r"[A-Za-z]{3}", self.currency):
+                return NOT_A_CURRENCY
+        return None
+
     def condition(self) -> dict[str, Any]:
         if self.kind == "order_status":
-            value: Any = self.codes[0] if self.op == "eq" and len(self.codes) == 1 else self.codes
+            value: Any = self.codes[0] if self.op == "eq" and self.codes else self.codes
             return {"kind": self.kind, "status_type": self.status_type, "op": self.op, "value": value}
         if self.kind == "amount":
             bounds = {"min": self.min or None, "max": self.max or None, "currency": self.currency.upper() or None}
@@ -65,12 +100,14 @@ class FilterRow:
         """The row `key` of a submitted form (the whole editor, or one row asking to be drawn again)."""
         kind = str(form.get(f"filter_kind_{key}", "order_status"))
         status_type = str(form.get(f"filter_type_{key}", "payment"))
+        op = str(form.get(f"filter_op_{key}", "eq"))
+        codes = [str(c) for c in form.getlist(f"filter_codes_{key}")]
         return cls(
             key=key,
             kind=kind if kind in FILTER_KINDS else "order_status",
             status_type=status_type if status_type in STATUS_TYPES else "payment",
-            op=str(form.get(f"filter_op_{key}", "eq")),
-            codes=[str(c) for c in form.getlist(f"filter_codes_{key}")],
+            op=op if op in OPS else "eq",
+            codes=codes[:1] if op == "eq" else codes,  # "is" takes one (a row redrawn from "is one of" keeps the first)
             min=str(form.get(f"filter_min_{key}", "")).strip(),
             max=str(form.get(f"filter_max_{key}", "")).strip(),
             currency=str(form.get(f"filter_currency_{key}", "")).strip(),
@@ -170,6 +207,20 @@ class CampaignForm:
             "quiet_hours": quiet,
         }
 
+    def problems(self) -> dict[str, str]:
+        """What the editor can tell before asking the service, by field (untranslated): what is still missing."""
+        problems: dict[str, str] = {}
+        if not self.to_codes:
+            problems["to_codes"] = NO_TARGET
+        if not self.template.strip():
+            problems["template"] = NO_TEXT
+        if self.from_mode == "listed" and not self.from_codes:
+            problems["from_codes"] = NO_ORIGIN
+        for row in self.filters:
+            if (problem := row.problem()) is not None:
+                problems[f"filter_{row.key}"] = problem
+        return problems
+
     def field_of(self, api_field: str) -> str:
         """The editor's field for a field the API names (`trigger.to`, `filters.0.value`, `definition.template`)."""
         parts = api_field.removeprefix("definition.").split(".")
@@ -227,13 +278,17 @@ async def _editor(
     errors: dict[str, str],
     status_code: int = 200,
 ) -> Response:
+    statuses, partner_settings = await asyncio.gather(
+        partner_statuses(page), page.api.get(Service.CAMPAIGNS, "/v1/settings")
+    )
     return page.render(
         "campaigns/editor.html",
         status_code,
         form=form,
         campaign=campaign,
         errors=errors,
-        statuses=choices(page, await partner_statuses(page)),
+        partner_settings=partner_settings,
+        statuses=choices(page, statuses),
         types=STATUS_TYPES,
         filter_kinds=FILTER_KINDS,
         sample=SAMPLE_CUSTOMER,
@@ -242,8 +297,8 @@ async def _editor(
 
 @router.get("/new")
 async def new_campaign(page: Marketer) -> Response:
-    form = CampaignForm(filters=[FilterRow(key=secrets.token_hex(4))])
-    return await _editor(page, form, campaign=None, errors={})
+    # no condition to begin with: an SMS to every customer whose order changes so, until the marketer adds one
+    return await _editor(page, CampaignForm(), campaign=None, errors={})
 
 
 @router.get("/{campaign_id}")
@@ -260,15 +315,23 @@ def _errors(page: Page, form: CampaignForm, refused: BackendProblem) -> dict[str
         return {"": page.gettext(CHANGED_BY_SOMEONE_ELSE)}
     errors: dict[str, str] = {}
     for name, message in page.field_errors(refused).items():
-        line = next((e.get("line") for e in refused.errors() if e.get("field") == name and e.get("line")), None)
-        text = page.gettext("line %(line)s: %(message)s", line=line, message=message) if line else message
-        errors.setdefault(form.field_of(name), text)
+        field_name = form.field_of(name)
+        error = next(e for e in refused.errors() if e.get("field") == name)
+        if field_name == "template" and error.get("type") == "rule_violation":  # the template's own problem
+            message = explain.template_problem(page.gettext, message, error.get("line"))
+        errors.setdefault(field_name, message)
     return errors or {"": refused.detail}
+
+
+def _problems(page: Page, form: CampaignForm) -> dict[str, str]:
+    return {name: page.gettext(message) for name, message in form.problems().items()}
 
 
 @router.post("")
 async def create_campaign(page: Marketer) -> Response:
     form = CampaignForm.parse(await page.request.form())
+    if problems := _problems(page, form):
+        return await _editor(page, form, campaign=None, errors=problems, status_code=422)
     try:
         created = await page.api.call(Service.CAMPAIGNS, "POST", "/v1/campaigns", json=form.definition())
     except BackendProblem as refused:
@@ -279,23 +342,82 @@ async def create_campaign(page: Marketer) -> Response:
 
 @router.post("/preview")
 async def live_preview(page: PartnerUser) -> Response:
-    """The editor's live preview: the form as typed, against a chosen order or a sample one."""
+    """The editor's live preview: the form as typed, against a chosen order or a sample one. What is not filled in
+    yet is a hint, not an error: the preview shows what it can (a condition still empty is left out of it)."""
     submitted = await page.request.form()
     form = CampaignForm.parse(submitted)
-    context: dict[str, Any] = {"preview": None, "errors": [], "problem": None}
+    if saved := str(submitted.get("saved_campaign", "")):  # a read-only editor: its fields are not sent
+        form = CampaignForm.of(await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{segment(saved)}"))
+    problems = form.problems()
+    context: dict[str, Any] = {"preview": None, "errors": [], "problem": None, "reasons": [], "sample": {}}
+    context["hints"] = [(_field_label(page, form, name), page.gettext(text)) for name, text in problems.items()]
+    if "to_codes" in problems or "template" in problems:  # nothing to show yet
+        return page.render("campaigns/preview.html", **context)
+    complete = [row for row in form.filters if f"filter_{row.key}" not in problems]
+    previewed = replace(form, filters=complete)
     # a name is not needed to see what the campaign would do: the save asks for it, beside its field
-    definition = form.definition() | {"name": form.name or PREVIEW_NAME}
+    definition = previewed.definition() | {"name": form.name or PREVIEW_NAME}
+    if "from_codes" in problems:
+        definition["trigger"]["from"] = "any"
+    statuses = await partner_statuses(page, include_archived=True)  # a real order may still have an archived one
+    names = {status["code"]: page.fmt.status_name(status) for status in statuses}
     try:
-        order = await _preview_order(page, submitted, form)
-        body = {"definition": definition, "order": order, **_preview_change(form)}
-        context["preview"] = (await page.api.call(Service.CAMPAIGNS, "POST", "/v1/campaigns/preview", json=body)).body
+        order = await _preview_order(page, submitted, previewed, choices(page, statuses))
+        body = {"definition": definition, "order": order, **_preview_change(previewed)}
+        preview = (await page.api.call(Service.CAMPAIGNS, "POST", "/v1/campaigns/preview", json=body)).body
     except BackendProblem as refused:
         errors = _errors(page, form, refused) if refused.errors() else {}
         context["errors"] = [(_field_label(page, form, name), message) for name, message in errors.items()]
         context["problem"] = None if errors else refused.detail
-    except _NoTarget:
-        context["problem"] = page.gettext("Choose the target status to see a preview.")
+        return page.render("campaigns/preview.html", **context)
+    context["preview"] = preview
+    context["reasons"] = [_reason_words(page, r, previewed, form, order, names) for r in preview["reasons"]]
+    if preview.get("template_error"):
+        context["template_error"] = explain.template_problem(page.gettext, preview["template_error"])
+    current = order["statuses"] | {form.status_type: form.to_codes[0]}  # the change's own type: its target
+    context["sample"] = {t: names.get(current[t], current[t]) for t in STATUS_TYPES if current.get(t)}
     return page.render("campaigns/preview.html", **context)
+
+
+def _reason_words(
+    page: Page,
+    reason: dict[str, Any],
+    previewed: CampaignForm,
+    form: CampaignForm,
+    order: dict[str, Any],
+    names: dict[str, str],
+) -> str:
+    """One of the preview's reasons in the user's words: which condition, and what the order has instead."""
+    index = reason.get("condition")
+    if index is None or index >= len(previewed.filters):
+        return explain.reason(page.gettext, reason["code"])
+    row = previewed.filters[index]
+    label = _field_label(page, form, f"filter_{row.key}")
+    if row.kind == "order_status":
+        current = order["statuses"].get(row.status_type)
+        words = {
+            "eq": N_("the %(type)s status is %(current)s; the condition asks for %(wanted)s."),
+            "in": N_("the %(type)s status is %(current)s; the condition asks for one of: %(wanted)s."),
+            "not_in": N_("the %(type)s status is %(current)s; the condition asks for none of: %(wanted)s."),
+        }[row.op]
+        text = page.gettext(
+            words,
+            type=page.gettext(explain.STATUS_TYPE_LABELS[row.status_type]),
+            current=names.get(current, current) if current else page.gettext("none yet"),
+            wanted=", ".join(names.get(code, code) for code in row.codes),
+        )
+    elif reason["code"] in AMOUNT_WORDS:
+        bound = row.min if reason["code"] == "amount_below_min" else row.max
+        text = page.gettext(AMOUNT_WORDS[reason["code"]], amount=order["amount"], bound=bound)
+    elif reason["code"] == "currency_mismatch":
+        text = page.gettext(
+            "the order is in %(currency)s; the condition counts only %(wanted)s.",
+            currency=order["currency"],
+            wanted=row.currency.upper(),
+        )
+    else:
+        return f"{label}: {explain.reason(page.gettext, reason['code'])}"
+    return f"{label}: {text}"
 
 
 def _field_label(page: Page, form: CampaignForm, name: str) -> str:
@@ -306,18 +428,14 @@ def _field_label(page: Page, form: CampaignForm, name: str) -> str:
     return page.gettext(FIELD_LABELS[name]) if name in FIELD_LABELS else name
 
 
-class _NoTarget(Exception):
-    pass
-
-
 def _preview_change(form: CampaignForm) -> dict[str, Any]:
-    if not form.to_codes:
-        raise _NoTarget()
     origin = form.from_codes[0] if form.from_mode == "listed" and form.from_codes else None
     return {"from": origin, "to": form.to_codes[0]}
 
 
-async def _preview_order(page: Page, submitted: FormData, form: CampaignForm) -> dict[str, Any]:
+async def _preview_order(
+    page: Page, submitted: FormData, form: CampaignForm, offered: dict[str, list[tuple[str, str]]]
+) -> dict[str, Any]:
     """A real order of the partner's (by id), or the sample the marketer describes."""
     order_id = str(submitted.get("preview_order", "")).strip()
     if order_id:
@@ -332,7 +450,7 @@ async def _preview_order(page: Page, submitted: FormData, form: CampaignForm) ->
             "customer": customer,
             "statuses": {t: c for t, c in statuses.items() if c},
         }
-    statuses = {t: str(submitted.get(f"sample_status_{t}", "")) for t in STATUS_TYPES if t != form.status_type}
+    statuses = {t: _sample_status(submitted, form, t, offered[t]) for t in STATUS_TYPES if t != form.status_type}
     return {
         "order_id": "sample",
         "amount": str(submitted.get("sample_amount", "1990.00")) or "1990.00",
@@ -347,10 +465,28 @@ async def _preview_order(page: Page, submitted: FormData, form: CampaignForm) ->
     }
 
 
+def _sample_status(submitted: FormData, form: CampaignForm, status_type: str, offered: list[tuple[str, str]]) -> str:
+    """The sample order's status of `status_type`: the one chosen, or (AUTO) the one the conditions ask for, so
+    that the first preview shows the message being sent. Without a condition on the type: none."""
+    chosen = str(submitted.get(f"sample_status_{status_type}", AUTO))
+    if chosen != AUTO:
+        return chosen
+    for row in form.filters:
+        if row.kind == "order_status" and row.status_type == status_type and row.codes:
+            if row.op != "not_in":
+                return row.codes[0]
+            others = [code for code, _ in offered if code not in row.codes]
+            return others[0] if others else ""
+    return ""
+
+
 @router.post("/{campaign_id}")
 async def save_campaign(page: Marketer, campaign_id: str) -> Response:
     form = CampaignForm.parse(await page.request.form())
     path = f"/v1/campaigns/{segment(campaign_id)}"
+    if problems := _problems(page, form):
+        campaign = await page.api.get(Service.CAMPAIGNS, path)
+        return await _editor(page, form, campaign=campaign, errors=problems, status_code=422)
     try:
         await page.api.call(Service.CAMPAIGNS, "PUT", path, json=form.definition(), etag=f'"{form.version}"')
     except BackendProblem as refused:

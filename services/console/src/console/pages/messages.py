@@ -9,8 +9,9 @@ from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
 from console.backends import BackendProblem, Service, segment
-from console.web import Marketer, Page, PartnerUser, flash
+from console.web import N_, Marketer, Page, PartnerUser, flash
 
+BAD_PHONE = N_("Not a mobile phone number: type it with its country code, such as +79161234567.")
 router = APIRouter(prefix="/messages")
 
 PAGE_SIZE = 25
@@ -69,7 +70,9 @@ async def add_opt_out(page: Marketer, phone: Annotated[str, Form()] = "") -> Res
     try:
         await page.api.call(Service.NOTIFIER, "POST", f"/v1/opt-outs/{segment(phone.strip())}")
     except BackendProblem as refused:
-        message = next(iter(page.field_errors(refused).values()), refused.detail)
+        # the notifier's refusal names the phone library's words ("(1) The string supplied did not seem to be a
+        # phone number"): the marketer gets what to type instead
+        message = page.gettext(BAD_PHONE) if refused.status == 422 else refused.detail
         return await _opt_outs_page(page, None, errors={"phone": message}, phone=phone, status_code=422)
     flash(page.request, page.gettext("%(phone)s gets no SMS from you any more.", phone=phone.strip()))
     return page.redirect("/messages/opt-outs")

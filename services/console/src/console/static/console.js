@@ -37,3 +37,18 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
   }
 });
+
+// The Status property dialog's "Allowed next statuses" follow its Type: only the chosen type's statuses are shown
+// and sent (a status may only lead to one of its own type).
+document.addEventListener("change", (event) => {
+  if (!event.target.matches('#status-dialog input[name="type"]')) {
+    return;
+  }
+  for (const group of event.target.form.querySelectorAll("[data-next-type]")) {
+    const chosen = group.dataset.nextType === event.target.value;
+    group.hidden = !chosen;
+    for (const box of group.querySelectorAll("input")) {
+      box.disabled = !chosen;
+    }
+  }
+});
