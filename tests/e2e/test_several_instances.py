@@ -9,7 +9,10 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
+import httpx
 from aiokafka import AIOKafkaProducer
+from joserfc import jwt
+from joserfc.jwk import KeySet
 
 from contracts.envelope import Envelope
 from contracts.orders import OrderStatusChanged
@@ -18,6 +21,8 @@ from devtools.platform import SERVICES, Platform
 from devtools.pytest_plugin import read_topic
 from devtools.scenario import define_example
 from devtools.upstream import Upstream
+from servicekit.auth import issue_token
+from servicekit.settings import ServiceSettings
 
 from .test_crash_safety import publish
 from .test_seed_scenario import until
@@ -44,6 +49,31 @@ async def status_changes(platform: Platform) -> dict[str, list[Envelope[OrderSta
     return per_order
 
 
+async def tokens_verify_across(platform: Platform, instances: list[str]) -> int:
+    """A token from each identity instance verifies with the JWKS every other one serves (one key schedule in the
+    database), and names the same issuer: an integrator may reach any instance. Returns the tokens checked."""
+    partner = {"Authorization": f"Bearer {issue_token(ServiceSettings(), 'demo', ('read', 'write'))}"}
+    async with httpx.AsyncClient(headers=partner, timeout=10) as http:
+        created = await http.post(
+            f"{platform.url(instances[0])}/v1/clients", json={"name": "erp", "scopes": ["orders:read"]}
+        )
+        assert created.status_code == 201, created.text
+        client = (created.json()["client_id"], created.json()["client_secret"])
+        tokens = []
+        for instance in instances:
+            answer = await http.post(
+                f"{platform.url(instance)}/oauth/token", data={"grant_type": "client_credentials"}, auth=client
+            )
+            assert answer.status_code == 200, answer.text
+            tokens.append(answer.json()["access_token"])
+        for instance in instances:
+            keys = KeySet.import_key_set((await http.get(f"{platform.url(instance)}/.well-known/jwks.json")).json())
+            for token in tokens:
+                claims = jwt.decode(token, keys, algorithms=["Ed25519"]).claims
+                assert (claims["iss"], claims["sub"]) == (platform.url("identity"), "demo")
+    return len(tokens) * len(instances)
+
+
 async def test_two_instances_of_each_service_survive_a_kill_and_a_new_instance_under_load(
     platform: Platform, producer: AIOKafkaProducer, summary: Callable[[str], None]
 ) -> None:
@@ -61,6 +91,7 @@ async def test_two_instances_of_each_service_survive_a_kill_and_a_new_instance_u
         platform.start(service, f"{service}.3")
     expected |= await publish(upstream, range(ORDERS // 2, ORDERS))
     await platform.wait_ready(*(f"{service}.3" for service in SERVICES))
+    verified = await tokens_verify_across(platform, ["identity.2", "identity.3"])
 
     await until(lambda: len(platform.sent_sms()) >= len(expected), f"{len(expected)} SMS", timeout_s=120)
     await asyncio.sleep(3)  # late duplicates would show up now
@@ -80,5 +111,6 @@ async def test_two_instances_of_each_service_survive_a_kill_and_a_new_instance_u
         f"several instances: {ORDERS} orders, {len(expected)} SMS once each, "
         f"{sum(wanted.values())} status changes gap-free, with 2 instances per service, one killed -9 and one "
         f"started mid-stream ({sent_at_kill} of the first half's {ORDERS // 3} SMS out at the kill), "
+        f"{verified} identity tokens verified across its instances, "
         f"in {time.monotonic() - started:.0f} s"
     )
