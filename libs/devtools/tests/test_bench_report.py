@@ -43,7 +43,16 @@ def made_up_report() -> dict[str, Any]:
         "instances": 2,
         "exactly_once": {"sms_expected": 10, "sms_handed_over": 11, "distinct": 10, "duplicates": 1, "missing": 0},
         "hot_query_plans": {"orders load": ["Index Scan"], "campaigns active": ["Seq Scan on campaigns"]},
+        "rest_writes": {"baseline": "registry POST", "loads": [
+            {"load": "idle", "kinds": {"registry POST": rest_row(6.0, 10.0), "orders PUT": rest_row(7.5, 12.0, 1.25)}},
+            {"load": "50/s", "kinds": {"registry POST": rest_row(8.0, 12.0), "orders PUT": rest_row(8.0, 11.0, 1.0)}},
+        ]},
     }  # fmt: skip
+
+
+def rest_row(p50: float, p95: float, ratio: float | None = None) -> dict[str, Any]:
+    ratios = {} if ratio is None else {"ratio_p50": ratio, "ratio_p95": round(ratio * 0.9, 2)}
+    return {"p50": p50, "p95": p95, "p99": p95 + 1, "errors": 0, **ratios}
 
 
 def test_targets_are_ratios_within_the_run() -> None:
@@ -53,7 +62,9 @@ def test_targets_are_ratios_within_the_run() -> None:
     assert rows["throughput with 1000 more active campaigns per partner / with the bench's 2"] == (0.889, ">= 0.8")
     assert rows["peak RSS per service, MB (largest)"] == (130.0, "<= 150")
     assert rows["SMS handed over twice or never, 2 instance(s) of each consumer"] == (1, "= 0")
-    assert len(rows) == 9
+    assert rows["p50 orders PUT, idle, / registry POST"] == (1.25, "<= 3")
+    assert rows["p50 orders PUT, 50/s, / registry POST"] == (1.0, "<= 3")
+    assert len(rows) == 11
 
 
 def test_table_summarizes_every_phase() -> None:
@@ -69,6 +80,7 @@ def test_table_summarizes_every_phase() -> None:
         "exactly once, 2 instance(s) of orders, campaigns and notifier: 10 SMS expected, 10 handed over, "
         "1 twice, 0 missing" in lines
     )
+    assert "  orders PUT                            7.5 / 12.0 (1.25x / 1.12x)" in [line[:66] for line in lines]
     assert lines[-1] == "hot query plans at the preloaded size: sequential scans in campaigns active"
 
 
