@@ -158,6 +158,8 @@ async def test_the_seed_campaign_in_the_editor_with_its_live_preview(
     await expect(page.get_by_role("heading", name="Триггер: изменился статус заказа")).to_be_visible()
     await expect(page.get_by_role("heading", name="Фильтр клиентов")).to_be_visible()
     await expect(page.locator("#trigger-statuses")).to_contain_text("Отгружен")
+    await expect(page.locator("label", has=page.locator('input[name="window_start"]'))).to_have_text("С")
+    await expect(page.locator("label", has=page.locator('input[name="window_end"]'))).to_have_text("До")
     await page.locator('select[name="sample_status_payment"]').select_option(label="Ожидает оплаты")
     await expect(preview.locator("#preview-reasons")).to_have_text(
         "Условие 1: статус «Оплата» — Ожидает оплаты; условие требует: Оплачен."
@@ -193,6 +195,11 @@ async def test_a_new_campaign_explains_what_is_missing_and_counts_as_billed(cons
     await expect(preview.locator("#preview-hints")).to_contain_text("Tick the status the order changes to")
     await expect(preview.get_by_role("alert")).to_have_count(0)
     await expect(page.locator(".filter-row")).to_have_count(0)
+    # the partner's default quiet hours say what they are and where they change
+    await expect(page.locator("#partner-default-hint")).to_contain_text(
+        "Now: only between 09:00 and 21:00, in the recipient's local time."
+    )
+    await expect(page.locator("#partner-default-hint")).to_contain_text("PUT /v1/settings")
     await page.get_by_role("group", name="Target status").get_by_label("Shipped").check()
     await page.get_by_label("Text template").fill("{{ customer.name }}, заказ {{ order.id }} отгружен")
     await expect(preview.locator("[data-outcome]")).to_have_attribute("data-outcome", "fired")

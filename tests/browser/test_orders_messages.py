@@ -145,6 +145,30 @@ async def check_messages(page: Page, campaign_id: str, timings: dict[str, float]
     await expect(message.locator("mark")).to_contain_text(re.compile(r"sent|delivered|sending|pending"))
     await screenshot(page, "messages")
 
+    # at 1366 px the table fits: nothing scrolls sideways, the Order column is whole, even with an SMS that holds a
+    # long tracking link (no space to wrap at) and a long order id
+    await page.set_viewport_size({"width": 1366, "height": 768})
+    table = page.locator("table.messages")
+    await message.locator("td.text").evaluate("td => { td.textContent = 'https://shop.example/t/' + 'a1'.repeat(60) }")
+    await message.locator("td.order a").evaluate("a => { a.textContent = 'ORDER-2026-' + '0'.repeat(40) }")
+    assert await table.evaluate("t => t.parentElement.scrollWidth <= t.parentElement.clientWidth")
+    order_cell, box = message.locator("td.order"), await table.bounding_box()
+    cell = await order_cell.bounding_box()
+    assert box is not None and cell is not None and cell["x"] + cell["width"] <= box["x"] + box["width"] + 1
+    assert cell["x"] + cell["width"] <= 1366
+    # "failed" and "delivered" badges have colours of their own
+    colours = await page.evaluate(
+        """() => ["sms-failed", "sms-delivered", "sms-dispatched"].map((name) => {
+             const mark = document.body.appendChild(document.createElement("mark"));
+             mark.className = name;
+             const colour = getComputedStyle(mark).backgroundColor;
+             mark.remove();
+             return colour;
+           })"""
+    )
+    assert len(set(colours)) == 3, colours
+    await page.set_viewport_size({"width": 1280, "height": 900})
+
     # filters the notifier has: by order
     await page.get_by_label("Order id").fill("o-2")
     await page.get_by_role("button", name="Search").click()
@@ -220,6 +244,12 @@ async def check_viewer_reads_only(viewer: Page) -> None:
     await expect(viewer.get_by_role("button", name="Opt out")).to_have_count(0)
     await viewer.goto("/analytics?status=paid")
     await expect(viewer.locator("#segment")).to_contain_text("c-o-1")
+    # in Russian: the recipient is "Кому" (not "До", until), the period runs "С" ... "По"
+    await viewer.get_by_role("button", name="RU").click()
+    await expect(viewer.get_by_label("С", exact=True)).to_have_attribute("type", "date")
+    await expect(viewer.get_by_label("По", exact=True)).to_have_attribute("type", "date")
+    await viewer.goto("/messages")
+    await expect(viewer.locator("table.messages th").nth(1)).to_have_text("Кому")
 
 
 async def check_other_partner_sees_nothing(other: Page) -> None:
@@ -227,7 +257,21 @@ async def check_other_partner_sees_nothing(other: Page) -> None:
     assert response is not None and response.status == 404
     await other.goto("/orders")
     await expect(other.locator("tr[data-order]")).to_have_count(0)
+    # no orders at all: the page says how orders arrive
+    await expect(other.locator("#no-orders")).to_contain_text("Orders arrive from your shop's systems")
+    # a URL no page answers: the console's own page, not JSON; and a favicon
+    response = await other.goto("/no/such/page")
+    assert response is not None and response.status == 404
+    assert response.headers["content-type"].startswith("text/html")
+    await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
+    icon = await other.request.get("/favicon.ico")
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    await expect(other.locator('link[rel="icon"]')).to_have_attribute("href", "/static/favicon.svg")
     await other.goto("/messages")
     await expect(other.locator("tr[data-message]")).to_have_count(0)
+    # in Russian: "Any" campaign agrees with its noun
+    await other.get_by_role("button", name="RU").click()
+    await expect(other.locator("#m-campaign option").first).to_have_text("Все кампании")
+    await expect(other.locator("#m-state option").first).to_have_text("Все состояния")
     await other.goto("/analytics")
     await expect(other.locator("#counts tbody tr")).to_have_count(0)

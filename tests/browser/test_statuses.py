@@ -43,6 +43,26 @@ async def test_the_seed_statuses_through_the_add_status_dialog(console: Console,
     await expect(page.locator('tr[data-code="paid"]')).to_contain_text("✓")
     await screenshot(page, "statuses")
 
+    # the dialog's "Allowed next statuses" follow the chosen type; "Include in analytics" says what it feeds
+    await page.get_by_role("button", name="Add status").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog.locator("#analytics-hint")).to_contain_text("Segment builder")
+    await dialog.get_by_text("More properties").click()
+    allowed = dialog.get_by_role("group", name="Allowed next statuses")
+    await expect(allowed.get_by_label("Accepted")).to_be_visible()
+    await dialog.get_by_label("Payment", exact=True).check()
+    await expect(allowed.get_by_label("Paid")).to_be_visible()
+    await expect(allowed.get_by_label("Accepted")).to_be_hidden()
+    await dialog.get_by_label("Name", exact=True).fill("Возвращён")
+    await dialog.get_by_label("Status code").fill("refunded")
+    await allowed.get_by_label("Only those ticked").check()
+    await allowed.get_by_label("Paid").check()
+    await dialog.get_by_role("button", name="Add", exact=True).click()
+    await expect(page.get_by_role("dialog")).to_have_count(0)
+    async with console.platform.client("status-registry", "shop") as registry:
+        refunded = (await registry.get("/v1/statuses/refunded")).json()
+    assert (refunded["type"], refunded["allowed_next"]) == ("payment", ["paid"])
+
     # a duplicate code: the registry's refusal beside the code field, the dialog stays open with what was typed
     await page.get_by_role("button", name="Add status").click()
     dialog = page.get_by_role("dialog")
