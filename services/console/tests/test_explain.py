@@ -35,12 +35,13 @@ def test_the_editor_names_what_is_missing_before_asking_the_service() -> None:
     form = CampaignForm(from_mode="listed", filters=[empty_status, amount])
     assert form.problems() == {
         "to_codes": "Tick the status the order changes to: the SMS goes when an order reaches it.",
+        "template": "Write the text of the SMS.",
         "from_codes": "Tick at least one original status, or choose “Any”.",
         "filter_a": "Tick the status this condition asks for.",
         "filter_b": "The minimum is above the maximum.",
     }
     assert FilterRow(key="c", kind="amount", min="12,5").problem() == "Enter amounts such as 1990 or 1990.50."
-    assert CampaignForm(to_codes=["shipped"]).problems() == {}
+    assert CampaignForm(to_codes=["shipped"], template="Hi").problems() == {}
 
 
 def test_is_takes_one_status_and_is_one_of_several() -> None:
