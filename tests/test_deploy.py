@@ -290,11 +290,14 @@ def test_the_console_calls_the_services_through_their_kubernetes_services(name: 
 
 @pytest.mark.parametrize("name", RENDERS)
 def test_identity_issues_tokens_naming_its_kubernetes_service(name: str) -> None:
-    """A token's `iss` is where verifiers fetch the JWKS: identity's Service, unless the values name another."""
+    """A token's `iss` is where verifiers fetch the JWKS: identity's Service, unless the values name another; every
+    service verifies with the issuer identity signs as."""
     services = {component(s): s for s in of_kind(render(name), "Service").values()}
     identity = services["identity"]
     (port,) = identity["spec"]["ports"]
-    assert environment(name, "identity")["TOKEN_ISSUER"] == f"http://{identity['metadata']['name']}:{port['port']}"
+    for service in ("identity", "status-registry", "orders", "campaigns", "notifier"):
+        issuer = environment(name, service)["TOKEN_ISSUER"]
+        assert issuer == f"http://{identity['metadata']['name']}:{port['port']}", service
 
 
 def test_identity_issuer_set_in_the_values_is_kept() -> None:
@@ -312,10 +315,11 @@ def test_identity_issuer_set_in_the_values_is_kept() -> None:
         timeout=120,
         check=True,
     )
-    (config,) = [
-        m for m in yaml.safe_load_all(result.stdout) if m and m["kind"] == "ConfigMap" and component(m) == "identity"
-    ]
-    assert config["data"]["TOKEN_ISSUER"] == "https://id.example"
+    configs = [m for m in yaml.safe_load_all(result.stdout) if m and m["kind"] == "ConfigMap" and component(m)]
+    issuers = {component(m): m["data"].get("TOKEN_ISSUER") for m in configs if component(m) != "console"}
+    assert issuers == dict.fromkeys(
+        ("identity", "status-registry", "orders", "campaigns", "notifier"), "https://id.example"
+    )
 
 
 def test_production_sends_the_console_session_cookie_over_https_only() -> None:

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI, Header, Query
 from pydantic import BaseModel, ConfigDict
 
-from servicekit.auth import Reader, Writer, issue_token
+from servicekit.auth import OrdersReader, OrdersWriter, issue_token
 from servicekit.errors import (
     Conflict,
     NotFound,
@@ -36,12 +36,12 @@ def make_app() -> FastAPI:
     document_errors(app)
 
     @app.get("/things/{name}", responses=problems(404))
-    async def get_thing(name: str, who: Reader, limit: Annotated[int, Query(ge=1)] = 1) -> dict[str, str]:
+    async def get_thing(name: str, who: OrdersReader, limit: Annotated[int, Query(ge=1)] = 1) -> dict[str, str]:
         raise NotFound(f"no thing '{name}'")
 
     @app.put("/things/{name}", responses=problems(409, 412, 428))
     async def put_thing(
-        name: str, thing: Thing, who: Writer, if_match: Annotated[str | None, Header()] = None
+        name: str, thing: Thing, who: OrdersWriter, if_match: Annotated[str | None, Header()] = None
     ) -> Thing:
         version_from_if_match(if_match, required=True)
         raise Conflict("in use", code="thing_in_use", users=[{"id": "u-1"}])

@@ -281,7 +281,7 @@ async def test_a_hostile_preview_fails_fast_and_health_checks_answer_meanwhile(
 async def test_health_readiness_and_docs(demo: httpx.AsyncClient) -> None:
     ready = await demo.get("/readyz")
     assert ready.status_code == 200
-    checks = {"database": True, "broker": True, "status_catalog": True, "campaign_index": True}
+    checks = {"database": True, "broker": True, "revoked_clients": True, "status_catalog": True, "campaign_index": True}
     assert ready.json()["checks"] == checks
     assert (await demo.get("/openapi.json")).json()["info"]["title"] == "Campaigns"
 

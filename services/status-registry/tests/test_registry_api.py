@@ -252,7 +252,11 @@ async def test_bulk_sync_rejects_an_incoherent_list(acme: httpx.AsyncClient) -> 
 async def test_health_readiness_metrics_and_docs(acme: httpx.AsyncClient) -> None:
     assert (await acme.get("/healthz")).json() == {"status": "ok"}
     ready = await acme.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "broker": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "database": True,
+        "broker": True,
+        "revoked_clients": True,
+    }
     await acme.get("/v1/statuses")
     metrics = await acme.get("/metrics")
     assert metrics.status_code == 200 and "http_requests_total" in metrics.text

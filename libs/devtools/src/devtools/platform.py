@@ -93,7 +93,7 @@ class Platform:
                 "PYTHONUNBUFFERED": "1",
             }
             | (self.console_env() if service == CONSOLE else {})
-            | ({"TOKEN_ISSUER": self.url(ISSUER)} if service == ISSUER else {})
+            | {"TOKEN_ISSUER": self.url(ISSUER)}  # every service verifies identity's tokens with its JWKS
             | self.extra_env
         )
 

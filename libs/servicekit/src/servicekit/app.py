@@ -1,7 +1,8 @@
 """The lifecycle every service shares, so a service's `app.py` only says what is its own.
 
 Start-up order: migrations, database pool, idempotent producer, outbox relay, the retention clean-up
-(`servicekit.retention`, in the background; its first round ten minutes later), status catalog (when
+(`servicekit.retention`, in the background; its first round ten minutes later), the token verifier (the
+revoked API clients read to the end of their topic first), status catalog (when
 the service keeps one; it must have caught up before consumers start), the service's own start-up
 hook (it registers its subscribers there, with the runtime in hand), then the FastStream broker.
 Shutdown runs in reverse, so consumers stop before the pool they write to.
@@ -36,10 +37,12 @@ from prometheus_client import REGISTRY
 from contracts.base import Contract
 from contracts.envelope import envelope_type
 from contracts.topics import Topic
+from servicekit.auth import document_token_url
 from servicekit.catalog import StatusCatalog
 from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.errors import document_errors, install_error_handlers
 from servicekit.http import ReadinessCheck, install_plumbing, refuse_unstorable_text
+from servicekit.jwks import JWKS_PATH, Jwks, JwksVerifier, RevokedClients
 from servicekit.kafka import broker_reachable
 from servicekit.logs import configure_logging
 from servicekit.outbox import OutboxRelay, idempotent_producer
@@ -60,6 +63,9 @@ class Runtime:
     relay: OutboxRelay
     broker: KafkaBroker
     catalog: StatusCatalog | None = None
+    # Verifies the identity service's access tokens (its JWKS, and the revoked clients read from their topic).
+    verifier: JwksVerifier | None = None
+    revoked_clients: RevokedClients | None = None
     # What the service's start-up hook builds that its routes and hooks need (one object of the service's own
     # type: its use cases, its index...), read through `parts_of`, typed.
     parts: object | None = None
@@ -173,7 +179,7 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
     )
     app.state.settings = settings
     install_error_handlers(app)
-    document_errors(app)
+    document_errors(app, amend=lambda schema: document_token_url(schema, settings))
     if spec.install_handlers:
         spec.install_handlers(app)
     for router in spec.routers:
@@ -215,9 +221,14 @@ def _readiness_checks(app: FastAPI, spec: ServiceSpec) -> dict[str, ReadinessChe
         catalog = runtime().catalog
         return catalog is not None and catalog.ready.is_set()
 
+    async def revocations_ready() -> bool:  # a service that missed a revocation would honour a revoked client
+        revoked = runtime().revoked_clients
+        return revoked is not None and revoked.ready.is_set()
+
     checks: dict[str, ReadinessCheck] = {
         "database": lambda: ping(runtime().pool),
         "broker": lambda: broker_reachable(runtime().producer),
+        "revoked_clients": revocations_ready,
     }
     if spec.keeps_catalog:
         checks["status_catalog"] = catalog_ready
@@ -248,6 +259,7 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         retention = asyncio.create_task(_retention(settings, spec, pool).run(), name="retention")
         stack.push_async_callback(_cancel, retention)
         runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay, broker=broker)
+        await _start_token_verifier(runtime, stack)
         if spec.keeps_catalog:
             runtime.catalog = StatusCatalog(
                 settings.kafka_bootstrap_servers,
@@ -265,6 +277,24 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         if spec.on_shutdown:
             stack.push_async_callback(spec.on_shutdown, runtime)
         yield runtime
+
+
+async def _start_token_verifier(runtime: Runtime, stack: contextlib.AsyncExitStack) -> None:
+    """The identity service's tokens: its JWKS (fetched when the first token arrives), and every revoked client
+    read before the service answers, so that none of them is honoured after a restart."""
+    settings = runtime.settings
+    revoked = RevokedClients(
+        settings.kafka_bootstrap_servers, settings.topic(Topic.CLIENT_REVOCATIONS), f"{settings.service_name}-revoked"
+    )
+    await revoked.start()
+    stack.push_async_callback(revoked.stop)
+    await revoked.ready.wait()
+    jwks = Jwks(settings.token_issuer.rstrip("/") + JWKS_PATH)
+    stack.push_async_callback(jwks.close)
+    runtime.revoked_clients = revoked
+    runtime.verifier = JwksVerifier(
+        jwks, issuer=settings.token_issuer, audience=settings.token_audience, revoked=revoked
+    )
 
 
 def _retention(settings: ServiceSettings, spec: ServiceSpec, pool: asyncpg.Pool) -> Retention:

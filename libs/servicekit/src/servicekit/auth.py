@@ -2,32 +2,68 @@
 
 Every HTTP query is scoped to `Principal.partner_id`; nothing in a request body or path can
 choose another partner.
+
+Two kinds of token are accepted while the platform moves to the identity service:
+
+* **the identity service's access tokens** (an API client's, from `POST {TOKEN_ISSUER}/oauth/token`): signed with
+  an asymmetric key (Ed25519 or ES256), verified with the issuer's JWKS, refused at once once their client is
+  revoked (`servicekit.jwks`). Their scopes name a resource and an action (`orders:write`, `contracts.identity.Scope`).
+* **HS256 tokens** signed with the shared `JWT_SECRET`, which the console and `make token` still mint: their scopes
+  are the two of before, `read` (every `*:read` scope) and `write` (every `*:write` and `*:manage` scope).
+
+Each route names the one scope it needs (`caller(Scope.ORDERS_WRITE)`); the OpenAPI document declares the
+OAuth2 client-credentials scheme with every scope, and each operation the scope it needs. A token without it is
+a 403 `insufficient_scope` naming the scope.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request, Security
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.security import OAuth2, SecurityScopes
 
+from contracts.identity import Scope
 from servicekit.errors import Forbidden, Unauthorized
+from servicekit.jwks import InvalidToken
 from servicekit.settings import ServiceSettings
 
-SCOPES = ("read", "write")
+SCOPES = ("read", "write")  # of the HS256 tokens
 ALGORITHM = "HS256"
+SCOPE_DESCRIPTIONS = {
+    Scope.STATUSES_READ: "Read the partner's order statuses",
+    Scope.STATUSES_WRITE: "Create, change, archive and reorder order statuses",
+    Scope.ORDERS_READ: "Read orders, their history, analytics and segments",
+    Scope.ORDERS_WRITE: "Create orders and set their statuses",
+    Scope.CAMPAIGNS_READ: "Read campaigns, previews and statistics",
+    Scope.CAMPAIGNS_WRITE: "Create, change, activate, pause and archive campaigns",
+    Scope.MESSAGES_READ: "Read SMS messages and opt-outs",
+    Scope.MESSAGES_WRITE: "Opt numbers out and in, replay failed messages",
+    Scope.WEBHOOKS_MANAGE: "Manage webhook endpoints",
+    Scope.CLIENTS_MANAGE: "Manage API clients",
+}
+TOKEN_PATH = "/oauth/token"
+SECURITY_SCHEME = "partnerToken"
 
 
 @dataclass(frozen=True)
 class Principal:
     partner_id: str
     scopes: frozenset[str]
+    client_id: str | None = None  # the API client, for an identity token
+
+    def allows(self, scope: str) -> bool:
+        """Whether the token holds `scope`, itself or through an HS256 token's `read` or `write`."""
+        if scope in self.scopes:
+            return True
+        action = scope.rpartition(":")[2]
+        return ("read" in self.scopes and action == "read") or ("write" in self.scopes and action != "read")
 
 
 def issue_token(
@@ -60,37 +96,69 @@ def decode_token(settings: ServiceSettings, token: str) -> Principal:
     return Principal(partner_id=str(claims["sub"]), scopes=frozenset(str(claims.get("scope", "")).split()))
 
 
-_bearer = HTTPBearer(auto_error=False)
+_oauth2 = OAuth2(
+    flows=OAuthFlows(
+        # The issuer's address is the deployment's: `document_token_url` writes it into each OpenAPI document.
+        clientCredentials=OAuthFlowClientCredentials(tokenUrl=TOKEN_PATH, scopes=dict(SCOPE_DESCRIPTIONS))
+    ),
+    scheme_name=SECURITY_SCHEME,
+    description="An access token of the identity service (OAuth2 client credentials), or an HS256 partner token",
+    auto_error=False,
+)
 
 
-def current_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def current_principal(
+    request: Request, security_scopes: SecurityScopes, authorization: Annotated[str | None, Depends(_oauth2)]
 ) -> Principal:
-    if credentials is None:
+    """The caller, who must hold every scope the route asks for (FastAPI's `Security(..., scopes=...)`)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token")
-    settings: ServiceSettings = request.app.state.settings
+    principal = await _verified(request, token.strip())
+    for scope in security_scopes.scopes:
+        if not principal.allows(scope):
+            raise Forbidden(f"token lacks the '{scope}' scope", code="insufficient_scope", scope=scope)
+    return principal
+
+
+async def _verified(request: Request, token: str) -> Principal:
     try:
-        return decode_token(settings, credentials.credentials)
+        algorithm = jwt.get_unverified_header(token).get("alg")
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid token: {exc}") from exc
+    if algorithm == ALGORITHM:
+        try:
+            return decode_token(request.app.state.settings, token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+    runtime = getattr(request.app.state, "runtime", None)
+    verifier = getattr(runtime, "verifier", None)
+    if verifier is None:
+        raise Unauthorized("invalid token: this service verifies no identity tokens yet (starting)")
+    try:
+        identity = await verifier.verify(token)
+    except InvalidToken as exc:
+        raise Unauthorized(f"invalid token: {exc}") from exc
+    return Principal(partner_id=identity.partner_id, scopes=identity.scopes, client_id=identity.client_id)
 
 
-def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """FastAPI dependency: the caller's principal, which must hold `scope`."""
+# Route parameters: the caller, who must hold the named scope (each operation's scope is in the OpenAPI document).
+StatusesReader = Annotated[Principal, Security(current_principal, scopes=[Scope.STATUSES_READ])]
+StatusesWriter = Annotated[Principal, Security(current_principal, scopes=[Scope.STATUSES_WRITE])]
+OrdersReader = Annotated[Principal, Security(current_principal, scopes=[Scope.ORDERS_READ])]
+OrdersWriter = Annotated[Principal, Security(current_principal, scopes=[Scope.ORDERS_WRITE])]
+CampaignsReader = Annotated[Principal, Security(current_principal, scopes=[Scope.CAMPAIGNS_READ])]
+CampaignsWriter = Annotated[Principal, Security(current_principal, scopes=[Scope.CAMPAIGNS_WRITE])]
+MessagesReader = Annotated[Principal, Security(current_principal, scopes=[Scope.MESSAGES_READ])]
+MessagesWriter = Annotated[Principal, Security(current_principal, scopes=[Scope.MESSAGES_WRITE])]
+ClientsManager = Annotated[Principal, Security(current_principal, scopes=[Scope.CLIENTS_MANAGE])]
 
-    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if scope not in principal.scopes:
-            raise Forbidden(f"token lacks the '{scope}' scope", code="insufficient_scope")
-        return principal
 
-    return dependency
-
-
-Reader = Annotated[Principal, Depends(require("read"))]
-"""A route parameter: the caller, who must hold the `read` scope."""
-Writer = Annotated[Principal, Depends(require("write"))]
-"""A route parameter: the caller, who must hold the `write` scope."""
+def document_token_url(schema: dict[str, Any], settings: ServiceSettings) -> None:
+    """Point the OpenAPI document's client-credentials flow at the deployment's issuer."""
+    scheme = schema.get("components", {}).get("securitySchemes", {}).get(SECURITY_SCHEME)
+    if scheme is not None:
+        scheme["flows"]["clientCredentials"]["tokenUrl"] = settings.token_issuer.rstrip("/") + TOKEN_PATH
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal
 
@@ -356,8 +356,9 @@ def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, A
     return {status: problem(status, descriptions.get(f"s{status}")) for status in statuses}
 
 
-def document_errors(app: FastAPI) -> None:
-    """Make the OpenAPI document true for the errors every route shares, where they arise in servicekit:
+def document_errors(app: FastAPI, amend: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Make the OpenAPI document true for the errors every route shares, where they arise in servicekit
+    (`amend`, if given, changes the document once more: e.g. the deployment's token URL):
 
     * 422 (`Problem` with `errors`) wherever a route has parameters or a body (replacing FastAPI's
       HTTPValidationError, which this app never sends),
@@ -382,6 +383,8 @@ def document_errors(app: FastAPI) -> None:
         definitions = Problem.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
         components.update(definitions.pop("$defs", {}))
         components["Problem"] = definitions
+        if amend is not None:
+            amend(schema)
         app.openapi_schema = schema
         return schema
 

@@ -44,7 +44,13 @@ class ServiceSettings(BaseSettings):
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
 
-    # HS256 shared secret for partner tokens. The default only suits a laptop: set JWT_SECRET in production.
+    # Access tokens of the identity service (API clients' OAuth2 tokens): `iss` is its public URL, where every service
+    # fetches `{token_issuer}/.well-known/jwks.json` to verify them, and `aud` the platform's APIs.
+    token_issuer: str = "http://127.0.0.1:8006"
+    token_audience: str = "order-status-api"
+
+    # The HS256 tokens of before the identity service, still minted by the console and `make token` until they too
+    # get theirs from identity. The default only suits a laptop: set JWT_SECRET in production.
     jwt_secret: str = Field(default="local-dev-secret-change-me-0123456789", min_length=32)
     jwt_issuer: str = "order-status-platform"
     jwt_audience: str = "order-status-api"

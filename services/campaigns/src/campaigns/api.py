@@ -32,7 +32,7 @@ from contracts.primitives import RequestDatetime, Slug
 from contracts.sms import SmsEncoding
 from contracts.topics import Topic
 from servicekit.app import parts_of
-from servicekit.auth import Principal, Reader, Writer
+from servicekit.auth import CampaignsReader, CampaignsWriter, Principal
 from servicekit.errors import problems
 from servicekit.http import version_from_if_match, with_etag
 from servicekit.pagination import decode_cursor, page_of
@@ -137,7 +137,9 @@ def policy(request: Request) -> Policy:
 
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=Campaign, responses=problems(409))
-async def create_campaign(body: CampaignDefinition, request: Request, response: Response, who: Writer) -> Campaign:
+async def create_campaign(
+    body: CampaignDefinition, request: Request, response: Response, who: CampaignsWriter
+) -> Campaign:
     """Create a campaign in `draft`; activate it to start sending."""
     created = await campaigns(request, who).create(body)
     response.headers["Location"] = f"/v1/campaigns/{created.id}"
@@ -151,7 +153,7 @@ async def create_campaign(body: CampaignDefinition, request: Request, response: 
 )
 async def list_campaigns(
     request: Request,
-    who: Reader,
+    who: CampaignsReader,
     state: CampaignState | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -169,7 +171,7 @@ async def list_campaigns(
 )
 async def stats_of_campaigns(
     request: Request,
-    who: Reader,
+    who: CampaignsReader,
     campaign_id: Annotated[
         list[str], Query(min_length=1, max_length=100, description="Repeat for each campaign (at most 100)")
     ],
@@ -182,7 +184,7 @@ async def stats_of_campaigns(
 
 
 @router.get("/campaigns/{campaign_id:campaign_id}", response_model=Campaign, responses=problems(404))
-async def get_campaign(campaign_id: str, request: Request, response: Response, who: Reader) -> Campaign:
+async def get_campaign(campaign_id: str, request: Request, response: Response, who: CampaignsReader) -> Campaign:
     return with_etag(response, await campaigns(request, who).get(campaign_id))
 
 
@@ -196,7 +198,7 @@ async def replace_campaign(
     body: CampaignDefinition,
     request: Request,
     response: Response,
-    who: Writer,
+    who: CampaignsWriter,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Campaign:
     """Replace the definition (state unchanged); with `If-Match`, only if still at that version."""
@@ -205,7 +207,7 @@ async def replace_campaign(
 
 
 @router.delete("/campaigns/{campaign_id:campaign_id}", response_model=Campaign, responses=problems(404))
-async def archive_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
+async def archive_campaign(campaign_id: str, request: Request, response: Response, who: CampaignsWriter) -> Campaign:
     """Archive: stops for good; evaluations and stats stay readable."""
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ARCHIVED))
 
@@ -215,7 +217,7 @@ async def archive_campaign(campaign_id: str, request: Request, response: Respons
     response_model=Campaign,
     responses=problems(404, 409, s409="`invalid_state`: an archived campaign cannot be activated"),
 )
-async def activate_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
+async def activate_campaign(campaign_id: str, request: Request, response: Response, who: CampaignsWriter) -> Campaign:
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.ACTIVE))
 
 
@@ -224,12 +226,12 @@ async def activate_campaign(campaign_id: str, request: Request, response: Respon
     response_model=Campaign,
     responses=problems(404, 409, s409="`invalid_state`: a draft or archived campaign cannot be paused"),
 )
-async def pause_campaign(campaign_id: str, request: Request, response: Response, who: Writer) -> Campaign:
+async def pause_campaign(campaign_id: str, request: Request, response: Response, who: CampaignsWriter) -> Campaign:
     return with_etag(response, await campaigns(request, who).set_state(campaign_id, CampaignState.PAUSED))
 
 
 @router.get("/campaigns/{campaign_id:campaign_id}/stats", response_model=Stats, responses=problems(404))
-async def campaign_stats(campaign_id: str, request: Request, who: Reader, since: Since = None) -> Stats:
+async def campaign_stats(campaign_id: str, request: Request, who: CampaignsReader, since: Since = None) -> Stats:
     return _stats(await campaigns(request, who).stats(campaign_id, since))
 
 
@@ -253,7 +255,7 @@ def _stats(stats: CampaignStats) -> Stats:
 
 
 @router.post("/campaigns/{campaign_id:campaign_id}/preview", response_model=Preview, responses=problems(404))
-async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Request, who: Reader) -> Preview:
+async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Request, who: CampaignsReader) -> Preview:
     """Dry run: what the campaign would decide and send for this change of this order. Writes nothing."""
     use_cases = campaigns(request, who)
     campaign = await use_cases.get(campaign_id)
@@ -262,7 +264,7 @@ async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Requ
 
 
 @router.post("/campaigns/preview", response_model=Preview, responses=problems(422))
-async def preview_draft(body: DraftPreviewRequest, request: Request, who: Reader) -> Preview:
+async def preview_draft(body: DraftPreviewRequest, request: Request, who: CampaignsReader) -> Preview:
     """Dry run of an unsaved definition (a campaign editor's live preview): what it would decide and send for this
     change of this order if it were active and had never sent anything. Refused like a create when invalid
     (`errors` under `definition`). Writes nothing."""
@@ -298,11 +300,11 @@ def _preview(campaign: CampaignDefinition, event: OrderStatusChanged, decision: 
 
 
 @router.get("/settings", response_model=PartnerSettings, tags=["settings"])
-async def get_settings(request: Request, who: Reader) -> PartnerSettings:
+async def get_settings(request: Request, who: CampaignsReader) -> PartnerSettings:
     """The partner's defaults: quiet hours and frequency cap (the built-in defaults until set)."""
     return await campaigns(request, who).settings()
 
 
 @router.put("/settings", response_model=PartnerSettings, tags=["settings"])
-async def put_settings(body: PartnerSettings, request: Request, who: Writer) -> PartnerSettings:
+async def put_settings(body: PartnerSettings, request: Request, who: CampaignsWriter) -> PartnerSettings:
     return await campaigns(request, who).save_settings(body)

@@ -1,7 +1,7 @@
 """Identity's HTTP API: a partner's API clients (`/v1/clients`), the OAuth2 token endpoint and the JWKS.
 
-The client routes are authorised, for now, by the platform's partner tokens (`Reader`/`Writer`, so the console
-can call them); wiring the platform to identity's own tokens makes them need `clients:manage`.
+The client routes need `clients:manage`: an API client's token with that scope, or an HS256 partner token with
+`write` (the console's, until it gets its tokens from identity).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from identity.repository import ClientRepository, client_position
 from identity.services import Clients, SecretHasher, TokenIssuer
 from identity.settings import IdentitySettings
 from servicekit.app import parts_dependency, runtime_of
-from servicekit.auth import Principal, Reader, Writer, current_principal
+from servicekit.auth import ClientsManager, Principal
 from servicekit.errors import problems
 from servicekit.http import with_etag
 from servicekit.pagination import decode_cursor, page_of
@@ -64,7 +64,7 @@ MAX_ACTOR_LENGTH = 200
 
 
 def actor_of(
-    who: Annotated[Principal, Depends(current_principal)],
+    who: ClientsManager,
     x_actor: Annotated[
         str | None,
         Header(
@@ -75,6 +75,8 @@ def actor_of(
         ),
     ] = None,
 ) -> str:
+    if who.client_id is not None:  # an API client acts as itself: it cannot name another actor
+        return f"client:{who.client_id}"
     return x_actor if x_actor else f"partner:{who.partner_id}"
 
 
@@ -97,7 +99,7 @@ class AuditPage(BaseModel):
 @clients_router.get("", response_model=ClientPage)
 async def list_clients(
     request: Request,
-    who: Reader,
+    who: ClientsManager,
     include_revoked: bool = False,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -121,7 +123,7 @@ async def create_client(
     new: NewClient,
     request: Request,
     response: Response,
-    who: Writer,
+    who: ClientsManager,
     parts: Parts,
     x_actor: Annotated[str, Depends(actor_of)],
 ) -> CreatedClient:
@@ -133,7 +135,9 @@ async def create_client(
 
 
 @clients_router.get("/{client_id}", response_model=ApiClient, responses=problems(404))
-async def get_client(client_id: ClientId, request: Request, response: Response, who: Reader, parts: Parts) -> ApiClient:
+async def get_client(
+    client_id: ClientId, request: Request, response: Response, who: ClientsManager, parts: Parts
+) -> ApiClient:
     return with_etag(response, await _clients(request, who, "", parts).get(client_id))
 
 
@@ -146,7 +150,7 @@ async def rotate_secret(
     client_id: ClientId,
     request: Request,
     response: Response,
-    who: Writer,
+    who: ClientsManager,
     parts: Parts,
     x_actor: Annotated[str, Depends(actor_of)],
     body: RotateSecret | None = None,
@@ -163,7 +167,7 @@ async def revoke_client(
     client_id: ClientId,
     request: Request,
     response: Response,
-    who: Writer,
+    who: ClientsManager,
     parts: Parts,
     x_actor: Annotated[str, Depends(actor_of)],
 ) -> ApiClient:
@@ -175,7 +179,7 @@ async def revoke_client(
 async def client_audit(
     client_id: ClientId,
     request: Request,
-    who: Reader,
+    who: ClientsManager,
     parts: Parts,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -16,10 +16,9 @@ class IdentitySettings(ServiceSettings):
     # tokens right after (or after this long: the revocation stands either way and is published later).
     publish_wait_s: float = Field(default=5.0, ge=0)
 
-    # Access tokens: `iss` is this service's public URL (the verifiers fetch `{iss}/.well-known/jwks.json`),
-    # `aud` the platform's APIs.
-    token_issuer: str = "http://127.0.0.1:8006"
-    token_audience: str = "order-status-api"
+    # Access tokens: `iss` is this service's public URL, TOKEN_ISSUER (the verifiers fetch
+    # `{iss}/.well-known/jwks.json`), `aud` the platform's APIs, TOKEN_AUDIENCE: both ServiceSettings', as every
+    # service verifies with them.
     token_ttl_s: int = Field(default=900, ge=60, le=24 * 3600)
 
     # Signing keys. A new key is published this long before it signs: longer than any verifier keeps a JWKS

@@ -18,7 +18,7 @@ from notifier.providers.http import HttpProvider, parse_delivery_report
 from notifier.repository import MessageFilter, MessageRepository
 from notifier.sending import Sending
 from servicekit.app import parts_dependency
-from servicekit.auth import Reader, Writer
+from servicekit.auth import MessagesReader, MessagesWriter
 from servicekit.errors import FieldError, InvalidRequest, NotFound, Unauthorized, problem_response, problems
 from servicekit.pagination import decode_cursor, page_of
 
@@ -81,7 +81,7 @@ def _pool(request: Request) -> asyncpg.Pool:
 )
 async def list_messages(
     request: Request,
-    who: Reader,
+    who: MessagesReader,
     order_id: str | None = None,
     phone: str | None = None,
     campaign_id: str | None = None,
@@ -99,7 +99,7 @@ async def list_messages(
 
 
 @router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"], responses=problems(404))
-async def get_message(message_id: str, request: Request, who: Reader) -> MessageDetail:
+async def get_message(message_id: str, request: Request, who: MessagesReader) -> MessageDetail:
     async with _pool(request).acquire() as conn:
         repo = MessageRepository(conn, who.partner_id)
         message = await repo.get(message_id)
@@ -116,7 +116,7 @@ async def get_message(message_id: str, request: Request, who: Reader) -> Message
     tags=["opt-outs"],
     responses={201: {"description": "Opted out now", "model": OptOut}, **problems(422, s422="`invalid_phone`")},
 )
-async def opt_out(phone: str, request: Request, response: Response, who: Writer) -> OptOut:
+async def opt_out(phone: str, request: Request, response: Response, who: MessagesWriter) -> OptOut:
     """Opt a number out of every SMS of this partner, marketing and transactional (a customer's STOP outranks a
     campaign's flag); repeating it is a no-op (200)."""
     entry, created = await OptOuts(_pool(request), who.partner_id).add(phone)
@@ -130,7 +130,7 @@ async def opt_out(phone: str, request: Request, response: Response, who: Writer)
     tags=["opt-outs"],
     responses=problems(404, 422, s404="The number is not opted out", s422="`invalid_phone`"),
 )
-async def opt_in(phone: str, request: Request, who: Writer) -> Response:
+async def opt_in(phone: str, request: Request, who: MessagesWriter) -> Response:
     await OptOuts(_pool(request), who.partner_id).remove(phone)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -143,7 +143,7 @@ async def opt_in(phone: str, request: Request, who: Writer) -> Response:
 )
 async def list_opt_outs(
     request: Request,
-    who: Reader,
+    who: MessagesReader,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> OptOutPage:

@@ -34,7 +34,7 @@ from orders.read_model import (
 )
 from orders.services import Answer, Command, OrderService, RequestKey, Result
 from servicekit.app import parts_of, runtime_of
-from servicekit.auth import Reader, Writer
+from servicekit.auth import OrdersReader, OrdersWriter
 from servicekit.catalog import StatusCatalog
 from servicekit.db import DbConnection
 from servicekit.errors import (
@@ -199,7 +199,7 @@ async def upsert_order(
     order_id: Annotated[str, Field(min_length=1, max_length=128)],
     body: OrderBody,
     request: Request,
-    who: Writer,
+    who: OrdersWriter,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     occurred_at = body.occurred_at or datetime.now(UTC)
@@ -219,7 +219,7 @@ async def upsert_order(
 
 @router.post("/{order_id}/status", summary="Set one status of an order by its code", responses=_WRITE_ANSWERS)
 async def set_status(
-    order_id: str, body: StatusBody, request: Request, who: Writer, idempotency_key: IdempotencyKey = None
+    order_id: str, body: StatusBody, request: Request, who: OrdersWriter, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     requested = Requested(body.code, body.occurred_at or datetime.now(UTC), None, body.comment)
     command = Command(who.partner_id, order_id, _event_id(idempotency_key), (requested,))
@@ -238,7 +238,7 @@ def _catalog(request: Request) -> StatusCatalog:
     response_model=OrderDetail,
     responses=problems(404),
 )
-async def get_order(order_id: str, request: Request, who: Reader) -> OrderDetail:
+async def get_order(order_id: str, request: Request, who: OrdersReader) -> OrderDetail:
     async with runtime_of(request).pool.acquire() as conn:
         found = await order_detail(conn, _catalog(request), who.partner_id, order_id)
     if found is None:
@@ -254,7 +254,7 @@ async def get_order(order_id: str, request: Request, who: Reader) -> OrderDetail
 )
 async def list_orders(
     request: Request,
-    who: Reader,
+    who: OrdersReader,
     status_type: StatusType | None = None,
     code: str | None = None,
     customer_id: str | None = None,
@@ -308,7 +308,7 @@ _ANALYTICS_ERRORS = problems(
 )
 async def status_counts(
     request: Request,
-    who: Reader,
+    who: OrdersReader,
     type: StatusType,
     from_: Annotated[RequestDatetime | None, Query(alias="from")] = None,
     to: RequestDatetime | None = None,
@@ -338,7 +338,7 @@ async def status_counts(
     response_model=TimeInStatus,
     responses=_ANALYTICS_ERRORS,
 )
-async def time_in_status(request: Request, who: Reader, code: str) -> TimeInStatus:
+async def time_in_status(request: Request, who: OrdersReader, code: str) -> TimeInStatus:
     _analytics_status(request, who.partner_id, code, "code")
     async with runtime_of(request).pool.acquire() as conn:
         return TimeInStatus(code=code, **await analytics.time_in_status(conn, who.partner_id, code))
@@ -352,7 +352,7 @@ async def time_in_status(request: Request, who: Reader, code: str) -> TimeInStat
 )
 async def customers_segment(
     request: Request,
-    who: Reader,
+    who: OrdersReader,
     status_code: Annotated[str, Query(alias="status")],
     from_: Annotated[RequestDatetime | None, Query(alias="from")] = None,
     to: RequestDatetime | None = None,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.primitives import Slug
 from contracts.statuses import StatusDefinition, StatusType
-from servicekit.auth import Principal, Reader, Writer
+from servicekit.auth import Principal, StatusesReader, StatusesWriter
 from servicekit.errors import problems
 from servicekit.http import version_from_if_match, with_etag
 from servicekit.pagination import decode_cursor, page_of
@@ -64,7 +64,7 @@ def registry(request: Request, principal: Principal) -> Registry:
     response_model=StatusDefinition,
     responses=problems(409, s409="The code exists already, another initial status of the type exists, or a race"),
 )
-async def create_status(new: NewStatus, request: Request, response: Response, who: Writer) -> StatusDefinition:
+async def create_status(new: NewStatus, request: Request, response: Response, who: StatusesWriter) -> StatusDefinition:
     created = await registry(request, who).create(new)
     response.headers["Location"] = f"/v1/statuses/{created.code}"
     return with_etag(response, created)
@@ -73,7 +73,7 @@ async def create_status(new: NewStatus, request: Request, response: Response, wh
 @router.get("", response_model=StatusPage)
 async def list_statuses(
     request: Request,
-    who: Reader,
+    who: StatusesReader,
     type: StatusType | None = None,
     include_archived: bool = False,
     cursor: str | None = None,
@@ -88,7 +88,7 @@ async def list_statuses(
 
 
 @router.get("/{code}", response_model=StatusDefinition, responses=problems(404))
-async def get_status(code: str, request: Request, response: Response, who: Reader) -> StatusDefinition:
+async def get_status(code: str, request: Request, response: Response, who: StatusesReader) -> StatusDefinition:
     return with_etag(response, await registry(request, who).get(code))
 
 
@@ -98,7 +98,7 @@ async def update_status(
     patch: StatusPatch,
     request: Request,
     response: Response,
-    who: Writer,
+    who: StatusesWriter,
     if_match: Annotated[str | None, Header()] = None,
 ) -> StatusDefinition:
     statuses = registry(request, who)
@@ -115,7 +115,7 @@ async def archive_status(
     code: str,
     request: Request,
     response: Response,
-    who: Writer,
+    who: StatusesWriter,
     if_match: Annotated[str | None, Header()] = None,
 ) -> StatusDefinition:
     """Archive: the status can no longer be newly assigned, stays readable on historical orders."""
@@ -124,7 +124,7 @@ async def archive_status(
 
 
 @router.post("/{code}/restore", response_model=StatusDefinition, responses=problems(404, 409))
-async def restore_status(code: str, request: Request, response: Response, who: Writer) -> StatusDefinition:
+async def restore_status(code: str, request: Request, response: Response, who: StatusesWriter) -> StatusDefinition:
     return with_etag(response, await registry(request, who).set_archived(code, False))
 
 
@@ -133,7 +133,7 @@ async def restore_status(code: str, request: Request, response: Response, who: W
     response_model=SyncResult,
     responses=problems(409, s409="`status_in_use`: an active campaign names a status the sync would archive"),
 )
-async def sync_statuses(body: SyncRequest, request: Request, who: Writer) -> SyncResult:
+async def sync_statuses(body: SyncRequest, request: Request, who: StatusesWriter) -> SyncResult:
     """Bulk sync: the partner's full list. Creates, updates, restores and archives to match; idempotent."""
     plan, statuses = await registry(request, who).sync(body.statuses)
     return SyncResult(
@@ -154,6 +154,8 @@ async def sync_statuses(body: SyncRequest, request: Request, who: Writer) -> Syn
         s409="`status_list_changed`: `codes` is not exactly the type's current statuses (one was added or archived)",
     ),
 )
-async def reorder_statuses(status_type: StatusType, body: OrderRequest, request: Request, who: Writer) -> TypeOrder:
+async def reorder_statuses(
+    status_type: StatusType, body: OrderRequest, request: Request, who: StatusesWriter
+) -> TypeOrder:
     """The order of one type's statuses, all at once: positions become 10, 20, 30... in the order given. Idempotent."""
     return TypeOrder(statuses=await registry(request, who).reorder(status_type, body.codes))
