@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +28,7 @@ from contracts.envelope import Envelope, decode
 from contracts.status_events import StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition, StatusType
 from contracts.topics import Topic
+from devtools.concurrency import at_once, codes, statuses
 from devtools.pytest_plugin import (
     ClientFactory,
     Infrastructure,
@@ -109,22 +109,6 @@ def demo(client_for: ClientFactory) -> httpx.AsyncClient:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-async def at_once(*requests: Awaitable[httpx.Response]) -> list[httpx.Response]:
-    """Send the requests concurrently; none may be a server error."""
-    responses = list(await asyncio.gather(*requests))
-    errors = [(r.status_code, r.text) for r in responses if r.status_code >= 500]
-    assert not errors, errors
-    return responses
-
-
-def statuses(responses: list[httpx.Response]) -> Counter[int]:
-    return Counter(r.status_code for r in responses)
-
-
-def codes(responses: list[httpx.Response], status_code: int) -> Counter[str]:
-    return Counter(r.json()["code"] for r in responses if r.status_code == status_code)
 
 
 async def create(client: httpx.AsyncClient, **changes: Any) -> str:

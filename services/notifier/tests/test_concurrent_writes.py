@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from fastapi import FastAPI
 
 from contracts.envelope import decode_any
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
+from devtools.concurrency import at_once, statuses
 from devtools.pytest_plugin import (
     ClientFactory,
     Infrastructure,
@@ -102,18 +102,6 @@ async def webhook(notifier_app: FastAPI, notifier_settings: NotifierSettings) ->
 
 def fresh_phone() -> str:
     return f"+7916{uuid.uuid4().int % 10_000_000:07d}"
-
-
-async def at_once(*requests: Awaitable[httpx.Response]) -> list[httpx.Response]:
-    """Send the requests concurrently; none may be a server error."""
-    responses = list(await asyncio.gather(*requests))
-    errors = [(r.status_code, r.text) for r in responses if r.status_code >= 500]
-    assert not errors, errors
-    return responses
-
-
-def statuses(responses: list[httpx.Response]) -> Counter[int]:
-    return Counter(r.status_code for r in responses)
 
 
 async def rows(settings: NotifierSettings, sql: str, *args: Any) -> list[asyncpg.Record]:

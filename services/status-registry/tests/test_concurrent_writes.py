@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,6 +21,7 @@ from fastapi import FastAPI
 
 from contracts.envelope import decode_any
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
+from devtools.concurrency import at_once, codes, statuses
 from devtools.pytest_plugin import (
     ClientFactory,
     Infrastructure,
@@ -66,22 +66,6 @@ def partner() -> str:
 
 def status(code: str, type_: str = "delivery", **extra: Any) -> dict[str, Any]:
     return {"code": code, "name": code.replace("_", " ").title(), "type": type_, **extra}
-
-
-async def at_once(*requests: Awaitable[httpx.Response]) -> list[httpx.Response]:
-    """Send the requests concurrently; none may be a server error."""
-    responses = list(await asyncio.gather(*requests))
-    errors = [(r.status_code, r.text) for r in responses if r.status_code >= 500]
-    assert not errors, errors
-    return responses
-
-
-def statuses(responses: list[httpx.Response]) -> Counter[int]:
-    return Counter(r.status_code for r in responses)
-
-
-def codes(responses: list[httpx.Response], status_code: int) -> Counter[str]:
-    return Counter(r.json()["code"] for r in responses if r.status_code == status_code)
 
 
 async def events_of(
