@@ -151,7 +151,7 @@ class BodyLimits:
             detail = f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
             await self._reject(scope, receive, send, 400, detail, "json_too_deep")
         else:
-            await self.app(scope, _replaying(body, receive), send)
+            await self.app(scope, replaying(body, receive), send)
 
     async def _read(self, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it grows past the limit (a chunked body has no declared length)."""
@@ -179,7 +179,7 @@ def _utf8_or_other(parameter: str) -> bool:
     return name.strip() != "charset" or value.strip().strip('"') in ("utf-8", "utf8")
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
+def replaying(body: bytes, receive: Receive) -> Receive:
     """`receive` for the app behind: the body read already, then whatever comes next (a disconnect)."""
     sent = False
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from contracts.identity import ApiClientRevoked
 from contracts.topics import Topic
@@ -17,7 +17,7 @@ from identity.keys import KeyCipher, KeyRing, ensure_signing_key
 from identity.services import SecretHasher, TokenIssuer
 from identity.settings import IdentitySettings
 from servicekit.app import Publishes, Runtime, ServiceSpec, StartupHook, create_service_app, parts_of, serve
-from servicekit.http import BodyLimits
+from servicekit.http import BodyLimits, replaying
 
 PUBLISHES = (
     Publishes(
@@ -39,22 +39,9 @@ class TokenFormBodyLimits(BodyLimits):
             if body is None:
                 await self._reject(scope, receive, send, 413, f"body exceeds {self.max_body_bytes} bytes")
                 return
-            await self.app(scope, _replaying(body, receive), send)
+            await self.app(scope, replaying(body, receive), send)
             return
         await super().__call__(scope, receive, send)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def _with_token_form(app: FastAPI) -> None:
