@@ -289,7 +289,7 @@ async def _start_token_verifier(runtime: Runtime, stack: contextlib.AsyncExitSta
     await revoked.start()
     stack.push_async_callback(revoked.stop)
     await revoked.ready.wait()
-    jwks = Jwks(settings.token_issuer.rstrip("/") + JWKS_PATH)
+    jwks = Jwks(settings.token_issuer.rstrip("/") + JWKS_PATH, max_age_s=settings.token_jwks_max_age_s)
     stack.push_async_callback(jwks.close)
     runtime.revoked_clients = revoked
     runtime.verifier = JwksVerifier(

@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
     # fetches `{token_issuer}/.well-known/jwks.json` to verify them, and `aud` the platform's APIs.
     token_issuer: str = "http://127.0.0.1:8006"
     token_audience: str = "order-status-api"
+    # How long a service keeps the issuer's JWKS before fetching it again: shorter than the issuer publishes a new
+    # key ahead of signing with it (identity's KEY_PUBLISH_AHEAD_S, an hour), so every service knows the key first.
+    token_jwks_max_age_s: float = Field(default=300.0, gt=0)
 
     # The HS256 tokens of before the identity service, still minted by the console and `make token` until they too
     # get theirs from identity. The default only suits a laptop: set JWT_SECRET in production.
