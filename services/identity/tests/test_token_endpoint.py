@@ -251,3 +251,34 @@ async def test_the_token_endpoint_is_documented_as_a_form(anonymous: httpx.Async
     jwks = document["paths"]["/.well-known/jwks.json"]["get"]["responses"]["200"]
     assert list(jwks["content"]) == ["application/jwk-set+json"]
     assert (await anonymous.get("/.well-known/jwks.json")).headers["content-type"] == "application/jwk-set+json"
+
+
+async def test_the_platforms_own_client_gets_a_token_of_the_partner_it_names_for_the_person_it_names(
+    integrator: Any, anonymous: httpx.AsyncClient, identity_settings: IdentitySettings
+) -> None:
+    """The console's tokens: client `console` with its configured secret, `partner_id` and `actor` in the form."""
+    secret = identity_settings.console_client_secret.get_secret_value()
+    form = {"grant_type": "client_credentials", "partner_id": "globex", "actor": "anna@globex.example"}
+    answer = await anonymous.post("/oauth/token", data=form | {"scope": "orders:read"}, auth=("console", secret))
+    assert answer.status_code == 200, answer.text
+    _, claims = await _claims(anonymous, answer.json()["access_token"])
+    assert (claims["sub"], claims["client_id"], claims["scope"]) == ("globex", "console", "orders:read")
+    assert claims["act"] == {"sub": "anna@globex.example"}  # RFC 8693: who acts through the console
+
+    everything = await anonymous.post("/oauth/token", data=form, auth=("console", secret))
+    assert set(everything.json()["scope"].split()) == {
+        "statuses:read", "statuses:write", "orders:read", "orders:write", "campaigns:read", "campaigns:write",
+        "messages:read", "messages:write", "webhooks:manage", "clients:manage",
+    }  # fmt: skip
+    _oauth_error(await anonymous.post("/oauth/token", data=form, auth=("console", secret + "x")), 401, "invalid_client")
+    no_partner = {"grant_type": "client_credentials"}
+    _oauth_error(
+        await anonymous.post("/oauth/token", data=no_partner, auth=("console", secret)), 400, "invalid_request"
+    )
+
+    client = await integrator.new_client("erp", ("orders:read",))  # an API client's token is its own partner's
+    asks_for_another = {"grant_type": "client_credentials", "partner_id": "globex"}
+    refused = await anonymous.post(
+        "/oauth/token", data=asks_for_another, auth=(client["client_id"], client["client_secret"])
+    )
+    _oauth_error(refused, 400, "invalid_request")

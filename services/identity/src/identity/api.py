@@ -225,6 +225,15 @@ _TOKEN_FORM_SCHEMA = {
         "scope": {"type": "string", "description": "Space-separated; at most the client's scopes (default: all)"},
         "client_id": {"type": "string", "description": "client_secret_post (else HTTP Basic)"},
         "client_secret": {"type": "string", "description": "client_secret_post (else HTTP Basic)"},
+        "partner_id": {
+            "type": "string",
+            "description": "Only the platform's own client (`console`): the partner the token is for",
+        },
+        "actor": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "Only the platform's own client: who acts (the token's `act.sub`, RFC 8693)",
+        },
     },
 }
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.identity import CLIENT_ID_PATTERN, ClientId, Scope
-from contracts.primitives import DisplayName, RequestDatetime, UtcDatetime
+from contracts.primitives import PARTNER_ID_PATTERN, DisplayName, RequestDatetime, UtcDatetime
 
 CLIENT_ID_PREFIX = "cli_"
 SECRET_PREFIX = "cs_"  # says what a leaked string is (secret scanners match on it) and where it belongs
@@ -179,13 +179,22 @@ class TokenRequest:
     client_secret: str
     scope: str | None
     method: str  # client_secret_basic or client_secret_post
+    # Only from the platform's own client (FIRST_PARTY_CLIENT_ID): the partner the token is for, and who acts.
+    partner_id: str | None = None
+    actor: str | None = None
 
 
 MAX_CREDENTIAL_LENGTH = 200
 
 
-# The token request's parameters (RFC 6749 4.4.2, 2.3.1): every other one is ignored.
-TOKEN_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret"})
+# The platform's own client, configured rather than created (identity's CONSOLE_CLIENT_SECRET): the console, which
+# serves every partner's users, asks for a token of the partner it names, for the person it names, with the scopes
+# that person's role holds (docs/identity.md, "The console's tokens").
+FIRST_PARTY_CLIENT_ID = "console"
+MAX_ACTOR_LENGTH = 200
+
+# The token request's parameters (RFC 6749 4.4.2, 2.3.1, and the first-party client's two): the others are ignored.
+TOKEN_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret", "partner_id", "actor"})
 
 
 def parse_form(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -225,9 +234,28 @@ def token_request(form: Mapping[str, str], authorization: str | None) -> TokenRe
         client_id, secret, method = form["client_id"], form["client_secret"], "client_secret_post"
     else:
         raise invalid_client("no client authentication: use HTTP Basic or client_id and client_secret in the form")
-    if not _plausible(client_id) or not secret or len(secret) > MAX_CREDENTIAL_LENGTH:
+    if not (_plausible(client_id) or client_id == FIRST_PARTY_CLIENT_ID) or not secret:
         raise invalid_client()
-    return TokenRequest(client_id=client_id, client_secret=secret, scope=form.get("scope"), method=method)
+    if len(secret) > MAX_CREDENTIAL_LENGTH:
+        raise invalid_client()
+    partner_id, actor = _on_behalf(client_id, form)
+    scope = form.get("scope")
+    return TokenRequest(client_id, secret, scope, method, partner_id=partner_id, actor=actor)
+
+
+def _on_behalf(client_id: str, form: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The first-party client names the partner (required) and who acts (optional); an API client's token is
+    always for its own partner, so it may name neither."""
+    partner_id, actor = form.get("partner_id"), form.get("actor")
+    if client_id != FIRST_PARTY_CLIENT_ID:
+        if partner_id is not None or actor is not None:
+            raise invalid_request("partner_id and actor are for the platform's own client: a token is for its client")
+        return None, None
+    if partner_id is None or re.fullmatch(PARTNER_ID_PATTERN, partner_id) is None:
+        raise invalid_request("partner_id: name the partner the token is for")
+    if actor is not None and not (0 < len(actor) <= MAX_ACTOR_LENGTH and actor.isprintable()):
+        raise invalid_request(f"actor: at most {MAX_ACTOR_LENGTH} printable characters")
+    return partner_id, actor
 
 
 def _basic_credentials(encoded: str) -> tuple[str, str]:
@@ -261,12 +289,15 @@ def access_token_claims(
     ttl: timedelta,
     client_expires_at: datetime | None,
     jti: str,
+    actor: str | None = None,
 ) -> dict[str, Any]:
-    """A token never outlives its client: it ends at the client's expiry when that comes first."""
+    """A token never outlives its client: it ends at the client's expiry when that comes first. `actor`, the person
+    the first-party client acts for, goes in RFC 8693's `act` claim."""
     expires = now + ttl
     if client_expires_at is not None:
         expires = min(expires, client_expires_at)
-    return {
+    acting = {"act": {"sub": actor}} if actor is not None else {}
+    return acting | {
         "iss": issuer,
         "aud": audience,
         "sub": partner_id,

@@ -4,6 +4,7 @@ revocation with its event in the outbox), and the token endpoint's client authen
 from __future__ import annotations
 
 import asyncio
+import hmac
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,9 +16,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from contracts.envelope import Envelope
-from contracts.identity import ApiClientRevoked
+from contracts.identity import ApiClientRevoked, Scope
 from contracts.topics import Topic, client_revocation_key
 from identity.domain import (
+    FIRST_PARTY_CLIENT_ID,
     ApiClient,
     AuditAction,
     ClientState,
@@ -169,6 +171,8 @@ class TokenIssuer:
     settings: IdentitySettings
 
     async def issue(self, request: TokenRequest) -> IssuedToken:
+        if request.client_id == FIRST_PARTY_CLIENT_ID:
+            return self._first_party(request)
         async with self.pool.acquire() as conn:
             client = await Credentials(conn).client(request.client_id)
         if client is None or client.state is not ClientState.ACTIVE or not client.secret_hashes:
@@ -194,6 +198,31 @@ class TokenIssuer:
         if client.last_used_at is None or client.now - client.last_used_at >= timedelta(minutes=1):
             async with self.pool.acquire() as conn:
                 await Credentials(conn).mark_used(client.client_id)
+        return IssuedToken(access_token=token, expires_in=claims["exp"] - claims["iat"], scope=claims["scope"])
+
+    def _first_party(self, request: TokenRequest) -> IssuedToken:
+        """The platform's own client: configured, so no database; any partner, any scope it asks for."""
+        expected = self.settings.console_client_secret.get_secret_value()
+        if not expected or not hmac.compare_digest(request.client_secret.encode(), expected.encode()):
+            raise invalid_client()
+        assert request.partner_id is not None  # domain.token_request requires it of this client
+        try:
+            scopes = requested_scopes(request.scope, [s.value for s in Scope])
+        except InvalidScope as exc:
+            raise OAuthError("invalid_scope", str(exc)) from None
+        claims = access_token_claims(
+            issuer=self.settings.token_issuer,
+            audience=self.settings.token_audience,
+            partner_id=request.partner_id,
+            client_id=FIRST_PARTY_CLIENT_ID,
+            scopes=scopes,
+            now=datetime.now(UTC),
+            ttl=self.settings.token_ttl,
+            client_expires_at=None,
+            jti=str(uuid.uuid4()),
+            actor=request.actor,
+        )
+        token = self.keys.sign(claims)
         return IssuedToken(access_token=token, expires_in=claims["exp"] - claims["iat"], scope=claims["scope"])
 
 

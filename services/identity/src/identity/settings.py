@@ -39,6 +39,11 @@ class IdentitySettings(ServiceSettings):
         default=SecretStr("local-dev-key-encryption-secret-change-me"), min_length=32
     )
 
+    # The secret of the platform's own client, `console` (domain.FIRST_PARTY_CLIENT_ID): the console gets its users'
+    # tokens with it, for any partner, and `make token` mints with it. The default only suits a laptop: set
+    # CONSOLE_CLIENT_SECRET in production, the same in the console; empty: no first-party client.
+    console_client_secret: SecretStr = Field(default=SecretStr("local-dev-console-client-secret-change-me-0123"))
+
     # How long a rotated-away client secret keeps working, unless the rotation says otherwise.
     secret_grace_period_s: int = Field(default=24 * 3600, ge=0, le=30 * 24 * 3600)
     # argon2 verifications at once: each takes a core and `argon2_memory_kib` for a few milliseconds.
