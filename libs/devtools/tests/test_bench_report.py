@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from devtools.bench_accounting import activity_shares, batch_means, process_usage
-from devtools.bench_report import table, targets
+from devtools.bench_report import table, targets, tokens_table
 
 
 def phase_cpu(wall_seconds: float) -> dict[str, Any]:
@@ -37,9 +37,13 @@ def made_up_report() -> dict[str, Any]:
                   "latency": [latency_row(100, 30.0, 60.0), latency_row(500, 50.0, 100.0)]},
         "with_campaigns": {"full_speed": {"status_changes_per_second": 800.0}},
         "with_orders": {"full_speed": {"status_changes_per_second": 700.0}},
-        "registry_lookups": {"registry_rps": 800.0, "bare_fastapi_rps": 1600.0, "ratio": 0.5},
+        "registry_lookups": {"token": "identity access token (Ed25519, JWKS)", "registry_rps": 1300.0,
+                             "bare_fastapi_rps": 1600.0, "ratio": 0.812},
+        "token_endpoint": {"workers": 8, "seconds": 5.01, "tokens": 1503, "requests_per_second": 300.0, "errors": 0,
+                           "first_error": None},
         "processes": {"orders": {"cpu_seconds": 30.0, "peak_rss_mb": 120.0},
-                      "orders.2": {"cpu_seconds": 20.0, "peak_rss_mb": 130.0}},
+                      "orders.2": {"cpu_seconds": 20.0, "peak_rss_mb": 130.0},
+                      "identity": {"cpu_seconds": 5.0, "peak_rss_mb": 90.5}},
         "instances": 2,
         "exactly_once": {"sms_expected": 10, "sms_handed_over": 11, "distinct": 10, "duplicates": 1, "missing": 0},
         "hot_query_plans": {"orders load": ["Index Scan"], "campaigns active": ["Seq Scan on campaigns"]},
@@ -64,7 +68,13 @@ def test_targets_are_ratios_within_the_run() -> None:
     assert rows["SMS handed over twice or never, 2 instance(s) of each consumer"] == (1, "= 0")
     assert rows["p50 orders PUT, idle, / registry POST"] == (1.25, "<= 3")
     assert rows["p50 orders PUT, 50/s, / registry POST"] == (1.0, "<= 3")
-    assert len(rows) == 11
+    assert rows["registry GET /v1/statuses/{code} with an identity token (Ed25519, JWKS) / bare FastAPI"] == (
+        0.812,
+        ">= 0.75",
+    )
+    assert rows["token endpoint requests/s (client_secret_basic, 8 clients at once)"] == (300.0, "reported")
+    assert rows["identity peak RSS, MB"] == (90.5, "<= 150")
+    assert len(rows) == 14
 
 
 def test_table_summarizes_every_phase() -> None:
@@ -81,6 +91,13 @@ def test_table_summarizes_every_phase() -> None:
         "1 twice, 0 missing" in lines
     )
     assert "  orders PUT                            7.5 / 12.0 (1.25x / 1.12x)" in [line[:66] for line in lines]
+    assert (
+        "registry GET /v1/statuses/{code} (identity access token (Ed25519, JWKS)): 1300.0 req/s vs bare FastAPI "
+        "1600.0 req/s: 81.2%" in lines
+    )
+    assert (
+        "token endpoint POST /oauth/token (client_secret_basic): 300.0 tokens/s, 8 clients at once for 5.01 s" in lines
+    )
     assert lines[-1] == "hot query plans at the preloaded size: sequential scans in campaigns active"
 
 
@@ -99,3 +116,12 @@ def test_activity_shares_and_batch_means_over_a_phase() -> None:
 def test_process_usage_reads_proc() -> None:
     usage = process_usage(os.getpid())
     assert usage["cpu_seconds"] >= 0 and usage["peak_rss_mb"] > 0
+
+
+def test_the_tokens_phase_alone_has_its_own_table() -> None:
+    report = made_up_report()
+    report["targets"] = [{"measure": "identity peak RSS, MB", "value": 90.5, "target": "<= 150"}]
+    lines = tokens_table(report).splitlines()
+    assert lines[1].startswith("token endpoint POST /oauth/token (client_secret_basic): 300.0 tokens/s")
+    assert "  identity            90.5 MB peak RSS" in lines
+    assert lines[-1] == "  identity peak RSS, MB: 90.5 (target <= 150)"

@@ -7,7 +7,8 @@ many campaigns and a large orders database against itself without, and the regis
 against a bare FastAPI endpoint, and each REST write of orders and the campaign preview against the registry's
 status POST; `targets` in the report holds issue 19's table and issue 29's REST write rows. The JSON report goes
 to bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
-`BENCH_ONLY=rest_writes` starts the services and runs that phase alone (seconds, not minutes).
+`BENCH_ONLY=rest_writes` (or `tokens`: the registry lookups with an identity token, the token endpoint, the peak RSS)
+starts the services and runs that phase alone (seconds, not minutes).
 
 Beside this module: what each phase cost (CPU, memory, batch sizes) is measured by devtools.bench_accounting, the
 printed summary and the targets are devtools.bench_report's, the raw relay and bare endpoint run as
@@ -55,16 +56,14 @@ from devtools.bench_accounting import (
     process_usage,
     service_processes,
 )
-from devtools.bench_report import rest_write_rows, rest_writes_table, table, targets
+from devtools.bench_report import rest_write_rows, rest_writes_table, table, targets, token_rows, tokens_table
 from devtools.calibration import machine_costs
 from devtools.platform import SERVICES, Infrastructure, Platform, database_dsn, free_port
 from devtools.scenario import example_status_list
 from notifier import repository as notifier_repository
 from orders import repository as orders_repository
-from servicekit.auth import issue_token
 from servicekit.kafka import topic_partitions
 from servicekit.ops import read_topic
-from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[4]
 PARTNERS = ("bench-a", "bench-b", "bench-c")
@@ -114,7 +113,12 @@ REST_PREVIEW = {  # the campaign editor's live preview of the product's example,
     "to": "shipped",
     "order": {"amount": "1490.00", "currency": "RUB", "customer": REST_CUSTOMER, "statuses": {"payment": "paid"}},
 }
+# The token endpoint (issue 30): this many clients asking at once, each as soon as its last answer came.
+TOKEN_WORKERS = int(os.environ.get("BENCH_TOKEN_WORKERS", "8"))
+TOKEN_SECONDS = float(os.environ.get("BENCH_TOKEN_SECONDS", "5"))
+# `BENCH_ONLY=<phase>`: the services started as for the whole bench, and that phase alone.
 ONLY = os.environ.get("BENCH_ONLY", "")
+ALONE = ("rest_writes", "tokens")
 CAMPAIGNS = (
     {  # the product's example: about one change in six
         "name": "Shipped and paid",
@@ -775,20 +779,61 @@ class Bench:
             ],
         }  # fmt: skip
 
-    # --- registry lookups ---------------------------------------------------------------------
+    # --- registry lookups and the token endpoint (issue 30) -------------------------------------
     async def lookups(self, platform: Platform) -> dict[str, Any]:
+        """The registry's GET of one status with an API client's token (Ed25519, verified with identity's JWKS on
+        every request) against a bare FastAPI endpoint answering the same JSON without any check."""
         port = free_port()
         bare = baseline_process("bare", str(port))
         try:
             await asyncio.sleep(2)
-            token = issue_token(ServiceSettings(), PARTNERS[0], ("read",))
+            client_id, secret = await api_client(platform, PARTNERS[0], "Bench lookups", ["statuses:read"])
+            token = await access_token(platform, client_id, secret)
             registry = await requests_per_second(
                 f"{platform.url('status-registry')}/v1/statuses/shipped", {"Authorization": f"Bearer {token}"}
             )
             baseline = await requests_per_second(f"http://127.0.0.1:{port}/v1/statuses/shipped", {})
         finally:
             bare.terminate()
-        return {"registry_rps": registry, "bare_fastapi_rps": baseline, "ratio": round(registry / baseline, 3)}
+        return {
+            "token": "identity access token (Ed25519, JWKS)",
+            "registry_rps": registry,
+            "bare_fastapi_rps": baseline,
+            "ratio": round(registry / baseline, 3),
+        }
+
+    async def token_endpoint(self, platform: Platform) -> dict[str, Any]:
+        """`POST /oauth/token` (client credentials, client_secret_basic) from `TOKEN_WORKERS` clients at once, each
+        sending its next request when the last one answered, for `TOKEN_SECONDS`."""
+        client_id, secret = await api_client(platform, PARTNERS[0], "Bench tokens", ["orders:write"])
+        done, errors = 0, Counter[str]()
+        url = f"{platform.url('identity')}/oauth/token"
+        form = {"grant_type": "client_credentials"}
+        async with httpx.AsyncClient(auth=(client_id, secret), timeout=30) as client:
+            for _ in range(REST_WARMUP_REQUESTS):  # not measured: the route's first requests
+                (await client.post(url, data=form)).raise_for_status()
+            deadline = time.monotonic() + TOKEN_SECONDS
+
+            async def worker() -> None:
+                nonlocal done
+                while time.monotonic() < deadline:
+                    answer = await client.post(url, data=form)
+                    if answer.status_code == 200:
+                        done += 1
+                    else:
+                        errors[f"{answer.status_code} {answer.text[:200]}"] += 1
+
+            started = time.monotonic()
+            await asyncio.gather(*(worker() for _ in range(TOKEN_WORKERS)))
+            elapsed = time.monotonic() - started
+        return {
+            "workers": TOKEN_WORKERS,
+            "seconds": round(elapsed, 2),
+            "tokens": done,
+            "requests_per_second": round(done / elapsed, 1),
+            "errors": sum(errors.values()),
+            "first_error": next(iter(errors), None),
+        }
 
 
 @contextlib.contextmanager
@@ -851,6 +896,26 @@ def rest_series(results: dict[str, list[float | str]]) -> dict[str, dict[str, An
         for p in ("p50", "p95"):
             values[f"ratio_{p}"] = round(values[p] / base[p], 2) if values[p] and base[p] else None
     return kinds
+
+
+async def api_client(platform: Platform, partner: str, name: str, scopes: list[str]) -> tuple[str, str]:
+    """An API client of `partner` (created with the platform's partner token, as a partner admin would): its id and
+    secret."""
+    async with platform.client("identity", partner) as identity:
+        created = await identity.post("/v1/clients", json={"name": name, "scopes": scopes})
+    created.raise_for_status()
+    return str(created.json()["client_id"]), str(created.json()["client_secret"])
+
+
+async def access_token(platform: Platform, client_id: str, secret: str) -> str:
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(
+            f"{platform.url('identity')}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+        )
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
 
 
 def baseline_process(*args: str) -> subprocess.Popen[bytes]:
@@ -982,6 +1047,8 @@ async def run() -> dict[str, Any]:
         report["hot_query_plans"] = await bench.explain_hot_queries(platform)
         say("registry lookups against a bare FastAPI endpoint")
         report["registry_lookups"] = await bench.lookups(platform)
+        say(f"token endpoint: {TOKEN_WORKERS} clients at once for {TOKEN_SECONDS:g} s")
+        report["token_endpoint"] = await bench.token_endpoint(platform)
         report["processes"] = {
             instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
         }
@@ -996,24 +1063,38 @@ async def run() -> dict[str, Any]:
     return report
 
 
-async def run_rest_writes_only() -> dict[str, Any]:
-    """`BENCH_ONLY=rest_writes`: the services started as for the whole bench, and that phase alone."""
+async def run_alone(phase: str) -> dict[str, Any]:
+    """`BENCH_ONLY=rest_writes` or `BENCH_ONLY=tokens`: the services started as for the whole bench, and that phase
+    alone (tokens: the registry lookups with an identity token, the token endpoint, every service's peak RSS)."""
     infrastructure = running_infrastructure()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     platform = Platform(infrastructure, workdir)
     await platform.create()
+    bench = Bench(infrastructure, workdir)
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": os.uname().nodename,
-        "only": "rest_writes",
+        "only": phase,
     }
     try:
         for service in SERVICES:
             platform.start(service)
         await platform.wait_ready(*SERVICES)
-        say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
-        report["rest_writes"] = await Bench(infrastructure, workdir).rest_writes(platform)
-        report["targets"] = [{"measure": m, "value": v, "target": t} for m, v, t in rest_write_rows(report)]
+        if phase == "rest_writes":
+            say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
+            report["rest_writes"] = await bench.rest_writes(platform)
+            rows = rest_write_rows(report)
+        else:
+            await bench.define(platform)
+            say("registry lookups against a bare FastAPI endpoint")
+            report["registry_lookups"] = await bench.lookups(platform)
+            say(f"token endpoint: {TOKEN_WORKERS} clients at once for {TOKEN_SECONDS:g} s")
+            report["token_endpoint"] = await bench.token_endpoint(platform)
+            report["processes"] = {
+                instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
+            }
+            rows = token_rows(report)
+        report["targets"] = [{"measure": m, "value": v, "target": t} for m, v, t in rows]
     finally:
         platform.stop_all()
         await platform.drop()
@@ -1029,14 +1110,14 @@ async def size_phase(bench: Bench, platform: Platform, producer: AIOKafkaProduce
 
 
 def main() -> None:
-    if ONLY not in ("", "rest_writes"):
-        raise SystemExit(f"BENCH_ONLY={ONLY}: the one phase that runs alone is rest_writes")
-    report = asyncio.run(run_rest_writes_only() if ONLY else run())
+    if ONLY not in ("", *ALONE):
+        raise SystemExit(f"BENCH_ONLY={ONLY}: the phases that run alone are {', '.join(ALONE)}")
+    report = asyncio.run(run_alone(ONLY) if ONLY else run())
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{report['when'].replace(':', '')}{'-' + ONLY if ONLY else ''}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(rest_writes_table(report) if ONLY else table(report))
+    print({"rest_writes": rest_writes_table, "tokens": tokens_table}.get(ONLY, table)(report))
     say(f"report: {path}")
 
 

@@ -1,5 +1,5 @@
-"""The bench report's summary: issue 19's targets and issue 29's REST write ratios with this run's values, and the
-table `make bench` prints."""
+"""The bench report's summary: issue 19's targets, issue 29's REST write ratios and issue 30's token rows with this
+run's values, and the table `make bench` prints."""
 
 from __future__ import annotations
 
@@ -44,7 +44,22 @@ def targets(report: dict[str, Any], preload_campaigns: int, preload_orders: int)
         (f"SMS handed over twice or never, {report['instances']} instance(s) of each consumer",
          report["exactly_once"]["duplicates"] + report["exactly_once"]["missing"], "= 0"),
     ]  # fmt: skip
-    return [{"measure": m, "value": v, "target": t} for m, v, t in rows + rest_write_rows(report)]
+    rows += rest_write_rows(report) + token_rows(report)
+    return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
+
+
+def token_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
+    """Issue 30's: the registry's lookups with an identity token against bare FastAPI, the token endpoint's
+    requests/s (reported, no target) and identity's peak RSS."""
+    lookups, tokens = report["registry_lookups"], report["token_endpoint"]
+    identity_rss = [usage["peak_rss_mb"] for name, usage in report["processes"].items() if name.startswith("identity")]
+    return [
+        ("registry GET /v1/statuses/{code} with an identity token (Ed25519, JWKS) / bare FastAPI",
+         lookups["ratio"], ">= 0.75"),
+        (f"token endpoint requests/s (client_secret_basic, {tokens['workers']} clients at once)",
+         tokens["requests_per_second"], "reported"),
+        ("identity peak RSS, MB", max(identity_rss, default=None), "<= 150"),
+    ]  # fmt: skip
 
 
 def rest_write_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
@@ -74,6 +89,24 @@ def rest_writes_lines(report: dict[str, Any]) -> list[str]:
             cells.append(f"{v['p50']!s} / {v['p95']!s}{ratios}{errors}".ljust(35) + " ")
         lines.append((f"  {kind:<38}" + "".join(cells)).rstrip())
     return lines
+
+
+def tokens_lines(report: dict[str, Any]) -> list[str]:
+    lookups, tokens = report["registry_lookups"], report["token_endpoint"]
+    errors = f", {tokens['errors']} errors (first: {tokens['first_error']})" if tokens["errors"] else ""
+    return [
+        f"registry GET /v1/statuses/{{code}} ({lookups.get('token', 'HS256 token')}): {lookups['registry_rps']} req/s "
+        f"vs bare FastAPI {lookups['bare_fastapi_rps']} req/s: {lookups['ratio']:.1%}",
+        f"token endpoint POST /oauth/token (client_secret_basic): {tokens['requests_per_second']} tokens/s, "
+        f"{tokens['workers']} clients at once for {tokens['seconds']} s{errors}",
+    ]
+
+
+def tokens_table(report: dict[str, Any]) -> str:
+    """The table of `BENCH_ONLY=tokens`: those two figures, every service's peak RSS, and the targets."""
+    usage = [f"  {name:<16} {u['peak_rss_mb']:>7} MB peak RSS" for name, u in report["processes"].items()]
+    rows = [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    return "\n".join([*tokens_lines(report), *usage, "issue 30's targets:", *rows])
 
 
 def rest_writes_table(report: dict[str, Any]) -> str:
@@ -141,11 +174,7 @@ def table(report: dict[str, Any]) -> str:
         f"{costs['broker_ms_per_produce']} ms per one-record produce, {costs['broker_ms_per_commit']} ms per "
         "offset commit"
     )
-    lookups = report["registry_lookups"]
-    lines.append(
-        f"registry GET /v1/statuses/{{code}}: {lookups['registry_rps']} req/s vs bare FastAPI "
-        f"{lookups['bare_fastapi_rps']} req/s: {lookups['ratio']:.1%}"
-    )
+    lines += tokens_lines(report)
     for service, usage in report["processes"].items():
         lines.append(f"  {service:<16} {usage['cpu_seconds']:>7} CPU s  {usage['peak_rss_mb']:>7} MB peak RSS")
     once = report["exactly_once"]
@@ -154,7 +183,7 @@ def table(report: dict[str, Any]) -> str:
         f"SMS expected, {once['distinct']} handed over, {once['duplicates']} twice, {once['missing']} missing"
     )
     lines += rest_writes_lines(report)
-    lines.append("issue 19's and issue 29's targets (ratios within this run):")
+    lines.append("issue 19's, 29's and 30's targets (ratios within this run):")
     lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
     scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]
     lines.append(f"hot query plans at the preloaded size: sequential scans in {', '.join(scans) or 'none'}")
