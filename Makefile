@@ -77,7 +77,7 @@ ops: ## operate topics: make ops ARGS="topics | lag | dlq list <topic> | dlq rep
 bench: setup infra-up ## throughput, latency, CPU and memory against baselines; JSON report in bench/results/
 	@$(RUN) python -m devtools.bench
 
-user: setup infra-up ## create a console user: make user PARTNER=<id> EMAIL=<email> ROLE=marketer|viewer (ROLE=ops: no PARTNER)
+user: setup infra-up ## create a console user: make user PARTNER=<id> EMAIL=<email> ROLE=admin|marketer|viewer (ROLE=ops: no PARTNER)
 	@$(RUN) python -m console.cli --email "$(EMAIL)" --role "$(ROLE)" $(if $(filter command line environment,$(origin PARTNER)),--partner "$(PARTNER)")
 
 console-screenshots: setup infra-up browser ## run the console's browser tests and keep their screenshots in docs/console/

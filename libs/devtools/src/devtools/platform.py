@@ -38,6 +38,7 @@ CONSOLE_BACKENDS = {
     "ORDERS_URL": "orders",
     "CAMPAIGNS_URL": "campaigns",
     "NOTIFIER_URL": "notifier",
+    "IDENTITY_URL": "identity",
 }
 
 

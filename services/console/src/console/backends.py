@@ -27,6 +27,7 @@ class Service(StrEnum):
     ORDERS = "orders"
     CAMPAIGNS = "campaigns"
     NOTIFIER = "notifier"
+    IDENTITY = "identity"
 
 
 class BackendUnavailable(Exception):
@@ -83,6 +84,7 @@ def base_urls(settings: ConsoleSettings) -> dict[Service, str]:
         Service.ORDERS: settings.orders_url,
         Service.CAMPAIGNS: settings.campaigns_url,
         Service.NOTIFIER: settings.notifier_url,
+        Service.IDENTITY: settings.identity_url,
     }
 
 
@@ -124,8 +126,9 @@ class PartnerApi:
         params: dict[str, Any] | None = None,
         json: Any = None,
         etag: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
-        headers = self.headers | ({"If-Match": etag} if etag else {})
+        headers = self.headers | ({"If-Match": etag} if etag else {}) | (headers or {})
         url = f"{self.backends.urls[service]}{path}"
         query = {k: v for k, v in (params or {}).items() if v not in (None, "", [])}
         try:

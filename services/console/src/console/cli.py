@@ -1,5 +1,6 @@
-"""`make user PARTNER=<id> EMAIL=<email> ROLE=marketer|viewer` (no PARTNER for ROLE=ops): create a console user,
-or reset the one with that email, and print a one-time password, to be changed at the first sign-in."""
+"""`make user PARTNER=<id> EMAIL=<email> ROLE=admin|marketer|viewer` (no PARTNER for ROLE=ops): create a console
+user, or reset the one with that email (enabling it again if it was disabled), and print a one-time password, to be
+changed at the first sign-in. A partner's first admin is made here; that admin invites the partner's other users."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ async def create_user(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="make user", description="Create a console user with a one-time password")
-    parser.add_argument("--partner", default="", help="the partner of a marketer or viewer; none for ops")
+    parser.add_argument("--partner", default="", help="the partner of an admin, marketer or viewer; none for ops")
     parser.add_argument("--email", required=True)
     parser.add_argument("--role", required=True, choices=[r.value for r in Role])
     parser.add_argument("--name", default=None, help="display name (default: the email's local part)")

@@ -39,6 +39,7 @@ UNKNOWN_TIME_ZONE = N_("Choose one of the time zones listed.")
 
 
 class Role(StrEnum):
+    ADMIN = "admin"  # a partner's marketer who also manages the partner's users and API clients
     MARKETER = "marketer"  # a partner's statuses, campaigns, orders and messages: read and change
     VIEWER = "viewer"  # the same pages, read only
     OPS = "ops"  # the platform's operators: the ops pages only, across partners; bound to no partner
@@ -61,7 +62,11 @@ class User:
 
     @property
     def can_write(self) -> bool:
-        return self.role is Role.MARKETER
+        return self.role in (Role.MARKETER, Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
 
     @property
     def backend_scopes(self) -> tuple[str, ...]:
@@ -81,9 +86,53 @@ def check_new_user(partner_id: str | None, email: str, role: Role) -> None:
     if role is Role.OPS and partner_id:
         raise InvalidUser("partner", "an ops user belongs to no partner: leave PARTNER out")
     if role is not Role.OPS and not partner_id:
-        raise InvalidUser("partner", f"a {role} belongs to a partner: give PARTNER")
+        raise InvalidUser("partner", f"{'an' if role is Role.ADMIN else 'a'} {role} belongs to a partner: give PARTNER")
     if "@" not in email.strip("@"):
         raise InvalidUser("email", f"'{email}' is no email address")
+
+
+# --- a partner's admin and the partner's users -------------------------------------------------------------------
+
+# The roles a partner's admin gives (an operator is made by `make user` only: it belongs to no partner).
+PARTNER_ROLES = (Role.ADMIN, Role.MARKETER, Role.VIEWER)
+MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a path, less its brackets
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+BAD_EMAIL = N_("Enter an email address, such as anna@example.com.")
+EMAIL_TAKEN = N_("A user with this email exists already.")
+UNKNOWN_ROLE = N_("Choose one of the roles listed.")
+NAME_TOO_LONG = N_("At most 100 characters.")
+LAST_ADMIN = N_("You are the partner's last admin: make another user an admin first.")
+
+
+class UserState(StrEnum):
+    ACTIVE = "active"
+    INVITED = "invited"  # has not yet replaced the one-time password
+    DISABLED = "disabled"  # cannot sign in; their sessions ended when they were disabled
+
+
+def user_state(disabled: bool, must_change_password: bool) -> UserState:
+    if disabled:
+        return UserState.DISABLED
+    return UserState.INVITED if must_change_password else UserState.ACTIVE
+
+
+def check_invitation(email: str, role: str, display_name: str) -> Role:
+    """The role of a user a partner's admin invites; raises InvalidUser naming the refused field."""
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email) or any(ord(c) < 32 or c == "\x7f" for c in email):
+        raise InvalidUser("email", BAD_EMAIL)
+    if role not in {r.value for r in PARTNER_ROLES}:
+        raise InvalidUser("role", UNKNOWN_ROLE)
+    if len(display_name) > 100 or "\x00" in display_name:
+        raise InvalidUser("display_name", NAME_TOO_LONG)
+    return Role(role)
+
+
+def leaves_no_admin(target: User, target_disabled: bool, active_admins: int, becomes: Role, disabled: bool) -> bool:
+    """Whether changing `target` (to role `becomes`, disabled or not) leaves its partner without an admin who can
+    sign in: `active_admins` counts the partner's admins not disabled, `target` among them if it is one."""
+    was_active_admin = target.role is Role.ADMIN and not target_disabled
+    stays_active_admin = becomes is Role.ADMIN and not disabled
+    return was_active_admin and not stays_active_admin and active_admins <= 1
 
 
 def password_problem(password: str, *personal: str) -> str | None:

@@ -4,12 +4,13 @@ campaign data."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from console.domain import Failures, Role, User
+from console.domain import Failures, Role, User, UserState, user_state
 from servicekit.db import DbConnection
 
 _COLUMNS = "id, partner_id, email, display_name, role, must_change_password, language, time_zone"
@@ -38,12 +39,14 @@ class UserRepository:
         row = await self.conn.fetchrow(f"SELECT {_COLUMNS} FROM console_users WHERE id = $1", user_id)
         return _user(row) if row else None
 
-    async def credentials(self, email: str) -> tuple[User, str] | None:
-        """The user with this email (any case) and their password hash."""
+    async def credentials(self, email: str) -> tuple[User, str, bool] | None:
+        """The user with this email (any case), their password hash, and whether they are disabled."""
         row = await self.conn.fetchrow(
-            f"SELECT {_COLUMNS}, password_hash FROM console_users WHERE lower(email) = lower($1)", email
+            f"SELECT {_COLUMNS}, password_hash, disabled_at IS NOT NULL AS disabled FROM console_users"
+            " WHERE lower(email) = lower($1)",
+            email,
         )
-        return (_user(row), row["password_hash"]) if row else None
+        return (_user(row), row["password_hash"], row["disabled"]) if row else None
 
     async def upsert(
         self,
@@ -61,7 +64,7 @@ class UserRepository:
             f" language) VALUES ($1, $2, $3, $4, $5, $6, $7) "
             f"ON CONFLICT (lower(email)) DO UPDATE SET partner_id = EXCLUDED.partner_id,"
             f" display_name = EXCLUDED.display_name, role = EXCLUDED.role, password_hash = EXCLUDED.password_hash,"
-            f" must_change_password = EXCLUDED.must_change_password RETURNING {_COLUMNS}",
+            f" must_change_password = EXCLUDED.must_change_password, disabled_at = NULL RETURNING {_COLUMNS}",
             partner_id,
             email,
             display_name,
@@ -95,6 +98,130 @@ class UserRepository:
         )
 
 
+@dataclass(frozen=True)
+class PartnerUserRow:
+    """A user as the partner's admin sees them on the Users page."""
+
+    user: User
+    state: UserState
+    disabled: bool
+    last_sign_in_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UserChange:
+    at: datetime
+    actor: str
+    user_email: str
+    action: str
+    details: dict[str, Any]
+
+
+class PartnerUserRepository:
+    """One partner's users, as its admins manage them, and the record of their changes."""
+
+    def __init__(self, conn: DbConnection, partner_id: str) -> None:
+        self.conn = conn
+        self.partner_id = partner_id
+
+    async def lock(self) -> None:
+        """Until the transaction ends, changes to this partner's users wait for each other: two admins demoting each
+        other at once are judged one after the other, so the partner keeps an admin."""
+        await self.conn.execute("SELECT pg_advisory_xact_lock(7202613, hashtext($1))", self.partner_id)
+
+    async def all(self) -> list[PartnerUserRow]:
+        rows = await self.conn.fetch(
+            f"SELECT {_COLUMNS}, disabled_at IS NOT NULL AS disabled, last_sign_in_at, created_at FROM console_users"
+            " WHERE partner_id = $1 ORDER BY lower(email)",
+            self.partner_id,
+        )
+        return [_partner_user(row) for row in rows]
+
+    async def get(self, user_id: int) -> PartnerUserRow | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_COLUMNS}, disabled_at IS NOT NULL AS disabled, last_sign_in_at, created_at FROM console_users"
+            " WHERE partner_id = $1 AND id = $2",
+            self.partner_id,
+            user_id,
+        )
+        return _partner_user(row) if row else None
+
+    async def active_admins(self) -> int:
+        return int(
+            await self.conn.fetchval(
+                "SELECT count(*) FROM console_users WHERE partner_id = $1 AND role = 'admin' AND disabled_at IS NULL",
+                self.partner_id,
+            )
+        )
+
+    async def insert(
+        self, email: str, display_name: str, role: Role, password_hash: str, language: str, time_zone: str
+    ) -> User | None:
+        """A new user with a one-time password; None when the email is taken (by any partner's user)."""
+        row = await self.conn.fetchrow(
+            "INSERT INTO console_users (partner_id, email, display_name, role, password_hash, must_change_password,"
+            f" language, time_zone) VALUES ($1, $2, $3, $4, $5, true, $6, $7) ON CONFLICT DO NOTHING"
+            f" RETURNING {_COLUMNS}",
+            self.partner_id,
+            email,
+            display_name,
+            str(role),
+            password_hash,
+            language,
+            time_zone,
+        )
+        return _user(row) if row else None
+
+    async def set_role(self, user_id: int, role: Role) -> None:
+        await self.conn.execute(
+            "UPDATE console_users SET role = $3 WHERE partner_id = $1 AND id = $2", self.partner_id, user_id, str(role)
+        )
+
+    async def set_disabled(self, user_id: int, disabled: bool) -> None:
+        await self.conn.execute(
+            "UPDATE console_users SET disabled_at = CASE WHEN $3 THEN now() END WHERE partner_id = $1 AND id = $2",
+            self.partner_id,
+            user_id,
+            disabled,
+        )
+
+    async def record(self, actor: str, user_email: str, action: str, details: dict[str, Any]) -> None:
+        await self.conn.execute(
+            "INSERT INTO console_user_changes (partner_id, actor, user_email, action, details)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb)",
+            self.partner_id,
+            actor,
+            user_email,
+            action,
+            _jsonb(details),
+        )
+
+    async def changes(self, limit: int) -> list[UserChange]:
+        """The latest changes first."""
+        rows = await self.conn.fetch(
+            "SELECT at, actor, user_email, action, details::text AS details FROM console_user_changes"
+            " WHERE partner_id = $1 ORDER BY id DESC LIMIT $2",
+            self.partner_id,
+            limit,
+        )
+        return [
+            UserChange(row["at"], row["actor"], row["user_email"], row["action"], json.loads(row["details"]))
+            for row in rows
+        ]
+
+
+def _partner_user(row: asyncpg.Record) -> PartnerUserRow:
+    user = _user(row)
+    return PartnerUserRow(
+        user=user,
+        state=user_state(row["disabled"], user.must_change_password),
+        disabled=row["disabled"],
+        last_sign_in_at=row["last_sign_in_at"],
+        created_at=row["created_at"],
+    )
+
+
 class SessionRepository:
     """Sessions by the SHA-256 of their id (`id_hash`): the id itself is only ever in the browser's cookie."""
 
@@ -115,7 +242,7 @@ class SessionRepository:
         lifetime), marking it used now: one statement checks and touches it."""
         row = await self.conn.fetchrow(
             f"UPDATE console_sessions s SET last_seen_at = now() FROM console_users u"
-            f" WHERE s.id_hash = $1 AND u.id = s.user_id"
+            f" WHERE s.id_hash = $1 AND u.id = s.user_id AND u.disabled_at IS NULL"
             f" AND s.last_seen_at > now() - make_interval(secs => $2)"
             f" AND s.created_at > now() - make_interval(secs => $3)"
             f" RETURNING {_USER_COLUMNS}, s.data::text AS data",

@@ -12,22 +12,35 @@ import asyncpg
 from pwdlib import PasswordHash
 
 from console.domain import (
+    EMAIL_TAKEN,
+    LAST_ADMIN,
+    PARTNER_ROLES,
     PASSWORD_NOT_CURRENT,
     PASSWORD_UNCHANGED,
     UNKNOWN_LANGUAGE,
+    UNKNOWN_ROLE,
     UNKNOWN_TIME_ZONE,
     InvalidUser,
     Role,
     Throttle,
     User,
+    check_invitation,
     check_new_user,
+    leaves_no_admin,
     one_time_password,
     password_problem,
     retry_after_s,
     valid_language,
     valid_time_zone,
 )
-from console.repository import SessionRepository, SignInRepository, UserRepository
+from console.repository import (
+    PartnerUserRepository,
+    PartnerUserRow,
+    SessionRepository,
+    SignInRepository,
+    UserChange,
+    UserRepository,
+)
 
 # argon2id with pwdlib's recommended parameters; a hash made with older parameters is upgraded at sign-in.
 _hasher = PasswordHash.recommended()
@@ -62,6 +75,7 @@ class SignIn:
     user: User | None
     retry_after_s: int = 0
     throttled: bool = False  # refused without checking the password: the wait was not over
+    disabled: bool = False  # the password was right, but the partner's admin disabled the user
 
 
 class Users:
@@ -116,12 +130,20 @@ class Users:
                 await attempts.record(email, address, "throttled")
                 return SignIn(None, wait, throttled=True)
             user = await self._verify(UserRepository(conn), email, password)
+            disabled = user is not None and await self._disabled(UserRepository(conn), email)
+            if disabled:  # refused like a wrong password (it counts for the throttle), but told why
+                user = None
             await attempts.record(email, address, "signed_in" if user else "failed")
             if user is not None:
                 await UserRepository(conn).signed_in(user.id)
                 await attempts.delete_older_than(self.sign_ins_kept_days)
                 return SignIn(user)
-            return SignIn(None, await self._wait(attempts, email, address))
+            return SignIn(None, await self._wait(attempts, email, address), disabled=disabled)
+
+    @staticmethod
+    async def _disabled(repo: UserRepository, email: str) -> bool:
+        found = await repo.credentials(email)
+        return found is not None and found[2]
 
     async def _wait(self, attempts: SignInRepository, email: str, address: str) -> int:
         account = await attempts.failures_of_account(email)
@@ -134,7 +156,7 @@ class Users:
         if found is None:
             _hasher.verify(password, _DUMMY_HASH)
             return None
-        user, stored = found
+        user, stored, _ = found
         valid, new_hash = _hasher.verify_and_update(password, stored)
         if not valid:
             return None
@@ -165,6 +187,99 @@ class Users:
             raise InvalidUser("time_zone", UNKNOWN_TIME_ZONE)
         async with self.pool.acquire() as conn:
             await UserRepository(conn).set_preferences(user.id, language, time_zone)
+
+
+class NoSuchUser(Exception):
+    """No user of this id in the admin's partner (another partner's user is no more visible than a missing one)."""
+
+
+class PartnerAdmin:
+    """What a partner's admin does to the partner's users: invite, change a role, disable and enable. Each change
+    and its record (who, what, when) commit together; changes to one partner's users are judged one at a time, so
+    the partner always keeps an admin who can sign in."""
+
+    def __init__(self, pool: asyncpg.Pool, admin: User) -> None:
+        assert admin.is_admin and admin.partner_id is not None
+        self.pool = pool
+        self.admin = admin
+        self.partner_id = admin.partner_id
+
+    async def users(self) -> list[PartnerUserRow]:
+        async with self.pool.acquire() as conn:
+            return await PartnerUserRepository(conn, self.partner_id).all()
+
+    async def changes(self, limit: int = 50) -> list[UserChange]:
+        async with self.pool.acquire() as conn:
+            return await PartnerUserRepository(conn, self.partner_id).changes(limit)
+
+    async def invite(self, email: str, role: str, display_name: str = "") -> NewCredentials:
+        """A new user of the partner with a one-time password, to be changed at the first sign-in. Raises
+        InvalidUser naming the refused field (an email some user has already: any partner's)."""
+        email, display_name = email.strip(), display_name.strip()
+        chosen_role = check_invitation(email, role, display_name)
+        password = one_time_password()
+        async with self.pool.acquire() as conn, conn.transaction():
+            repo = PartnerUserRepository(conn, self.partner_id)
+            user = await repo.insert(
+                email,
+                display_name or email.split("@")[0],
+                chosen_role,
+                _hasher.hash(password),
+                self.admin.language,
+                self.admin.time_zone,
+            )
+            if user is None:
+                raise InvalidUser("email", EMAIL_TAKEN)
+            await repo.record(self.admin.email, user.email, "invited", {"role": str(chosen_role)})
+        return NewCredentials(user, password)
+
+    async def change_role(self, user_id: int, role: str) -> PartnerUserRow:
+        if role not in {r.value for r in PARTNER_ROLES}:
+            raise InvalidUser("role", UNKNOWN_ROLE)
+        new_role = Role(role)
+        async with self.pool.acquire() as conn, conn.transaction():
+            repo = PartnerUserRepository(conn, self.partner_id)
+            target = await self._locked(repo, user_id)
+            if target.user.role is new_role:
+                return target
+            if leaves_no_admin(target.user, target.disabled, await repo.active_admins(), new_role, target.disabled):
+                raise InvalidUser("role", LAST_ADMIN)
+            await repo.set_role(user_id, new_role)
+            details = {"from": str(target.user.role), "to": str(new_role)}
+            await repo.record(self.admin.email, target.user.email, "role_changed", details)
+        return target
+
+    async def disable(self, user_id: int) -> int:
+        """Disable the user: every session of theirs ends in the same transaction, and they cannot sign in until
+        enabled again. Returns how many sessions ended."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            repo = PartnerUserRepository(conn, self.partner_id)
+            target = await self._locked(repo, user_id)
+            if target.disabled:
+                return 0
+            if leaves_no_admin(target.user, False, await repo.active_admins(), target.user.role, disabled=True):
+                raise InvalidUser("state", LAST_ADMIN)
+            await repo.set_disabled(user_id, True)
+            ended = await SessionRepository(conn).delete_of_user(user_id)
+            await repo.record(self.admin.email, target.user.email, "disabled", {"sessions_ended": ended})
+        return ended
+
+    async def enable(self, user_id: int) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            repo = PartnerUserRepository(conn, self.partner_id)
+            target = await self._locked(repo, user_id)
+            if not target.disabled:
+                return
+            await repo.set_disabled(user_id, False)
+            await repo.record(self.admin.email, target.user.email, "enabled", {})
+
+    @staticmethod
+    async def _locked(repo: PartnerUserRepository, user_id: int) -> PartnerUserRow:
+        await repo.lock()
+        target = await repo.get(user_id)
+        if target is None:
+            raise NoSuchUser()
+        return target
 
 
 @dataclass(frozen=True)

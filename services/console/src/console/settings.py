@@ -16,6 +16,8 @@ class ConsoleSettings(ServiceSettings):
     orders_url: str = "http://127.0.0.1:8002"
     campaigns_url: str = "http://127.0.0.1:8003"
     notifier_url: str = "http://127.0.0.1:8004"
+    # Identity's API: the partner's API clients, managed by its admins on the API clients page.
+    identity_url: str = "http://127.0.0.1:8006"
     backend_timeout_s: float = Field(default=5.0, gt=0)
     # A backend call carries a partner token minted for the signed-in user, valid this long.
     backend_token_ttl_s: int = Field(default=300, ge=10)

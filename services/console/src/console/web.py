@@ -429,10 +429,12 @@ def role_page(allowed: Callable[[User], bool]) -> Callable[..., Any]:
 
 AnyUser = Annotated[Page, Depends(signed_in)]
 """Any signed-in user (their account pages)."""
-PartnerUser = Annotated[Page, Depends(role_page(lambda u: u.role in (Role.MARKETER, Role.VIEWER)))]
-"""A partner's user, marketer or viewer: the partner pages, read."""
-Marketer = Annotated[Page, Depends(role_page(lambda u: u.role is Role.MARKETER))]
-"""A partner's marketer: the partner pages, read and change."""
+PartnerUser = Annotated[Page, Depends(role_page(lambda u: u.role in (Role.ADMIN, Role.MARKETER, Role.VIEWER)))]
+"""A partner's user, admin, marketer or viewer: the partner pages, read."""
+Marketer = Annotated[Page, Depends(role_page(lambda u: u.can_write))]
+"""A partner's marketer (or admin: everything a marketer does): the partner pages, read and change."""
+Admin = Annotated[Page, Depends(role_page(lambda u: u.is_admin))]
+"""A partner's admin: the partner's users and API clients too."""
 Operator = Annotated[Page, Depends(role_page(lambda u: u.role is Role.OPS))]
 """One of the platform's operators: the ops pages only."""
 

@@ -80,6 +80,7 @@ async def login(
             full_page=True,
             email=email,
             failed=not attempt.throttled,
+            disabled=attempt.disabled,
             retry_after_s=attempt.retry_after_s,
         )
     await start_session(request, attempt.user)

@@ -52,3 +52,24 @@ document.addEventListener("change", (event) => {
     }
   }
 });
+
+// <button data-copy="#field" data-copied="Copied">: copies the field's text (a secret shown once) to the clipboard
+// and says so on the button; where the Clipboard API is missing (no secure context), the text is selected instead,
+// for the user to copy.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) {
+    return;
+  }
+  const field = document.querySelector(button.dataset.copy);
+  if (!field) {
+    return;
+  }
+  field.select();
+  try {
+    await navigator.clipboard.writeText(field.value);
+    button.textContent = button.dataset.copied;
+  } catch {
+    // selected: the user copies it with the keyboard
+  }
+});
