@@ -17,13 +17,12 @@ from fastapi import FastAPI
 
 from campaigns.app import create_app as campaigns_app
 from campaigns.settings import CampaignsSettings
+from devtools.pytest_plugin import token_issuer
 from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
 from orders.app import create_app as orders_app
 from orders.settings import OrdersSettings
-from servicekit.auth import issue_token
 from servicekit.errors import MAX_FIELD_ERRORS, MAX_JSON_DEPTH
-from servicekit.settings import ServiceSettings
 from status_registry.app import create_app as registry_app
 from status_registry.settings import RegistrySettings
 
@@ -59,7 +58,7 @@ async def service(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FastAPI
 
 
 def _client(app: FastAPI) -> httpx.AsyncClient:
-    token = issue_token(ServiceSettings(), "acme", ("read", "write"))
+    token = token_issuer().token("acme", ("read", "write"))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://test", headers={"Authorization": f"Bearer {token}"})
 

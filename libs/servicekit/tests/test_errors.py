@@ -9,7 +9,9 @@ import pytest
 from fastapi import FastAPI, Header, Query
 from pydantic import BaseModel, ConfigDict
 
-from servicekit.auth import OrdersReader, OrdersWriter, issue_token
+from devtools.pytest_plugin import token_issuer
+from servicekit.app import token_verifier
+from servicekit.auth import OrdersReader, OrdersWriter
 from servicekit.errors import (
     Conflict,
     NotFound,
@@ -32,6 +34,7 @@ class Thing(BaseModel):
 def make_app() -> FastAPI:
     app = FastAPI()
     app.state.settings = ServiceSettings()
+    app.state.token_verifier = token_verifier(app.state.settings)
     install_error_handlers(app)
     document_errors(app)
 
@@ -60,7 +63,7 @@ def make_app() -> FastAPI:
 @pytest.fixture
 async def client() -> Any:
     app = make_app()
-    token = issue_token(app.state.settings, "acme", ("read",))
+    token = token_issuer().token("acme", ("read",))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://test", headers={"Authorization": f"Bearer {token}"}
@@ -81,7 +84,7 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 async def test_domain_errors_are_problems_with_their_code_and_extensions(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.get("/things/x"), 404, "not_found")
     assert body["detail"] == "no thing 'x'" and "errors" not in body
-    writer = issue_token(ServiceSettings(), "acme", ("read", "write"))
+    writer = token_issuer().token("acme", ("read", "write"))
     conflict = await client.put(
         "/things/x", json={"name": "x", "size": 1}, headers={"Authorization": f"Bearer {writer}", "If-Match": '"1"'}
     )
@@ -111,7 +114,7 @@ async def test_validation_errors_name_location_and_field(client: httpx.AsyncClie
         {"location": "query", "field": "limit", "message": "Input should be greater than or equal to 1",
          "type": "greater_than_equal"}
     ]  # fmt: skip
-    writer = issue_token(ServiceSettings(), "acme", ("read", "write"))
+    writer = token_issuer().token("acme", ("read", "write"))
     bad = await client.put(
         "/things/x", json={"name": "x", "size": "big", "colour": 1}, headers={"Authorization": f"Bearer {writer}"}
     )

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from devtools.pytest_plugin import ClientFactory, Infrastructure, partner_clients
+from devtools.pytest_plugin import ClientFactory, Infrastructure
+from devtools.tokens import IdentityTokens
 from identity.app import create_app
 from identity.settings import IdentitySettings
 
@@ -35,9 +36,20 @@ async def identity_app(identity_settings: IdentitySettings) -> AsyncIterator[Fas
 
 @pytest.fixture
 async def client_for(identity_app: FastAPI, identity_settings: IdentitySettings) -> AsyncIterator[ClientFactory]:
-    """`client_for("acme")`: an HTTP client of identity holding a partner token of acme (the console's kind)."""
-    async with partner_clients(identity_app, identity_settings) as make:
-        yield make
+    """`client_for("acme")`: an HTTP client of identity holding a token of acme that identity issued to the console
+    (its own client; `read`/`write` as in devtools.tokens.scopes_of)."""
+    transport = httpx.ASGITransport(app=identity_app)
+    tokens = IdentityTokens(identity_settings.token_issuer, transport=transport)
+    clients: list[httpx.AsyncClient] = []
+
+    def make(partner: str = "acme", scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(transport=transport, base_url="http://identity", auth=tokens.auth(partner, scopes))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
 
 
 @pytest.fixture

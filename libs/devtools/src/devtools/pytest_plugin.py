@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from devtools import infra
 from devtools.kafka_io import committed_offsets
 from devtools.platform import Infrastructure, database_dsn
-from servicekit.auth import issue_token
+from devtools.tokens import TestIssuer
 from servicekit.ops import read_topic
 from servicekit.outbox import idempotent_producer
 from servicekit.settings import ServiceSettings
@@ -46,6 +46,29 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("platform checks")
         for line in _SUMMARY:
             terminalreporter.write_line(line)
+
+
+_ISSUER: TestIssuer | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's token issuer (`devtools.tokens.TestIssuer`): every service built in process verifies its tokens,
+    through TOKEN_ISSUER, which its settings read from the environment. The e2e platform's processes are given the
+    real identity service's address instead."""
+    global _ISSUER
+    _ISSUER = TestIssuer()
+    os.environ["TOKEN_ISSUER"] = _ISSUER.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _ISSUER is not None:
+        _ISSUER.close()
+
+
+def token_issuer() -> TestIssuer:
+    """The session's token issuer: tokens that in-process services accept."""
+    assert _ISSUER is not None, "devtools.pytest_plugin is not loaded"
+    return _ISSUER
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -196,7 +219,7 @@ async def partner_clients(app: Any, settings: ServiceSettings) -> AsyncIterator[
     clients: list[httpx.AsyncClient] = []
 
     def make(partner: str = "acme", scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
-        token = issue_token(settings, partner, scopes)
+        token = token_issuer().token(partner, scopes)
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url=f"http://{settings.service_name}",

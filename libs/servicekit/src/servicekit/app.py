@@ -166,7 +166,7 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _running(settings, spec, broker) as runtime:
+        async with _running(settings, spec, broker, app.state.token_verifier) as runtime:
             app.state.runtime = runtime
             yield
 
@@ -178,6 +178,7 @@ def create_service_app(settings: ServiceSettings, spec: ServiceSpec, broker: Kaf
         dependencies=[Depends(refuse_unstorable_text)],
     )
     app.state.settings = settings
+    app.state.token_verifier = token_verifier(settings)
     install_error_handlers(app)
     document_errors(app, amend=lambda schema: document_token_url(schema, settings))
     if spec.install_handlers:
@@ -242,7 +243,9 @@ def _bound(check: RuntimeCheck, runtime: Callable[[], Runtime]) -> ReadinessChec
 
 
 @asynccontextmanager
-async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker) -> AsyncIterator[Runtime]:
+async def _running(
+    settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBroker, verifier: JwksVerifier
+) -> AsyncIterator[Runtime]:
     await asyncio.to_thread(apply_migrations, settings.database_url, spec.migrations)
     pool = await create_pool(
         settings.database_url, settings.db_pool_min_size, settings.db_pool_max_size, outbox_slots=settings.outbox_slots
@@ -258,8 +261,10 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         stack.push_async_callback(_stop_relay, relay, asyncio.create_task(relay.run(), name="outbox-relay"))
         retention = asyncio.create_task(_retention(settings, spec, pool).run(), name="retention")
         stack.push_async_callback(_cancel, retention)
-        runtime = Runtime(settings=settings, pool=pool, producer=producer, relay=relay, broker=broker)
-        await _start_token_verifier(runtime, stack)
+        runtime = Runtime(
+            settings=settings, pool=pool, producer=producer, relay=relay, broker=broker, verifier=verifier
+        )
+        await _follow_revocations(runtime, stack)
         if spec.keeps_catalog:
             runtime.catalog = StatusCatalog(
                 settings.kafka_bootstrap_servers,
@@ -279,22 +284,26 @@ async def _running(settings: ServiceSettings, spec: ServiceSpec, broker: KafkaBr
         yield runtime
 
 
-async def _start_token_verifier(runtime: Runtime, stack: contextlib.AsyncExitStack) -> None:
-    """The identity service's tokens: its JWKS (fetched when the first token arrives), and every revoked client
-    read before the service answers, so that none of them is honoured after a restart."""
-    settings = runtime.settings
+def token_verifier(settings: ServiceSettings) -> JwksVerifier:
+    """The identity service's tokens: its JWKS, fetched when the first token arrives (so an app verifies even before
+    its lifespan runs, as in-process tests use it); the lifespan adds the revoked clients (`_follow_revocations`)."""
+    jwks = Jwks(settings.token_issuer.rstrip("/") + JWKS_PATH, max_age_s=settings.token_jwks_max_age_s)
+    return JwksVerifier(jwks, issuer=settings.token_issuer, audience=settings.token_audience)
+
+
+async def _follow_revocations(runtime: Runtime, stack: contextlib.AsyncExitStack) -> None:
+    """Every revoked client, read before the service answers, so that none of them is honoured after a restart."""
+    settings, verifier = runtime.settings, runtime.verifier
+    assert verifier is not None
+    stack.push_async_callback(verifier.close)
     revoked = RevokedClients(
         settings.kafka_bootstrap_servers, settings.topic(Topic.CLIENT_REVOCATIONS), f"{settings.service_name}-revoked"
     )
     await revoked.start()
     stack.push_async_callback(revoked.stop)
     await revoked.ready.wait()
-    jwks = Jwks(settings.token_issuer.rstrip("/") + JWKS_PATH, max_age_s=settings.token_jwks_max_age_s)
-    stack.push_async_callback(jwks.close)
     runtime.revoked_clients = revoked
-    runtime.verifier = JwksVerifier(
-        jwks, issuer=settings.token_issuer, audience=settings.token_audience, revoked=revoked
-    )
+    verifier.follow(revoked)
 
 
 def _retention(settings: ServiceSettings, spec: ServiceSpec, pool: asyncpg.Pool) -> Retention:

@@ -31,7 +31,7 @@ from fastapi.security import OAuth2, SecurityScopes
 
 from contracts.identity import Scope
 from servicekit.errors import Forbidden, Unauthorized
-from servicekit.jwks import InvalidToken
+from servicekit.jwks import InvalidToken, JwksVerifier
 from servicekit.settings import ServiceSettings
 
 SCOPES = ("read", "write")  # of the HS256 tokens
@@ -131,10 +131,7 @@ async def _verified(request: Request, token: str) -> Principal:
             return decode_token(request.app.state.settings, token)
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
-    runtime = getattr(request.app.state, "runtime", None)
-    verifier = getattr(runtime, "verifier", None)
-    if verifier is None:
-        raise Unauthorized("invalid token: this service verifies no identity tokens yet (starting)")
+    verifier: JwksVerifier = request.app.state.token_verifier
     try:
         identity = await verifier.verify(token)
     except InvalidToken as exc:

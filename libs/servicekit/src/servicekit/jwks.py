@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -239,10 +239,18 @@ class RevokedClients:
         return True
 
 
+class KeySource(Protocol):
+    """Where a verifier finds a token's public key: the issuer's JWKS over HTTP (`Jwks`), or the issuer's own ring."""
+
+    async def key(self, kid: str) -> PublicKey | None: ...
+
+    async def close(self) -> None: ...
+
+
 class JwksVerifier:
     def __init__(
         self,
-        jwks: Jwks,
+        jwks: KeySource,
         *,
         issuer: str,
         audience: str,
@@ -261,6 +269,17 @@ class JwksVerifier:
             sub={"essential": True},
             client_id={"essential": True},
         )
+
+    def use_keys(self, keys: KeySource) -> None:
+        """Verify with `keys` instead of the issuer's JWKS over HTTP: the issuer itself verifies with its own keys."""
+        self._jwks = keys
+
+    def follow(self, revoked: RevokedClients) -> None:
+        """Refuse the tokens of the clients `revoked` holds from now on (the service's lifespan starts it)."""
+        self._revoked = revoked
+
+    async def close(self) -> None:
+        await self._jwks.close()
 
     async def verify(self, token: str) -> TokenIdentity:
         header = _header(token)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from contracts.identity import ClientId
 from contracts.text import text_problem
 from identity.domain import (
+    FIRST_PARTY_CLIENT_ID,
     ApiClient,
     AuditEntry,
     CreatedClient,
@@ -75,7 +76,7 @@ def actor_of(
         ),
     ] = None,
 ) -> str:
-    if who.client_id is not None:  # an API client acts as itself: it cannot name another actor
+    if who.client_id not in (None, FIRST_PARTY_CLIENT_ID):  # an API client acts as itself: it names no other actor
         return f"client:{who.client_id}"
     return x_actor if x_actor else f"partner:{who.partner_id}"
 

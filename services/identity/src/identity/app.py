@@ -59,6 +59,8 @@ def _start(settings: IdentitySettings, tasks: list[asyncio.Task[None]]) -> Start
         keys = KeyRing(runtime.pool, settings)
         await keys.refresh()
         tasks.append(asyncio.create_task(keys.run(), name="signing-keys"))
+        assert runtime.verifier is not None
+        runtime.verifier.use_keys(keys)  # the issuer verifies the tokens of its own routes with its own keys
         hasher = SecretHasher(settings.secret_verifications)
         runtime.parts = IdentityParts(
             keys=keys, hasher=hasher, issuer=TokenIssuer(runtime.pool, hasher, keys, settings)

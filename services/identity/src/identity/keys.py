@@ -141,6 +141,15 @@ class KeyRing:
         published = {k.kid for k in published_at([k.times for k in self._keys], now)}
         return {"keys": [k.public_jwk for k in self._keys if k.times.kid in published]}
 
+    async def key(self, kid: str) -> OKPKey | None:
+        """A published key by its kid: identity verifies its own tokens (its /v1/clients routes) without asking its
+        JWKS over HTTP (servicekit.jwks.KeySource)."""
+        found = [entry for entry in self.jwks()["keys"] if entry.get("kid") == kid]
+        return OKPKey.import_key(found[0]) if found else None
+
+    async def close(self) -> None:
+        pass
+
     def due_for_rotation(self) -> bool:
         rotate_after = self._settings.key_rotate_after_s
         limit = timedelta(seconds=rotate_after) if rotate_after > 0 else None
