@@ -89,8 +89,8 @@ console-messages: setup ## extract the console's messages and merge new ones int
 		&& $(CURDIR)/.venv/bin/pybabel update -i $(CURDIR)/.state/console-messages.pot -d src/console/locale \
 		--width 120 --ignore-obsolete
 
-token: ## print a partner token: make token PARTNER=<id> [SCOPES=read,write]
-	@$(RUN) python -m servicekit.auth "$(PARTNER)" --scopes "$(SCOPES)"
+token: ## print a partner's access token from identity (make up first): make token PARTNER=<id> [SCOPES=orders:read,...]
+	@$(RUN) python -m devtools.tokens "$(PARTNER)" --scopes "$(SCOPES)"
 
 run: setup infra-up ## start everything and play the example scenario (Ctrl-C stops)
 	@$(RUN) python -m devtools.run

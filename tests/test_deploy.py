@@ -50,7 +50,7 @@ HELPER_VARIABLES = {"DATABASE_USERNAME", "DATABASE_PASSWORD"}
 # A notifier provider's settings matter only when it is the one selected.
 PROVIDER_PREFIXES = {"console": "CONSOLE_", "http": "HTTP_PROVIDER_", "smpp": "SMPP_"}
 # What a service cannot run in a cluster without, whatever its defaults.
-ALWAYS_REQUIRED = {"HTTP_HOST", "HTTP_PORT", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JWT_SECRET"}
+ALWAYS_REQUIRED = {"HTTP_HOST", "HTTP_PORT", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "TOKEN_ISSUER"}
 
 
 def helm() -> str:
@@ -220,7 +220,7 @@ def test_production_takes_every_secret_from_existing_secrets() -> None:
     for service, deployment in deployments("production").items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in container["env"]}
-        for name in ("JWT_SECRET", "DATABASE_PASSWORD"):
+        for name in ("DATABASE_PASSWORD",):
             assert "secretKeyRef" in env[name]["valueFrom"], f"{service}: {name}"
         assert "$(DATABASE_PASSWORD)" in env["DATABASE_URL"]["value"]
 

@@ -21,8 +21,6 @@ from devtools.platform import SERVICES, Platform
 from devtools.pytest_plugin import read_topic
 from devtools.scenario import define_example
 from devtools.upstream import Upstream
-from servicekit.auth import issue_token
-from servicekit.settings import ServiceSettings
 
 from .test_crash_safety import publish
 from .test_seed_scenario import until
@@ -52,7 +50,7 @@ async def status_changes(platform: Platform) -> dict[str, list[Envelope[OrderSta
 async def tokens_verify_across(platform: Platform, instances: list[str]) -> int:
     """A token from each identity instance verifies with the JWKS every other one serves (one key schedule in the
     database), and names the same issuer: an integrator may reach any instance. Returns the tokens checked."""
-    partner = {"Authorization": f"Bearer {issue_token(ServiceSettings(), 'demo', ('read', 'write'))}"}
+    partner = {"Authorization": f"Bearer {await platform.tokens.token('demo')}"}
     async with httpx.AsyncClient(headers=partner, timeout=10) as http:
         created = await http.post(
             f"{platform.url(instances[0])}/v1/clients", json={"name": "erp", "scopes": ["orders:read"]}

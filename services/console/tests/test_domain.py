@@ -24,9 +24,12 @@ def user(role: Role, partner: str | None = "shop") -> User:
     return User(1, partner, "a@b.example", "A", role, False, "en", "UTC")
 
 
-def test_only_a_marketer_writes_and_a_viewers_token_only_reads() -> None:
-    assert user(Role.MARKETER).backend_scopes == ("read", "write")
-    assert user(Role.VIEWER).backend_scopes == ("read",)
+def test_a_viewer_reads_a_marketer_writes_and_an_admin_also_manages_clients() -> None:
+    reads = {"statuses:read", "orders:read", "campaigns:read", "messages:read"}
+    writes = {"statuses:write", "orders:write", "campaigns:write", "messages:write"}
+    assert set(user(Role.VIEWER).backend_scopes) == reads
+    assert set(user(Role.MARKETER).backend_scopes) == reads | writes
+    assert set(user(Role.ADMIN).backend_scopes) == reads | writes | {"clients:manage", "webhooks:manage"}
     assert not user(Role.VIEWER).can_write
     assert user(Role.OPS, None).is_operator
 

@@ -33,10 +33,6 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 
-{{- define "osp.jwtSecretName" -}}
-{{- .Values.jwt.existingSecret | default (printf "%s-jwt" (include "osp.fullname" .)) -}}
-{{- end -}}
-
 {{- define "osp.databaseSecretName" -}}
 {{- .service.database.existingSecret | default (printf "%s-db" (include "osp.name" .)) -}}
 {{- end -}}
@@ -62,10 +58,8 @@ DATABASE_URL from the service's credentials Secret: Kubernetes expands $(VAR) fr
   value: {{ printf "postgresql://$(DATABASE_USERNAME):$(DATABASE_PASSWORD)@%s:%v/%s%s" $db.host $db.port .service.database.name (ternary (printf "?%s" $db.options) "" (ne $db.options "")) | quote }}
 {{- end -}}
 
-{{/* The variables a service reads from Secrets: the JWT key, its own secret variables, its database. */}}
+{{/* The variables a service reads from Secrets: its own secret variables, its database. */}}
 {{- define "osp.secretEnv" -}}
-- name: JWT_SECRET
-  valueFrom: {secretKeyRef: {name: {{ include "osp.jwtSecretName" .root }}, key: {{ .root.Values.jwt.secretKey }}}}
 {{- range $variable, $_ := .service.secret.env }}
 - name: {{ $variable }}
   valueFrom: {secretKeyRef: {name: {{ include "osp.secretName" $ }}, key: {{ $variable }}}}

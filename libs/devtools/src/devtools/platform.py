@@ -24,8 +24,7 @@ import asyncpg
 import httpx
 
 from devtools.infra import ensure_topics
-from servicekit.auth import issue_token
-from servicekit.settings import ServiceSettings
+from devtools.tokens import IdentityTokens
 
 SERVICES = ("status-registry", "orders", "campaigns", "notifier", "identity")
 ISSUER = "identity"  # signs the access tokens; its address is their `iss`, where the verifiers find its JWKS
@@ -175,8 +174,15 @@ class Platform:
         return f"http://127.0.0.1:{self.ports[service]}"
 
     def client(self, service: str, partner: str, scopes: tuple[str, ...] = ("read", "write")) -> httpx.AsyncClient:
-        token = issue_token(ServiceSettings(), partner, scopes)
-        return httpx.AsyncClient(base_url=self.url(service), headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        """An HTTP client of `service` with a token of `partner` that identity issued to the console (its own
+        client); `scopes` as in `devtools.tokens.scopes_of` (`read`, `write` or scope names)."""
+        auth = self.tokens.auth(partner, scopes)
+        return httpx.AsyncClient(base_url=self.url(service), auth=auth, timeout=10)
+
+    @property
+    def tokens(self) -> IdentityTokens:
+        """Identity's tokens, from any of its running instances (a test may have killed the first)."""
+        return IdentityTokens(self.url(self.instances(ISSUER)[0]))
 
     def sent_count(self) -> int:
         """How many SMS the console provider handed over (cheap enough to poll while measuring)."""

@@ -56,7 +56,7 @@ from contracts.orders import Customer, OrderStatusChanged
 from contracts.statuses import StatusCodes
 from contracts.topics import Topic
 from devtools.scenario import DEMO_PARTNER, add_example_statuses
-from servicekit.auth import issue_token
+from devtools.tokens import IdentityTokens
 from servicekit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -505,7 +505,7 @@ async def show_status_changes(settings: ServiceSettings) -> None:
 async def play(exited: Callable[[], str | None]) -> None:
     settings = ServiceSettings()
     await wait_until_ready(exited)
-    token = issue_token(settings, DEMO_PARTNER)
+    token = await IdentityTokens(f"http://127.0.0.1:{SERVICES['identity']}").token(DEMO_PARTNER)
     watcher = asyncio.create_task(show_status_changes(settings))
     await asyncio.sleep(1)  # the watcher joins before the first change
     async with client(SERVICES["status-registry"], token) as registry:
@@ -513,7 +513,7 @@ async def play(exited: Callable[[], str | None]) -> None:
     async with client(SERVICES["campaigns"], token) as campaigns:
         await define_campaign(campaigns)
     await publish_orders(settings)
-    say(f"demo token (read, write): {token}")
+    say(f"demo token (every scope, 15 minutes; `make token PARTNER=demo` gives another): {token}")
     say("SMS appear below as the notifier's console provider sends them (also in .state/notifier/sms.jsonl,")
     say(f"and at GET http://127.0.0.1:{SERVICES['notifier']}/v1/messages with the token)")
     await create_console_users()

@@ -10,7 +10,11 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import os
+import sys
 import threading
 import time
 import uuid
@@ -129,3 +133,27 @@ class _LazyBearer(httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise RuntimeError("IdentityTokens' auth is for httpx.AsyncClient")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`make token PARTNER=<id> [SCOPES=orders:read,orders:write]`: print a token of the partner from the running
+    identity service (TOKEN_ISSUER, CONSOLE_CLIENT_SECRET), and nothing else."""
+    parser = argparse.ArgumentParser(description="Print an access token of a partner, from the identity service")
+    parser.add_argument("partner")
+    parser.add_argument("--scopes", default="read,write", help="scope names, or read / write for all of a kind")
+    args = parser.parse_args(argv)
+    scopes = [s for s in args.scopes.replace(" ", ",").split(",") if s]
+    try:
+        scopes_of(scopes)
+    except ValueError:
+        parser.error(f"unknown scopes in {scopes}; known: read, write, {', '.join(s.value for s in Scope)}")
+    issuer = os.environ.get("TOKEN_ISSUER", "http://127.0.0.1:8006")
+    tokens = IdentityTokens(issuer, os.environ.get("CONSOLE_CLIENT_SECRET", DEV_CONSOLE_CLIENT_SECRET))
+    try:
+        sys.stdout.write(asyncio.run(tokens.token(args.partner, scopes)) + "\n")
+    except (httpx.HTTPError, RuntimeError) as exc:
+        sys.exit(f"token: no token from identity at {issuer} ({exc}); is it running (make up)?")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,30 +1,21 @@
-"""Partner authentication: JWT bearer tokens carrying the partner id and scopes.
+"""Partner authentication: the identity service's access tokens, carrying the partner id and scopes.
 
 Every HTTP query is scoped to `Principal.partner_id`; nothing in a request body or path can
 choose another partner.
 
-Two kinds of token are accepted while the platform moves to the identity service:
-
-* **the identity service's access tokens** (an API client's, from `POST {TOKEN_ISSUER}/oauth/token`): signed with
-  an asymmetric key (Ed25519 or ES256), verified with the issuer's JWKS, refused at once once their client is
-  revoked (`servicekit.jwks`). Their scopes name a resource and an action (`orders:write`, `contracts.identity.Scope`).
-* **HS256 tokens** signed with the shared `JWT_SECRET`, which the console and `make token` still mint: their scopes
-  are the two of before, `read` (every `*:read` scope) and `write` (every `*:write` and `*:manage` scope).
-
-Each route names the one scope it needs (`caller(Scope.ORDERS_WRITE)`); the OpenAPI document declares the
-OAuth2 client-credentials scheme with every scope, and each operation the scope it needs. A token without it is
-a 403 `insufficient_scope` naming the scope.
+A token is an API client's (from `POST {TOKEN_ISSUER}/oauth/token`), or the console's for its signed-in user
+(identity's own client, docs/identity.md): signed with an asymmetric key (Ed25519 or ES256), verified with the
+issuer's JWKS, refused at once once its client is revoked (`servicekit.jwks`). No service holds a signing key.
+Its scopes name a resource and an action (`orders:write`, `contracts.identity.Scope`). Each route names the one
+scope it needs (`OrdersWriter`...); the OpenAPI document declares the OAuth2 client-credentials scheme with every
+scope, and each operation the scope it needs. A token without it is a 403 `insufficient_scope` naming the scope.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import jwt
 from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
@@ -34,8 +25,6 @@ from servicekit.errors import Forbidden, Unauthorized
 from servicekit.jwks import InvalidToken, JwksVerifier
 from servicekit.settings import ServiceSettings
 
-SCOPES = ("read", "write")  # of the HS256 tokens
-ALGORITHM = "HS256"
 SCOPE_DESCRIPTIONS = {
     Scope.STATUSES_READ: "Read the partner's order statuses",
     Scope.STATUSES_WRITE: "Create, change, archive and reorder order statuses",
@@ -56,44 +45,10 @@ SECURITY_SCHEME = "partnerToken"
 class Principal:
     partner_id: str
     scopes: frozenset[str]
-    client_id: str | None = None  # the API client, for an identity token
+    client_id: str  # the API client, or `console` for the console's users
 
     def allows(self, scope: str) -> bool:
-        """Whether the token holds `scope`, itself or through an HS256 token's `read` or `write`."""
-        if scope in self.scopes:
-            return True
-        action = scope.rpartition(":")[2]
-        return ("read" in self.scopes and action == "read") or ("write" in self.scopes and action != "read")
-
-
-def issue_token(
-    settings: ServiceSettings,
-    partner_id: str,
-    scopes: tuple[str, ...] = SCOPES,
-    ttl: timedelta = timedelta(days=30),
-) -> str:
-    now = datetime.now(UTC)
-    claims = {
-        "sub": partner_id,
-        "scope": " ".join(scopes),
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + ttl,
-    }
-    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
-
-
-def decode_token(settings: ServiceSettings, token: str) -> Principal:
-    claims = jwt.decode(
-        token,
-        settings.jwt_secret,
-        algorithms=[ALGORITHM],
-        audience=settings.jwt_audience,
-        issuer=settings.jwt_issuer,
-        options={"require": ["sub", "exp", "iss", "aud"]},
-    )
-    return Principal(partner_id=str(claims["sub"]), scopes=frozenset(str(claims.get("scope", "")).split()))
+        return scope in self.scopes
 
 
 _oauth2 = OAuth2(
@@ -102,7 +57,7 @@ _oauth2 = OAuth2(
         clientCredentials=OAuthFlowClientCredentials(tokenUrl=TOKEN_PATH, scopes=dict(SCOPE_DESCRIPTIONS))
     ),
     scheme_name=SECURITY_SCHEME,
-    description="An access token of the identity service (OAuth2 client credentials), or an HS256 partner token",
+    description="An access token of the identity service (OAuth2 client credentials)",
     auto_error=False,
 )
 
@@ -122,15 +77,6 @@ async def current_principal(
 
 
 async def _verified(request: Request, token: str) -> Principal:
-    try:
-        algorithm = jwt.get_unverified_header(token).get("alg")
-    except jwt.PyJWTError as exc:
-        raise Unauthorized(f"invalid token: {exc}") from exc
-    if algorithm == ALGORITHM:
-        try:
-            return decode_token(request.app.state.settings, token)
-        except jwt.PyJWTError as exc:
-            raise Unauthorized(f"invalid token: {exc}") from exc
     verifier: JwksVerifier = request.app.state.token_verifier
     try:
         identity = await verifier.verify(token)
@@ -156,21 +102,3 @@ def document_token_url(schema: dict[str, Any], settings: ServiceSettings) -> Non
     scheme = schema.get("components", {}).get("securitySchemes", {}).get(SECURITY_SCHEME)
     if scheme is not None:
         scheme["flows"]["clientCredentials"]["tokenUrl"] = settings.token_issuer.rstrip("/") + TOKEN_PATH
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`make token PARTNER=<id> [SCOPES=read,write]`: print a token and nothing else."""
-    parser = argparse.ArgumentParser(description="Issue a partner JWT for the platform's HTTP APIs")
-    parser.add_argument("partner")
-    parser.add_argument("--scopes", default=",".join(SCOPES))
-    parser.add_argument("--days", type=int, default=30)
-    args = parser.parse_args(argv)
-    scopes = tuple(s for s in args.scopes.replace(" ", ",").split(",") if s)
-    unknown = set(scopes) - set(SCOPES)
-    if unknown:
-        parser.error(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
-    sys.stdout.write(issue_token(ServiceSettings(), args.partner, scopes, timedelta(days=args.days)) + "\n")
-
-
-if __name__ == "__main__":
-    main()

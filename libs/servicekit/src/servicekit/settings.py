@@ -44,19 +44,13 @@ class ServiceSettings(BaseSettings):
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
 
-    # Access tokens of the identity service (API clients' OAuth2 tokens): `iss` is its public URL, where every service
-    # fetches `{token_issuer}/.well-known/jwks.json` to verify them, and `aud` the platform's APIs.
+    # Access tokens of the identity service (API clients' and the console's): `iss` is its public URL, where every
+    # service fetches `{token_issuer}/.well-known/jwks.json` to verify them, and `aud` the platform's APIs.
     token_issuer: str = "http://127.0.0.1:8006"
     token_audience: str = "order-status-api"
     # How long a service keeps the issuer's JWKS before fetching it again: shorter than the issuer publishes a new
     # key ahead of signing with it (identity's KEY_PUBLISH_AHEAD_S, an hour), so every service knows the key first.
     token_jwks_max_age_s: float = Field(default=300.0, gt=0)
-
-    # The HS256 tokens of before the identity service, still minted by the console and `make token` until they too
-    # get theirs from identity. The default only suits a laptop: set JWT_SECRET in production.
-    jwt_secret: str = Field(default="local-dev-secret-change-me-0123456789", min_length=32)
-    jwt_issuer: str = "order-status-platform"
-    jwt_audience: str = "order-status-api"
 
     # Wake-up signal for the outbox relay; the relay also polls so a lost notification only delays.
     outbox_poll_interval_s: float = 1.0

@@ -1,7 +1,9 @@
-"""The four services' public HTTP APIs, as the console calls them for a signed-in user.
+"""The services' public HTTP APIs, as the console calls them for a signed-in user.
 
-Every call carries a partner token minted for that user's partner and role, valid a few minutes: the services
-scope every query to the token's partner, so the console cannot reach another partner's data even by mistake.
+Every call carries an access token of that user's partner, with the scopes of the user's role, which the console
+gets from identity as the platform's own client (`console`: docs/identity.md) naming the partner and the user
+(`act.sub`), and keeps until a minute before it expires: the services scope every query to the token's partner, so
+the console cannot reach another partner's data even by mistake.
 A service that does not answer raises `BackendUnavailable` (the page shows a banner; other pages keep working);
 an answer of 4xx raises `BackendProblem` with the service's problem document (field errors in `errors`).
 """
@@ -9,8 +11,8 @@ an answer of 4xx raises `BackendProblem` with the service's problem document (fi
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +20,6 @@ from urllib.parse import quote
 import httpx
 
 from console.settings import ConsoleSettings
-from servicekit.auth import issue_token
 from servicekit.ops import Inspector
 
 
@@ -95,13 +96,13 @@ class Backends:
         self.settings = settings
         self.urls = base_urls(settings)
         self.http = httpx.AsyncClient(timeout=settings.backend_timeout_s, transport=transport)
+        self.tokens = TokenCache(self)
 
     async def close(self) -> None:
         await self.http.aclose()
 
-    def as_partner(self, partner_id: str, scopes: tuple[str, ...]) -> PartnerApi:
-        token = issue_token(self.settings, partner_id, scopes, ttl=timedelta(seconds=self.settings.backend_token_ttl_s))
-        return PartnerApi(self, {"Authorization": f"Bearer {token}"})
+    def as_partner(self, partner_id: str, scopes: tuple[str, ...], actor: str) -> PartnerApi:
+        return PartnerApi(self, TokenRequest(partner_id, scopes, actor))
 
     async def ready(self, service: Service) -> tuple[bool, dict[str, Any]]:
         """A service's /readyz: whether it is ready, and its checks (empty when it does not answer)."""
@@ -112,10 +113,55 @@ class Backends:
             return False, {}
 
 
+@dataclass(frozen=True)
+class TokenRequest:
+    partner_id: str
+    scopes: tuple[str, ...]
+    actor: str  # the signed-in user, the token's `act.sub`
+
+
+EXPIRY_MARGIN_S = 60  # a token is renewed this long before it expires, so no call carries an expired one
+
+
+class TokenCache:
+    """Identity's tokens, one per (partner, scopes, user), kept until a minute before they expire."""
+
+    def __init__(self, backends: Backends) -> None:
+        self._backends = backends
+        self._held: dict[TokenRequest, tuple[str, float]] = {}
+
+    async def token(self, wanted: TokenRequest) -> str:
+        held = self._held.get(wanted)
+        if held is not None and held[1] > time.monotonic():
+            return held[0]
+        token, expires_in = await self._fetch(wanted)
+        self._held[wanted] = (token, time.monotonic() + expires_in - EXPIRY_MARGIN_S)
+        return token
+
+    async def _fetch(self, wanted: TokenRequest) -> tuple[str, float]:
+        settings = self._backends.settings
+        form = {"grant_type": "client_credentials", "partner_id": wanted.partner_id, "scope": " ".join(wanted.scopes),
+                "actor": wanted.actor}  # fmt: skip
+        secret = settings.console_client_secret.get_secret_value()
+        try:
+            answer = await self._backends.http.post(
+                f"{settings.identity_url}/oauth/token", data=form, auth=(CONSOLE_CLIENT_ID, secret)
+            )
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(Service.IDENTITY, type(exc).__name__) from exc
+        if answer.status_code != 200:  # a misconfigured secret or identity in trouble: nothing a user can mend
+            raise BackendUnavailable(Service.IDENTITY, f"no token: HTTP {answer.status_code}")
+        body = answer.json()
+        return str(body["access_token"]), float(body["expires_in"])
+
+
+CONSOLE_CLIENT_ID = "console"  # identity's FIRST_PARTY_CLIENT_ID
+
+
 class PartnerApi:
-    def __init__(self, backends: Backends, headers: dict[str, str]) -> None:
+    def __init__(self, backends: Backends, token: TokenRequest) -> None:
         self.backends = backends
-        self.headers = headers
+        self.token = token
 
     async def call(
         self,
@@ -128,7 +174,8 @@ class PartnerApi:
         etag: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        headers = self.headers | ({"If-Match": etag} if etag else {}) | (headers or {})
+        bearer = {"Authorization": f"Bearer {await self.backends.tokens.token(self.token)}"}
+        headers = bearer | ({"If-Match": etag} if etag else {}) | (headers or {})
         url = f"{self.backends.urls[service]}{path}"
         query = {k: v for k, v in (params or {}).items() if v not in (None, "", [])}
         try:

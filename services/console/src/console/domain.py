@@ -12,6 +12,8 @@ from zoneinfo import available_timezones
 
 from zxcvbn import zxcvbn
 
+from contracts.identity import Scope
+
 LANGUAGES = ("en", "ru")
 MIN_PASSWORD_LENGTH = 12
 # zxcvbn's score from 0 (guessed at once) to 4; 3 is "safely unguessable: moderate protection from an offline attack".
@@ -36,6 +38,11 @@ PASSWORDS_DIFFER = N_("The two new passwords differ.")
 PASSWORD_UNCHANGED = N_("Choose a password other than the current one.")
 UNKNOWN_LANGUAGE = N_("Choose one of the languages listed.")
 UNKNOWN_TIME_ZONE = N_("Choose one of the time zones listed.")
+
+
+READ_SCOPES = tuple(s.value for s in Scope if s.value.endswith(":read"))
+MARKETER_WRITE_SCOPES = (Scope.STATUSES_WRITE.value, Scope.ORDERS_WRITE.value, Scope.CAMPAIGNS_WRITE.value,
+                         Scope.MESSAGES_WRITE.value)  # fmt: skip
 
 
 class Role(StrEnum):
@@ -70,8 +77,12 @@ class User:
 
     @property
     def backend_scopes(self) -> tuple[str, ...]:
-        """The scopes of the partner token minted for this user's backend calls."""
-        return ("read", "write") if self.can_write else ("read",)
+        """The scopes of the token the console gets from identity for this user's backend calls: a viewer reads, a
+        marketer also changes statuses, orders, campaigns and messages, an admin also manages API clients and
+        webhooks."""
+        if self.role is Role.ADMIN:
+            return tuple(s.value for s in Scope)
+        return READ_SCOPES + (MARKETER_WRITE_SCOPES if self.can_write else ())
 
 
 class InvalidUser(ValueError):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from servicekit.settings import LOCAL_POSTGRES, ServiceSettings
 
@@ -16,11 +16,12 @@ class ConsoleSettings(ServiceSettings):
     orders_url: str = "http://127.0.0.1:8002"
     campaigns_url: str = "http://127.0.0.1:8003"
     notifier_url: str = "http://127.0.0.1:8004"
-    # Identity's API: the partner's API clients, managed by its admins on the API clients page.
+    # Identity: the tokens of the console's backend calls (its token endpoint, as the platform's own client
+    # `console`, whose secret is CONSOLE_CLIENT_SECRET, the same as identity's), and the partner's API clients,
+    # managed by its admins on the API clients page. The default secret only suits a laptop.
     identity_url: str = "http://127.0.0.1:8006"
+    console_client_secret: SecretStr = Field(default=SecretStr("local-dev-console-client-secret-change-me-0123"))
     backend_timeout_s: float = Field(default=5.0, gt=0)
-    # A backend call carries a partner token minted for the signed-in user, valid this long.
-    backend_token_ttl_s: int = Field(default=300, ge=10)
 
     # Sessions live in the console's database; the cookie (HttpOnly, SameSite=Lax) holds only a random id, and is
     # Secure whenever the request came over HTTPS, or always with SESSION_COOKIE_SECURE=true (production, behind a

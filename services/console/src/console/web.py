@@ -338,7 +338,7 @@ class Page:
         if self.user.partner_id is None:
             raise NotAllowed()
         backends: Backends = self.request.app.state.backends
-        return backends.as_partner(self.user.partner_id, self.user.backend_scopes)
+        return backends.as_partner(self.user.partner_id, self.user.backend_scopes, self.user.email)
 
     def gettext(self, message: str, /, **variables: Any) -> str:
         return gettext_of(self.fmt.language)(message, **variables)

@@ -17,8 +17,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contracts.identity import ClientId
+from contracts.primitives import PARTNER_ID_PATTERN
 from contracts.text import text_problem
 from identity.domain import (
+    ACTOR_PATTERN,
     FIRST_PARTY_CLIENT_ID,
     ApiClient,
     AuditEntry,
@@ -61,16 +63,13 @@ oauth_router = APIRouter(tags=["OAuth2"])
 
 # --- who asks, for the audit -----------------------------------------------------------------------
 
-MAX_ACTOR_LENGTH = 200
-
 
 def actor_of(
     who: ClientsManager,
     x_actor: Annotated[
         str | None,
         Header(
-            max_length=MAX_ACTOR_LENGTH,
-            pattern=r"^[^\x00-\x1f\x7f]+$",
+            pattern=ACTOR_PATTERN,
             description="Who acts, for the audit (the console sends its signed-in user); "
             "the token's partner when absent",
         ),
@@ -228,11 +227,12 @@ _TOKEN_FORM_SCHEMA = {
         "client_secret": {"type": "string", "description": "client_secret_post (else HTTP Basic)"},
         "partner_id": {
             "type": "string",
+            "pattern": PARTNER_ID_PATTERN,
             "description": "Only the platform's own client (`console`): the partner the token is for",
         },
         "actor": {
             "type": "string",
-            "maxLength": 200,
+            "pattern": ACTOR_PATTERN,
             "description": "Only the platform's own client: who acts (the token's `act.sub`, RFC 8693)",
         },
     },

@@ -191,7 +191,7 @@ MAX_CREDENTIAL_LENGTH = 200
 # serves every partner's users, asks for a token of the partner it names, for the person it names, with the scopes
 # that person's role holds (docs/identity.md, "The console's tokens").
 FIRST_PARTY_CLIENT_ID = "console"
-MAX_ACTOR_LENGTH = 200
+ACTOR_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"  # one line of at most 200 characters: a person's name or email
 
 # The token request's parameters (RFC 6749 4.4.2, 2.3.1, and the first-party client's two): the others are ignored.
 TOKEN_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret", "partner_id", "actor"})
@@ -253,8 +253,8 @@ def _on_behalf(client_id: str, form: Mapping[str, str]) -> tuple[str | None, str
         return None, None
     if partner_id is None or re.fullmatch(PARTNER_ID_PATTERN, partner_id) is None:
         raise invalid_request("partner_id: name the partner the token is for")
-    if actor is not None and not (0 < len(actor) <= MAX_ACTOR_LENGTH and actor.isprintable()):
-        raise invalid_request(f"actor: at most {MAX_ACTOR_LENGTH} printable characters")
+    if actor is not None and re.fullmatch(ACTOR_PATTERN, actor) is None:
+        raise invalid_request("actor: one line of at most 200 characters")
     return partner_id, actor
 
 
