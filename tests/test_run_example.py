@@ -20,13 +20,14 @@ GIFT_WRAPPED = {"code": "gift_wrapped", "type": "delivery", "name": "Упако�
 
 @pytest.fixture
 async def platform(infrastructure: Infrastructure, tmp_path: Path) -> AsyncIterator[Platform]:
-    """The two services the example's statuses and campaign go through (orders and the notifier are not needed)."""
+    """The two services the example's statuses and campaign go through, and identity for the tokens (orders and the
+    notifier are not needed)."""
     platform = Platform(infrastructure, tmp_path)
     await platform.create()
     try:
-        for service in ("status-registry", "campaigns"):
+        for service in ("status-registry", "campaigns", "identity"):
             platform.start(service)
-        await platform.wait_ready("status-registry", "campaigns")
+        await platform.wait_ready("status-registry", "campaigns", "identity")
         yield platform
     finally:
         platform.stop_all()
