@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from devtools import run
-from devtools.platform import Platform, database_dsn
+from devtools.platform import Platform, database_dsn, running
 from devtools.pytest_plugin import Infrastructure, wait_until
 from devtools.scenario import DEMO_PARTNER, all_statuses
 
@@ -22,16 +22,8 @@ GIFT_WRAPPED = {"code": "gift_wrapped", "type": "delivery", "name": "Упако�
 async def platform(infrastructure: Infrastructure, tmp_path: Path) -> AsyncIterator[Platform]:
     """The two services the example's statuses and campaign go through, and identity for the tokens (orders and the
     notifier are not needed)."""
-    platform = Platform(infrastructure, tmp_path)
-    await platform.create()
-    try:
-        for service in ("status-registry", "campaigns", "identity"):
-            platform.start(service)
-        await platform.wait_ready("status-registry", "campaigns", "identity")
+    async with running(infrastructure, tmp_path, ("status-registry", "campaigns", "identity")) as platform:
         yield platform
-    finally:
-        platform.stop_all()
-        await platform.drop()
 
 
 async def test_the_example_again_after_a_user_used_the_console_keeps_the_users_work(platform: Platform) -> None:

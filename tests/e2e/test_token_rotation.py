@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.platform import SERVICES, Platform
+from devtools.platform import Platform, running
 from devtools.pytest_plugin import Infrastructure
 
 PUBLISH_AHEAD_S = 5
@@ -42,16 +42,8 @@ READS = {
 @pytest.fixture
 async def platform(infrastructure: Infrastructure, tmp_path: Path) -> AsyncIterator[Platform]:
     """All the services, with the short JWKS cache and key refresh the rotation needs (see the docstring)."""
-    platform = Platform(infrastructure, tmp_path, extra_env=ROTATION_ENV)
-    await platform.create()
-    try:
-        for service in SERVICES:
-            platform.start(service)
-        await platform.wait_ready()
+    async with running(infrastructure, tmp_path, extra_env=ROTATION_ENV) as platform:
         yield platform
-    finally:
-        platform.stop_all()
-        await platform.drop()
 
 
 @dataclass

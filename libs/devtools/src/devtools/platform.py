@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,3 +195,23 @@ class Platform:
         if not self.sms_file.exists():
             return []
         return [json.loads(line) for line in self.sms_file.read_text().splitlines() if line.strip()]
+
+
+@asynccontextmanager
+async def running(
+    infrastructure: Infrastructure,
+    workdir: Path,
+    services: Sequence[str] = SERVICES,
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Platform]:
+    """`services` running as processes and ready; stopped and their databases dropped after."""
+    platform = Platform(infrastructure, workdir, extra_env=dict(extra_env or {}))
+    await platform.create()
+    try:
+        for service in services:
+            platform.start(service)
+        await platform.wait_ready(*services)
+        yield platform
+    finally:
+        platform.stop_all()
+        await platform.drop()
