@@ -22,6 +22,11 @@ ClientId = Annotated[str, StringConstraints(pattern=CLIENT_ID_PATTERN)]
 """An API client's public id (`client_id` in OAuth2), issued by the identity service."""
 
 
+FIRST_PARTY_CLIENT_ID = "console"
+"""The platform's own client, configured rather than created: the console (and `make token`) asks identity for a
+token of the partner it names, for the person it names (docs/identity.md, "The console's tokens")."""
+
+
 class Scope(StrEnum):
     """What an access token may do: one resource and one action each, enforced by the service that owns it."""
 

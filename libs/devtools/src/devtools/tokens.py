@@ -26,11 +26,10 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
-from contracts.identity import Scope
+from contracts.identity import FIRST_PARTY_CLIENT_ID, Scope
 from servicekit.jwks import JWKS_PATH
 
 AUDIENCE = "order-status-api"
-CONSOLE_CLIENT_ID = "console"
 DEV_CONSOLE_CLIENT_SECRET = "local-dev-console-client-secret-change-me-0123"  # identity's and the console's default
 
 
@@ -108,7 +107,7 @@ class IdentityTokens:
             answer = await client.post(
                 f"{self._url}/oauth/token",
                 data=form | ({"actor": actor} if actor else {}),
-                auth=(CONSOLE_CLIENT_ID, self._secret),
+                auth=(FIRST_PARTY_CLIENT_ID, self._secret),
             )
         if answer.status_code != 200:
             raise RuntimeError(f"identity refused a token of {partner_id}: {answer.status_code} {answer.text}")

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from console.settings import ConsoleSettings
+from contracts.identity import FIRST_PARTY_CLIENT_ID
 from servicekit.ops import Inspector
 
 
@@ -145,7 +146,7 @@ class TokenCache:
         secret = settings.console_client_secret.get_secret_value()
         try:
             answer = await self._backends.http.post(
-                f"{settings.identity_url}/oauth/token", data=form, auth=(CONSOLE_CLIENT_ID, secret)
+                f"{settings.identity_url}/oauth/token", data=form, auth=(FIRST_PARTY_CLIENT_ID, secret)
             )
         except httpx.HTTPError as exc:
             raise BackendUnavailable(Service.IDENTITY, type(exc).__name__) from exc
@@ -153,9 +154,6 @@ class TokenCache:
             raise BackendUnavailable(Service.IDENTITY, f"no token: HTTP {answer.status_code}")
         body = answer.json()
         return str(body["access_token"]), float(body["expires_in"])
-
-
-CONSOLE_CLIENT_ID = "console"  # identity's FIRST_PARTY_CLIENT_ID
 
 
 class PartnerApi:

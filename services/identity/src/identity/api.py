@@ -16,12 +16,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from contracts.identity import ClientId
+from contracts.identity import FIRST_PARTY_CLIENT_ID, ClientId
 from contracts.primitives import PARTNER_ID_PATTERN
 from contracts.text import text_problem
 from identity.domain import (
     ACTOR_PATTERN,
-    FIRST_PARTY_CLIENT_ID,
     ApiClient,
     AuditEntry,
     CreatedClient,
@@ -75,7 +74,7 @@ def actor_of(
         ),
     ] = None,
 ) -> str:
-    if who.client_id not in (None, FIRST_PARTY_CLIENT_ID):  # an API client acts as itself: it names no other actor
+    if who.client_id != FIRST_PARTY_CLIENT_ID:  # an API client acts as itself: it names no other actor
         return f"client:{who.client_id}"
     return x_actor if x_actor else f"partner:{who.partner_id}"
 

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.identity import CLIENT_ID_PATTERN, ClientId, Scope
+from contracts.identity import CLIENT_ID_PATTERN, FIRST_PARTY_CLIENT_ID, ClientId, Scope
 from contracts.primitives import PARTNER_ID_PATTERN, DisplayName, RequestDatetime, UtcDatetime
 
 CLIENT_ID_PREFIX = "cli_"
@@ -187,10 +187,8 @@ class TokenRequest:
 MAX_CREDENTIAL_LENGTH = 200
 
 
-# The platform's own client, configured rather than created (identity's CONSOLE_CLIENT_SECRET): the console, which
-# serves every partner's users, asks for a token of the partner it names, for the person it names, with the scopes
-# that person's role holds (docs/identity.md, "The console's tokens").
-FIRST_PARTY_CLIENT_ID = "console"
+# FIRST_PARTY_CLIENT_ID (contracts.identity), authenticated with CONSOLE_CLIENT_SECRET: the console, which serves every
+# partner's users, asks for a token of the partner it names, with the scopes that person's role holds.
 ACTOR_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,200}$"  # one line of at most 200 characters: a person's name or email
 
 # The token request's parameters (RFC 6749 4.4.2, 2.3.1, and the first-party client's two): the others are ignored.

@@ -16,10 +16,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from contracts.envelope import Envelope
-from contracts.identity import ApiClientRevoked, Scope
+from contracts.identity import FIRST_PARTY_CLIENT_ID, ApiClientRevoked, Scope
 from contracts.topics import Topic, client_revocation_key
 from identity.domain import (
-    FIRST_PARTY_CLIENT_ID,
     ApiClient,
     AuditAction,
     ClientState,
