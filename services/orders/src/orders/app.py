@@ -11,6 +11,7 @@ from contracts.orders import OrderStatusChanged
 from contracts.topics import Topic
 from orders.api import analytics_router, install_error_handlers, router
 from orders.consumers import InboundConsumer, RetryPolicy
+from orders.past_changes import router as past_changes_router
 from orders.repository import retention_purges
 from orders.services import OrderService
 from orders.settings import OrdersSettings
@@ -78,7 +79,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         title="Orders",
         description="Orders with three status types: upstream events and REST in, OrderStatusChanged out; analytics.",
         migrations=Path(__file__).parent / "migrations",
-        routers=[router, analytics_router],
+        routers=[router, analytics_router, past_changes_router],
         keeps_catalog=True,
         on_startup=_startup(settings),
         install_handlers=install_error_handlers,

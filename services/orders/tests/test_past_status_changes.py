@@ -1,0 +1,91 @@
+"""GET /v1/status-changes: a partner's past changes into some statuses, each with the order as it was then."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+Clients = Callable[..., httpx.AsyncClient]
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def order_body(customer: str, **statuses: str) -> dict[str, Any]:
+    return {
+        "customer": {"id": customer, "phone": "+7 900 123-45-67", "name": "Иван", "sms_consent": True},
+        "amount": "2500.50",
+        "currency": "RUB",
+        "placed_at": T0.isoformat(),
+        "statuses": statuses,
+        "occurred_at": T0.isoformat(),
+    }
+
+
+def period(**extra: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {"since": (now - timedelta(hours=1)).isoformat(), "until": (now + timedelta(hours=1)).isoformat()} | extra
+
+
+async def lines(client: httpx.AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
+    answer = await client.get("/v1/status-changes", params=params)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("application/x-ndjson")
+    return [json.loads(line) for line in answer.text.splitlines()]
+
+
+async def test_each_change_comes_with_the_order_as_it_was_at_that_moment(client_for: Clients) -> None:
+    demo, acme = client_for("demo"), client_for("acme")
+    # o-1 shipped while its invoice was still open, paid afterwards; o-2 paid first, then shipped.
+    await demo.put("/v1/orders/o-1", json=order_body("c-1", general="accepted", delivery="at_pickup_point",
+                                                     payment="invoice_issued"))  # fmt: skip
+    await demo.post("/v1/orders/o-1/status", json={"code": "shipped"})
+    await demo.post("/v1/orders/o-1/status", json={"code": "paid"})
+    await demo.put("/v1/orders/o-2", json=order_body("c-2", delivery="at_pickup_point", payment="invoice_issued"))
+    await demo.post("/v1/orders/o-2/status", json={"code": "paid"})
+    await demo.post("/v1/orders/o-2/status", json={"code": "shipped"})
+    await demo.post("/v1/orders/o-2/status", json={"code": "delivered"})
+    await acme.put("/v1/orders/a-1", json=order_body("c-9", delivery="at_pickup_point"))
+    await acme.post("/v1/orders/a-1/status", json={"code": "shipped"})
+
+    found = await lines(demo, period(status_type="delivery", to=["shipped", "delivered"]))
+
+    assert [(f["change"]["order_id"], f["change"]["to_status"]["code"]) for f in found] == [
+        ("o-1", "shipped"),
+        ("o-2", "shipped"),
+        ("o-2", "delivered"),
+    ]  # fmt: skip: in the order they were applied, this partner's only
+    first, second, third = (f["change"] for f in found)
+    assert first["order"]["statuses"] == {
+        "general": {"code": "accepted", "name": "Принят"},
+        "delivery": {"code": "shipped", "name": "Отгружен"},
+        "payment": {"code": "invoice_issued", "name": "Счёт выставлен"},  # not "paid", which came later
+    }
+    assert first["from_status"] == {"code": "at_pickup_point", "name": "В пункте выдачи"}
+    assert second["order"]["statuses"]["payment"]["code"] == "paid"
+    assert third["from_status"]["code"] == "shipped" and third["to_include_in_analytics"] is True
+    assert first["order"]["customer"] == {"id": "c-1", "phone": "+7 900 123-45-67", "name": "Иван",
+                                          "sms_consent": True}  # fmt: skip
+    assert all(f["event_id"] and f["recorded_at"] for f in found)
+
+    assert await lines(demo, period(status_type="delivery", to=["at_delivery_point"])) == []
+    earlier = datetime.now(UTC) - timedelta(days=2)
+    old = {"since": (earlier - timedelta(days=1)).isoformat(), "until": earlier.isoformat()}
+    assert await lines(demo, old | {"status_type": "delivery", "to": ["shipped"]}) == []
+
+
+async def test_a_reversed_or_too_long_period_is_refused(client_for: Clients) -> None:
+    demo = client_for("demo")
+    now = datetime.now(UTC)
+    for since, until, code in (
+        (now, now - timedelta(days=1), "period_reversed"),
+        (now - timedelta(days=91), now, "period_too_long"),
+    ):
+        params = {"status_type": "delivery", "to": ["shipped"], "since": since.isoformat(), "until": until.isoformat()}
+        refused = await demo.get("/v1/status-changes", params=params)
+        assert refused.status_code == 422 and refused.json()["code"] == code
+        assert refused.headers["content-type"] == "application/problem+json"
+    missing = await demo.get("/v1/status-changes", params={"status_type": "delivery"})
+    assert missing.status_code == 422
