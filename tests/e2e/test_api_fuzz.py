@@ -58,6 +58,8 @@ DOMAIN_ERROR_TYPES = frozenset(
         "not_initial_status",
         "wrong_status_type",
         "not_in_analytics",
+        "reversed_range",  # an analytics period whose last day is before its first (orders)
+        "range_too_long",  # an analytics period of more than 366 days (orders)
         "invalid_cursor",
         "in_past",  # an API client's expiry must be in the future (identity)
         # NUL and unpaired surrogates (contracts.text): any string of the schema admits them, PostgreSQL does not.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -18,6 +19,8 @@ from contracts.statuses import StatusCodes, StatusDefinition, StatusType
 from orders import analytics
 from orders.domain import DetailsOutcome, OrderDetails, Outcome, Reason, Refused, Requested
 from orders.read_model import (
+    DailyEntries,
+    EntriesPerDay,
     OrderDetail,
     OrderFilter,
     OrderPage,
@@ -27,6 +30,8 @@ from orders.read_model import (
     StatusCount,
     StatusCounts,
     TimeInStatus,
+    Transition,
+    Transitions,
     find_orders,
     one_order,
     order_detail,
@@ -329,6 +334,111 @@ async def status_counts(
             StatusCount(code=d.code, name=d.name, current=current.get(d.code, 0), entered=entered.get(d.code, 0))
             for d in flagged
         ],
+    )
+
+
+def _reporting_day(day: date) -> date:
+    if not analytics.EARLIEST_DAY <= day <= analytics.LATEST_DAY:
+        raise ValueError(f"the day must be between {analytics.EARLIEST_DAY} and {analytics.LATEST_DAY}")
+    return day
+
+
+def _known_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: a path rather than a zone's name ("../x", "/etc")
+        raise ValueError("not a time zone: give an IANA name such as Europe/Moscow or UTC") from None
+    return name
+
+
+ReportingDay = Annotated[date, AfterValidator(_reporting_day)]
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
+
+
+def _period(
+    first_day: Annotated[ReportingDay, Query(description="The period's first day (YYYY-MM-DD), 1970 to 2999")],
+    last_day: Annotated[
+        ReportingDay,
+        Query(description=f"Its last day, included; at most {analytics.MAX_PERIOD_DAYS} days after the first"),
+    ],
+    time_zone: Annotated[
+        TimeZoneName, Query(description="The IANA time zone whose calendar counts the days, e.g. Europe/Moscow")
+    ] = "UTC",
+) -> analytics.Period:
+    period = analytics.Period(first_day, last_day, time_zone)
+    refused = period.refusal()
+    if refused is not None:
+        code, message = refused
+        raise _refused_status("last_day", code, message)
+    return period
+
+
+ReportingPeriod = Annotated[analytics.Period, Depends(_period)]
+_PERIOD_ERRORS = problems(
+    422,
+    s422=f"`reversed_range` (last_day is before first_day), `range_too_long` (more than "
+    f"{analytics.MAX_PERIOD_DAYS} days), or `validation_failed`: a day that does not exist or is outside 1970 to "
+    "2999, or a time zone IANA does not name",
+)
+
+
+def _flagged(request: Request, partner_id: str) -> list[StatusDefinition]:
+    """The partner's statuses flagged for analytics, by type (general, delivery, payment), then by position."""
+    types = list(StatusType)
+    flagged = (d for d in _catalog(request).of_partner(partner_id) if d.include_in_analytics)
+    return sorted(flagged, key=lambda d: (types.index(d.type), d.position, d.code))
+
+
+@analytics_router.get(
+    "/analytics/entries-per-day",
+    summary="How many times orders entered each flagged status, day by day",
+    response_model=EntriesPerDay,
+    responses=_PERIOD_ERRORS,
+)
+async def entries_per_day(request: Request, who: OrdersReader, period: ReportingPeriod) -> EntriesPerDay:
+    flagged = _flagged(request, who.partner_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        counts = await analytics.entries_per_day(conn, who.partner_id, [d.code for d in flagged], period)
+    statuses = [
+        DailyEntries(code=d.code, name=d.name, type=d.type, per_day=counts[d.code], total=sum(counts[d.code]))
+        for d in flagged
+    ]
+    return EntriesPerDay(
+        first_day=period.first_day,
+        last_day=period.last_day,
+        time_zone=period.time_zone,
+        days=period.days(),
+        statuses=statuses,
+    )
+
+
+@analytics_router.get(
+    "/analytics/transitions",
+    summary="How many orders went from each flagged status to the next flagged one",
+    response_model=Transitions,
+    responses=_PERIOD_ERRORS,
+)
+async def transitions(request: Request, who: OrdersReader, period: ReportingPeriod) -> Transitions:
+    flagged = _flagged(request, who.partner_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        counts = await analytics.transitions_between(conn, who.partner_id, [d.code for d in flagged], period)
+    by_code = {d.code: d for d in flagged}
+    left = {code: sum(n for (came_from, _), n in counts.items() if came_from == code) for code in by_code}
+    moves = [
+        Transition(
+            from_code=came_from,
+            from_name=by_code[came_from].name,
+            to_code=to,
+            to_name=by_code[to].name,
+            count=n,
+            share=n / left[came_from],
+        )
+        for (came_from, to), n in counts.items()
+    ]
+    order = list(by_code)
+    moves.sort(key=lambda m: (order.index(m.from_code), -m.count, order.index(m.to_code)))
+    return Transitions(
+        first_day=period.first_day, last_day=period.last_day, time_zone=period.time_zone, transitions=moves
     )
 
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 
 import asyncpg
@@ -106,6 +106,47 @@ class TimeInStatus(BaseModel):
     completed_stays: int
     median_seconds: float | None
     p90_seconds: float | None
+
+
+class DailyEntries(BaseModel):
+    code: str
+    name: str
+    type: StatusType
+    per_day: list[int] = Field(description="How many times orders entered it on each of `days`, zeros included")
+    total: int = Field(description="The sum of `per_day`")
+
+
+class EntriesPerDay(BaseModel):
+    first_day: date
+    last_day: date
+    time_zone: str = Field(description="The IANA time zone whose calendar days these are")
+    days: list[date] = Field(description="Every day of the period, in order")
+    statuses: list[DailyEntries] = Field(
+        description="Only the statuses flagged include_in_analytics, by type (general, delivery, payment), then "
+        "by their position"
+    )
+
+
+class Transition(BaseModel):
+    from_code: str
+    from_name: str
+    to_code: str
+    to_name: str
+    count: int = Field(description="How many times an order went from `from_code` to `to_code` in the period")
+    share: float = Field(
+        description="`count` as a fraction (0 to 1) of every move from `from_code` to a flagged status in the period"
+    )
+
+
+class Transitions(BaseModel):
+    first_day: date
+    last_day: date
+    time_zone: str = Field(description="The IANA time zone whose calendar days these are")
+    transitions: list[Transition] = Field(
+        description="Moves between statuses flagged include_in_analytics: from each to the next flagged one the "
+        "order entered, of any type (statuses not flagged in between are skipped), counted on the day it arrived. "
+        "By the from-status's type and position, then the most frequent first"
+    )
 
 
 class SegmentCustomer(BaseModel):
