@@ -23,12 +23,13 @@ from fastapi import FastAPI
 
 from contracts.envelope import decode_any
 from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
-from devtools.concurrency import at_once, statuses
+from devtools.concurrency import at_once, codes, statuses
 from devtools.pytest_plugin import (
     ClientFactory,
     Infrastructure,
     partner_clients,
     read_topic,
+    token_issuer,
     wait_until,
 )
 from notifier.app import create_app
@@ -264,3 +265,31 @@ async def test_stop_replies_racing_opt_ins_never_fail(
         assert set(statuses(responses)) <= {200, 204, 404}
         listed = [o["phone"] for o in (await client.get("/v1/opt-outs")).json()["items"]]
         assert listed in ([], [phone])
+
+
+# --- POST /v1/messages/test ----------------------------------------------------------------------
+
+
+async def test_test_sends_of_one_person_at_once_accept_exactly_what_the_hour_has_left(
+    notifier_app: FastAPI, notifier_settings: NotifierSettings, module_gateway: Gateway
+) -> None:
+    """Twenty test sends at once by one person with ten left this hour: exactly ten are accepted and sent, the others
+    429 `test_send_limited`, never a 5xx (the count is taken under a lock per person, in the database)."""
+    partner, phone = f"p-{uuid.uuid4().hex[:8]}", fresh_phone()
+    token = token_issuer().token(partner, ("read", "write"), client_id="console", actor="alice@example.com")
+    transport = httpx.ASGITransport(app=notifier_app)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://notifier", headers=headers) as alice:
+        body = {"phone": phone, "text": "A test of the campaign"}
+        responses = await at_once(*(alice.post("/v1/messages/test", json=body) for _ in range(N)))
+
+    assert statuses(responses) == {201: 10, 429: N - 10}
+    assert codes(responses, 429) == {"test_send_limited": N - 10}
+    accepted = {r.json()["send_sms_id"] for r in responses if r.status_code == 201}
+
+    async def all_sent() -> bool:
+        return accepted <= set(module_gateway.sent)
+
+    await wait_until(all_sent, what="the ten test sends at the gateway")
+    assert sum(module_gateway.handset[key] for key in accepted) == 10
+    assert sum(body["to"] == phone for body in module_gateway.bodies.values()) == 10

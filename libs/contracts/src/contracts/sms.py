@@ -61,6 +61,11 @@ class SendSms(Contract):
         "null: not stated (a sender older than this field); the notifier then sends no marketing SMS "
         "(fails safe: SmsFailed no_consent). Ignored for transactional messages.",
     )
+    is_test: bool = Field(
+        default=False,
+        description="A marketer's test send from the console (the notifier's POST /v1/messages/test): sent like any "
+        "SMS, but never counted in a campaign's stats, frequency caps or analytics.",
+    )
 
     @model_validator(mode="after")
     def _check_window(self) -> Self:
@@ -108,6 +113,11 @@ class _SmsEvent(Contract):
     order_id: Identifier
     phone: E164Phone
     occurred_at: UtcDatetime
+    is_test: bool = Field(
+        default=False,
+        description="The outcome of a marketer's test send: consumers must not count it in a campaign's stats, "
+        "frequency caps or analytics.",
+    )
 
     def record_key(self, partner_id: str) -> bytes:
         return sms_key(self.partner_id, self.phone)

@@ -59,12 +59,17 @@ class TestIssuer:
         threading.Thread(target=self._server.serve_forever, name="test-issuer", daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def token(self, partner_id: str, scopes: Iterable[str] = ("read", "write"), *, client_id: str = "tests") -> str:
+    def token(
+        self, partner_id: str, scopes: Iterable[str] = ("read", "write"), *, client_id: str = "tests", actor: str = ""
+    ) -> str:
+        """`actor`: the person the client acts for (`act.sub`), as identity writes for the console's users."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
             "iss": self.url, "aud": AUDIENCE, "sub": partner_id, "client_id": client_id,
             "scope": " ".join(scopes_of(scopes)), "iat": now, "exp": now + 3600, "jti": str(uuid.uuid4()),
         }  # fmt: skip
+        if actor:
+            claims["act"] = {"sub": actor}
         header = {"alg": "Ed25519", "typ": "at+jwt", "kid": self._key.kid}
         return jwt.encode(header, claims, self._key, algorithms=["Ed25519"])
 

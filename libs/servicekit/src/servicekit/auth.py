@@ -46,6 +46,7 @@ class Principal:
     partner_id: str
     scopes: frozenset[str]
     client_id: str  # the API client, or `console` for the console's users
+    actor: str | None = None  # the console's signed-in user (`act.sub`); None for an API client acting as itself
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
@@ -82,7 +83,9 @@ async def _verified(request: Request, token: str) -> Principal:
         identity = await verifier.verify(token)
     except InvalidToken as exc:
         raise Unauthorized(f"invalid token: {exc}") from exc
-    return Principal(partner_id=identity.partner_id, scopes=identity.scopes, client_id=identity.client_id)
+    return Principal(
+        partner_id=identity.partner_id, scopes=identity.scopes, client_id=identity.client_id, actor=identity.actor
+    )
 
 
 # Route parameters: the caller, who must hold the named scope (each operation's scope is in the OpenAPI document).

@@ -236,6 +236,18 @@ class PreconditionRequired(ProblemError):
     default_code = "precondition_required"
 
 
+class TooManyRequests(ProblemError):
+    """429: a limit of the caller's is used up; `Retry-After` says for how long (RFC 9110 section 10.2.3)."""
+
+    status = 429
+    default_code = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int, code: str | None = None, **extensions: Any) -> None:
+        super().__init__(
+            detail, code=code, headers={"Retry-After": str(retry_after_s)}, retry_after_s=retry_after_s, **extensions
+        )
+
+
 def _summary(errors: Sequence[FieldError]) -> str:
     if len(errors) == 1:
         (error,) = errors

@@ -59,6 +59,7 @@ class TokenIdentity:
     partner_id: str
     client_id: str
     scopes: frozenset[str]
+    actor: str | None = None  # `act.sub` (RFC 8693): the person the client acts for (the console's signed-in user)
 
 
 class Jwks:
@@ -303,7 +304,9 @@ class JwksVerifier:
             raise InvalidToken("sub, client_id and scope must be strings")
         if self._revoked is not None and self._revoked.is_revoked(partner_id, client_id):
             raise InvalidToken(f"client {client_id} is revoked")
-        return TokenIdentity(partner_id=partner_id, client_id=client_id, scopes=frozenset(scope.split()))
+        act = claims.get("act")
+        actor = act.get("sub") if isinstance(act, dict) and isinstance(act.get("sub"), str) else None
+        return TokenIdentity(partner_id=partner_id, client_id=client_id, scopes=frozenset(scope.split()), actor=actor)
 
 
 def _header(token: str) -> dict[str, Any]:

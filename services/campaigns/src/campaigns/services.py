@@ -228,15 +228,19 @@ class Campaigns:
             )
         return evaluate(campaign, event, history, policy.context(now, partner))
 
+    async def check_draft(self, definition: CampaignDefinition) -> None:
+        """Refuse a request's unsaved definition as a create would, its problems under `definition`."""
+        try:
+            check_definition(definition, await self._statuses())
+        except InvalidCampaign as invalid:  # the body's definition is one field of the request
+            raise InvalidCampaign([replace(p, loc=("definition", *p.loc)) for p in invalid.problems]) from None
+
     async def preview_draft(
         self, definition: CampaignDefinition, event: OrderStatusChanged, policy: Policy
     ) -> Decision:
         """The decision an unsaved definition would take for this change (the campaign editor's live preview): as
         if it were active and had never sent anything; writes nothing."""
-        try:
-            check_definition(definition, await self._statuses())
-        except InvalidCampaign as invalid:  # the body's definition is one field of the request
-            raise InvalidCampaign([replace(p, loc=("definition", *p.loc)) for p in invalid.problems]) from None
+        await self.check_draft(definition)
         async with self.pool.acquire() as conn:
             partner = await CampaignRepository(conn, self.partner_id).settings()
         now = self.clock()
@@ -572,6 +576,8 @@ def sms_outcome(event: SmsEvent) -> SmsOutcome:
 
 
 async def record_sms_events(pool: asyncpg.Pool, events: Sequence[SmsEvent]) -> None:
-    """Keep what the notifier reported; one row per (command, kind), so redelivery counts once."""
+    """Keep what the notifier reported; one row per (command, kind), so redelivery counts once. A marketer's test
+    send is no campaign's SMS: its outcomes count nowhere."""
+    counted = [(event.partner_id, sms_outcome(event)) for event in events if not event.is_test]
     async with pool.acquire() as conn:
-        await record_sms_outcomes(conn, [(event.partner_id, sms_outcome(event)) for event in events])
+        await record_sms_outcomes(conn, counted)

@@ -9,14 +9,17 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
+from contracts.primitives import Identifier
+from contracts.sms import SenderId
 from notifier.domain import Attempt, InvalidPhone, Message, MessageStatus, OptOut, Receipt, ReplayRecord
 from notifier.optouts import OptOuts, handle_inbound
 from notifier.providers.base import InboundSms
 from notifier.providers.http import HttpProvider, parse_delivery_report
 from notifier.repository import MessageFilter, MessageRepository
 from notifier.sending import Sending
+from notifier.testsends import TestSendRequest, TestSends
 from servicekit.app import parts_dependency
 from servicekit.auth import MessagesReader, MessagesWriter
 from servicekit.errors import FieldError, InvalidRequest, NotFound, Unauthorized, problem_response, problems
@@ -37,6 +40,19 @@ class MessageDetail(Message):
     attempt_log: list[Attempt]
     receipts: list[Receipt]
     replays: list[ReplayRecord] = Field(description="Replays of its dead letter: a new round, or why not")
+
+
+class TestSendBody(BaseModel):
+    phone: Annotated[str, StringConstraints(max_length=32)] = Field(
+        description="A mobile number, with its country code (E.164 or as typed: '+7 916 123-45-67')"
+    )
+    text: Annotated[str, StringConstraints(min_length=1, max_length=1600)] = Field(
+        description="The rendered text to send (the console sends its preview's)"
+    )
+    sender: SenderId | None = Field(default=None, description="Alphanumeric sender id; null: the default")
+    campaign_id: Identifier | None = Field(
+        default=None, description="The campaign being tested, to find its tests in the list; null: `test-send`"
+    )
 
 
 class OptOutPage(BaseModel):
@@ -86,16 +102,41 @@ async def list_messages(
     phone: str | None = None,
     campaign_id: str | None = None,
     status_: Annotated[MessageStatus | None, Query(alias="status")] = None,
+    is_test: Annotated[bool | None, Query(description="true: only test sends; false: none of them")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePage:
     """Newest first. The cursor names the last message of the page, nothing more."""
     (after,) = decode_cursor(cursor, uuid.UUID) if cursor else (None,)
-    where = MessageFilter(order_id=order_id, phone=phone, campaign_id=campaign_id, status=status_)
+    where = MessageFilter(order_id=order_id, phone=phone, campaign_id=campaign_id, status=status_, is_test=is_test)
     async with _pool(request).acquire() as conn:
         rows = await MessageRepository(conn, who.partner_id).page(where, after=after, limit=limit + 1)
     items, next_cursor = page_of(rows, limit, lambda message: (message.message_id,))
     return MessagePage(items=items, next_cursor=next_cursor)
+
+
+@router.post(
+    "/messages/test",
+    response_model=Message,
+    status_code=status.HTTP_201_CREATED,
+    tags=["messages"],
+    responses=problems(
+        422,
+        429,
+        s422="`invalid_phone`: not a mobile number; `opted_out`: the number is on the opt-out ledger (both name "
+        "`phone` in `errors`)",
+        s429="`test_send_limited`: this person's test sends of the last hour are used up; `Retry-After` (and "
+        "`retry_after_s`, `retry_at`) say when the next one is possible",
+    ),
+)
+async def send_test(body: TestSendBody, request: Request, who: MessagesWriter, sending: SendingParts) -> Message:
+    """A test send: `text` to `phone` through the provider, like any SMS, marked `is_test` (never counted in a
+    campaign's stats, caps or analytics). Limited per person (the token's `act.sub`; an API client's own tokens
+    count as one person) to `TEST_SENDS_PER_HOUR` in any hour, across every instance."""
+    actor = who.actor or f"client:{who.client_id}"
+    tests = TestSends(_pool(request), sending.dispatcher, request.app.state.settings.test_sends_per_hour)
+    wanted = TestSendRequest(phone=body.phone, text=body.text, sender=body.sender, campaign_id=body.campaign_id)
+    return await tests.send(who.partner_id, actor, wanted)
 
 
 @router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"], responses=problems(404))

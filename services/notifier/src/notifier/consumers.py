@@ -191,6 +191,7 @@ class Intake:
                 command_partition=record.partition,
                 command_offset=record.offset,
                 trace_parent=trace_headers().get("traceparent"),
+                is_test=command.is_test,
             )
         return new, decision
 

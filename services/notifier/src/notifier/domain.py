@@ -379,6 +379,7 @@ class Message(BaseModel):
     due_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    is_test: bool = Field(default=False, description="A marketer's test send (POST /v1/messages/test)")
 
 
 class Attempt(BaseModel):
@@ -416,3 +417,19 @@ class OptOut(BaseModel):
     phone: str
     source: str
     created_at: datetime
+
+
+TEST_SEND_WINDOW = timedelta(hours=1)
+
+
+def wait_before_test_send(earlier: list[datetime], *, per_hour: int, now: datetime) -> timedelta | None:
+    """How long one person must wait before another test send, or None when they may send now.
+
+    `earlier`: when their test sends of the last hour were made, oldest first. The window slides: once the oldest
+    of the last `per_hour` sends is an hour old, a send is free again.
+    """
+    recent = [at for at in earlier if at > now - TEST_SEND_WINDOW]
+    if len(recent) < per_hour:
+        return None
+    frees_at = recent[len(recent) - per_hour] + TEST_SEND_WINDOW
+    return max(frees_at - now, timedelta(seconds=1))

@@ -66,6 +66,7 @@ class Events:
             "order_id": message.order_id,
             "phone": message.phone,
             "occurred_at": datetime.now(UTC),
+            "is_test": message.is_test,  # so that no campaign counts a test send's outcome
         }
 
     def dispatched(self, message: Message, correlation_id: str | None, provider: str, pid: str) -> OutboxRecord:

@@ -32,7 +32,7 @@ from servicekit.retention import Purge, batch_delete, counted
 MESSAGE_COLUMNS = (
     "message_id::text, send_sms_id, partner_id, campaign_id, order_id, customer_id, phone, text, sender, "
     "transactional, encoding, segments, status, failure_reason, failure_detail, provider, provider_message_id, "
-    "attempts, replay_round, requested_at, expires_at, not_before, due_at, created_at, updated_at"
+    "attempts, replay_round, requested_at, expires_at, not_before, due_at, created_at, updated_at, is_test"
 )
 
 
@@ -73,6 +73,7 @@ class NewMessage:
     command_partition: int | None
     command_offset: int | None
     trace_parent: str | None = None
+    is_test: bool = False
 
 
 # The columns a new message sets, with their types for the arrays `insert_messages` unnests.
@@ -82,7 +83,7 @@ NEW_MESSAGE_COLUMNS = {
     "encoding": "text", "segments": "integer", "status": "text", "failure_reason": "text", "failure_detail": "text",
     "requested_at": "timestamptz", "expires_at": "timestamptz", "not_before": "timestamptz", "due_at": "timestamptz",
     "correlation_id": "text", "command": "bytea", "command_topic": "text", "command_partition": "integer",
-    "command_offset": "bigint", "trace_parent": "text",
+    "command_offset": "bigint", "trace_parent": "text", "is_test": "boolean",
 }  # fmt: skip
 INSERT_MESSAGES = (
     f"INSERT INTO messages ({', '.join(NEW_MESSAGE_COLUMNS)}) SELECT * FROM unnest("
@@ -107,6 +108,7 @@ class MessageFilter:
     phone: str | None = None
     campaign_id: str | None = None
     status: MessageStatus | None = None
+    is_test: bool | None = None  # True: only test sends; False: none of them; None: all
 
 
 class MessageRepository:
@@ -133,6 +135,7 @@ class MessageRepository:
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE partner_id = $1 "
             "AND ($2::text IS NULL OR order_id = $2) AND ($3::text IS NULL OR phone = $3) "
             "AND ($4::text IS NULL OR campaign_id = $4) AND ($5::text IS NULL OR status = $5) "
+            "AND ($9::boolean IS NULL OR is_test = $9) "
             "AND seq < COALESCE((SELECT seq FROM messages WHERE partner_id = $1 AND message_id = $6), $7) "
             "ORDER BY seq DESC LIMIT $8",
             self._partner_id,
@@ -143,8 +146,35 @@ class MessageRepository:
             after,
             2**62 if after is None else 0,  # no cursor: from the newest; a cursor whose message is gone: nothing
             limit,
+            where.is_test,
         )
         return [_message(row) for row in rows]
+
+    async def lock_test_sends_of(self, actor: str) -> None:
+        """Test sends of one actor, one at a time on every instance (until the transaction ends): each counts
+        the ones committed before it."""
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(10) || $2, 7302))", self._partner_id, actor
+        )
+
+    async def test_sends_since(self, actor: str, since: datetime) -> list[datetime]:
+        """When the actor's test sends since `since` were made, oldest first."""
+        rows = await self._conn.fetch(
+            "SELECT sent_at FROM test_sends WHERE partner_id = $1 AND actor = $2 AND sent_at > $3 ORDER BY sent_at",
+            self._partner_id,
+            actor,
+            since,
+        )
+        return [row["sent_at"] for row in rows]
+
+    async def record_test_send(self, actor: str, message_id: str, sent_at: datetime) -> None:
+        await self._conn.execute(
+            "INSERT INTO test_sends (partner_id, actor, message_id, sent_at) VALUES ($1, $2, $3::uuid, $4)",
+            self._partner_id,
+            actor,
+            message_id,
+            sent_at,
+        )
 
     async def attempts(self, message_id: str) -> list[Attempt]:
         rows = await self._conn.fetch(

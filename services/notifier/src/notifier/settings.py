@@ -61,6 +61,8 @@ class NotifierSettings(ServiceSettings):
     # redelivered report can refer to them. The messages themselves are kept: they are the record of what was sent
     # (GET /v1/messages) and their (partner, send_sms_id) key is what makes a repeated SendSms a no-op.
     attempt_retention_days: float = Field(default=90.0, ge=8)
+    # Test sends (POST /v1/messages/test) per console user (the token's act.sub) in any hour, for every instance.
+    test_sends_per_hour: int = Field(default=10, ge=1)
     receipt_retention_days: float = Field(default=90.0, ge=8)
 
     @property
