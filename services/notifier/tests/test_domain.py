@@ -30,7 +30,7 @@ from notifier.domain import (
     segment_count,
     split_segments,
 )
-from notifier.providers.http import retry_after_seconds
+from servicekit.http import retry_after_seconds
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 S = MessageStatus

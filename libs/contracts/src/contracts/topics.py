@@ -24,6 +24,9 @@ class Topic(StrEnum):
     CAMPAIGN_STATUS_USAGE = "campaigns.status-usage.v1"
     CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ = "campaigns.status-usage.v1.registry.dlq"
     CLIENT_REVOCATIONS = "identity.client-revocations.v1"
+    ORDER_STATUS_CHANGED_WEBHOOKS_DLQ = "orders.status-changed.v1.webhooks.dlq"
+    SMS_EVENTS_WEBHOOKS_DLQ = "notifier.sms-events.v1.webhooks.dlq"
+    STATUS_DEFINITIONS_WEBHOOKS_DLQ = "registry.status-definitions.v1.webhooks.dlq"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.CAMPAIGN_STATUS_USAGE, partitions=3, config=COMPACTED),
     TopicSpec(Topic.CAMPAIGN_STATUS_USAGE_REGISTRY_DLQ, partitions=1),
     TopicSpec(Topic.CLIENT_REVOCATIONS, partitions=3, config=COMPACTED),
+    TopicSpec(Topic.ORDER_STATUS_CHANGED_WEBHOOKS_DLQ, partitions=1),
+    TopicSpec(Topic.SMS_EVENTS_WEBHOOKS_DLQ, partitions=1),
+    TopicSpec(Topic.STATUS_DEFINITIONS_WEBHOOKS_DLQ, partitions=1),
 )
 
 

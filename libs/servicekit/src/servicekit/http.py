@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -37,6 +40,20 @@ def with_etag(response: Response, resource: VersionedT) -> VersionedT:
     """Answer with the resource's version as its (strong) ETag; clients send it back in If-Match."""
     response.headers["ETag"] = f'"{resource.version}"'
     return resource
+
+
+def retry_after_seconds(header: str | None, now: datetime) -> float | None:
+    """A Retry-After header in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(math.ceil((when - now).total_seconds())))
 
 
 def version_from_if_match(if_match: str | None, *, required: bool, what: str = "the resource") -> int | None:

@@ -12,9 +12,7 @@ Delivery reports arrive on ``POST /v1/delivery-reports/http``: one JSON object o
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -29,6 +27,7 @@ from notifier.providers.base import (
     ProviderFailure,
     ReportSink,
 )
+from servicekit.http import retry_after_seconds
 
 # Both the words gateways use and the SMPP receipt codes (stat:DELIVRD ...), lower-cased.
 STATUS_MAP = {
@@ -58,20 +57,6 @@ def map_receipt_status(raw: str) -> ReceiptStatus:
         return STATUS_MAP[raw.strip().lower()]
     except KeyError:
         raise ValueError(f"unknown delivery status {raw!r}") from None
-
-
-def retry_after_seconds(header: str | None, now: datetime) -> float | None:
-    """A Retry-After header in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not header:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return float(header)
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, float(math.ceil((when - now).total_seconds())))
 
 
 def parse_delivery_report(body: bytes) -> list[DeliveryReport]:

@@ -1,0 +1,3 @@
+from webhooks.app import main
+
+main()

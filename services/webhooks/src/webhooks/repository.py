@@ -1,0 +1,365 @@
+"""The SQL of webhooks. Endpoints, their secrets and their delivery log are read and written per partner
+(`EndpointRepository`); the consumers' fan-out and the dispatcher's claims span partners (`Deliveries`)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from servicekit.db import DbConnection, as_columns
+from webhooks.domain import Endpoint
+
+_ENDPOINT_COLUMNS = """
+    e.id, e.url, e.event_types, e.status_type, e.description, e.enabled, e.disabled_reason, e.disabled_at,
+    e.failing_since, e.created_at, e.updated_at, e.version,
+    (SELECT max(s.expires_at) FROM endpoint_secrets s
+      WHERE s.endpoint_id = e.id AND s.expires_at > now()) AS previous_secret_expires_at
+"""
+
+_PATCHABLE = frozenset(
+    {"url", "event_types", "status_type", "description", "enabled", "disabled_reason", "disabled_at", "failing_since"}
+)
+
+
+def _endpoint(row: asyncpg.Record) -> Endpoint:
+    return Endpoint(**dict(row))
+
+
+@dataclass(frozen=True)
+class EndpointRepository:
+    conn: DbConnection
+    partner_id: str
+
+    async def insert(self, endpoint_id: str, fields: dict[str, Any], secret: str) -> Endpoint:
+        await self.conn.execute(
+            "INSERT INTO endpoints (id, partner_id, url, event_types, status_type, description, enabled) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            endpoint_id,
+            self.partner_id,
+            fields["url"],
+            [str(t) for t in fields["event_types"]],
+            fields["status_type"],
+            fields["description"],
+            fields["enabled"],
+        )
+        await self.conn.execute(
+            "INSERT INTO endpoint_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret
+        )
+        created = await self.get(endpoint_id)
+        assert created is not None
+        return created
+
+    async def get(self, endpoint_id: str, *, for_update: bool = False) -> Endpoint | None:
+        lock = " FOR UPDATE OF e" if for_update else ""
+        row = await self.conn.fetchrow(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints e WHERE e.partner_id = $1 AND e.id = $2{lock}",
+            self.partner_id,
+            endpoint_id,
+        )
+        return _endpoint(row) if row else None
+
+    async def page(self, *, after: tuple[datetime, str] | None, limit: int) -> list[Endpoint]:
+        rows = await self.conn.fetch(
+            f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints e WHERE e.partner_id = $1 "
+            "AND ($2::timestamptz IS NULL OR (e.created_at, e.id) > ($2, $3)) ORDER BY e.created_at, e.id LIMIT $4",
+            self.partner_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+        return [_endpoint(row) for row in rows]
+
+    async def update(self, endpoint_id: str, changes: dict[str, Any]) -> Endpoint:
+        """Apply `changes` (column -> value) and bump the version."""
+        assignments = ["version = version + 1", "updated_at = now()"]
+        values: list[Any] = []
+        for column, value in changes.items():
+            assert column in _PATCHABLE, column
+            values.append([str(t) for t in value] if column == "event_types" else value)
+            assignments.append(f"{column} = ${len(values) + 2}")
+        await self.conn.execute(
+            f"UPDATE endpoints SET {', '.join(assignments)} WHERE partner_id = $1 AND id = $2",
+            self.partner_id,
+            endpoint_id,
+            *values,
+        )
+        updated = await self.get(endpoint_id)
+        assert updated is not None
+        return updated
+
+    async def delete(self, endpoint_id: str) -> bool:
+        deleted = await self.conn.fetchval(
+            "DELETE FROM endpoints WHERE partner_id = $1 AND id = $2 RETURNING id", self.partner_id, endpoint_id
+        )
+        return deleted is not None
+
+    async def rotate_secret(self, endpoint_id: str, secret: str, grace_s: float) -> None:
+        """The new secret signs from now on; the current one goes on signing for `grace_s`, any older one stops."""
+        await self.conn.execute(
+            "UPDATE endpoint_secrets SET expires_at = now() WHERE endpoint_id = $1 AND expires_at > now()",
+            endpoint_id,
+        )
+        await self.conn.execute(
+            "UPDATE endpoint_secrets SET expires_at = now() + make_interval(secs => $2) "
+            "WHERE endpoint_id = $1 AND expires_at IS NULL",
+            endpoint_id,
+            grace_s,
+        )
+        await self.conn.execute(
+            "INSERT INTO endpoint_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret
+        )
+
+    async def messages_page(
+        self, endpoint_id: str, *, after: tuple[datetime, str] | None, limit: int, state: str | None
+    ) -> list[asyncpg.Record]:
+        """The delivery log, newest first, each message with its attempts (oldest first) as JSON."""
+        return await self.conn.fetch(
+            """
+            SELECT m.id, m.event_id, m.event_type, m.order_id, m.sequence, m.payload, m.state, m.attempts,
+                   m.next_attempt_at, m.created_at, m.finished_at,
+                   coalesce((SELECT json_agg(json_build_object(
+                                'attempted_at', a.attempted_at, 'response_status', a.response_status,
+                                'latency_ms', a.latency_ms, 'response_excerpt', a.response_excerpt,
+                                'error', a.error) ORDER BY a.id)
+                             FROM attempts a WHERE a.message_id = m.id), '[]') AS attempt_log
+              FROM messages m
+             WHERE m.partner_id = $1 AND m.endpoint_id = $2 AND ($3::text IS NULL OR m.state = $3)
+               AND ($4::timestamptz IS NULL OR (m.created_at, m.id) < ($4, $5))
+             ORDER BY m.created_at DESC, m.id DESC
+             LIMIT $6
+            """,
+            self.partner_id,
+            endpoint_id,
+            state,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+
+    async def resend(self, endpoint_id: str, message_id: str, now: datetime) -> bool:
+        """Send a message again now, with its own id (a pending one is brought forward); False: no such message."""
+        row = await self.conn.fetchval(
+            "UPDATE messages SET state = 'pending', next_attempt_at = $4, finished_at = NULL "
+            "WHERE partner_id = $1 AND endpoint_id = $2 AND id = $3 RETURNING id",
+            self.partner_id,
+            endpoint_id,
+            message_id,
+            now,
+        )
+        return row is not None
+
+    async def resend_failed(self, endpoint_id: str, since: datetime, now: datetime) -> int:
+        """Every message given up on that was created since `since`, sent again now."""
+        count = await self.conn.fetchval(
+            "WITH resent AS (UPDATE messages SET state = 'pending', next_attempt_at = $4, finished_at = NULL "
+            "WHERE partner_id = $1 AND endpoint_id = $2 AND state = 'failed' AND created_at >= $3 RETURNING 1) "
+            "SELECT count(*) FROM resent",
+            self.partner_id,
+            endpoint_id,
+            since,
+            now,
+        )
+        return int(count)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: str
+    partner_id: str
+    event_types: list[str]
+    status_type: str | None
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    id: str
+    partner_id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    order_id: str | None
+    sequence: int | None
+    payload: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message this instance holds the lease of, with what sending it needs."""
+
+    id: str
+    endpoint_id: str
+    url: str
+    payload: str
+    attempts: int  # made before this one
+    lease_token: uuid.UUID
+    secrets: list[str]
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    attempted_at: datetime
+    response_status: int | None
+    latency_ms: int
+    response_excerpt: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    conn: DbConnection
+
+    async def subscribers(self, partner_ids: Sequence[str]) -> list[Subscriber]:
+        rows = await self.conn.fetch(
+            "SELECT id, partner_id, event_types, status_type FROM endpoints WHERE partner_id = ANY($1) AND enabled",
+            list(partner_ids),
+        )
+        return [Subscriber(r["id"], r["partner_id"], list(r["event_types"]), r["status_type"]) for r in rows]
+
+    async def insert_messages(self, messages: Sequence[NewMessage], now: datetime) -> None:
+        rows = [
+            (m.id, m.partner_id, m.endpoint_id, m.event_id, m.event_type, m.order_id, m.sequence, m.payload)
+            for m in messages
+        ]
+        await self.conn.execute(
+            "INSERT INTO messages (id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload, "
+            "next_attempt_at) "
+            "SELECT *, $9 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+            "$7::bigint[], $8::text[]) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            *as_columns(rows, 8),
+            now,
+        )
+
+    async def claim(
+        self, now: datetime, lease_until: datetime, limit: int, per_endpoint: int, busy: dict[str, int]
+    ) -> list[Claimed]:
+        """Lease at most `limit` due messages, at most `per_endpoint` of an endpoint less what this instance already
+        sends to it (`busy`), skipping those another instance is claiming or holds (an expired lease is free
+        again). A status change waits while an earlier one of its order to the same endpoint is pending."""
+        token = uuid.uuid4()
+        rows = await self.conn.fetch(
+            """
+            WITH busy AS (SELECT * FROM unnest($5::text[], $6::int[]) AS b(endpoint_id, in_flight)),
+            due AS (
+                SELECT m.id
+                  FROM endpoints e
+                  LEFT JOIN busy ON busy.endpoint_id = e.id
+                 CROSS JOIN LATERAL (
+                    SELECT m.id, m.next_attempt_at FROM messages m
+                     WHERE m.endpoint_id = e.id AND m.state = 'pending' AND m.next_attempt_at <= $1
+                       AND (m.lease_until IS NULL OR m.lease_until <= $1)
+                       AND (m.order_id IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM messages earlier
+                             WHERE earlier.endpoint_id = m.endpoint_id AND earlier.order_id = m.order_id
+                               AND earlier.state = 'pending' AND earlier.sequence < m.sequence))
+                     ORDER BY m.next_attempt_at
+                     LIMIT greatest($4 - coalesce(busy.in_flight, 0), 0)
+                       FOR UPDATE OF m SKIP LOCKED
+                 ) m
+                 WHERE e.enabled
+                 ORDER BY m.next_attempt_at
+                 LIMIT $3
+            ),
+            leased AS (
+                UPDATE messages SET lease_token = $7, lease_until = $2
+                  FROM due WHERE messages.id = due.id
+                RETURNING messages.id, messages.endpoint_id, messages.payload, messages.attempts
+            )
+            SELECT l.id, l.endpoint_id, l.payload, l.attempts, e.url,
+                   array(SELECT s.secret FROM endpoint_secrets s
+                          WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
+                          ORDER BY s.id DESC) AS secrets
+              FROM leased l JOIN endpoints e ON e.id = l.endpoint_id
+            """,
+            now,
+            lease_until,
+            limit,
+            per_endpoint,
+            list(busy),
+            list(busy.values()),
+            token,
+        )
+        return [
+            Claimed(
+                id=r["id"],
+                endpoint_id=r["endpoint_id"],
+                url=r["url"],
+                payload=r["payload"],
+                attempts=r["attempts"],
+                lease_token=token,
+                secrets=list(r["secrets"]),
+            )
+            for r in rows
+        ]
+
+    async def failing_since(self, endpoint_id: str) -> datetime | None:
+        value: datetime | None = await self.conn.fetchval(
+            # One attempt's outcome at a time per endpoint (the failure streak is read and written); NO KEY: the
+            # consumers' inserts of messages, which only check the endpoint exists, go on meanwhile.
+            "SELECT failing_since FROM endpoints WHERE id = $1 FOR NO KEY UPDATE",
+            endpoint_id,
+        )
+        return value
+
+    async def record_attempt(
+        self,
+        message: Claimed,
+        attempt: AttemptRecord,
+        *,
+        state: str,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """The attempt and the message's new state, if this instance still holds the lease (False: it expired and
+        another instance claimed the message; this attempt is then not recorded)."""
+        updated = await self.conn.fetchval(
+            "UPDATE messages SET state = $3, attempts = attempts + 1, next_attempt_at = coalesce($4, next_attempt_at), "
+            "lease_token = NULL, lease_until = NULL, finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5 END "
+            "WHERE id = $1 AND lease_token = $2 RETURNING id",
+            message.id,
+            message.lease_token,
+            state,
+            next_attempt_at,
+            now,
+        )
+        if updated is None:
+            return False
+        await self.conn.execute(
+            "INSERT INTO attempts (message_id, attempted_at, response_status, latency_ms, response_excerpt, error) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            message.id,
+            attempt.attempted_at,
+            attempt.response_status,
+            attempt.latency_ms,
+            attempt.response_excerpt,
+            attempt.error,
+        )
+        return True
+
+    async def set_endpoint_health(
+        self, endpoint_id: str, failing_since: datetime | None, disable_reason: str | None, now: datetime
+    ) -> None:
+        await self.conn.execute(
+            "UPDATE endpoints SET failing_since = $2, "
+            "enabled = CASE WHEN $3::text IS NULL THEN enabled ELSE false END, "
+            "disabled_reason = coalesce($3, disabled_reason), "
+            "disabled_at = CASE WHEN $3::text IS NULL THEN disabled_at ELSE $4 END, "
+            "version = CASE WHEN $3::text IS NULL THEN version ELSE version + 1 END, "
+            "updated_at = CASE WHEN $3::text IS NULL THEN updated_at ELSE now() END "
+            "WHERE id = $1",
+            endpoint_id,
+            failing_since,
+            disable_reason,
+            now,
+        )
+
+
+def attempt_log(raw: Any) -> list[dict[str, Any]]:
+    """The attempts a delivery-log row carries (asyncpg hands json as text)."""
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return list(value)
