@@ -29,10 +29,10 @@ from campaigns.domain import (
     send_command,
 )
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
-from campaigns.sms_text import sms_parts
 from campaigns.templating import LIMITS, TemplateLimit, TemplateProblem, check_template, render
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.sms import SmsEncoding
+from contracts.sms_text import sms_parts
 from contracts.statuses import CurrentStatuses, StatusDefinition, StatusRef, StatusType
 from devtools.scenario import example_status_list
 

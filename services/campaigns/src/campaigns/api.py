@@ -25,11 +25,11 @@ from campaigns.domain import (
 )
 from campaigns.repository import CampaignStats
 from campaigns.services import Campaigns, IndexKeeper, Policy
-from campaigns.sms_text import sms_parts
 from campaigns.templating import TemplateProblem
 from contracts.orders import OrderStatusChanged
 from contracts.primitives import RequestDatetime, Slug
 from contracts.sms import SmsEncoding
+from contracts.sms_text import sms_parts
 from contracts.topics import Topic
 from servicekit.app import parts_of
 from servicekit.auth import CampaignsReader, CampaignsWriter, Principal

@@ -19,11 +19,11 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
-from campaigns.sms_text import SmsParts, sms_parts
 from campaigns.templating import TemplateLimit, TemplateProblem, check_template, render
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.primitives import MONEY_PATTERN, CurrencyCode, Identifier, Money, OneLineName, Slug
 from contracts.sms import SenderId, SendSms, send_sms_id
+from contracts.sms_text import SmsParts, sms_parts
 from contracts.statuses import CurrentStatuses, StatusCodes, StatusDefinition, StatusType
 from servicekit.errors import Conflict, FieldError, InvalidRequest
 

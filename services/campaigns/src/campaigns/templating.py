@@ -23,17 +23,7 @@ from liquid import BoundTemplate, Environment, RenderContext, StrictUndefined
 from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
 from liquid.token import Token
 
-TEMPLATE_VARIABLES: tuple[str, ...] = (
-    "customer.name",
-    "order.id",
-    "order.amount",
-    "order.currency",
-    "from_status.code",
-    "from_status.name",
-    "to_status.code",
-    "to_status.name",
-    "status_type",
-)
+from contracts.sms_text import TEMPLATE_VARIABLES
 
 # What a save's trial render uses: ordinary values, as a typical order would have them.
 SAMPLE_VARIABLES: dict[str, Any] = {

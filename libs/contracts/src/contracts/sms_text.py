@@ -1,4 +1,6 @@
-"""How an SMS text travels: its encoding (GSM-7 or UCS-2) and how many segments it costs. No I/O.
+"""An SMS's text: the variables a campaign's template may fill in, and how the text travels: its encoding (GSM-7 or
+UCS-2), the characters that force UCS-2, and how many segments it costs. No I/O. The campaigns service renders and
+bills with it; the console's editor counts with it as the marketer types.
 
 GSM 03.38: the basic table costs one septet per character, the extension table two (an escape and the
 character). One GSM-7 message holds 160 septets; a concatenated one 153 per segment (the user data
@@ -12,6 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.sms import SmsEncoding
+
+# What a campaign's template may use: what an `OrderStatusChanged` can fill (campaigns.templating checks it).
+TEMPLATE_VARIABLES: tuple[str, ...] = (
+    "customer.name",
+    "order.id",
+    "order.amount",
+    "order.currency",
+    "from_status.code",
+    "from_status.name",
+    "to_status.code",
+    "to_status.name",
+    "status_type",
+)
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -31,8 +46,18 @@ class SmsParts:
     segments: int
 
 
+def _is_gsm7_character(char: str) -> bool:
+    return char in GSM7_BASIC or char in GSM7_EXTENSION
+
+
 def is_gsm7(text: str) -> bool:
-    return all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text)
+    return all(_is_gsm7_character(c) for c in text)
+
+
+def ucs2_forcing(text: str) -> list[str]:
+    """The characters of `text` that GSM-7 cannot carry, each once, in the order they first appear: any one of them
+    makes the whole message UCS-2."""
+    return list(dict.fromkeys(c for c in text if not _is_gsm7_character(c)))
 
 
 def _gsm7_cost(char: str) -> int:
