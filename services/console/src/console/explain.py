@@ -1,15 +1,24 @@
 """The services' codes and developer messages in a marketer's words, each saying what to do about it: the reasons
 a campaign did not send (the campaigns service's decision codes), why an SMS failed (the notifier's failure codes),
 and a template's problems. The services keep their stable codes and English details for logs and the API; the
-console translates what it shows."""
+console translates what it shows. And what a campaign does, in one sentence; and how its text travels (encoding,
+characters as billed, segments, and what forces UCS-2) as the marketer types it. All pure: no I/O."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from babel.lists import format_list
+from babel.numbers import format_decimal
+
 from console.domain import N_
+from contracts.sms import SmsEncoding
+from contracts.sms_text import sms_parts, ucs2_forcing
 
 Gettext = Callable[..., str]
 
@@ -89,3 +98,154 @@ def _template_words(gettext: Gettext, message: str) -> str:
         "The template's markup is broken here (%(detail)s): each {{ needs its }}, each {%% if %%} its {%% endif %%}.",
         detail=message,
     )
+
+
+# --- the SMS text as typed: how it travels ------------------------------------------------------------------------
+
+ENCODING_NAMES = {SmsEncoding.GSM7: "GSM-7", SmsEncoding.UCS2: "UCS-2"}
+FORCING_SHOWN = 3  # the first few characters that force UCS-2: a Russian text has dozens
+
+
+@dataclass(frozen=True)
+class TextCount:
+    """What the editor shows beside the text box: the encoding, characters as billed (GSM-7 septets or UCS-2 code
+    units), segments, and which characters forced UCS-2, in words (None for GSM-7)."""
+
+    encoding: str
+    characters: int
+    segments: int
+    forcing: str | None
+
+
+def text_count(gettext: Gettext, text: str) -> TextCount:
+    parts = sms_parts(text)
+    forcing = ucs2_forcing(text)
+    return TextCount(ENCODING_NAMES[parts.encoding], parts.units, parts.segments, _forcing_words(gettext, forcing))
+
+
+def _forcing_words(gettext: Gettext, forcing: list[str]) -> str | None:
+    if not forcing:
+        return None
+    shown = ", ".join(_visible(char) for char in forcing[:FORCING_SHOWN])
+    if len(forcing) == 1:
+        return gettext("%(character)s needs UCS-2", character=shown)
+    if len(forcing) <= FORCING_SHOWN:
+        return gettext("%(characters)s need UCS-2", characters=shown)
+    return gettext("%(characters)s and others need UCS-2", characters=shown)
+
+
+def _visible(char: str) -> str:
+    """A character as the marketer can find it in the text: itself in quotes, or, when it cannot be seen (a no-break
+    space or a tab pasted from a document), its code point and name."""
+    if unicodedata.category(char)[0] in "ZC":
+        return f"U+{ord(char):04X} {unicodedata.name(char, '').lower()}".rstrip()
+    return f"«{char}»"
+
+
+# --- what a campaign does, in one sentence ------------------------------------------------------------------------
+
+# "When the delivery status changes to Shipped and the payment status is Paid, send an SMS from DemoShop, once per
+# order." Built from the campaigns API's definition: its trigger, filters, sender and re-entry, statuses by name.
+TYPE_WORDS = {
+    "general": N_("the order status"),
+    "delivery": N_("the delivery status"),
+    "payment": N_("the payment status"),
+}
+TRIGGER_WORDS = {
+    "any": N_("When %(type)s changes to %(to)s"),
+    "listed": N_("When %(type)s changes from %(from)s to %(to)s"),
+}
+# From none: the order's first status of the type (Russian says it with the type in another case, so one per type).
+FIRST_STATUS_WORDS = {
+    "general": N_("When an order's first status is %(to)s"),
+    "delivery": N_("When an order's first delivery status is %(to)s"),
+    "payment": N_("When an order's first payment status is %(to)s"),
+}
+REENTRY_WORDS = {"once_per_order": N_("once per order"), "every_time": N_("every time the change happens")}
+NOT_CHOSEN = "…"
+
+
+def summary(gettext: Gettext, language: str, campaign: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    """The campaign (a CampaignDefinition as the API has it) in one sentence of the user's language; `names` are the
+    statuses' names in that language by code."""
+    statuses = _Statuses(gettext, language, names)
+    clauses = [_trigger(gettext, campaign["trigger"], statuses)]
+    clauses += [_condition(gettext, language, condition, statuses) for condition in campaign.get("filters", [])]
+    sender = campaign.get("sender")
+    send = gettext("send an SMS from %(sender)s", sender=sender) if sender else gettext("send an SMS")
+    reentry = str(campaign.get("reentry", "once_per_order"))
+    return gettext(
+        "%(when)s, %(send)s, %(reentry)s.",
+        when=format_list(clauses, locale=language),
+        send=send,
+        reentry=gettext(REENTRY_WORDS[reentry]) if reentry in REENTRY_WORDS else reentry,
+    )
+
+
+@dataclass(frozen=True)
+class _Statuses:
+    """Statuses by name, as a sentence lists them: "Shipped or Delivered", «Отправлен» или «Доставлен»."""
+
+    gettext: Gettext
+    language: str
+    names: Mapping[str, str]
+
+    def name(self, code: str) -> str:
+        name = self.names.get(code, code)
+        return f"«{name}»" if self.language == "ru" else name  # Russian quotes a name it does not decline
+
+    def either(self, codes: Any) -> str:
+        listed = [codes] if isinstance(codes, str) else list(codes or [])
+        if not listed:
+            return NOT_CHOSEN
+        return format_list([self.name(code) for code in listed], style="or", locale=self.language)
+
+    def neither(self, codes: Any) -> str:
+        listed = [codes] if isinstance(codes, str) else list(codes or [])
+        negated = [self.gettext("not %(status)s", status=self.name(code)) for code in listed]
+        return format_list(negated, locale=self.language) if negated else NOT_CHOSEN
+
+
+def _trigger(gettext: Gettext, trigger: Mapping[str, Any], statuses: _Statuses) -> str:
+    origin, status_type, target = trigger.get("from", "any"), trigger["status_type"], statuses.either(trigger.get("to"))
+    if origin == "none" and status_type in FIRST_STATUS_WORDS:
+        return gettext(FIRST_STATUS_WORDS[status_type], to=target)
+    type_words = gettext(TYPE_WORDS.get(status_type, status_type))
+    if origin in ("any", "none"):
+        return gettext(TRIGGER_WORDS["any"], type=type_words, to=target)
+    return gettext(TRIGGER_WORDS["listed"], type=type_words, to=target, **{"from": statuses.either(origin)})
+
+
+def _condition(gettext: Gettext, language: str, condition: Mapping[str, Any], statuses: _Statuses) -> str:
+    kind = condition.get("kind")
+    if kind == "order_status":
+        value = condition.get("value")
+        wanted = statuses.neither(value) if condition.get("op") == "not_in" else statuses.either(value)
+        status_type = condition.get("status_type", "")
+        return gettext(
+            "%(type)s is %(statuses)s", type=gettext(TYPE_WORDS.get(status_type, status_type)), statuses=wanted
+        )
+    if kind == "amount":
+        currency = condition.get("currency")
+        least, most = (_money(language, condition.get(bound), currency) for bound in ("min", "max"))
+        if least and most:  # the currency once, after the maximum
+            least = _money(language, condition.get("min"), None)
+            return gettext("the order amount is between %(min)s and %(max)s", min=least, max=most)
+        if least:
+            return gettext("the order amount is at least %(min)s", min=least)
+        return gettext("the order amount is at most %(max)s", max=most)
+    if kind == "sms_consent":
+        return gettext("the customer agreed to SMS")
+    if kind == "has_phone":
+        return gettext("the customer has a valid mobile phone")
+    return str(kind)
+
+
+def _money(language: str, amount: Any, currency: Any) -> str:
+    if amount is None or amount == "":
+        return ""
+    try:
+        number = format_decimal(Decimal(str(amount)), locale=language)
+    except InvalidOperation:
+        number = str(amount)
+    return f"{number} {currency}" if currency else number

@@ -1,6 +1,7 @@
-"""Campaigns: the list with the last day's counts, the editor (trigger "Order status changed", "Filter customers",
-"Send SMS") with a live preview as the marketer types, the state actions, and the stats page. Every read and change
-goes to the campaigns service's API; statuses are chosen by name from the registry's list."""
+"""Campaigns: the list with the last day's counts and what each campaign does in a sentence, the editor (trigger
+"Order status changed", "Filter customers", "Send SMS") with that sentence, a variable picker and the text's
+encoding and segments, and a live preview as the marketer types, the state actions, and the stats page. Every read
+and change goes to the campaigns service's API; statuses are chosen by name from the registry's list."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from console import explain
 from console.backends import BackendProblem, Service, segment
 from console.catalog import STATUS_TYPES, choices, partner_statuses
 from console.web import N_, Marketer, Page, PartnerUser, flash
+from contracts.sms_text import TEMPLATE_VARIABLES
 
 router = APIRouter(prefix="/campaigns")
 
@@ -41,6 +43,18 @@ FIELD_LABELS = {
     "transactional": N_("Transactional"),
 }
 SAMPLE_CUSTOMER = {"name": "Анна", "phone": "+79161234567"}
+# The variable picker's names for what a template may use (every one of contracts.sms_text.TEMPLATE_VARIABLES).
+VARIABLE_LABELS = {
+    "customer.name": N_("Customer name"),
+    "order.id": N_("Order number"),
+    "order.amount": N_("Order amount"),
+    "order.currency": N_("Currency"),
+    "from_status.name": N_("Original status"),
+    "from_status.code": N_("Original status (its code)"),
+    "to_status.name": N_("Target status"),
+    "to_status.code": N_("Target status (its code)"),
+    "status_type": N_("Status type"),
+}
 AUTO = "auto"  # a sample order's status of a type: the one the conditions ask for
 OPS = ("eq", "in", "not_in")
 MONEY = re.compile(r"\d{1,13}(\.\d{1,2})?")
@@ -221,6 +235,10 @@ class CampaignForm:
                 problems[f"filter_{row.key}"] = problem
         return problems
 
+    def complete(self) -> CampaignForm:
+        """The form without the conditions still being filled in (the preview and the summary leave them out)."""
+        return replace(self, filters=[row for row in self.filters if row.problem() is None])
+
     def field_of(self, api_field: str) -> str:
         """The editor's field for a field the API names (`trigger.to`, `filters.0.value`, `definition.template`)."""
         parts = api_field.removeprefix("definition.").split(".")
@@ -255,16 +273,28 @@ async def _last_day_of_each(page: Page, campaigns: list[dict[str, Any]]) -> list
     return items
 
 
+def _names(page: Page, statuses: list[dict[str, Any]]) -> dict[str, str]:
+    """Every status's name in the user's language by code (archived ones too: a campaign may still name one)."""
+    return {status["code"]: page.fmt.status_name(status) for status in statuses}
+
+
+def _summary(page: Page, form: CampaignForm, names: dict[str, str]) -> str:
+    """What the campaign does, in a sentence of the user's language (explain.summary)."""
+    return explain.summary(page.gettext, page.fmt.language, form.complete().definition(), names)
+
+
 @router.get("")
 async def list_campaigns(page: PartnerUser, state: str | None = None, cursor: str | None = None) -> Response:
     listing = await page.api.get(Service.CAMPAIGNS, "/v1/campaigns", state=state, cursor=cursor, limit=PAGE_SIZE)
     campaigns = listing["items"]
-    counts = await _last_day_of_each(page, campaigns)
-    names = {code: name for group in choices(page, await partner_statuses(page)).values() for code, name in group}
+    counts, statuses = await asyncio.gather(
+        _last_day_of_each(page, campaigns), partner_statuses(page, include_archived=True)
+    )
+    names = _names(page, statuses)
+    summaries = [explain.summary(page.gettext, page.fmt.language, c, names) for c in campaigns]
     return page.render(
         "campaigns/list.html",
-        campaigns=list(zip(campaigns, counts, strict=True)),
-        names=names,
+        campaigns=list(zip(campaigns, counts, summaries, strict=True)),
         state=state or "",
         next_cursor=listing.get("next_cursor"),
     )
@@ -279,7 +309,7 @@ async def _editor(
     status_code: int = 200,
 ) -> Response:
     statuses, partner_settings = await asyncio.gather(
-        partner_statuses(page), page.api.get(Service.CAMPAIGNS, "/v1/settings")
+        partner_statuses(page, include_archived=True), page.api.get(Service.CAMPAIGNS, "/v1/settings")
     )
     return page.render(
         "campaigns/editor.html",
@@ -292,7 +322,15 @@ async def _editor(
         types=STATUS_TYPES,
         filter_kinds=FILTER_KINDS,
         sample=SAMPLE_CUSTOMER,
+        summary=_summary(page, form, _names(page, statuses)),
+        count=explain.text_count(page.gettext, form.template),
+        variables=_variables(page),
     )
+
+
+def _variables(page: Page) -> list[tuple[str, str]]:
+    """The variable picker's choices: (variable, its name in the user's language)."""
+    return [(v, page.gettext(VARIABLE_LABELS[v]) if v in VARIABLE_LABELS else v) for v in TEMPLATE_VARIABLES]
 
 
 @router.get("/new")
@@ -349,18 +387,19 @@ async def live_preview(page: PartnerUser) -> Response:
     if saved := str(submitted.get("saved_campaign", "")):  # a read-only editor: its fields are not sent
         form = CampaignForm.of(await page.api.get(Service.CAMPAIGNS, f"/v1/campaigns/{segment(saved)}"))
     problems = form.problems()
+    statuses = await partner_statuses(page, include_archived=True)  # a real order may still have an archived one
+    names = _names(page, statuses)
     context: dict[str, Any] = {"preview": None, "errors": [], "problem": None, "reasons": [], "sample": {}}
+    context["summary"] = _summary(page, form, names)  # the editor's sentence follows the form (an out-of-band swap)
+    context["summary_oob"] = True
     context["hints"] = [(_field_label(page, form, name), page.gettext(text)) for name, text in problems.items()]
     if "to_codes" in problems or "template" in problems:  # nothing to show yet
         return page.render("campaigns/preview.html", **context)
-    complete = [row for row in form.filters if f"filter_{row.key}" not in problems]
-    previewed = replace(form, filters=complete)
+    previewed = form.complete()
     # a name is not needed to see what the campaign would do: the save asks for it, beside its field
     definition = previewed.definition() | {"name": form.name or PREVIEW_NAME}
     if "from_codes" in problems:
         definition["trigger"]["from"] = "any"
-    statuses = await partner_statuses(page, include_archived=True)  # a real order may still have an archived one
-    names = {status["code"]: page.fmt.status_name(status) for status in statuses}
     try:
         order = await _preview_order(page, submitted, previewed, choices(page, statuses))
         body = {"definition": definition, "order": order, **_preview_change(previewed)}
@@ -478,6 +517,14 @@ def _sample_status(submitted: FormData, form: CampaignForm, status_type: str, of
             others = [code for code, _ in offered if code not in row.codes]
             return others[0] if others else ""
     return ""
+
+
+@router.post("/-/text-count")
+async def text_count(page: PartnerUser) -> Response:
+    """Beside the text box, as the marketer types: the encoding, characters as billed, segments, and what forced
+    UCS-2, of the text as written."""
+    template = str((await page.request.form()).get("template", ""))
+    return page.render("campaigns/text_count.html", count=explain.text_count(page.gettext, template))
 
 
 @router.post("/{campaign_id}")

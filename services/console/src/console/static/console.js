@@ -73,3 +73,21 @@ document.addEventListener("click", async (event) => {
     // selected: the user copies it with the keyboard
   }
 });
+
+// <button data-insert-variable="#select" data-into="#textarea">: inserts the chosen variable, as {{ variable }}, into
+// the text box where its cursor is (replacing what is selected there), puts the cursor after it and tells the text
+// box it changed, so that its count and the live preview follow (the campaign editor's variable picker).
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-insert-variable]");
+  if (!button) {
+    return;
+  }
+  const chosen = document.querySelector(button.dataset.insertVariable);
+  const box = document.querySelector(button.dataset.into);
+  if (!chosen || !box) {
+    return;
+  }
+  box.setRangeText(`{{ ${chosen.value} }}`, box.selectionStart, box.selectionEnd, "end");
+  box.focus();
+  box.dispatchEvent(new Event("input", { bubbles: true }));
+});
