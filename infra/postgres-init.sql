@@ -5,3 +5,4 @@ CREATE DATABASE campaigns;
 CREATE DATABASE notifier;
 CREATE DATABASE console;
 CREATE DATABASE identity;
+CREATE DATABASE webhooks;

@@ -1,4 +1,4 @@
-"""The five services (and the console, when a test starts it) as separate processes on real Kafka and PostgreSQL,
+"""The six services (and the console, when a test starts it) as separate processes on real Kafka and PostgreSQL,
 for end-to-end tests.
 
 Each platform gets its own topic prefix, its own databases and free ports, so several can share
@@ -28,7 +28,7 @@ import httpx
 from devtools.infra import ensure_topics
 from devtools.tokens import IdentityTokens
 
-SERVICES = ("status-registry", "orders", "campaigns", "notifier", "identity")
+SERVICES = ("status-registry", "orders", "campaigns", "notifier", "identity", "webhooks")
 ISSUER = "identity"  # signs the access tokens; its address is their `iss`, where the verifiers find its JWKS
 CONSOLE = "console"
 APPS = (*SERVICES, CONSOLE)  # each has a database of its own
@@ -90,6 +90,7 @@ class Platform:
                 "UNKNOWN_STATUS_RETRY_DELAYS_S": "[0.5, 1, 2]",
                 "OUTBOX_POLL_INTERVAL_S": "0.3",
                 "CONSOLE_OUTBOX_FILE": str(self.sms_file),
+                "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",  # the tests' receivers listen on 127.0.0.1
                 "TRACES_EXPORTER": "none",
                 "LOG_LEVEL": "WARNING",
                 "PYTHONUNBUFFERED": "1",

@@ -14,7 +14,7 @@ it lacks: the example's statuses that are missing (and those its orders and camp
 draft). It never archives a status, and leaves a user's statuses and an edited or paused campaign as they are.
 
 `INSTANCES=2` runs each service twice (consumer groups split the partitions, the relays the outbox's slots), on
-ports 8011-8014 and 8016 beside 8001-8004 and 8006 (identity; the console, 8005, runs once).
+ports 8011-8014, 8016 and 8017 beside 8001-8004, 8006 (identity) and 8007 (webhooks; the console, 8005, runs once).
 
 Stopping stops everything, whatever happens to the supervisor:
 
@@ -63,7 +63,9 @@ ROOT = Path(__file__).resolve().parents[4]
 RUN_DIR = ROOT / ".state" / "run"
 LOG_FILE = RUN_DIR / "platform.log"
 SUPERVISOR = "supervisor"  # the name of its pid file, beside one per service
-SERVICES = {"status-registry": 8001, "orders": 8002, "campaigns": 8003, "notifier": 8004, "identity": 8006}
+SERVICES = {
+    "status-registry": 8001, "orders": 8002, "campaigns": 8003, "notifier": 8004, "identity": 8006, "webhooks": 8007
+}  # fmt: skip
 CONSOLE_PORT = 8005  # the partner console: one process (its users' sessions are signed cookies, any would do)
 # What the "ready" line of a service points at, beside its address (the APIs': their documents and metrics).
 READY_PAGES = {"console": "/login", "identity": "/docs  /asyncapi  /.well-known/jwks.json  /metrics"}
@@ -119,6 +121,8 @@ def services_env() -> dict[str, str]:
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "TRACES_FILE": os.environ.get("TRACES_FILE", str(ROOT / ".state" / "traces" / "{service}.jsonl")),
         "CONSOLE_OUTBOX_FILE": os.environ.get("CONSOLE_OUTBOX_FILE", str(ROOT / ".state" / "notifier" / "sms.jsonl")),
+        # A developer's webhook receiver listens on this machine: loopback endpoints are allowed here only.
+        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": os.environ.get("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true"),
     }
 
 

@@ -27,7 +27,7 @@ from devtools.infra.processes import (
 )
 from devtools.infra.settings import LOCALHOST, InfraError, InfraSettings
 
-SERVICE_DATABASES = ("status_registry", "orders", "campaigns", "notifier", "identity", "console")
+SERVICE_DATABASES = ("status_registry", "orders", "campaigns", "notifier", "identity", "webhooks", "console")
 PG_OS_USER = "postgres"  # PostgreSQL refuses to run as root; the Debian package creates this system user
 PG_FALLBACK_ROOT = Path("/var/tmp/order-status-platform")
 PG_START_TIMEOUT_S = 60
