@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
@@ -17,6 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from contracts.envelope import Envelope
+from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
+from contracts.sms import SmsFailed
+from contracts.statuses import CurrentStatuses, StatusRef, StatusType
 from devtools.pytest_plugin import ClientFactory, Infrastructure, partner_clients, wait_until
 from webhooks.app import create_app
 from webhooks.settings import WebhooksSettings
@@ -144,3 +151,60 @@ async def create_endpoint(client: httpx.AsyncClient, url: str, **fields: Any) ->
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+# --- platform events on the real broker -----------------------------------------------------------------------------
+
+NAMES = {"new": "New", "paid": "Paid", "shipped": "Shipped", "delivered": "Delivered"}
+TYPES = {"new": "general", "shipped": "delivery", "delivered": "delivery", "paid": "payment"}
+
+
+def status_changed(
+    order_id: str = "o-1", sequence: int = 1, *, to: str = "shipped", partner: str = "acme"
+) -> Envelope[OrderStatusChanged]:
+    status_type = StatusType(TYPES[to])
+    order = OrderSnapshot(
+        order_id=order_id,
+        statuses=CurrentStatuses.model_validate({str(status_type): {"code": to, "name": NAMES[to]}}),
+        amount=Decimal("1990.00"),
+        currency="RUB",
+        customer=Customer(id="c-1", phone="+7 916 123-45-67"),
+        placed_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    data = OrderStatusChanged(
+        order_id=order_id,
+        status_type=status_type,
+        from_status=None,
+        to_status=StatusRef(code=to, name=NAMES[to]),
+        to_include_in_analytics=True,
+        sequence=sequence,
+        order=order,
+        occurred_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+    )
+    return Envelope.wrap(data, source="/services/orders", partner_id=partner)
+
+
+def sms_failed(order_id: str = "o-1", *, partner: str = "acme") -> Envelope[SmsFailed]:
+    data = SmsFailed(
+        message_id=f"m-{uuid.uuid4().hex[:8]}", send_sms_id=str(uuid.uuid4()), partner_id=partner,
+        campaign_id="cmp-1", order_id=order_id, phone="+79161234567", occurred_at=datetime.now(UTC),
+        reason="opted_out", message="the number opted out", attempts=0,
+    )  # fmt: skip
+    return Envelope.wrap(data, source="/services/notifier", partner_id=partner)
+
+
+@pytest.fixture
+async def publish(producer: AIOKafkaProducer, webhooks_settings: WebhooksSettings) -> Callable[..., Awaitable[None]]:
+    async def send(*envelopes: Envelope[Any]) -> None:
+        for envelope in envelopes:
+            topic = webhooks_settings.topic(envelope.topic)
+            await producer.send_and_wait(topic, envelope.to_bytes(), key=envelope.key())
+
+    return send
+
+
+async def message_log(client: httpx.AsyncClient, endpoint_id: str) -> list[dict[str, Any]]:
+    """The endpoint's delivery log, oldest message first."""
+    response = await client.get(f"/v1/webhooks/endpoints/{endpoint_id}/messages", params={"limit": 200})
+    assert response.status_code == 200, response.text
+    return list(reversed(response.json()["items"]))

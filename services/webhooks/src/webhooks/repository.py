@@ -143,9 +143,10 @@ class EndpointRepository:
         )
 
     async def resend(self, endpoint_id: str, message_id: str, now: datetime) -> bool:
-        """Send a message again now, with its own id (a pending one is brought forward); False: no such message."""
+        """Send a message again now, with its own id, the schedule started anew (a pending one is brought forward);
+        False: no such message. `attempts` counts the attempts of the current round; the log keeps every one."""
         row = await self.conn.fetchval(
-            "UPDATE messages SET state = 'pending', next_attempt_at = $4, finished_at = NULL "
+            "UPDATE messages SET state = 'pending', next_attempt_at = $4, finished_at = NULL, attempts = 0 "
             "WHERE partner_id = $1 AND endpoint_id = $2 AND id = $3 RETURNING id",
             self.partner_id,
             endpoint_id,
@@ -157,8 +158,9 @@ class EndpointRepository:
     async def resend_failed(self, endpoint_id: str, since: datetime, now: datetime) -> int:
         """Every message given up on that was created since `since`, sent again now."""
         count = await self.conn.fetchval(
-            "WITH resent AS (UPDATE messages SET state = 'pending', next_attempt_at = $4, finished_at = NULL "
-            "WHERE partner_id = $1 AND endpoint_id = $2 AND state = 'failed' AND created_at >= $3 RETURNING 1) "
+            "WITH resent AS (UPDATE messages SET state = 'pending', next_attempt_at = $4, finished_at = NULL, "
+            "attempts = 0 WHERE partner_id = $1 AND endpoint_id = $2 AND state = 'failed' AND created_at >= $3 "
+            "RETURNING 1) "
             "SELECT count(*) FROM resent",
             self.partner_id,
             endpoint_id,
@@ -319,7 +321,7 @@ class Deliveries:
         another instance claimed the message; this attempt is then not recorded)."""
         updated = await self.conn.fetchval(
             "UPDATE messages SET state = $3, attempts = attempts + 1, next_attempt_at = coalesce($4, next_attempt_at), "
-            "lease_token = NULL, lease_until = NULL, finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5 END "
+            "lease_token = NULL, lease_until = NULL, finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END "
             "WHERE id = $1 AND lease_token = $2 RETURNING id",
             message.id,
             message.lease_token,
