@@ -96,6 +96,7 @@ class Platform:
                 "PYTHONUNBUFFERED": "1",
             }
             | (self.console_env() if service == CONSOLE else {})
+            | ({"ORDERS_URL": self.url("orders")} if service == "campaigns" else {})  # the backtest reads orders
             | {"TOKEN_ISSUER": self.url(ISSUER)}  # every service verifies identity's tokens with its JWKS
             | self.extra_env
         )

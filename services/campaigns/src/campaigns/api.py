@@ -42,10 +42,10 @@ router = APIRouter(prefix="/v1", tags=["campaigns"])
 
 class CampaignIdConvertor(StringConvertor):
     """A campaign id in a path: any segment but the words of the collection's own routes, so that
-    `/v1/campaigns/preview` and `/v1/campaigns/stats` reach their routes (or a 405 naming their methods) whatever
+    `/v1/campaigns/preview`, `/stats` and `/backtest` reach their routes (or a 405 naming their methods) whatever
     the method, instead of being taken for the campaign "preview" (ids are uuids: no campaign has that id)."""
 
-    regex = r"(?!(?:preview|stats)(?:/|$))[^/]+"
+    regex = r"(?!(?:preview|stats|backtest)(?:/|$))[^/]+"
 
 
 register_url_convertor("campaign_id", CampaignIdConvertor())

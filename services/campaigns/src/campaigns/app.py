@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from campaigns.api import router
+from campaigns.backtest_api import router as backtest_router
 from campaigns.consumers import subscribe
 from campaigns.domain import CampaignIndex
 from campaigns.repository import retention_purges
@@ -50,7 +51,7 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
         title="Campaigns",
         description="Order status changed -> filter customers -> send SMS, per partner.",
         migrations=Path(__file__).parent / "migrations",
-        routers=[router],
+        routers=[router, backtest_router],
         keeps_catalog=True,
         on_startup=start,
         on_shutdown=stop,

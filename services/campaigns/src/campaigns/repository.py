@@ -412,3 +412,33 @@ def retention_purges(evaluations: timedelta, fired_evaluations: timedelta, sms_o
         Purge("fired evaluations", fired_evaluations, FIRED_EVALUATIONS_SQL),
         Purge("sms_outcomes", sms_outcomes, SMS_OUTCOMES_SQL),
     ]
+
+
+# --- the backtest's view of before (campaigns.backtest) --------------------------------------------------------
+
+
+async def fired_orders_before(conn: DbConnection, campaign_id: str, before: datetime) -> set[str]:
+    """The orders a campaign sent for before `before`: once per order holds across the backtest's period start."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT order_id FROM evaluations WHERE campaign_id = $1 AND outcome = 'fired' AND evaluated_at < $2",
+        campaign_id,
+        before,
+    )
+    return {row["order_id"] for row in rows}
+
+
+async def marketing_sms_times(
+    conn: DbConnection, partner_id: str, besides: str | None, start: datetime, end: datetime
+) -> dict[str, list[datetime]]:
+    """Per customer, in order, when the partner's campaigns (but `besides`, whose SMS the backtest replays) fired
+    marketing SMS in (start, end): what the frequency cap counted, as the live path counts it."""
+    rows = await conn.fetch(
+        "SELECT customer_id, array_agg(evaluated_at ORDER BY evaluated_at) AS times FROM evaluations "
+        "WHERE partner_id = $1 AND outcome = 'fired' AND NOT transactional AND evaluated_at > $2 "
+        "AND evaluated_at < $3 AND campaign_id IS DISTINCT FROM $4 GROUP BY customer_id",
+        partner_id,
+        start,
+        end,
+        besides,
+    )
+    return {row["customer_id"]: list(row["times"]) for row in rows}

@@ -22,6 +22,9 @@ class CampaignsSettings(ServiceSettings):
     # A SendSms is valid this long from the moment it may first be sent; the notifier drops it after that.
     sms_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # The orders API, whose status history the backtest replays (campaigns.backtest), called with the caller's token.
+    orders_url: str = "http://127.0.0.1:8002"
+
     # Retention (servicekit.retention); what goes is first added to the campaign's stats roll-up, so the stats
     # stay whole. Evaluations that sent nothing and the notifier's SMS outcomes: kept longer than any
     # redelivery of the event or report they record (their primary keys make a redelivery a no-op).
