@@ -321,7 +321,8 @@ class Deliveries:
         another instance claimed the message; this attempt is then not recorded)."""
         updated = await self.conn.fetchval(
             "UPDATE messages SET state = $3, attempts = attempts + 1, next_attempt_at = coalesce($4, next_attempt_at), "
-            "lease_token = NULL, lease_until = NULL, finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END "
+            "lease_token = NULL, lease_until = NULL, "
+            "finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END "
             "WHERE id = $1 AND lease_token = $2 RETURNING id",
             message.id,
             message.lease_token,
