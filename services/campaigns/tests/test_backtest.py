@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -311,3 +312,15 @@ async def test_closing_the_stream_stops_the_work(orders_service: tuple[str, str]
                 break
             await asyncio.sleep(0.1)
         assert await active_backtests(database) == 0
+
+
+async def test_the_decisions_run_in_a_worker_of_lower_priority(
+    the_past: None, demo: httpx.AsyncClient, campaigns_app: FastAPI
+) -> None:
+    """The live path comes first: the backtest's CPU is a niced process's, not the service's event loop's."""
+    lines = await streamed(demo, "/v1/campaigns/backtest", {"definition": DRAFT, "days": 30})
+    assert lines[-1]["result"]["sms"] == 2
+    executor = campaigns_app.state.backtest_worker._executor
+    (worker,) = executor._processes.values()
+    assert worker.pid != os.getpid()
+    assert os.getpriority(os.PRIO_PROCESS, worker.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from campaigns.api import router
 from campaigns.backtest_api import router as backtest_router
+from campaigns.backtest_worker import ReplayWorker
 from campaigns.consumers import subscribe
 from campaigns.domain import CampaignIndex
 from campaigns.repository import retention_purges
@@ -32,7 +33,7 @@ PUBLISHES = (
 )
 
 
-def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
+def _on_startup(settings: CampaignsSettings, clock: Clock, worker: ReplayWorker) -> ServiceSpec:
     async def start(runtime: Runtime) -> None:
         keeper = IndexKeeper(runtime.pool, CampaignIndex())
         await keeper.start()  # before the consumers: no event is evaluated against an empty index
@@ -46,6 +47,7 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
     async def stop(runtime: Runtime) -> None:
         # The index keeper holds a pooled connection; it must go back before the pool closes.
         await parts_of(runtime, IndexKeeper).stop()
+        worker.stop()
 
     return ServiceSpec(
         title="Campaigns",
@@ -68,8 +70,10 @@ def _on_startup(settings: CampaignsSettings, clock: Clock) -> ServiceSpec:
 def create_app(settings: CampaignsSettings | None = None, clock: Clock = utc_now) -> FastAPI:
     """`clock` decides "now" for every decision (quiet hours, cap windows); tests pass a fixed one."""
     settings = settings or CampaignsSettings()
-    app = create_service_app(settings, _on_startup(settings, clock))
+    worker = ReplayWorker(settings.backtest_nice)  # the backtests' decisions, in a process started when first needed
+    app = create_service_app(settings, _on_startup(settings, clock, worker))
     app.state.clock = clock
+    app.state.backtest_worker = worker
     return app
 
 

@@ -18,7 +18,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from campaigns.api import campaigns, policy
-from campaigns.backtest import MAX_DAYS, Backtest, BacktestResult, OrdersUnavailable
+from campaigns.backtest import MAX_DAYS, Backtest, OrdersUnavailable
+from campaigns.backtest_replay import BacktestResult
 from campaigns.domain import CampaignDefinition
 from contracts.identity import Scope
 from servicekit.app import runtime_of
@@ -131,6 +132,7 @@ async def backtest_draft(body: BacktestRequest, request: Request, who: Campaigns
             policy(request),
             orders,
             request.app.state.clock,
+            request.app.state.backtest_worker,
             price_per_segment=body.price_per_segment,
         )
 
@@ -161,6 +163,7 @@ async def backtest_change(
             policy(request),
             orders,
             request.app.state.clock,
+            request.app.state.backtest_worker,
             campaign_id=stored.id,
             price_per_segment=body.price_per_segment,
         )

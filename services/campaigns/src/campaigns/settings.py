@@ -24,6 +24,8 @@ class CampaignsSettings(ServiceSettings):
 
     # The orders API, whose status history the backtest replays (campaigns.backtest), called with the caller's token.
     orders_url: str = "http://127.0.0.1:8002"
+    # The backtest decides in a worker process this much nicer than the service (0-19): the live path comes first.
+    backtest_nice: int = Field(default=10, ge=0, le=19)
 
     # Retention (servicekit.retention); what goes is first added to the campaign's stats roll-up, so the stats
     # stay whole. Evaluations that sent nothing and the notifier's SMS outcomes: kept longer than any
