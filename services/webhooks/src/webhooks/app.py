@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ from webhooks.api import WebhooksParts, router
 from webhooks.consumers import SOURCES, subscribe
 from webhooks.delivery import Dispatcher, Sender
 from webhooks.domain import Clock, SystemClock
+from webhooks.repository import retention_purges
 from webhooks.settings import WebhooksSettings
 from webhooks.targets import TargetGuard
 
@@ -75,6 +77,7 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock | None = N
         on_startup=_start(settings, clock or SystemClock(), tasks),
         on_shutdown=_stop(tasks),
         publishes=PUBLISHES,
+        purges=retention_purges(timedelta(days=settings.message_retention_days)),
     )
     return create_service_app(settings, spec)
 

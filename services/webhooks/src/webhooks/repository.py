@@ -7,12 +7,13 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from servicekit.db import DbConnection, as_columns
+from servicekit.retention import Purge, batch_delete, counted
 from webhooks.domain import Endpoint
 
 _ENDPOINT_COLUMNS = """
@@ -366,3 +367,13 @@ def attempt_log(raw: Any) -> list[dict[str, Any]]:
     """The attempts a delivery-log row carries (asyncpg hands json as text)."""
     value = json.loads(raw) if isinstance(raw, str) else raw
     return list(value)
+
+
+# --- retention (servicekit.retention) -----------------------------------------------------------------------------
+# A finished message (delivered or given up) goes with its attempts once old; a pending one is never deleted.
+
+MESSAGES_SQL = counted(batch_delete("messages", "finished_at < $1"))
+
+
+def retention_purges(messages: timedelta) -> list[Purge]:
+    return [Purge("messages", messages, MESSAGES_SQL)]

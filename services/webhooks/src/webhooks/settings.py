@@ -36,5 +36,8 @@ class WebhooksSettings(ServiceSettings):
     retry_after_cap_s: float = Field(default=3600.0, ge=0)
     # An endpoint whose deliveries have failed without a success for this long is disabled, with the reason.
     disable_after_failing_s: float = Field(default=5 * 24 * 3600.0, gt=0)
+    # A delivered or given-up message, and its attempts, is deleted this long after it finished (its delivery log and
+    # resend-failed reach back this far); a pending message is kept until it finishes.
+    message_retention_days: float = Field(default=30.0, ge=1)
     # A rotated-away secret keeps signing (beside the new one) this long.
     secret_grace_s: float = Field(default=24 * 3600.0, ge=0)
