@@ -97,6 +97,7 @@ CampaignsReader = Annotated[Principal, Security(current_principal, scopes=[Scope
 CampaignsWriter = Annotated[Principal, Security(current_principal, scopes=[Scope.CAMPAIGNS_WRITE])]
 MessagesReader = Annotated[Principal, Security(current_principal, scopes=[Scope.MESSAGES_READ])]
 MessagesWriter = Annotated[Principal, Security(current_principal, scopes=[Scope.MESSAGES_WRITE])]
+WebhooksManager = Annotated[Principal, Security(current_principal, scopes=[Scope.WEBHOOKS_MANAGE])]
 ClientsManager = Annotated[Principal, Security(current_principal, scopes=[Scope.CLIENTS_MANAGE])]
 
 

@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, Security, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from contracts.identity import Scope
 from contracts.primitives import UtcDatetime
 from servicekit.app import parts_dependency, runtime_of
-from servicekit.auth import Principal, current_principal
+from servicekit.auth import WebhooksManager
 from servicekit.errors import problems
 from servicekit.http import version_from_if_match, with_etag
 from servicekit.pagination import decode_cursor, encode_cursor, page_of
@@ -41,7 +40,6 @@ class WebhooksParts:
 
 
 Parts = Annotated[WebhooksParts, Depends(parts_dependency(WebhooksParts))]
-WebhooksManager = Annotated[Principal, Security(current_principal, scopes=[Scope.WEBHOOKS_MANAGE])]
 
 router = APIRouter(prefix="/v1/webhooks", tags=["Webhooks"])
 
