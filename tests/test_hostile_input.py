@@ -25,12 +25,15 @@ from orders.settings import OrdersSettings
 from servicekit.errors import MAX_FIELD_ERRORS, MAX_JSON_DEPTH
 from status_registry.app import create_app as registry_app
 from status_registry.settings import RegistrySettings
+from webhooks.app import create_app as webhooks_app
+from webhooks.settings import WebhooksSettings
 
 APPS: dict[str, Callable[[], FastAPI]] = {
     "status-registry": lambda: registry_app(RegistrySettings()),
     "orders": lambda: orders_app(OrdersSettings()),
     "campaigns": lambda: campaigns_app(CampaignsSettings()),
     "notifier": lambda: notifier_app(NotifierSettings()),
+    "webhooks": lambda: webhooks_app(WebhooksSettings()),
 }
 BODY_METHODS = ("post", "put", "patch")
 JSON = {"Content-Type": "application/json"}

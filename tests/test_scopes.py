@@ -20,15 +20,19 @@ from orders.settings import OrdersSettings
 from servicekit.auth import SECURITY_SCHEME, Principal
 from status_registry.app import create_app as registry_app
 from status_registry.settings import RegistrySettings
+from webhooks.app import create_app as webhooks_app
+from webhooks.settings import WebhooksSettings
 
 ISSUER = "https://id.example"
-# Each service's resource: its routes need `<resource>:read` to read and `<resource>:write` to change.
+# Each service's resource: its routes need `<resource>:read` to read and `<resource>:write` to change (identity's and
+# webhooks' `<resource>:manage` for all).
 APPS: dict[str, tuple[Callable[[], FastAPI], str]] = {
     "status-registry": (lambda: registry_app(RegistrySettings(token_issuer=ISSUER)), "statuses"),
     "orders": (lambda: orders_app(OrdersSettings(token_issuer=ISSUER)), "orders"),
     "campaigns": (lambda: campaigns_app(CampaignsSettings(token_issuer=ISSUER)), "campaigns"),
     "notifier": (lambda: notifier_app(NotifierSettings(token_issuer=ISSUER)), "messages"),
     "identity": (lambda: identity_app(IdentitySettings(token_issuer=ISSUER)), "clients"),
+    "webhooks": (lambda: webhooks_app(WebhooksSettings(token_issuer=ISSUER)), "webhooks"),
 }
 # Routes that take no partner token: probes, the token endpoint and JWKS, the SMS providers' webhooks.
 # POSTs that change nothing: the campaign previews (a body too large for a query) need only the read scope.
@@ -56,8 +60,8 @@ def test_every_operation_names_the_one_scope_it_needs(service: str) -> None:
                 assert not operation.get("security"), f"{method} {path}"
                 continue
             ((scheme, scopes),) = [entry for entry in operation["security"] for entry in entry.items()]
-            if resource == "clients":
-                expected = ["clients:manage"]
+            if resource in ("clients", "webhooks"):  # one scope manages all of it
+                expected = [f"{resource}:manage"]
             else:
                 reads = method == "get" or (method, path) in READING_POSTS
                 expected = [f"{resource}:read" if reads else f"{resource}:write"]

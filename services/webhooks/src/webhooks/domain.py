@@ -78,7 +78,9 @@ def _unique_event_types(types: list[WebhookEventType]) -> list[WebhookEventType]
 
 class NewEndpoint(BaseModel):
     url: str = Field(description="Where deliveries are POSTed (http or https)", examples=["https://shop.example/hooks"])
-    event_types: list[WebhookEventType] = Field(min_length=1, description="The events this endpoint gets")
+    event_types: list[WebhookEventType] = Field(
+        min_length=1, max_length=len(WebhookEventType), description="The events this endpoint gets"
+    )
     status_type: StatusType | None = Field(
         default=None,
         description="Only status changes and status definitions of this type (SMS events are not filtered); "
@@ -102,7 +104,7 @@ class EndpointPatch(BaseModel):
     """Only the fields sent change; `status_type` or `description` sent as null clear them."""
 
     url: str | None = None
-    event_types: list[WebhookEventType] | None = Field(default=None, min_length=1)
+    event_types: list[WebhookEventType] | None = Field(default=None, min_length=1, max_length=len(WebhookEventType))
     status_type: StatusType | None = None
     description: Description | None = None
     enabled: bool | None = None
