@@ -7,8 +7,9 @@ many campaigns and a large orders database against itself without, and the regis
 against a bare FastAPI endpoint, and each REST write of orders and the campaign preview against the registry's
 status POST; `targets` in the report holds issue 19's table and issue 29's REST write rows. The JSON report goes
 to bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
-`BENCH_ONLY=rest_writes` (or `tokens`: the registry lookups with an identity token, the token endpoint, the peak RSS)
-starts the services and runs that phase alone (seconds, not minutes).
+`BENCH_ONLY=rest_writes` (or `tokens`: the registry lookups with an identity token, the token endpoint, the peak RSS;
+or `webhooks`: deliveries per second and their latency beside the SMS path's, with and without a dead endpoint's
+backlog, devtools.bench_webhooks) starts the services and runs that phase alone (seconds, not minutes).
 
 Beside this module: what each phase cost (CPU, memory, batch sizes) is measured by devtools.bench_accounting, the
 printed summary and the targets are devtools.bench_report's, the raw relay and bare endpoint run as
@@ -56,7 +57,18 @@ from devtools.bench_accounting import (
     process_usage,
     service_processes,
 )
-from devtools.bench_report import rest_write_rows, rest_writes_table, table, targets, token_rows, tokens_table
+from devtools.bench_backtest import backtest_phase, backtest_rows, backtest_table
+from devtools.bench_report import (
+    rest_write_rows,
+    rest_writes_table,
+    table,
+    targets,
+    token_rows,
+    tokens_table,
+    webhook_rows,
+    webhooks_table,
+)
+from devtools.bench_webhooks import webhooks_phase
 from devtools.calibration import machine_costs
 from devtools.platform import SERVICES, Infrastructure, Platform, database_dsn, free_port
 from devtools.scenario import example_status_list
@@ -118,7 +130,9 @@ TOKEN_WORKERS = int(os.environ.get("BENCH_TOKEN_WORKERS", "8"))
 TOKEN_SECONDS = float(os.environ.get("BENCH_TOKEN_SECONDS", "5"))
 # `BENCH_ONLY=<phase>`: the services started as for the whole bench, and that phase alone.
 ONLY = os.environ.get("BENCH_ONLY", "")
-ALONE = ("rest_writes", "tokens")
+ALONE = ("rest_writes", "tokens", "webhooks", "backtest")
+# The notifier's provider and its in-flight limit out of the way, so the SMS path measures the platform's work.
+FAST_PROVIDER = {"PROVIDER_RATE_PER_S": "100000", "MAX_IN_FLIGHT": "256"}
 CAMPAIGNS = (
     {  # the product's example: about one change in six
         "name": "Shipped and paid",
@@ -136,14 +150,15 @@ CAMPAIGNS = (
     },
 )
 
-# $1 orders spread over the partners $2, each delivered and paid with its whole history, as orders stores them.
+# $1 orders spread over the partners $2, each delivered and paid with its whole history, as orders stores them;
+# placed over the last 29 days, a change a minute (what the backtest phase replays).
 PRELOAD_ORDERS_SQL = """
 WITH o AS (
     INSERT INTO orders (partner_id, order_id, customer_id, customer_phone, customer_name, sms_consent, amount,
                         currency, placed_at, last_sequence, details_occurred_at, details_source_sequence)
     SELECT ($2::text[])[1 + n % cardinality($2::text[])], 'pre-' || n, 'cust-' || n % 500,
            '+7916' || lpad((n % 10000000)::text, 7, '0'), 'Анна', true, 1490.00, 'RUB',
-           now() - interval '30 days', 6, now() - interval '30 days', 1
+           now() - interval '29 days' + n * interval '29 days' / $1, 6, now() - interval '30 days', 1
     FROM generate_series(1, $1::int) AS n RETURNING partner_id, order_id, placed_at
 ), s AS (
     INSERT INTO order_statuses (partner_id, order_id, type, code, name, occurred_at, source_sequence, recorded_at,
@@ -154,8 +169,8 @@ WITH o AS (
 ), h AS (
     INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence,
                                 source_sequence, occurred_at, recorded_at, event_id)
-    SELECT partner_id, order_id, t.type, 'applied', t.from_code, t.to_code, t.to_code, t.seq, t.seq, placed_at,
-           placed_at, gen_random_uuid()::text
+    SELECT partner_id, order_id, t.type, 'applied', t.from_code, t.to_code, t.to_code, t.seq, t.seq,
+           placed_at + t.seq * interval '1 minute', placed_at + t.seq * interval '1 minute', gen_random_uuid()::text
     FROM o, (VALUES ('general', NULL, 'accepted', 1), ('delivery', NULL, 'at_pickup_point', 2),
                     ('payment', NULL, 'invoice_issued', 3), ('payment', 'invoice_issued', 'paid', 4),
                     ('general', 'accepted', 'completed', 5), ('delivery', 'at_pickup_point', 'delivered', 6))
@@ -982,7 +997,7 @@ async def run() -> dict[str, Any]:
     costs = await machine_costs(infrastructure.kafka_bootstrap, lambda: infrastructure_cpu()["kafka"])
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     bench = Bench(infrastructure, workdir)
-    platform = Platform(infrastructure, workdir, extra_env={"PROVIDER_RATE_PER_S": "100000", "MAX_IN_FLIGHT": "256"})
+    platform = Platform(infrastructure, workdir, extra_env=FAST_PROVIDER)
     await platform.create()
     producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True)
     await producer.start()
@@ -1045,10 +1060,12 @@ async def run() -> dict[str, Any]:
         report["preload_seconds"]["orders"] = round(time.monotonic() - preload_started, 1)
         report["with_orders"] = await size_phase(bench, platform, producer, "big")
         report["hot_query_plans"] = await bench.explain_hot_queries(platform)
+        report["backtest"] = await backtest_phase(bench, platform, producer)
         say("registry lookups against a bare FastAPI endpoint")
         report["registry_lookups"] = await bench.lookups(platform)
         say(f"token endpoint: {TOKEN_WORKERS} clients at once for {TOKEN_SECONDS:g} s")
         report["token_endpoint"] = await bench.token_endpoint(platform)
+        report["webhooks"] = await webhooks_phase(bench, platform, producer, PARTNERS)
         report["processes"] = {
             instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
         }
@@ -1064,11 +1081,12 @@ async def run() -> dict[str, Any]:
 
 
 async def run_alone(phase: str) -> dict[str, Any]:
-    """`BENCH_ONLY=rest_writes` or `BENCH_ONLY=tokens`: the services started as for the whole bench, and that phase
-    alone (tokens: the registry lookups with an identity token, the token endpoint, every service's peak RSS)."""
+    """`BENCH_ONLY=rest_writes`, `tokens` or `webhooks`: the services started as for the whole bench, and that phase
+    alone (tokens: the registry lookups with an identity token, the token endpoint, every service's peak RSS;
+    webhooks: devtools.bench_webhooks, with the bench's partners, statuses and campaigns)."""
     infrastructure = running_infrastructure()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    platform = Platform(infrastructure, workdir)
+    platform = Platform(infrastructure, workdir, extra_env=FAST_PROVIDER)
     await platform.create()
     bench = Bench(infrastructure, workdir)
     report: dict[str, Any] = {
@@ -1084,6 +1102,39 @@ async def run_alone(phase: str) -> dict[str, Any]:
             say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
             report["rest_writes"] = await bench.rest_writes(platform)
             rows = rest_write_rows(report)
+        elif phase == "webhooks":
+            await bench.define(platform)
+            await asyncio.sleep(2)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True
+            )
+            await producer.start()
+            try:
+                say(f"warm-up: {WARMUP_ORDERS} orders")
+                await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
+                report["webhooks"] = await webhooks_phase(bench, platform, producer, PARTNERS)
+            finally:
+                await producer.stop()
+            report["processes"] = {
+                instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
+            }
+            rows = webhook_rows(report)
+        elif phase == "backtest":
+            await bench.define(platform)
+            await asyncio.sleep(2)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True
+            )
+            await producer.start()
+            try:
+                say(f"warm-up: {WARMUP_ORDERS} orders")
+                await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
+                say(f"{PRELOAD_ORDERS} orders and their history preloaded")
+                await bench.preload_orders(platform, PRELOAD_ORDERS)
+                report["backtest"] = await backtest_phase(bench, platform, producer)
+            finally:
+                await producer.stop()
+            rows = backtest_rows(report)
         else:
             await bench.define(platform)
             say("registry lookups against a bare FastAPI endpoint")
@@ -1117,7 +1168,13 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{report['when'].replace(':', '')}{'-' + ONLY if ONLY else ''}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print({"rest_writes": rest_writes_table, "tokens": tokens_table}.get(ONLY, table)(report))
+    tables = {
+        "rest_writes": rest_writes_table,
+        "tokens": tokens_table,
+        "backtest": backtest_table,
+        "webhooks": webhooks_table,
+    }
+    print(tables.get(ONLY, table)(report))
     say(f"report: {path}")
 
 

@@ -1,9 +1,11 @@
-"""The bench report's summary: issue 19's targets, issue 29's REST write ratios and issue 30's token rows with this
-run's values, and the table `make bench` prints."""
+"""The bench report's summary: issue 19's targets, issue 29's REST write ratios, issue 30's token rows and issue 31's
+webhook rows with this run's values, and the table `make bench` prints."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from devtools.bench_backtest import backtest_rows
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -44,7 +46,7 @@ def targets(report: dict[str, Any], preload_campaigns: int, preload_orders: int)
         (f"SMS handed over twice or never, {report['instances']} instance(s) of each consumer",
          report["exactly_once"]["duplicates"] + report["exactly_once"]["missing"], "= 0"),
     ]  # fmt: skip
-    rows += rest_write_rows(report) + token_rows(report)
+    rows += rest_write_rows(report) + token_rows(report) + backtest_rows(report) + webhook_rows(report)
     return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
 
 
@@ -60,6 +62,59 @@ def token_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
          tokens["requests_per_second"], "reported"),
         ("identity peak RSS, MB", max(identity_rss, default=None), "<= 150"),
     ]  # fmt: skip
+
+
+def webhook_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
+    """Issue 31's: webhook deliveries/s, their p50 from the status change on Kafka beside the SMS path's in the same
+    run (reported), the p50 with a dead endpoint's backlog against without (<= 1.2) and the service's peak RSS."""
+    phase = report["webhooks"]
+    latency, dead = phase["latency"], phase["with_dead_endpoint"]
+    rate = latency["target_events_per_second"]
+    return [
+        (f"webhook deliveries/s, the webhooks service working off a backlog ({phase['endpoints']} endpoints)",
+         phase["backlog"]["deliveries_per_second"], "reported"),
+        (f"p50 status change on Kafka -> webhook received, {rate} ev/s, ms",
+         latency["change_to_webhook_ms"]["p50"], "reported"),
+        ("p50 status change on Kafka -> SmsDispatched, the same traffic, ms",
+         latency["sms_change_to_dispatched_ms"]["p50"], "reported"),
+        (f"webhook p50 with {dead['dead_deliveries']} deliveries waiting on a dead endpoint / without",
+         phase["p50_ratio_with_dead_endpoint"], "<= 1.2"),
+        ("webhooks peak RSS, MB", phase["peak_rss_mb"], "<= 150"),
+    ]  # fmt: skip
+
+
+def webhooks_lines(report: dict[str, Any]) -> list[str]:
+    phase = report["webhooks"]
+    backlog, lines = phase["backlog"], []
+    lines.append(
+        f"webhooks: {backlog['deliveries_per_second']} deliveries/s working off {backlog['deliveries']} status changes "
+        f"({phase['endpoints']} endpoints; {phase['signatures_verified']} signatures verified with standardwebhooks)"
+    )
+    for name, row in (("alone", phase["latency"]), ("beside a dead endpoint's backlog", phase["with_dead_endpoint"])):
+        hook, sms = row["change_to_webhook_ms"], row["sms_change_to_dispatched_ms"]
+        missing = (
+            f", {row['webhooks_missing_after_300_s']} missing after 300 s"
+            if row["webhooks_missing_after_300_s"]
+            else ""
+        )
+        lines.append(
+            f"  {row['target_events_per_second']} ev/s, {name}: status change -> webhook p50 {hook['p50']} / p95 "
+            f"{hook['p95']} / p99 {hook['p99']} ms ({row['webhooks']} webhooks{missing}; the 'shipped' changes alone "
+            f"p50 {row['shipped_change_to_webhook_ms']['p50']} ms); -> SmsDispatched p50 {sms['p50']} / p95 "
+            f"{sms['p95']} ms"
+        )
+    dead = phase["with_dead_endpoint"]
+    lines.append(
+        f"  dead endpoint: {dead['dead_deliveries']} deliveries preloaded in {dead['preload_seconds']} s, "
+        f"{dead['dead_endpoint_attempts_during']} attempts at it meanwhile; webhooks peak RSS {phase['peak_rss_mb']} MB"
+    )
+    return lines
+
+
+def webhooks_table(report: dict[str, Any]) -> str:
+    """The table of `BENCH_ONLY=webhooks`: the phase and its targets."""
+    rows = [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    return "\n".join([*webhooks_lines(report), "issue 31's targets:", *rows])
 
 
 def rest_write_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
@@ -175,6 +230,7 @@ def table(report: dict[str, Any]) -> str:
         "offset commit"
     )
     lines += tokens_lines(report)
+    lines += webhooks_lines(report)
     for service, usage in report["processes"].items():
         lines.append(f"  {service:<16} {usage['cpu_seconds']:>7} CPU s  {usage['peak_rss_mb']:>7} MB peak RSS")
     once = report["exactly_once"]
@@ -183,7 +239,7 @@ def table(report: dict[str, Any]) -> str:
         f"SMS expected, {once['distinct']} handed over, {once['duplicates']} twice, {once['missing']} missing"
     )
     lines += rest_writes_lines(report)
-    lines.append("issue 19's, 29's and 30's targets (ratios within this run):")
+    lines.append("issue 19's, 29's, 30's and 31's targets (ratios within this run):")
     lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
     scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]
     lines.append(f"hot query plans at the preloaded size: sequential scans in {', '.join(scans) or 'none'}")
