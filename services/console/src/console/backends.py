@@ -30,6 +30,7 @@ class Service(StrEnum):
     CAMPAIGNS = "campaigns"
     NOTIFIER = "notifier"
     IDENTITY = "identity"
+    WEBHOOKS = "webhooks"
 
 
 class BackendUnavailable(Exception):
@@ -87,6 +88,7 @@ def base_urls(settings: ConsoleSettings) -> dict[Service, str]:
         Service.CAMPAIGNS: settings.campaigns_url,
         Service.NOTIFIER: settings.notifier_url,
         Service.IDENTITY: settings.identity_url,
+        Service.WEBHOOKS: settings.webhooks_url,
     }
 
 

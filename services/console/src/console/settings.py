@@ -20,6 +20,8 @@ class ConsoleSettings(ServiceSettings):
     # `console`, whose secret is CONSOLE_CLIENT_SECRET, the same as identity's), and the partner's API clients,
     # managed by its admins on the API clients page. The default secret only suits a laptop.
     identity_url: str = "http://127.0.0.1:8006"
+    # Webhooks: the partner's endpoints, their delivery log and resends, managed by its admins on the Webhooks pages.
+    webhooks_url: str = "http://127.0.0.1:8007"
     console_client_secret: SecretStr = Field(default=SecretStr("local-dev-console-client-secret-change-me-0123"))
     backend_timeout_s: float = Field(default=5.0, gt=0)
 
