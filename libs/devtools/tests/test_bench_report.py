@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from devtools.bench_accounting import activity_shares, batch_means, process_usage
-from devtools.bench_report import table, targets, tokens_table
+from devtools.bench_report import table, targets, tokens_table, webhooks_table
 
 
 def phase_cpu(wall_seconds: float) -> dict[str, Any]:
@@ -47,10 +47,34 @@ def made_up_report() -> dict[str, Any]:
         "instances": 2,
         "exactly_once": {"sms_expected": 10, "sms_handed_over": 11, "distinct": 10, "duplicates": 1, "missing": 0},
         "hot_query_plans": {"orders load": ["Index Scan"], "campaigns active": ["Seq Scan on campaigns"]},
+        "webhooks": webhooks_phase(),
         "rest_writes": {"baseline": "registry POST", "loads": [
             {"load": "idle", "kinds": {"registry POST": rest_row(6.0, 10.0), "orders PUT": rest_row(7.5, 12.0, 1.25)}},
             {"load": "50/s", "kinds": {"registry POST": rest_row(8.0, 12.0), "orders PUT": rest_row(8.0, 11.0, 1.0)}},
         ]},
+    }  # fmt: skip
+
+
+def webhook_latency(p50: float) -> dict[str, Any]:
+    return {
+        "target_events_per_second": 100, "achieved_events_per_second": 99.5, "webhooks": 1200,
+        "webhooks_missing_after_300_s": 0, "change_to_webhook_ms": {"p50": p50, "p95": p50 * 2, "p99": p50 * 3},
+        "shipped_change_to_webhook_ms": {"p50": p50 - 10, "p95": p50, "p99": p50},
+        "sms_change_to_dispatched_ms": {"p50": 30.0, "p95": 60.0, "p99": 90.0},
+        "sms_publish_to_dispatched_ms": {"p50": 40.0, "p95": 70.0, "p99": 99.0},
+    }  # fmt: skip
+
+
+def webhooks_phase() -> dict[str, Any]:
+    dead = webhook_latency(55.0) | {
+        "dead_deliveries": 100000,
+        "preload_seconds": 4.2,
+        "dead_endpoint_attempts_during": 700,
+    }
+    return {
+        "endpoints": 3, "backlog": {"deliveries": 3000, "seconds": 10.0, "deliveries_per_second": 300.0},
+        "latency": webhook_latency(50.0), "with_dead_endpoint": dead, "p50_ratio_with_dead_endpoint": 1.1,
+        "signatures_verified": 5400, "peak_rss_mb": 110.0,
     }  # fmt: skip
 
 
@@ -74,7 +98,11 @@ def test_targets_are_ratios_within_the_run() -> None:
     )
     assert rows["token endpoint requests/s (client_secret_basic, 8 clients at once)"] == (300.0, "reported")
     assert rows["identity peak RSS, MB"] == (90.5, "<= 150")
-    assert len(rows) == 14
+    assert rows["p50 status change on Kafka -> webhook received, 100 ev/s, ms"] == (50.0, "reported")
+    assert rows["p50 status change on Kafka -> SmsDispatched, the same traffic, ms"] == (30.0, "reported")
+    assert rows["webhook p50 with 100000 deliveries waiting on a dead endpoint / without"] == (1.1, "<= 1.2")
+    assert rows["webhooks peak RSS, MB"] == (110.0, "<= 150")
+    assert len(rows) == 19
 
 
 def test_table_summarizes_every_phase() -> None:
@@ -116,6 +144,17 @@ def test_activity_shares_and_batch_means_over_a_phase() -> None:
 def test_process_usage_reads_proc() -> None:
     usage = process_usage(os.getpid())
     assert usage["cpu_seconds"] >= 0 and usage["peak_rss_mb"] > 0
+
+
+def test_the_webhooks_phase_alone_has_its_own_table() -> None:
+    report = made_up_report()
+    report["targets"] = [{"measure": "webhooks peak RSS, MB", "value": 110.0, "target": "<= 150"}]
+    lines = webhooks_table(report).splitlines()
+    assert lines[0].startswith("webhooks: 300.0 deliveries/s working off 3000 status changes (3 endpoints;")
+    assert lines[1].startswith("  100 ev/s, alone: status change -> webhook p50 50.0 / p95 100.0 / p99 150.0 ms")
+    assert lines[1].endswith("-> SmsDispatched p50 30.0 / p95 60.0 ms")
+    assert "100000 deliveries preloaded in 4.2 s, 700 attempts at it meanwhile; webhooks peak RSS 110.0 MB" in lines[3]
+    assert lines[-1] == "  webhooks peak RSS, MB: 110.0 (target <= 150)"
 
 
 def test_the_tokens_phase_alone_has_its_own_table() -> None:
