@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
@@ -20,6 +21,8 @@ from console.settings import ConsoleSettings
 from devtools.browser import LAUNCH_ARGS, ensure_chromium
 from devtools.platform import CONSOLE, SERVICES, Platform, database_dsn
 from devtools.pytest_plugin import Infrastructure
+
+from .accessibility import AccessibilityAudit
 
 # Where the screenshots go: .state/ by default (a test run changes no tracked file); `make console-screenshots`
 # writes them into docs/console/.
@@ -37,6 +40,24 @@ async def browser() -> AsyncIterator[Browser]:
         browser = await playwright.chromium.launch(executable_path=str(executable), args=list(LAUNCH_ARGS))
         yield browser
         await browser.close()
+
+
+@pytest.fixture(autouse=True)
+async def accessibility(browser: Browser, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AccessibilityAudit]:
+    """axe-core on every page of every browser context this test opens (accessibility.py says when); the test fails
+    at teardown with each serious or critical WCAG 2 A/AA violation: its rule, impact, element and page."""
+    audit = AccessibilityAudit()
+    new_context = browser.new_context
+
+    async def watched_new_context(**options: Any) -> BrowserContext:
+        context = await new_context(**options)
+        await audit.watch(context)
+        return context
+
+    monkeypatch.setattr(browser, "new_context", watched_new_context)
+    yield audit
+    await audit.close_all()
+    assert not audit.violations and not audit.errors, f"accessibility (axe-core, WCAG 2 A/AA):\n{audit.report()}"
 
 
 @dataclass
