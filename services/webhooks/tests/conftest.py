@@ -208,3 +208,13 @@ async def message_log(client: httpx.AsyncClient, endpoint_id: str) -> list[dict[
     response = await client.get(f"/v1/webhooks/endpoints/{endpoint_id}/messages", params={"limit": 200})
     assert response.status_code == 200, response.text
     return list(reversed(response.json()["items"]))
+
+
+async def attempts_recorded(client: httpx.AsyncClient, endpoint_id: str, count: int) -> None:
+    """Wait until the endpoint's attempts are all recorded. Move the test's clock only then: moved while an attempt is
+    in flight, it would expire that attempt's lease."""
+
+    async def done() -> bool:
+        return sum(len(m["attempts"]) for m in await message_log(client, endpoint_id)) >= count
+
+    await wait_until(done, what=f"{count} attempts recorded")

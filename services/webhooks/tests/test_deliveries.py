@@ -17,7 +17,7 @@ from webhooks.app import create_app
 from webhooks.domain import RETRY_DELAYS
 from webhooks.settings import WebhooksSettings
 
-from .conftest import Receiver, TestClock, create_endpoint, message_log, sms_failed, status_changed
+from .conftest import Receiver, TestClock, attempts_recorded, create_endpoint, message_log, sms_failed, status_changed
 
 Publish = Callable[..., Awaitable[None]]
 
@@ -63,12 +63,14 @@ async def test_failures_are_retried_on_the_schedule_with_the_same_id_then_given_
     await publish(status_changed())
 
     await receiver.wait_for("/down", 1)
+    await attempts_recorded(acme, endpoint["id"], 1)
     for attempt, delay in enumerate(RETRY_DELAYS, start=2):
         clock.advance(delay - timedelta(seconds=1))
         await asyncio.sleep(0.4)
         assert len(receiver.at("/down")) == attempt - 1, f"attempt {attempt} came before its time"
         clock.advance(timedelta(seconds=1))
         await receiver.wait_for("/down", attempt)
+        await attempts_recorded(acme, endpoint["id"], attempt)
 
     await asyncio.sleep(0.4)
     clock.advance(timedelta(days=1))
@@ -111,11 +113,13 @@ async def test_retry_after_sets_the_next_attempt_capped(
     await publish(status_changed())
 
     await receiver.wait_for("/busy", 1)
+    await attempts_recorded(acme, endpoint["id"], 1)
     clock.advance(RETRY_DELAYS[0])  # the schedule's 5 s: not yet, the endpoint asked for 120
     await asyncio.sleep(0.5)
     assert len(receiver.at("/busy")) == 1
     clock.advance(timedelta(seconds=115))
     await receiver.wait_for("/busy", 2)
+    await attempts_recorded(acme, endpoint["id"], 2)
 
     (message,) = await message_log(acme, endpoint["id"])
     assert message["state"] == "pending"
@@ -192,6 +196,11 @@ async def test_one_orders_changes_arrive_in_order_and_a_failure_holds_back_only_
 
     assert ("o-a", 3) not in arrivals() and ("o-a", 4) not in arrivals()  # held back behind the failed 2
     assert [s for o, s in arrivals() if o == "o-b"] == [1, 2]  # the other order went on
+    await attempts_recorded(acme, endpoint["id"], 4)
+    log = await message_log(acme, endpoint["id"])
+    pending = {m["sequence"]: m["next_attempt_at"] for m in log if m["order_id"] == "o-a" and m["state"] == "pending"}
+    assert sorted(pending) == [2, 3, 4]
+    assert pending[3] == pending[4] == pending[2]  # they wait as long as the failed one: no claim scans them meanwhile
 
     clock.advance(RETRY_DELAYS[0])
     await receiver.wait_for("/orders", 7)

@@ -229,11 +229,17 @@ class Deliveries:
             (m.id, m.partner_id, m.endpoint_id, m.event_id, m.event_type, m.order_id, m.sequence, m.payload)
             for m in messages
         ]
+        # A status change behind a pending earlier one of its order waits as long as that one does (it could not be
+        # sent before anyway): the claims then never scan the changes a failing one holds back.
         await self.conn.execute(
             "INSERT INTO messages (id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload, "
             "next_attempt_at) "
-            "SELECT *, $9 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
-            "$7::bigint[], $8::text[]) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            "SELECT u.*, greatest($9, (SELECT max(e.next_attempt_at) FROM messages e "
+            "  WHERE e.endpoint_id = u.endpoint_id AND e.order_id = u.order_id AND e.state = 'pending' "
+            "  AND e.sequence < u.sequence)) "
+            "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
+            "$8::text[]) AS u(id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload) "
+            "ON CONFLICT (endpoint_id, event_id) DO NOTHING",
             *as_columns(rows, 8),
             now,
         )
@@ -320,11 +326,11 @@ class Deliveries:
     ) -> bool:
         """The attempt and the message's new state, if this instance still holds the lease (False: it expired and
         another instance claimed the message; this attempt is then not recorded)."""
-        updated = await self.conn.fetchval(
+        updated = await self.conn.fetchrow(
             "UPDATE messages SET state = $3, attempts = attempts + 1, next_attempt_at = coalesce($4, next_attempt_at), "
             "lease_token = NULL, lease_until = NULL, "
             "finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END "
-            "WHERE id = $1 AND lease_token = $2 RETURNING id",
+            "WHERE id = $1 AND lease_token = $2 RETURNING endpoint_id, order_id, sequence, next_attempt_at",
             message.id,
             message.lease_token,
             state,
@@ -343,7 +349,24 @@ class Deliveries:
             attempt.response_excerpt,
             attempt.error,
         )
+        if updated["order_id"] is not None:
+            await self._follow_order(updated, state, now)
         return True
+
+    async def _follow_order(self, message: asyncpg.Record, state: str, now: datetime) -> None:
+        """The later changes of the message's order, never tried yet, wait as long as it does, or are due now that it
+        is done (delivered or given up)."""
+        due = message["next_attempt_at"] if state == "pending" else now
+        await self.conn.execute(
+            "UPDATE messages SET next_attempt_at = $5 WHERE endpoint_id = $1 AND order_id = $2 AND sequence > $3 "
+            "AND state = 'pending' AND attempts = 0 AND next_attempt_at IS DISTINCT FROM $5 "
+            "AND ($4 = 'pending') = (next_attempt_at < $5)",
+            message["endpoint_id"],
+            message["order_id"],
+            message["sequence"],
+            state,
+            due,
+        )
 
     async def set_endpoint_health(
         self, endpoint_id: str, failing_since: datetime | None, disable_reason: str | None, now: datetime
