@@ -1,6 +1,6 @@
 """Property-based fuzzing of every service's HTTP API against its own OpenAPI document (schemathesis).
 
-The five services run as processes on real Kafka and PostgreSQL (the `platform` fixture). For each operation of
+The six services run as processes on real Kafka and PostgreSQL (the `platform` fixture). For each operation of
 each service, schema-valid requests are generated (derandomized, so a run is repeatable) and sent with a valid
 partner token; every answer must pass:
 
