@@ -82,13 +82,16 @@ def field_error(page: str, field: str) -> str:
 
 
 def new_endpoint(url: str = PUBLIC_URL, **more: str | list[str]) -> dict[str, str | list[str]]:
-    return {"url": url, "event_types": ["order.status_changed"], "status_type": "", "enabled": "true"} | more
+    form: dict[str, str | list[str]] = {"url": url, "event_types": ["order.status_changed"], "enabled": "true"}
+    return form | {"status_type": ""} | more
 
 
 async def created_endpoint(client: httpx.AsyncClient) -> str:
     answer = await post(client, "/settings/webhooks", new_endpoint())
     assert answer.status_code == 200, answer.text
-    return re.findall(r'href="/settings/webhooks/(ep_[0-9a-f]+)"', answer.text)[0]
+    found = re.search(r'href="/settings/webhooks/(ep_[0-9a-f]+)"', answer.text)
+    assert found, "the secret's page links the endpoint"
+    return found.group(1)
 
 
 async def version_on(client: httpx.AsyncClient, path: str) -> str:
