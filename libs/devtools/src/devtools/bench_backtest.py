@@ -1,0 +1,132 @@
+"""`make bench`'s backtest phase (issue 32, item 14; `BENCH_ONLY=backtest` runs it alone, with its preload).
+
+Over the bench's preloaded orders (`PRELOAD_ORDERS`, spread over the last 29 days, six history rows each), a
+`BACKTEST_DAYS`-day backtest of a campaign that every preloaded order triggers (delivered, and paid: one decision
+and one SMS per order of the partner, the partner's default quiet hours) through the campaigns API, as the console
+asks for it: the time to its result line, and the live platform's full-speed throughput while backtests keep
+running against the same throughput without, in the same run. Measured:
+
+* **the backtest alone**: wall-clock seconds from the request to the result line, its progress lines and counts;
+* **live throughput with / without**: the bench's full-speed phase (its rounds, median) with no backtest, then with
+  backtests running one after another for the whole phase (each started as the last one ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from devtools.platform import Platform
+
+if TYPE_CHECKING:
+    from devtools.bench import Bench
+
+# devtools.bench imports this module: what this one uses of it is imported where used.
+
+BACKTEST_DAYS = 30
+BACKTEST_CAMPAIGN = {
+    "name": "Backtest: delivered and paid",
+    "trigger": {"status_type": "delivery", "from": "any", "to": "delivered"},
+    "filters": [{"kind": "order_status", "status_type": "payment", "op": "eq", "value": "paid"}],
+    "template": "{{ customer.name }}, заказ {{ order.id }} доставлен. Спасибо!",
+    "quiet_hours": "partner_default",
+}
+
+
+async def one_backtest(platform: Platform, partner: str) -> dict[str, Any]:
+    """A backtest through the campaigns API, read to its result line: its wall-clock time and what it said."""
+    body = {"definition": BACKTEST_CAMPAIGN, "days": BACKTEST_DAYS}
+    progress, result = 0, None
+    started = time.monotonic()
+    async with (
+        platform.client("campaigns", partner) as campaigns,
+        campaigns.stream("POST", "/v1/campaigns/backtest", json=body, timeout=httpx.Timeout(1800)) as answer,
+    ):
+        if answer.status_code != 200:
+            raise RuntimeError(f"backtest refused: {answer.status_code} {(await answer.aread()).decode()[:500]}")
+        async for line in answer.aiter_lines():
+            item = json.loads(line)
+            if "error" in item:
+                raise RuntimeError(f"backtest failed: {item['error']}")
+            progress += "progress" in item
+            result = item.get("result", result)
+    assert result is not None
+    counts = ("changes_read", "triggered", "filtered_out", "capped", "sms", "held_by_quiet_hours", "segments")
+    return {
+        "seconds": round(time.monotonic() - started, 2),
+        "progress_lines": progress,
+        **{key: result[key] for key in counts},
+        "replay_seconds": result["seconds"],
+    }
+
+
+async def backtest_phase(bench: Bench, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:
+    from devtools.bench import FULL_SPEED_ORDERS, PARTNERS, say
+
+    partner = PARTNERS[0]
+    say(f"backtest alone: {BACKTEST_DAYS} days of {partner}'s preloaded history")
+    alone = await one_backtest(platform, partner)
+    say(f"  {alone['seconds']} s, {alone['changes_read']} changes, {alone['sms']} SMS")
+    say("live full speed without a backtest")
+    without = await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, "btoff")
+    say("live full speed while backtests run")
+    during: list[dict[str, Any]] = []
+
+    async def keep_backtesting() -> None:
+        while True:
+            during.append(await one_backtest(platform, partner))
+
+    running = asyncio.create_task(keep_backtesting())
+    await asyncio.sleep(1)  # under way: its worker started, orders' query reading
+    try:
+        with_backtest = await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, "bton")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    ratio = with_backtest["status_changes_per_second"] / without["status_changes_per_second"]
+    return {
+        "days": BACKTEST_DAYS,
+        "partner": partner,
+        "alone": alone,
+        "full_speed_without": without,
+        "full_speed_with": with_backtest,
+        "backtests_finished_during": during,
+        "throughput_ratio": round(ratio, 3),
+    }
+
+
+def backtest_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
+    """Issue 32's: the backtest's time, and the live throughput while it runs against without it."""
+    phase = report.get("backtest")
+    if phase is None:
+        return []
+    alone = phase["alone"]
+    return [
+        (f"{phase['days']}-day backtest over the preloaded orders ({alone['changes_read']} changes of one partner), s",
+         alone["seconds"], "<= 10"),
+        ("live full-speed status changes/s while backtests run / without", phase["throughput_ratio"], ">= 0.8"),
+    ]  # fmt: skip
+
+
+def backtest_table(report: dict[str, Any]) -> str:
+    """The table of `BENCH_ONLY=backtest`: the phase and its targets."""
+    phase = report["backtest"]
+    alone = phase["alone"]
+    lines = [
+        f"backtest of {phase['days']} days ({phase['partner']}): {alone['seconds']} s to the result, "
+        f"{alone['changes_read']} changes read, {alone['triggered']} triggered, {alone['sms']} SMS "
+        f"({alone['held_by_quiet_hours']} held by quiet hours), {alone['progress_lines']} progress lines",
+        f"live full speed: {phase['full_speed_without']['status_changes_per_second']} status changes/s without, "
+        f"{phase['full_speed_with']['status_changes_per_second']} with backtests running "
+        f"({len(phase['backtests_finished_during'])} finished meanwhile)",
+        "issue 32's targets:",
+    ]
+    rows = [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    return "\n".join([*lines, *rows])
