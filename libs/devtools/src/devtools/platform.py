@@ -40,6 +40,7 @@ CONSOLE_BACKENDS = {
     "CAMPAIGNS_URL": "campaigns",
     "NOTIFIER_URL": "notifier",
     "IDENTITY_URL": "identity",
+    "WEBHOOKS_URL": "webhooks",
 }
 
 
