@@ -109,9 +109,10 @@ async def test_the_guides_commands_run_against_the_platform(platform: Platform, 
     async with platform.client("orders", PARTNER) as orders:
         by_rest = (await orders.get("/v1/orders/o-1001")).json()
         by_kafka = (await orders.get("/v1/orders/o-1002")).json()
+    # Shipped: the change the webhooks step makes to be told about.
     assert {t: s["code"] for t, s in by_rest["statuses"].items()} == {
         "general": "accepted", "delivery": "shipped", "payment": "paid"
-    }  # fmt: skip (shipped: the webhooks step's change)
+    }  # fmt: skip
     assert by_kafka["statuses"]["general"]["code"] == "accepted", by_kafka
     async with platform.client("identity", PARTNER) as identity:
         clients = (await identity.get("/v1/clients", params={"include_revoked": "true"})).json()["items"]
