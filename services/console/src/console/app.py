@@ -13,7 +13,19 @@ from fastapi.staticfiles import StaticFiles
 
 from console.backends import Backends, OpsKafka
 from console.domain import LANGUAGES, Throttle
-from console.pages import account, admin, analytics, backtest, campaigns, messages, ops, orders, statuses, webhooks
+from console.pages import (
+    account,
+    admin,
+    analytics,
+    backtest,
+    campaigns,
+    messages,
+    ops,
+    orders,
+    statuses,
+    test_send,
+    webhooks,
+)
 from console.services import Sessions, Users
 from console.settings import ConsoleSettings
 from console.web import (
@@ -29,7 +41,7 @@ from servicekit.db import apply_migrations, create_pool, ping
 from servicekit.http import install_probes
 
 STATIC = Path(__file__).parent / "static"
-PAGES = (account, statuses, backtest, campaigns, orders, analytics, messages, admin, webhooks, ops)
+PAGES = (account, statuses, backtest, campaigns, test_send, orders, analytics, messages, admin, webhooks, ops)
 
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:

@@ -195,6 +195,10 @@ class PartnerApi:
     async def get(self, service: Service, path: str, **params: Any) -> Any:
         return (await self.call(service, "GET", path, params=params)).body
 
+    async def post(self, service: Service, path: str, body: Any) -> Any:
+        """A JSON POST; the body of the answer."""
+        return (await self.call(service, "POST", path, json=body)).body
+
     async def pages(self, service: Service, path: str, *, limit: int = 500, **params: Any) -> list[Any]:
         """Every item of a cursor-paged list (for the partner's statuses and campaigns: small lists)."""
         items: list[Any] = []

@@ -98,6 +98,7 @@ class TestSends:
                 f"{self.per_hour} test sends an hour at most; the next one is possible in {retry_after_s} s",
                 retry_after_s=retry_after_s,
                 code="test_send_limited",
+                limit=self.per_hour,
                 retry_at=(now + timedelta(seconds=retry_after_s)).isoformat(),
             )
         new = new_test_message(partner_id, phone, request, now)

@@ -16,11 +16,18 @@ router = APIRouter(prefix="/messages")
 
 PAGE_SIZE = 25
 STATES = ("scheduled", "pending", "sending", "dispatched", "delivered", "failed", "expired")
+KINDS = {"campaign": False, "test": True}  # the "Sent by" filter: the notifier's is_test
 
 
 @router.get("")
 async def list_messages(
-    page: PartnerUser, state: str = "", order: str = "", phone: str = "", campaign: str = "", cursor: str | None = None
+    page: PartnerUser,
+    state: str = "",
+    order: str = "",
+    phone: str = "",
+    campaign: str = "",
+    kind: str = "",
+    cursor: str | None = None,
 ) -> Response:
     listing = await page.api.get(
         Service.NOTIFIER,
@@ -29,6 +36,7 @@ async def list_messages(
         order_id=order.strip() or None,
         phone=phone.strip() or None,
         campaign_id=campaign.strip() or None,
+        is_test=KINDS.get(kind),
         cursor=cursor,
         limit=PAGE_SIZE,
     )
@@ -43,6 +51,7 @@ async def list_messages(
         order=order,
         phone=phone,
         campaign=campaign,
+        kind=kind if kind in KINDS else "",
     )
 
 
