@@ -82,6 +82,10 @@ async def test_a_message_in_flight_when_its_instance_stops_is_sent_again_after_i
         endpoint = await create_endpoint(acme, f"{receiver.url}/hooks")
         await publish(status_changed())
         (sent,) = await receiver.wait_for("/hooks", 1)
+        message_id = sent.headers["webhook-id"]
+        in_flight = await acme.post(f"/v1/webhooks/endpoints/{endpoint['id']}/messages/{message_id}/resend")
+        assert in_flight.status_code == 409  # its outcome would overwrite the resend
+        assert in_flight.json()["code"] == "message_in_flight"
     # The first instance is gone mid-delivery (its task cancelled at stop, as a kill -9 would end it): the message is
     # still leased to it.
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from .conftest import Receiver, create_endpoint, message_log, status_changed
+from .conftest import Receiver, attempts_recorded, create_endpoint, message_log, status_changed
 
 Publish = Callable[..., Awaitable[None]]
 
@@ -36,12 +36,14 @@ async def test_during_a_rotation_both_secrets_sign_and_resend_keeps_the_id(
     assert got.payload(first)["event_id"] == event.id  # the old secret verifies
     assert got.payload(second)["event_id"] == event.id  # and the new one
 
+    await attempts_recorded(acme, endpoint["id"], 1)  # a message in flight cannot be resent (409 message_in_flight)
     (message,) = await message_log(acme, endpoint["id"])
     resent = await acme.post(f"/v1/webhooks/endpoints/{endpoint['id']}/messages/{message['id']}/resend")
     assert resent.status_code == 202
     again = (await receiver.wait_for("/hooks", 2))[1]
     assert again.headers["webhook-id"] == got.headers["webhook-id"] == message["id"]
     assert again.body == got.body
+    await attempts_recorded(acme, endpoint["id"], 2)
     (message,) = await message_log(acme, endpoint["id"])
     assert [a["response_status"] for a in message["attempts"]] == [200, 200]
     missing = await acme.post(f"/v1/webhooks/endpoints/{endpoint['id']}/messages/msg_nope/resend")

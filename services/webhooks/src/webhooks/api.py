@@ -80,7 +80,10 @@ class MessageView(BaseModel):
     order_id: str | None
     sequence: int | None = Field(description="The order's status sequence number (status changes only)")
     state: MessageState = Field(description="pending (to be sent, at next_attempt_at), succeeded, failed (given up)")
-    next_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="When a pending message is sent next; null for a pending status change waiting for an earlier "
+        "one of its order (sent once that one has succeeded or been given up), and once finished"
+    )
     created_at: datetime
     finished_at: datetime | None
     payload: dict[str, Any] = Field(description="The body as sent")
@@ -215,7 +218,7 @@ def _message_view(row: Any) -> MessageView:
     "/endpoints/{endpoint_id}/messages/{message_id}/resend",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Resent,
-    responses=problems(404),
+    responses=problems(404, 409, s409="`message_in_flight`: an attempt of it is under way; resend once it is logged"),
 )
 async def resend_message(
     endpoint_id: str, message_id: str, request: Request, who: WebhooksManager, parts: Parts

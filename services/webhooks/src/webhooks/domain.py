@@ -225,6 +225,13 @@ class MessageState(StrEnum):
     FAILED = "failed"  # given up: every attempt of the schedule failed, or the endpoint answered 410
 
 
+def held_back(sequence: int, pending: list[int]) -> bool:
+    """Whether a status change waits for an earlier one of its order to the same endpoint (`pending`: the sequences
+    of that order's pending messages there): one order's changes are sent in sequence order, each once every
+    earlier one has succeeded or been given up."""
+    return any(earlier < sequence for earlier in pending)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one attempt got: an HTTP status, or an error before any (refused address, timeout, connection)."""

@@ -143,18 +143,27 @@ class EndpointRepository:
             limit,
         )
 
-    async def resend(self, endpoint_id: str, message_id: str, now: datetime) -> bool:
-        """Send a message again now, with its own id, the schedule started anew (a pending one is brought forward);
-        False: no such message. `attempts` counts the attempts of the current round; the log keeps every one."""
-        row = await self.conn.fetchval(
-            "UPDATE messages SET state = 'pending', next_attempt_at = $4, finished_at = NULL, attempts = 0 "
-            "WHERE partner_id = $1 AND endpoint_id = $2 AND id = $3 RETURNING id",
+    async def resend(self, endpoint_id: str, message_id: str, now: datetime) -> str:
+        """Send a message again now, with its own id, the schedule started anew (a pending one is brought forward).
+        `attempts` counts the attempts of the current round; the log keeps every one. Returns `resent`, `missing`,
+        or `in_flight` (an attempt is under way: its outcome would overwrite the resend; left as it is)."""
+        row = await self.conn.fetchrow(
+            "SELECT lease_until FROM messages WHERE partner_id = $1 AND endpoint_id = $2 AND id = $3 FOR UPDATE",
             self.partner_id,
             endpoint_id,
             message_id,
+        )
+        if row is None:
+            return "missing"
+        if row["lease_until"] is not None and row["lease_until"] > now:
+            return "in_flight"
+        await self.conn.execute(
+            "UPDATE messages SET state = 'pending', next_attempt_at = $2, finished_at = NULL, attempts = 0, "
+            "lease_token = NULL, lease_until = NULL WHERE id = $1",
+            message_id,
             now,
         )
-        return row is not None
+        return "resent"
 
     async def resend_failed(self, endpoint_id: str, since: datetime, now: datetime) -> int:
         """Every message given up on that was created since `since`, sent again now."""
@@ -189,6 +198,7 @@ class NewMessage:
     order_id: str | None
     sequence: int | None
     payload: str
+    next_attempt_at: datetime | None  # None: held behind a pending earlier change of its order
 
 
 @dataclass(frozen=True)
@@ -224,24 +234,35 @@ class Deliveries:
         )
         return [Subscriber(r["id"], r["partner_id"], list(r["event_types"]), r["status_type"]) for r in rows]
 
-    async def insert_messages(self, messages: Sequence[NewMessage], now: datetime) -> None:
+    async def pending_sequences(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[int]]:
+        """The sequences of the pending messages of each (endpoint, order), locked FOR SHARE: a dispatcher finishing
+        one of them waits for this transaction, and then sees (and releases) the messages it holds back."""
+        if not keys:
+            return {}
+        rows = await self.conn.fetch(
+            "SELECT m.endpoint_id, m.order_id, m.sequence FROM messages m "
+            "JOIN unnest($1::text[], $2::text[]) AS k(endpoint_id, order_id) "
+            "  ON m.endpoint_id = k.endpoint_id AND m.order_id = k.order_id "
+            "WHERE m.state = 'pending' FOR SHARE OF m",
+            *as_columns(keys, 2),
+        )
+        pending: dict[tuple[str, str], list[int]] = {}
+        for row in rows:
+            pending.setdefault((row["endpoint_id"], row["order_id"]), []).append(row["sequence"])
+        return pending
+
+    async def insert_messages(self, messages: Sequence[NewMessage]) -> None:
         rows = [
-            (m.id, m.partner_id, m.endpoint_id, m.event_id, m.event_type, m.order_id, m.sequence, m.payload)
+            (m.id, m.partner_id, m.endpoint_id, m.event_id, m.event_type, m.order_id, m.sequence, m.payload,
+             m.next_attempt_at)
             for m in messages
-        ]
-        # A status change behind a pending earlier one of its order waits as long as that one does (it could not be
-        # sent before anyway): the claims then never scan the changes a failing one holds back.
+        ]  # fmt: skip
         await self.conn.execute(
             "INSERT INTO messages (id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload, "
             "next_attempt_at) "
-            "SELECT u.*, greatest($9, (SELECT max(e.next_attempt_at) FROM messages e "
-            "  WHERE e.endpoint_id = u.endpoint_id AND e.order_id = u.order_id AND e.state = 'pending' "
-            "  AND e.sequence < u.sequence)) "
-            "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], "
-            "$8::text[]) AS u(id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload) "
-            "ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-            *as_columns(rows, 8),
-            now,
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+            "$7::bigint[], $8::text[], $9::timestamptz[]) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            *as_columns(rows, 9),
         )
 
     async def claim(
@@ -330,7 +351,7 @@ class Deliveries:
             "UPDATE messages SET state = $3, attempts = attempts + 1, next_attempt_at = coalesce($4, next_attempt_at), "
             "lease_token = NULL, lease_until = NULL, "
             "finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END "
-            "WHERE id = $1 AND lease_token = $2 RETURNING endpoint_id, order_id, sequence, next_attempt_at",
+            "WHERE id = $1 AND lease_token = $2 RETURNING endpoint_id, order_id",
             message.id,
             message.lease_token,
             state,
@@ -349,23 +370,22 @@ class Deliveries:
             attempt.response_excerpt,
             attempt.error,
         )
-        if updated["order_id"] is not None:
-            await self._follow_order(updated, state, now)
+        if updated["order_id"] is not None and state != "pending":
+            await self._release_next(updated, now)
         return True
 
-    async def _follow_order(self, message: asyncpg.Record, state: str, now: datetime) -> None:
-        """The later changes of the message's order, never tried yet, wait as long as it does, or are due now that it
-        is done (delivered or given up)."""
-        due = message["next_attempt_at"] if state == "pending" else now
+    async def _release_next(self, message: asyncpg.Record, now: datetime) -> None:
+        """The message is done (delivered or given up): the first change of its order it held back is due now,
+        unless another earlier change is still pending (a resent one), whose end releases it instead."""
         await self.conn.execute(
-            "UPDATE messages SET next_attempt_at = $5 WHERE endpoint_id = $1 AND order_id = $2 AND sequence > $3 "
-            "AND state = 'pending' AND attempts = 0 AND next_attempt_at IS DISTINCT FROM $5 "
-            "AND ($4 = 'pending') = (next_attempt_at < $5)",
+            "UPDATE messages SET next_attempt_at = $3 WHERE id = ("
+            "  SELECT h.id FROM messages h WHERE h.endpoint_id = $1 AND h.order_id = $2 AND h.state = 'pending' "
+            "  AND h.next_attempt_at IS NULL ORDER BY h.sequence LIMIT 1) "
+            "AND NOT EXISTS (SELECT 1 FROM messages e WHERE e.endpoint_id = $1 AND e.order_id = $2 "
+            "  AND e.state = 'pending' AND e.next_attempt_at IS NOT NULL AND e.sequence < messages.sequence)",
             message["endpoint_id"],
             message["order_id"],
-            message["sequence"],
-            state,
-            due,
+            now,
         )
 
     async def set_endpoint_health(

@@ -4,7 +4,7 @@ the consumers' fan-out of platform events into messages (in the transaction that
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +14,7 @@ from contracts.base import Contract
 from contracts.envelope import Envelope
 from contracts.webhooks import order_position, status_type_of, webhook_payload
 from servicekit.consumer import claim_new
-from servicekit.errors import FieldError, NotFound, PreconditionFailed, Unprocessable
+from servicekit.errors import Conflict, FieldError, NotFound, PreconditionFailed, Unprocessable
 from webhooks.domain import (
     Clock,
     Endpoint,
@@ -23,6 +23,7 @@ from webhooks.domain import (
     NewEndpoint,
     RotatedSecret,
     apply_patch,
+    held_back,
     new_endpoint_id,
     new_message_id,
     new_secret,
@@ -102,8 +103,14 @@ class Endpoints:
         async with self.pool.acquire() as conn, conn.transaction():
             endpoints = EndpointRepository(conn, self.partner_id)
             _found(await endpoints.get(endpoint_id), endpoint_id)
-            if not await endpoints.resend(endpoint_id, message_id, self.clock.now()):
-                raise NotFound(f"no message {message_id!r} to endpoint {endpoint_id!r}")
+            outcome = await endpoints.resend(endpoint_id, message_id, self.clock.now())
+        if outcome == "missing":
+            raise NotFound(f"no message {message_id!r} to endpoint {endpoint_id!r}")
+        if outcome == "in_flight":
+            raise Conflict(
+                f"message {message_id!r} is being sent right now; resend it once its attempt is in the log",
+                code="message_in_flight",
+            )
 
     async def resend_failed(self, endpoint_id: str, since: datetime) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -139,8 +146,25 @@ async def fan_out(pool: asyncpg.Pool, consumer: str, envelopes: Sequence[Envelop
         subscribers = await deliveries.subscribers(sorted({envelope.partnerid for envelope in fresh}))
         messages = [message for envelope in fresh for message in _messages_of(envelope, subscribers)]
         if messages:
-            await deliveries.insert_messages(messages, clock.now())
+            await deliveries.insert_messages(await _scheduled(deliveries, messages, clock.now()))
         return len(messages)
+
+
+async def _scheduled(deliveries: Deliveries, messages: list[NewMessage], now: datetime) -> list[NewMessage]:
+    """The messages with their first due time: now, or held (None) behind a pending earlier change of their order
+    (one in the database, or one of this batch)."""
+    keys = sorted({(m.endpoint_id, m.order_id) for m in messages if m.order_id is not None})
+    pending = await deliveries.pending_sequences(keys)
+    for message in messages:
+        if message.order_id is not None and message.sequence is not None:
+            pending.setdefault((message.endpoint_id, message.order_id), []).append(message.sequence)
+    return [replace(message, next_attempt_at=None if _held(message, pending) else now) for message in messages]
+
+
+def _held(message: NewMessage, pending: dict[tuple[str, str], list[int]]) -> bool:
+    if message.order_id is None or message.sequence is None:
+        return False
+    return held_back(message.sequence, pending[(message.endpoint_id, message.order_id)])
 
 
 def _messages_of(envelope: Envelope[Contract], subscribers: Sequence[Any]) -> list[NewMessage]:
@@ -158,6 +182,7 @@ def _messages_of(envelope: Envelope[Contract], subscribers: Sequence[Any]) -> li
             order_id=position[0] if position else None,
             sequence=position[1] if position else None,
             payload=body,
+            next_attempt_at=None,
         )
         for subscriber in subscribers
         if subscriber.partner_id == envelope.partnerid
