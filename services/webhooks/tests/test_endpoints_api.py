@@ -78,3 +78,9 @@ async def test_a_url_that_is_no_http_url_is_refused(acme: httpx.AsyncClient) -> 
         "/v1/webhooks/endpoints", json={"url": "https://shop.example/x", "event_types": ["order.deleted"]}
     )
     assert unknown_type.status_code == 422
+
+
+async def test_readiness_says_the_dispatcher_runs(acme: httpx.AsyncClient) -> None:
+    ready = await acme.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["dispatcher"] is True

@@ -10,7 +10,16 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from servicekit.app import Publishes, Runtime, ServiceSpec, StartupHook, create_service_app, parts_of, serve
+from servicekit.app import (
+    Publishes,
+    Runtime,
+    RuntimeCheck,
+    ServiceSpec,
+    StartupHook,
+    create_service_app,
+    parts_of,
+    serve,
+)
 from webhooks.api import WebhooksParts, router
 from webhooks.consumers import SOURCES, subscribe
 from webhooks.delivery import Dispatcher, Sender
@@ -65,6 +74,13 @@ def _stop(tasks: list[asyncio.Task[None]]) -> StartupHook:
     return stop
 
 
+def _dispatching(tasks: list[asyncio.Task[None]]) -> RuntimeCheck:
+    async def running(_: Runtime) -> bool:
+        return bool(tasks) and not any(task.done() for task in tasks)
+
+    return running
+
+
 def create_app(settings: WebhooksSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or WebhooksSettings()
     tasks: list[asyncio.Task[None]] = []
@@ -76,6 +92,7 @@ def create_app(settings: WebhooksSettings | None = None, clock: Clock | None = N
         routers=[router],
         on_startup=_start(settings, clock or SystemClock(), tasks),
         on_shutdown=_stop(tasks),
+        readiness={"dispatcher": _dispatching(tasks)},
         publishes=PUBLISHES,
         purges=retention_purges(timedelta(days=settings.message_retention_days)),
     )

@@ -114,9 +114,17 @@ class Dispatcher:
             try:
                 await self._claim_and_start()
                 backoff = 0.0
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:  # a dispatcher that stopped would send nothing more: log, wait, claim again
                 backoff = min(10.0, max(0.2, backoff * 2))
-                log.warning("claiming webhook messages failed (%s); again in %.1f s", exc, backoff)
+                transient = isinstance(exc, TRANSIENT_ERRORS)
+                log.log(
+                    logging.WARNING if transient else logging.ERROR,
+                    "claiming webhook messages failed (%s: %s); again in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                    exc_info=not transient,
+                )
                 await asyncio.sleep(backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.delivery_poll_interval_s)
