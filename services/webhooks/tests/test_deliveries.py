@@ -209,6 +209,8 @@ async def test_one_orders_changes_arrive_in_order_and_a_failure_holds_back_only_
     clock.advance(RETRY_DELAYS[0])
     await receiver.wait_for("/orders", 7)
     assert [s for o, s in arrivals() if o == "o-a"] == [1, 2, 2, 3, 4]
+    await attempts_recorded(acme, endpoint["id"], 7)
+    assert (await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")).json()["failing_since"] is None  # a success
 
 
 async def test_a_slow_endpoint_does_not_delay_a_fast_one(

@@ -181,11 +181,13 @@ class Dispatcher:
                 async with self._pool.acquire() as conn, conn.transaction():
                     deliveries = Deliveries(conn)
                     now = self._clock.now()
+                    # A success ends any failure streak whatever it was: only a failure reads it (and locks it).
+                    streak = None if outcome.succeeded else await deliveries.failing_since(message.endpoint_id)
                     decision = decide(
                         outcome,
                         message.attempts + 1,
                         now,
-                        await deliveries.failing_since(message.endpoint_id),
+                        streak,
                         retry_after_cap=timedelta(seconds=settings.retry_after_cap_s),
                         disable_after=timedelta(seconds=settings.disable_after_failing_s),
                     )

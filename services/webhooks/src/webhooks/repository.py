@@ -391,6 +391,11 @@ class Deliveries:
     async def set_endpoint_health(
         self, endpoint_id: str, failing_since: datetime | None, disable_reason: str | None, now: datetime
     ) -> None:
+        if failing_since is None and disable_reason is None:  # a success: a write only when it ends a streak
+            await self.conn.execute(
+                "UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL", endpoint_id
+            )
+            return
         await self.conn.execute(
             "UPDATE endpoints SET failing_since = $2, "
             "enabled = CASE WHEN $3::text IS NULL THEN enabled ELSE false END, "
