@@ -10,6 +10,7 @@ import html
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -194,6 +195,28 @@ async def test_resend_failed_needs_a_moment_and_says_so_beside_it(console: Runni
     resent = await post(admin, f"/settings/webhooks/{endpoint_id}/resend-failed", {"since": "2026-01-01T00:00"})
     assert resent.status_code == 303
     assert "попытки были исчерпаны: 0" in (await admin.get(f"/settings/webhooks/{endpoint_id}")).text
+
+
+HOSTILE = ("\x00", "a\x00b", "9999-12-31", "0001-01-01", "x" * 100_000, "-1", "abc", '{"a": [1]}')
+
+
+async def test_no_webhooks_route_answers_a_500_to_hostile_values(console: Running) -> None:
+    admin = await console.signed_in(ADMIN)
+    base = f"/settings/webhooks/{await created_endpoint(admin)}"
+    fields = ("url", "event_types", "status_type", "description", "enabled", "version", "since")
+    failures = []
+    for value in HOSTILE:
+        in_url = quote(value[:1000], safe="")
+        for path in ("/settings/webhooks", base, f"{base}/enable", f"{base}/disable", f"{base}/resend-failed",
+                     f"{base}/messages/{in_url}/resend", f"/settings/webhooks/{in_url}/rotate"):  # fmt: skip
+            answer = await post(admin, path, dict.fromkeys(fields, value))
+            if answer.status_code >= 500:
+                failures.append(f"POST {path[:60]} {value[:10]!r}: {answer.status_code}")
+        for path in (base, f"{base}/log", f"{base}/edit", f"/settings/webhooks/{in_url}"):
+            answer = await admin.get(path, params={"state": value[:1000], "cursor": value[:1000]})
+            if answer.status_code >= 500:
+                failures.append(f"GET {path[:60]} {value[:10]!r}: {answer.status_code}")
+    assert not failures, "\n".join(failures)
 
 
 # --- an endpoint's state in words ----------------------------------------------------------------------------------

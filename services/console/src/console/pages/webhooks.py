@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -193,6 +193,12 @@ def _path(endpoint_id: str) -> str:
     return f"{ENDPOINTS}/{segment(endpoint_id)}"
 
 
+def if_match(version: str) -> str:
+    """The ETag of the version the form was read at. A version that is no number (a form tampered with) is sent as
+    one no endpoint has, so the service answers "changed meanwhile" rather than a header carrying anything typed."""
+    return f'"{version}"' if version.isascii() and version.isdigit() else '"none"'
+
+
 # --- the list, create, the secret --------------------------------------------------------------------------------
 
 
@@ -304,7 +310,9 @@ async def update_endpoint(page: Admin, endpoint_id: str) -> Response:
         errors = {name: page.gettext(text) for name, text in refusals.items()}
         return _form_page(page, form, endpoint_id=endpoint_id, errors=errors, status_code=422)
     try:
-        await page.api.call(Service.WEBHOOKS, "PATCH", _path(endpoint_id), json=form.body(), etag=f'"{form.version}"')
+        await page.api.call(
+            Service.WEBHOOKS, "PATCH", _path(endpoint_id), json=form.body(), etag=if_match(form.version)
+        )
     except BackendProblem as refused:
         if refused.status == 404:
             raise
@@ -318,7 +326,7 @@ async def update_endpoint(page: Admin, endpoint_id: str) -> Response:
 async def _switch(page: Page, endpoint_id: str, version: str, enabled: bool) -> Response:
     try:
         await page.api.call(
-            Service.WEBHOOKS, "PATCH", _path(endpoint_id), json={"enabled": enabled}, etag=f'"{version}"'
+            Service.WEBHOOKS, "PATCH", _path(endpoint_id), json={"enabled": enabled}, etag=if_match(version)
         )
     except BackendProblem as refused:
         if refused.status != 412:
@@ -359,11 +367,15 @@ async def resend(page: Admin, endpoint_id: str, message_id: str) -> Response:
 
 
 def since_of(value: str, time_zone: str) -> datetime:
-    """A datetime-local field's value (the user's time zone) as an instant; ValueError when it is none."""
+    """A datetime-local field's value (the user's time zone) as an instant in UTC; ValueError when it is none (or
+    one that UTC cannot hold, such as the first minutes of year 1 east of Greenwich)."""
     moment = datetime.fromisoformat(value.strip())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(time_zone))
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 @router.post("/{endpoint_id}/resend-failed")
