@@ -28,6 +28,8 @@ async def test_an_event_reaches_the_endpoints_that_want_it_signed_and_logged(
     receiver.answers["/all"] = lambda _: Response("x" * 3000, status_code=200)
     everything = await create_endpoint(acme, f"{receiver.url}/all", event_types=["order.status_changed", "sms.failed"])
     await create_endpoint(acme, f"{receiver.url}/payments", status_type="payment")
+    receiver.answers["/moved"] = lambda _: Response("", status_code=302, headers={"Location": "/elsewhere"})
+    moved = await create_endpoint(acme, f"{receiver.url}/moved")
     await create_endpoint(client_for("globex", ("webhooks:manage",)), f"{receiver.url}/globex")
 
     change = status_changed("o-1", 3)
@@ -54,6 +56,11 @@ async def test_an_event_reaches_the_endpoints_that_want_it_signed_and_logged(
     await asyncio.sleep(0.5)
     assert receiver.at("/payments") == []  # a delivery status change is not a payment one
     assert receiver.at("/globex") == []  # another partner's endpoint hears nothing of acme
+    await attempts_recorded(acme, moved["id"], 1)
+    (redirected,) = await message_log(acme, moved["id"])
+    assert [a["response_status"] for a in redirected["attempts"]] == [302]
+    assert redirected["state"] == "pending"  # a failed attempt, retried on the schedule
+    assert receiver.at("/elsewhere") == []  # never followed
 
 
 async def test_failures_are_retried_on_the_schedule_with_the_same_id_then_given_up(
