@@ -213,6 +213,9 @@ async def check_analytics(page: Page, timings: dict[str, float]) -> None:
     await expect(page.locator("#status-error")).to_contain_text("not included in analytics")
 
     await choices.select_option(label="Paid (Payment)")
+    # the orders' month (devtools.upstream.T0) rather than the default last 30 days
+    await page.get_by_label("First day").fill("2026-11-01")
+    await page.get_by_label("Last day").fill("2026-11-30")
     await page.get_by_role("button", name="Show").click()
     segment = page.locator("#segment")
     await expect(segment.locator("tbody tr")).to_have_count(1)

@@ -135,6 +135,8 @@ async def test_a_newcomer_does_the_seed_example_in_the_browser(
     await expect(page.locator('#counts tr[data-code="paid"]')).to_be_visible()
     await expect(page.locator('#counts tr[data-code="shipped"]')).to_have_count(0)  # not flagged for analytics
     await page.get_by_label("Customers whose orders entered").select_option(label="Paid (Payment)")
+    await page.get_by_label("First day").fill("2026-11-01")  # the orders' month (devtools.upstream.T0)
+    await page.get_by_label("Last day").fill("2026-11-30")
     await page.get_by_role("button", name="Show").click()
     await expect(page.locator("#segment")).to_contain_text("c-o-1")
     async with page.expect_download() as download_info:

@@ -158,15 +158,22 @@ async def _marketer(running: Running) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+NO_SUCH_DATE = "There is no such date. Enter a date as year-month-day, such as 2026-03-31."
+
+
 @pytest.mark.parametrize(
     ("start", "end", "field", "message"),
     [
         ("", "9999-12-31", "end", "Choose a date between Jan 1, 1970 and Dec 31, 2999."),
         ("0001-01-01", "", "start", "Choose a date between Jan 1, 1970 and Dec 31, 2999."),
-        ("2026-13-01", "", "start", "Enter a date as YYYY-MM-DD."),
-        ("2026-12-02", "2026-12-01", "end", "The start is after the end."),
+        ("2026-13-01", "", "start", NO_SUCH_DATE),
+        ("2026-02-30", "2026-03-02", "start", NO_SUCH_DATE),
+        ("2026-12-02", "2026-12-01", "end", "The last day is before the first day. Choose a last day on or after the "
+         "first one."),
+        ("2026-01-01", "2027-01-02", "end", "The period is longer than 366 days. Choose a shorter one, such as a month "
+         "or a quarter."),
     ],
-)
+)  # fmt: skip
 async def test_analytics_says_what_is_wrong_with_a_date(
     running: Running, start: str, end: str, field: str, message: str
 ) -> None:
@@ -178,9 +185,10 @@ async def test_analytics_says_what_is_wrong_with_a_date(
     assert "Input should be" not in answer.text
 
 
-async def test_analytics_takes_the_widest_period_it_offers(running: Running) -> None:
+@pytest.mark.parametrize(("start", "end"), [("1970-01-01", "1971-01-01"), ("2999-01-01", "2999-12-31")])
+async def test_analytics_takes_the_farthest_days_it_offers(running: Running, start: str, end: str) -> None:
     async with _marketer(running) as client:
-        answer = await client.get("/analytics", params={"start": "1970-01-01", "end": "2999-12-31"})
+        answer = await client.get("/analytics", params={"start": start, "end": end})
     assert answer.status_code == 200, answer.text[-2000:]
 
 

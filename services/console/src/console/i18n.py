@@ -18,7 +18,7 @@ from babel import Locale
 from babel.dates import format_date, format_datetime, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, format_percent
 from babel.support import NullTranslations, Translations
 
 from console.domain import LANGUAGES
@@ -67,6 +67,10 @@ class Formats:
 
     def number(self, value: float | int | None) -> str:
         return "" if value is None else format_decimal(value, locale=self.language)
+
+    def percent(self, fraction: float) -> str:
+        """A fraction (0 to 1) as a percentage in the user's language, e.g. "67%" / "67 %"."""
+        return format_percent(fraction, locale=self.language)
 
     def duration(self, seconds: float) -> str:
         """A span of time in the user's language, e.g. "3 hours" / "3 часа"."""
