@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
 from playwright.async_api import Page, expect
 
 from console.domain import Role
@@ -31,6 +32,20 @@ def sms_sent_to(platform: Platform, phone: str) -> list[dict[str, str]]:
         return []
     lines = [json.loads(line) for line in platform.sms_file.read_text().splitlines() if line.strip()]
     return [line for line in lines if line.get("to") == phone]
+
+
+async def use_tests_of(platform: Platform, email: str, count: int) -> None:
+    """`count` test sends by the console user `email` through the notifier's API (a token naming them, as the
+    console's are): they use that person's tests of the hour."""
+    token = await platform.tokens.token(PARTNER, ("read", "write"), actor=email)
+    async with httpx.AsyncClient(base_url=platform.url("notifier"), timeout=10) as notifier:
+        for _ in range(count):
+            answer = await notifier.post(
+                "/v1/messages/test",
+                json={"phone": "+79165550000", "text": "Test"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert answer.status_code == 201, answer.text
 
 
 async def send_a_test(page: Page, campaign_id: str, phone: str, button: str, label: str) -> str:
@@ -97,6 +112,7 @@ async def test_send_a_test_in_russian(console: Console, sign_in: SignIn) -> None
     campaign_id = await define_example(console.platform, PARTNER)
     await opt_out(console.platform, OPTED_OUT)
     page = await sign_in(await console.user("marketer@shop.example", Role.MARKETER, PARTNER, language="ru"))
+    await use_tests_of(console.platform, "marketer@shop.example", 9)  # the browser's test is the hour's tenth
 
     await send_a_test(page, campaign_id, "+79165551234", "Отправить тест", "Отправить тест на номер")
     await expect(page.locator("#test-sent")).to_contain_text("Тест отправлен на +79165551234.")
@@ -124,3 +140,12 @@ async def test_send_a_test_in_russian(console: Console, sign_in: SignIn) -> None
         re.compile(r"^Это не номер мобильного телефона")
     )
     await screenshot(page, "test-send-ru")
+
+    # the eleventh test of the hour: refused, saying from when the next one is possible
+    await page.get_by_label("Отправить тест на номер").fill("+79165551234")
+    await page.get_by_role("button", name="Отправить тест", exact=True).click()
+    await expect(page.locator("#test-send-result [role=alert]")).to_have_text(
+        re.compile(
+            r"^За последний час вы отправили все положенные тесты \(10\)\. Следующий можно будет отправить в .+2\d"
+        )
+    )
