@@ -3,10 +3,11 @@ rules, and every serious or critical violation fails the test at its teardown.
 
 conftest.py's autouse `accessibility` fixture has every browser context the test opens watched (`browser.new_context`
 is wrapped), so no test has to remember it. Each document checks itself: an init script runs axe once the document
-has loaded and again whenever its DOM has changed (an htmx swap, a dialog opening, an error shown) and stayed so for
-50 ms, and reports each result through a binding. Nothing is lost to the next page: a main-frame navigation (a link,
-a form, a redirect, goto, reload) waits in the route until the document it leaves has reported a check of its
-current state, and a page or context closes (the fixtures' teardown) only once its last state is checked.
+is parsed and styled, once it has loaded, and again whenever its DOM has changed (an htmx swap, a dialog opening, an
+error shown) and stayed so for 50 ms, and reports each result through a binding. Nothing is lost to the next page:
+a main-frame navigation (a link, a form, a redirect, goto, reload) waits in the route until the document it leaves
+has reported a check of its current state, and a page or context closes (the fixtures' teardown) only once its last
+state is checked.
 
 Everything reaches the page through the devtools protocol (init scripts and a binding), which the console's
 Content-Security-Policy does not govern: the console serves no script for it, and the CSP check of the `sign_in`
@@ -28,18 +29,21 @@ AXE = Path(__file__).resolve().parent / "vendor" / "axe-core-4.14.1" / "axe.min.
 WCAG_2_A_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
 FAILING_IMPACTS = ["serious", "critical"]
 AXE_OPTIONS = {"runOnly": {"type": "tag", "values": WCAG_2_A_AA}, "resultTypes": ["violations"]}
-CHECK_TIMEOUT_S = 30  # a check takes well under a second; this only keeps a broken page from hanging the test
+CHECK_TIMEOUT_S = 15  # a check takes about a second on a busy machine; this keeps a broken page from hanging a test
 
 # Runs in every document, after axe.min.js and before the page's own scripts.
-WATCH_SCRIPT = """
+WATCH_SCRIPT = r"""
 (() => {
   if (window !== window.top || !location.protocol.startsWith('http')) return;
   const options = OPTIONS, impacts = IMPACTS;
   let changes = 1, checkedAt = 0, running = false, timer = null, clean = false;
   const report = (message) => window.__a11yReport(Object.assign({url: location.href}, message));
   const schedule = () => { clearTimeout(timer); timer = setTimeout(check, 50); };
+  // parsed and styled (a page left before its load event is checked as it was shown)
+  const ready = () => document.readyState !== 'loading'
+    && [...document.querySelectorAll('link[rel=stylesheet]')].every((link) => link.sheet);
   async function check() {
-    if (running || document.readyState !== 'complete' || changes === checkedAt) return;
+    if (running || changes === checkedAt || !ready()) return;
     running = true;
     const at = changes;
     let found = [], error = null;
@@ -47,7 +51,8 @@ WATCH_SCRIPT = """
       const result = await axe.run(document, options);
       found = result.violations.flatMap((rule) => rule.nodes
         .filter((node) => impacts.includes(node.impact))
-        .map((node) => ({rule: rule.id, impact: node.impact, help: rule.help, target: node.target.join(' ')})));
+        .map((node) => ({rule: rule.id, impact: node.impact, help: rule.help, target: node.target.join(' '),
+                         why: (node.failureSummary || '').replace(/\s+/g, ' ')})));
     } catch (e) {
       error = String(e);
     }
@@ -63,6 +68,7 @@ WATCH_SCRIPT = """
     schedule();
   }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
   report({dirty: true});
+  document.addEventListener('DOMContentLoaded', schedule);
   window.addEventListener('load', schedule);
 })();
 """.replace("OPTIONS", json.dumps(AXE_OPTIONS)).replace("IMPACTS", json.dumps(FAILING_IMPACTS))
@@ -75,9 +81,10 @@ class Violation:
     impact: str
     target: str
     help: str
+    why: str  # axe's failure summary: what to change (a contrast ratio, the missing label)
 
     def __str__(self) -> str:
-        return f"{self.impact} {self.rule} on {self.url} at {self.target!r}: {self.help}"
+        return f"{self.impact} {self.rule} on {self.url} at {self.target!r}: {self.help}. {self.why}"
 
 
 @dataclass
@@ -137,7 +144,9 @@ class AccessibilityAudit:
         if message["error"]:
             self.errors.append(f"axe failed on {message['url']}: {message['error']}")
         for found in message["violations"]:
-            violation = Violation(message["url"], found["rule"], found["impact"], found["target"], found["help"])
+            violation = Violation(
+                message["url"], found["rule"], found["impact"], found["target"], found["help"], found["why"]
+            )
             if violation not in self.violations:
                 self.violations.append(violation)
         if message["clean"]:

@@ -154,7 +154,7 @@ async def test_the_seed_campaign_in_the_editor_with_its_live_preview(
 
     # the editor in Russian
     await page.goto(campaign_url)
-    await page.get_by_role("button", name="RU").click()
+    await page.get_by_role("button", name="RU", exact=True).click()
     await expect(page.get_by_role("heading", name="Триггер: изменился статус заказа")).to_be_visible()
     await expect(page.get_by_role("heading", name="Фильтр клиентов")).to_be_visible()
     await expect(page.locator("#trigger-statuses")).to_contain_text("Отгружен")
