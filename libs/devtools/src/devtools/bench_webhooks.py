@@ -48,12 +48,13 @@ DEAD_CHANGES_PER_ORDER = 4  # the dead endpoint's backlog: this many status chan
 CHANGES_PER_ORDER = 6  # devtools.bench.journey's
 
 # $1 messages for the endpoint $2 of partner $3, as the service stores a status change's: DEAD_CHANGES_PER_ORDER per
-# order, in sequence, all due now (the first of each order is tried at once; the rest wait behind it); $4 the body.
+# order, in sequence; the first of each order due now, the others held behind it (no next_attempt_at, as the
+# service writes a change behind a pending earlier one of its order); $4 the body.
 PRELOAD_DEAD_SQL = f"""
 INSERT INTO messages (id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload,
                       next_attempt_at)
 SELECT 'msg_dead_' || n, $3, $2, 'dead-event-' || n, 'order.status_changed', 'dead-' || n / {DEAD_CHANGES_PER_ORDER},
-       n % {DEAD_CHANGES_PER_ORDER} + 1, $4, now()
+       n % {DEAD_CHANGES_PER_ORDER} + 1, $4, CASE WHEN n % {DEAD_CHANGES_PER_ORDER} = 0 THEN now() END
 FROM generate_series(0, $1::int - 1) AS n
 """
 
