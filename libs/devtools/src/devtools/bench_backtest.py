@@ -7,8 +7,9 @@ asks for it: the time to its result line, and the live platform's full-speed thr
 running against the same throughput without, in the same run. Measured:
 
 * **the backtest alone**: wall-clock seconds from the request to the result line, its progress lines and counts;
-* **live throughput with / without**: the bench's full-speed phase (its rounds, median) with no backtest, then with
-  backtests running one after another for the whole phase (each started as the last one ended).
+* **live throughput with / without**: the bench's full-speed phase, round by round, without a backtest and then with
+  one running (started two seconds before the round, cancelled after it), `FULL_SPEED_ROUNDS` of each alternating
+  (the machine's load drifts over minutes); each figure the median of its rounds.
 """
 
 from __future__ import annotations
@@ -66,30 +67,35 @@ async def one_backtest(platform: Platform, partner: str) -> dict[str, Any]:
     }
 
 
+async def keep_backtesting(platform: Platform, partner: str, finished: list[dict[str, Any]]) -> None:
+    """Backtests one after another until cancelled (a cancelled one closes its connection: the work stops)."""
+    while True:
+        finished.append(await one_backtest(platform, partner))
+
+
 async def backtest_phase(bench: Bench, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:
-    from devtools.bench import FULL_SPEED_ORDERS, PARTNERS, say
+    from devtools.bench import FULL_SPEED_ORDERS, FULL_SPEED_ROUNDS, PARTNERS, median_round, say
 
     partner = PARTNERS[0]
     say(f"backtest alone: {BACKTEST_DAYS} days of {partner}'s preloaded history")
     alone = await one_backtest(platform, partner)
     say(f"  {alone['seconds']} s, {alone['changes_read']} changes, {alone['sms']} SMS")
-    say("live full speed without a backtest")
-    without = await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, "btoff")
-    say("live full speed while backtests run")
+    # Without and with, round by round (the machine's load drifts over minutes): each figure the median of its rounds.
+    rounds: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
     during: list[dict[str, Any]] = []
-
-    async def keep_backtesting() -> None:
-        while True:
-            during.append(await one_backtest(platform, partner))
-
-    running = asyncio.create_task(keep_backtesting())
-    await asyncio.sleep(1)  # under way: its worker started, orders' query reading
-    try:
-        with_backtest = await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, "bton")
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+    for n in range(FULL_SPEED_ROUNDS):
+        say(f"live full speed without a backtest, round {n + 1}")
+        rounds["without"].append(await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, f"btoff{n}", rounds=1))
+        say(f"live full speed while a backtest runs, round {n + 1}")
+        running = asyncio.create_task(keep_backtesting(platform, partner, during))
+        await asyncio.sleep(2)  # under way: orders' query reading, the worker deciding
+        try:
+            rounds["with"].append(await bench.full_speed(platform, producer, FULL_SPEED_ORDERS, f"bton{n}", rounds=1))
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    without, with_backtest = median_round(rounds["without"]), median_round(rounds["with"])
     ratio = with_backtest["status_changes_per_second"] / without["status_changes_per_second"]
     return {
         "days": BACKTEST_DAYS,
@@ -97,6 +103,7 @@ async def backtest_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
         "alone": alone,
         "full_speed_without": without,
         "full_speed_with": with_backtest,
+        "rounds_throughput": {k: [r["status_changes_per_second"] for r in v] for k, v in rounds.items()},
         "backtests_finished_during": during,
         "throughput_ratio": round(ratio, 3),
     }
