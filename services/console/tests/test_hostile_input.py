@@ -126,8 +126,8 @@ def _requests(app: FastAPI, value: str) -> list[tuple[str, str, dict[str, str]]]
         in_url = value[:URL_LIMIT]
         path = re.sub(r"\{[^}]+\}", quote(in_url, safe=""), context.path)
         for method in sorted((route.methods or set()) - {"HEAD"}):
-            if method == "GET":
-                found.append((method, path, dict.fromkeys(query, in_url)))
+            if method == "GET":  # the whole query within the limit, however many parameters the route takes
+                found.append((method, path, dict.fromkeys(query, in_url[: URL_LIMIT // max(len(query), 1)])))
             else:
                 found.append((method, path, dict.fromkeys(fields | form, value)))
     return found
