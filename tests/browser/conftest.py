@@ -57,7 +57,7 @@ async def accessibility(browser: Browser, monkeypatch: pytest.MonkeyPatch) -> As
     monkeypatch.setattr(browser, "new_context", watched_new_context)
     yield audit
     await audit.close_all()
-    print(f"accessibility: {len(audit.checked)} axe checks on {len(set(audit.checked))} URLs")
+    print(f"accessibility: {len(audit.checked)} checks, {len(set(audit.checked))} URLs; left unstyled: {audit.skipped}")
     assert not audit.violations and not audit.errors, f"accessibility (axe-core, WCAG 2 A/AA):\n{audit.report()}"
 
 
