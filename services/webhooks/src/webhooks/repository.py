@@ -223,6 +223,46 @@ class AttemptRecord:
     error: str | None
 
 
+# `Deliveries.claim`: $1 now, $2 the lease's end, $3 the limit, $4 per endpoint, $5/$6 what is in flight per
+# endpoint, $7 the lease token.
+CLAIM_SQL = """
+    WITH busy AS (SELECT * FROM unnest($5::text[], $6::int[]) AS b(endpoint_id, in_flight)),
+    due AS (
+        SELECT m.id
+          FROM endpoints e
+          LEFT JOIN busy ON busy.endpoint_id = e.id
+         CROSS JOIN LATERAL (
+            SELECT m.id, m.next_attempt_at FROM messages m
+             WHERE m.endpoint_id = e.id AND m.state = 'pending' AND m.next_attempt_at <= $1
+               AND (m.lease_until IS NULL OR m.lease_until <= $1)
+               AND (m.order_id IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM messages earlier
+                     WHERE earlier.endpoint_id = m.endpoint_id AND earlier.order_id = m.order_id
+                       AND earlier.state = 'pending' AND earlier.sequence < m.sequence))
+             ORDER BY m.next_attempt_at
+             LIMIT greatest($4 - coalesce(busy.in_flight, 0), 0)
+               FOR UPDATE OF m SKIP LOCKED
+         ) m
+         WHERE e.enabled
+         -- Round-robin across endpoints: each endpoint's first message, counting what this instance already
+         -- sends to it, before anyone's next, so an old backlog never takes another endpoint's turn.
+         ORDER BY coalesce(busy.in_flight, 0)
+                  + row_number() OVER (PARTITION BY e.id ORDER BY m.next_attempt_at), m.next_attempt_at
+         LIMIT $3
+    ),
+    leased AS (
+        UPDATE messages SET lease_token = $7, lease_until = $2
+          FROM due WHERE messages.id = due.id
+        RETURNING messages.id, messages.endpoint_id, messages.payload, messages.attempts
+    )
+    SELECT l.id, l.endpoint_id, l.payload, l.attempts, e.url,
+           array(SELECT s.secret FROM endpoint_secrets s
+                  WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
+                  ORDER BY s.id DESC) AS secrets
+      FROM leased l JOIN endpoints e ON e.id = l.endpoint_id
+    """
+
+
 @dataclass(frozen=True)
 class Deliveries:
     conn: DbConnection
@@ -270,42 +310,13 @@ class Deliveries:
     ) -> list[Claimed]:
         """Lease at most `limit` due messages, at most `per_endpoint` of an endpoint less what this instance already
         sends to it (`busy`), skipping those another instance is claiming or holds (an expired lease is free
-        again). A status change waits while an earlier one of its order to the same endpoint is pending."""
+        again). A status change waits while an earlier one of its order to the same endpoint is pending. The
+        `limit` is shared fairly: endpoints take turns, the one with the fewest in flight first, the oldest due
+        message of each first; so a backlog of old due messages on one endpoint (a dead one) never comes before
+        another endpoint's fresh one. One statement, its own transaction."""
         token = uuid.uuid4()
         rows = await self.conn.fetch(
-            """
-            WITH busy AS (SELECT * FROM unnest($5::text[], $6::int[]) AS b(endpoint_id, in_flight)),
-            due AS (
-                SELECT m.id
-                  FROM endpoints e
-                  LEFT JOIN busy ON busy.endpoint_id = e.id
-                 CROSS JOIN LATERAL (
-                    SELECT m.id, m.next_attempt_at FROM messages m
-                     WHERE m.endpoint_id = e.id AND m.state = 'pending' AND m.next_attempt_at <= $1
-                       AND (m.lease_until IS NULL OR m.lease_until <= $1)
-                       AND (m.order_id IS NULL OR NOT EXISTS (
-                            SELECT 1 FROM messages earlier
-                             WHERE earlier.endpoint_id = m.endpoint_id AND earlier.order_id = m.order_id
-                               AND earlier.state = 'pending' AND earlier.sequence < m.sequence))
-                     ORDER BY m.next_attempt_at
-                     LIMIT greatest($4 - coalesce(busy.in_flight, 0), 0)
-                       FOR UPDATE OF m SKIP LOCKED
-                 ) m
-                 WHERE e.enabled
-                 ORDER BY m.next_attempt_at
-                 LIMIT $3
-            ),
-            leased AS (
-                UPDATE messages SET lease_token = $7, lease_until = $2
-                  FROM due WHERE messages.id = due.id
-                RETURNING messages.id, messages.endpoint_id, messages.payload, messages.attempts
-            )
-            SELECT l.id, l.endpoint_id, l.payload, l.attempts, e.url,
-                   array(SELECT s.secret FROM endpoint_secrets s
-                          WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
-                          ORDER BY s.id DESC) AS secrets
-              FROM leased l JOIN endpoints e ON e.id = l.endpoint_id
-            """,
+            CLAIM_SQL,
             now,
             lease_until,
             limit,
