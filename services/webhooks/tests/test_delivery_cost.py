@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 
+import asyncpg
+import httpx
 from httpcore._synchronization import current_async_library
+
+from devtools.pytest_plugin import wait_until
+from webhooks.delivery import Dispatcher, Sender
+from webhooks.repository import Deliveries, NewMessage
+from webhooks.settings import WebhooksSettings
+from webhooks.targets import TargetGuard
+
+from .conftest import Receiver, TestClock, create_endpoint
 
 
 async def test_httpcore_finds_the_event_loop_without_a_failing_import() -> None:
@@ -12,3 +23,63 @@ async def test_httpcore_finds_the_event_loop_without_a_failing_import() -> None:
     # that fails after searching sys.path again (60 us here; 10 % of the dispatcher's CPU in the bench's profile).
     assert current_async_library() == "asyncio"
     assert "sniffio" in sys.modules, "sniffio is missing: httpcore tries to import it at every call"
+
+
+async def test_a_delivered_change_costs_one_claim_and_four_statements_to_record(
+    acme: httpx.AsyncClient, webhooks_settings: WebhooksSettings, receiver: Receiver
+) -> None:
+    """Every statement is a round trip to the database, and a delivery's were most of its cost (the throughput figure
+    of docs/performance.md): the claim is one statement, and the record BEGIN, the attempt with the message's state
+    and the endpoint's health, the release of the order's next change, COMMIT."""
+    endpoint = (await create_endpoint(acme, f"{receiver.url}/hooks"))["id"]
+    clock = TestClock()
+    clock.advance(timedelta(hours=1))  # due in the app's dispatcher's future: only ours sends it
+    first, counted = (
+        NewMessage(
+            id=f"msg_{order}",
+            partner_id="acme",
+            endpoint_id=endpoint,
+            event_id=f"event-{order}",
+            event_type="order.status_changed",
+            order_id=order,
+            sequence=1,
+            payload="{}",
+            next_attempt_at=clock.now(),
+        )
+        for order in ("o-1", "o-2")
+    )
+    statements: list[str] = []
+
+    async def log_statements(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    async def keep_session(_: asyncpg.Connection) -> None:  # no reset statements between uses (as servicekit.db)
+        pass
+
+    pool = await asyncpg.create_pool(
+        webhooks_settings.database_url, min_size=1, max_size=1, init=log_statements, reset=keep_session
+    )
+    assert pool is not None
+    async with httpx.AsyncClient() as client:
+        sender = Sender(client, TargetGuard(allow_private=True), 2.0, 1024)
+        dispatcher = Dispatcher(pool, webhooks_settings, clock, sender)
+
+        async def deliver(message: NewMessage, count: int) -> None:
+            async with pool.acquire() as conn:
+                await Deliveries(conn).insert_messages([message])
+            statements.clear()
+            await dispatcher._claim_and_start()
+            await receiver.wait_for("/hooks", count)
+
+            async def recorded() -> bool:
+                return not dispatcher._in_flight
+
+            await wait_until(recorded, what="the attempt recorded")
+
+        try:
+            await deliver(first, 1)  # asyncpg's own first statements on the connection (its types') go with this one
+            await deliver(counted, 2)
+        finally:
+            await dispatcher.stop()
+            await pool.close()
+    assert len(statements) <= 5, statements

@@ -191,13 +191,15 @@ class Dispatcher:
                         retry_after_cap=timedelta(seconds=settings.retry_after_cap_s),
                         disable_after=timedelta(seconds=settings.disable_after_failing_s),
                     )
-                    recorded = await deliveries.record_attempt(
-                        message, attempt, state=decision.state, next_attempt_at=decision.next_attempt_at, now=now
+                    await deliveries.record_attempt(
+                        message,
+                        attempt,
+                        state=decision.state,
+                        next_attempt_at=decision.next_attempt_at,
+                        now=now,
+                        failing_since=decision.failing_since,
+                        disable_reason=decision.disable_reason,
                     )
-                    if recorded:
-                        await deliveries.set_endpoint_health(
-                            message.endpoint_id, decision.failing_since, decision.disable_reason, now
-                        )
                 if decision.disable_reason:
                     log.warning("endpoint %s disabled: %s", message.endpoint_id, decision.disable_reason)
                 if decision.state is MessageState.FAILED:

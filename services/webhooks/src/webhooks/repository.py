@@ -355,32 +355,54 @@ class Deliveries:
         state: str,
         next_attempt_at: datetime | None,
         now: datetime,
+        failing_since: datetime | None,
+        disable_reason: str | None,
     ) -> bool:
-        """The attempt and the message's new state, if this instance still holds the lease (False: it expired and
-        another instance claimed the message; this attempt is then not recorded)."""
+        """The attempt, the message's new state and the endpoint's health (`set_endpoint_health`'s), if this instance
+        still holds the lease (False: it expired and another instance claimed the message; this attempt is then not
+        recorded). One statement for the three; releasing the next change of the order is a statement of its own,
+        after it: it must see what a fan-out that this statement waited for (`pending_sequences`) committed."""
         updated = await self.conn.fetchrow(
-            "UPDATE messages SET state = $3, attempts = attempts + 1, next_attempt_at = coalesce($4, next_attempt_at), "
-            "lease_token = NULL, lease_until = NULL, "
-            "finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END "
-            "WHERE id = $1 AND lease_token = $2 RETURNING endpoint_id, order_id",
+            """
+            WITH done AS (
+                UPDATE messages SET state = $3, attempts = attempts + 1,
+                       next_attempt_at = coalesce($4, next_attempt_at), lease_token = NULL, lease_until = NULL,
+                       finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END
+                 WHERE id = $1 AND lease_token = $2
+                RETURNING id, endpoint_id, order_id
+            ),
+            attempt AS (
+                INSERT INTO attempts (message_id, attempted_at, response_status, latency_ms, response_excerpt, error)
+                SELECT id, $6, $7, $8, $9, $10 FROM done
+            ),
+            health AS (
+                UPDATE endpoints SET failing_since = $11,
+                       enabled = CASE WHEN $12::text IS NULL THEN enabled ELSE false END,
+                       disabled_reason = coalesce($12, disabled_reason),
+                       disabled_at = CASE WHEN $12::text IS NULL THEN disabled_at ELSE $5 END,
+                       version = CASE WHEN $12::text IS NULL THEN version ELSE version + 1 END,
+                       updated_at = CASE WHEN $12::text IS NULL THEN updated_at ELSE now() END
+                 WHERE id = (SELECT endpoint_id FROM done)
+                   -- a success writes only when it ends a streak
+                   AND ($11::timestamptz IS NOT NULL OR $12::text IS NOT NULL OR failing_since IS NOT NULL)
+            )
+            SELECT endpoint_id, order_id FROM done
+            """,
             message.id,
             message.lease_token,
             state,
             next_attempt_at,
             now,
-        )
-        if updated is None:
-            return False
-        await self.conn.execute(
-            "INSERT INTO attempts (message_id, attempted_at, response_status, latency_ms, response_excerpt, error) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            message.id,
             attempt.attempted_at,
             attempt.response_status,
             attempt.latency_ms,
             attempt.response_excerpt,
             attempt.error,
+            failing_since,
+            disable_reason,
         )
+        if updated is None:
+            return False
         if updated["order_id"] is not None and state != "pending":
             await self._release_next(updated, now)
         return True
@@ -396,28 +418,6 @@ class Deliveries:
             "  AND e.state = 'pending' AND e.next_attempt_at IS NOT NULL AND e.sequence < messages.sequence)",
             message["endpoint_id"],
             message["order_id"],
-            now,
-        )
-
-    async def set_endpoint_health(
-        self, endpoint_id: str, failing_since: datetime | None, disable_reason: str | None, now: datetime
-    ) -> None:
-        if failing_since is None and disable_reason is None:  # a success: a write only when it ends a streak
-            await self.conn.execute(
-                "UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL", endpoint_id
-            )
-            return
-        await self.conn.execute(
-            "UPDATE endpoints SET failing_since = $2, "
-            "enabled = CASE WHEN $3::text IS NULL THEN enabled ELSE false END, "
-            "disabled_reason = coalesce($3, disabled_reason), "
-            "disabled_at = CASE WHEN $3::text IS NULL THEN disabled_at ELSE $4 END, "
-            "version = CASE WHEN $3::text IS NULL THEN version ELSE version + 1 END, "
-            "updated_at = CASE WHEN $3::text IS NULL THEN updated_at ELSE now() END "
-            "WHERE id = $1",
-            endpoint_id,
-            failing_since,
-            disable_reason,
             now,
         )
 
