@@ -35,8 +35,14 @@ APPS: dict[str, tuple[Callable[[], FastAPI], str]] = {
     "webhooks": (lambda: webhooks_app(WebhooksSettings(token_issuer=ISSUER)), "webhooks"),
 }
 # Routes that take no partner token: probes, the token endpoint and JWKS, the SMS providers' webhooks.
-# POSTs that change nothing: the campaign previews (a body too large for a query) need only the read scope.
-READING_POSTS = {("post", "/v1/campaigns/preview"), ("post", "/v1/campaigns/{campaign_id}/preview")}
+# POSTs that change nothing: the campaign previews and backtests (a body too large for a query) need only the read
+# scope (a backtest's token also needs orders:read, checked when it reads the orders' history).
+READING_POSTS = {
+    ("post", "/v1/campaigns/preview"),
+    ("post", "/v1/campaigns/{campaign_id}/preview"),
+    ("post", "/v1/campaigns/backtest"),
+    ("post", "/v1/campaigns/{campaign_id}/backtest"),
+}
 OPEN = {
     "/healthz",
     "/readyz",

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.text import text_problem, unstorable_json
@@ -250,3 +251,15 @@ def install_probes(app: FastAPI, checks: Mapping[str, ReadinessCheck]) -> None:
     Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(app).expose(
         app, include_in_schema=False
     )
+
+
+def register_id_in_path(name: str, reserved: tuple[str, ...]) -> None:
+    """A path parameter type `{param:name}`: any segment but the collection's own words, so that `/v1/messages/test`
+    or `/v1/campaigns/preview` reaches its route (or a 405 naming its methods) whatever the method, instead of being
+    taken for the resource with that id (ids are uuids: none is one of these words)."""
+    words = "|".join(re.escape(word) for word in reserved)
+
+    class ReservedWordsConvertor(StringConvertor):
+        regex = rf"(?!(?:{words})(?:/|$))[^/]+"
+
+    register_url_convertor(name, ReservedWordsConvertor())

@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.convertors import StringConvertor, register_url_convertor
 
 from campaigns.domain import (
     Campaign,
@@ -34,21 +33,13 @@ from contracts.topics import Topic
 from servicekit.app import parts_of
 from servicekit.auth import CampaignsReader, CampaignsWriter, Principal
 from servicekit.errors import problems
-from servicekit.http import version_from_if_match, with_etag
+from servicekit.http import register_id_in_path, version_from_if_match, with_etag
 from servicekit.pagination import decode_cursor, page_of
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 
 
-class CampaignIdConvertor(StringConvertor):
-    """A campaign id in a path: any segment but the words of the collection's own routes, so that
-    `/v1/campaigns/preview`, `/stats` and `/backtest` reach their routes (or a 405 naming their methods) whatever
-    the method, instead of being taken for the campaign "preview" (ids are uuids: no campaign has that id)."""
-
-    regex = r"(?!(?:preview|stats|backtest)(?:/|$))[^/]+"
-
-
-register_url_convertor("campaign_id", CampaignIdConvertor())
+register_id_in_path("campaign_id", ("preview", "stats", "backtest"))
 
 
 class CampaignPage(BaseModel):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from campaigns.api import campaigns, policy
 from campaigns.backtest import MAX_DAYS, Backtest, OrdersUnavailable
@@ -30,7 +30,13 @@ router = APIRouter(prefix="/v1", tags=["campaigns"])
 NDJSON = "application/x-ndjson"
 
 Days = Annotated[int, Field(ge=1, le=MAX_DAYS, description=f"The last N days, 1 to {MAX_DAYS}")]
-Price = Annotated[Decimal | None, Field(default=None, ge=0, le=1000, description="Per segment: the result's cost")]
+# A JSON number (pydantic documents a Decimal as a number or any string, and the fuzzing sent "b\x13" as one).
+Price = Annotated[
+    Decimal | None,
+    Field(default=None, ge=0, le=1000),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1000}, {"type": "null"}]}),
+    Field(description="Per segment: the result's cost"),
+]
 
 
 class BacktestRequest(BaseModel):

@@ -23,9 +23,11 @@ from notifier.testsends import TestSendRequest, TestSends
 from servicekit.app import parts_dependency
 from servicekit.auth import MessagesReader, MessagesWriter
 from servicekit.errors import FieldError, InvalidRequest, NotFound, Unauthorized, problem_response, problems
+from servicekit.http import register_id_in_path
 from servicekit.pagination import decode_cursor, page_of
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
+register_id_in_path("message_id", ("test",))
 
 SendingParts = Annotated[Sending, Depends(parts_dependency(Sending))]
 """A route parameter: the notifier's provider, receipts and dispatcher, as its start-up built them."""
@@ -139,7 +141,9 @@ async def send_test(body: TestSendBody, request: Request, who: MessagesWriter, s
     return await tests.send(who.partner_id, actor, wanted)
 
 
-@router.get("/messages/{message_id}", response_model=MessageDetail, tags=["messages"], responses=problems(404))
+@router.get(
+    "/messages/{message_id:message_id}", response_model=MessageDetail, tags=["messages"], responses=problems(404)
+)
 async def get_message(message_id: str, request: Request, who: MessagesReader) -> MessageDetail:
     async with _pool(request).acquire() as conn:
         repo = MessageRepository(conn, who.partner_id)
