@@ -243,3 +243,40 @@ async def test_a_slow_endpoint_does_not_delay_a_fast_one(
         assert fast_done < 2.5, f"the fast endpoint took {fast_done:.1f} s"
         assert len(receiver.at("/slow")) <= 4  # two at a time, 1.5 s each
         await receiver.wait_for("/slow", 12, timeout_s=20)
+
+
+async def test_a_failing_endpoint_gets_one_request_at_a_time_until_a_success_restores_its_bound(
+    acme: httpx.AsyncClient, webhooks_settings: WebhooksSettings, clock: TestClock, receiver: Receiver, publish: Publish
+) -> None:
+    in_flight = {"now": 0, "peak": 0}
+    answer = {"status": 503}
+
+    async def counting(_: Any) -> Response:
+        in_flight["now"] += 1  # the receiver's own event loop: no lock needed
+        in_flight["peak"] = max(in_flight["peak"], in_flight["now"])
+        try:
+            await asyncio.sleep(0.2)
+            return Response("down" if answer["status"] >= 500 else "ok", status_code=answer["status"])
+        finally:
+            in_flight["now"] -= 1
+
+    receiver.answers["/down"] = counting
+    bound = webhooks_settings.delivery_per_endpoint
+    assert bound == 4
+    endpoint = await create_endpoint(acme, f"{receiver.url}/down")
+    await publish(status_changed("o-first", 1))
+    await attempts_recorded(acme, endpoint["id"], 1)  # a 503: the endpoint is failing now
+
+    in_flight["peak"] = 0
+    await publish(*(status_changed(f"o-{n}", 1) for n in range(12)))  # twelve orders' first attempts, due at once
+    await receiver.wait_for("/down", 13)
+    await attempts_recorded(acme, endpoint["id"], 13)
+    assert in_flight["peak"] == 1, "a failing endpoint is probed one request at a time"
+
+    answer["status"] = 200  # it recovers: the first success gives it its full bound back
+    in_flight["peak"] = 0
+    clock.advance(RETRY_DELAYS[0])  # every message's second attempt is due
+    await receiver.wait_for("/down", 26)
+    await attempts_recorded(acme, endpoint["id"], 26)
+    assert in_flight["peak"] == bound
+    assert all(m["state"] == "succeeded" for m in await message_log(acme, endpoint["id"]))
