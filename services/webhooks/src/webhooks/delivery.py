@@ -5,9 +5,9 @@ LOCKED` and a lease until `now + DELIVERY_LEASE_S`), so instances never send one
 message whose instance died mid-delivery is claimed again once its lease expires, and sent with the same
 `webhook-id`. Every claimed message is sent in a task of its own, and the dispatcher claims again as soon as one
 finishes: there are no batches an endpoint could hold back. At most `DELIVERY_CONCURRENCY` requests are in flight
-per instance and `DELIVERY_PER_ENDPOINT` per endpoint (one, a probe, while the endpoint is failing), each bounded
-by `DELIVERY_TIMEOUT_S` as a whole, reading at most `RESPONSE_EXCERPT_BYTES` of the answer and following no
-redirect; so a slow or dead endpoint takes a few slots and delays no other.
+per instance and `DELIVERY_PER_ENDPOINT` per endpoint, each bounded by `DELIVERY_TIMEOUT_S` as a whole, reading at
+most `RESPONSE_EXCERPT_BYTES` of the answer and following no redirect; so a slow or dead endpoint takes a few
+slots and delays no other.
 """
 
 from __future__ import annotations

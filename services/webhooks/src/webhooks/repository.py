@@ -223,8 +223,8 @@ class AttemptRecord:
     error: str | None
 
 
-# `Deliveries.claim`: $1 now, $2 the lease's end, $3 the limit, $4 per healthy endpoint (a failing one: 1), $5/$6
-# what is in flight per endpoint, $7 the lease token.
+# `Deliveries.claim`: $1 now, $2 the lease's end, $3 the limit, $4 per endpoint, $5/$6 what is in flight per
+# endpoint, $7 the lease token.
 CLAIM_SQL = """
     WITH busy AS (SELECT * FROM unnest($5::text[], $6::int[]) AS b(endpoint_id, in_flight)),
     due AS (
@@ -240,9 +240,7 @@ CLAIM_SQL = """
                      WHERE earlier.endpoint_id = m.endpoint_id AND earlier.order_id = m.order_id
                        AND earlier.state = 'pending' AND earlier.sequence < m.sequence))
              ORDER BY m.next_attempt_at
-             -- A failing endpoint (its last attempt failed) gets one request at a time, a probe, instead of $4: a
-             -- dead one would otherwise fail as fast as its slots allow, at the live endpoints' expense.
-             LIMIT greatest(CASE WHEN e.failing_since IS NULL THEN $4 ELSE 1 END - coalesce(busy.in_flight, 0), 0)
+             LIMIT greatest($4 - coalesce(busy.in_flight, 0), 0)
                FOR UPDATE OF m SKIP LOCKED
          ) m
          WHERE e.enabled
@@ -315,9 +313,7 @@ class Deliveries:
         again). A status change waits while an earlier one of its order to the same endpoint is pending. The
         `limit` is shared fairly: endpoints take turns, the one with the fewest in flight first, the oldest due
         message of each first; so a backlog of old due messages on one endpoint (a dead one) never comes before
-        another endpoint's fresh one. An endpoint whose failure streak is open (`failing_since`: its last attempt
-        failed) gets one message at a time instead of `per_endpoint`, until a success ends the streak. One
-        statement, its own transaction."""
+        another endpoint's fresh one. One statement, its own transaction."""
         token = uuid.uuid4()
         rows = await self.conn.fetch(
             CLAIM_SQL,

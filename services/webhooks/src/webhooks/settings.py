@@ -20,8 +20,7 @@ class WebhooksSettings(ServiceSettings):
     webhooks_allow_private_targets: bool = False
 
     # Deliveries: at most this many requests in flight per instance, and per endpoint, so one slow endpoint holds at
-    # most `per_endpoint` of the instance's slots and never delays another endpoint. A failing endpoint (its last
-    # attempt failed) gets one at a time until a success (`Deliveries.claim`).
+    # most `per_endpoint` of the instance's slots and never delays another endpoint.
     delivery_concurrency: int = Field(default=64, ge=1)
     delivery_per_endpoint: int = Field(default=4, ge=1)
     # A whole request (connect, send, answer, body excerpt) ends after this long; it then counts as failed.
