@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -80,30 +81,75 @@ async def test_the_claim_costs_no_more_with_a_dead_endpoints_100000_messages(
     later = clock.now() + timedelta(hours=1)
     conn = await asyncpg.connect(webhooks_settings.database_url)  # a new session, as the service's pool opens them
     try:
-        await conn.execute(  # as the bench preloads them: 4 changes per order, the first due, the others held
-            "INSERT INTO messages (id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload, "
-            "next_attempt_at) "
-            "SELECT 'msg_dead_' || n, 'acme', $2, 'dead-event-' || n, 'order.status_changed', 'dead-' || n / 4, "
-            "n % 4 + 1, repeat('x', 800), CASE WHEN n % 4 = 0 THEN $3::timestamptz END "
-            "FROM generate_series(0, $1::int - 1) AS n",
-            BACKLOG,
-            dead,
-            later,
-        )
-        await conn.execute("ANALYZE messages")
-        async with rolled_back(conn):
-            explained = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) {CLAIM_SQL}",
-                later + timedelta(minutes=1),
-                later + timedelta(minutes=2),
-                64,
-                4,
-                [],
-                [],
-                "00000000-0000-0000-0000-000000000001",
-            )
-            (plan,) = json.loads(explained)
-            assert "JIT" not in plan, f"the claim was JIT-compiled: {plan['JIT']}"
-            assert plan["Plan"]["Actual Rows"] == 4  # the dead endpoint's four slots, nothing else due
+        await preload_backlog(conn, dead, later)
+        plan = await explained_claim(conn, later + timedelta(minutes=1))
+        assert "JIT" not in plan, f"the claim was JIT-compiled: {plan['JIT']}"
+        assert plan["Plan"]["Actual Rows"] == 4  # the dead endpoint's four slots, nothing else due
     finally:
         await conn.close()
+
+
+async def test_the_claim_reads_none_of_a_paused_endpoints_messages_then_takes_one_probe(
+    acme: httpx.AsyncClient, webhooks_settings: WebhooksSettings, clock: TestClock
+) -> None:
+    """A failing endpoint's 100,000 messages cost the claims nothing while it is paused: the claim filters the
+    endpoint before its lateral scan, which is never executed for it; after the pause, one message is its probe."""
+    dead = (await create_endpoint(acme, "https://dead.example/hooks"))["id"]
+    await create_endpoint(acme, "https://live.example/hooks")
+    later = clock.now() + timedelta(hours=1)
+    conn = await asyncpg.connect(webhooks_settings.database_url)
+    try:
+        await preload_backlog(conn, dead, later)
+        await conn.execute(
+            "UPDATE endpoints SET failing_since = $2, paused_until = $3 WHERE id = $1",
+            dead,
+            later,
+            later + timedelta(minutes=2),
+        )
+        paused = await explained_claim(conn, later + timedelta(minutes=1))
+        assert paused["Plan"]["Actual Rows"] == 0
+        assert rows_read(paused["Plan"], "messages") == 0, "the claim read a paused endpoint's messages"
+        probe = await explained_claim(conn, later + timedelta(minutes=3))
+        assert probe["Plan"]["Actual Rows"] == 1  # the probe: one message, not the endpoint's four slots
+    finally:
+        await conn.close()
+
+
+async def preload_backlog(conn: asyncpg.Connection, endpoint_id: str, due: datetime) -> None:
+    """As the bench preloads a dead endpoint's backlog: 4 changes per order, the first due, the others held."""
+    await conn.execute(
+        "INSERT INTO messages (id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload, "
+        "next_attempt_at) "
+        "SELECT 'msg_dead_' || n, 'acme', $2, 'dead-event-' || n, 'order.status_changed', 'dead-' || n / 4, "
+        "n % 4 + 1, repeat('x', 800), CASE WHEN n % 4 = 0 THEN $3::timestamptz END "
+        "FROM generate_series(0, $1::int - 1) AS n",
+        BACKLOG,
+        endpoint_id,
+        due,
+    )
+    await conn.execute("ANALYZE messages")
+
+
+async def explained_claim(conn: asyncpg.Connection, now: datetime) -> dict[str, Any]:
+    """The claim at `now` as `EXPLAIN ANALYZE` ran it (rolled back: it leases what it claims), 64 free slots."""
+    async with rolled_back(conn):
+        explained = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {CLAIM_SQL}",
+            now,
+            now + timedelta(minutes=1),
+            64,
+            4,
+            [],
+            [],
+            "00000000-0000-0000-0000-000000000001",
+        )
+    (plan,) = json.loads(explained)
+    return dict(plan)
+
+
+def rows_read(node: dict[str, Any], table: str) -> int:
+    """The rows the plan's scans of `table` returned, over all their loops (a scan never executed has none)."""
+    own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == table else 0
+    if node["Node Type"] in ("ModifyTable", "LockRows"):
+        own = 0  # the lease's UPDATE and the row locks are counted at the scans beneath them
+    return own + sum(rows_read(child, table) for child in node.get("Plans", []))

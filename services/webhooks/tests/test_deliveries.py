@@ -198,6 +198,12 @@ async def test_one_orders_changes_arrive_in_order_and_a_failure_holds_back_only_
     secret = endpoint["secret"]
     await publish(*(status_changed("o-a", n) for n in (1, 2, 3, 4)), status_changed("o-b", 1), status_changed("o-b", 2))
 
+    async def failed_once() -> bool:
+        log = await message_log(acme, endpoint["id"])
+        return any(a["response_status"] == 500 for m in log for a in m["attempts"])
+
+    await wait_until(failed_once, what="o-a 2's failure recorded")
+    clock.advance(timedelta(seconds=1))  # the endpoint's pause after a failure, under the schedule's 5 s for o-a 2
     await receiver.wait_for("/orders", 4)  # o-a 1, o-a 2 (failed), o-b 1 and 2
     await asyncio.sleep(0.5)
 
@@ -213,7 +219,7 @@ async def test_one_orders_changes_arrive_in_order_and_a_failure_holds_back_only_
     assert pending[2] is not None  # due again on the schedule
     assert pending[3] is None and pending[4] is None  # held: no claim scans them until 2 is done
 
-    clock.advance(RETRY_DELAYS[0])
+    clock.advance(RETRY_DELAYS[0] - timedelta(seconds=1))
     await receiver.wait_for("/orders", 7)
     assert [s for o, s in arrivals() if o == "o-a"] == [1, 2, 2, 3, 4]
     await attempts_recorded(acme, endpoint["id"], 7)

@@ -15,6 +15,7 @@ from webhooks.domain import (
     decide,
     held_back,
     new_secret,
+    paused_until,
     wants,
 )
 
@@ -38,6 +39,26 @@ def test_retry_after_replaces_the_schedule_capped() -> None:
     assert soon.next_attempt_at == NOW + timedelta(seconds=120)
     late = decide(Outcome(503, retry_after_s=10**6), 1, NOW, None, retry_after_cap=CAP, disable_after=FIVE_DAYS)
     assert late.next_attempt_at == NOW + CAP
+
+
+def test_a_failure_pauses_the_endpoint_a_tenth_of_its_streak_between_the_bounds() -> None:
+    def pause(outcome: Outcome, streak: timedelta) -> timedelta | None:
+        until = paused_until(
+            outcome,
+            NOW,
+            NOW - streak,
+            first_pause=timedelta(seconds=1),
+            longest_pause=timedelta(minutes=1),
+            retry_after_cap=CAP,
+        )
+        return None if until is None else until - NOW
+
+    assert pause(Outcome(204), timedelta(days=1)) is None  # a success: not paused, all its slots
+    assert pause(Outcome(None, "refused"), timedelta(0)) == timedelta(seconds=1)  # a new streak
+    assert pause(Outcome(500), timedelta(minutes=5)) == timedelta(seconds=30)
+    assert pause(Outcome(500), timedelta(days=1)) == timedelta(minutes=1)
+    assert pause(Outcome(429, retry_after_s=120), timedelta(0)) == timedelta(minutes=2)  # it asked for a rest
+    assert pause(Outcome(503, retry_after_s=10**6), timedelta(0)) == CAP
 
 
 def test_a_success_ends_the_streak_410_and_five_days_disable() -> None:

@@ -7,7 +7,9 @@ message whose instance died mid-delivery is claimed again once its lease expires
 finishes: there are no batches an endpoint could hold back. At most `DELIVERY_CONCURRENCY` requests are in flight
 per instance and `DELIVERY_PER_ENDPOINT` per endpoint, each bounded by `DELIVERY_TIMEOUT_S` as a whole, reading at
 most `RESPONSE_EXCERPT_BYTES` of the answer and following no redirect; so a slow or dead endpoint takes a few
-slots and delays no other.
+slots and delays no other. A failed attempt pauses its endpoint (`domain.paused_until`, in the database, so for
+every instance); the claims skip it meanwhile, then take one message as its probe: a dead endpoint is tried at that
+pace, not as fast as it refuses connections.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from standardwebhooks.webhooks import Webhook
 
 from servicekit.consumer import TRANSIENT_ERRORS
 from servicekit.http import retry_after_seconds
-from webhooks.domain import Clock, MessageState, Outcome, decide
+from webhooks.domain import Clock, MessageState, Outcome, decide, paused_until
 from webhooks.repository import AttemptRecord, Claimed, Deliveries
 from webhooks.settings import WebhooksSettings
 from webhooks.targets import TargetGuard, TargetRefused
@@ -191,6 +193,14 @@ class Dispatcher:
                         retry_after_cap=timedelta(seconds=settings.retry_after_cap_s),
                         disable_after=timedelta(seconds=settings.disable_after_failing_s),
                     )
+                    resume_at = paused_until(
+                        outcome,
+                        now,
+                        decision.failing_since,
+                        first_pause=timedelta(seconds=settings.delivery_failing_pause_s),
+                        longest_pause=timedelta(seconds=settings.delivery_failing_pause_max_s),
+                        retry_after_cap=timedelta(seconds=settings.retry_after_cap_s),
+                    )
                     await deliveries.record_attempt(
                         message,
                         attempt,
@@ -198,6 +208,7 @@ class Dispatcher:
                         next_attempt_at=decision.next_attempt_at,
                         now=now,
                         failing_since=decision.failing_since,
+                        paused_until=resume_at,
                         disable_reason=decision.disable_reason,
                     )
                 if decision.disable_reason:

@@ -172,10 +172,11 @@ def new_secret() -> str:
 
 
 def apply_patch(endpoint: Endpoint, patch: EndpointPatch) -> dict[str, Any]:
-    """The columns a patch changes. Enabling again forgets why the platform disabled it and the failures before."""
+    """The columns a patch changes. Enabling again forgets why the platform disabled it and the failures before (and
+    the pause they left)."""
     changes = patch.model_dump(exclude_unset=True)
     if changes.get("enabled") is True and not endpoint.enabled:
-        changes.update(disabled_reason=None, disabled_at=None, failing_since=None)
+        changes.update(disabled_reason=None, disabled_at=None, failing_since=None, paused_until=None)
     return changes
 
 
@@ -283,6 +284,33 @@ def decide(
     if outcome.retry_after_s is not None:
         delay = min(timedelta(seconds=outcome.retry_after_s), retry_after_cap)
     return Decision(MessageState.PENDING, now + delay, failing_since, disable)
+
+
+# A failing endpoint is paused after every failed attempt, for a tenth of its failure streak so far, at least the
+# first pause and at most the longest (the settings: 1 s and 60 s): a new streak costs a second, an endpoint dead for
+# a day one attempt a minute, and one that comes back waits at most a tenth of its outage (and a minute) longer.
+PAUSE_SHARE_OF_STREAK = 0.1
+
+
+def paused_until(
+    outcome: Outcome,
+    now: datetime,
+    failing_since: datetime | None,
+    *,
+    first_pause: timedelta,
+    longest_pause: timedelta,
+    retry_after_cap: timedelta,
+) -> datetime | None:
+    """Until when nothing is sent to the endpoint after this attempt (a circuit breaker; then one message probes it);
+    None: it succeeded, the endpoint gets all its slots again. `failing_since` is the streak's start, this failure
+    included. A `Retry-After` (capped) pauses the whole endpoint at least that long: it asked for a rest."""
+    if outcome.succeeded:
+        return None
+    streak = now - (failing_since or now)
+    pause = min(longest_pause, max(first_pause, streak * PAUSE_SHARE_OF_STREAK))
+    if outcome.retry_after_s is not None:
+        pause = max(pause, min(timedelta(seconds=outcome.retry_after_s), retry_after_cap))
+    return now + pause
 
 
 def _days(span: timedelta) -> str:

@@ -24,8 +24,9 @@ _ENDPOINT_COLUMNS = """
 """
 
 _PATCHABLE = frozenset(
-    {"url", "event_types", "status_type", "description", "enabled", "disabled_reason", "disabled_at", "failing_since"}
-)
+    {"url", "event_types", "status_type", "description", "enabled", "disabled_reason", "disabled_at", "failing_since",
+     "paused_until"}
+)  # fmt: skip
 
 
 def _endpoint(row: asyncpg.Record) -> Endpoint:
@@ -227,32 +228,49 @@ class AttemptRecord:
 # endpoint, $7 the lease token.
 CLAIM_SQL = """
     WITH busy AS (SELECT * FROM unnest($5::text[], $6::int[]) AS b(endpoint_id, in_flight)),
-    due AS (
-        SELECT m.id
+    -- The endpoints that may be sent to now and how many more requests each may take from this instance: a healthy
+    -- one its free slots; a failing one whose pause is over one, its probe; a paused one none, and its messages are
+    -- never read (the filter is on the endpoint, before the lateral scan of its messages).
+    open AS (
+        SELECT e.id, e.failing_since IS NOT NULL AS probe, coalesce(busy.in_flight, 0) AS in_flight,
+               CASE WHEN e.failing_since IS NULL THEN $4 ELSE 1 END - coalesce(busy.in_flight, 0) AS slots
           FROM endpoints e
           LEFT JOIN busy ON busy.endpoint_id = e.id
+         WHERE e.enabled AND (e.paused_until IS NULL OR e.paused_until <= $1)
+    ),
+    due AS (
+        SELECT o.id AS endpoint_id, o.probe, m.id
+          FROM open o
          CROSS JOIN LATERAL (
             SELECT m.id, m.next_attempt_at FROM messages m
-             WHERE m.endpoint_id = e.id AND m.state = 'pending' AND m.next_attempt_at <= $1
+             WHERE m.endpoint_id = o.id AND m.state = 'pending' AND m.next_attempt_at <= $1
                AND (m.lease_until IS NULL OR m.lease_until <= $1)
                AND (m.order_id IS NULL OR NOT EXISTS (
                     SELECT 1 FROM messages earlier
                      WHERE earlier.endpoint_id = m.endpoint_id AND earlier.order_id = m.order_id
                        AND earlier.state = 'pending' AND earlier.sequence < m.sequence))
              ORDER BY m.next_attempt_at
-             LIMIT greatest($4 - coalesce(busy.in_flight, 0), 0)
+             LIMIT greatest(o.slots, 0)
                FOR UPDATE OF m SKIP LOCKED
          ) m
-         WHERE e.enabled
          -- Round-robin across endpoints: each endpoint's first message, counting what this instance already
          -- sends to it, before anyone's next, so an old backlog never takes another endpoint's turn.
-         ORDER BY coalesce(busy.in_flight, 0)
-                  + row_number() OVER (PARTITION BY e.id ORDER BY m.next_attempt_at), m.next_attempt_at
+         ORDER BY o.in_flight + row_number() OVER (PARTITION BY o.id ORDER BY m.next_attempt_at), m.next_attempt_at
          LIMIT $3
+    ),
+    -- A probe pauses its endpoint until the probe's lease ends (its outcome sets the pause anew), so that no other
+    -- round or instance probes meanwhile. Of two instances probing at once, the second's update waits for the
+    -- first's, finds the pause set and updates nothing: its probe is not leased.
+    probing AS (
+        UPDATE endpoints e SET paused_until = $2
+         WHERE e.id IN (SELECT endpoint_id FROM due WHERE probe)
+           AND e.failing_since IS NOT NULL AND (e.paused_until IS NULL OR e.paused_until <= $1)
+        RETURNING e.id
     ),
     leased AS (
         UPDATE messages SET lease_token = $7, lease_until = $2
-          FROM due WHERE messages.id = due.id
+          FROM due
+         WHERE messages.id = due.id AND (NOT due.probe OR due.endpoint_id IN (SELECT id FROM probing))
         RETURNING messages.id, messages.endpoint_id, messages.payload, messages.attempts
     )
     SELECT l.id, l.endpoint_id, l.payload, l.attempts, e.url,
@@ -313,7 +331,8 @@ class Deliveries:
         again). A status change waits while an earlier one of its order to the same endpoint is pending. The
         `limit` is shared fairly: endpoints take turns, the one with the fewest in flight first, the oldest due
         message of each first; so a backlog of old due messages on one endpoint (a dead one) never comes before
-        another endpoint's fresh one. One statement, its own transaction."""
+        another endpoint's fresh one. A failing endpoint gets nothing while it is paused and then one message, its
+        probe, across all instances. One statement, its own transaction."""
         token = uuid.uuid4()
         rows = await self.conn.fetch(
             CLAIM_SQL,
@@ -356,9 +375,11 @@ class Deliveries:
         next_attempt_at: datetime | None,
         now: datetime,
         failing_since: datetime | None,
+        paused_until: datetime | None,
         disable_reason: str | None,
     ) -> bool:
-        """The attempt, the message's new state and the endpoint's health (`set_endpoint_health`'s), if this instance
+        """The attempt, the message's new state and the endpoint's health (its failure streak, its pause, or its
+        disabling), if this instance
         still holds the lease (False: it expired and another instance claimed the message; this attempt is then not
         recorded). One statement for the three; releasing the next change of the order is a statement of its own,
         after it: it must see what a fan-out that this statement waited for (`pending_sequences`) committed."""
@@ -376,15 +397,16 @@ class Deliveries:
                 SELECT id, $6, $7, $8, $9, $10 FROM done
             ),
             health AS (
-                UPDATE endpoints SET failing_since = $11,
+                UPDATE endpoints SET failing_since = $11, paused_until = $13,
                        enabled = CASE WHEN $12::text IS NULL THEN enabled ELSE false END,
                        disabled_reason = coalesce($12, disabled_reason),
                        disabled_at = CASE WHEN $12::text IS NULL THEN disabled_at ELSE $5 END,
                        version = CASE WHEN $12::text IS NULL THEN version ELSE version + 1 END,
                        updated_at = CASE WHEN $12::text IS NULL THEN updated_at ELSE now() END
                  WHERE id = (SELECT endpoint_id FROM done)
-                   -- a success writes only when it ends a streak
-                   AND ($11::timestamptz IS NOT NULL OR $12::text IS NOT NULL OR failing_since IS NOT NULL)
+                   -- a success writes only when it ends a streak or a pause
+                   AND ($11::timestamptz IS NOT NULL OR $12::text IS NOT NULL OR failing_since IS NOT NULL
+                        OR paused_until IS NOT NULL)
             )
             SELECT endpoint_id, order_id FROM done
             """,
@@ -400,6 +422,7 @@ class Deliveries:
             attempt.error,
             failing_since,
             disable_reason,
+            paused_until,
         )
         if updated is None:
             return False

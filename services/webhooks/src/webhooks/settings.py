@@ -28,6 +28,11 @@ class WebhooksSettings(ServiceSettings):
     # A claimed message is this instance's for this long: longer than a request, so that only an instance that died
     # (or hung) mid-delivery lets another one deliver it again, with the same webhook-id.
     delivery_lease_s: float = Field(default=30.0, gt=0)
+    # A failed attempt pauses its endpoint (every instance: the pause is in the database) for a tenth of its failure
+    # streak, at least the first and at most the longest of these; after the pause one message probes it, and a
+    # success gives it all its slots again (a dead endpoint is tried at this pace, not as fast as it refuses).
+    delivery_failing_pause_s: float = Field(default=1.0, gt=0)
+    delivery_failing_pause_max_s: float = Field(default=60.0, gt=0)
     # How often an idle dispatcher looks for due messages (a consumer that fans out wakes it at once).
     delivery_poll_interval_s: float = Field(default=0.5, gt=0)
     # How much of an endpoint's answer is read and kept in the delivery log; the rest is never read.
