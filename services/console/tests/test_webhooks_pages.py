@@ -224,6 +224,7 @@ async def test_no_webhooks_route_answers_a_500_to_hostile_values(console: Runnin
 ENDPOINT = {
     "enabled": True,
     "disabled_reason": None,
+    "disabled_cause": None,
     "disabled_at": None,
     "failing_since": None,
 }
@@ -238,6 +239,7 @@ def test_why_an_endpoint_is_disabled_in_words_of_either_language() -> None:
     gone = {
         "enabled": False,
         "disabled_reason": "the endpoint answered 410 Gone",
+        "disabled_cause": "gone_410",
         "disabled_at": "2026-12-01T10:00:00Z",
     }
     assert state_in("en", **gone) == (
@@ -250,6 +252,7 @@ def test_why_an_endpoint_is_disabled_in_words_of_either_language() -> None:
     failing = {
         "enabled": False,
         "disabled_reason": "every delivery failed since 2026-11-26T10:00:00+00:00 (5 days)",
+        "disabled_cause": "failing_5_days",
         "disabled_at": "2026-12-01T10:00:00+00:00",
         "failing_since": "2026-11-26T10:00:00+00:00",
     }
@@ -259,6 +262,12 @@ def test_why_an_endpoint_is_disabled_in_words_of_either_language() -> None:
     assert "начиная с 26 нояб. 2026" in russian and "5 дней подряд" in russian
 
     assert state_in("en", enabled=False) == ("Disabled", "An admin disabled it: nothing is sent to it.")
+    assert (
+        state_in("en", enabled=False, disabled_cause="by_partner")[1] == "An admin disabled it: nothing is sent to it."
+    )
+    # The cause is the code, not the words: a reason that mentions 410 without the cause is shown as it is.
+    other = {"enabled": False, "disabled_reason": "410 orders failed", "disabled_at": "2026-12-01T10:00:00Z"}
+    assert state_in("en", **other)[1] == "The platform disabled it on Dec 1, 2026, 10:00:00\u202fAM: 410 orders failed."
     label, why = state_in("ru", failing_since="2026-11-30T10:00:00+00:00")
     assert label == "Сбои доставки" and "С 30 нояб. 2026" in why and "за 5 дней" in why
     assert state_in("en") == ("Enabled", "")

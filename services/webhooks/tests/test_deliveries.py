@@ -105,8 +105,8 @@ async def test_failures_are_retried_on_the_schedule_with_the_same_id_then_given_
         return not (await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")).json()["enabled"]
 
     await wait_until(disabled, what="the endpoint disabled")
-    reason = (await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")).json()["disabled_reason"]
-    assert "5 days" in reason
+    read = (await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")).json()
+    assert "5 days" in read["disabled_reason"] and read["disabled_cause"] == "failing_5_days"
 
 
 async def test_retry_after_sets_the_next_attempt_capped(
@@ -155,6 +155,7 @@ async def test_410_gone_disables_the_endpoint_and_resend_failed_sends_again(
     await wait_until(disabled, what="the endpoint disabled by its 410")
     read = await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")
     assert read.json()["disabled_reason"] == "the endpoint answered 410 Gone"
+    assert read.json()["disabled_cause"] == "gone_410"
     (message,) = await message_log(acme, endpoint["id"])
     assert message["state"] == "failed"
 
@@ -166,7 +167,7 @@ async def test_410_gone_disables_the_endpoint_and_resend_failed_sends_again(
     enabled = await acme.patch(
         f"/v1/webhooks/endpoints/{endpoint['id']}", json={"enabled": True}, headers={"If-Match": read.headers["etag"]}
     )
-    assert enabled.json()["disabled_reason"] is None
+    assert enabled.json()["disabled_reason"] is None and enabled.json()["disabled_cause"] is None
     resent = await acme.post(
         f"/v1/webhooks/endpoints/{endpoint['id']}/resend-failed", json={"since": message["created_at"]}
     )

@@ -9,6 +9,7 @@ import pytest
 from webhooks.domain import (
     MAX_ATTEMPTS,
     RETRY_DELAYS,
+    DisabledCause,
     MessageState,
     Outcome,
     check_url,
@@ -66,12 +67,14 @@ def test_a_success_ends_the_streak_410_and_five_days_disable() -> None:
     assert ok.state is MessageState.SUCCEEDED and ok.failing_since is None and ok.disable_reason is None
     gone = decide(Outcome(410), 1, NOW, None, retry_after_cap=CAP, disable_after=FIVE_DAYS)
     assert gone.state is MessageState.FAILED and gone.disable_reason == "the endpoint answered 410 Gone"
+    assert gone.disable_cause is DisabledCause.GONE_410
     first = decide(Outcome(500), 1, NOW, None, retry_after_cap=CAP, disable_after=FIVE_DAYS)
-    assert first.failing_since == NOW and first.disable_reason is None
+    assert first.failing_since == NOW and first.disable_reason is None and first.disable_cause is None
     almost = NOW - FIVE_DAYS + timedelta(seconds=1)
     assert decide(Outcome(500), 1, NOW, almost, retry_after_cap=CAP, disable_after=FIVE_DAYS).disable_reason is None
     over = decide(Outcome(500), 1, NOW, NOW - FIVE_DAYS, retry_after_cap=CAP, disable_after=FIVE_DAYS)
     assert over.disable_reason is not None and "5 days" in over.disable_reason
+    assert over.disable_cause is DisabledCause.FAILING_5_DAYS
     redirect = decide(Outcome(302), 1, NOW, None, retry_after_cap=CAP, disable_after=FIVE_DAYS)
     assert redirect.state is MessageState.PENDING  # a redirect is not followed: a failed attempt
 

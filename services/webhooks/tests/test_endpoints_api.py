@@ -16,7 +16,7 @@ async def test_an_endpoint_is_created_read_changed_and_deleted(acme: httpx.Async
     )
     assert created["secret"].startswith("whsec_")
     assert created["event_types"] == ["order.status_changed", "sms.failed"]
-    assert created["enabled"] is True and created["disabled_reason"] is None
+    assert created["enabled"] is True and created["disabled_reason"] is None and created["disabled_cause"] is None
     endpoint_id = created["id"]
 
     read = await acme.get(f"/v1/webhooks/endpoints/{endpoint_id}")
@@ -33,12 +33,17 @@ async def test_an_endpoint_is_created_read_changed_and_deleted(acme: httpx.Async
     )
     assert changed.status_code == 200, changed.text
     assert changed.json()["enabled"] is False and changed.json()["status_type"] == "delivery"
+    assert changed.json()["disabled_cause"] == "by_partner" and changed.json()["disabled_reason"] is None
     assert changed.headers["etag"] == '"2"'
     stale = await acme.patch(
         f"/v1/webhooks/endpoints/{endpoint_id}", json={"enabled": True}, headers={"If-Match": '"1"'}
     )
     assert stale.status_code == 412
     assert stale.json()["code"] == "version_mismatch"
+    enabled = await acme.patch(
+        f"/v1/webhooks/endpoints/{endpoint_id}", json={"enabled": True}, headers={"If-Match": '"2"'}
+    )
+    assert enabled.json()["enabled"] is True and enabled.json()["disabled_cause"] is None
 
     listed = await acme.get("/v1/webhooks/endpoints")
     assert [e["id"] for e in listed.json()["items"]] == [endpoint_id]

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from devtools.pytest_plugin import Infrastructure, wait_until
+from devtools.pytest_plugin import wait_until
 from webhooks.domain import forbidden_address
 from webhooks.settings import WebhooksSettings
 from webhooks.targets import TargetGuard, TargetRefused
@@ -23,16 +23,9 @@ PUBLIC = "93.184.215.14"  # a public address, given as such: no DNS look-up
 
 
 @pytest.fixture
-def webhooks_settings(infrastructure: Infrastructure, database: str, topic_prefix: str) -> WebhooksSettings:
-    return WebhooksSettings(
-        database_url=database,
-        kafka_bootstrap_servers=infrastructure.kafka_bootstrap,
-        kafka_topic_prefix=topic_prefix,
-        webhooks_allow_private_targets=False,
-        delivery_poll_interval_s=0.1,
-        delivery_timeout_s=2.0,
-        consumer_linger_ms=0,
-    )
+def webhooks_settings(webhooks_settings: WebhooksSettings) -> WebhooksSettings:
+    """conftest's settings, with private targets refused as in production."""
+    return webhooks_settings.model_copy(update={"webhooks_allow_private_targets": False})
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,7 @@ class Dispatcher:
                         failing_since=decision.failing_since,
                         paused_until=resume_at,
                         disable_reason=decision.disable_reason,
+                        disable_cause=decision.disable_cause,
                     )
                 if decision.disable_reason:
                     log.warning("endpoint %s disabled: %s", message.endpoint_id, decision.disable_reason)

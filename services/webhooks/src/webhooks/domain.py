@@ -127,6 +127,14 @@ class EndpointPatch(BaseModel):
         return value
 
 
+class DisabledCause(StrEnum):
+    """Why an endpoint is disabled, a stable code (`disabled_reason` says it in words)."""
+
+    GONE_410 = "gone_410"  # it answered 410 Gone
+    FAILING_5_DAYS = "failing_5_days"  # every delivery failed for DISABLE_AFTER_FAILING_S (5 days)
+    BY_PARTNER = "by_partner"  # an admin or API client of the partner disabled it
+
+
 class Endpoint(BaseModel):
     id: str
     url: str
@@ -136,6 +144,10 @@ class Endpoint(BaseModel):
     enabled: bool
     disabled_reason: str | None = Field(
         description="Why the platform disabled the endpoint (410 Gone, or failing for days); null when it did not"
+    )
+    disabled_cause: DisabledCause | None = Field(
+        description="Why it is disabled, a stable code: gone_410 (it answered 410 Gone), failing_5_days (every "
+        "delivery failed for 5 days), by_partner (the partner disabled it); null while enabled"
     )
     disabled_at: datetime | None
     failing_since: datetime | None = Field(description="The first failure since the last success; null: none")
@@ -176,7 +188,11 @@ def apply_patch(endpoint: Endpoint, patch: EndpointPatch) -> dict[str, Any]:
     the pause they left)."""
     changes = patch.model_dump(exclude_unset=True)
     if changes.get("enabled") is True and not endpoint.enabled:
-        changes.update(disabled_reason=None, disabled_at=None, failing_since=None, paused_until=None)
+        changes.update(
+            disabled_reason=None, disabled_cause=None, disabled_at=None, failing_since=None, paused_until=None
+        )
+    if changes.get("enabled") is False and endpoint.enabled:
+        changes.update(disabled_cause=DisabledCause.BY_PARTNER)
     return changes
 
 
@@ -256,6 +272,7 @@ class Decision:
     next_attempt_at: datetime | None
     failing_since: datetime | None  # the endpoint's, after this attempt
     disable_reason: str | None = None
+    disable_cause: DisabledCause | None = None
 
 
 def decide(
@@ -274,16 +291,19 @@ def decide(
         return Decision(MessageState.SUCCEEDED, None, None)
     failing_since = failing_since or now
     if outcome.gone:
-        return Decision(MessageState.FAILED, None, failing_since, "the endpoint answered 410 Gone")
-    disable = None
+        return Decision(
+            MessageState.FAILED, None, failing_since, "the endpoint answered 410 Gone", DisabledCause.GONE_410
+        )
+    disable, cause = None, None
     if now - failing_since >= disable_after:
         disable = f"every delivery failed since {failing_since.isoformat(timespec='seconds')} ({_days(disable_after)})"
+        cause = DisabledCause.FAILING_5_DAYS
     if attempts_made >= MAX_ATTEMPTS:
-        return Decision(MessageState.FAILED, None, failing_since, disable)
+        return Decision(MessageState.FAILED, None, failing_since, disable, cause)
     delay = RETRY_DELAYS[attempts_made - 1]
     if outcome.retry_after_s is not None:
         delay = min(timedelta(seconds=outcome.retry_after_s), retry_after_cap)
-    return Decision(MessageState.PENDING, now + delay, failing_since, disable)
+    return Decision(MessageState.PENDING, now + delay, failing_since, disable, cause)
 
 
 # A failing endpoint is paused after every failed attempt, for a tenth of its failure streak so far, at least the

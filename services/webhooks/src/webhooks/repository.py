@@ -17,15 +17,16 @@ from servicekit.retention import Purge, batch_delete, counted
 from webhooks.domain import Endpoint
 
 _ENDPOINT_COLUMNS = """
-    e.id, e.url, e.event_types, e.status_type, e.description, e.enabled, e.disabled_reason, e.disabled_at,
+    e.id, e.url, e.event_types, e.status_type, e.description, e.enabled, e.disabled_reason, e.disabled_cause,
+    e.disabled_at,
     e.failing_since, e.created_at, e.updated_at, e.version,
     (SELECT max(s.expires_at) FROM endpoint_secrets s
       WHERE s.endpoint_id = e.id AND s.expires_at > now()) AS previous_secret_expires_at
 """
 
 _PATCHABLE = frozenset(
-    {"url", "event_types", "status_type", "description", "enabled", "disabled_reason", "disabled_at", "failing_since",
-     "paused_until"}
+    {"url", "event_types", "status_type", "description", "enabled", "disabled_reason", "disabled_cause", "disabled_at",
+     "failing_since", "paused_until"}
 )  # fmt: skip
 
 
@@ -377,6 +378,7 @@ class Deliveries:
         failing_since: datetime | None,
         paused_until: datetime | None,
         disable_reason: str | None,
+        disable_cause: str | None,
     ) -> bool:
         """The attempt, the message's new state and the endpoint's health (its failure streak, its pause, or its
         disabling), if this instance
@@ -400,6 +402,7 @@ class Deliveries:
                 UPDATE endpoints SET failing_since = $11, paused_until = $13,
                        enabled = CASE WHEN $12::text IS NULL THEN enabled ELSE false END,
                        disabled_reason = coalesce($12, disabled_reason),
+                       disabled_cause = coalesce($14, disabled_cause),
                        disabled_at = CASE WHEN $12::text IS NULL THEN disabled_at ELSE $5 END,
                        version = CASE WHEN $12::text IS NULL THEN version ELSE version + 1 END,
                        updated_at = CASE WHEN $12::text IS NULL THEN updated_at ELSE now() END
@@ -423,6 +426,7 @@ class Deliveries:
             failing_since,
             disable_reason,
             paused_until,
+            disable_cause,
         )
         if updated is None:
             return False

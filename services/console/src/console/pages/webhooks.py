@@ -84,16 +84,20 @@ def endpoint_state(endpoint: dict[str, Any], fmt: Formats, gettext: Callable[...
             )
             return EndpointState("failing", gettext("Failing"), why)
         return EndpointState("enabled", gettext("Enabled"))
-    reason, disabled_at = endpoint.get("disabled_reason"), endpoint.get("disabled_at")
-    if not reason:
+    cause, reason, disabled_at = (
+        endpoint.get("disabled_cause"),
+        endpoint.get("disabled_reason"),
+        endpoint.get("disabled_at"),
+    )
+    if cause == "by_partner" or not (reason and disabled_at):
         return EndpointState("disabled", gettext("Disabled"), gettext("An admin disabled it: nothing is sent to it."))
     when = fmt.when(disabled_at)
-    if "410" in reason:  # the service's words for a 410 Gone (webhooks.domain.decide)
+    if cause == "gone_410":
         why = gettext(
             "The platform disabled it on %(when)s: the endpoint answered 410 Gone, which says it no longer exists.",
             when=when,
         )
-    elif endpoint.get("failing_since") and disabled_at:
+    elif cause == "failing_5_days" and endpoint.get("failing_since"):
         failing_since = datetime.fromisoformat(endpoint["failing_since"])
         span = (datetime.fromisoformat(disabled_at) - failing_since).total_seconds()
         why = gettext(
