@@ -10,11 +10,17 @@ Every render is bounded (`LIMITS`): loop iterations in total, output bytes, loca
 Saving also renders the template once with sample data (`SAMPLE_VARIABLES`), so a template that hits a limit
 even then is refused; one that hits a limit only on a real order (a loop over a long name) fails that one
 evaluation, fast, as `TemplateLimit`.
+
+Most templates are text and plain variables (``{{ customer.name }}, заказ {{ order.id }}``): those are rendered by
+joining the texts and the variables' values (`_PlainTemplate`), which is what Liquid outputs for them, at a tenth of
+its cost (a backtest renders hundreds of thousands); anything else, and any value or output Liquid might treat
+otherwise, is Liquid's. tests/test_templating.py compares both over many generated templates and values.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -177,9 +183,56 @@ def _compiled(source: str) -> BoundTemplate:
     return _ENVIRONMENT.from_string(source)
 
 
+_PLAIN_OUTPUT = re.compile(r"\{\{ *([a-z_]+(?:\.[a-z_]+)?) *\}\}")
+
+
+@dataclass(frozen=True)
+class _PlainTemplate:
+    """A template that is only texts (no braces) and plain variables (`{{ a.b }}`, no filter): `texts[0]`, the
+    value of `paths[0]`, `texts[1]`... `texts[-1]`."""
+
+    texts: tuple[str, ...]
+    paths: tuple[tuple[str, ...], ...]
+
+    def render(self, variables: Mapping[str, Any]) -> str | None:
+        """What Liquid outputs (stripped), or None where it might differ: a missing or non-text value (Liquid's
+        error or its own stringification), a carriage return (its buffer translates newlines), an output over
+        the limit (its error)."""
+        pieces = [self.texts[0]]
+        for path, text in zip(self.paths, self.texts[1:], strict=True):
+            value: Any = variables
+            for key in path:
+                if not isinstance(value, Mapping) or key not in value:
+                    return None
+                value = value[key]
+            if not isinstance(value, str):
+                return None
+            pieces += (value, text)
+        output = "".join(pieces)
+        if "\r" in output or len(output.encode()) > LIMITS.output_bytes:
+            return None
+        return output.strip()
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain(source: str) -> _PlainTemplate | None:
+    texts, paths, start = [], [], 0
+    for output in _PLAIN_OUTPUT.finditer(source):
+        texts.append(source[start : output.start()])
+        paths.append(tuple(output[1].split(".")))
+        start = output.end()
+    texts.append(source[start:])
+    if any("{" in text or "}" in text for text in texts) or any(".".join(p) not in TEMPLATE_VARIABLES for p in paths):
+        return None
+    return _PlainTemplate(tuple(texts), tuple(paths))
+
+
 def render(source: str, variables: Mapping[str, Any]) -> str:
     """Render a checked template; raises `TemplateLimit` when it exceeds a limit on this data, and
     `TemplateProblem` if it still meets something undefined."""
+    plain = _plain(source)
+    if plain is not None and (text := plain.render(variables)) is not None:
+        return text
     try:
         return _compiled(source).render(**variables).strip()
     except ResourceLimitError as exc:
