@@ -1,4 +1,5 @@
-"""GET /v1/status-changes: a partner's past changes into some statuses, each with the order as it was then."""
+"""GET /v1/status-changes: a partner's past changes into some statuses, each with the order as it was then, one
+array a line (contracts.past_changes), each of which reads back into the validated `OrderStatusChanged`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+
+from contracts.past_changes import FIELDS, PastChange, read_past_change
 
 Clients = Callable[..., httpx.AsyncClient]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -29,11 +32,11 @@ def period(**extra: Any) -> dict[str, Any]:
     return {"since": (now - timedelta(hours=1)).isoformat(), "until": (now + timedelta(hours=1)).isoformat()} | extra
 
 
-async def lines(client: httpx.AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
+async def lines(client: httpx.AsyncClient, params: dict[str, Any]) -> list[PastChange]:
     answer = await client.get("/v1/status-changes", params=params)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("application/x-ndjson")
-    return [json.loads(line) for line in answer.text.splitlines()]
+    return [read_past_change(line) for line in answer.content.splitlines()]
 
 
 async def test_each_change_comes_with_the_order_as_it_was_at_that_moment(client_for: Clients) -> None:
@@ -52,23 +55,28 @@ async def test_each_change_comes_with_the_order_as_it_was_at_that_moment(client_
 
     found = await lines(demo, period(status_type="delivery", to=["shipped", "delivered"]))
 
-    assert [(f["change"]["order_id"], f["change"]["to_status"]["code"]) for f in found] == [
+    assert [(f.change.order_id, f.change.to_status.code) for f in found] == [
         ("o-1", "shipped"),
         ("o-2", "shipped"),
         ("o-2", "delivered"),
     ]  # fmt: skip: in the order they were applied, this partner's only
-    first, second, third = (f["change"] for f in found)
-    assert first["order"]["statuses"] == {
+    first, second, third = (f.event() for f in found)  # validated as the contract
+    assert first.order.statuses.model_dump() == {
         "general": {"code": "accepted", "name": "Принят"},
         "delivery": {"code": "shipped", "name": "Отгружен"},
         "payment": {"code": "invoice_issued", "name": "Счёт выставлен"},  # not "paid", which came later
     }
-    assert first["from_status"] == {"code": "at_pickup_point", "name": "В пункте выдачи"}
-    assert second["order"]["statuses"]["payment"]["code"] == "paid"
-    assert third["from_status"]["code"] == "shipped" and third["to_include_in_analytics"] is True
-    assert first["order"]["customer"] == {"id": "c-1", "phone": "+7 900 123-45-67", "name": "Иван",
-                                          "sms_consent": True}  # fmt: skip
-    assert all(f["event_id"] and f["recorded_at"] for f in found)
+    assert first.from_status is not None and first.from_status.model_dump() == {"code": "at_pickup_point",
+                                                                                 "name": "В пункте выдачи"}  # fmt: skip
+    assert second.order.statuses.payment is not None and second.order.statuses.payment.code == "paid"
+    assert third.from_status is not None and third.from_status.code == "shipped" and third.to_include_in_analytics
+    assert first.order.customer.model_dump() == {"id": "c-1", "phone": "+7 900 123-45-67", "name": "Иван",
+                                                 "sms_consent": True}  # fmt: skip
+    assert str(first.order.amount) == "2500.50" and first.sequence == 4
+    assert all(f.event_id and f.recorded_at.tzinfo is not None for f in found)
+    answer = await demo.get("/v1/status-changes", params=period(status_type="delivery", to=["shipped"]))
+    raw = json.loads(answer.content.splitlines()[0])
+    assert isinstance(raw, list) and len(raw) == len(FIELDS)  # an array of FIELDS
 
     assert await lines(demo, period(status_type="delivery", to=["at_delivery_point"])) == []
     earlier = datetime.now(UTC) - timedelta(days=2)

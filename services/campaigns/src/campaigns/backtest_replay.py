@@ -24,18 +24,10 @@ from campaigns.domain import (
     triggered_by,
 )
 from campaigns.services import Policy
-from contracts.orders import OrderStatusChanged
+from contracts.past_changes import PastChange
 from contracts.sms import SmsEncoding
 
 SAMPLES = 10
-
-
-class PastChange(BaseModel):
-    """A line of orders' `GET /v1/status-changes` (tolerant reading: what else it carries is ignored)."""
-
-    event_id: str
-    recorded_at: datetime
-    change: OrderStatusChanged
 
 
 class ReasonCount(BaseModel):

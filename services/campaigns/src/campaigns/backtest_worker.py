@@ -17,7 +17,8 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any
 
-from campaigns.backtest_replay import PastChange, Replay
+from campaigns.backtest_replay import Replay
+from contracts.past_changes import read_past_change
 
 _replays: dict[str, Replay] = {}  # in the worker process: the backtests it is running
 
@@ -35,8 +36,8 @@ def _feed(key: str, lines: bytes) -> tuple[int, datetime | None]:
     replay = _replays[key]
     last = None
     for line in lines.split(b"\n"):
-        if line.strip():
-            past = PastChange.model_validate_json(line)
+        if line:
+            past = read_past_change(line)
             replay.decide(past)
             last = past.recorded_at
     return replay.read, last

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
@@ -349,7 +349,58 @@ class Decision:
     sms: PlannedSms | None = None
 
 
-def condition_failure(condition: Condition, order: OrderSnapshot, region: str) -> Reason | None:
+class StatusView(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+
+class StatusesView(Protocol):
+    def of(self, status_type: StatusType) -> StatusView | None: ...
+
+
+class CustomerView(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def sms_consent(self) -> bool: ...
+
+
+class OrderView(Protocol):
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def statuses(self) -> StatusesView: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def customer(self) -> CustomerView: ...
+
+
+class ChangeView(Protocol):
+    """What a decision reads of a status change: an `OrderStatusChanged` (the live consumer's), or the backtest's
+    `contracts.past_changes.Change`, read from a line without validation (the same fields, in tuples)."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def status_type(self) -> StatusType: ...
+    @property
+    def from_status(self) -> StatusView | None: ...
+    @property
+    def to_status(self) -> StatusView: ...
+    @property
+    def order(self) -> OrderView: ...
+
+
+def condition_failure(condition: Condition, order: OrderView, region: str) -> Reason | None:
     """Why `condition` does not hold for `order`, or None when it holds."""
     if isinstance(condition, OrderStatusCondition):
         return _status_failure(condition, order)
@@ -364,7 +415,7 @@ def condition_failure(condition: Condition, order: OrderSnapshot, region: str) -
     return _amount_failure(condition, order)
 
 
-def _status_failure(condition: OrderStatusCondition, order: OrderSnapshot) -> Reason | None:
+def _status_failure(condition: OrderStatusCondition, order: OrderView) -> Reason | None:
     current = order.statuses.of(condition.status_type)
     code = current.code if current else None
     holds = code in condition.codes if condition.op in ("eq", "in") else code not in condition.codes
@@ -375,7 +426,7 @@ def _status_failure(condition: OrderStatusCondition, order: OrderSnapshot) -> Re
     return Reason(code=f"{condition.status_type}_status", detail=detail)
 
 
-def _amount_failure(condition: AmountCondition, order: OrderSnapshot) -> Reason | None:
+def _amount_failure(condition: AmountCondition, order: OrderView) -> Reason | None:
     if condition.currency and order.currency != condition.currency:
         return Reason(code="currency_mismatch", detail=f"amount is in {order.currency}, not {condition.currency}")
     if condition.min is not None and order.amount < condition.min:
@@ -385,7 +436,7 @@ def _amount_failure(condition: AmountCondition, order: OrderSnapshot) -> Reason 
     return None
 
 
-def filter_failures(campaign: CampaignDefinition, order: OrderSnapshot, region: str) -> list[Reason]:
+def filter_failures(campaign: CampaignDefinition, order: OrderView, region: str) -> list[Reason]:
     """Every condition that fails, each with its reason; empty when the customer passes the filter."""
     failures = []
     for n, condition in enumerate(campaign.filters):
@@ -395,7 +446,7 @@ def filter_failures(campaign: CampaignDefinition, order: OrderSnapshot, region: 
     return failures
 
 
-def template_variables(event: OrderStatusChanged) -> dict[str, Any]:
+def template_variables(event: ChangeView) -> dict[str, Any]:
     order = event.order
     before = event.from_status
     return {
@@ -407,7 +458,7 @@ def template_variables(event: OrderStatusChanged) -> dict[str, Any]:
     }
 
 
-def render_text(campaign: CampaignDefinition, event: OrderStatusChanged) -> str:
+def render_text(campaign: CampaignDefinition, event: ChangeView) -> str:
     """The SMS text for `event`; raises TemplateProblem when it cannot be sent as is."""
     text = render(campaign.template, template_variables(event))
     if not text:
@@ -436,12 +487,12 @@ def cap_window_start(now: datetime, partner: PartnerSettings) -> datetime | None
     return now - timedelta(hours=cap.window_hours) if cap else None
 
 
-def triggered_by(campaign: CampaignDefinition, event: OrderStatusChanged) -> bool:
+def triggered_by(campaign: CampaignDefinition, event: ChangeView) -> bool:
     before = event.from_status.code if event.from_status else None
     return campaign.trigger.matches(event.status_type, before, event.to_status.code)
 
 
-def evaluate(campaign: CampaignDefinition, event: OrderStatusChanged, history: History, ctx: Context) -> Decision:
+def evaluate(campaign: CampaignDefinition, event: ChangeView, history: History, ctx: Context) -> Decision:
     """What the campaign does about one status change, in the order the checks are cheapest to explain."""
     if not triggered_by(campaign, event):
         before = event.from_status.code if event.from_status else "none"

@@ -202,10 +202,10 @@ class _PlainTemplate:
         for path, text in zip(self.paths, self.texts[1:], strict=True):
             value: Any = variables
             for key in path:
-                if not isinstance(value, Mapping) or key not in value:
+                if type(value) is not dict or key not in value:  # `type`: an ABC's isinstance costs more than this
                     return None
                 value = value[key]
-            if not isinstance(value, str):
+            if type(value) is not str:
                 return None
             pieces += (value, text)
         output = "".join(pieces)
