@@ -100,18 +100,27 @@ def _e164_parsed(raw: str) -> PhoneNumber | None:
     if metadata is None or national.startswith("0") or not 2 <= len(national) <= 17:
         return None
     prefix = metadata.national_prefix_for_parsing
-    if prefix and re.match(prefix, national):
+    if prefix and _pattern(prefix).match(national):
         return None
     return PhoneNumber(country_code=country_code, national_number=int(national))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern(source: str) -> re.Pattern[str]:
+    return re.compile(source)
 
 
 def _time_zones(number: PhoneNumber, kind: int) -> tuple[str, ...]:
     """`timezone.time_zones_for_number` for a number whose type is known (it computes the type again)."""
     assert number.country_code is not None  # parse sets it on every number it returns
     if phonenumbers.is_number_type_geographical(kind, number.country_code):
-        zones = timezone.time_zones_for_geographical_number(number)
-    else:
-        zones = timezone._country_level_time_zones_for_number(number)
+        return _known(timezone.time_zones_for_geographical_number(number))
+    return _known(timezone._country_level_time_zones_for_number(number))
+
+
+@functools.lru_cache(maxsize=1024)
+def _known(zones: tuple[str, ...]) -> tuple[str, ...]:
+    """The zones without the unknown one (a few hundred distinct lists: every Russian mobile number has the same)."""
     return tuple(z for z in zones if z != timezone.UNKNOWN_TIMEZONE)
 
 
