@@ -56,7 +56,7 @@ WORDS = {
 async def console(infrastructure: Infrastructure, tmp_path: Path) -> AsyncIterator[Console]:
     """conftest's platform, with the console calling the webhooks service (WEBHOOKS_URL): devtools.platform's
     CONSOLE_BACKENDS does not name it yet."""
-    platform = Platform(infrastructure, tmp_path)
+    platform = Platform(infrastructure, tmp_path, preloaded=True)
     platform.extra_env["WEBHOOKS_URL"] = platform.url("webhooks")
     await platform.create()
     try:

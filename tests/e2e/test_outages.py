@@ -108,7 +108,7 @@ def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
 
 @asynccontextmanager
 async def running_platform(infrastructure: Infrastructure, workdir: Path) -> AsyncIterator[Platform]:
-    platform = Platform(infrastructure, workdir)
+    platform = Platform(infrastructure, workdir, preloaded=True)
     await platform.create()
     try:
         for service in SERVICES:

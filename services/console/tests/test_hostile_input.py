@@ -60,7 +60,7 @@ class Running:
 
 @pytest.fixture(scope="module")
 async def running(infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    platform = Platform(infrastructure, tmp_path_factory.mktemp("platform"))
+    platform = Platform(infrastructure, tmp_path_factory.mktemp("platform"), preloaded=True)
     await platform.create()
     try:
         for service in SERVICES:

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,6 +25,7 @@ import asyncpg
 import httpx
 
 from devtools.infra import ensure_topics
+from devtools.launch import ServiceProcess, start_preloaded, start_subprocess
 from devtools.tokens import IdentityTokens
 
 SERVICES = ("status-registry", "orders", "campaigns", "notifier", "identity", "webhooks")
@@ -68,8 +68,10 @@ class Platform:
     workdir: Path
     prefix: str = field(default_factory=lambda: f"e{uuid.uuid4().hex[:8]}.")
     ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in APPS})
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Tests fork each process from a server that imported the services once (devtools.launch); the bench does not.
+    preloaded: bool = False
 
     @property
     def sms_file(self) -> Path:
@@ -128,11 +130,9 @@ class Platform:
         database and consumer groups), which `kill`, `wait_ready` and `url` then take as the name."""
         name = instance or service
         self.ports.setdefault(name, free_port())
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         env = self.env(service) | {"HTTP_PORT": str(self.ports[name])}
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", service.replace("-", "_")], env=env, stdout=log, stderr=log
-        )
+        start = start_preloaded if self.preloaded else start_subprocess
+        self.processes[name] = start(service.replace("-", "_"), env, self.workdir / f"{name}.log")
 
     def instances(self, service: str) -> list[str]:
         """The names of the running processes of `service`: itself and its further instances ("orders.2")."""
@@ -207,8 +207,9 @@ async def running(
     services: Sequence[str] = SERVICES,
     extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Platform]:
-    """`services` running as processes and ready; stopped and their databases dropped after."""
-    platform = Platform(infrastructure, workdir, extra_env=dict(extra_env or {}))
+    """`services` running as processes and ready (a test's: forked from the preloaded server); stopped and their
+    databases dropped after."""
+    platform = Platform(infrastructure, workdir, extra_env=dict(extra_env or {}), preloaded=True)
     await platform.create()
     try:
         for service in services:
