@@ -85,7 +85,7 @@ class Console:
 @pytest.fixture
 async def console(infrastructure: Infrastructure, tmp_path: Path) -> AsyncIterator[Console]:
     """The four services and the console running as processes; stopped and cleaned up after the test."""
-    platform = Platform(infrastructure, tmp_path)
+    platform = Platform(infrastructure, tmp_path, preloaded=True)
     await platform.create()
     try:
         for service in (*SERVICES, CONSOLE):
@@ -145,9 +145,11 @@ async def timed_goto(page: Page, url: str, timings: dict[str, float]) -> None:
 
 
 async def reload_until_visible(page: Page, target: Locator, what: str) -> None:
-    """The pipeline is asynchronous: reload the page until `target` shows (a reload every second)."""
+    """The pipeline is asynchronous: reload the page until `target` shows (a reload every second). Returns once the
+    page has loaded: a page a form post navigated to can show `target` before its scripts (htmx) run."""
     for _ in range(WAIT_MS // 1000):
         if await target.count():
+            await page.wait_for_load_state("load")
             return
         await page.wait_for_timeout(1000)
         await page.reload()
