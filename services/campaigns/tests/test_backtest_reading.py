@@ -9,7 +9,8 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from campaigns.backtest_replay import Replay
+from campaigns.backtest_replay import Replay, Tally
+from campaigns.backtest_worker import _feed, _finish, _start
 from campaigns.domain import CampaignDefinition, PartnerSettings
 from campaigns.services import Policy
 from contracts.orders import OrderStatusChanged
@@ -120,3 +121,32 @@ def test_every_decision_is_the_validated_events() -> None:
             assert fast.decide(read) == validated.decide(reference), (definition, event)
         assert fast.result(1.0) == validated.result(1.0)
         assert fast.read == 1500
+
+
+def test_workers_sharing_the_customers_add_up_to_one_replay_of_the_whole_stream() -> None:
+    """The backtest's workers each decide a share of the customers from the same lines (campaigns.backtest_worker);
+    their tallies added up give the result one replay of the whole stream gives: counts, the first example of each
+    reason, the first samples, the order of equal counts."""
+    rng = random.Random(7)
+    for workers in (2, 3):
+        for _ in range(6):
+            definition = campaign_of(rng)
+            partner = PartnerSettings.model_validate({"frequency_cap": {"max_messages": 2, "window_hours": 24}})
+            lines, at = [], SINCE
+            for n in range(1200):
+                at += timedelta(minutes=rng.randrange(0, 60))
+                order = rng.randrange(n // 2 + 1)  # an order is one customer's (its details as now, in every line)
+                event = change_of(rng, f"o-{order}", f"c-{order % 30}")
+                lines.append(past_change_line(f"e-{n}", at, event))
+            whole = Replay(definition, partner, POLICY, SINCE, UNTIL)
+            for line in lines:
+                whole.decide(read_past_change(line))
+            chunks = [b"\n".join(lines[n : n + 300]) + b"\n" for n in range(0, len(lines), 300)]  # as fed
+            tally = Tally()
+            for index in range(workers):
+                _start("k", Replay(definition, partner, POLICY, SINCE, UNTIL), index, workers)
+                for chunk in chunks:
+                    _feed("k", chunk)
+                tally.add(_finish("k"))
+            split, one = whole.result(1.0, tally).model_dump(), whole.result(1.0).model_dump()
+            assert split == one, [(k, split[k], one[k]) for k in one if split[k] != one[k]]

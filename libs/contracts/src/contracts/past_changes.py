@@ -137,12 +137,27 @@ def _status(code: str | None, name: str | None) -> Status | None:
     return None if code is None or name is None else Status(code, name)
 
 
+CUSTOMER_ID = FIELDS.index("customer_id")
+
+
 def read_past_change(line: bytes | str) -> PastChange:
     """One line of the stream; a line of another shape raises ValueError."""
+    return past_change_from(line_items(line))
+
+
+def line_items(line: bytes | str) -> list[Any]:
+    """The line's items, parsed (what `past_change_from` reads; item `CUSTOMER_ID` is the customer's id)."""
+    items = pydantic_core.from_json(line)
+    if not isinstance(items, list) or len(items) != len(FIELDS):
+        raise ValueError(f"not a past change line: {str(line)[:200]}")
+    return items
+
+
+def past_change_from(items: list[Any]) -> PastChange:
     try:
         (event_id, recorded_at, order_id, status_type, from_code, from_name, to_code, to_name, analytics, sequence,
          occurred_at, general_code, general_name, delivery_code, delivery_name, payment_code, payment_name, amount,
-         currency, customer_id, phone, name, consent, placed_at) = pydantic_core.from_json(line)  # fmt: skip
+         currency, customer_id, phone, name, consent, placed_at) = items  # fmt: skip
         statuses = Statuses(
             _status(general_code, general_name),
             _status(delivery_code, delivery_name),

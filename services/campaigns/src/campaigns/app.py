@@ -70,7 +70,8 @@ def _on_startup(settings: CampaignsSettings, clock: Clock, worker: ReplayWorker)
 def create_app(settings: CampaignsSettings | None = None, clock: Clock = utc_now) -> FastAPI:
     """`clock` decides "now" for every decision (quiet hours, cap windows); tests pass a fixed one."""
     settings = settings or CampaignsSettings()
-    worker = ReplayWorker(settings.backtest_nice)  # the backtests' decisions, in a process started when first needed
+    # The backtests' decisions, in processes started when first needed.
+    worker = ReplayWorker(settings.backtest_nice, settings.backtest_workers or None)
     app = create_service_app(settings, _on_startup(settings, clock, worker))
     app.state.clock = clock
     app.state.backtest_worker = worker

@@ -108,7 +108,7 @@ class Backtest:
                     reported = now
                     yield {"progress": {"processed": read, "percent": replay.percent(last)}}
             yield {"progress": {"processed": read, "percent": 100.0}}
-            result = await self.worker.finish(key, time.monotonic() - started)
+            result = await self.worker.finish(key, replay, time.monotonic() - started)
             finished = True
         except httpx.HTTPError as exc:
             raise OrdersUnavailable(f"the orders service's stream broke off: {exc}") from exc

@@ -88,6 +88,35 @@ class CapLedger:
 
 
 @dataclass
+class Tally:
+    """What a result reports, counted as the replay goes. Several replays of one backtest (each deciding the changes
+    of some customers) add theirs up: `position`, a change's place in the whole stream, keeps "the first" (example,
+    samples) and the order of equal counts what one replay of the whole stream would have said."""
+
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, tuple[int, str]] = field(default_factory=dict)  # code: (position, detail) of its first
+    days: Counter[date] = field(default_factory=Counter)
+    day_segments: Counter[date] = field(default_factory=Counter)
+    samples: list[tuple[int, Sample]] = field(default_factory=list)
+    read: int = 0
+    held: int = 0
+    segments: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.outcomes += other.outcomes
+        self.reasons += other.reasons
+        for code, example in other.examples.items():
+            self.examples[code] = min(self.examples.get(code, example), example, key=lambda first: first[0])
+        self.days += other.days
+        self.day_segments += other.day_segments
+        self.samples = sorted(self.samples + other.samples, key=lambda sample: sample[0])[:SAMPLES]
+        self.read += other.read
+        self.held += other.held
+        self.segments += other.segments
+
+
+@dataclass
 class Replay:
     """Decides each change in turn and keeps what later decisions depend on and what the result reports."""
 
@@ -99,22 +128,21 @@ class Replay:
     fired_orders: set[str] = field(default_factory=set)
     ledger: CapLedger = field(default_factory=CapLedger)
     price_per_segment: Decimal | None = None
-    outcomes: Counter[Outcome] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-    days: Counter[date] = field(default_factory=Counter)
-    day_segments: Counter[date] = field(default_factory=Counter)
-    samples: list[Sample] = field(default_factory=list)
-    read: int = 0
-    held: int = 0
-    segments: int = 0
+    tally: Tally = field(default_factory=Tally)
 
     def __post_init__(self) -> None:
         self._zone = ZoneInfo(self.policy.default_zone)
 
-    def decide(self, past: PastChange) -> Decision | None:
-        """The live decision for this change at the moment it was applied; None when the trigger does not match."""
-        self.read += 1
+    @property
+    def read(self) -> int:
+        return self.tally.read
+
+    def decide(self, past: PastChange, position: int | None = None) -> Decision | None:
+        """The live decision for this change at the moment it was applied; None when the trigger does not match.
+        `position`: its place in the whole stream (by default, this replay's count: it sees the whole stream)."""
+        tally = self.tally
+        position = tally.read if position is None else position
+        tally.read += 1
         event, now = past.change, past.recorded_at
         if not triggered_by(self.definition, event):
             return None
@@ -122,15 +150,16 @@ class Replay:
         recent = self.ledger.count(event.order.customer.id, start, now) if start else 0
         history = History(fired_for_order=event.order_id in self.fired_orders, recent_marketing_sms=recent)
         decision = evaluate(self.definition, event, history, self.policy.context(now, self.partner))
-        self._count(past, decision)
+        self._count(past, decision, position)
         return decision
 
-    def _count(self, past: PastChange, decision: Decision) -> None:
-        self.outcomes[decision.outcome] += 1
+    def _count(self, past: PastChange, decision: Decision, position: int) -> None:
+        tally = self.tally
+        tally.outcomes[decision.outcome] += 1
         if decision.outcome == Outcome.FILTERED_OUT:
             for reason in decision.reasons:
-                self.reasons[reason.code] += 1
-                self.examples.setdefault(reason.code, reason.detail)
+                tally.reasons[reason.code] += 1
+                tally.examples.setdefault(reason.code, (position, reason.detail))
         sms = decision.sms
         if decision.outcome != Outcome.FIRED or sms is None:
             return
@@ -139,52 +168,55 @@ class Replay:
         if not self.definition.transactional:
             self.ledger.replayed[event.order.customer.id].append(past.recorded_at)
         sent_at = sms.not_before or past.recorded_at
-        self.held += sms.not_before is not None
-        self.segments += sms.parts.segments
+        tally.held += sms.not_before is not None
+        tally.segments += sms.parts.segments
         day = sent_at.astimezone(self._zone).date()
-        self.days[day] += 1
-        self.day_segments[day] += sms.parts.segments
-        if len(self.samples) < SAMPLES:
-            self.samples.append(
-                Sample(
-                    order_id=event.order_id,
-                    customer_id=event.order.customer.id,
-                    phone=sms.phone,
-                    text=sms.text,
-                    encoding=sms.parts.encoding,
-                    segments=sms.parts.segments,
-                    changed_at=past.recorded_at,
-                    sent_at=sent_at,
-                )
+        tally.days[day] += 1
+        tally.day_segments[day] += sms.parts.segments
+        if len(tally.samples) < SAMPLES:
+            sample = Sample(
+                order_id=event.order_id,
+                customer_id=event.order.customer.id,
+                phone=sms.phone,
+                text=sms.text,
+                encoding=sms.parts.encoding,
+                segments=sms.parts.segments,
+                changed_at=past.recorded_at,
+                sent_at=sent_at,
             )
+            tally.samples.append((position, sample))
 
     def percent(self, at: datetime) -> float:
         span = (self.until - self.since).total_seconds()
         return round(min(100.0, max(0.0, (at - self.since).total_seconds() / span * 100)), 1)
 
-    def result(self, seconds: float) -> BacktestResult:
+    def result(self, seconds: float, tally: Tally | None = None) -> BacktestResult:
+        """The result of this replay's `tally`, or of `tally` (all the replays' of this backtest, added up)."""
+        tally = tally or self.tally
         first = self.since.astimezone(self._zone).date()
-        last = max(self.until.astimezone(self._zone).date(), max(self.days, default=first))
+        last = max(self.until.astimezone(self._zone).date(), max(tally.days, default=first))
         every_day = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-        fired = self.outcomes[Outcome.FIRED]
         price = self.price_per_segment
+        # Most frequent first; equal counts in the order their first change came (as Counter.most_common would).
+        reasons = sorted(tally.reasons.items(), key=lambda item: (-item[1], tally.examples[item[0]][0]))
+        outcomes = tally.outcomes
         return BacktestResult(
             since=self.since,
             until=self.until,
-            changes_read=self.read,
-            triggered=sum(self.outcomes.values()),
-            filtered_out=self.outcomes[Outcome.FILTERED_OUT],
+            changes_read=tally.read,
+            triggered=sum(outcomes.values()),
+            filtered_out=outcomes[Outcome.FILTERED_OUT],
             filtered_out_by_reason=[
-                ReasonCount(code=code, changes=n, example=self.examples[code]) for code, n in self.reasons.most_common()
+                ReasonCount(code=code, changes=n, example=tally.examples[code][1]) for code, n in reasons
             ],
-            outside_reentry=self.outcomes[Outcome.OUTSIDE_REENTRY],
-            capped=self.outcomes[Outcome.CAPPED],
-            failed=self.outcomes[Outcome.FAILED],
-            sms=fired,
-            held_by_quiet_hours=self.held,
-            segments=self.segments,
-            cost=self.segments * price if price is not None else None,
-            per_day=[DaySms(day=d, sms=self.days[d], segments=self.day_segments[d]) for d in every_day],
-            samples=self.samples,
+            outside_reentry=outcomes[Outcome.OUTSIDE_REENTRY],
+            capped=outcomes[Outcome.CAPPED],
+            failed=outcomes[Outcome.FAILED],
+            sms=outcomes[Outcome.FIRED],
+            held_by_quiet_hours=tally.held,
+            segments=tally.segments,
+            cost=tally.segments * price if price is not None else None,
+            per_day=[DaySms(day=d, sms=tally.days[d], segments=tally.day_segments[d]) for d in every_day],
+            samples=[sample for _, sample in tally.samples],
             seconds=round(seconds, 2),
         )

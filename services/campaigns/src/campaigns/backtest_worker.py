@@ -1,10 +1,14 @@
-"""Where a backtest's decisions are computed: one worker process per campaigns instance, at a lower CPU priority.
+"""Where a backtest's decisions are computed: worker processes of each campaigns instance, at a lower CPU priority.
 
 A backtest decides hundreds of thousands of changes (parsing each, its phone, its text): seconds of CPU that, in the
-service's own event loop, the live consumer would wait behind. In a worker process niced below the services
-(`BACKTEST_NICE`), the operating system gives the live path the CPU first and the backtest what is left. The worker
-keeps each running backtest's `Replay` by key; the service feeds it the orders stream a chunk of lines at a time.
-One worker: backtests running at once share it chunk by chunk.
+service's own event loop, the live consumer would wait behind. In worker processes niced below the services
+(`BACKTEST_NICE`), the operating system gives the live path the CPU first and the backtest what is left. There are
+`BACKTEST_WORKERS` of them (by default as many as the machine's cores, at most 4): each gets every chunk of lines
+and decides the changes of its share of the customers (a hash of the customer's id), since everything one decision
+depends on from earlier ones is per customer (the frequency cap) or per order (once per order), and an order is one
+customer's. Each keeps its `Replay` by backtest key; at the end their tallies are added up (`Tally.add`), which
+gives what one replay of the whole stream gives (tests/test_backtest_reading.py). Backtests running at once share
+the workers chunk by chunk.
 """
 
 from __future__ import annotations
@@ -12,83 +16,123 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from campaigns.backtest_replay import Replay
-from contracts.past_changes import read_past_change
+from campaigns.backtest_replay import Replay, Tally
+from contracts.past_changes import CUSTOMER_ID, line_items, past_change_from
 
-_replays: dict[str, Replay] = {}  # in the worker process: the backtests it is running
+MAX_WORKERS = 4
+
+
+@dataclass
+class _Share:
+    """A worker's part of one backtest: its replay, which customers are its (`index` of `count`), lines seen."""
+
+    replay: Replay
+    index: int
+    count: int
+    seen: int = 0
+
+
+_shares: dict[str, _Share] = {}  # in a worker process: the backtests it is running
 
 
 def _lower_priority(nice: int) -> None:
     os.nice(nice)
 
 
-def _start(key: str, replay: Replay) -> None:
-    _replays[key] = replay
+def _start(key: str, replay: Replay, index: int, count: int) -> None:
+    _shares[key] = _Share(replay, index, count)
+
+
+def share_of(customer_id: str, count: int) -> int:
+    """Which of `count` workers decides this customer's changes."""
+    return zlib.crc32(customer_id.encode()) % count if count > 1 else 0
 
 
 def _feed(key: str, lines: bytes) -> tuple[int, datetime | None]:
-    """Decide every change of `lines` (NDJSON); how many were read so far and when the last one was applied."""
-    replay = _replays[key]
-    last = None
+    """Decide this worker's changes of `lines` (NDJSON); how many it decided so far and when its last one was
+    applied."""
+    share = _shares[key]
+    replay, last = share.replay, None
     for line in lines.split(b"\n"):
-        if line:
-            past = read_past_change(line)
-            replay.decide(past)
-            last = past.recorded_at
+        if not line:
+            continue
+        position, share.seen = share.seen, share.seen + 1
+        items = line_items(line)
+        if share.count > 1 and share_of(items[CUSTOMER_ID], share.count) != share.index:
+            continue
+        past = past_change_from(items)
+        replay.decide(past, position)
+        last = past.recorded_at
     return replay.read, last
 
 
-def _finish(key: str, seconds: float) -> dict[str, Any]:
-    return _replays.pop(key).result(seconds).model_dump(mode="json")
+def _finish(key: str) -> Tally:
+    return _shares.pop(key).replay.tally
 
 
 def _drop(key: str) -> None:
-    _replays.pop(key, None)
+    _shares.pop(key, None)
 
 
 class ReplayWorker:
-    """The service's handle on its worker process, started on the first backtest and again after a crash."""
+    """The service's handle on its worker processes, started on the first backtest and again after a crash."""
 
-    def __init__(self, nice: int) -> None:
+    def __init__(self, nice: int, workers: int | None = None) -> None:
         self._nice = nice
-        self._executor: ProcessPoolExecutor | None = None
+        self.count = workers or min(os.cpu_count() or 1, MAX_WORKERS)
+        self._executors: list[ProcessPoolExecutor | None] = [None] * self.count
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            # spawn: a fork of a process running an event loop, threads and open connections is not safe.
+    def _pool(self, index: int) -> ProcessPoolExecutor:
+        executor = self._executors[index]
+        if executor is None:
+            # spawn: a fork of a process running an event loop, threads and open connections is not safe. One
+            # process per executor: a backtest's share stays in the process that holds its replay.
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(1, context, initializer=_lower_priority, initargs=(self._nice,))
-        return self._executor
+            executor = ProcessPoolExecutor(1, context, initializer=_lower_priority, initargs=(self._nice,))
+            self._executors[index] = executor
+        return executor
 
-    async def _call(self, function: Any, *arguments: Any) -> Any:
+    async def _call(self, index: int, function: Any, *arguments: Any) -> Any:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool(), function, *arguments)
+            return await asyncio.get_running_loop().run_in_executor(self._pool(index), function, *arguments)
         except BrokenProcessPool:
-            self._executor = None  # the next backtest starts a new worker
+            self._executors[index] = None  # the next backtest starts a new worker
             raise
 
+    async def _each(self, function: Any, *arguments: Any) -> list[Any]:
+        return await asyncio.gather(*(self._call(n, function, *arguments) for n in range(self.count)))
+
     async def start(self, key: str, replay: Replay) -> None:
-        await self._call(_start, key, replay)
+        await asyncio.gather(*(self._call(n, _start, key, replay, n, self.count) for n in range(self.count)))
 
     async def feed(self, key: str, lines: bytes) -> tuple[int, datetime | None]:
-        read, last = await self._call(_feed, key, lines)
-        return int(read), last
+        """Every worker decides its share of `lines`: the changes decided so far, the latest one decided."""
+        answers = await self._each(_feed, key, lines)
+        lasts = [last for _, last in answers if last is not None]
+        return sum(int(read) for read, _ in answers), max(lasts, default=None)
 
-    async def finish(self, key: str, seconds: float) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(_finish, key, seconds)
-        return result
+    async def finish(self, key: str, replay: Replay, seconds: float) -> dict[str, Any]:
+        """The result: the workers' tallies added up, reported by `replay` (the one the backtest prepared)."""
+        tally = Tally()
+        for part in await self._each(_finish, key):
+            tally.add(part)
+        return replay.result(seconds, tally).model_dump(mode="json")
 
     def drop(self, key: str) -> None:
         """Forget a cancelled backtest (after the chunk it may be deciding); nothing waits for it."""
-        if self._executor is not None:
-            self._executor.submit(_drop, key)
+        for executor in self._executors:
+            if executor is not None:
+                executor.submit(_drop, key)
 
     def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        for n, executor in enumerate(self._executors):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._executors[n] = None

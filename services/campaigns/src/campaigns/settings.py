@@ -26,6 +26,8 @@ class CampaignsSettings(ServiceSettings):
     orders_url: str = "http://127.0.0.1:8002"
     # The backtest decides in a worker process this much nicer than the service (0-19): the live path comes first.
     backtest_nice: int = Field(default=10, ge=0, le=19)
+    # Its worker processes, each deciding the changes of a share of the customers; 0: one per core, at most 4.
+    backtest_workers: int = Field(default=0, ge=0, le=4)
 
     # Retention (servicekit.retention); what goes is first added to the campaign's stats roll-up, so the stats
     # stay whole. Evaluations that sent nothing and the notifier's SMS outcomes: kept longer than any
