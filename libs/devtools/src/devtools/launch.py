@@ -10,7 +10,9 @@ its start would not be the service's own.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import multiprocessing.util  # its exit handler (joining children) is registered before ours, so runs after it
 import os
 import runpy
 import subprocess
@@ -113,8 +115,22 @@ def _run_module(module: str, env: Mapping[str, str], log: str) -> None:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
+_started: list[multiprocessing.process.BaseProcess] = []
+
+
+@atexit.register  # after multiprocessing.util's exit handler (imported above), so it runs before it
+def _kill_the_left_over() -> None:
+    """At exit multiprocessing joins every non-daemonic process it started: one a failed test left running would
+    hang the run for ever. Killed instead (a `python -m` child would be left behind, orphaned)."""
+    for process in _started:
+        if process.exitcode is None:
+            process.kill()
+            process.join(10)
+
+
 def start_preloaded(module: str, env: Mapping[str, str], log: Path) -> PreloadedProcess:
     # Not a daemon: a daemonic process may not start processes of its own (the campaigns' backtest worker).
     process = _forkserver().Process(target=_run_module, args=(module, dict(env), str(log)), name=module)
     process.start()
+    _started[:] = [*(p for p in _started if p.exitcode is None), process]
     return PreloadedProcess(process)
