@@ -1,4 +1,7 @@
-"""The Kafka broker killed with -9, PostgreSQL stopped in immediate mode, while orders flow: every SMS once.
+"""The Kafka broker killed with -9, PostgreSQL stopped in immediate mode, while orders flow: every SMS once, and
+every status change delivered to a partner's webhook endpoint (a real receiver checking each signature with the
+`standardwebhooks` verifier; deliveries pending when the outage hits), each order's in sequence, a repeat always
+under its first webhook-id.
 
 Each test starts its OWN broker or server on free ports, with its data under tmp_path (devtools.infra's code,
 the Kafka jars of the main state folder): the shared infrastructure the other tests run on is never touched.
@@ -27,12 +30,18 @@ from devtools import infra
 from devtools.platform import SERVICES, Infrastructure, Platform, free_port
 from devtools.scenario import define_example
 from devtools.upstream import Upstream
+from devtools.webhook_receiver import Receiver, register, status_changes_in_order
 
 from .test_crash_safety import publish
 from .test_seed_scenario import until
+from .test_several_instances import changes_expected
 
 CHUNK = 150  # orders published before the outage, and again after it: 2/3 of them paid, so ~200 SMS
 OUTAGE_S = 3.0  # how long the broker or the server stays down
+# A webhook lease shorter than the default 30 s, so that a message claimed by a process that died (or whose claim a
+# crashed database kept) is delivered again within seconds; the request's timeout stays below it.
+FAST_LEASES = {"DELIVERY_LEASE_S": "3", "DELIVERY_TIMEOUT_S": "2"}
+RECEIVER_DELAY_S = 0.01  # each answer takes this long, so deliveries are still pending when the outage hits
 
 
 def private_settings(tmp_path: Path) -> infra.InfraSettings:
@@ -108,7 +117,7 @@ def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
 
 @asynccontextmanager
 async def running_platform(infrastructure: Infrastructure, workdir: Path) -> AsyncIterator[Platform]:
-    platform = Platform(infrastructure, workdir, preloaded=True)
+    platform = Platform(infrastructure, workdir, extra_env=FAST_LEASES, preloaded=True)
     await platform.create()
     try:
         for service in SERVICES:
@@ -170,12 +179,18 @@ class Recovery:
 
 
 async def through_an_outage(
-    platform: Platform, upstream: PipelinedUpstream, go_down: Callable[[], object], come_back: Callable[[], object]
+    platform: Platform,
+    upstream: PipelinedUpstream,
+    receiver: Receiver,
+    go_down: Callable[[], object],
+    come_back: Callable[[], object],
 ) -> Recovery:
-    """Orders flow, the outage hits while they are worked on, more orders after the restart."""
+    """Orders flow, the outage hits while their SMS and webhooks are worked on, more orders after the restart."""
     await define_example(platform, "demo")
+    await register(platform, "demo", receiver)
     expected = await upstream.publish(range(CHUNK))
     await until(lambda: platform.sent_count() > 0, "the first SMS before the outage", timeout_s=60)
+    await until(lambda: len(receiver.requests()) >= 10, "webhook deliveries under way", timeout_s=60)
     down, sent_when_down = time.monotonic(), platform.sent_count()
     await _call(go_down)
     await asyncio.sleep(OUTAGE_S)
@@ -186,8 +201,21 @@ async def through_an_outage(
     first_s = time.monotonic() - restarted
     await until(lambda: platform.sent_count() >= len(expected), f"{len(expected)} SMS", timeout_s=120)
     all_s = time.monotonic() - restarted
+    await until(lambda: received_in_order(receiver, range(2 * CHUNK)), "every change delivered", timeout_s=120)
     await asyncio.sleep(3)  # late duplicates would show up now
     return Recovery(expected, sent_when_down, restarted - down, first_s, all_s)
+
+
+def received_in_order(receiver: Receiver, numbers: range) -> bool:
+    """Whether every status change of the orders `numbers` has reached the receiver."""
+    per_order = status_changes_in_order(receiver.deliveries())
+    return all(len(per_order.get(order, [])) == count for order, count in changes_expected(numbers).items())
+
+
+def assert_every_change_in_sequence(receiver: Receiver, numbers: range) -> None:
+    per_order = status_changes_in_order(receiver.deliveries())
+    expected = {order: list(range(1, count + 1)) for order, count in changes_expected(numbers).items()}
+    assert per_order == expected, {o: s for o, s in per_order.items() if s != expected.get(o)}
 
 
 async def _call(action: Callable[[], object]) -> None:
@@ -208,17 +236,22 @@ async def test_the_kafka_broker_killed_and_restarted_mid_stream_loses_and_duplic
     own_kafka: OwnKafka, infrastructure: Infrastructure, tmp_path: Path, summary: Callable[[str], None]
 ) -> None:
     own = Infrastructure(own_kafka.bootstrap, infrastructure.postgres_dsn, "own broker, shared PostgreSQL")
-    async with running_platform(own, tmp_path) as platform, upstream_of(platform) as upstream:
-        recovery = await through_an_outage(platform, upstream, own_kafka.kill, own_kafka.start)
-        assert_exactly_once(platform, recovery.expected)
-    summary(f"Kafka broker kill -9 mid-stream: {recovery.describe()}")
+    with Receiver(delay_s=RECEIVER_DELAY_S) as receiver:
+        async with running_platform(own, tmp_path) as platform, upstream_of(platform) as upstream:
+            recovery = await through_an_outage(platform, upstream, receiver, own_kafka.kill, own_kafka.start)
+            assert_exactly_once(platform, recovery.expected)
+        assert_every_change_in_sequence(receiver, range(2 * CHUNK))
+    summary(f"Kafka broker kill -9 mid-stream: {recovery.describe()}; {len(receiver.requests())} webhook requests")
 
 
 async def test_postgresql_stopped_in_immediate_mode_mid_stream_loses_and_duplicates_no_sms(
     own_postgres: OwnPostgres, infrastructure: Infrastructure, tmp_path: Path, summary: Callable[[str], None]
 ) -> None:
     own = Infrastructure(infrastructure.kafka_bootstrap, own_postgres.dsn, "shared broker, own PostgreSQL")
-    async with running_platform(own, tmp_path) as platform, upstream_of(platform) as upstream:
-        recovery = await through_an_outage(platform, upstream, own_postgres.crash, own_postgres.start)
-        assert_exactly_once(platform, recovery.expected)
-    summary(f"PostgreSQL stop -m immediate mid-stream: {recovery.describe()}")
+    with Receiver(delay_s=RECEIVER_DELAY_S) as receiver:
+        async with running_platform(own, tmp_path) as platform, upstream_of(platform) as upstream:
+            recovery = await through_an_outage(platform, upstream, receiver, own_postgres.crash, own_postgres.start)
+            assert_exactly_once(platform, recovery.expected)
+        assert_every_change_in_sequence(receiver, range(2 * CHUNK))
+    summary(f"PostgreSQL stop -m immediate mid-stream: {recovery.describe()}; {len(receiver.requests())} webhook "
+            "requests")  # fmt: skip
