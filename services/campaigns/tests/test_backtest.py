@@ -325,3 +325,4 @@ async def test_the_decisions_run_in_a_worker_of_lower_priority(
     for worker in workers:  # each deciding a share of the customers
         assert worker.pid != os.getpid()
         assert os.getpriority(os.PRIO_PROCESS, worker.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+        assert os.sched_getscheduler(worker.pid) == os.SCHED_IDLE  # only CPU nothing else wants
