@@ -30,6 +30,7 @@ PRELOADED_MODULES = (
     "identity.app",
     "webhooks.app",
     "console.app",
+    "psycopg",  # yoyo's driver, imported when a service applies its migrations at start
 )
 
 
