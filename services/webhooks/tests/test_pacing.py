@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -86,3 +86,48 @@ async def test_the_first_success_after_the_pause_gives_the_endpoint_all_its_slot
     assert max(at_arrival) == webhooks_settings.delivery_per_endpoint, at_arrival
     await attempts_recorded(acme, endpoint["id"], 13)
     assert (await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")).json()["failing_since"] is None
+
+
+async def test_the_api_shows_a_failing_endpoints_pause_and_nothing_once_it_is_healthy(
+    acme: httpx.AsyncClient, clock: TestClock, receiver: Receiver, publish: Publish
+) -> None:
+    down = True
+    receiver.answers["/flaky"] = lambda _: Response("down", status_code=503) if down else None
+    endpoint = await create_endpoint(acme, f"{receiver.url}/flaky")
+    failed_at = clock.now()
+    await publish(status_changed("o-1", 1))
+    await attempts_recorded(acme, endpoint["id"], 1)
+
+    paused = (await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")).json()
+    assert paused["failing_since"] is not None
+    assert datetime.fromisoformat(paused["paused_until"]) == failed_at + PAUSE  # the next attempt, the probe
+    listed = (await acme.get("/v1/webhooks/endpoints")).json()["items"]
+    assert [e["paused_until"] for e in listed] == [paused["paused_until"]]
+
+    down = False
+    clock.advance(timedelta(seconds=5))  # past the pause and the message's own retry: the probe succeeds
+    await attempts_recorded(acme, endpoint["id"], 2)
+    healthy = (await acme.get(f"/v1/webhooks/endpoints/{endpoint['id']}")).json()
+    assert healthy["failing_since"] is None and healthy["paused_until"] is None
+
+
+async def test_a_new_url_clears_the_pause_and_a_new_description_keeps_it(
+    acme: httpx.AsyncClient, clock: TestClock, receiver: Receiver, publish: Publish
+) -> None:
+    receiver.answers["/old"] = lambda _: Response("down", status_code=500)
+    endpoint = await create_endpoint(acme, f"{receiver.url}/old")
+    url = f"/v1/webhooks/endpoints/{endpoint['id']}"
+    await publish(status_changed("o-1", 1))
+    await attempts_recorded(acme, endpoint["id"], 1)
+    await publish(status_changed("o-2", 1))  # due now, held by the pause (the clock stands still)
+
+    described = await acme.patch(url, json={"description": "Shop"}, headers={"If-Match": "*"})
+    assert described.status_code == 200, described.text
+    assert described.json()["failing_since"] is not None and described.json()["paused_until"] is not None
+    await asyncio.sleep(1.0)
+    assert len(receiver.at("/old")) == 1, "a new description ended the pause"
+
+    moved = await acme.patch(url, json={"url": f"{receiver.url}/new"}, headers={"If-Match": "*"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["failing_since"] is None and moved.json()["paused_until"] is None
+    await receiver.wait_for("/new", 1, timeout_s=5)  # o-2 at once, with no move of the clock

@@ -155,7 +155,8 @@ async def update_endpoint(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Endpoint:
     """Change the fields sent. Needs `If-Match` with the ETag read (or `*`); enabling a disabled endpoint clears its
-    disabled reason, and its pending messages go out again."""
+    disabled reason, and its pending messages go out again. A new `url` clears the failure streak and the pause
+    (`failing_since`, `paused_until`: a new target has no history); other changes keep them."""
     version = version_from_if_match(if_match, required=True, what="the endpoint")
     return with_etag(response, await _endpoints(request, who, parts).update(endpoint_id, patch, version))
 

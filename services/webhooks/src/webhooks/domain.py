@@ -151,6 +151,10 @@ class Endpoint(BaseModel):
     )
     disabled_at: datetime | None
     failing_since: datetime | None = Field(description="The first failure since the last success; null: none")
+    paused_until: datetime | None = Field(
+        description="While it is failing, when the next attempt goes: nothing is sent to it before, then one message "
+        "probes it (a success gives it back its full pace); null: not paused"
+    )
     previous_secret_expires_at: datetime | None = Field(
         description="After a rotation, until when the previous secret still signs too (both signatures are sent)"
     )
@@ -185,8 +189,11 @@ def new_secret() -> str:
 
 def apply_patch(endpoint: Endpoint, patch: EndpointPatch) -> dict[str, Any]:
     """The columns a patch changes. Enabling again forgets why the platform disabled it and the failures before (and
-    the pause they left)."""
+    the pause they left); so does a new URL, a new target with no history. Other changes (event types, filter,
+    description) keep the streak and the pause: the target is the same."""
     changes = patch.model_dump(exclude_unset=True)
+    if changes.get("url", endpoint.url) != endpoint.url:
+        changes.update(failing_since=None, paused_until=None)
     if changes.get("enabled") is True and not endpoint.enabled:
         changes.update(
             disabled_reason=None, disabled_cause=None, disabled_at=None, failing_since=None, paused_until=None

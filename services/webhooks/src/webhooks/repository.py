@@ -19,7 +19,7 @@ from webhooks.domain import Endpoint
 _ENDPOINT_COLUMNS = """
     e.id, e.url, e.event_types, e.status_type, e.description, e.enabled, e.disabled_reason, e.disabled_cause,
     e.disabled_at,
-    e.failing_since, e.created_at, e.updated_at, e.version,
+    e.failing_since, e.paused_until, e.created_at, e.updated_at, e.version,
     (SELECT max(s.expires_at) FROM endpoint_secrets s
       WHERE s.endpoint_id = e.id AND s.expires_at > now()) AS previous_secret_expires_at
 """
