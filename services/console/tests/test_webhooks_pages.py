@@ -10,8 +10,10 @@ import html
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -227,12 +229,18 @@ ENDPOINT = {
     "disabled_cause": None,
     "disabled_at": None,
     "failing_since": None,
+    "paused_until": None,
 }
+NOW = datetime(2026, 12, 6, 15, 0, tzinfo=UTC)
 
 
 def state_in(language: str, **endpoint: object) -> tuple[str, str]:
-    state = endpoint_state(ENDPOINT | endpoint, Formats(language, "UTC"), gettext_of(language))
+    state = endpoint_state(ENDPOINT | endpoint, Formats(language, "UTC"), gettext_of(language), NOW)
     return state.label, state.why
+
+
+def next_attempt_in(language: str, **endpoint: object) -> str:
+    return endpoint_state(ENDPOINT | endpoint, Formats(language, "UTC"), gettext_of(language), NOW).next_attempt
 
 
 def test_why_an_endpoint_is_disabled_in_words_of_either_language() -> None:
@@ -271,3 +279,47 @@ def test_why_an_endpoint_is_disabled_in_words_of_either_language() -> None:
     label, why = state_in("ru", failing_since="2026-11-30T10:00:00+00:00")
     assert label == "Сбои доставки" and "С 30 нояб. 2026" in why and "за 5 дней" in why
     assert state_in("en") == ("Enabled", "")
+
+
+def test_a_paused_endpoint_says_since_when_it_fails_and_when_the_next_attempt_goes_in_either_language() -> None:
+    paused = {"failing_since": "2026-12-06T14:00:00Z", "paused_until": "2026-12-06T15:01:00Z"}
+    assert next_attempt_in("en", **paused) == (
+        "Failing since Dec 6, 2026, 2:00:00\u202fPM; next attempt at Dec 6, 2026, 3:01:00\u202fPM."
+    )
+    assert next_attempt_in("ru", **paused) == (
+        "Доставки не проходят с 6 дек. 2026\u202fг., 14:00:00; следующая попытка — 6 дек. 2026\u202fг., 15:01:00."
+    )
+    # The pause is over (the next due message goes at once) or there is none: no time to say.
+    assert next_attempt_in("en", failing_since="2026-12-06T14:00:00Z", paused_until="2026-12-06T14:59:00Z") == ""
+    assert next_attempt_in("en", failing_since="2026-12-06T14:00:00Z") == ""
+    assert next_attempt_in("en") == ""
+
+
+async def test_the_endpoint_page_shows_a_failing_endpoints_next_attempt_in_either_language(console: Running) -> None:
+    admin = await console.signed_in(ADMIN)
+    endpoint_id = await created_endpoint(admin)
+    path = f"/settings/webhooks/{endpoint_id}"
+    line = re.compile(r'id="endpoint-next-attempt">([^<]*)<')
+    assert not line.search((await admin.get(path)).text), "a healthy endpoint has no next attempt to say"
+
+    # As the webhooks service leaves an endpoint after a failed attempt (its own tests make it fail for real).
+    now = datetime.now(UTC)
+    dsn = database_dsn(console.platform.infrastructure.postgres_dsn, console.platform.database("webhooks"))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE endpoints SET failing_since = $2, paused_until = $3 WHERE id = $1",
+            endpoint_id,
+            now - timedelta(hours=1),
+            now + timedelta(minutes=1),
+        )
+    finally:
+        await conn.close()
+
+    english = line.search((await admin.get(path)).text)
+    assert english and re.fullmatch(r"Failing since .+; next attempt at .+\.", html.unescape(english.group(1)))
+    russian_admin = await console.signed_in(RUSSIAN_ADMIN)
+    russian = line.search((await russian_admin.get(path)).text)
+    assert russian and re.fullmatch(
+        r"Доставки не проходят с .+; следующая попытка — .+\.", html.unescape(russian.group(1))
+    )

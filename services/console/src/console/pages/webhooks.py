@@ -64,16 +64,19 @@ CHANGED_BY_SOMEONE_ELSE = N_(
 
 @dataclass(frozen=True)
 class EndpointState:
-    """An endpoint's state in one word (`kind`: enabled, failing, disabled) and, for the last two, why, in words."""
+    """An endpoint's state in one word (`kind`: enabled, failing, disabled) and, for the last two, why, in words;
+    while a failing endpoint is paused, since when it fails and when the next attempt (its probe) goes."""
 
     kind: str
     label: str
     why: str = ""
+    next_attempt: str = ""
 
 
-def endpoint_state(endpoint: dict[str, Any], fmt: Formats, gettext: Callable[..., str]) -> EndpointState:
-    """Enabled; enabled but failing (since when, and that the platform disables it after 5 days); or disabled, by an
-    admin or by the platform, and why (the endpoint answered 410 Gone, or every delivery failed for days)."""
+def endpoint_state(endpoint: dict[str, Any], fmt: Formats, gettext: Callable[..., str], now: datetime) -> EndpointState:
+    """Enabled; enabled but failing (since when, that the platform disables it after 5 days, and while it is paused
+    when the next attempt goes); or disabled, by an admin or by the platform, and why (the endpoint answered 410 Gone,
+    or every delivery failed for days)."""
     if endpoint["enabled"]:
         if endpoint.get("failing_since"):
             since = fmt.when(endpoint["failing_since"])
@@ -82,7 +85,7 @@ def endpoint_state(endpoint: dict[str, Any], fmt: Formats, gettext: Callable[...
                 "endpoint.",
                 since=since,
             )
-            return EndpointState("failing", gettext("Failing"), why)
+            return EndpointState("failing", gettext("Failing"), why, _next_attempt(endpoint, fmt, gettext, now))
         return EndpointState("enabled", gettext("Enabled"))
     cause, reason, disabled_at = (
         endpoint.get("disabled_cause"),
@@ -109,6 +112,19 @@ def endpoint_state(endpoint: dict[str, Any], fmt: Formats, gettext: Callable[...
     else:
         why = gettext("The platform disabled it on %(when)s: %(reason)s.", when=when, reason=reason)
     return EndpointState("disabled", gettext("Disabled"), why)
+
+
+def _next_attempt(endpoint: dict[str, Any], fmt: Formats, gettext: Callable[..., str], now: datetime) -> str:
+    """While the failing endpoint is paused (a circuit breaker, docs/webhooks.md), when its next attempt goes; once the
+    pause is over the next due message goes at once, and there is no time to say."""
+    paused_until = endpoint.get("paused_until")
+    if not paused_until or datetime.fromisoformat(paused_until) <= now:
+        return ""
+    return gettext(
+        "Failing since %(since)s; next attempt at %(next)s.",
+        since=fmt.when(endpoint["failing_since"]),
+        next=fmt.when(paused_until),
+    )
 
 
 # --- the endpoint form -------------------------------------------------------------------------------------------
@@ -209,7 +225,8 @@ def if_match(version: str) -> str:
 @router.get("")
 async def endpoints(page: Admin) -> Response:
     items = await page.api.pages(Service.WEBHOOKS, ENDPOINTS, limit=500)
-    states = {e["id"]: endpoint_state(e, page.fmt, page.gettext) for e in items}
+    now = datetime.now(UTC)
+    states = {e["id"]: endpoint_state(e, page.fmt, page.gettext, now) for e in items}
     return page.render("webhooks/list.html", endpoints=items, states=states, **_labels(page))
 
 
@@ -281,7 +298,7 @@ async def _endpoint_page(
         "webhooks/endpoint.html",
         status_code,
         endpoint=endpoint,
-        endpoint_state=endpoint_state(endpoint, page.fmt, page.gettext),
+        endpoint_state=endpoint_state(endpoint, page.fmt, page.gettext, datetime.now(UTC)),
         errors=errors or {},
         since=since or _since_default(page),
         **await _delivery_log(page, endpoint_id, state, cursor),
