@@ -122,7 +122,10 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (killed): nothing arrived to verify or answer
+                    return
                 status = receiver.status
                 receiver._keep(Request({k.lower(): v for k, v in self.headers.items()}, body, time.time(), status))
                 if receiver.delay_s:
