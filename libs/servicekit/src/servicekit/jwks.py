@@ -192,9 +192,11 @@ class RevokedClients:
         await consumer.start()
         try:
             partitions = [TopicPartition(self._topic, p) for p in await topic_partitions(self._bootstrap, self._topic)]
+            # The ends first: once assigned, the consumer's fetch waits on the broker (fetch_max_wait_ms) ahead of any
+            # offsets request on the same connection, and every service start would wait for it.
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         except BaseException:
             await consumer.stop()
             raise
