@@ -15,6 +15,7 @@ from typing import Any
 
 from babel.lists import format_list
 from babel.numbers import format_decimal
+from babel.units import format_unit
 
 from console.domain import N_
 from contracts.sms import SmsEncoding
@@ -171,15 +172,82 @@ def summary(gettext: Gettext, language: str, campaign: Mapping[str, Any], names:
     statuses = _Statuses(gettext, language, names)
     clauses = [_trigger(gettext, campaign["trigger"], statuses)]
     clauses += [_condition(gettext, language, condition, statuses) for condition in campaign.get("filters", [])]
-    sender = campaign.get("sender")
-    send = gettext("send an SMS from %(sender)s", sender=sender) if sender else gettext("send an SMS")
     reentry = str(campaign.get("reentry", "once_per_order"))
+    reentry_words = gettext(REENTRY_WORDS[reentry]) if reentry in REENTRY_WORDS else reentry
+    if campaign.get("steps"):
+        return _journey(gettext, language, campaign, statuses, format_list(clauses, locale=language), reentry_words)
     return gettext(
         "%(when)s, %(send)s, %(reentry)s.",
         when=format_list(clauses, locale=language),
-        send=send,
-        reentry=gettext(REENTRY_WORDS[reentry]) if reentry in REENTRY_WORDS else reentry,
+        send=_send(gettext, campaign.get("sender")),
+        reentry=reentry_words,
     )
+
+
+def _send(gettext: Gettext, sender: Any) -> str:
+    return gettext("send an SMS from %(sender)s", sender=sender) if sender else gettext("send an SMS")
+
+
+# A journey: "When the payment status changes to Awaiting payment: wait 1 day, then if the payment status is Awaiting
+# payment, send an SMS, then wait 2 days, ..., once per order; leave as soon as the payment status is Paid."
+def _journey(
+    gettext: Gettext, language: str, campaign: Mapping[str, Any], statuses: _Statuses, when: str, reentry: str
+) -> str:
+    phrases: list[str] = []
+    after_filter = False
+    for index, step in enumerate(campaign["steps"]):
+        phrase = _step(gettext, language, step, statuses, first=index == 0 or after_filter)
+        phrases.append(phrase)
+        after_filter = step.get("kind") == "filter"
+    exits = [_condition(gettext, language, c, statuses) for c in campaign.get("exit_conditions") or []]
+    steps = ", ".join(phrases)
+    if not exits:
+        return gettext("%(when)s: %(steps)s, %(reentry)s.", when=when, steps=steps, reentry=reentry)
+    return gettext(
+        "%(when)s: %(steps)s, %(reentry)s; leave as soon as %(exits)s.",
+        when=when,
+        steps=steps,
+        reentry=reentry,
+        exits=format_list(exits, locale=language),
+    )
+
+
+def _step(gettext: Gettext, language: str, step: Mapping[str, Any], statuses: _Statuses, *, first: bool) -> str:
+    """One step in words; a step after another (and not right after a filter's "if") begins with "then"."""
+    kind = step.get("kind")
+    conditions = format_list(
+        [_condition(gettext, language, c, statuses) for c in step.get("conditions") or []] or [NOT_CHOSEN],
+        locale=language,
+    )
+    if kind == "filter":  # its own "then": Russian puts a comma after it before "if"
+        return (
+            gettext("if %(conditions)s", conditions=conditions)
+            if first
+            else gettext("then if %(conditions)s", conditions=conditions)
+        )
+    if kind == "wait_duration":
+        phrase = gettext("wait %(duration)s", duration=duration(language, step.get("minutes")))
+    elif kind == "wait_until_time":
+        phrase = gettext("wait until %(time)s", time=str(step.get("time", ""))[:5])
+    elif kind == "wait_until":
+        longest = duration(language, step.get("longest_minutes"))
+        phrase = gettext("wait until %(conditions)s, at most %(duration)s", conditions=conditions, duration=longest)
+    elif kind == "send_sms":
+        phrase = _send(gettext, step.get("sender"))
+    else:
+        phrase = str(kind)
+    return phrase if first else gettext("then %(step)s", step=phrase)
+
+
+def duration(language: str, minutes: Any) -> str:
+    """A number of minutes in days, hours and minutes of the user's language: "1 day 2 hours", «2 дня 3 часа»."""
+    total = int(minutes or 0)
+    days, rest = divmod(total, 24 * 60)
+    amounts = ((days, "duration-day"), (rest // 60, "duration-hour"), (rest % 60, "duration-minute"))
+    parts = [format_unit(n, unit, length="long", locale=language) for n, unit in amounts if n]
+    if not parts:
+        return format_unit(0, "duration-minute", length="long", locale=language)
+    return " ".join(parts)  # no commas: the sentence's steps are separated by commas
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,30 @@ AMOUNT_WORDS = {
     "amount_above_max": N_("the amount %(amount)s is above the maximum, %(bound)s."),
 }
 NOT_A_CURRENCY = N_("Three letters, such as RUB, or leave it empty for any currency.")
+# A journey's steps (issue 33): the kinds in the order the "Add step" menu offers them, and what the editor checks.
+STEP_KINDS = ("wait_duration", "wait_until_time", "wait_until", "filter", "send_sms")
+LONGEST_WAIT_MINUTES = 90 * 24 * 60  # the campaigns service's bound: 90 days
+NO_DURATION = N_("Enter how long to wait: days, hours or minutes, at most 90 days in all.")
+NO_TIME = N_("Enter a time of day, such as 10:00.")
+NO_CONDITIONS = N_("Add at least one condition.")
+NO_SEND_STEP = N_("A journey needs at least one “Send SMS” step.")
+NOT_MINUTES = N_("Enter a whole number of minutes, 0 or more.")
+STEP_LABELS = {
+    "wait_duration": N_("Wait"),
+    "wait_until_time": N_("Wait until a time of day"),
+    "wait_until": N_("Wait until a condition holds"),
+    "filter": N_("Filter, checked again then"),
+    "send_sms": N_("Send SMS"),
+}
+# The preview's timeline: what happens to the sample order at each moment (the campaigns service's kinds).
+MOMENT_LABELS = {
+    "entered": N_("Enters the journey"),
+    "wait": N_("Waits"),
+    "filter": N_("Checked by the filter"),
+    "send": N_("Sends an SMS"),
+    "exit": N_("Leaves by an exit condition"),
+    "leave": N_("Leaves the journey"),
+}
 
 
 @dataclass
@@ -84,6 +108,7 @@ class FilterRow:
     min: str = ""
     max: str = ""
     currency: str = ""
+    owner: str = "entry"  # whose condition: "entry" (Filter customers), "exit" (the journey's exits), or a step's key
 
     def problem(self) -> str | None:
         """What the marketer still has to fill in or correct in this row (untranslated), or None."""
@@ -125,10 +150,11 @@ class FilterRow:
             min=str(form.get(f"filter_min_{key}", "")).strip(),
             max=str(form.get(f"filter_max_{key}", "")).strip(),
             currency=str(form.get(f"filter_currency_{key}", "")).strip(),
+            owner=_owner(str(form.get(f"filter_owner_{key}", "entry"))),
         )
 
     @classmethod
-    def of(cls, condition: dict[str, Any]) -> FilterRow:
+    def of(cls, condition: dict[str, Any], owner: str = "entry") -> FilterRow:
         value = condition.get("value")
         return cls(
             key=secrets.token_hex(4),
@@ -139,7 +165,110 @@ class FilterRow:
             min=str(condition.get("min") or ""),
             max=str(condition.get("max") or ""),
             currency=condition.get("currency") or "",
+            owner=owner,
         )
+
+
+def _owner(owner: str) -> str:
+    """A condition's owner as the form names it: entry, exit or a step's key (which names element ids: alphanumeric)."""
+    return owner if owner in ("entry", "exit") or owner.isalnum() else "entry"
+
+
+def _whole(text: str) -> int | None:
+    """A number field as typed: a whole number (empty is 0), or None when it is not one."""
+    text = text.strip() or "0"
+    return int(text) if text.isdigit() else None
+
+
+@dataclass
+class StepRow:
+    """One step of a journey as typed: its kind, and the fields of that kind (a wait's days, hours and minutes are a
+    wait_until's longest wait too). Its conditions (a filter's, a wait_until's) are FilterRows owned by its key."""
+
+    key: str
+    kind: str = "wait_duration"
+    days: str = "1"
+    hours: str = "0"
+    minutes: str = "0"
+    time: str = "10:00"
+    conditions: list[FilterRow] = field(default_factory=list)
+    template: str = ""
+    sender: str = ""
+
+    def duration(self) -> int | None:
+        """The wait (or the longest wait) in minutes, or None when the fields give no valid one."""
+        parts = [_whole(self.days), _whole(self.hours), _whole(self.minutes)]
+        if any(part is None for part in parts):
+            return None
+        days, hours, minutes = (part or 0 for part in parts)
+        total = days * 24 * 60 + hours * 60 + minutes
+        return total if 1 <= total <= LONGEST_WAIT_MINUTES else None
+
+    def problems(self) -> dict[str, str]:
+        """What is still missing in this step, by the editor's field name (untranslated)."""
+        problems: dict[str, str] = {}
+        if self.kind in ("wait_duration", "wait_until") and self.duration() is None:
+            problems[f"step_{self.key}"] = NO_DURATION
+        if self.kind == "wait_until_time" and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.time):
+            problems[f"step_{self.key}"] = NO_TIME
+        if self.kind in ("wait_until", "filter") and not self.conditions:
+            problems[f"step_{self.key}"] = NO_CONDITIONS
+        if self.kind == "send_sms" and not self.template.strip():
+            problems[f"step_{self.key}_template"] = NO_TEXT
+        for row in self.conditions:
+            if (problem := row.problem()) is not None:
+                problems[f"filter_{row.key}"] = problem
+        return problems
+
+    def step(self) -> dict[str, Any]:
+        """The campaigns API's Step."""
+        conditions = [row.condition() for row in self.conditions]
+        if self.kind == "wait_duration":
+            return {"kind": self.kind, "minutes": self.duration()}
+        if self.kind == "wait_until_time":
+            return {"kind": self.kind, "time": self.time}
+        if self.kind == "wait_until":
+            return {"kind": self.kind, "conditions": conditions, "longest_minutes": self.duration()}
+        if self.kind == "filter":
+            return {"kind": self.kind, "conditions": conditions}
+        return {"kind": self.kind, "template": self.template, "sender": self.sender or None}
+
+    @classmethod
+    def parse(cls, form: FormData, key: str, conditions: list[FilterRow]) -> StepRow:
+        kind = str(form.get(f"step_kind_{key}", "wait_duration"))
+        return cls(
+            key=key,
+            kind=kind if kind in STEP_KINDS else "wait_duration",
+            days=str(form.get(f"step_days_{key}", "")).strip(),
+            hours=str(form.get(f"step_hours_{key}", "")).strip(),
+            minutes=str(form.get(f"step_minutes_{key}", "")).strip(),
+            time=str(form.get(f"step_time_{key}", "")).strip(),
+            conditions=conditions,
+            template=str(form.get(f"step_template_{key}", "")),
+            sender=str(form.get(f"step_sender_{key}", "")).strip(),
+        )
+
+    @classmethod
+    def of(cls, step: dict[str, Any]) -> StepRow:
+        key = secrets.token_hex(4)
+        minutes = int(step.get("minutes") or step.get("longest_minutes") or 0)
+        days, rest = divmod(minutes, 24 * 60)
+        return cls(
+            key=key,
+            kind=step["kind"],
+            days=str(days),
+            hours=str(rest // 60),
+            minutes=str(rest % 60),
+            time=str(step.get("time") or "10:00")[:5],
+            conditions=[FilterRow.of(c, owner=key) for c in step.get("conditions", [])],
+            template=step.get("template") or "",
+            sender=step.get("sender") or "",
+        )
+
+    @classmethod
+    def new(cls, kind: str) -> StepRow:
+        """A step just added from the "Add step" menu: a wait of a day, or the kind's empty fields."""
+        return cls(key=secrets.token_hex(4), kind=kind if kind in STEP_KINDS else "wait_duration")
 
 
 @dataclass
@@ -160,17 +289,24 @@ class CampaignForm:
     window_start: str = "09:00"
     window_end: str = "21:00"
     version: str = ""
+    # a journey (issue 33): no steps is today's one-step campaign (its template and sender are the one send)
+    steps: list[StepRow] = field(default_factory=list)
+    exits: list[FilterRow] = field(default_factory=list)
+    late_send_minutes: str = "60"
 
     @classmethod
     def parse(cls, form: FormData) -> CampaignForm:
         keys = [str(k).removeprefix("filter_kind_") for k in form if str(k).startswith("filter_kind_")]
+        rows = [FilterRow.parse(form, key) for key in dict.fromkeys(keys)]
+        step_keys = [str(key) for key in dict.fromkeys(form.getlist("step_key")) if str(key).isalnum()]
+        steps = [StepRow.parse(form, key, [row for row in rows if row.owner == key]) for key in step_keys]
         return cls(
             name=str(form.get("name", "")).strip(),
             status_type=str(form.get("status_type", "delivery")),
             from_mode=str(form.get("from_mode", "any")),
             from_codes=[str(c) for c in form.getlist("from_codes")],
             to_codes=[str(c) for c in form.getlist("to_codes")],
-            filters=[FilterRow.parse(form, key) for key in dict.fromkeys(keys)],
+            filters=[row for row in rows if row.owner == "entry"],
             template=str(form.get("template", "")),
             sender=str(form.get("sender", "")).strip(),
             reentry=str(form.get("reentry", "once_per_order")),
@@ -179,6 +315,9 @@ class CampaignForm:
             window_start=str(form.get("window_start", "09:00")),
             window_end=str(form.get("window_end", "21:00")),
             version=str(form.get("version", "")),
+            steps=steps,
+            exits=[row for row in rows if row.owner == "exit"],
+            late_send_minutes=str(form.get("late_send_minutes", "60")).strip(),
         )
 
     @classmethod
@@ -193,7 +332,7 @@ class CampaignForm:
             from_codes=[] if origin in ("any", "none") else ([origin] if isinstance(origin, str) else list(origin)),
             to_codes=[target] if isinstance(target, str) else list(target),
             filters=[FilterRow.of(c) for c in campaign.get("filters", [])],
-            template=campaign["template"],
+            template=campaign.get("template") or "",
             sender=campaign.get("sender") or "",
             reentry=campaign.get("reentry", "once_per_order"),
             transactional=campaign.get("transactional", False),
@@ -201,6 +340,9 @@ class CampaignForm:
             window_start=quiet["start"] if isinstance(quiet, dict) else "09:00",
             window_end=quiet["end"] if isinstance(quiet, dict) else "21:00",
             version=str(campaign.get("version", "")),
+            steps=[StepRow.of(step) for step in campaign.get("steps") or []],
+            exits=[FilterRow.of(c, owner="exit") for c in campaign.get("exit_conditions") or []],
+            late_send_minutes=_minutes_text(campaign.get("late_send_minutes", 60)),
         )
 
     def definition(self) -> dict[str, Any]:
@@ -210,7 +352,7 @@ class CampaignForm:
         quiet: Any = (
             {"start": self.window_start, "end": self.window_end} if self.quiet_hours == "window" else self.quiet_hours
         )
-        return {
+        definition = {
             "name": self.name,
             "trigger": {"status_type": self.status_type, "from": origin, "to": target},
             "filters": [row.condition() for row in self.filters],
@@ -220,24 +362,60 @@ class CampaignForm:
             "transactional": self.transactional,
             "quiet_hours": quiet,
         }
+        if not self.steps:  # today's one-step campaign, exactly as before journeys
+            return definition
+        late = _whole(self.late_send_minutes)
+        del definition["template"], definition["sender"]  # a journey's texts are its send steps'
+        return definition | {
+            "steps": [step.step() for step in self.steps],
+            "exit_conditions": [row.condition() for row in self.exits],
+            "late_send_minutes": late if late is not None else self.late_send_minutes,
+        }
+
+    def to_journey(self) -> CampaignForm:
+        """The one-step campaign as a journey of one step: its template and sender become a "Send SMS" step."""
+        if self.steps:
+            return self
+        send = replace(StepRow.new("send_sms"), template=self.template, sender=self.sender)
+        return replace(self, steps=[send], template="", sender="")
+
+    def add_step(self, kind: str, after: str) -> CampaignForm:
+        """A new step of `kind` after the step keyed `after` (at the start when no step has that key)."""
+        keys = [step.key for step in self.steps]
+        at = keys.index(after) + 1 if after in keys else 0
+        return replace(self, steps=[*self.steps[:at], StepRow.new(kind), *self.steps[at:]])
 
     def problems(self) -> dict[str, str]:
         """What the editor can tell before asking the service, by field (untranslated): what is still missing."""
         problems: dict[str, str] = {}
         if not self.to_codes:
             problems["to_codes"] = NO_TARGET
-        if not self.template.strip():
+        if not self.steps and not self.template.strip():
             problems["template"] = NO_TEXT
         if self.from_mode == "listed" and not self.from_codes:
             problems["from_codes"] = NO_ORIGIN
-        for row in self.filters:
+        for row in [*self.filters, *self.exits]:
             if (problem := row.problem()) is not None:
                 problems[f"filter_{row.key}"] = problem
+        for step in self.steps:
+            problems |= step.problems()
+        if self.steps and not any(step.kind == "send_sms" for step in self.steps):
+            problems["steps"] = NO_SEND_STEP
+        if self.steps and _whole(self.late_send_minutes) is None:
+            problems["late_send_minutes"] = NOT_MINUTES
         return problems
 
     def complete(self) -> CampaignForm:
-        """The form without the conditions still being filled in (the preview and the summary leave them out)."""
-        return replace(self, filters=[row for row in self.filters if row.problem() is None])
+        """The form without what is still being filled in (the preview and the summary leave it out): conditions not
+        filled in, and a journey's steps that are not complete yet."""
+        steps = [replace(s, conditions=[r for r in s.conditions if r.problem() is None]) for s in self.steps]
+        return replace(
+            self,
+            filters=[row for row in self.filters if row.problem() is None],
+            exits=[row for row in self.exits if row.problem() is None],
+            steps=[step for step in steps if not step.problems()],
+            late_send_minutes=self.late_send_minutes if _whole(self.late_send_minutes) is not None else "60",
+        )
 
     def field_of(self, api_field: str) -> str:
         """The editor's field for a field the API names (`trigger.to`, `filters.0.value`, `definition.template`)."""
@@ -246,7 +424,29 @@ class CampaignForm:
             return {"to": "to_codes", "from": "from_codes", "status_type": "status_type"}.get(parts[1], "to_codes")
         if parts[0] == "filters" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(self.filters):
             return f"filter_{self.filters[int(parts[1])].key}"
+        if parts[0] == "exit_conditions" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(self.exits):
+            return f"filter_{self.exits[int(parts[1])].key}"
+        if parts[0] == "steps" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(self.steps):
+            return self._step_field(self.steps[int(parts[1])], parts[2:])
         return parts[0]
+
+    @staticmethod
+    def _step_field(step: StepRow, parts: list[str]) -> str:
+        """A step's field for the rest of an API path (`template`, `conditions.0.value`, `minutes`)."""
+        if parts and parts[0] in ("template", "sender"):
+            return f"step_{step.key}_{parts[0]}"
+        if (
+            parts[:1] == ["conditions"]
+            and len(parts) > 1
+            and parts[1].isdigit()
+            and int(parts[1]) < len(step.conditions)
+        ):
+            return f"filter_{step.conditions[int(parts[1])].key}"
+        return f"step_{step.key}"
+
+
+def _minutes_text(minutes: Any) -> str:
+    return "" if minutes is None else str(minutes)
 
 
 # --- reading -------------------------------------------------------------------------------------------------
@@ -308,8 +508,10 @@ async def _editor(
     errors: dict[str, str],
     status_code: int = 200,
 ) -> Response:
-    statuses, partner_settings = await asyncio.gather(
-        partner_statuses(page, include_archived=True), page.api.get(Service.CAMPAIGNS, "/v1/settings")
+    statuses, partner_settings, journey = await asyncio.gather(
+        partner_statuses(page, include_archived=True),
+        page.api.get(Service.CAMPAIGNS, "/v1/settings"),
+        _journey_figures(page, campaign),
     )
     return page.render(
         "campaigns/editor.html",
@@ -318,14 +520,62 @@ async def _editor(
         campaign=campaign,
         errors=errors,
         partner_settings=partner_settings,
-        statuses=choices(page, statuses),
-        types=STATUS_TYPES,
-        filter_kinds=FILTER_KINDS,
-        sample=SAMPLE_CUSTOMER,
         summary=_summary(page, form, _names(page, statuses)),
-        count=explain.text_count(page.gettext, form.template),
-        variables=_variables(page),
+        **(_flow_context(page, form, choices(page, statuses), errors) | _figures_context(form, campaign, journey)),
     )
+
+
+def _flow_context(
+    page: Page, form: CampaignForm, statuses: dict[str, list[tuple[str, str]]], errors: dict[str, str]
+) -> dict[str, Any]:
+    """What the flow (campaigns/flow.html: exits, trigger, entry filters, the steps or the one send) is drawn from."""
+    counts = {
+        step.key: explain.text_count(page.gettext, step.template) for step in form.steps if step.kind == "send_sms"
+    }
+    return {
+        "form": form,
+        "errors": errors,
+        "statuses": statuses,
+        "types": STATUS_TYPES,
+        "filter_kinds": FILTER_KINDS,
+        "step_kinds": STEP_KINDS,
+        "sample": SAMPLE_CUSTOMER,
+        "count": explain.text_count(page.gettext, form.template),
+        "step_counts": counts,
+        "variables": _variables(page),
+        "figures": {},
+        "older_versions": [],
+        "added": "",
+    }
+
+
+async def _journey_figures(page: Page, campaign: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A saved journey's figures by step and its orders on each version (GET /v1/campaigns/{id}/journey)."""
+    if not campaign or not campaign.get("steps"):
+        return None
+    try:
+        figures: dict[str, Any] = await page.api.get(
+            Service.CAMPAIGNS, f"/v1/campaigns/{segment(campaign['id'])}/journey"
+        )
+    except BackendProblem as refused:
+        if refused.status == 404:  # a campaigns service older than journeys' figures: the editor goes without them
+            return None
+        raise
+    return figures
+
+
+def _figures_context(
+    form: CampaignForm, campaign: dict[str, Any] | None, journey: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Each step's figures by its key (the form drawn from the saved campaign: its steps in the saved order), and the
+    orders still on older versions than the one shown, newest first."""
+    if journey is None or campaign is None:
+        return {"figures": {}, "older_versions": []}
+    by_index = {int(figure["index"]): figure for figure in journey.get("steps", [])}
+    figures = {step.key: by_index[i] for i, step in enumerate(form.steps) if i in by_index}
+    current = campaign.get("version")
+    older = [v for v in journey.get("versions", []) if v.get("version") != current and v.get("orders_in_journey")]
+    return {"figures": figures, "older_versions": sorted(older, key=lambda v: -int(v["version"]))}
 
 
 def _variables(page: Page) -> list[tuple[str, str]]:
@@ -355,7 +605,8 @@ def _errors(page: Page, form: CampaignForm, refused: BackendProblem) -> dict[str
     for name, message in page.field_errors(refused).items():
         field_name = form.field_of(name)
         error = next(e for e in refused.errors() if e.get("field") == name)
-        if field_name == "template" and error.get("type") == "rule_violation":  # the template's own problem
+        is_template = field_name == "template" or field_name.endswith("_template")  # a send step's too
+        if is_template and error.get("type") == "rule_violation":  # the template's own problem
             message = explain.template_problem(page.gettext, message, error.get("line"))
         errors.setdefault(field_name, message)
     return errors or {"": refused.detail}
@@ -393,9 +644,10 @@ async def live_preview(page: PartnerUser) -> Response:
     context["summary"] = _summary(page, form, names)  # the editor's sentence follows the form (an out-of-band swap)
     context["summary_oob"] = True
     context["hints"] = [(_field_label(page, form, name), page.gettext(text)) for name, text in problems.items()]
-    if "to_codes" in problems or "template" in problems:  # nothing to show yet
-        return page.render("campaigns/preview.html", **context)
     previewed = form.complete()
+    no_send = bool(form.steps) and not any(step.kind == "send_sms" for step in previewed.steps)
+    if "to_codes" in problems or "template" in problems or no_send:  # nothing to show yet
+        return page.render("campaigns/preview.html", **context)
     # a name is not needed to see what the campaign would do: the save asks for it, beside its field
     definition = previewed.definition() | {"name": form.name or PREVIEW_NAME}
     if "from_codes" in problems:
@@ -410,6 +662,7 @@ async def live_preview(page: PartnerUser) -> Response:
         context["problem"] = None if errors else refused.detail
         return page.render("campaigns/preview.html", **context)
     context["preview"] = preview
+    context["timeline"] = _timeline(page, preview, previewed)
     context["reasons"] = [_reason_words(page, r, previewed, form, order, names) for r in preview["reasons"]]
     if preview.get("template_error"):
         context["template_error"] = explain.template_problem(page.gettext, preview["template_error"])
@@ -460,11 +713,51 @@ def _reason_words(
 
 
 def _field_label(page: Page, form: CampaignForm, name: str) -> str:
-    """The editor's label of one of its fields (`filter_<key>` is the condition's number)."""
+    """The editor's label of one of its fields (`filter_<key>` is the condition's number, `step_<key>...` the step's,
+    with its kind)."""
     keys = [row.key for row in form.filters]
     if name.startswith("filter_") and name.removeprefix("filter_") in keys:
         return page.gettext("Condition %(number)s", number=keys.index(name.removeprefix("filter_")) + 1)
-    return page.gettext(FIELD_LABELS[name]) if name in FIELD_LABELS else name
+    exits = [row.key for row in form.exits]
+    if name.startswith("filter_") and name.removeprefix("filter_") in exits:
+        return page.gettext("Exit condition %(number)s", number=exits.index(name.removeprefix("filter_")) + 1)
+    for number, step in enumerate(form.steps, start=1):
+        label = page.gettext("Step %(number)s (%(kind)s)", number=number, kind=page.gettext(STEP_LABELS[step.kind]))
+        conditions = [row.key for row in step.conditions]
+        if name.startswith("filter_") and name.removeprefix("filter_") in conditions:
+            position = conditions.index(name.removeprefix("filter_")) + 1
+            return page.gettext("%(step)s, condition %(number)s", step=label, number=position)
+        if name in (f"step_{step.key}", f"step_{step.key}_template", f"step_{step.key}_sender"):
+            return label
+    labels = FIELD_LABELS | {"steps": N_("Steps"), "late_send_minutes": N_("Late send after a pause")}
+    return page.gettext(labels[name]) if name in labels else name
+
+
+def _timeline(page: Page, preview: dict[str, Any], previewed: CampaignForm) -> list[dict[str, Any]]:
+    """The preview's timeline in the user's words: when (after the trigger), which step, what happens, the API's
+    words on why, and an SMS's text."""
+    moments = []
+    for moment in preview.get("timeline") or []:
+        index = moment.get("step")
+        step = previewed.steps[index] if isinstance(index, int) and index < len(previewed.steps) else None
+        minutes = int(moment.get("after_minutes") or 0)
+        when = page.gettext("after %(duration)s", duration=explain.duration(page.fmt.language, minutes))
+        kind = str(moment.get("kind", ""))
+        moments.append(
+            {
+                "kind": kind,
+                "when": when if minutes else page.gettext("at once"),
+                "step": page.gettext(
+                    "Step %(number)s (%(kind)s)", number=index + 1, kind=page.gettext(STEP_LABELS[step.kind])
+                )
+                if step is not None
+                else "",
+                "what": page.gettext(MOMENT_LABELS[kind]) if kind in MOMENT_LABELS else kind,
+                "detail": moment.get("detail") or "",
+                "text": moment.get("text"),
+            }
+        )
+    return moments
 
 
 def _preview_change(form: CampaignForm) -> dict[str, Any]:
@@ -520,11 +813,28 @@ def _sample_status(submitted: FormData, form: CampaignForm, status_type: str, of
 
 
 @router.post("/-/text-count")
-async def text_count(page: PartnerUser) -> Response:
+async def text_count(page: PartnerUser, field: str = "template") -> Response:
     """Beside the text box, as the marketer types: the encoding, characters as billed, segments, and what forced
-    UCS-2, of the text as written."""
-    template = str((await page.request.form()).get("template", ""))
+    UCS-2, of the text as written (`field`: a journey's send step names its own box)."""
+    template = str((await page.request.form()).get(field, ""))
     return page.render("campaigns/text_count.html", count=explain.text_count(page.gettext, template))
+
+
+@router.post("/-/flow")
+async def flow(page: Marketer) -> Response:
+    """The flow drawn again with one more step (`flow_add`: "<kind>@<key of the step it follows>", or "@start"), the
+    form's fields as typed; a one-step campaign becomes a journey whose first step is its send ("Add a step")."""
+    submitted = await page.request.form()
+    form = CampaignForm.parse(submitted)
+    kind, _, after = str(submitted.get("flow_add", "")).partition("@")
+    before = {step.key for step in form.steps}
+    form = form.add_step(kind, after) if form.steps else form.to_journey()
+    added = next((step.key for step in form.steps if step.key not in before), "")
+    statuses, partner_settings = await asyncio.gather(
+        partner_statuses(page), page.api.get(Service.CAMPAIGNS, "/v1/settings")
+    )
+    context = _flow_context(page, form, choices(page, statuses), {}) | {"added": added}
+    return page.render("campaigns/flow.html", partner_settings=partner_settings, read_only=False, **context)
 
 
 @router.post("/{campaign_id}")
@@ -580,13 +890,14 @@ async def campaign_stats(page: PartnerUser, campaign_id: str) -> Response:
 
 
 @router.get("/-/filter-row")
-async def filter_row(page: Marketer, key: str | None = None) -> Response:
-    """One more "Filter customers" condition, or the row `key` drawn again for the kind or status type just chosen
-    (its fields come along as query parameters, so what was typed stays)."""
+async def filter_row(page: Marketer, key: str | None = None, owner: str = "entry") -> Response:
+    """One more condition (of "Filter customers", of the journey's exits or of a step: `owner`), or the row `key`
+    drawn again for the kind or status type just chosen (its fields come along as query parameters, so what was
+    typed stays)."""
     if key and key.isalnum():  # the key names the row's fields and its element id
         row = FilterRow.parse(page.request.query_params, key)
     else:
-        row = FilterRow(key=secrets.token_hex(4))
+        row = FilterRow(key=secrets.token_hex(4), owner=_owner(owner))
     statuses = choices(page, await partner_statuses(page))
     return page.render(
         "campaigns/filter_row.html",

@@ -91,3 +91,29 @@ document.addEventListener("click", (event) => {
   box.focus();
   box.dispatchEvent(new Event("input", { bubbles: true }));
 });
+
+// <button data-move="up|down"> in a journey's step block (.step-block): moves the block before the previous block or
+// after the next one, in place, keeps the focus on the button pressed (so the keyboard can press it again) and tells
+// the form it changed, so the preview and the sentence follow. The block's "Add step" menu moves with it.
+document.addEventListener("click", (event) => {
+  const mover = event.target.closest("[data-move]");
+  const block = mover?.closest(".step-block");
+  if (!block) {
+    return;
+  }
+  const up = mover.dataset.move === "up";
+  const neighbour = up ? block.previousElementSibling : block.nextElementSibling;
+  if (!neighbour?.matches(".step-block")) {
+    return;
+  }
+  neighbour.insertAdjacentElement(up ? "beforebegin" : "afterend", block);
+  mover.focus();
+  block.closest("form")?.dispatchEvent(new Event("change", { bubbles: true }));
+});
+
+// The flow drawn again by the server (a step added, a campaign turned into a journey): the preview follows.
+document.addEventListener("htmx:afterSwap", (event) => {
+  if (event.detail.target?.id === "flow" || event.detail.elt?.id === "flow") {
+    document.getElementById("campaign-form")?.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+});
