@@ -142,6 +142,8 @@ def test_the_apis_field_paths_land_on_their_block_and_field() -> None:
     steps, exit_row = form.steps, form.exits[0]
     assert form.field_of("steps.2.template") == f"step_{steps[2].key}_template"
     assert form.field_of("definition.steps.5.sender") == f"step_{steps[5].key}_sender"
+    assert form.field_of("steps.5.send_sms.template") == f"step_{steps[5].key}_template"  # pydantic's union tag
+    assert form.field_of("steps.1.filter.conditions.0.order_status.value") == f"filter_{steps[1].conditions[0].key}"
     assert form.field_of("steps.0.minutes") == f"step_{steps[0].key}"
     assert form.field_of("steps.1") == f"step_{steps[1].key}"
     assert form.field_of("steps.4.conditions.0.value") == f"filter_{steps[4].conditions[0].key}"

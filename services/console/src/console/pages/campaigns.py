@@ -91,10 +91,20 @@ STEP_LABELS = {
 MOMENT_LABELS = {
     "entered": N_("Enters the journey"),
     "wait": N_("Waits"),
-    "filter": N_("Checked by the filter"),
+    "filter": N_("Passes the filter"),
     "send": N_("Sends an SMS"),
     "exit": N_("Leaves by an exit condition"),
     "leave": N_("Leaves the journey"),
+    "done": N_("Reaches the end of the journey"),
+}
+# Why the sample order leaves (the campaigns service's left reason, before the colon of its detail).
+LEFT_WORDS = {
+    "exit": N_("the exit conditions hold"),
+    "filtered_out": N_("a filter's condition does not hold, or there is no phone to send to"),
+    "capped": N_("the frequency cap holds the SMS back"),
+    "failed": N_("the template gives no text that can be sent"),
+    "paused_too_long": N_("its wait ended during a pause, too long ago"),
+    "archived": N_("the campaign is archived"),
 }
 
 
@@ -433,6 +443,8 @@ class CampaignForm:
     @staticmethod
     def _step_field(step: StepRow, parts: list[str]) -> str:
         """A step's field for the rest of an API path (`template`, `conditions.0.value`, `minutes`)."""
+        if parts[:1] == [step.kind]:  # pydantic names the kind of a discriminated union: steps.2.send_sms.sender
+            parts = parts[1:]
         if parts and parts[0] in ("template", "sender"):
             return f"step_{step.key}_{parts[0]}"
         if (
@@ -737,23 +749,30 @@ def _timeline(page: Page, preview: dict[str, Any], previewed: CampaignForm) -> l
     """The preview's timeline in the user's words: when (after the trigger), which step, what happens, the API's
     words on why, and an SMS's text."""
     moments = []
-    for moment in preview.get("timeline") or []:
+    timeline = preview.get("timeline") or []
+    for position, moment in enumerate(timeline):
         index = moment.get("step")
         step = previewed.steps[index] if isinstance(index, int) and index < len(previewed.steps) else None
-        minutes = int(moment.get("after_minutes") or 0)
+        minutes = round(float(moment.get("after_minutes") or 0))
         when = page.gettext("after %(duration)s", duration=explain.duration(page.fmt.language, minutes))
         kind = str(moment.get("kind", ""))
+        what = page.gettext(MOMENT_LABELS[kind]) if kind in MOMENT_LABELS else kind
+        detail = ""
+        if kind == "wait" and position + 1 < len(timeline):  # how long: until the next moment
+            waited = round(float(timeline[position + 1].get("after_minutes") or 0)) - minutes
+            what = page.gettext("Waits %(duration)s", duration=explain.duration(page.fmt.language, waited))
+        if kind in ("exit", "leave"):  # why it stops: the reason in words, then the service's specifics
+            code, _, specifics = str(moment.get("detail") or "").partition(": ")
+            words = page.gettext(LEFT_WORDS[code]) if code in LEFT_WORDS else code
+            detail = f"{words} ({specifics})" if specifics and code != "exit" else words
+        label = page.gettext(STEP_LABELS[step.kind]) if step is not None else ""
         moments.append(
             {
                 "kind": kind,
                 "when": when if minutes else page.gettext("at once"),
-                "step": page.gettext(
-                    "Step %(number)s (%(kind)s)", number=index + 1, kind=page.gettext(STEP_LABELS[step.kind])
-                )
-                if step is not None
-                else "",
-                "what": page.gettext(MOMENT_LABELS[kind]) if kind in MOMENT_LABELS else kind,
-                "detail": moment.get("detail") or "",
+                "step": page.gettext("Step %(number)s (%(kind)s)", number=index + 1, kind=label) if label else "",
+                "what": what,
+                "detail": detail,
                 "text": moment.get("text"),
             }
         )
