@@ -6,7 +6,8 @@ import os
 from typing import Any
 
 from devtools.bench_accounting import activity_shares, batch_means, process_usage
-from devtools.bench_report import table, targets, tokens_table, webhooks_table
+from devtools.bench_cost import PgCounters, Pipeline, Snapshot, Statement, Usage, phase_cost
+from devtools.bench_report import cost_table, met, table, targets, tokens_table, webhooks_table
 
 
 def phase_cpu(wall_seconds: float) -> dict[str, Any]:
@@ -14,13 +15,30 @@ def phase_cpu(wall_seconds: float) -> dict[str, Any]:
     return {"cpu_seconds": {"orders": 1.5, "kafka": 0.5}, "wall_seconds": wall_seconds, "machine": machine}
 
 
-def latency_row(rate: int, p50: float, p99: float) -> dict[str, Any]:
+def latency_row(rate: int, p50: float, p99: float, cpu_s: float = 1.0) -> dict[str, Any]:
     hops = {hop: {"p50": 1.0, "p95": 2.0, "p99": 3.0} for hop in ("orders", "campaigns", "notifier")}
     return {
         "target_events_per_second": rate, "achieved_events_per_second": rate * 0.99, "samples": 40,
         "publish_to_dispatched_ms": {"p50": p50, "p95": p99 - 1, "p99": p99}, "per_hop_ms": hops,
         "cpu": phase_cpu(8.0), "batches": {"orders consumer orders.inbound.v1": {"batches": 5, "mean_records": 4.0}},
+        "cost": made_up_cost(rate * 8, 8.0, cpu_s),
     }  # fmt: skip
+
+
+def made_up_cost(events: int, wall_s: float, cpu_s: float) -> dict[str, Any]:
+    """A phase in which the orders process, its database's backend and Kafka each spent `cpu_s`."""
+    pipeline = Pipeline({"orders": 1}, {"e1_orders": "orders"})
+
+    def snapshot(at: float, used: float, calls: int) -> Snapshot:
+        statements = {("e1_orders", "SELECT 1"): Statement(calls, 1.0, 0)}
+        return Snapshot(
+            at, {"orders": Usage(used, int(50 * at))}, {7: ("e1_orders", used)}, 0.0,
+            {"kafka": used, "postgresql": used}, {"a:1": (1, 2 * calls)},
+            PgCounters({"e1_orders": calls}, 0, statements),
+        )  # fmt: skip
+
+    end = snapshot(wall_s, cpu_s, events)
+    return phase_cost(snapshot(0.0, 0.0, 0), end, end.pg, events, pipeline)
 
 
 def made_up_report() -> dict[str, Any]:
@@ -34,7 +52,11 @@ def made_up_report() -> dict[str, Any]:
         "stages_alone": {"orders_alone": {"status_changes_per_second": 1500.0, "cpu": phase_cpu(6.0)},
                          "campaigns_and_notifier_alone": {"sms_per_second": 700.0, "cpu": phase_cpu(4.0)}},
         "floor": {"full_speed": {"status_changes_per_second": 1200.0},
-                  "latency": [latency_row(100, 30.0, 60.0), latency_row(500, 50.0, 100.0)]},
+                  "latency": [latency_row(100, 30.0, 60.0, 0.4), latency_row(500, 50.0, 100.0)],
+                  "rest": made_up_cost(0, 60.0, 0.3)},
+        "rest": made_up_cost(0, 60.0, 0.6),
+        "broker_alone": {"seconds": 30.0, "kafka_cpu_seconds": 0.2, "kafka_core_percent": 0.667,
+                         "other_broker_connections": 12},
         "with_campaigns": {"full_speed": {"status_changes_per_second": 800.0}},
         "with_orders": {"full_speed": {"status_changes_per_second": 700.0}},
         "registry_lookups": {"token": "identity access token (Ed25519, JWKS)", "registry_rps": 1300.0,
@@ -102,7 +124,60 @@ def test_targets_are_ratios_within_the_run() -> None:
     assert rows["p50 status change on Kafka -> SmsDispatched, the same traffic, ms"] == (30.0, "reported")
     assert rows["webhook p50 with 100000 deliveries waiting on a dead endpoint / without"] == (1.1, "<= 1.2")
     assert rows["webhooks peak RSS, MB"] == (110.0, "<= 150")
-    assert len(rows) == 19
+    assert rows[
+        "issue 34: whole CPU per upstream event at 100 ev/s (services + PostgreSQL + Kafka), platform / floor"
+    ] == (2.5, "<= 2")
+    assert rows["issue 34: the same, platform ms (context)"] == (3.75, "reported")
+    assert rows["issue 34: p50 publish -> SmsDispatched at 100 ev/s, platform / floor"] == (1.333, "<= 2.5")
+    assert rows["issue 34: at rest, the services and PostgreSQL together, % of one core"] == (2.0, "< 1")
+    assert rows["issue 34: at rest, Kafka CPU / the same broker with none of the bench's clients"] == (1.499, "<= 1.5")
+    assert rows["issue 34: at rest, the most wake-ups per second of one service process"] == (50.0, "<= 10")
+    assert rows["issue 34: p99 at 1000 ev/s, platform / floor"] == (None, "<= 3")
+    assert rows["issue 34: full-speed status changes/s, platform / floor"] == (0.75, ">= 0.5")
+    assert rows["issue 34: throughput with the preloaded orders and their history / without"] == (0.875, ">= 0.8")
+    assert len(rows) == 29
+
+
+def test_each_target_says_whether_it_was_met() -> None:
+    verdicts = {row["measure"]: row["met"] for row in targets(made_up_report(), 1000, 10)}
+    assert verdicts["issue 34: at rest, Kafka CPU / the same broker with none of the bench's clients"] is True
+    assert verdicts["issue 34: at rest, the services and PostgreSQL together, % of one core"] is False
+    assert verdicts["issue 34: p99 at 1000 ev/s, platform / floor"] is None  # no value
+    assert verdicts["token endpoint requests/s (client_secret_basic, 8 clients at once)"] is None  # reported
+    assert (met(1.0, "< 1"), met(0.99, "< 1"), met(0, "= 0"), met(0.5, ">= 0.5"), met(3, "<= 2")) == (
+        False, True, True, True, False,
+    )  # fmt: skip
+
+
+def test_the_cost_phases_alone_have_their_own_table() -> None:
+    report = made_up_report()
+    del report["full_speed"], report["with_orders"]
+    report["targets"] = targets_of_cost(report)
+    lines = cost_table(report).splitlines()
+    assert lines[1] == "  100 ev/s"
+    assert lines[2].startswith("    platform  CPU 3.75 ms/event (services 1.25, PostgreSQL 1.25, Kafka 1.25); ")
+    assert lines[2].endswith(
+        "PostgreSQL 1.0 transactions, 1.0 statements, 0.0 WAL bytes (the cluster's WAL 0.0 bytes); Kafka 2.0 requests"
+    )
+    assert lines[4].startswith("    floor     CPU 1.5 ms/event")
+    rest = lines.index("  at rest (60.0 s; the broker alone: 0.667% over 30.0 s, 12 other connections to it)")
+    assert lines[rest + 1].startswith(
+        "    platform  services + PostgreSQL 2.0% of one core (services 1.0, PostgreSQL 1.0)"
+    )
+    assert lines[rest + 2] == "              wake-ups/s: orders 50.0"
+    assert (
+        "    platform by service (transactions / statements / PostgreSQL CPU ms, per event): orders 1.0 / 1.0 / 1.25"
+        in lines
+    )
+    assert "      orders            1.000   0.0000  SELECT 1" in lines
+    assert "exactly once: 10 SMS expected, 1 twice, 0 missing" in lines
+    assert lines[-1] == "  issue 34: p99 at 1000 ev/s, platform / floor: None (target <= 3)"
+
+
+def targets_of_cost(report: dict[str, Any]) -> list[dict[str, Any]]:
+    from devtools.bench_report import cost_rows, target_rows
+
+    return target_rows(cost_rows(report))
 
 
 def test_table_summarizes_every_phase() -> None:

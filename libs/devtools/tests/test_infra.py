@@ -226,6 +226,17 @@ def test_socket_dir_falls_back_to_tcp_only_on_long_paths() -> None:
     assert postgres.socket_dir_option(Path("/" + "d" * 120), 54320) == ""
 
 
+def test_server_loads_pg_stat_statements_when_the_binaries_ship_it(tmp_path: Path) -> None:
+    bindir = tmp_path / "15" / "bin"
+    bindir.mkdir(parents=True)
+    assert "shared_preload_libraries" not in postgres.server_options(bindir, Path("/var/tmp/x/postgres"), 54320)
+    (tmp_path / "15" / "lib").mkdir()
+    (tmp_path / "15" / "lib" / "pg_stat_statements.so").touch()
+    options = postgres.server_options(bindir, Path("/var/tmp/x/postgres"), 54320)
+    assert "-c shared_preload_libraries=pg_stat_statements" in options
+    assert "-p 54320 -k /var/tmp/x/postgres" in options
+
+
 def test_create_databases_sql_covers_every_service() -> None:
     sql = postgres.create_databases_sql()
     assert all(f"'{name}'" in sql for name in ("status_registry", "orders", "campaigns", "notifier"))

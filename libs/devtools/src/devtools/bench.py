@@ -7,7 +7,9 @@ many campaigns and a large orders database against itself without, and the regis
 against a bare FastAPI endpoint, and each REST write of orders and the campaign preview against the registry's
 status POST; `targets` in the report holds issue 19's table and issue 29's REST write rows. The JSON report goes
 to bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
-`BENCH_ONLY=rest_writes` (or `tokens`: the registry lookups with an identity token, the token endpoint, the peak RSS;
+`BENCH_ONLY=cost` runs issue 34's phases alone (a few minutes): the platform and the floor at each fixed rate and at
+rest, with their cost per upstream event (devtools.bench_cost). `BENCH_ONLY=rest_writes` (or `tokens`: the registry
+lookups with an identity token, the token endpoint, the peak RSS;
 or `webhooks`: deliveries per second and their latency beside the SMS path's, with and without a dead endpoint's
 backlog, devtools.bench_webhooks) starts the services and runs that phase alone (seconds, not minutes).
 
@@ -58,10 +60,14 @@ from devtools.bench_accounting import (
     service_processes,
 )
 from devtools.bench_backtest import backtest_phase, backtest_rows, backtest_table
+from devtools.bench_cost import PG_STATS_LAG_S, CostMeter, Pipeline, broker_alone
 from devtools.bench_report import (
+    cost_rows,
+    cost_table,
     rest_write_rows,
     rest_writes_table,
     table,
+    target_rows,
     targets,
     token_rows,
     tokens_table,
@@ -130,7 +136,12 @@ TOKEN_WORKERS = int(os.environ.get("BENCH_TOKEN_WORKERS", "8"))
 TOKEN_SECONDS = float(os.environ.get("BENCH_TOKEN_SECONDS", "5"))
 # `BENCH_ONLY=<phase>`: the services started as for the whole bench, and that phase alone.
 ONLY = os.environ.get("BENCH_ONLY", "")
-ALONE = ("rest_writes", "tokens", "webhooks", "backtest")
+ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost")
+# Issue 34's rest phase: no traffic for this long, once the pipeline has settled after the fixed rates; and the
+# broker with none of the bench's clients, measured before anything starts, for the rest phase's Kafka CPU.
+REST_PHASE_SECONDS = float(os.environ.get("BENCH_REST_PHASE_SECONDS", "60"))
+REST_SETTLE_SECONDS = float(os.environ.get("BENCH_REST_SETTLE_SECONDS", "15"))
+BROKER_ALONE_SECONDS = float(os.environ.get("BENCH_BROKER_ALONE_SECONDS", "30"))
 # The notifier's provider and its in-flight limit out of the way, so the SMS path measures the platform's work.
 FAST_PROVIDER = {"PROVIDER_RATE_PER_S": "100000", "MAX_IN_FLIGHT": "256"}
 CAMPAIGNS = (
@@ -477,7 +488,7 @@ class Bench:
         prefix = f"floor{os.getpid()}."
         bootstrap = self.infrastructure.kafka_bootstrap
         await infra.ensure_topics(bootstrap, prefix)
-        databases = [f"floor{os.getpid()}_{hop}" for hop in FLOOR_HOPS]
+        databases = floor_databases()
         admin = await asyncpg.connect(self.infrastructure.postgres_dsn)
         try:
             for database in databases:
@@ -508,28 +519,47 @@ class Bench:
             finally:
                 await admin.close()
 
-    async def floor_phases(self, producer: AIOKafkaProducer, sizes: dict[Topic, int]) -> dict[str, Any]:
-        """The floor at full speed (after a warm-up) and at the latency phases' fixed rates."""
+    async def floor_phases(
+        self, producer: AIOKafkaProducer, sizes: dict[Topic, int], full_speed: bool = True
+    ) -> dict[str, Any]:
+        """The floor at full speed (after a warm-up; not with `full_speed=False`), at the latency phases' fixed
+        rates and at rest, with the cost of each of the last two (issue 34)."""
         async with self.floor(sizes) as (prefix, pids):
+            meter = CostMeter(
+                self.infrastructure.postgres_dsn,
+                kafka_port(self.infrastructure.kafka_bootstrap),
+                Pipeline(
+                    {f"floor {hop}": pid for hop, pid in pids.items()},
+                    dict(zip(floor_databases(), FLOOR_HOPS, strict=True)),
+                ),
+            )
             bootstrap = self.infrastructure.kafka_bootstrap
+            result: dict[str, Any] = {}
             async with (
                 end_totals(bootstrap, prefixed(Topic.ORDER_STATUS_CHANGED, prefix)) as changes,
                 end_totals(bootstrap, prefixed(Topic.SMS_EVENTS, prefix)) as dispatched,
             ):
                 await self._floor_full_speed(prefix, producer, changes, dispatched, WARMUP_ORDERS, "floorwarm")
-                before = _floor_cpu(pids)
-                rounds = [
-                    await self._floor_full_speed(prefix, producer, changes, dispatched, FULL_SPEED_ORDERS, f"floor{n}")
-                    for n in range(FULL_SPEED_ROUNDS)
-                ]
-                result: dict[str, Any] = {"full_speed": median_round(rounds)}
-                # What the same work cost the floor, to set beside the platform's full-speed CPU (all rounds).
-                result["full_speed"]["cpu_seconds"] = {
-                    name: round(seconds - before[name], 2) for name, seconds in _floor_cpu(pids).items()
-                }
-                result["latency"] = [
-                    await self.latency_of(prefix, dispatched, producer, rate, f"floorrate{rate}") for rate in RATES
-                ]
+                if full_speed:
+                    before = _floor_cpu(pids)
+                    rounds = [
+                        await self._floor_full_speed(
+                            prefix, producer, changes, dispatched, FULL_SPEED_ORDERS, f"floor{n}"
+                        )
+                        for n in range(FULL_SPEED_ROUNDS)
+                    ]
+                    result["full_speed"] = median_round(rounds)
+                    # What the same work cost the floor, to set beside the platform's full-speed CPU (all rounds).
+                    result["full_speed"]["cpu_seconds"] = {
+                        name: round(seconds - before[name], 2) for name, seconds in _floor_cpu(pids).items()
+                    }
+                result["latency"] = []
+                for rate in RATES:
+                    cost: dict[str, Any] = {}
+                    async with meter.phase(rate_events(rate), cost):
+                        row = await self.latency_of(prefix, dispatched, producer, rate, f"floorrate{rate}")
+                    result["latency"].append(row | {"cost": cost})
+            result["rest"] = await rest_phase(meter, "floor")
         return result
 
     @staticmethod
@@ -638,14 +668,25 @@ class Bench:
 
     # --- latency ------------------------------------------------------------------------------
     async def latency(
-        self, platform: Platform, producer: AIOKafkaProducer, rate: int, cpu: dict[str, Any], tag: str = "rate"
+        self,
+        platform: Platform,
+        producer: AIOKafkaProducer,
+        rate: int,
+        cpu: dict[str, Any],
+        tag: str = "rate",
+        meter: CostMeter | None = None,
     ) -> dict[str, Any]:
+        """The latency at `rate`, its CPU (`cpu`) and, with `meter`, its cost per event (issue 34) as `cost`."""
+
         async def delivered() -> int:
             return platform.sent_count()
 
-        self.sms_expected += max(1, int(rate * RATE_SECONDS) // EVENTS_PER_ORDER) * SMS_PER_ORDER
-        with cpu_used(platform, cpu):  # until the last SMS: reading the topics back afterwards is not load
-            return await self.latency_of(platform.prefix, delivered, producer, rate, f"{tag}{rate}")
+        self.sms_expected += rate_events(rate) // EVENTS_PER_ORDER * SMS_PER_ORDER
+        cost: dict[str, Any] = {}
+        async with measured(meter, rate_events(rate), cost):
+            with cpu_used(platform, cpu):  # until the last SMS: reading the topics back afterwards is not load
+                row = await self.latency_of(platform.prefix, delivered, producer, rate, f"{tag}{rate}")
+        return row | ({"cost": cost} if meter else {})
 
     def exactly_once(self, platform: Platform) -> dict[str, int]:
         """Every SMS the platform was sent work for, handed to the provider exactly once over the whole run."""
@@ -954,6 +995,54 @@ async def requests_per_second(url: str, headers: dict[str, str], seconds: float 
     return round(done / seconds, 1)
 
 
+def floor_databases() -> list[str]:
+    """The floor's databases, one per hop (FLOOR_HOPS' order)."""
+    return [f"floor{os.getpid()}_{hop}" for hop in FLOOR_HOPS]
+
+
+def rate_events(rate: int) -> int:
+    """The upstream events a latency phase at `rate` publishes: whole orders, `RATE_SECONDS` of them."""
+    return max(1, int(rate * RATE_SECONDS) // EVENTS_PER_ORDER) * EVENTS_PER_ORDER
+
+
+def kafka_port(bootstrap: str) -> int:
+    return int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+
+def platform_meter(infrastructure: Infrastructure, platform: Platform) -> CostMeter:
+    """Issue 34's meter of the platform: every service process, the services' databases."""
+    return CostMeter(
+        infrastructure.postgres_dsn,
+        kafka_port(infrastructure.kafka_bootstrap),
+        Pipeline(
+            {instance: platform.processes[instance].pid for _, instance in service_processes(platform)},
+            {platform.database(service): service for service in SERVICES},
+        ),
+    )
+
+
+def measured(
+    meter: CostMeter | None, events: int, into: dict[str, Any], settle_s: float = PG_STATS_LAG_S
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return meter.phase(events, into, settle_s) if meter else contextlib.nullcontext()
+
+
+async def rest_phase(meter: CostMeter, what: str) -> dict[str, Any]:
+    """Issue 34's rest: `REST_SETTLE_SECONDS` for the pipeline to settle after its last phase, then
+    `REST_PHASE_SECONDS` with no traffic at all, measured."""
+    say(f"{what} at rest: {REST_SETTLE_SECONDS:g} s to settle, then {REST_PHASE_SECONDS:g} s measured")
+    await asyncio.sleep(REST_SETTLE_SECONDS)
+    result: dict[str, Any] = {}
+    async with meter.phase(0, result, settle_s=0):  # at rest the counters' flush lag shifts nothing
+        await asyncio.sleep(REST_PHASE_SECONDS)
+    return result
+
+
+async def broker_alone_phase(infrastructure: Infrastructure) -> dict[str, Any]:
+    say(f"the broker with none of the bench's clients for {BROKER_ALONE_SECONDS:g} s")
+    return await broker_alone(BROKER_ALONE_SECONDS, kafka_port(infrastructure.kafka_bootstrap))
+
+
 def _floor_cpu(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of the floor's hops, the broker and PostgreSQL."""
     return {f"floor {hop}": cpu_seconds(pid) for hop, pid in pids.items()} | infrastructure_cpu()
@@ -995,6 +1084,7 @@ async def run() -> dict[str, Any]:
     infrastructure = running_infrastructure()
     say("machine costs: a wake-up, a broker request")
     costs = await machine_costs(infrastructure.kafka_bootstrap, lambda: infrastructure_cpu()["kafka"])
+    broker_idle = await broker_alone_phase(infrastructure)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     bench = Bench(infrastructure, workdir)
     platform = Platform(infrastructure, workdir, extra_env=FAST_PROVIDER)
@@ -1006,6 +1096,7 @@ async def run() -> dict[str, Any]:
         "machine": os.uname().nodename,
         "machine_costs": costs,
         "instances": INSTANCES,
+        "broker_alone": broker_idle,
     }
     try:
         for service in SERVICES:
@@ -1038,14 +1129,16 @@ async def run() -> dict[str, Any]:
             platform_events_per_second / report["raw_relay"]["records_per_second"], 3
         )
         report["latency"] = []
+        meter = platform_meter(infrastructure, platform)
         for rate in RATES:
             say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
             counts, cpu = await pipeline_counts(platform), {}
             with profiled(platform, profiles / f"{rate}-per-second"):
-                report["latency"].append(await bench.latency(platform, producer, rate, cpu))
+                report["latency"].append(await bench.latency(platform, producer, rate, cpu, meter=meter))
             report["latency"][-1]["batches"] = batch_means(counts, await pipeline_counts(platform))
             report["latency"][-1]["cpu"] = cpu
-        say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed, then {RATES} events/s")
+        report["rest"] = await rest_phase(meter, "the platform")
+        say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed, then {RATES} events/s, then at rest")
         report["floor"] = await bench.floor_phases(producer, sizes)
         say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
         report["rest_writes"] = await bench.rest_writes(platform)
@@ -1095,10 +1188,15 @@ async def run_alone(phase: str) -> dict[str, Any]:
         "only": phase,
     }
     try:
+        if phase == "cost":  # before anything of the bench's starts
+            report["broker_alone"] = await broker_alone_phase(infrastructure)
         for service in SERVICES:
             platform.start(service)
         await platform.wait_ready(*SERVICES)
-        if phase == "rest_writes":
+        if phase == "cost":
+            report |= await cost_alone(bench, platform, infrastructure)
+            rows = cost_rows(report)
+        elif phase == "rest_writes":
             say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
             report["rest_writes"] = await bench.rest_writes(platform)
             rows = rest_write_rows(report)
@@ -1145,11 +1243,36 @@ async def run_alone(phase: str) -> dict[str, Any]:
                 instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
             }
             rows = token_rows(report)
-        report["targets"] = [{"measure": m, "value": v, "target": t} for m, v, t in rows]
+        report["targets"] = target_rows(rows)
     finally:
         platform.stop_all()
         await platform.drop()
         await infra.delete_topics(infrastructure.kafka_bootstrap, platform.prefix)
+    return report
+
+
+async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastructure) -> dict[str, Any]:
+    """`BENCH_ONLY=cost`: issue 34's phases alone: the platform and the floor at the fixed rates and at rest."""
+    await bench.define(platform)
+    await asyncio.sleep(2)
+    producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True)
+    await producer.start()
+    report: dict[str, Any] = {"latency": []}
+    try:
+        say(f"warm-up: {WARMUP_ORDERS} orders")
+        await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
+        sizes = await bench.record_sizes(platform)
+        meter = platform_meter(infrastructure, platform)
+        for rate in RATES:
+            say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
+            cpu: dict[str, Any] = {}
+            report["latency"].append(await bench.latency(platform, producer, rate, cpu, meter=meter) | {"cpu": cpu})
+        report["rest"] = await rest_phase(meter, "the platform")
+        say(f"floor pipeline: {RATES} events/s, then at rest")
+        report["floor"] = await bench.floor_phases(producer, sizes, full_speed=False)
+    finally:
+        await producer.stop()
+    report["exactly_once"] = bench.exactly_once(platform)
     return report
 
 
@@ -1172,6 +1295,7 @@ def main() -> None:
         "rest_writes": rest_writes_table,
         "tokens": tokens_table,
         "backtest": backtest_table,
+        "cost": cost_table,
         "webhooks": webhooks_table,
     }
     print(tables.get(ONLY, table)(report))

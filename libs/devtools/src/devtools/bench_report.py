@@ -1,8 +1,12 @@
-"""The bench report's summary: issue 19's targets, issue 29's REST write ratios, issue 30's token rows and issue 31's
-webhook rows with this run's values, and the table `make bench` prints."""
+"""The bench report's summary: issue 19's targets, issue 29's REST write ratios, issue 30's token rows, issue 31's
+webhook rows and issue 34's cost rows with this run's values (each with whether it met its target), and the table
+`make bench` prints."""
 
 from __future__ import annotations
 
+import operator
+import re
+from collections.abc import Callable
 from typing import Any
 
 from devtools.bench_backtest import backtest_rows
@@ -15,6 +19,30 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 def _latency_at(rows: list[dict[str, Any]], rate: int, percentile: str) -> float | None:
     row = next((r for r in rows if r["target_events_per_second"] == rate), None)
     return row["publish_to_dispatched_ms"][percentile] if row else None
+
+
+TARGET = re.compile(r"^(<=|>=|<|>|=)\s*(-?\d+(?:\.\d+)?)$")
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "=": operator.eq
+}  # fmt: skip
+
+
+def met(value: float | None, target: str) -> bool | None:
+    """Whether `value` meets a target written as "<= 2", "< 1", ">= 0.5" or "= 0"; None when there is no value or
+    the target is not a bound ("reported")."""
+    bound = TARGET.match(target.strip())
+    if value is None or bound is None:
+        return None
+    return COMPARE[bound[1]](value, float(bound[2]))
+
+
+def target_rows(rows: list[tuple[str, float | None, str]]) -> list[dict[str, Any]]:
+    return [{"measure": m, "value": v, "target": t, "met": met(v, t)} for m, v, t in rows]
+
+
+def target_line(row: dict[str, Any]) -> str:
+    verdict = {True: ", met", False: ", MISSED"}.get(row.get("met"), "")  # type: ignore[arg-type]
+    return f"  {row['measure']}: {row['value']} (target {row['target']}{verdict})"
 
 
 def _rounds(phase: dict[str, Any]) -> str:
@@ -47,7 +75,8 @@ def targets(report: dict[str, Any], preload_campaigns: int, preload_orders: int)
          report["exactly_once"]["duplicates"] + report["exactly_once"]["missing"], "= 0"),
     ]  # fmt: skip
     rows += rest_write_rows(report) + token_rows(report) + backtest_rows(report) + webhook_rows(report)
-    return [{"measure": m, "value": v, "target": t} for m, v, t in rows]
+    rows += cost_rows(report)
+    return target_rows(rows)
 
 
 def token_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
@@ -113,7 +142,7 @@ def webhooks_lines(report: dict[str, Any]) -> list[str]:
 
 def webhooks_table(report: dict[str, Any]) -> str:
     """The table of `BENCH_ONLY=webhooks`: the phase and its targets."""
-    rows = [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    rows = [target_line(row) for row in report["targets"]]
     return "\n".join([*webhooks_lines(report), "issue 31's targets:", *rows])
 
 
@@ -160,13 +189,13 @@ def tokens_lines(report: dict[str, Any]) -> list[str]:
 def tokens_table(report: dict[str, Any]) -> str:
     """The table of `BENCH_ONLY=tokens`: those two figures, every service's peak RSS, and the targets."""
     usage = [f"  {name:<16} {u['peak_rss_mb']:>7} MB peak RSS" for name, u in report["processes"].items()]
-    rows = [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    rows = [target_line(row) for row in report["targets"]]
     return "\n".join([*tokens_lines(report), *usage, "issue 30's targets:", *rows])
 
 
 def rest_writes_table(report: dict[str, Any]) -> str:
     """The table of `BENCH_ONLY=rest_writes`: that phase and its targets."""
-    rows = [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    rows = [target_line(row) for row in report["targets"]]
     return "\n".join([*rest_writes_lines(report), "issue 29's targets (ratios within this run):", *rows])
 
 
@@ -239,8 +268,138 @@ def table(report: dict[str, Any]) -> str:
         f"SMS expected, {once['distinct']} handed over, {once['duplicates']} twice, {once['missing']} missing"
     )
     lines += rest_writes_lines(report)
-    lines.append("issue 19's, 29's, 30's and 31's targets (ratios within this run):")
-    lines += [f"  {row['measure']}: {row['value']} (target {row['target']})" for row in report["targets"]]
+    lines += cost_lines(report)
+    lines.append("issue 19's, 29's, 30's, 31's and 34's targets (ratios within this run):")
+    lines += [target_line(row) for row in report["targets"]]
     scans = [name for name, plan in report["hot_query_plans"].items() if any("Seq Scan" in line for line in plan)]
     lines.append(f"hot query plans at the preloaded size: sequential scans in {', '.join(scans) or 'none'}")
     return "\n".join(lines)
+
+
+def _cost_at(rows: list[dict[str, Any]], rate: int) -> dict[str, Any] | None:
+    row = next((r for r in rows if r["target_events_per_second"] == rate), None)
+    return row.get("cost") if row else None
+
+
+def _whole_ms(cost: dict[str, Any] | None) -> float | None:
+    return cost["cpu_ms_per_event"]["whole"] if cost else None
+
+
+def cost_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
+    """Issue 34's targets (items 2-5): CPU per event and latency at 100 ev/s, the rest phase, p99 at 1000 ev/s and
+    the full-speed ratios (those two only when the whole bench ran), with the absolute figures as context."""
+    floor, rest = report["floor"], report["rest"]
+    platform_100, floor_100 = _cost_at(report["latency"], 100), _cost_at(floor["latency"], 100)
+    wakeups = [w for w in rest["wakeups_per_second"].values() if w is not None]
+    rows = [
+        ("issue 34: whole CPU per upstream event at 100 ev/s (services + PostgreSQL + Kafka), platform / floor",
+         _ratio(_whole_ms(platform_100), _whole_ms(floor_100)), "<= 2"),
+        ("issue 34: the same, platform ms (context)", _whole_ms(platform_100), "reported"),
+        ("issue 34: the same, floor ms (context)", _whole_ms(floor_100), "reported"),
+        ("issue 34: p50 publish -> SmsDispatched at 100 ev/s, platform / floor",
+         _ratio(_latency_at(report["latency"], 100, "p50"), _latency_at(floor["latency"], 100, "p50")), "<= 2.5"),
+        ("issue 34: at rest, the services and PostgreSQL together, % of one core",
+         rest["core_percent"]["services and postgresql"], "< 1"),
+        ("issue 34: at rest, Kafka CPU / the same broker with none of the bench's clients",
+         _ratio(rest["core_percent"]["kafka"], report["broker_alone"]["kafka_core_percent"]), "<= 1.5"),
+        ("issue 34: at rest, the most wake-ups per second of one service process", max(wakeups, default=None), "<= 10"),
+        ("issue 34: p99 at 1000 ev/s, platform / floor",
+         _ratio(_latency_at(report["latency"], 1000, "p99"), _latency_at(floor["latency"], 1000, "p99")), "<= 3"),
+    ]  # fmt: skip
+    if "full_speed" in report and "full_speed" in floor:
+        rows.append(("issue 34: full-speed status changes/s, platform / floor",
+                     _ratio(report["full_speed"]["status_changes_per_second"],
+                            floor["full_speed"]["status_changes_per_second"]), ">= 0.5"))  # fmt: skip
+    if "with_orders" in report:
+        with_orders, without = report["with_orders"]["full_speed"], report["with_campaigns"]["full_speed"]
+        ratio = _ratio(with_orders["status_changes_per_second"], without["status_changes_per_second"])
+        rows.append(("issue 34: throughput with the preloaded orders and their history / without", ratio, ">= 0.8"))
+    return rows
+
+
+def _cells(values: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+def _phase_line(name: str, cost: dict[str, Any]) -> list[str]:
+    """One pipeline's cost in one fixed-rate phase: per upstream event, then each process's CPU seconds."""
+    ms = cost["cpu_ms_per_event"]
+    statements = (
+        f"{cost['statements_per_event']} statements, {cost['statement_wal_bytes_per_event']} WAL bytes"
+        if cost["statements"] is not None
+        else "statements and their WAL n/a (the server has not loaded pg_stat_statements)"
+    )
+    return [
+        f"    {name:<9} CPU {ms['whole']} ms/event (services {ms['services']}, PostgreSQL {ms['postgresql']}, "
+        f"Kafka {ms['kafka']}); PostgreSQL {cost['transactions_per_event']} transactions, {statements} (the "
+        f"cluster's WAL {cost['cluster_wal_bytes_per_event']} bytes); Kafka {cost['kafka_requests_per_event']} "
+        "requests",
+        f"    {'':<9} CPU s over {cost['wall_seconds']} s: {_cells(cost['cpu_seconds'])}",
+    ]
+
+
+def _rest_line(name: str, rest: dict[str, Any], broker_alone: float) -> list[str]:
+    share, wall_s = rest["core_percent"], rest["wall_seconds"]
+    statements = f", {round(rest['statements'] / wall_s, 1)} statements/s" if rest["statements"] is not None else ""
+    return [
+        f"    {name:<9} services + PostgreSQL {share['services and postgresql']}% of one core (services "
+        f"{share['services']}, PostgreSQL {share['postgresql']}), Kafka {share['kafka']}% (the broker alone "
+        f"{broker_alone}%); {round(sum(rest['transactions'].values()) / wall_s, 1)} transactions/s{statements}, "
+        f"{round(sum(rest['kafka_requests'].values()) / wall_s, 1)} Kafka requests/s",
+        f"    {'':<9} wake-ups/s: {_cells(rest['wakeups_per_second'])}",
+    ]
+
+
+def _where_from(name: str, cost: dict[str, Any]) -> list[str]:
+    """By service: transactions, statements and PostgreSQL CPU per upstream event; the top statements."""
+    events = cost["events"] or 1
+    by_statements = cost["statements_by_service"] or {}
+    lines = [
+        f"    {name} by service (transactions / statements / PostgreSQL CPU ms, per event): " + ", ".join(
+            f"{service} {round(n / events, 2)} / {round(by_statements.get(service, 0) / events, 2)} / "
+            f"{round(1000 * cost['cpu_seconds'].get(f'postgresql {service}', 0.0) / events, 3)}"
+            for service, n in cost["transactions"].items()
+        )
+    ]  # fmt: skip
+    for order, key in (("calls", "top_statements_by_calls"), ("time", "top_statements_by_time")):
+        lines.append(f"    {name}, top statements by {order} (calls and ms per event):")
+        lines += [
+            f"      {row['service']:<15} {row['calls'] / events:>7.3f} {row['ms'] / events:>8.4f}  {row['query'][:110]}"
+            for row in cost[key]
+        ]
+    return lines
+
+
+def cost_lines(report: dict[str, Any]) -> list[str]:
+    """Issue 34's figures: each fixed rate and the rest, the platform beside the floor; where PostgreSQL's work comes
+    from at 100 ev/s."""
+    floor = report["floor"]
+    lines = ["cost per upstream event (issue 34): the platform beside the floor (devtools.bench_cost says how)"]
+    for row, floor_row in zip(report["latency"], floor["latency"], strict=False):
+        if "cost" not in row or "cost" not in floor_row:
+            continue
+        lines.append(f"  {row['target_events_per_second']} ev/s")
+        lines += _phase_line("platform", row["cost"]) + _phase_line("floor", floor_row["cost"])
+    alone = report["broker_alone"]
+    lines.append(
+        f"  at rest ({report['rest']['wall_seconds']} s; the broker alone: {alone['kafka_core_percent']}% over "
+        f"{alone['seconds']} s, {alone['other_broker_connections']} other connections to it)"
+    )
+    lines += _rest_line("platform", report["rest"], alone["kafka_core_percent"])
+    lines += _rest_line("floor", floor["rest"], alone["kafka_core_percent"])
+    platform_100, floor_100 = _cost_at(report["latency"], 100), _cost_at(floor["latency"], 100)
+    if platform_100 and floor_100:
+        lines.append("  where PostgreSQL's work comes from at 100 ev/s")
+        lines += _where_from("platform", platform_100) + _where_from("floor", floor_100)
+    return lines
+
+
+def cost_table(report: dict[str, Any]) -> str:
+    """The table of `BENCH_ONLY=cost`: issue 34's figures, the exactly-once count and the targets."""
+    once = report["exactly_once"]
+    return "\n".join([
+        *cost_lines(report),
+        f"exactly once: {once['sms_expected']} SMS expected, {once['duplicates']} twice, {once['missing']} missing",
+        "issue 34's targets (ratios within this run):",
+        *(target_line(row) for row in report["targets"]),
+    ])  # fmt: skip

@@ -182,12 +182,22 @@ def init_cluster(bindir: Path, data_dir: Path, user: pwd.struct_passwd | None, s
     run(as_server_user(user, [*initdb, "--no-locale"]), what="initdb", timeout=300)
 
 
-def launch_postgres(bindir: Path, data_dir: Path, user: pwd.struct_passwd | None, port: int) -> None:
-    """pg_ctl start and wait; pg_ctl detaches the server, its log goes to <data dir>/server.log."""
+def server_options(bindir: Path, data_dir: Path, port: int) -> str:
+    """The server's command-line options. pg_stat_statements is loaded when the binaries ship it (Debian's do):
+    `make bench` reads what each service's statements cost from it (it needs the library loaded at start; the
+    bench creates the extension). Its table holds 10,000 statements, as the tests' many databases each add theirs."""
     options = (
         f"-p {port} -k {shlex.quote(socket_dir_option(data_dir, port))} -c listen_addresses={LOCALHOST}"
         " -c max_connections=200 -c shared_buffers=128MB"
     )
+    if (bindir.parent / "lib" / "pg_stat_statements.so").is_file():
+        options += " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000"
+    return options
+
+
+def launch_postgres(bindir: Path, data_dir: Path, user: pwd.struct_passwd | None, port: int) -> None:
+    """pg_ctl start and wait; pg_ctl detaches the server, its log goes to <data dir>/server.log."""
+    options = server_options(bindir, data_dir, port)
     log = data_dir / "server.log"
     pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(log), "-o", options, "-w"]
     say(f"PostgreSQL: starting on {LOCALHOST}:{port}, data {data_dir}")
