@@ -528,9 +528,7 @@ async def _editor(
     return page.render(
         "campaigns/editor.html",
         status_code,
-        form=form,
         campaign=campaign,
-        errors=errors,
         partner_settings=partner_settings,
         summary=_summary(page, form, _names(page, statuses)),
         **(_flow_context(page, form, choices(page, statuses), errors) | _figures_context(form, campaign, journey)),
