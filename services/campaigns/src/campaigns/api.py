@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from campaigns.domain import (
     Campaign,
@@ -20,8 +20,10 @@ from campaigns.domain import (
     PartnerSettings,
     PreviewOrder,
     Reason,
+    SendSmsStep,
     render_text,
 )
+from campaigns.journeys import JourneyFigures, TimelineEntry
 from campaigns.repository import CampaignStats
 from campaigns.services import Campaigns, IndexKeeper, Policy
 from campaigns.templating import TemplateProblem
@@ -105,6 +107,20 @@ class Preview(BaseModel):
     phone: str | None = Field(description="E.164, when the decision is to send")
     time_zone: str | None
     not_before: datetime | None = Field(description="Held until then by quiet hours; null: sent at once")
+    timeline: list[TimelineEntry] | None = Field(
+        default=None,
+        description="A journey the order enters: the order played through its steps as if it did not change "
+        "(`text`: its first send_sms step's); absent for a one-step campaign",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_timeline(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        """A one-step campaign's preview stays what it was before journeys. (No return annotation: pydantic then
+        keeps the model's own serialization schema.)"""
+        dumped = handler(self)
+        if isinstance(dumped, dict) and self.timeline is None:
+            dumped.pop("timeline", None)
+        return dumped
 
 
 def campaigns(request: Request, principal: Principal) -> Campaigns:
@@ -251,7 +267,7 @@ async def preview_campaign(campaign_id: str, body: PreviewRequest, request: Requ
     use_cases = campaigns(request, who)
     campaign = await use_cases.get(campaign_id)
     event = use_cases.preview_event(body.order, body.from_, body.to)
-    return _preview(campaign, event, await use_cases.preview(campaign_id, event, policy(request)))
+    return _preview(campaign, event, *await use_cases.preview(campaign_id, event, policy(request)))
 
 
 @router.post("/campaigns/preview", response_model=Preview, responses=problems(422))
@@ -261,13 +277,26 @@ async def preview_draft(body: DraftPreviewRequest, request: Request, who: Campai
     (`errors` under `definition`). Writes nothing."""
     use_cases = campaigns(request, who)
     event = use_cases.preview_event(body.order, body.from_, body.to)
-    return _preview(body.definition, event, await use_cases.preview_draft(body.definition, event, policy(request)))
+    return _preview(body.definition, event, *await use_cases.preview_draft(body.definition, event, policy(request)))
 
 
-def _preview(campaign: CampaignDefinition, event: OrderStatusChanged, decision: Decision) -> Preview:
+@router.get("/campaigns/{campaign_id:campaign_id}/journey", response_model=JourneyFigures, responses=problems(404))
+async def campaign_journey(campaign_id: str, request: Request, who: CampaignsReader) -> JourneyFigures:
+    """A journey's figures per step of its current definition (entered, waiting now, exited, filtered out, sent)
+    and how many orders wait on each saved version (an edit never strands them: each goes on with its own)."""
+    return await campaigns(request, who).journey(campaign_id)
+
+
+def _preview(
+    campaign: CampaignDefinition,
+    event: OrderStatusChanged,
+    decision: Decision,
+    timeline: list[TimelineEntry] | None = None,
+) -> Preview:
     text, error = None, None
+    template = campaign.template or next((s.template for s in campaign.steps if isinstance(s, SendSmsStep)), "")
     try:
-        text = render_text(campaign, event)
+        text = render_text(template, event)
     except TemplateProblem as problem:
         error = str(problem)
     parts = sms_parts(text) if text else None
@@ -284,6 +313,7 @@ def _preview(campaign: CampaignDefinition, event: OrderStatusChanged, decision: 
         phone=sms.phone if sms else None,
         time_zone=sms.time_zone if sms else None,
         not_before=sms.not_before if sms else None,
+        timeline=timeline,
     )
 
 

@@ -14,7 +14,7 @@ from campaigns.backtest_worker import ReplayWorker
 from campaigns.consumers import subscribe
 from campaigns.domain import CampaignIndex
 from campaigns.repository import retention_purges
-from campaigns.services import Clock, Evaluator, IndexKeeper, Policy, utc_now
+from campaigns.services import Clock, Evaluator, IndexKeeper, JourneyTimers, OffsetClock, Policy, utc_now
 from campaigns.settings import CampaignsSettings
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.sms import SendSms
@@ -34,18 +34,26 @@ PUBLISHES = (
 
 
 def _on_startup(settings: CampaignsSettings, clock: Clock, worker: ReplayWorker) -> ServiceSpec:
+    timers_of: dict[int, JourneyTimers] = {}  # the runtime's parts are the index keeper; the timers beside
+
     async def start(runtime: Runtime) -> None:
         keeper = IndexKeeper(runtime.pool, CampaignIndex())
         await keeper.start()  # before the consumers: no event is evaluated against an empty index
+        policy = Policy.of(settings)
+        timers = JourneyTimers(runtime.pool, policy, clock, longest_sleep_s=settings.journey_timers_sleep_s)
         runtime.parts = keeper
-        evaluator = Evaluator(runtime.pool, keeper, Policy.of(settings), clock)
+        timers_of[id(runtime)] = timers
+        evaluator = Evaluator(runtime.pool, keeper, policy, clock, wake_timers=timers.wake)
         subscribe(runtime.broker, settings, evaluator, runtime.producer)
+        timers.start()
 
     async def index_current(runtime: Runtime) -> bool:
         return parts_of(runtime, IndexKeeper).current
 
     async def stop(runtime: Runtime) -> None:
-        # The index keeper holds a pooled connection; it must go back before the pool closes.
+        # The index keeper and the timers hold pooled connections; they must go back before the pool closes.
+        if (timers := timers_of.pop(id(runtime), None)) is not None:
+            await timers.stop()
         await parts_of(runtime, IndexKeeper).stop()
         worker.stop()
 
@@ -70,6 +78,8 @@ def _on_startup(settings: CampaignsSettings, clock: Clock, worker: ReplayWorker)
 def create_app(settings: CampaignsSettings | None = None, clock: Clock = utc_now) -> FastAPI:
     """`clock` decides "now" for every decision (quiet hours, cap windows); tests pass a fixed one."""
     settings = settings or CampaignsSettings()
+    if settings.clock_file is not None and clock is utc_now:
+        clock = OffsetClock(settings.clock_file)  # a test's kill -9 run moves the service's time forward
     # The backtests' decisions, in processes started when first needed.
     worker = ReplayWorker(settings.backtest_nice, settings.backtest_workers or None)
     app = create_service_app(settings, _on_startup(settings, clock, worker))

@@ -16,7 +16,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
 from campaigns.templating import TemplateLimit, TemplateProblem, check_template, render
@@ -29,6 +38,7 @@ from servicekit.errors import Conflict, FieldError, InvalidRequest
 
 ANY, NONE = "any", "none"
 MAX_SMS_CHARACTERS = 1600  # SendSms.text's limit: ten concatenated GSM-7 segments and some
+MAX_WAIT_MINUTES = 90 * 24 * 60  # a journey's single wait: 90 days at most
 
 
 class CampaignState(StrEnum):
@@ -151,16 +161,76 @@ Condition = Annotated[
 
 QuietHoursChoice = Literal["partner_default", "deliver_immediately"] | SendWindow
 
+Template = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+TimeOfDay = time  # `time` is a field's name in WaitUntilTime
+WaitMinutes = Annotated[int, Field(ge=1, le=MAX_WAIT_MINUTES)]
+Conditions = Annotated[list[Condition], Field(min_length=1, max_length=50)]
+
+
+class WaitDuration(BaseModel):
+    """Wait this long."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["wait_duration"]
+    minutes: WaitMinutes
+
+
+class WaitUntilTime(BaseModel):
+    """Wait until the next such local time of day in the recipient's zone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["wait_until_time"]
+    time: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+    @property
+    def local_time(self) -> TimeOfDay:
+        hours, minutes = self.time.split(":")
+        return TimeOfDay(int(hours), int(minutes))
+
+
+class WaitUntil(BaseModel):
+    """Wait until every condition holds on the order, or `longest_minutes` passed (then go on anyway)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["wait_until"]
+    conditions: Conditions
+    longest_minutes: WaitMinutes
+
+
+class FilterStep(BaseModel):
+    """Re-check the order as it is now; an order failing any condition leaves the journey."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["filter"]
+    conditions: Conditions
+
+
+class SendSmsStep(BaseModel):
+    """Send an SMS (caps, quiet hours and consent apply at this moment)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["send_sms"]
+    template: Template
+    sender: SenderId | None = None
+
+
+Step = Annotated[WaitDuration | WaitUntilTime | WaitUntil | FilterStep | SendSmsStep, Field(discriminator="kind")]
+WAIT_STEPS = (WaitDuration, WaitUntilTime, WaitUntil)
+JOURNEY_FIELDS = ("steps", "exit_conditions", "late_send_minutes")
+
 
 class CampaignDefinition(BaseModel):
-    """What a marketer writes; everything a campaign is apart from its identity, state and bookkeeping."""
+    """What a marketer writes; everything a campaign is apart from its identity, state and bookkeeping.
+
+    Without `steps`, today's one-step campaign: `template` is sent at once. With steps, a journey: waits, filters
+    and SMS in order (docs/campaigns.md, "Journeys"); `template` and `sender` are then absent."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: OneLineName
     trigger: Trigger
     filters: list[Condition] = Field(default_factory=list, max_length=50)
-    template: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    template: Template | None = Field(default=None, description="The SMS of a one-step campaign; absent in a journey")
     sender: SenderId | None = None
     reentry: Reentry = Reentry.ONCE_PER_ORDER
     transactional: bool = Field(default=False, description="A service message: exempt from the frequency cap.")
@@ -168,6 +238,31 @@ class CampaignDefinition(BaseModel):
         default="partner_default",
         description='"partner_default", "deliver_immediately", or a window {"start": "09:00", "end": "21:00"}',
     )
+    steps: list[Step] = Field(default_factory=list, max_length=50, description="A journey's steps; empty: one step")
+    exit_conditions: list[Condition] = Field(
+        default_factory=list, max_length=50, description="An order waiting in the journey leaves once all hold"
+    )
+    late_send_minutes: int = Field(
+        default=60,
+        ge=0,
+        le=MAX_WAIT_MINUTES,
+        description="On resume, a wait that ended during the pause goes on if it ended at most this long ago",
+    )
+
+    @property
+    def is_journey(self) -> bool:
+        return bool(self.steps)
+
+    @model_serializer(mode="wrap")
+    def _without_journey_defaults(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        """A one-step campaign's JSON stays what it was before journeys (the API's and the stored bytes): the
+        journey fields appear only in a journey. (No return annotation: pydantic then keeps the model's own
+        serialization schema instead of one of the annotated type.)"""
+        dumped = handler(self)
+        if isinstance(dumped, dict) and not self.steps and not self.exit_conditions and self.late_send_minutes == 60:
+            for name in JOURNEY_FIELDS:
+                dumped.pop(name, None)
+        return dumped
 
 
 class Campaign(CampaignDefinition):
@@ -183,7 +278,11 @@ class Campaign(CampaignDefinition):
     def status_codes(self) -> list[str]:
         """Every status code the campaign names: trigger from/to and filter values (the registry protects them)."""
         codes = set(self.trigger.to_codes | self.trigger.from_codes)
-        for condition in self.filters:
+        conditions = [*self.filters, *self.exit_conditions]
+        for step in self.steps:
+            if isinstance(step, WaitUntil | FilterStep):
+                conditions += step.conditions
+        for condition in conditions:
             if isinstance(condition, OrderStatusCondition):
                 codes |= condition.codes
         return sorted(codes)
@@ -263,15 +362,50 @@ def check_definition(definition: CampaignDefinition, catalog: Mapping[str, Statu
     trigger = definition.trigger
     problems = _code_problems(("trigger", "from"), trigger.from_codes, trigger.status_type, catalog)
     problems += _code_problems(("trigger", "to"), trigger.to_codes, trigger.status_type, catalog)
-    for n, condition in enumerate(definition.filters):
-        if isinstance(condition, OrderStatusCondition):
-            problems += _code_problems(("filters", n, "value"), condition.codes, condition.status_type, catalog)
-    try:
-        check_template(definition.template)
-    except TemplateProblem as exc:
-        problems.append(Problem(("template",), exc.message, exc.line))  # the line is a field of its own
+    problems += _conditions_problems(("filters",), definition.filters, catalog)
+    problems += _conditions_problems(("exit_conditions",), definition.exit_conditions, catalog)
+    if definition.is_journey:
+        problems += _steps_problems(definition, catalog)
+    elif definition.template is None:
+        problems.append(Problem(("template",), "a campaign without steps sends this template; give it"))
+    else:
+        problems += _template_problems(("template",), definition.template)
     if problems:
         raise InvalidCampaign(problems)
+
+
+def _conditions_problems(
+    loc: tuple[str | int, ...], conditions: Iterable[Condition], catalog: Mapping[str, StatusDefinition]
+) -> list[Problem]:
+    problems = []
+    for n, condition in enumerate(conditions):
+        if isinstance(condition, OrderStatusCondition):
+            problems += _code_problems((*loc, n, "value"), condition.codes, condition.status_type, catalog)
+    return problems
+
+
+def _template_problems(loc: tuple[str | int, ...], template: str) -> list[Problem]:
+    try:
+        check_template(template)
+    except TemplateProblem as exc:
+        return [Problem(loc, exc.message, exc.line)]  # the line is a field of its own
+    return []
+
+
+def _steps_problems(definition: CampaignDefinition, catalog: Mapping[str, StatusDefinition]) -> list[Problem]:
+    problems = []
+    if definition.template is not None:
+        problems.append(Problem(("template",), "a journey sends its send_sms steps' templates; leave this out"))
+    if definition.sender is not None:
+        problems.append(Problem(("sender",), "a journey's senders are its send_sms steps'; leave this out"))
+    if not any(isinstance(step, SendSmsStep) for step in definition.steps):
+        problems.append(Problem(("steps",), "a journey needs at least one send_sms step"))
+    for n, step in enumerate(definition.steps):
+        if isinstance(step, WaitUntil | FilterStep):
+            problems += _conditions_problems(("steps", n, "conditions"), step.conditions, catalog)
+        elif isinstance(step, SendSmsStep):
+            problems += _template_problems(("steps", n, "template"), step.template)
+    return problems
 
 
 # --- states --------------------------------------------------------------------------------------
@@ -309,6 +443,7 @@ class Outcome(StrEnum):
     OUTSIDE_REENTRY = "outside_reentry"
     FAILED = "failed"  # the template could not produce a sendable text for this order
     NOT_TRIGGERED = "not_triggered"  # preview only: the consumer never evaluates a non-matching campaign
+    ENTERED = "entered"  # a journey's trigger and entry filters passed: the order is in the journey
 
 
 class Reason(BaseModel):
@@ -458,9 +593,9 @@ def template_variables(event: ChangeView) -> dict[str, Any]:
     }
 
 
-def render_text(campaign: CampaignDefinition, event: ChangeView) -> str:
-    """The SMS text for `event`; raises TemplateProblem when it cannot be sent as is."""
-    text = render(campaign.template, template_variables(event))
+def render_text(template: str, event: ChangeView) -> str:
+    """The SMS text `template` gives for `event`; raises TemplateProblem when it cannot be sent as is."""
+    text = render(template, template_variables(event))
     if not text:
         raise TemplateProblem(1, "the template rendered an empty text")
     if len(text) > MAX_SMS_CHARACTERS:
@@ -504,6 +639,15 @@ def evaluate(campaign: CampaignDefinition, event: ChangeView, history: History, 
     failures = filter_failures(campaign, event.order, ctx.default_region)
     if failures:
         return Decision(Outcome.FILTERED_OUT, failures)
+    if campaign.is_journey:  # its SMS are decided as each send_sms step fires (campaigns.journeys)
+        return Decision(Outcome.ENTERED)
+    return plan_sms(campaign, campaign.template or "", event, history, ctx)
+
+
+def plan_sms(
+    campaign: CampaignDefinition, template: str, event: ChangeView, history: History, ctx: Context
+) -> Decision:
+    """Whether and how one SMS goes now: a phone, the frequency cap, a sendable text, quiet hours."""
     try:
         phone = sms_phone(event.order.customer.phone, ctx.default_region)
     except PhoneProblem as problem:
@@ -514,7 +658,7 @@ def evaluate(campaign: CampaignDefinition, event: ChangeView, history: History, 
         detail = f"{history.recent_marketing_sms} SMS in the last {cap.window_hours} h; cap {cap.max_messages}"
         return Decision(Outcome.CAPPED, [Reason(code="frequency_cap", detail=detail)])
     try:
-        text = render_text(campaign, event)
+        text = render_text(template, event)
     except TemplateProblem as problem:
         code = "template_limit" if isinstance(problem, TemplateLimit) else "template"
         return Decision(Outcome.FAILED, [Reason(code=code, detail=str(problem))])

@@ -21,6 +21,8 @@ from campaigns.domain import (
     PartnerSettings,
     Reason,
 )
+from campaigns.journeys import LeftReason, RunCount, RunState
+from contracts.orders import OrderStatusChanged
 from servicekit.db import DbConnection, as_columns
 from servicekit.retention import Purge, batch_delete
 
@@ -132,7 +134,7 @@ class CampaignRepository:
             _definition_json(definition),
             now,
         )
-        return _campaign(row)
+        return await self._keep_version(_campaign(row))
 
     async def update(self, campaign_id: str, definition: CampaignDefinition, now: datetime) -> Campaign:
         row = await self._conn.fetchrow(
@@ -144,7 +146,18 @@ class CampaignRepository:
             _definition_json(definition),
             now,
         )
-        return _campaign(row)
+        return await self._keep_version(_campaign(row))
+
+    async def _keep_version(self, campaign: Campaign) -> Campaign:
+        """Keep the saved definition: the orders in a journey go on with the one they entered with."""
+        await self._conn.execute(
+            "INSERT INTO campaign_versions (campaign_id, version, definition, saved_at) VALUES ($1, $2, $3::jsonb, $4)",
+            campaign.id,
+            campaign.version,
+            _definition_json(campaign.definition()),
+            campaign.updated_at,
+        )
+        return campaign
 
     async def set_state(self, campaign_id: str, state: CampaignState, now: datetime) -> Campaign:
         row = await self._conn.fetchrow(
@@ -442,3 +455,238 @@ async def marketing_sms_times(
         besides,
     )
     return {row["customer_id"]: list(row["times"]) for row in rows}
+
+
+# --- journeys: runs and their durable timers ------------------------------------------------------------------
+
+_DEFINITIONS: dict[tuple[str, int], CampaignDefinition] = {}  # saved definitions never change: read once
+_DEFINITIONS_KEPT = 1000  # at most this many in memory; then they are read again
+
+
+def _saved_definition(campaign_id: str, version: int, raw: str) -> CampaignDefinition:
+    key = (campaign_id, version)
+    found = _DEFINITIONS.get(key)
+    if found is None:
+        if len(_DEFINITIONS) >= _DEFINITIONS_KEPT:
+            _DEFINITIONS.clear()
+        found = _DEFINITIONS[key] = CampaignDefinition.model_validate_json(raw)
+    return found
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as stored, with the definition it goes on with (that of the campaign version it entered at)."""
+
+    campaign_id: str
+    order_id: str
+    run: int
+    partner_id: str
+    customer_id: str
+    version: int
+    step: int
+    state: RunState
+    due_at: datetime | None
+    sequence: int
+    change: OrderStatusChanged
+    definition: CampaignDefinition
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    campaign_id: str
+    order_id: str
+    run: int
+    step: int
+    state: RunState
+    due_at: datetime | None
+    sequence: int
+    change: OrderStatusChanged
+    left_reason: LeftReason | None
+
+
+RUN_COLUMNS = (
+    "r.campaign_id, r.order_id, r.run, r.partner_id, r.customer_id, r.version, r.step, r.state, r.due_at, "
+    "r.sequence, r.change::text AS change, v.version AS definition_version, v.definition::text AS definition"
+)
+# The definition a run goes on with: the latest saved at or before the campaign version it entered at.
+WITH_DEFINITION = (
+    "journey_runs r CROSS JOIN LATERAL (SELECT version, definition FROM campaign_versions cv "
+    "WHERE cv.campaign_id = r.campaign_id AND cv.version <= r.version ORDER BY cv.version DESC LIMIT 1) v"
+)
+
+
+def _run(row: asyncpg.Record) -> Run:
+    return Run(
+        campaign_id=row["campaign_id"],
+        order_id=row["order_id"],
+        run=row["run"],
+        partner_id=row["partner_id"],
+        customer_id=row["customer_id"],
+        version=row["version"],
+        step=row["step"],
+        state=RunState(row["state"]),
+        due_at=row["due_at"],
+        sequence=row["sequence"],
+        change=OrderStatusChanged.model_validate_json(row["change"]),
+        definition=_saved_definition(row["campaign_id"], row["definition_version"], row["definition"]),
+    )
+
+
+async def runs_so_far(conn: DbConnection, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """How many runs each (campaign id, order id) had: re-entry and the next run's number."""
+    rows = await conn.fetch(
+        "SELECT campaign_id, order_id, max(run) AS n FROM journey_runs "
+        "WHERE (campaign_id, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) GROUP BY 1, 2",
+        *as_columns(keys, 2),
+    )
+    return {(r["campaign_id"], r["order_id"]): r["n"] for r in rows}
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """An order entering a journey: it starts at once (due now, before its first step)."""
+
+    campaign_id: str
+    order_id: str
+    run: int
+    partner_id: str
+    customer_id: str
+    version: int
+    sequence: int
+    change: OrderStatusChanged
+    due_at: datetime
+
+
+async def insert_runs(conn: DbConnection, runs: Collection[NewRun]) -> None:
+    if not runs:
+        return
+    rows = [
+        (r.campaign_id, r.order_id, r.run, r.partner_id, r.customer_id, r.version, r.due_at, r.sequence,
+         r.change.model_dump_json())
+        for r in runs
+    ]  # fmt: skip
+    await conn.execute(
+        "INSERT INTO journey_runs (campaign_id, order_id, run, partner_id, customer_id, version, step, state, due_at, "
+        "                          sequence, change, entered_at, updated_at) "
+        "SELECT c, o, n, p, cu, v, -1, 'waiting', d, sq, ch::jsonb, d, d FROM unnest($1::text[], $2::text[], "
+        "$3::int[], $4::text[], $5::text[], $6::int[], $7::timestamptz[], $8::int[], $9::text[]) "
+        "AS u (c, o, n, p, cu, v, d, sq, ch) ON CONFLICT DO NOTHING",
+        *as_columns(rows, 9),
+    )
+
+
+async def open_runs_of_orders(conn: DbConnection, orders: Collection[tuple[str, str]]) -> list[Run]:
+    """The waiting and held runs of these (partner id, order id), locked until commit in a fixed order (so two
+    transactions never deadlock over them); one index probe per order, whatever the number of runs elsewhere."""
+    rows = await conn.fetch(
+        f"SELECT {RUN_COLUMNS} FROM {WITH_DEFINITION} "
+        "WHERE (r.partner_id, r.order_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
+        "AND r.state IN ('waiting', 'held') ORDER BY r.campaign_id, r.order_id, r.run FOR UPDATE OF r",
+        *as_columns(orders, 2),
+    )
+    return [_run(row) for row in rows]
+
+
+async def claim_due_runs(conn: DbConnection, now: datetime, limit: int) -> list[Run]:
+    """Up to `limit` waiting runs due by `now`, earliest first, locked until commit; runs another instance holds
+    are skipped (it fires them). The partial index on due_at makes this a walk of the due rows only."""
+    rows = await conn.fetch(
+        f"SELECT {RUN_COLUMNS} FROM {WITH_DEFINITION} WHERE r.state = 'waiting' AND r.due_at <= $1 "
+        "ORDER BY r.due_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [_run(row) for row in rows]
+
+
+async def earliest_due(conn: DbConnection) -> datetime | None:
+    """When the next waiting run comes due (one probe of the partial index)."""
+    due: datetime | None = await conn.fetchval("SELECT min(due_at) FROM journey_runs WHERE state = 'waiting'")
+    return due
+
+
+async def active_campaigns_not_locked(conn: DbConnection, campaign_ids: Collection[str]) -> dict[str, Campaign]:
+    """The active ones of these campaigns, held FOR SHARE until commit; one a state change holds is left out
+    (never waited for: its runs fire next time, once the pause or archive committed)."""
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM campaigns WHERE id = ANY($1::text[]) AND state = 'active' "
+        "ORDER BY id FOR SHARE SKIP LOCKED",
+        sorted(campaign_ids),
+    )
+    return {row["id"]: _campaign(row) for row in rows}
+
+
+async def try_lock_customers(conn: DbConnection, customers: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+    """`lock_customers` without waiting: those locked now (the consumer may hold the others: a timer never waits
+    on it, so the two never deadlock; the runs of the others fire next time)."""
+    keys = sorted(customers)
+    rows = await conn.fetch(
+        "SELECT p, c FROM unnest($1::text[], $2::text[]) AS k (p, c) "
+        "WHERE pg_try_advisory_xact_lock(hashtextextended(p || E'\\n' || c, 0))",
+        *as_columns(keys, 2),
+    )
+    return {(r["p"], r["c"]) for r in rows}
+
+
+async def update_runs(conn: DbConnection, updates: Collection[RunUpdate], now: datetime) -> None:
+    if not updates:
+        return
+    rows = [
+        (u.campaign_id, u.order_id, u.run, u.step, str(u.state), u.due_at, u.sequence, u.change.model_dump_json(),
+         str(u.left_reason) if u.left_reason else None)
+        for u in updates
+    ]  # fmt: skip
+    await conn.execute(
+        "UPDATE journey_runs r SET step = u.st, state = u.s, due_at = u.d, sequence = u.sq, change = u.ch::jsonb, "
+        "left_reason = u.lr, updated_at = $10 FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], "
+        "$6::timestamptz[], $7::int[], $8::text[], $9::text[]) AS u (c, o, n, st, s, d, sq, ch, lr) "
+        "WHERE r.campaign_id = u.c AND r.order_id = u.o AND r.run = u.n",
+        *as_columns(rows, 9),
+        now,
+    )
+
+
+async def hold_runs(conn: DbConnection, campaign_id: str, now: datetime) -> None:
+    """Pausing: the waiting runs are held (the timers walk waiting ones only)."""
+    await conn.execute(
+        "UPDATE journey_runs SET state = 'held', updated_at = $2 WHERE campaign_id = $1 AND state = 'waiting'",
+        campaign_id,
+        now,
+    )
+
+
+async def resume_runs(conn: DbConnection, campaign_id: str, now: datetime, late_send_minutes: int) -> None:
+    """Resuming: a held run waits again, or leaves ("paused_too_long") if its wait ended over late_send_minutes
+    ago (journeys.resumed says the same for one run)."""
+    await conn.execute(
+        "UPDATE journey_runs SET updated_at = $2, "
+        "state = CASE WHEN $2 - due_at > make_interval(mins => $3) THEN 'left' ELSE 'waiting' END, "
+        "left_reason = CASE WHEN $2 - due_at > make_interval(mins => $3) THEN 'paused_too_long' END "
+        "WHERE campaign_id = $1 AND state = 'held'",
+        campaign_id,
+        now,
+        late_send_minutes,
+    )
+
+
+async def archive_runs(conn: DbConnection, campaign_id: str, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE journey_runs SET state = 'left', left_reason = 'archived', updated_at = $2 "
+        "WHERE campaign_id = $1 AND state IN ('waiting', 'held')",
+        campaign_id,
+        now,
+    )
+
+
+async def run_counts(conn: DbConnection, campaign_id: str) -> tuple[list[int], list[RunCount]]:
+    """The versions a campaign's definition was saved at, and its runs counted by where they are."""
+    versions = await conn.fetch(
+        "SELECT version FROM campaign_versions WHERE campaign_id = $1 ORDER BY version", campaign_id
+    )
+    rows = await conn.fetch(
+        "SELECT version, step, state, left_reason, count(*) AS n FROM journey_runs WHERE campaign_id = $1 "
+        "GROUP BY 1, 2, 3, 4",
+        campaign_id,
+    )
+    counts = [RunCount(r["version"], r["step"], RunState(r["state"]), r["left_reason"], r["n"]) for r in rows]
+    return [r["version"] for r in versions], counts

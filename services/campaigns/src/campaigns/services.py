@@ -13,8 +13,9 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -33,6 +34,7 @@ from campaigns.domain import (
     PreviewOrder,
     Problem,
     StateConflict,
+    WaitUntil,
     cap_window_start,
     check_definition,
     check_transition,
@@ -41,28 +43,56 @@ from campaigns.domain import (
     send_command,
     triggered_by,
 )
+from campaigns.journeys import (
+    Advance,
+    JourneyFigures,
+    LeftReason,
+    RunState,
+    StepSend,
+    TimelineEntry,
+    advance,
+    all_hold,
+    exits,
+    journey_figures,
+    timeline,
+)
 from campaigns.listener import NOTIFY_CHANNEL, Listening
 from campaigns.repository import (
     CampaignRepository,
     CampaignStats,
     Evaluation,
+    NewRun,
+    Run,
+    RunUpdate,
     SmsOutcome,
     active_campaigns,
+    active_campaigns_not_locked,
+    archive_runs,
     campaign_by_id,
     campaigns_for_share,
+    claim_due_runs,
+    earliest_due,
     evaluated,
     fired_for_orders,
+    hold_runs,
+    insert_runs,
     lock_customers,
+    open_runs_of_orders,
     recent_marketing_sms,
     record_evaluations,
     record_sms_outcomes,
+    resume_runs,
+    run_counts,
+    runs_so_far,
     settings_of_partners,
+    try_lock_customers,
+    update_runs,
 )
 from campaigns.settings import CampaignsSettings
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import Envelope
 from contracts.orders import OrderStatusChanged
-from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed
+from contracts.sms import SendSms, SmsDelivered, SmsDispatched, SmsFailed, send_sms_id
 from contracts.statuses import StatusDefinition
 from servicekit.catalog import StatusCatalog
 from servicekit.consumer import TRANSIENT_ERRORS
@@ -80,6 +110,27 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class OffsetClock:
+    """The real clock moved forward by the seconds a file holds (CAMPAIGNS_CLOCK_FILE: tests of a real subprocess
+    move its time); the file is read again whenever its modification time changes, and a missing one is 0."""
+
+    def __init__(self, path: str) -> None:
+        self._path = Path(path)
+        self._mtime_ns: int | None = None
+        self._offset = timedelta()
+
+    def __call__(self) -> datetime:
+        try:
+            mtime_ns = self._path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime_ns = None
+        if mtime_ns != self._mtime_ns:
+            self._mtime_ns = mtime_ns
+            text = self._path.read_text().strip() if mtime_ns is not None else ""
+            self._offset = timedelta(seconds=float(text or 0))
+        return utc_now() + self._offset
 
 
 __all__ = ["Campaigns", "Evaluator", "InvalidCampaign", "StateConflict"]
@@ -189,9 +240,22 @@ class Campaigns:
             if state == CampaignState.ACTIVE:
                 # The catalog may have changed since the campaign was saved: never activate a dangling code.
                 check_definition(current.definition(), statuses)
-            changed = await self._changed(repo, work, await repo.set_state(campaign_id, state, self.clock()))
+            now = self.clock()
+            changed = await self._changed(repo, work, await repo.set_state(campaign_id, state, now))
+            await self._runs_follow_state(repo.conn, changed, current.state, now)
         self.index.put(changed)
         return changed
+
+    @staticmethod
+    async def _runs_follow_state(conn: DbConnection, campaign: Campaign, before: CampaignState, now: datetime) -> None:
+        """A journey's waiting orders: held by a pause, let go (or out, if paused too long) on resume, out when
+        archived."""
+        if campaign.state == CampaignState.PAUSED:
+            await hold_runs(conn, campaign.id, now)
+        elif campaign.state == CampaignState.ACTIVE and before == CampaignState.PAUSED:
+            await resume_runs(conn, campaign.id, now, campaign.late_send_minutes)
+        elif campaign.state == CampaignState.ARCHIVED:
+            await archive_runs(conn, campaign.id, now)
 
     async def stats(self, campaign_id: str, since: datetime | None = None) -> CampaignStats:
         return (await self.stats_of([campaign_id], since))[campaign_id]
@@ -214,7 +278,9 @@ class Campaigns:
             await repo.save_settings(settings, self.clock())
         return settings
 
-    async def preview(self, campaign_id: str, event: OrderStatusChanged, policy: Policy) -> Decision:
+    async def preview(
+        self, campaign_id: str, event: OrderStatusChanged, policy: Policy
+    ) -> tuple[Decision, list[TimelineEntry] | None]:
         """The decision the consumer would take now, from the stored history; writes nothing."""
         async with self.pool.acquire() as conn:
             repo = CampaignRepository(conn, self.partner_id)
@@ -226,7 +292,7 @@ class Campaigns:
             history = await repo.history(
                 campaign_id, event.order_id, event.order.customer.id, cap_window_start(now, partner)
             )
-        return evaluate(campaign, event, history, policy.context(now, partner))
+        return _previewed(campaign, event, history, policy.context(now, partner))
 
     async def check_draft(self, definition: CampaignDefinition) -> None:
         """Refuse a request's unsaved definition as a create would, its problems under `definition`."""
@@ -237,14 +303,23 @@ class Campaigns:
 
     async def preview_draft(
         self, definition: CampaignDefinition, event: OrderStatusChanged, policy: Policy
-    ) -> Decision:
+    ) -> tuple[Decision, list[TimelineEntry] | None]:
         """The decision an unsaved definition would take for this change (the campaign editor's live preview): as
         if it were active and had never sent anything; writes nothing."""
         await self.check_draft(definition)
         async with self.pool.acquire() as conn:
             partner = await CampaignRepository(conn, self.partner_id).settings()
         now = self.clock()
-        return evaluate(definition, event, History(), policy.context(now, partner))
+        return _previewed(definition, event, History(), policy.context(now, partner))
+
+    async def journey(self, campaign_id: str) -> JourneyFigures:
+        """A journey's figures per step (of the current definition) and the orders in it on each version."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            campaign = await CampaignRepository(conn, self.partner_id).get(campaign_id)
+            if campaign is None:
+                raise NotFound(f"no campaign with id '{campaign_id}'")
+            versions, counts = await run_counts(conn, campaign_id)
+        return journey_figures(campaign, versions, counts)
 
     def preview_event(self, order: PreviewOrder, from_code: str | None, to_code: str) -> OrderStatusChanged:
         """The event a change of `order` from `from_code` to `to_code` would carry; codes come from the catalog."""
@@ -275,6 +350,15 @@ class Campaigns:
                 f"the campaign is at version {current.version}, not {if_match}", code="version_mismatch"
             )
         return current
+
+
+def _previewed(
+    definition: CampaignDefinition, event: OrderStatusChanged, history: History, ctx: Context
+) -> tuple[Decision, list[TimelineEntry] | None]:
+    """The decision and, for a journey the order enters, its timeline."""
+    decision = evaluate(definition, event, history, ctx)
+    entered = decision.outcome == Outcome.ENTERED
+    return decision, timeline(definition, event, history, ctx) if entered else None
 
 
 # --- the in-memory index -------------------------------------------------------------------------
@@ -411,8 +495,9 @@ class BatchHistory:
     taken, so each event sees those before it: the decisions are those of evaluating the events one by one."""
 
     decided: set[tuple[str, str]]  # (campaign id, event id)
-    fired: set[tuple[str, str]]  # (campaign id, order id)
+    fired: set[tuple[str, str]]  # (campaign id, order id): sent, or entered the journey
     recent: Counter[tuple[str, str]]  # marketing SMS per (partner id, customer id) within the partner's cap window
+    runs: Counter[tuple[str, str]] = field(default_factory=Counter)  # a journey's runs so far per (campaign, order)
 
     def of(self, campaign: Campaign, event: OrderStatusChanged) -> History:
         return History(
@@ -422,6 +507,9 @@ class BatchHistory:
 
     def add(self, evaluation: Evaluation) -> None:
         self.decided.add((evaluation.campaign_id, evaluation.event_id))
+        if evaluation.outcome == Outcome.ENTERED:
+            self.fired.add((evaluation.campaign_id, evaluation.order_id))
+            self.runs[(evaluation.campaign_id, evaluation.order_id)] += 1
         if evaluation.outcome != Outcome.FIRED:
             return
         self.fired.add((evaluation.campaign_id, evaluation.order_id))
@@ -433,6 +521,7 @@ class BatchHistory:
 class Decided:
     evaluation: Evaluation
     sms: OutboxRecord | None  # the SendSms to enqueue, if the evaluation is the one stored
+    run: NewRun | None = None  # the order entered a journey: its run, if the evaluation is the one stored
 
 
 @dataclass(frozen=True)
@@ -444,6 +533,7 @@ class Evaluator:
     policy: Policy
     clock: Clock
     index_wait_s: float = 5.0
+    wake_timers: Callable[[], None] = lambda: None  # a run came due now: the journey timers fire it at once
 
     @property
     def index(self) -> CampaignIndex:
@@ -461,26 +551,62 @@ class Evaluator:
         in a fixed order, so two instances sharing customers never deadlock.
         """
         changes = [(envelope, headers, found) for envelope, headers in batch if (found := self._triggered(envelope))]
-        if not changes:
-            return []
         async with unit_of_work(self.pool) as work:
-            conn = work.conn
-            await lock_customers(conn, {(e.partnerid, e.data.order.customer.id) for e, _, _ in changes})
-            # Decided (and sent) already: a redelivery or a replay.
-            done = await evaluated(conn, {(c.id, e.id) for e, _, campaigns in changes for c in campaigns})
-            pending = {c.id for e, _, campaigns in changes for c in campaigns if (c.id, e.id) not in done}
-            if not pending:
-                return []
-            # The index found the candidates; the rows, held until commit, have the last word: a pause or an edit
-            # committed on another instance a moment ago is respected, and none can commit while we send.
-            current = await campaigns_for_share(conn, pending)
-            contexts = await self._contexts(conn, {e.partnerid for e, _, _ in changes})
-            history = await self._history(conn, changes, done, contexts)
-            decided = self._decide_all(changes, current, history, contexts)
-            stored = await record_evaluations(conn, [d.evaluation for d in decided])
-            recorded = [d for d in decided if (d.evaluation.campaign_id, d.evaluation.event_id) in stored]
-            work.add(d.sms for d in recorded if d.sms is not None)
+            recorded = await self._evaluate(work, changes) if changes else []
+            due_now = await self._follow_runs(work.conn, [envelope for envelope, _ in batch])
+        if due_now or any(d.run is not None for d in recorded):
+            self.wake_timers()
         return [d.evaluation for d in recorded]
+
+    async def _evaluate(self, work: UnitOfWork, changes: list[Change]) -> list[Decided]:
+        conn = work.conn
+        await lock_customers(conn, {(e.partnerid, e.data.order.customer.id) for e, _, _ in changes})
+        # Decided (and sent) already: a redelivery or a replay.
+        done = await evaluated(conn, {(c.id, e.id) for e, _, campaigns in changes for c in campaigns})
+        pending = {c.id for e, _, campaigns in changes for c in campaigns if (c.id, e.id) not in done}
+        if not pending:
+            return []
+        # The index found the candidates; the rows, held until commit, have the last word: a pause or an edit
+        # committed on another instance a moment ago is respected, and none can commit while we send.
+        current = await campaigns_for_share(conn, pending)
+        contexts = await self._contexts(conn, {e.partnerid for e, _, _ in changes})
+        history = await self._history(conn, changes, done, contexts, current)
+        decided = self._decide_all(changes, current, history, contexts)
+        stored = await record_evaluations(conn, [d.evaluation for d in decided])
+        recorded = [d for d in decided if (d.evaluation.campaign_id, d.evaluation.event_id) in stored]
+        work.add(d.sms for d in recorded if d.sms is not None)
+        await insert_runs(conn, [d.run for d in recorded if d.run is not None])
+        return recorded
+
+    async def _follow_runs(self, conn: DbConnection, envelopes: list[Envelope[OrderStatusChanged]]) -> bool:
+        """Journeys see every status change of an order in them: the run keeps the order as it is now, leaves at
+        once when the exit conditions hold, and a "wait until" whose conditions now hold comes due now (the timers
+        take it on). One indexed probe per batch; True when a run came due now."""
+        runs = await open_runs_of_orders(conn, {(e.partnerid, e.data.order_id) for e in envelopes})
+        if not runs:
+            return False
+        now = self.clock()
+        latest: dict[tuple[str, str], OrderStatusChanged] = {}
+        for envelope in envelopes:  # the batch's latest change of each order
+            key = (envelope.partnerid, envelope.data.order_id)
+            if key not in latest or envelope.data.sequence > latest[key].sequence:
+                latest[key] = envelope.data
+        updates = [u for run in runs if (u := self._followed(run, latest[(run.partner_id, run.order_id)], now))]
+        await update_runs(conn, updates, now)
+        return any(u.state == RunState.WAITING and u.due_at == now for u in updates)
+
+    def _followed(self, run: Run, change: OrderStatusChanged, now: datetime) -> RunUpdate | None:
+        if change.sequence <= run.sequence:
+            return None  # seen already (a redelivery), or older than what the run holds
+        definition, region = run.definition, self.policy.default_region
+        state, due, reason = run.state, run.due_at, None
+        if exits(definition, change.order, region):
+            state, due, reason = RunState.LEFT, None, LeftReason.EXIT
+        elif 0 <= run.step < len(definition.steps):
+            waiting_at = definition.steps[run.step]
+            if isinstance(waiting_at, WaitUntil) and all_hold(waiting_at.conditions, change.order, region):
+                due = min(due, now) if due else now
+        return RunUpdate(run.campaign_id, run.order_id, run.run, run.step, state, due, change.sequence, change, reason)
 
     def _triggered(self, envelope: Envelope[OrderStatusChanged]) -> list[Campaign]:
         event = envelope.data
@@ -494,16 +620,24 @@ class Evaluator:
 
     @staticmethod
     async def _history(
-        conn: DbConnection, changes: list[Change], done: set[tuple[str, str]], contexts: dict[str, Context]
+        conn: DbConnection,
+        changes: list[Change],
+        done: set[tuple[str, str]],
+        contexts: dict[str, Context],
+        current: dict[str, Campaign],
     ) -> BatchHistory:
-        orders = {(c.id, e.data.order_id) for e, _, campaigns in changes for c in campaigns}
+        journeys = {c.id for c in current.values() if c.is_journey}
+        orders = {(c.id, e.data.order_id) for e, _, campaigns in changes for c in campaigns if c.id not in journeys}
+        entered = {(c.id, e.data.order_id) for e, _, campaigns in changes for c in campaigns if c.id in journeys}
         # Partners without a cap have nothing to count.
         window = {p: start for p, ctx in contexts.items() if (start := cap_window_start(ctx.now, ctx.partner))}
         since = {
             (e.partnerid, e.data.order.customer.id): window[e.partnerid] for e, _, _ in changes if e.partnerid in window
         }
         recent = await recent_marketing_sms(conn, since)
-        return BatchHistory(set(done), await fired_for_orders(conn, orders), Counter(recent))
+        fired = await fired_for_orders(conn, orders) if orders else set()
+        runs = await runs_so_far(conn, entered) if entered else {}
+        return BatchHistory(set(done), fired | set(runs), Counter(recent), Counter(runs))
 
     def _decide_all(
         self, changes: list[Change], current: dict[str, Campaign], history: BatchHistory, contexts: dict[str, Context]
@@ -538,6 +672,11 @@ class Evaluator:
         decision = evaluate(campaign, event, history.of(campaign, event), ctx)
         command = None
         sms = None
+        run = None
+        if decision.outcome == Outcome.ENTERED:
+            number = history.runs[(campaign.id, event.order_id)] + 1
+            run = NewRun(campaign.id, event.order_id, number, campaign.partner_id, event.order.customer.id,
+                         campaign.version, event.sequence, event, now)  # fmt: skip
         if decision.outcome == Outcome.FIRED and decision.sms is not None:
             command = send_command(campaign, envelope.id, event, decision.sms, now, self.policy.sms_ttl)
             wrapped = Envelope.wrap_caused_by(
@@ -556,7 +695,156 @@ class Evaluator:
             transactional=campaign.transactional,
             evaluated_at=now,
         )
-        return Decided(evaluation, sms)
+        return Decided(evaluation, sms, run)
+
+
+# --- journeys: the durable timers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fired:
+    update: RunUpdate
+    evaluations: list[Evaluation]
+    sms: list[OutboxRecord]
+
+
+class JourneyTimers:
+    """Fires the journey runs that came due, on every instance: claims up to `batch` due runs (FOR UPDATE SKIP
+    LOCKED, so two instances never take the same), takes each through its steps up to its next wait, and stores
+    the runs, evaluations and SendSms in ONE transaction with the outbox. A run comes due only when the clock
+    passes its due_at: never early. Between rounds it sleeps until the earliest due_at, at most `longest_sleep_s`
+    (other instances' new runs), or until `wake` (this instance's consumer made a run due now)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, policy: Policy, clock: Clock, *, batch: int = 200, longest_sleep_s: float = 1.0
+    ) -> None:
+        self._pool = pool
+        self._policy = policy
+        self._clock = clock
+        self._batch = batch
+        self._longest_sleep_s = longest_sleep_s
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="journey-timers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                fired = await self.fire_due()
+                if fired < self._batch:
+                    await self._sleep()
+            except Exception as exc:  # a database away, or a bug: the runs stay due; try again shortly
+                log.warning("journey timers: %s: %s", type(exc).__name__, exc,
+                            exc_info=not isinstance(exc, TRANSIENT_ERRORS))  # fmt: skip
+                await asyncio.sleep(self._longest_sleep_s)
+
+    async def _sleep(self) -> None:
+        async with self._pool.acquire() as conn:
+            due = await earliest_due(conn)
+        wait = self._longest_sleep_s
+        if due is not None:
+            # A due run still here is held by a consumer's lock or a state change: look again a little later.
+            wait = min(wait, max((due - self._clock()).total_seconds(), 0.05))
+        self._woken.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), wait)
+
+    async def fire_due(self) -> int:
+        """One round: the runs claimed (those fired, or skipped as locked elsewhere, come again next round)."""
+        async with unit_of_work(self._pool) as work:
+            conn, now = work.conn, self._clock()
+            claimed = await claim_due_runs(conn, now, self._batch)
+            if not claimed:
+                return 0
+            active = await active_campaigns_not_locked(conn, {r.campaign_id for r in claimed})
+            customers = await try_lock_customers(conn, {(r.partner_id, r.customer_id) for r in claimed})
+            runs = [r for r in claimed if r.campaign_id in active and (r.partner_id, r.customer_id) in customers]
+            fired = await self._fire(conn, runs, active, now)
+            await record_evaluations(conn, [e for f in fired for e in f.evaluations])
+            await update_runs(conn, [f.update for f in fired], now)
+            work.add(record for f in fired for record in f.sms)
+        return len(claimed)
+
+    async def _fire(
+        self, conn: DbConnection, runs: list[Run], active: dict[str, Campaign], now: datetime
+    ) -> list[Fired]:
+        """Caps, quiet hours and consent as of now (the Evaluator's rules: domain.plan_sms)."""
+        partners = await settings_of_partners(conn, {r.partner_id for r in runs})
+        contexts = {p: self._policy.context(now, settings) for p, settings in partners.items()}
+        window = {p: start for p, ctx in contexts.items() if (start := cap_window_start(now, ctx.partner))}
+        customers = {(r.partner_id, r.customer_id) for r in runs if r.partner_id in window}
+        recent = Counter(await recent_marketing_sms(conn, {c: window[c[0]] for c in customers}))
+        fired = []
+        for run in runs:
+            customer = (run.partner_id, run.customer_id)
+            history = History(fired_for_order=True, recent_marketing_sms=recent[customer])
+            went = advance(run.definition, run.step, run.change, history, contexts[run.partner_id])
+            one = self._stored(run, went, active[run.campaign_id], now)
+            recent[customer] += sum(1 for e in one.evaluations if e.outcome == Outcome.FIRED and not e.transactional)
+            fired.append(one)
+        return fired
+
+    def _stored(self, run: Run, went: Advance, campaign: Campaign, now: datetime) -> Fired:
+        update = RunUpdate(run.campaign_id, run.order_id, run.run, went.step, went.state, went.due_at, run.sequence,
+                           run.change, went.left_reason)  # fmt: skip
+        evaluations, records = [], []
+        for send in went.sends:
+            evaluation, record = self._send(run, send, campaign, now)
+            evaluations.append(evaluation)
+            if record is not None:
+                records.append(record)
+        return Fired(update, evaluations, records)
+
+    def _send(
+        self, run: Run, send: StepSend, campaign: Campaign, now: datetime
+    ) -> tuple[Evaluation, OutboxRecord | None]:
+        """A send_sms step's evaluation and SendSms; the id is deterministic from (campaign, order, run, step), so a
+        run fired again after a crash never sends twice (the notifier dedups by id)."""
+        step_id = f"journey\n{run.order_id}\n{run.run}\n{send.step}"
+        sms, record = send.decision.sms, None
+        command_id = send_sms_id(run.campaign_id, step_id) if sms is not None else None
+        if sms is not None and command_id is not None:
+            command = SendSms(
+                idempotency_key=command_id,
+                partner_id=run.partner_id,
+                campaign_id=run.campaign_id,
+                order_id=run.order_id,
+                customer_id=run.customer_id,
+                phone=sms.phone,
+                text=sms.text,
+                sender=send.template.sender,
+                requested_at=now,
+                expires_at=(sms.not_before or now) + self._policy.sms_ttl,
+                not_before=sms.not_before,
+                transactional=run.definition.transactional,
+                sms_consent=run.change.order.customer.sms_consent,  # as of the latest change: consent at firing
+            )
+            envelope = Envelope.wrap(command, source=SOURCE, partner_id=run.partner_id, event_id=command_id, time=now)
+            record = record_for(envelope, self._policy.send_sms_topic, envelope.key())
+        evaluation = Evaluation(
+            campaign_id=run.campaign_id,
+            event_id=step_id,
+            partner_id=run.partner_id,
+            order_id=run.order_id,
+            customer_id=run.customer_id,
+            outcome=send.decision.outcome,
+            reasons=send.decision.reasons,
+            send_sms_id=command_id,
+            transactional=run.definition.transactional,
+            evaluated_at=now,
+        )
+        return evaluation, record
 
 
 # --- the notifier's reports ----------------------------------------------------------------------

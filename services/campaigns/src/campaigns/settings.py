@@ -29,6 +29,13 @@ class CampaignsSettings(ServiceSettings):
     # Its worker processes, each deciding the changes of a share of the customers; 0: one per core, at most 4.
     backtest_workers: int = Field(default=0, ge=0, le=4)
 
+    # Journeys' durable timers: each instance looks for due runs at least this often (sooner when one is due
+    # sooner, or its own consumer made one due now), so a run due on another instance's behalf waits this long.
+    journey_timers_sleep_s: float = Field(default=1.0, gt=0, le=10)
+    # Tests only: a file holding an offset in seconds added to the real clock (re-read when it changes), so a
+    # test moves a real subprocess's time forward. Unset: the real clock.
+    clock_file: str | None = None
+
     # Retention (servicekit.retention); what goes is first added to the campaign's stats roll-up, so the stats
     # stay whole. Evaluations that sent nothing and the notifier's SMS outcomes: kept longer than any
     # redelivery of the event or report they record (their primary keys make a redelivery a no-op).
