@@ -170,6 +170,11 @@ def test_the_cost_phases_alone_have_their_own_table() -> None:
         in lines
     )
     assert "      orders            1.000   0.0000  SELECT 1" in lines
+    rest_from = lines.index("  where the platform's PostgreSQL work at rest comes from")
+    assert lines[rest_from + 1] == (
+        "    platform at rest by service (transactions / statements / PostgreSQL CPU ms, per second): "
+        "orders 0.0 / 0.0 / 10.0"
+    )
     assert "exactly once: 10 SMS expected, 1 twice, 0 missing" in lines
     assert lines[-1] == "  issue 34: p99 at 1000 ev/s, platform / floor: None (target <= 3)"
 

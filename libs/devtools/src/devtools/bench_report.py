@@ -351,20 +351,22 @@ def _rest_line(name: str, rest: dict[str, Any], broker_alone: float) -> list[str
 
 
 def _where_from(name: str, cost: dict[str, Any]) -> list[str]:
-    """By service: transactions, statements and PostgreSQL CPU per upstream event; the top statements."""
-    events = cost["events"] or 1
+    """By service: transactions, statements and PostgreSQL CPU per upstream event (per second at rest); the top
+    statements."""
+    divisor, unit = (cost["events"], "event") if cost["events"] else (cost["wall_seconds"], "second")
     by_statements = cost["statements_by_service"] or {}
     lines = [
-        f"    {name} by service (transactions / statements / PostgreSQL CPU ms, per event): " + ", ".join(
-            f"{service} {round(n / events, 2)} / {round(by_statements.get(service, 0) / events, 2)} / "
-            f"{round(1000 * cost['cpu_seconds'].get(f'postgresql {service}', 0.0) / events, 3)}"
+        f"    {name} by service (transactions / statements / PostgreSQL CPU ms, per {unit}): " + ", ".join(
+            f"{service} {round(n / divisor, 2)} / {round(by_statements.get(service, 0) / divisor, 2)} / "
+            f"{round(1000 * cost['cpu_seconds'].get(f'postgresql {service}', 0.0) / divisor, 3)}"
             for service, n in cost["transactions"].items()
         )
     ]  # fmt: skip
     for order, key in (("calls", "top_statements_by_calls"), ("time", "top_statements_by_time")):
-        lines.append(f"    {name}, top statements by {order} (calls and ms per event):")
+        lines.append(f"    {name}, top statements by {order} (calls and ms per {unit}):")
         lines += [
-            f"      {row['service']:<15} {row['calls'] / events:>7.3f} {row['ms'] / events:>8.4f}  {row['query'][:110]}"
+            f"      {row['service']:<15} {row['calls'] / divisor:>7.3f} {row['ms'] / divisor:>8.4f}  "
+            f"{row['query'][:110]}"
             for row in cost[key]
         ]
     return lines
@@ -372,7 +374,7 @@ def _where_from(name: str, cost: dict[str, Any]) -> list[str]:
 
 def cost_lines(report: dict[str, Any]) -> list[str]:
     """Issue 34's figures: each fixed rate and the rest, the platform beside the floor; where PostgreSQL's work comes
-    from at 100 ev/s."""
+    from at 100 ev/s (the floor's beside) and the platform's at rest."""
     floor = report["floor"]
     lines = ["cost per upstream event (issue 34): the platform beside the floor (devtools.bench_cost says how)"]
     for row, floor_row in zip(report["latency"], floor["latency"], strict=False):
@@ -391,6 +393,8 @@ def cost_lines(report: dict[str, Any]) -> list[str]:
     if platform_100 and floor_100:
         lines.append("  where PostgreSQL's work comes from at 100 ev/s")
         lines += _where_from("platform", platform_100) + _where_from("floor", floor_100)
+    lines.append("  where the platform's PostgreSQL work at rest comes from")
+    lines += _where_from("platform at rest", report["rest"])
     return lines
 
 
