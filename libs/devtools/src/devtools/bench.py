@@ -61,6 +61,7 @@ from devtools.bench_accounting import (
 )
 from devtools.bench_backtest import backtest_phase, backtest_rows, backtest_table
 from devtools.bench_cost import PG_STATS_LAG_S, CostMeter, Pipeline, broker_alone
+from devtools.bench_journeys import journeys_alone, journeys_phase, journeys_rows, journeys_table
 from devtools.bench_report import (
     cost_rows,
     cost_table,
@@ -136,7 +137,7 @@ TOKEN_WORKERS = int(os.environ.get("BENCH_TOKEN_WORKERS", "8"))
 TOKEN_SECONDS = float(os.environ.get("BENCH_TOKEN_SECONDS", "5"))
 # `BENCH_ONLY=<phase>`: the services started as for the whole bench, and that phase alone.
 ONLY = os.environ.get("BENCH_ONLY", "")
-ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost")
+ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost", "journeys")
 # Issue 34's rest phase: no traffic for this long, once the pipeline has settled after the fixed rates; and the
 # broker with none of the bench's clients, measured before anything starts, for the rest phase's Kafka CPU.
 REST_PHASE_SECONDS = float(os.environ.get("BENCH_REST_PHASE_SECONDS", "60"))
@@ -1159,11 +1160,12 @@ async def run() -> dict[str, Any]:
         say(f"token endpoint: {TOKEN_WORKERS} clients at once for {TOKEN_SECONDS:g} s")
         report["token_endpoint"] = await bench.token_endpoint(platform)
         report["webhooks"] = await webhooks_phase(bench, platform, producer, PARTNERS)
+        report["journeys"] = await journeys_phase(bench, platform, producer)
         report["processes"] = {
             instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
         }
         report["exactly_once"] = bench.exactly_once(platform)
-        report["targets"] = targets(report, PRELOAD_CAMPAIGNS, PRELOAD_ORDERS)
+        report["targets"] = targets(report, PRELOAD_CAMPAIGNS, PRELOAD_ORDERS) + target_rows(journeys_rows(report))
         report["run_seconds"] = round(time.monotonic() - run_started)
     finally:
         await producer.stop()
@@ -1196,6 +1198,9 @@ async def run_alone(phase: str) -> dict[str, Any]:
         if phase == "cost":
             report |= await cost_alone(bench, platform, infrastructure)
             rows = cost_rows(report)
+        elif phase == "journeys":
+            report |= await journeys_alone(bench, platform)
+            rows = journeys_rows(report)
         elif phase == "rest_writes":
             say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
             report["rest_writes"] = await bench.rest_writes(platform)
@@ -1297,6 +1302,7 @@ def main() -> None:
         "backtest": backtest_table,
         "cost": cost_table,
         "webhooks": webhooks_table,
+        "journeys": journeys_table,
     }
     print(tables.get(ONLY, table)(report))
     say(f"report: {path}")
