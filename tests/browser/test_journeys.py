@@ -53,6 +53,7 @@ WORDS = {
         " Awaiting payment, send an SMS, then wait 2 days, then if the payment status is Awaiting payment, send an"
         " SMS, once per order; leave as soon as the payment status is Paid.",
         "wait 2 days": "Waits 2 days",
+        "no orders yet": "Entered: 0 · waiting now: 0 · left by an exit: 0 · filtered out: 0 · sent: 0",
         "no variable": "There is no variable “order.nope”",
     },
     "ru": {
@@ -80,6 +81,7 @@ WORDS = {
         " «Ожидает оплаты», отправить SMS, затем подождать 2 дня, затем, если статус оплаты — «Ожидает оплаты»,"
         " отправить SMS — один раз на заказ; выйти из цепочки, как только статус оплаты — «Оплачен».",
         "wait 2 days": "Ждёт 2 дня",
+        "no orders yet": "Вошли: 0 · ждут сейчас: 0 · вышли по условию выхода: 0 · не прошло фильтр: 0 · отправлено: 0",
         "no variable": "Переменной «order.nope» нет",
     },
 }
@@ -185,6 +187,9 @@ async def journey_in_the_flow_editor(console: Console, sign_in: SignIn, language
     assert saved["exit_conditions"] == [PAID]
     assert "template" not in saved or saved["template"] is None
     await expect(page.locator("#campaign-summary")).to_have_text(words["sentence"])
+    # each block of the saved journey shows its figures (GET /v1/campaigns/{id}/journey): no order yet
+    await expect(page.get_by_test_id("step-figures")).to_have_count(len(REMINDER_STEPS))
+    await expect(blocks(page).nth(2).get_by_test_id("step-figures")).to_contain_text(words["no orders yet"])
 
     # the second filter moved up by keyboard (the focus stays on the button), then back down; the second wait removed
     assert await kinds(page) == KINDS

@@ -11,7 +11,15 @@ from typing import Any
 from starlette.datastructures import FormData, UploadFile
 
 from console import explain
-from console.pages.campaigns import NO_CONDITIONS, NO_DURATION, NO_SEND_STEP, NO_TEXT, CampaignForm, StepRow
+from console.pages.campaigns import (
+    NO_CONDITIONS,
+    NO_DURATION,
+    NO_SEND_STEP,
+    NO_TEXT,
+    CampaignForm,
+    StepRow,
+    _figures_context,
+)
 from console.web import gettext_of
 
 AWAITING = {"kind": "order_status", "status_type": "payment", "op": "eq", "value": "awaiting_payment"}
@@ -203,3 +211,28 @@ def test_waits_until_a_time_or_a_condition_in_words() -> None:
         "Когда статус оплаты меняется на «Ожидает оплаты»: подождать, пока статус оплаты — «Оплачен», но не больше"
         " чем 3 дня 1 час 30 минут, затем подождать до 10:00, затем отправить SMS — один раз на заказ."
     )
+
+
+def test_each_steps_figures_and_the_orders_on_older_versions() -> None:
+    campaign = REMINDER | {"id": "c", "version": 5}
+    form = CampaignForm.of(campaign)
+    figures = [
+        {"index": i, "kind": s["kind"], "entered": 10 - i, "waiting": 1, "exited": 0, "filtered_out": 0, "sent": 0}
+        for i, s in enumerate(REMINDER["steps"])
+    ]
+    journey = {
+        "steps": figures,
+        "exited_total": 0,
+        "waiting_total": 6,
+        "versions": [
+            {"version": 3, "orders_in_journey": 12},
+            {"version": 4, "orders_in_journey": 0},
+            {"version": 5, "orders_in_journey": 7},
+            {"version": 2, "orders_in_journey": 1},
+        ],
+    }
+    shown = _figures_context(form, campaign, journey)
+    assert [shown["figures"][step.key]["entered"] for step in form.steps] == [10, 9, 8, 7, 6, 5]
+    # the current version's orders are not "still on" an older one; a version with none is not worth a line
+    assert shown["older_versions"] == [{"version": 3, "orders_in_journey": 12}, {"version": 2, "orders_in_journey": 1}]
+    assert _figures_context(form, campaign, None) == {"figures": {}, "older_versions": []}
