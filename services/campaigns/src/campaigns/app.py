@@ -22,7 +22,11 @@ from contracts.topics import Topic
 from servicekit.app import Publishes, Runtime, ServiceSpec, create_service_app, parts_of, serve
 
 PUBLISHES = (
-    Publishes(Topic.SEND_SMS, "One SendSms per campaign and triggering change (deterministic id)", (SendSms,)),
+    Publishes(
+        Topic.SEND_SMS,
+        "One SendSms per campaign and triggering change, or per journey run and send_sms step (deterministic ids)",
+        (SendSms,),
+    ),
     Publishes(
         Topic.CAMPAIGN_STATUS_USAGE,
         "The status codes each campaign names and whether it is active (compacted; key {partner}:{campaign_id})",
