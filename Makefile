@@ -71,8 +71,13 @@ check: setup $(HELM) lint typecheck schemas-check ## the inner loop: ruff, mypy 
 browser: setup ## Debian's Chromium for the console's browser tests (installed with apt-get when missing)
 	@$(RUN) python -m devtools.browser
 
+# The whole suite in two pytest-xdist workers, a test file each at a time: most of a test's time is waiting (for
+# Kafka, PostgreSQL, a browser, a service starting), so two files at once use the two cores the one file leaves idle.
+# Every test has its own database and topic prefix. TEST_WORKERS=0: one process, as `make pytest` runs.
+TEST_WORKERS ?= 2
+
 test: setup $(HELM) infra-up browser lint typecheck schemas-check ## everything: set-up, Kafka + PostgreSQL, Chromium, ruff, mypy, the whole suite
-	@$(RUN) pytest $(PYTEST_ARGS)
+	@$(RUN) pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 ops: ## operate topics: make ops ARGS="topics | lag | dlq list <topic> | dlq replay <topic> [--id ID] | tail <topic>"
 	@$(RUN) python -m devtools.ops $(ARGS)

@@ -22,7 +22,8 @@ from identity.domain import (
     token_request,
 )
 
-CLIENT = new_client_id()
+# Fixed, not new_client_id(): the tests' ids must be the same in each pytest-xdist worker.
+CLIENT = "cli_ZgxupXlRnvDmgHZ4AhPe12Ba"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

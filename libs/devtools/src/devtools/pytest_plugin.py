@@ -33,12 +33,21 @@ from servicekit.settings import ServiceSettings
 __all__ = ["Infrastructure", "committed_offsets", "database_dsn", "fresh_database", "read_topic", "wait_until"]
 
 _SUMMARY: list[str] = []
+_SUMMARY_PROPERTY = "platform check"
 
 
 @pytest.fixture
-def summary() -> Callable[[str], None]:
-    """`summary("...")`: a line printed at the end of the run, under "platform checks" (shown even on success)."""
-    return _SUMMARY.append
+def summary(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """`summary("...")`: a line printed at the end of the run, under "platform checks" (shown even on success).
+
+    Kept on the test's report (`user_properties`), which pytest-xdist carries from a worker to the process that
+    prints the summary."""
+    return lambda line: request.node.user_properties.append((_SUMMARY_PROPERTY, line))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _SUMMARY.extend(str(value) for name, value in report.user_properties if name == _SUMMARY_PROPERTY)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
