@@ -201,6 +201,8 @@ async def journey_in_the_flow_editor(console: Console, sign_in: SignIn, language
     assert await kinds(page) == KINDS
     await press(blocks(page).nth(3), page, words["remove"])
     assert await kinds(page) == [*KINDS[:3], *KINDS[4:]]
+    # the focus goes to the block that took its place, so the keyboard goes on from there
+    await expect(blocks(page).nth(3).get_by_role("button", name=words["up"], exact=True)).to_be_focused()
 
     # the service refuses the last text (a variable it does not know): the words sit on that block, beside its text
     last = blocks(page).nth(4)

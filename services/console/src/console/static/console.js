@@ -19,7 +19,13 @@ document.addEventListener("click", (event) => {
     return;
   }
   const form = remover.form || remover.closest("form");
-  remover.closest(remover.dataset.remove)?.remove();
+  const removed = remover.closest(remover.dataset.remove);
+  // a journey's step block: the focus goes to the block that takes its place (or the one before), not to the page
+  const neighbour = removed?.matches(".step-block")
+    ? removed.nextElementSibling || removed.previousElementSibling
+    : null;
+  removed?.remove();
+  neighbour?.querySelector("button, summary")?.focus();
   form?.dispatchEvent(new Event("change", { bubbles: true }));
 });
 
