@@ -214,7 +214,7 @@ def test_waits_until_a_time_or_a_condition_in_words() -> None:
 
 
 def test_each_steps_figures_and_the_orders_on_older_versions() -> None:
-    campaign = REMINDER | {"id": "c", "version": 5}
+    campaign = REMINDER | {"id": "c", "version": 9}  # state changes count in the campaign's version too
     form = CampaignForm.of(campaign)
     figures = [
         {"index": i, "kind": s["kind"], "entered": 10 - i, "waiting": 1, "exited": 0, "filtered_out": 0, "sent": 0}
@@ -233,6 +233,6 @@ def test_each_steps_figures_and_the_orders_on_older_versions() -> None:
     }
     shown = _figures_context(form, campaign, journey)
     assert [shown["figures"][step.key]["entered"] for step in form.steps] == [10, 9, 8, 7, 6, 5]
-    # the current version's orders are not "still on" an older one; a version with none is not worth a line
+    # the current (latest) definition's orders are not "still on" an older one; a version with none is left out
     assert shown["older_versions"] == [{"version": 3, "orders_in_journey": 12}, {"version": 2, "orders_in_journey": 1}]
     assert _figures_context(form, campaign, None) == {"figures": {}, "older_versions": []}

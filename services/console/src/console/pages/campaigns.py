@@ -583,8 +583,10 @@ def _figures_context(
         return {"figures": {}, "older_versions": []}
     by_index = {int(figure["index"]): figure for figure in journey.get("steps", [])}
     figures = {step.key: by_index[i] for i, step in enumerate(form.steps) if i in by_index}
-    current = campaign.get("version")
-    older = [v for v in journey.get("versions", []) if v.get("version") != current and v.get("orders_in_journey")]
+    # the current definition is the latest one saved (the campaign's own version also counts its state changes)
+    versions = journey.get("versions", [])
+    current = max((int(v["version"]) for v in versions), default=None)
+    older = [v for v in versions if v.get("version") != current and v.get("orders_in_journey")]
     return {"figures": figures, "older_versions": sorted(older, key=lambda v: -int(v["version"]))}
 
 
