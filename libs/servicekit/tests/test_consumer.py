@@ -6,22 +6,29 @@ import asyncio
 import functools
 import gc
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaClient, AIOKafkaProducer, ConsumerRecord
 from faststream.kafka import KafkaBroker
 
+from contracts.envelope import Envelope
+from contracts.identity import ApiClientRevoked
 from contracts.topics import Topic, prefixed
 from devtools.pytest_plugin import Infrastructure, committed_offsets, read_topic, wait_until
 from servicekit import consumer as consumer_module
 from servicekit.app import make_broker
+from servicekit.catalog import StatusCatalog
 from servicekit.consumer import DeadLetters, Record, Rejected, batch_subscriber, claim_new
 from servicekit.db import apply_migrations, create_pool
+from servicekit.jwks import RevokedClients
 from servicekit.settings import Batching, ServiceSettings
 
 
@@ -132,6 +139,79 @@ async def test_an_idle_consumer_waits_for_records_instead_of_polling(
         latency = await asyncio.wait_for(handled.get(), timeout=30) - sent
     assert idle_polls <= 2  # FastStream's loop: one poll per 2 x batch_timeout_ms
     assert latency < 2.0  # well under the 5 s poll: the poll returned when the record came
+
+
+def _thread_wake_ups() -> int:
+    """Context switches of this thread (the event loop's) so far: each is a wake-up."""
+    status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in status if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+
+
+async def test_idle_consumers_ask_the_broker_for_records_every_few_seconds_and_still_get_them_at_once(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every service runs a batch consumer per topic, follows the revocations and (orders, campaigns) keeps the status
+    catalog: at rest, with aiokafka's defaults, each of them fetched every 500 ms and its fetch routine woke every
+    200 ms (docs/performance.md, issue 34). They wait on the broker instead (`servicekit.kafka.IDLE_CONSUMER`), which
+    answers the moment a record arrives."""
+    fetches = 0
+    send = AIOKafkaClient.send
+
+    async def counted(client: AIOKafkaClient, node_id: int, request: Any, **kwargs: Any) -> Any:
+        nonlocal fetches
+        fetches += type(request).__name__.startswith("FetchRequest")
+        return await send(client, node_id, request, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaClient, "send", counted)
+    inbound, revocations = (
+        prefixed(Topic.ORDERS_INBOUND, topic_prefix),
+        prefixed(Topic.CLIENT_REVOCATIONS, topic_prefix),
+    )
+    catalog = StatusCatalog(infrastructure.kafka_bootstrap, prefixed(Topic.STATUS_DEFINITIONS, topic_prefix))
+    revoked = RevokedClients(infrastructure.kafka_bootstrap, revocations)
+    broker = KafkaBroker(infrastructure.kafka_bootstrap)
+    handled = asyncio.Queue[float]()
+
+    async def process(records: Sequence[Record]) -> None:
+        for _ in records:
+            handled.put_nowait(time.monotonic())
+
+    batch_subscriber(broker, inbound, f"g-{uuid.uuid4().hex[:8]}", process, DeadLetters(producer, "dlq", "g"))
+    async with broker:
+        await broker.start()
+        await catalog.start()
+        await revoked.start()
+        try:
+            await producer.send_and_wait(inbound, b"{}", key=b"k")
+            await asyncio.wait_for(handled.get(), timeout=30)  # assigned and consuming
+            await asyncio.wait_for(asyncio.gather(catalog.ready.wait(), revoked.ready.wait()), timeout=30)
+            await asyncio.sleep(1)
+            fetches, wake_ups = 0, _thread_wake_ups()
+            await asyncio.sleep(4)
+            idle_fetches, idle_wake_ups = fetches, _thread_wake_ups() - wake_ups
+            sent = time.monotonic()
+            await producer.send_and_wait(inbound, b"{}", key=b"k")
+            latency = await asyncio.wait_for(handled.get(), timeout=30) - sent
+            await producer.send_and_wait(revocations, _revocation("acme", CLIENT), key=CLIENT.encode())
+            await wait_until(lambda: _is(revoked.is_revoked("acme", CLIENT), True), what="the revocation", timeout_s=1)
+        finally:
+            await revoked.stop()
+            await catalog.stop()
+    assert idle_fetches <= 3 * 2, idle_fetches  # three consumers, each a fetch per 500 ms: 24
+    assert idle_wake_ups <= 4 * 5, idle_wake_ups  # and each fetch routine every 200 ms: 60 more
+    assert latency < 1.0  # the broker answered the waiting fetch when the record came
+
+
+CLIENT = "cli_" + "a" * 24
+
+
+def _revocation(partner: str, client: str) -> bytes:
+    revoked = ApiClientRevoked(partner_id=partner, client_id=client, revoked_at=datetime.now(UTC))
+    return Envelope.wrap(revoked, source="/tests", partner_id=partner).to_bytes()
+
+
+async def _is(value: object, expected: object) -> bool:
+    return value == expected
 
 
 async def test_offsets_are_committed_after_the_work_at_most_once_per_interval_and_at_stop(

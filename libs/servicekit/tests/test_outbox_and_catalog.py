@@ -422,6 +422,44 @@ async def test_writes_notify_other_relays_unless_this_process_relay_holds_every_
     assert await notified() == 1
 
 
+class CountedRounds(OutboxRelay):
+    """A relay that counts its rounds (each a read of the outbox, and a recount of the relays now and then)."""
+
+    rounds = 0
+
+    async def _publish_round(self, session: Any) -> bool:
+        self.rounds += 1
+        return await super()._publish_round(session)
+
+
+async def test_an_idle_relay_polls_less_and_less_often_and_still_finds_a_row_nobody_announced(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
+) -> None:
+    """At rest every service's relay polled its outbox every poll interval (two statements each time): most of what a
+    platform with no traffic cost PostgreSQL. While nothing wakes it and its polls find nothing, the pause doubles up
+    to `idle_poll_s`; a row whose wake-up was lost is still published within that, and the pause starts again from
+    the poll interval."""
+    relay = CountedRounds(pool, producer, poll_interval_s=0.05, idle_poll_s=0.8)
+    async with running(relay):
+        await asyncio.sleep(3)  # 60 polls at the poll interval; 0.05 + 0.1 + 0.2 + 0.4 + 0.8... about 7 with the pause
+        assert relay.rounds <= 9, relay.rounds
+        event = upserted(definition("shipped", 1))
+        async with pool.acquire() as conn:  # a write whose wake-up was lost: no committed(), no NOTIFY
+            await conn.execute(
+                "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, '{}')",
+                topic,
+                event.key(),
+                event.to_bytes(),
+            )
+        written = time.monotonic()
+        await wait_until(lambda: _is(relay.published, 1), what="the relay's poll to find the row")
+        assert time.monotonic() - written < 0.8 + 0.5
+        rounds = relay.rounds
+        await asyncio.sleep(0.3)  # the rows found: polling at the poll interval again for a while
+        assert relay.rounds - rounds >= 2
+    assert [r.value for r in await read_topic(infrastructure.kafka_bootstrap, topic)] == [event.to_bytes()]
+
+
 async def test_a_watch_returns_once_the_relay_of_this_process_published_the_rows(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str, infrastructure: Infrastructure
 ) -> None:

@@ -29,7 +29,7 @@ from contracts.envelope import decode_any
 from contracts.errors import ContractError
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition
-from servicekit.kafka import topic_partitions
+from servicekit.kafka import IDLE_CONSUMER, IDLE_FETCH_WAIT_MS, IDLE_POLL_MS, topic_partitions
 
 log = logging.getLogger(__name__)
 STATUS_EVENTS = (StatusDefinitionArchived, StatusDefinitionUpserted)
@@ -51,7 +51,7 @@ class StatusCatalog:
         *,
         sync_timeout_s: float = 2.0,
         restart_delays_s: tuple[float, float] = (0.5, 10.0),
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int = IDLE_FETCH_WAIT_MS,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topic = topic
@@ -67,8 +67,8 @@ class StatusCatalog:
         self._consumer: AIOKafkaConsumer | None = None
         # A second client that only asks for end offsets (`sync`). The broker answers one connection's requests in
         # order, so on the reading consumer's connection a ListOffsets waited behind its long-polling fetch (up to
-        # fetch_max_wait_ms, 500 ms): every REST write that syncs took half a second. Assigned nothing, it never
-        # fetches, so it costs an idle connection, not wake-ups.
+        # fetch_max_wait_ms, 500 ms then, 5 s now): every REST write that syncs took half a second. Assigned nothing,
+        # it never fetches, so it costs an idle connection, not wake-ups.
         self._offsets_client: AIOKafkaConsumer | None = None
         self._positions: Offsets = {}
         self._progress = asyncio.Event()  # replaced after every fetch: `sync` waits on it
@@ -150,6 +150,7 @@ class StatusCatalog:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self._fetch_max_wait_ms,
+            consumer_timeout_ms=IDLE_CONSUMER["consumer_timeout_ms"],
         )
 
     async def _connect(self) -> tuple[AIOKafkaConsumer, Offsets]:
@@ -157,9 +158,11 @@ class StatusCatalog:
         await consumer.start()
         try:
             partitions = await self._partitions()
+            # The ends first: once assigned, the consumer's fetch waits on the broker (fetch_max_wait_ms) ahead of any
+            # offsets request on the same connection, and every start would wait for it.
+            end_offsets: Offsets = await consumer.end_offsets(partitions)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            end_offsets: Offsets = await consumer.end_offsets(partitions)
             if self._offsets_client is None:
                 offsets_client = self._new_consumer(f"{self._client_id}-offsets")
                 await offsets_client.start()
@@ -198,7 +201,7 @@ class StatusCatalog:
         try:
             await self._record_progress(consumer, end_offsets)
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                batches = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=1000)
                 for records in batches.values():
                     for record in records:
                         self.apply_raw(record.value)

@@ -35,6 +35,7 @@ from prometheus_client import Counter, Histogram
 
 from contracts.errors import ContractError
 from servicekit.db import DbConnection
+from servicekit.kafka import IDLE_CONSUMER, IDLE_POLL_MS
 from servicekit.settings import Batching
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,6 @@ async def keep_raw(message: Any) -> Any:
     return message
 
 
-# How long an idle consumer waits for records in one poll. aiokafka's getmany returns as soon as records
-# arrive, so this adds no latency; it only bounds how often an idle consumer wakes up.
-IDLE_POLL_MS = 1000
 COMMIT_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
 
 
@@ -204,6 +202,7 @@ def subscriber_options(group_id: str, *, max_records: int = 500) -> dict[str, An
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.MANUAL,
         "decoder": keep_raw,
+        **IDLE_CONSUMER,  # few wake-ups and broker requests while the topic is quiet (servicekit.kafka)
     }
 
 

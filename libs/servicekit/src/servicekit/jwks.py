@@ -36,7 +36,7 @@ from prometheus_client import Counter
 from contracts.envelope import decode_any
 from contracts.errors import ContractError
 from contracts.identity import ApiClientRevoked
-from servicekit.kafka import topic_partitions
+from servicekit.kafka import IDLE_CONSUMER, IDLE_POLL_MS, topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,7 @@ class RevokedClients:
             client_id=self._client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **IDLE_CONSUMER,  # revocations are rare: every service follows them, and should cost nothing meanwhile
         )
         await consumer.start()
         try:
@@ -227,7 +228,7 @@ class RevokedClients:
             while True:
                 if not self.ready.is_set() and await self._caught_up(consumer, ends):
                     self.ready.set()
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                batches = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=1000)
                 for records in batches.values():
                     for record in records:
                         self.apply_raw(record.value)

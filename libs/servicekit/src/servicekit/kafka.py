@@ -7,6 +7,24 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+# What an idle consumer costs is how often it asks the broker for records and how often its client's loop wakes up to
+# look: a platform at rest pays for nothing else (docs/performance.md, issue 34). The broker answers a fetch the moment
+# a record arrives, so a long wait on the broker adds no latency to any record; aiokafka's own defaults (a fetch every
+# 500 ms, its fetch routine waking every 200 ms whatever happens) cost every consumer seven wake-ups a second and the
+# broker two requests. What the long wait does delay: a request queued behind the fetch on the same connection (the
+# broker answers a connection's requests in order: ask end offsets on another client, as the status catalog does), and
+# the first fetch after a seek or a rebalance, which waits for the fetch in flight (at most this long).
+IDLE_FETCH_WAIT_MS = 5_000
+IDLE_CONSUMER: dict[str, int] = {
+    "fetch_max_wait_ms": IDLE_FETCH_WAIT_MS,
+    # The fetch routine's timer: it wakes on every event it needs (a response, records consumed, a new assignment,
+    # a seek) without it, so the timer only bounds a wait that nothing else ends.
+    "consumer_timeout_ms": IDLE_FETCH_WAIT_MS,
+}
+# How long a consumer's loop waits for records in one `getmany`: it returns as soon as records arrive, and stopping
+# the consumer ends it at once, so this only bounds how often an idle loop wakes up.
+IDLE_POLL_MS = 30_000
+
 
 async def broker_reachable(producer: AIOKafkaProducer, timeout_s: float = 2.0) -> bool:
     """A real metadata round trip: a TCP connect alone does not prove the broker serves requests."""

@@ -261,11 +261,15 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
+        idle_poll_s: float | None = None,
     ) -> None:
         self._pool = pool
         self._sender = BatchSender(producer)
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        # The longest pause between two polls: while polls find nothing and nothing wakes the relay, each pause
+        # doubles from `poll_interval_s` up to this (none: every poll interval; services: OUTBOX_IDLE_POLL_S).
+        self._idle_poll_s = max(idle_poll_s or poll_interval_s, poll_interval_s)
         self._wake = asyncio.Event()
         self._stopping = False
         self._watches: set[PublishWatch] = set()
@@ -315,15 +319,32 @@ class OutboxRelay:
             self._watches.discard(watch)
 
     async def _publish_until_stopped(self, session: _Session) -> None:
+        """Rounds until `stop`: at once after a full batch, else when woken or after a pause. Every write wakes its
+        own process's relay and notifies the others, so the poll only covers a lost wake-up (a notification sent
+        while the listener reconnected, slots changing hands between a write and its commit): while polls find
+        nothing and nothing wakes the relay, the pause doubles up to `idle_poll_s`, and a relay at rest polls every
+        few seconds instead of several times a second (docs/performance.md, issue 34). Found rows or a wake-up bring
+        the pause back to `poll_interval_s`."""
+        pause_s = self._poll_interval_s
         while not self._stopping:
+            published_before = self.published
             full = await self._publish_with_backoff(session)
-            if not full and not self._stopping:
-                await self._sleep_until_woken()
+            if full or self._stopping:
+                continue
+            if self.published > published_before:
+                pause_s = self._poll_interval_s
+            woken = await self._sleep_until_woken(pause_s)
+            pause_s = self._poll_interval_s if woken else min(pause_s * 2, self._idle_poll_s)
 
-    async def _sleep_until_woken(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
-        self._wake.clear()
+    async def _sleep_until_woken(self, timeout_s: float | None = None) -> bool:
+        """Wait for a wake-up, at most `timeout_s` (the poll interval); whether one came."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout_s or self._poll_interval_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._wake.clear()
 
     async def _publish_with_backoff(self, session: _Session) -> bool:
         """One round over the slots; whether a slot had a full batch (more may be waiting)."""

@@ -52,8 +52,11 @@ class ServiceSettings(BaseSettings):
     # key ahead of signing with it (identity's KEY_PUBLISH_AHEAD_S, an hour), so every service knows the key first.
     token_jwks_max_age_s: float = Field(default=300.0, gt=0)
 
-    # Wake-up signal for the outbox relay; the relay also polls so a lost notification only delays.
+    # Wake-up signal for the outbox relay; the relay also polls so a lost notification only delays: every
+    # outbox_poll_interval_s while it publishes, less and less often while it finds nothing, at the least every
+    # outbox_idle_poll_s (a lost notification at rest is published within that).
     outbox_poll_interval_s: float = 1.0
+    outbox_idle_poll_s: float = Field(default=5.0, gt=0)
     outbox_batch_size: int = 500
     # The outbox's shards by key hash, each relayed by one instance at a time: the same on every instance of a
     # service, and changed only with the outbox empty (a key moved to another slot could overtake its older rows).
