@@ -8,11 +8,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from playwright.async_api import Locator, Page, expect
 
 from console.domain import Role
+from devtools.upstream import Upstream
 
-from .conftest import Console, SignIn, screenshot
+from .conftest import Console, SignIn, reload_until_visible, screenshot
 from .test_campaigns import define_statuses
 
 AWAITING = {"kind": "order_status", "status_type": "payment", "op": "eq", "value": "awaiting_payment"}
@@ -54,6 +56,8 @@ WORDS = {
         " SMS, once per order; leave as soon as the payment status is Paid.",
         "wait 2 days": "Waits 2 days",
         "no orders yet": "Entered: 0 · waiting now: 0 · left by an exit: 0 · filtered out: 0 · sent: 0",
+        "one waiting": "Entered: 1 · waiting now: 1 ·",
+        "older version": r"^1 order is still on version \d+\.$",
         "no variable": "There is no variable “order.nope”",
     },
     "ru": {
@@ -82,6 +86,8 @@ WORDS = {
         " отправить SMS — один раз на заказ; выйти из цепочки, как только статус оплаты — «Оплачен».",
         "wait 2 days": "Ждёт 2 дня",
         "no orders yet": "Вошли: 0 · ждут сейчас: 0 · вышли по условию выхода: 0 · не прошло фильтр: 0 · отправлено: 0",
+        "one waiting": "Вошли: 1 · ждут сейчас: 1 ·",
+        "older version": r"^1 заказ всё ещё идёт по версии \d+\.$",
         "no variable": "Переменной «order.nope» нет",
     },
 }
@@ -164,7 +170,9 @@ async def press(block: Locator, page: Page, name: str) -> None:
     await page.keyboard.press("Enter")
 
 
-async def journey_in_the_flow_editor(console: Console, sign_in: SignIn, language: str) -> None:
+async def journey_in_the_flow_editor(
+    console: Console, sign_in: SignIn, producer: AIOKafkaProducer, language: str
+) -> None:
     words = WORDS[language]
     await define_statuses(console, "shop")
     page = await sign_in(await console.user("m@shop.example", Role.MARKETER, "shop", language=language))
@@ -190,6 +198,16 @@ async def journey_in_the_flow_editor(console: Console, sign_in: SignIn, language
     # each block of the saved journey shows its figures (GET /v1/campaigns/{id}/journey): no order yet
     await expect(page.get_by_test_id("step-figures")).to_have_count(len(REMINDER_STEPS))
     await expect(blocks(page).nth(2).get_by_test_id("step-figures")).to_contain_text(words["no orders yet"])
+
+    # active, an order awaiting payment enters and waits at the first step; the page (reloaded) says so
+    async with console.platform.client("campaigns", "shop") as campaigns:
+        activated = await campaigns.post(f"/v1/campaigns/{saved['id']}/activate")
+        assert activated.status_code == 200, activated.text
+    upstream = Upstream(producer, console.platform, "shop")
+    await upstream.order("o-1", "Анна", "invoice_issued")
+    await upstream.report("o-1", "awaiting_payment", 2)
+    first = blocks(page).first.get_by_test_id("step-figures")
+    await reload_until_visible(page, first.filter(has_text=words["one waiting"]), "the order waiting at step 1")
 
     # the second filter moved up by keyboard (the focus stays on the button), then back down; the second wait removed
     assert await kinds(page) == KINDS
@@ -219,11 +237,17 @@ async def journey_in_the_flow_editor(console: Console, sign_in: SignIn, language
     await expect(page.locator(".field-error")).to_have_count(0)
     saved = await saved_campaign(console, page)
     assert saved["steps"] == [*REMINDER_STEPS[:3], *REMINDER_STEPS[4:]]
+    # the order goes on with the version it entered: the editor says so
+    await expect(page.locator("#older-versions li")).to_have_text(re.compile(words["older version"]))
 
 
-async def test_the_payment_reminder_in_the_flow_editor_in_english(console: Console, sign_in: SignIn) -> None:
-    await journey_in_the_flow_editor(console, sign_in, "en")
+async def test_the_payment_reminder_in_the_flow_editor_in_english(
+    console: Console, sign_in: SignIn, producer: AIOKafkaProducer
+) -> None:
+    await journey_in_the_flow_editor(console, sign_in, producer, "en")
 
 
-async def test_the_payment_reminder_in_the_flow_editor_in_russian(console: Console, sign_in: SignIn) -> None:
-    await journey_in_the_flow_editor(console, sign_in, "ru")
+async def test_the_payment_reminder_in_the_flow_editor_in_russian(
+    console: Console, sign_in: SignIn, producer: AIOKafkaProducer
+) -> None:
+    await journey_in_the_flow_editor(console, sign_in, producer, "ru")
