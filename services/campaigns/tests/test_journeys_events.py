@@ -105,6 +105,10 @@ async def test_the_payment_reminder_reminds_twice_then_the_paid_order_leaves_at_
     await topics.publish(awaiting())
     await wait_for_run(db, campaign_id, "o-1", "waiting", 0)  # entered, waits 24 h: nothing sent
     assert await topics.send_sms() == []
+    order = {"order_id": "o-1", "amount": "10", "currency": "RUB", "customer": {"id": "c-1", "phone": None}}
+    again = {"from": "invoice_issued", "to": "awaiting_payment", "order": order}
+    preview = (await demo.post(f"/v1/campaigns/{campaign_id}/preview", json=again)).json()
+    assert preview["outcome"] == "outside_reentry", preview  # once per order: the order is in already
 
     clock.now += timedelta(hours=24) - timedelta(seconds=1)  # never early
     await asyncio.sleep(1.5)

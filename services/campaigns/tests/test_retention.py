@@ -92,7 +92,7 @@ async def test_old_evaluations_go_but_fired_ones_that_still_count_stay(pool: asy
 
     removed = await clean_up(pool).run_once(NOW)
 
-    assert removed == {"evaluations": 2, "fired evaluations": 1, "sms_outcomes": 0}
+    assert removed == {"evaluations": 2, "fired evaluations": 1, "sms_outcomes": 0, "finished journey runs": 0}
     assert await event_ids(pool) == {"recent-filtered", "fired-in-cap-window", "fired-last-quarter"}
     async with pool.acquire() as conn:
         fired = await fired_for_orders(conn, [("c-1", "o-1"), ("c-1", "o-6")])
@@ -115,7 +115,7 @@ async def test_the_stats_still_count_what_the_clean_up_deleted(pool: asyncpg.Poo
 
     removed = await clean_up(pool, batch_size=3).run_once(NOW)
 
-    assert removed == {"evaluations": 7, "fired evaluations": 1, "sms_outcomes": 3}
+    assert removed == {"evaluations": 7, "fired evaluations": 1, "sms_outcomes": 3, "finished journey runs": 0}
     assert await event_ids(pool) == {"recent", "fired-recent"}
     assert await stats(pool) == before
     assert before[0] == {"filtered_out": 8, "fired": 2}
@@ -130,3 +130,23 @@ async def test_a_statement_deletes_at_most_one_batch(pool: asyncpg.Pool) -> None
 
     assert deleted == 2
     assert len(await event_ids(pool)) == 3
+
+
+async def test_finished_journey_runs_go_after_the_fired_evaluations_time_and_waiting_ones_never(
+    pool: asyncpg.Pool,
+) -> None:
+    old, recent = NOW - timedelta(days=SETTINGS.fired_evaluation_retention_days) - DAY, NOW - 10 * DAY
+    for order, state, updated in [("o-done", "done", old), ("o-left", "left", old), ("o-waiting", "waiting", old),
+                                  ("o-held", "held", old), ("o-recent", "done", recent)]:  # fmt: skip
+        await pool.execute(
+            "INSERT INTO journey_runs (campaign_id, order_id, run, partner_id, customer_id, version, step, state, "
+            "due_at, sequence, change, entered_at, updated_at) "
+            "VALUES ('c-1', $1, 1, 'acme', 'cust-1', 1, 0, $2, $3, 1, '{}', $3, $3)",
+            order,
+            state,
+            updated,
+        )
+    removed = await clean_up(pool).run_once(NOW)
+    assert removed["finished journey runs"] == 2
+    kept = {r["order_id"] for r in await pool.fetch("SELECT order_id FROM journey_runs")}
+    assert kept == {"o-waiting", "o-held", "o-recent"}

@@ -24,7 +24,7 @@ from campaigns.domain import (
 from campaigns.journeys import LeftReason, RunCount, RunState
 from contracts.orders import OrderStatusChanged
 from servicekit.db import DbConnection, as_columns
-from servicekit.retention import Purge, batch_delete
+from servicekit.retention import Purge, batch_delete, counted
 
 COLUMNS = "partner_id, id, state, definition, version, activated_at, created_at, updated_at"
 
@@ -417,13 +417,18 @@ SMS_OUTCOMES_SQL = _rolled_up(
 )
 
 
+FINISHED_RUNS_SQL = counted(batch_delete("journey_runs", "state IN ('done', 'left') AND updated_at < $1"))
+
+
 def retention_purges(evaluations: timedelta, fired_evaluations: timedelta, sms_outcomes: timedelta) -> list[Purge]:
     """Evaluations that sent nothing and SMS outcomes: needed only against redeliveries, kept far longer than any.
-    Fired evaluations: kept longer, as the frequency cap and "once per order" re-entry count them."""
+    Fired evaluations: kept longer, as the frequency cap and "once per order" re-entry count them; finished journey
+    runs as long, for a journey's "once per order" (a journey's figures then no longer count them)."""
     return [
         Purge("evaluations", evaluations, UNFIRED_EVALUATIONS_SQL),
         Purge("fired evaluations", fired_evaluations, FIRED_EVALUATIONS_SQL),
         Purge("sms_outcomes", sms_outcomes, SMS_OUTCOMES_SQL),
+        Purge("finished journey runs", fired_evaluations, FINISHED_RUNS_SQL),
     ]
 
 
@@ -515,6 +520,19 @@ WITH_DEFINITION = (
 )
 
 
+# The live path's and the timers' statements (test_journeys_claims.py reads their plans over many waiting runs).
+OPEN_RUNS_OF_ORDERS_SQL = (
+    f"SELECT {RUN_COLUMNS} FROM {WITH_DEFINITION} "
+    "WHERE (r.partner_id, r.order_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
+    "AND r.state IN ('waiting', 'held') ORDER BY r.campaign_id, r.order_id, r.run FOR UPDATE OF r"
+)
+CLAIM_DUE_RUNS_SQL = (
+    f"SELECT {RUN_COLUMNS} FROM {WITH_DEFINITION} WHERE r.state = 'waiting' AND r.due_at <= $1 "
+    "ORDER BY r.due_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED"
+)
+EARLIEST_DUE_SQL = "SELECT min(due_at) FROM journey_runs WHERE state = 'waiting'"
+
+
 def _run(row: asyncpg.Record) -> Run:
     return Run(
         campaign_id=row["campaign_id"],
@@ -578,30 +596,20 @@ async def insert_runs(conn: DbConnection, runs: Collection[NewRun]) -> None:
 async def open_runs_of_orders(conn: DbConnection, orders: Collection[tuple[str, str]]) -> list[Run]:
     """The waiting and held runs of these (partner id, order id), locked until commit in a fixed order (so two
     transactions never deadlock over them); one index probe per order, whatever the number of runs elsewhere."""
-    rows = await conn.fetch(
-        f"SELECT {RUN_COLUMNS} FROM {WITH_DEFINITION} "
-        "WHERE (r.partner_id, r.order_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
-        "AND r.state IN ('waiting', 'held') ORDER BY r.campaign_id, r.order_id, r.run FOR UPDATE OF r",
-        *as_columns(orders, 2),
-    )
+    rows = await conn.fetch(OPEN_RUNS_OF_ORDERS_SQL, *as_columns(orders, 2))
     return [_run(row) for row in rows]
 
 
 async def claim_due_runs(conn: DbConnection, now: datetime, limit: int) -> list[Run]:
     """Up to `limit` waiting runs due by `now`, earliest first, locked until commit; runs another instance holds
     are skipped (it fires them). The partial index on due_at makes this a walk of the due rows only."""
-    rows = await conn.fetch(
-        f"SELECT {RUN_COLUMNS} FROM {WITH_DEFINITION} WHERE r.state = 'waiting' AND r.due_at <= $1 "
-        "ORDER BY r.due_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
-        now,
-        limit,
-    )
+    rows = await conn.fetch(CLAIM_DUE_RUNS_SQL, now, limit)
     return [_run(row) for row in rows]
 
 
 async def earliest_due(conn: DbConnection) -> datetime | None:
     """When the next waiting run comes due (one probe of the partial index)."""
-    due: datetime | None = await conn.fetchval("SELECT min(due_at) FROM journey_runs WHERE state = 'waiting'")
+    due: datetime | None = await conn.fetchval(EARLIEST_DUE_SQL)
     return due
 
 

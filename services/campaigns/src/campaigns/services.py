@@ -292,6 +292,9 @@ class Campaigns:
             history = await repo.history(
                 campaign_id, event.order_id, event.order.customer.id, cap_window_start(now, partner)
             )
+            if campaign.is_journey:  # its re-entry counts runs, not SMS
+                entered = await runs_so_far(conn, [(campaign_id, event.order_id)])
+                history = replace(history, fired_for_order=bool(entered))
         return _previewed(campaign, event, history, policy.context(now, partner))
 
     async def check_draft(self, definition: CampaignDefinition) -> None:
