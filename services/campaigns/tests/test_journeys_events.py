@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from campaigns.settings import CampaignsSettings
 from contracts.envelope import Envelope
@@ -211,3 +212,17 @@ async def test_pause_holds_the_waits_and_resume_sends_late_only_within_late_send
     await wait_for_run(db, campaign_id, "o-late", "done", 2)
     assert (await runs(db, campaign_id))["o-early"] == ("left", 0, "paused_too_long")
     assert (await demo.delete(f"/v1/campaigns/{campaign_id}")).status_code == 200
+
+
+async def test_at_rest_the_timers_look_about_once_a_second(
+    demo: httpx.AsyncClient, topics: Topics, db: asyncpg.Connection, campaigns_app: FastAPI
+) -> None:
+    """An order waiting a day and nothing else to do: the timers' loop wakes once a round, a round a second at most
+    (issue 34 counts every process's wake-ups)."""
+    campaign_id = await start(demo, reminder_journey())
+    await topics.publish(awaiting())
+    await wait_for_run(db, campaign_id, "o-1", "waiting", 0)
+    timers = campaigns_app.state.journey_timers
+    before = timers.rounds
+    await asyncio.sleep(3)
+    assert timers.rounds - before <= 4, f"{timers.rounds - before} rounds in 3 s at rest"

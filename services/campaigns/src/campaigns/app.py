@@ -37,27 +37,21 @@ PUBLISHES = (
 )
 
 
-def _on_startup(settings: CampaignsSettings, clock: Clock, worker: ReplayWorker) -> ServiceSpec:
-    timers_of: dict[int, JourneyTimers] = {}  # the runtime's parts are the index keeper; the timers beside
-
+def _on_startup(settings: CampaignsSettings, clock: Clock, worker: ReplayWorker, timers: JourneyTimers) -> ServiceSpec:
     async def start(runtime: Runtime) -> None:
         keeper = IndexKeeper(runtime.pool, CampaignIndex())
         await keeper.start()  # before the consumers: no event is evaluated against an empty index
-        policy = Policy.of(settings)
-        timers = JourneyTimers(runtime.pool, policy, clock, longest_sleep_s=settings.journey_timers_sleep_s)
         runtime.parts = keeper
-        timers_of[id(runtime)] = timers
-        evaluator = Evaluator(runtime.pool, keeper, policy, clock, wake_timers=timers.wake)
+        evaluator = Evaluator(runtime.pool, keeper, Policy.of(settings), clock, wake_timers=timers.wake)
         subscribe(runtime.broker, settings, evaluator, runtime.producer)
-        timers.start()
+        timers.start(runtime.pool)
 
     async def index_current(runtime: Runtime) -> bool:
         return parts_of(runtime, IndexKeeper).current
 
     async def stop(runtime: Runtime) -> None:
         # The index keeper and the timers hold pooled connections; they must go back before the pool closes.
-        if (timers := timers_of.pop(id(runtime), None)) is not None:
-            await timers.stop()
+        await timers.stop()
         await parts_of(runtime, IndexKeeper).stop()
         worker.stop()
 
@@ -86,7 +80,10 @@ def create_app(settings: CampaignsSettings | None = None, clock: Clock = utc_now
         clock = OffsetClock(settings.clock_file)  # a test's kill -9 run moves the service's time forward
     # The backtests' decisions, in processes started when first needed.
     worker = ReplayWorker(settings.backtest_nice, settings.backtest_workers or None)
-    app = create_service_app(settings, _on_startup(settings, clock, worker))
+    # The journeys' durable timers, started with the service.
+    timers = JourneyTimers(Policy.of(settings), clock, longest_sleep_s=settings.journey_timers_sleep_s)
+    app = create_service_app(settings, _on_startup(settings, clock, worker, timers))
+    app.state.journey_timers = timers
     app.state.clock = clock
     app.state.backtest_worker = worker
     return app

@@ -718,21 +718,26 @@ class JourneyTimers:
     passes its due_at: never early. Between rounds it sleeps until the earliest due_at, at most `longest_sleep_s`
     (other instances' new runs), or until `wake` (this instance's consumer made a run due now)."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, policy: Policy, clock: Clock, *, batch: int = 200, longest_sleep_s: float = 1.0
-    ) -> None:
-        self._pool = pool
+    def __init__(self, policy: Policy, clock: Clock, *, batch: int = 200, longest_sleep_s: float = 1.0) -> None:
+        self._pool: asyncpg.Pool | None = None
         self._policy = policy
         self._clock = clock
         self._batch = batch
         self._longest_sleep_s = longest_sleep_s
         self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.rounds = 0  # claims tried so far: what the loop costs at rest (test_journeys_events.py)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "started"
+        return self._pool
 
     def wake(self) -> None:
         self._woken.set()
 
-    def start(self) -> None:
+    def start(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
         self._task = asyncio.create_task(self._loop(), name="journey-timers")
 
     async def stop(self) -> None:
@@ -753,7 +758,7 @@ class JourneyTimers:
                 await asyncio.sleep(self._longest_sleep_s)
 
     async def _sleep(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with self.pool.acquire() as conn:
             due = await earliest_due(conn)
         wait = self._longest_sleep_s
         if due is not None:
@@ -765,7 +770,8 @@ class JourneyTimers:
 
     async def fire_due(self) -> int:
         """One round: the runs claimed (those fired, or skipped as locked elsewhere, come again next round)."""
-        async with unit_of_work(self._pool) as work:
+        self.rounds += 1
+        async with unit_of_work(self.pool) as work:
             conn, now = work.conn, self._clock()
             claimed = await claim_due_runs(conn, now, self._batch)
             if not claimed:
