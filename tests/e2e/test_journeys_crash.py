@@ -65,7 +65,7 @@ async def test_timers_due_when_campaigns_is_killed_fire_once_after_the_restart(
             await platform.wait_ready("campaigns")
 
             await until(lambda: len(platform.sent_sms()) >= ORDERS, f"{ORDERS} SMS", timeout_s=60)
-            await asyncio.sleep(3)  # a duplicate would show up now
+            await asyncio.sleep(2)  # a duplicate would show up now
             done = await conn.fetchval("SELECT count(*) FROM journey_runs WHERE state = 'done'")
         finally:
             await conn.close()
