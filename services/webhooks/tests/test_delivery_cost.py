@@ -12,10 +12,11 @@ from httpcore._synchronization import current_async_library
 from devtools.pytest_plugin import wait_until
 from webhooks.delivery import Dispatcher, Sender
 from webhooks.repository import Deliveries, NewMessage
+from webhooks.services import fan_out
 from webhooks.settings import WebhooksSettings
 from webhooks.targets import TargetGuard
 
-from .conftest import Receiver, TestClock, create_endpoint
+from .conftest import Receiver, TestClock, create_endpoint, sms_failed, status_changed
 
 
 async def test_httpcore_finds_the_event_loop_without_a_failing_import() -> None:
@@ -83,3 +84,43 @@ async def test_a_delivered_change_costs_one_claim_and_four_statements_to_record(
             await dispatcher.stop()
             await pool.close()
     assert len(statements) <= 5, statements
+
+
+async def test_events_no_endpoint_wants_cost_one_read_and_claim_nothing(
+    acme: httpx.AsyncClient, webhooks_settings: WebhooksSettings, receiver: Receiver, clock: TestClock
+) -> None:
+    """Every batch of every consumer claimed its events and read the endpoints in a transaction: four statements,
+    though most partners have no endpoint for most events (docs/performance.md, issue 34). A batch nobody wants is one
+    read; what an endpoint wants is still claimed and made once, whenever it comes."""
+    statements: list[str] = []
+
+    async def log_statements(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    async def keep_session(_: asyncpg.Connection) -> None:  # no reset statements between uses (as servicekit.db)
+        pass
+
+    pool = await asyncpg.create_pool(
+        webhooks_settings.database_url, min_size=1, max_size=1, init=log_statements, reset=keep_session
+    )
+    assert pool is not None
+    consumer = "w"
+    change, report = status_changed("o-1"), sms_failed("o-1")
+    try:
+        await fan_out(pool, consumer, [change], clock)  # asyncpg's own first statements on the connection
+        statements.clear()
+        assert await fan_out(pool, consumer, [change, report], clock) == 0  # acme has no endpoint yet
+        assert len(statements) == 1, statements
+        await create_endpoint(acme, f"{receiver.url}/hooks")  # wants order.status_changed only
+        statements.clear()
+        assert await fan_out(pool, consumer, [report], clock) == 0
+        assert len(statements) == 1, statements
+        assert await fan_out(pool, consumer, [change, report], clock) == 1
+        assert await fan_out(pool, consumer, [change, report], clock) == 0  # delivered again: claimed
+        async with pool.acquire() as conn:
+            claimed = await conn.fetchval(
+                "SELECT array_agg(event_id) FROM processed_events WHERE consumer = $1", consumer
+            )
+    finally:
+        await pool.close()
+    assert claimed == [change.id]  # the report no endpoint wants was never claimed

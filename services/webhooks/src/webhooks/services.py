@@ -134,18 +134,25 @@ def _found(endpoint: Endpoint | None, endpoint_id: str) -> Endpoint:
 
 async def fan_out(pool: asyncpg.Pool, consumer: str, envelopes: Sequence[Envelope[Contract]], clock: Clock) -> int:
     """One message per event and enabled endpoint that wants it, due at once, in the transaction that claims the
-    events for `consumer` (a redelivered event finds its claim and adds nothing). Returns the messages made."""
+    events for `consumer` (a redelivered event finds its claim and adds nothing). Returns the messages made.
+
+    Most partners have no endpoint, or none that wants most events: a batch no endpoint wants is one read and no
+    transaction (it cost a transaction of four statements, for every batch of every consumer: docs/performance.md,
+    issue 34). Nothing is claimed then, so should such an event be delivered again after an endpoint that wants it
+    was created, that endpoint gets it, once (its claim and the unique message per endpoint and event)."""
     if not envelopes:
         return 0
+    async with pool.acquire() as conn:
+        # Read outside the transaction: under READ COMMITTED the claim's transaction would read the same endpoints.
+        subscribers = await Deliveries(conn).subscribers(sorted({envelope.partnerid for envelope in envelopes}))
+    made = [message for envelope in envelopes for message in _messages_of(envelope, subscribers)] if subscribers else []
+    if not made:
+        return 0
     async with pool.acquire() as conn, conn.transaction():
-        new_ids = await claim_new(conn, consumer, [envelope.id for envelope in envelopes])
-        fresh = [envelope for envelope in envelopes if envelope.id in new_ids]
-        if not fresh:
-            return 0
-        deliveries = Deliveries(conn)
-        subscribers = await deliveries.subscribers(sorted({envelope.partnerid for envelope in fresh}))
-        messages = [message for envelope in fresh for message in _messages_of(envelope, subscribers)]
+        new_ids = await claim_new(conn, consumer, sorted({message.event_id for message in made}))
+        messages = [message for message in made if message.event_id in new_ids]
         if messages:
+            deliveries = Deliveries(conn)
             await deliveries.insert_messages(await _scheduled(deliveries, messages, clock.now()))
         return len(messages)
 
