@@ -779,15 +779,13 @@ class JourneyTimers:
             active = await active_campaigns_not_locked(conn, {r.campaign_id for r in claimed})
             customers = await try_lock_customers(conn, {(r.partner_id, r.customer_id) for r in claimed})
             runs = [r for r in claimed if r.campaign_id in active and (r.partner_id, r.customer_id) in customers]
-            fired = await self._fire(conn, runs, active, now)
+            fired = await self._fire(conn, runs, now)
             await record_evaluations(conn, [e for f in fired for e in f.evaluations])
             await update_runs(conn, [f.update for f in fired], now)
             work.add(record for f in fired for record in f.sms)
         return len(claimed)
 
-    async def _fire(
-        self, conn: DbConnection, runs: list[Run], active: dict[str, Campaign], now: datetime
-    ) -> list[Fired]:
+    async def _fire(self, conn: DbConnection, runs: list[Run], now: datetime) -> list[Fired]:
         """Caps, quiet hours and consent as of now (the Evaluator's rules: domain.plan_sms)."""
         partners = await settings_of_partners(conn, {r.partner_id for r in runs})
         contexts = {p: self._policy.context(now, settings) for p, settings in partners.items()}
@@ -799,25 +797,23 @@ class JourneyTimers:
             customer = (run.partner_id, run.customer_id)
             history = History(fired_for_order=True, recent_marketing_sms=recent[customer])
             went = advance(run.definition, run.step, run.change, history, contexts[run.partner_id])
-            one = self._stored(run, went, active[run.campaign_id], now)
+            one = self._stored(run, went, now)
             recent[customer] += sum(1 for e in one.evaluations if e.outcome == Outcome.FIRED and not e.transactional)
             fired.append(one)
         return fired
 
-    def _stored(self, run: Run, went: Advance, campaign: Campaign, now: datetime) -> Fired:
+    def _stored(self, run: Run, went: Advance, now: datetime) -> Fired:
         update = RunUpdate(run.campaign_id, run.order_id, run.run, went.step, went.state, went.due_at, run.sequence,
                            run.change, went.left_reason)  # fmt: skip
         evaluations, records = [], []
         for send in went.sends:
-            evaluation, record = self._send(run, send, campaign, now)
+            evaluation, record = self._send(run, send, now)
             evaluations.append(evaluation)
             if record is not None:
                 records.append(record)
         return Fired(update, evaluations, records)
 
-    def _send(
-        self, run: Run, send: StepSend, campaign: Campaign, now: datetime
-    ) -> tuple[Evaluation, OutboxRecord | None]:
+    def _send(self, run: Run, send: StepSend, now: datetime) -> tuple[Evaluation, OutboxRecord | None]:
         """A send_sms step's evaluation and SendSms; the id is deterministic from (campaign, order, run, step), so a
         run fired again after a crash never sends twice (the notifier dedups by id)."""
         step_id = f"journey\n{run.order_id}\n{run.run}\n{send.step}"
