@@ -43,7 +43,7 @@ NDJSON = "application/x-ndjson"
 # The order's details (customer, amount) are as they are now: their history keeps which fields changed, not values.
 PAST_CHANGES_SQL = """
 SELECT json_build_array(
-    h.event_id, h.recorded_at, h.order_id, h.type,
+    o.customer_id, h.event_id, h.recorded_at, h.order_id, h.type,
     CASE h.type WHEN 'general' THEN s.g_code WHEN 'delivery' THEN s.d_code ELSE s.p_code END,
     CASE h.type WHEN 'general' THEN s.g_name WHEN 'delivery' THEN s.d_name ELSE s.p_name END,
     h.to_code, h.to_name, h.to_code = ANY($6::text[]), greatest(coalesce(h.sequence, 1), 1), h.occurred_at,
@@ -53,7 +53,7 @@ SELECT json_build_array(
     CASE h.type WHEN 'delivery' THEN h.to_name ELSE s.d_name END,
     CASE h.type WHEN 'payment' THEN h.to_code ELSE s.p_code END,
     CASE h.type WHEN 'payment' THEN h.to_name ELSE s.p_name END,
-    o.amount::text, o.currency, o.customer_id, o.customer_phone, o.customer_name, o.sms_consent, o.placed_at)::text
+    o.amount::text, o.currency, o.customer_phone, o.customer_name, o.sms_consent, o.placed_at)::text
 FROM status_history h
 JOIN orders o ON o.partner_id = h.partner_id AND o.order_id = h.order_id
 LEFT JOIN LATERAL (
