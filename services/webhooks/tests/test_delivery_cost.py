@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from datetime import timedelta
 
 import asyncpg
 import httpx
+from fastapi import FastAPI
 from httpcore._synchronization import current_async_library
 
 from devtools.pytest_plugin import wait_until
@@ -124,3 +127,34 @@ async def test_events_no_endpoint_wants_cost_one_read_and_claim_nothing(
     finally:
         await pool.close()
     assert claimed == [change.id]  # the report no endpoint wants was never claimed
+
+
+async def test_an_idle_dispatcher_looks_for_due_messages_once_a_second(
+    webhooks_app: FastAPI, webhooks_settings: WebhooksSettings, clock: TestClock
+) -> None:
+    """Each look is a statement and a few wake-ups of the process: at rest the webhooks service woke ten times a
+    second, four of them for the claims every 0.5 s (docs/performance.md, issue 34)."""
+    settings = webhooks_settings.model_copy(
+        update={"delivery_poll_interval_s": WebhooksSettings().delivery_poll_interval_s}
+    )
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    assert pool is not None
+    rounds = 0
+
+    class Counted(Dispatcher):
+        async def _claim_and_start(self) -> None:
+            nonlocal rounds
+            rounds += 1
+            await super()._claim_and_start()
+
+    async with httpx.AsyncClient() as client:
+        dispatcher = Counted(pool, settings, clock, Sender(client, TargetGuard(allow_private=True), 2.0, 1024))
+        running = asyncio.create_task(dispatcher.run())
+        try:
+            await asyncio.sleep(3.2)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await pool.close()
+    assert rounds <= 4, rounds  # every 0.5 s: 7

@@ -33,8 +33,10 @@ class WebhooksSettings(ServiceSettings):
     # success gives it all its slots again (a dead endpoint is tried at this pace, not as fast as it refuses).
     delivery_failing_pause_s: float = Field(default=1.0, gt=0)
     delivery_failing_pause_max_s: float = Field(default=60.0, gt=0)
-    # How often an idle dispatcher looks for due messages (a consumer that fans out wakes it at once).
-    delivery_poll_interval_s: float = Field(default=0.5, gt=0)
+    # How often an idle dispatcher looks for due messages (a consumer that fans out, a finished delivery and a resend
+    # wake it at once): retries and the end of a pause start within this. Every poll is a statement and a few
+    # wake-ups, which a platform at rest pays for (docs/performance.md, issue 34).
+    delivery_poll_interval_s: float = Field(default=1.0, gt=0)
     # How much of an endpoint's answer is read and kept in the delivery log; the rest is never read.
     response_excerpt_bytes: int = Field(default=1024, ge=0, le=64 * 1024)
     # A Retry-After longer than this is taken as this long.
