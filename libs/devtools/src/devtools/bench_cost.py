@@ -260,7 +260,7 @@ class CostMeter:
             settled = await pg_counters(conn, list(self.pipeline.databases), self.statements)
         finally:
             await conn.close()
-        into |= phase_cost(before, end, settled, events, self.pipeline)
+        into |= phase_cost(before, end, settled, events, self.pipeline, settle_s)
 
 
 def socket_requests(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[int, int]:
@@ -295,8 +295,11 @@ def _per(value: float, count: float, digits: int = 3) -> float | None:
     return round(value / count, digits) if count else None
 
 
-def phase_cost(before: Snapshot, end: Snapshot, settled: PgCounters, events: int, pipeline: Pipeline) -> dict[str, Any]:
-    """The phase's cost: absolute, per upstream event (None at rest), per second."""
+def phase_cost(
+    before: Snapshot, end: Snapshot, settled: PgCounters, events: int, pipeline: Pipeline, settled_after_s: float = 0.0
+) -> dict[str, Any]:
+    """The phase's cost: absolute, per upstream event (None at rest), per second. `settled` are PostgreSQL's counters
+    read `settled_after_s` after the phase's end."""
     wall_s = end.at - before.at
     processes = {name: end.processes[name] - before.processes.get(name, Usage()) for name in end.processes}
     by_service = dict.fromkeys(pipeline.databases.values(), 0.0)
@@ -327,6 +330,7 @@ def phase_cost(before: Snapshot, end: Snapshot, settled: PgCounters, events: int
     return {
         "events": events,
         "wall_seconds": round(wall_s, 2),
+        "pg_counters_read_after_s": round(settled_after_s, 1),
         "cpu_seconds": {name: round(u.cpu_seconds, 3) for name, u in processes.items()}
         | {f"postgresql {service}": round(cpu, 3) for service, cpu in by_service.items()}
         | {"postgresql server": round(server_cpu, 3), "kafka": round(kafka_cpu, 3),

@@ -285,6 +285,30 @@ def _whole_ms(cost: dict[str, Any] | None) -> float | None:
     return cost["cpu_ms_per_event"]["whole"] if cost else None
 
 
+def net_of_idle(cost: dict[str, Any], broker_alone_percent: float, rest: dict[str, Any]) -> dict[str, float]:
+    """A fixed-rate phase's figures without what no traffic would have cost: the broker's CPU above the broker alone
+    (the tests of other sessions are its clients too, as much during the phase as before it), and without the
+    transactions of the seconds after the phase in which PostgreSQL's counters were awaited, at the pipeline's rest
+    rate. Per upstream event."""
+    events = cost["events"] or 1
+    kafka = max(0.0, cost["cpu_seconds"]["kafka"] - broker_alone_percent / 100 * cost["wall_seconds"])
+    ms = cost["cpu_ms_per_event"]
+    idle_rate = sum(rest["transactions"].values()) / rest["wall_seconds"]
+    transactions = sum(cost["transactions"].values()) - idle_rate * cost.get("pg_counters_read_after_s", 0.0)
+    return {
+        "kafka_ms": round(1000 * kafka / events, 3),
+        "whole_ms": round((ms["services"] or 0.0) + (ms["postgresql"] or 0.0) + 1000 * kafka / events, 3),
+        "transactions": round(max(0.0, transactions) / events, 3),
+    }
+
+
+def _net_whole_ms(report: dict[str, Any], pipeline: dict[str, Any]) -> float | None:
+    cost = _cost_at(pipeline["latency"], 100)
+    if cost is None:
+        return None
+    return net_of_idle(cost, report["broker_alone"]["kafka_core_percent"], pipeline["rest"])["whole_ms"]
+
+
 def cost_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
     """Issue 34's targets (items 2-5): CPU per event and latency at 100 ev/s, the rest phase, p99 at 1000 ev/s and
     the full-speed ratios (those two only when the whole bench ran), with the absolute figures as context."""
@@ -292,10 +316,12 @@ def cost_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]:
     platform_100, floor_100 = _cost_at(report["latency"], 100), _cost_at(floor["latency"], 100)
     wakeups = [w for w in rest["wakeups_per_second"].values() if w is not None]
     rows = [
-        ("issue 34: whole CPU per upstream event at 100 ev/s (services + PostgreSQL + Kafka), platform / floor",
-         _ratio(_whole_ms(platform_100), _whole_ms(floor_100)), "<= 2"),
-        ("issue 34: the same, platform ms (context)", _whole_ms(platform_100), "reported"),
-        ("issue 34: the same, floor ms (context)", _whole_ms(floor_100), "reported"),
+        ("issue 34: whole CPU per upstream event at 100 ev/s (services + PostgreSQL + Kafka above the broker "
+         "alone), platform / floor", _ratio(_net_whole_ms(report, report), _net_whole_ms(report, floor)), "<= 2"),
+        ("issue 34: the same, platform ms (context)", _net_whole_ms(report, report), "reported"),
+        ("issue 34: the same, floor ms (context)", _net_whole_ms(report, floor), "reported"),
+        ("issue 34: the same with all of the broker's CPU, platform / floor (context)",
+         _ratio(_whole_ms(platform_100), _whole_ms(floor_100)), "reported"),
         ("issue 34: p50 publish -> SmsDispatched at 100 ev/s, platform / floor",
          _ratio(_latency_at(report["latency"], 100, "p50"), _latency_at(floor["latency"], 100, "p50")), "<= 2.5"),
         ("issue 34: at rest, the services and PostgreSQL together, % of one core",
@@ -321,7 +347,7 @@ def _cells(values: dict[str, Any]) -> str:
     return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
-def _phase_line(name: str, cost: dict[str, Any]) -> list[str]:
+def _phase_line(name: str, cost: dict[str, Any], net: dict[str, float]) -> list[str]:
     """One pipeline's cost in one fixed-rate phase: per upstream event, then each process's CPU seconds."""
     ms = cost["cpu_ms_per_event"]
     statements = (
@@ -330,8 +356,10 @@ def _phase_line(name: str, cost: dict[str, Any]) -> list[str]:
         else "statements and their WAL n/a (the server has not loaded pg_stat_statements)"
     )
     return [
-        f"    {name:<9} CPU {ms['whole']} ms/event (services {ms['services']}, PostgreSQL {ms['postgresql']}, "
-        f"Kafka {ms['kafka']}); PostgreSQL {cost['transactions_per_event']} transactions, {statements} (the "
+        f"    {name:<9} CPU {net['whole_ms']} ms/event (services {ms['services']}, PostgreSQL {ms['postgresql']}, "
+        f"Kafka {net['kafka_ms']} above the broker alone, {ms['kafka']} in all); PostgreSQL {net['transactions']} "
+        f"transactions ({cost['transactions_per_event']} with the {cost['pg_counters_read_after_s']} s after), "
+        f"{statements} (the "
         f"cluster's WAL {cost['cluster_wal_bytes_per_event']} bytes); Kafka {cost['kafka_requests_per_event']} "
         "requests",
         f"    {'':<9} CPU s over {cost['wall_seconds']} s: {_cells(cost['cpu_seconds'])}",
@@ -375,14 +403,14 @@ def _where_from(name: str, cost: dict[str, Any]) -> list[str]:
 def cost_lines(report: dict[str, Any]) -> list[str]:
     """Issue 34's figures: each fixed rate and the rest, the platform beside the floor; where PostgreSQL's work comes
     from at 100 ev/s (the floor's beside) and the platform's at rest."""
-    floor = report["floor"]
+    floor, alone = report["floor"], report["broker_alone"]
     lines = ["cost per upstream event (issue 34): the platform beside the floor (devtools.bench_cost says how)"]
     for row, floor_row in zip(report["latency"], floor["latency"], strict=False):
         if "cost" not in row or "cost" not in floor_row:
             continue
         lines.append(f"  {row['target_events_per_second']} ev/s")
-        lines += _phase_line("platform", row["cost"]) + _phase_line("floor", floor_row["cost"])
-    alone = report["broker_alone"]
+        for name, pipeline, cost in (("platform", report, row["cost"]), ("floor", floor, floor_row["cost"])):
+            lines += _phase_line(name, cost, net_of_idle(cost, alone["kafka_core_percent"], pipeline["rest"]))
     lines.append(
         f"  at rest ({report['rest']['wall_seconds']} s; the broker alone: {alone['kafka_core_percent']}% over "
         f"{alone['seconds']} s, {alone['other_broker_connections']} other connections to it)"
