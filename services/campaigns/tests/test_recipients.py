@@ -10,7 +10,7 @@ import phonenumbers
 import pytest
 from phonenumbers import NumberParseException, PhoneNumberType, timezone
 
-from campaigns.recipients import SMS_CAPABLE, Phone, _checked, _e164_parsed
+from campaigns.recipients import SMS_CAPABLE, Phone, _checked, _e164_parsed, _number_type
 
 REGIONS = (
     "RU", "KZ", "BY", "UA", "US", "CA", "GB", "IM", "DE", "FR", "IT", "SM", "VA", "ES", "BR", "AR", "MX", "IN", "CN",
@@ -81,6 +81,21 @@ def test_each_verdict_is_phonenumbers_own(default_region: str) -> None:
     assert not differing, differing[:20]
     verdicts = {type(_checked(raw, default_region)) for raw in NUMBERS}
     assert verdicts == {Phone, tuple}  # both kinds are compared
+
+
+def test_the_type_is_phonenumbers_own() -> None:
+    """`_number_type` (compiled descriptions, a shared country code's region typed once) against `number_type`, for
+    every number parse reads, with either default region (countries of several regions among them: +1, +7, +44)."""
+    compared = set()
+    for raw in NUMBERS:
+        for default_region in ("RU", "US"):
+            try:
+                number = phonenumbers.parse(raw, default_region)
+            except NumberParseException:
+                continue
+            assert _number_type(number) == phonenumbers.number_type(number), (raw, default_region)
+            compared.add(phonenumbers.number_type(number))
+    assert {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE, PhoneNumberType.UNKNOWN} < compared
 
 
 def test_an_e164_number_is_parsed_as_parse_would() -> None:
