@@ -143,6 +143,12 @@ ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost", "journeys")
 REST_PHASE_SECONDS = float(os.environ.get("BENCH_REST_PHASE_SECONDS", "60"))
 REST_SETTLE_SECONDS = float(os.environ.get("BENCH_REST_SETTLE_SECONDS", "15"))
 BROKER_ALONE_SECONDS = float(os.environ.get("BENCH_BROKER_ALONE_SECONDS", "30"))
+# The bench's own PostgreSQL server (since issue 34; BENCH_OWN_POSTGRES=0: the shared one `make infra-up` starts):
+# the shared server also serves every other session's tests, so its processes' CPU and its WAL were theirs as much
+# as the bench's, and it may have been started without pg_stat_statements. Started with the same options (and
+# pg_stat_statements) at the start of a run, stopped at its end.
+OWN_POSTGRES = os.environ.get("BENCH_OWN_POSTGRES", "1") not in ("", "0")
+OWN_POSTGRES_PORT = int(os.environ.get("BENCH_POSTGRES_PORT", "54330"))
 # The notifier's provider and its in-flight limit out of the way, so the SMS path measures the platform's work.
 FAST_PROVIDER = {"PROVIDER_RATE_PER_S": "100000", "MAX_IN_FLIGHT": "256"}
 CAMPAIGNS = (
@@ -1068,16 +1074,30 @@ def _signal(pids: list[int], signum: signal.Signals) -> None:
         os.kill(pid, signum)
 
 
+def own_postgres() -> infra.InfraSettings | None:
+    """The bench's own PostgreSQL server (`BENCH_OWN_POSTGRES`, on unless infrastructure is given): data in
+    .state/bench, port `BENCH_POSTGRES_PORT`."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("TEST_POSTGRES_DSN")
+    if given or not OWN_POSTGRES:
+        return None
+    return infra.InfraSettings(state_dir=ROOT / ".state" / "bench", postgres_port=OWN_POSTGRES_PORT)
+
+
 def running_infrastructure() -> Infrastructure:
     """Kafka and PostgreSQL already running (KAFKA_BOOTSTRAP_SERVERS and TEST_POSTGRES_DSN, as the tests take
-    them), else the local ones `make infra-up` starts (started here when missing). The bench keeps to its own
-    topic prefixes and databases on either, and drops them at the end."""
+    them), else the local ones `make infra-up` starts (started here when missing), with the bench's own PostgreSQL
+    server beside (`own_postgres`, stopped by `main` at the end). The bench keeps to its own topic prefixes and
+    databases on either, and drops them at the end."""
     bootstrap, dsn = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("TEST_POSTGRES_DSN")
     if bootstrap and dsn:
         return Infrastructure(bootstrap, dsn, "given infrastructure")
     settings = infra.InfraSettings()
     infra.up(settings)
-    return Infrastructure(infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure")
+    own = own_postgres()
+    if own is None:
+        return Infrastructure(infra.local_bootstrap(settings), infra.postgres_dsn(settings), "local infrastructure")
+    infra.start_postgres(own)
+    return Infrastructure(infra.local_bootstrap(settings), infra.postgres_dsn(own), "local Kafka, own PostgreSQL")
 
 
 async def run() -> dict[str, Any]:
@@ -1291,7 +1311,11 @@ async def size_phase(bench: Bench, platform: Platform, producer: AIOKafkaProduce
 def main() -> None:
     if ONLY not in ("", *ALONE):
         raise SystemExit(f"BENCH_ONLY={ONLY}: the phases that run alone are {', '.join(ALONE)}")
-    report = asyncio.run(run_alone(ONLY) if ONLY else run())
+    try:
+        report = asyncio.run(run_alone(ONLY) if ONLY else run())
+    finally:
+        if (own := own_postgres()) is not None:
+            infra.stop_postgres(own)
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{report['when'].replace(':', '')}{'-' + ONLY if ONLY else ''}.json"
