@@ -165,7 +165,7 @@ class Replay:
             return
         event = past.change
         self.fired_orders.add(event.order_id)
-        if not self.definition.transactional:
+        if not self.definition.transactional and self.partner.frequency_cap is not None:  # only the cap reads it
             self.ledger.replayed[event.order.customer.id].append(past.recorded_at)
         sent_at = sms.not_before or past.recorded_at
         tally.held += sms.not_before is not None
