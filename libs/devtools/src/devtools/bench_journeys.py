@@ -210,11 +210,11 @@ def journeys_lines(report: dict[str, Any]) -> list[str]:
     due = phase["due"]
     rss = phase["peak_rss_mb"]
     return [
-        f"journeys: {phase['pending']:,} timers pending, copied in {phase['preload_seconds']} s "
-        f"(indexes {phase['index_seconds']} s); full speed without "
+        f"journeys ({phase['phase_seconds']} s): {phase['pending']:,} timers pending, copied in "
+        f"{phase['preload_seconds']} s (indexes {phase['index_seconds']} s); full speed without "
         f"{phase['full_speed_without']['status_changes_per_second']} status changes/s (rounds "
         f"{phase['rounds_throughput']['without']}), with {phase['full_speed_with']['status_changes_per_second']} "
-        f"(rounds {phase['rounds_throughput']['with']})",
+        f"(rounds {phase['rounds_throughput']['with']}); the rounds' orders' runs: {_cells(phase['live_runs'])}",
         f"  {due['runs']:,} runs due at {phase['due_rate']:,}/s: lateness to SendSms on its topic "
         f"{_cells(due['sendsms_topic']['ms'])} ms; to the firing's clock {_cells(due['envelope_time']['ms'])} ms; "
         f"{due['sms_handed_over']} SMS handed over",
@@ -240,6 +240,7 @@ def _cells(values: dict[str, Any]) -> str:
 async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:
     from devtools.bench import FULL_SPEED_ORDERS, FULL_SPEED_ROUNDS, PARTNERS, median_round, say
 
+    phase_started = time.monotonic()
     dsn = database_dsn(bench.infrastructure.postgres_dsn, platform.database("campaigns"))
     campaigns = await define_journeys(platform, dsn, PARTNERS)
     say(f"journeys: {JOURNEY_PENDING:,} timers pending copied into a table of their own")
@@ -263,6 +264,7 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
                 peaks[kind].append(read_peaks(platform))
                 if kind == "with":
                     await swap(conn)
+        live = await live_runs(conn)
         await swap(conn)  # the million in place for the due runs
         say(f"journeys: {JOURNEY_DUE:,} runs coming due at {JOURNEY_DUE_RATE:,}/s beside the pending ones")
         reset_peaks(platform)
@@ -280,10 +282,12 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
         "full_speed_with": with_pending,
         "rounds_throughput": {k: [r["status_changes_per_second"] for r in v] for k, v in rounds.items()},
         "throughput_ratio": ratio(with_pending["status_changes_per_second"], without["status_changes_per_second"]),
+        "live_runs": live,
         "due_rate": JOURNEY_DUE_RATE,
         "due": due,
         "peak_rss_mb": peak_rss,
         "campaigns_peak_rss_ratio": ratio(peak_rss["with"].get("campaigns"), peak_rss["without"].get("campaigns")),
+        "phase_seconds": round(time.monotonic() - phase_started, 1),
     }
 
 
@@ -357,6 +361,19 @@ async def swap(conn: asyncpg.Connection) -> None:
         await conn.execute(f"ALTER TABLE journey_runs RENAME TO {SWAP_TABLE}")
         await conn.execute(f"ALTER TABLE {PENDING_TABLE} RENAME TO journey_runs")
         await conn.execute(f"ALTER TABLE {SWAP_TABLE} RENAME TO {PENDING_TABLE}")
+
+
+async def live_runs(conn: asyncpg.Connection) -> dict[str, int]:
+    """The runs of the rounds' orders in both tables, by where they ended: that the live path went through the
+    journey (each order entered, then left when it was paid)."""
+    found: Counter[str] = Counter()
+    for table in ("journey_runs", PENDING_TABLE):
+        rows = await conn.fetch(
+            f"SELECT state, coalesce(left_reason, '') AS reason, count(*) AS n FROM {table} "
+            "WHERE order_id LIKE 'jrn%' GROUP BY 1, 2"
+        )
+        found.update({f"{row['state']} {row['reason']}".strip(): row["n"] for row in rows})
+    return dict(found)
 
 
 async def due_runs(
