@@ -264,6 +264,29 @@ async def test_a_small_batch_lingers_for_more_records(
         assert await asyncio.wait_for(batches.get(), timeout=30) == [b"1", b"2"]  # without the linger: [b"1"]
 
 
+async def test_a_lone_record_does_not_linger_when_the_linger_starts_from_more(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
+) -> None:
+    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+    broker = KafkaBroker(infrastructure.kafka_bootstrap)
+    batches = asyncio.Queue[list[bytes]]()
+
+    async def process(records: Sequence[Record]) -> None:
+        batches.put_nowait([record.value or b"" for record in records])
+
+    batching = Batching(linger_ms=3000, linger_from_records=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    batch_subscriber(broker, topic, group, process, DeadLetters(producer, f"{topic}.dlq", "g"), batching=batching)
+    async with broker:
+        await broker.start()
+        await producer.send_and_wait(topic, b"warm-up", key=b"k")
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"warm-up"]  # consuming
+        sent = time.monotonic()
+        await producer.send_and_wait(topic, b"1", key=b"k")
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"1"]
+        assert time.monotonic() - sent < 1.5  # not the 3 s linger
+
+
 async def test_a_handled_batch_is_not_left_in_a_reference_cycle(
     infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
 ) -> None:

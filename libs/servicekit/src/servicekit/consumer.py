@@ -288,7 +288,8 @@ def batch_subscriber(
       again after an empty poll, so a short timeout makes an idle consumer wake up hundreds of times a second
       (0.4-0.5 CPU seconds per 10 idle seconds per service on the benchmark machine) and a long one delays
       the records that arrive during the sleep; aiokafka's getmany returns as soon as records arrive;
-    * a small batch lingers `batching.linger_ms`, as a producer does, and takes what the consumer fetched
+    * a small batch (of at least `batching.linger_from_records`) lingers `batching.linger_ms`, as a producer does,
+      and takes what the consumer fetched
       meanwhile (one more fetch response: what arrives after it waits for the next batch). On the benchmark
       25 ms per hop cut the machine's load at 100 events/s by a quarter and the p99 at 500 events/s by more
       than half against 10 ms, with the p99 at 100 events/s unchanged (docs/performance.md, fix 19);
@@ -303,7 +304,7 @@ def batch_subscriber(
 
     async def get_msg(consumer: AIOKafkaConsumer) -> tuple[Record, ...]:
         records = await _poll(consumer, IDLE_POLL_MS, max_records)
-        if linger_s and 0 < len(records) < small:
+        if linger_s and batching.linger_from_records <= len(records) < small:
             await asyncio.sleep(linger_s)
             records += await _poll(consumer, 0, max_records - len(records))
         return records

@@ -24,6 +24,9 @@ class Batching:
 
     linger_ms: float = 25.0
     commit_interval_s: float = 0.5
+    # A batch lingers only when its first poll brought at least this many records: a lone record means a quiet
+    # topic, where the linger gathers little and only adds its wait to the record's latency.
+    linger_from_records: int = 1
 
 
 class ServiceSettings(BaseSettings):
@@ -67,6 +70,7 @@ class ServiceSettings(BaseSettings):
     # committed at most this often (and at stop).
     consumer_linger_ms: float = Field(default=Batching.linger_ms, ge=0)
     consumer_commit_interval_s: float = Field(default=Batching.commit_interval_s, ge=0)
+    consumer_linger_from_records: int = Field(default=Batching.linger_from_records, ge=1)
 
     # Python's cyclic garbage collector (`gc.set_threshold`): a young collection every N allocations, then the
     # older generations every so many young ones. CPython's (700, 10, 10) suits short scripts; with it a service
@@ -96,7 +100,11 @@ class ServiceSettings(BaseSettings):
 
     @property
     def batching(self) -> Batching:
-        return Batching(linger_ms=self.consumer_linger_ms, commit_interval_s=self.consumer_commit_interval_s)
+        return Batching(
+            linger_ms=self.consumer_linger_ms,
+            commit_interval_s=self.consumer_commit_interval_s,
+            linger_from_records=self.consumer_linger_from_records,
+        )
 
     def topic(self, topic: Topic) -> str:
         return prefixed(topic, self.kafka_topic_prefix)
