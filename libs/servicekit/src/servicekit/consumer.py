@@ -289,10 +289,10 @@ def batch_subscriber(
       (0.4-0.5 CPU seconds per 10 idle seconds per service on the benchmark machine) and a long one delays
       the records that arrive during the sleep; aiokafka's getmany returns as soon as records arrive;
     * a small batch (of at least `batching.linger_from_records`) lingers `batching.linger_ms`, as a producer does,
-      and takes what the consumer fetched
-      meanwhile (one more fetch response: what arrives after it waits for the next batch). On the benchmark
-      25 ms per hop cut the machine's load at 100 events/s by a quarter and the p99 at 500 events/s by more
-      than half against 10 ms, with the p99 at 100 events/s unchanged (docs/performance.md, fix 19);
+      and takes what the consumer fetched meanwhile (one more fetch response: what arrives after it waits for the
+      next batch). On the benchmark 25 ms per hop cut the machine's load at 100 events/s by a quarter and the p99
+      at 500 events/s by more than half against 10 ms, with the p99 at 100 events/s unchanged (docs/performance.md,
+      fix 19);
     * offsets are committed at most every `batching.commit_interval_s` (`OffsetCommits`), and at stop.
 
     Returns the FastStream subscriber.
