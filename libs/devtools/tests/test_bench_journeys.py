@@ -17,6 +17,7 @@ from devtools.bench_journeys import (
     copy_field,
     copy_line,
     due_times,
+    firing_rounds,
     journeys_rows,
     lateness,
     lines,
@@ -122,3 +123,11 @@ def test_the_rows_report_the_phase() -> None:
     assert [(value, target) for _, value, target in rows] == [(0.93, ">= 0.8"), (250.0, "<= 1000"), (1, "= 0"),
                                                               (1.05, "<= 1.2")]  # fmt: skip
     assert journeys_rows({}) == []
+
+
+def test_the_rounds_are_the_distinct_claim_times() -> None:
+    stamped = [("a", 10.0), ("b", 10.0), ("c", 10.06), ("d", 10.12), ("e", 10.12), ("f", 10.12)]
+    found = firing_rounds(stamped)
+    assert (found["rounds"], found["runs_per_round_mean"], found["runs_per_round_max"]) == (3, 2.0, 3)
+    assert found["interval_ms_mean"] == pytest.approx(60)
+    assert firing_rounds([])["rounds"] == 0

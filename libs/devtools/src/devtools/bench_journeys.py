@@ -181,6 +181,22 @@ def lateness(due: dict[str, datetime], fired: Sequence[tuple[str, float]]) -> di
     }
 
 
+def firing_rounds(envelope: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """The timers' rounds that fired the due runs: a round stamps every SendSms it writes with the one clock reading
+    it claimed at, so the distinct envelope times are the rounds."""
+    per_round = Counter(at for _, at in envelope)
+    if not per_round:
+        return {"rounds": 0, "runs_per_round_mean": None, "runs_per_round_max": None, "interval_ms_mean": None}
+    times = sorted(per_round)
+    interval = (times[-1] - times[0]) / (len(times) - 1) * 1000 if len(times) > 1 else None
+    return {
+        "rounds": len(per_round),
+        "runs_per_round_mean": round(len(envelope) / len(per_round), 1),
+        "runs_per_round_max": max(per_round.values()),
+        "interval_ms_mean": round(interval, 1) if interval is not None else None,
+    }
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3) if numerator and denominator else None
 
@@ -217,7 +233,7 @@ def journeys_lines(report: dict[str, Any]) -> list[str]:
         f"(rounds {phase['rounds_throughput']['with']}); the rounds' orders' runs: {_cells(phase['live_runs'])}",
         f"  {due['runs']:,} runs due at {phase['due_rate']:,}/s: lateness to SendSms on its topic "
         f"{_cells(due['sendsms_topic']['ms'])} ms; to the firing's clock {_cells(due['envelope_time']['ms'])} ms; "
-        f"{due['sms_handed_over']} SMS handed over",
+        f"{due['sms_handed_over']} SMS handed over; timer rounds: {_cells(due['timer_rounds'])}",
         "  peak RSS MB without / with: "
         + ", ".join(f"{name} {rss['without'].get(name)} / {mb}" for name, mb in rss["with"].items()),
     ]
@@ -404,6 +420,7 @@ async def due_runs(
         "copy_seconds": round(copied_s, 2),
         "sendsms_topic": lateness(due, topic),
         "envelope_time": lateness(due, envelope),
+        "timer_rounds": firing_rounds(envelope),
         "sms_handed_over": platform.sent_count() - sms_before,
     }
 
