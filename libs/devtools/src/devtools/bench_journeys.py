@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaProducer
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.statuses import CurrentStatuses, StatusRef
 from contracts.topics import Topic, prefixed
-from devtools.bench_accounting import service_processes
+from devtools.bench_accounting import cpu_used, service_processes
 from devtools.platform import Platform, database_dsn
 from servicekit.ops import read_topic
 
@@ -284,7 +284,10 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
         await swap(conn)  # the million in place for the due runs
         say(f"journeys: {JOURNEY_DUE:,} runs coming due at {JOURNEY_DUE_RATE:,}/s beside the pending ones")
         reset_peaks(platform)
-        due = await due_runs(bench, platform, conn, campaigns)
+        cpu: dict[str, Any] = {}
+        with cpu_used(platform, cpu):  # what firing them cost each process, and how busy the machine was
+            due = await due_runs(bench, platform, conn, campaigns)
+        due["cpu"] = cpu
         peaks["with"].append(read_peaks(platform))
     finally:
         await conn.close()
