@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,7 +20,7 @@ from contracts.envelope import Envelope
 from contracts.orders import OrderStatusChanged
 from devtools.pytest_plugin import wait_until
 
-from .conftest import Clock, Topics, status_changed
+from .conftest import SEED_CAMPAIGN, Clock, Topics, status_changed
 
 AWAITING = {"kind": "order_status", "status_type": "payment", "op": "eq", "value": "awaiting_payment"}
 PAID = {"kind": "order_status", "status_type": "payment", "op": "eq", "value": "paid"}
@@ -215,3 +215,31 @@ async def test_pause_holds_the_waits_and_resume_sends_late_only_within_late_send
     await wait_for_run(db, campaign_id, "o-late", "done", 2)
     assert (await runs(db, campaign_id))["o-early"] == ("left", 0, "paused_too_long")
     assert (await demo.delete(f"/v1/campaigns/{campaign_id}")).status_code == 200
+
+
+async def test_the_cap_and_quiet_hours_apply_when_a_send_step_fires_not_when_the_order_entered(
+    demo: httpx.AsyncClient, topics: Topics, clock: Clock, db: asyncpg.Connection
+) -> None:
+    cap = {"quiet_hours": {"start": "09:00", "end": "21:00"}, "frequency_cap": {"max_messages": 1, "window_hours": 24}}
+    assert (await demo.put("/v1/settings", json=cap)).status_code == 200
+    journey = {
+        "name": "Evening reminder",
+        "trigger": TRIGGER,
+        "steps": [{"kind": "wait_duration", "minutes": 630}, {"kind": "send_sms", "template": "J {{ order.id }}"}],
+    }
+    campaign_id = await start(demo, journey)
+    await topics.publish(awaiting("o-1", "c-1"), awaiting("o-2", "c-2"))  # 12:00 in Moscow: both enter
+    await wait_for_run(db, campaign_id, "o-2", "waiting", 0)
+    await wait_for_run(db, campaign_id, "o-1", "waiting", 0)
+    # After the entry, another campaign sends customer c-1 its one SMS of the day.
+    shipped = await start(demo, SEED_CAMPAIGN | {"filters": []})
+    await topics.publish(status_changed(to="shipped", payment="awaiting_payment", order_id="o-1", sequence=3))
+    (other,) = await topics.wait_for_send_sms(1)
+    assert other.data.campaign_id == shipped
+
+    clock.now += timedelta(minutes=630)  # 22:30 in Moscow: the reminders fire now, in quiet hours
+    await wait_for_run(db, campaign_id, "o-1", "left", 1)
+    assert (await runs(db, campaign_id))["o-1"][2] == "capped"
+    sent = await topics.wait_for_send_sms(2)
+    (reminder,) = [e for e in sent if e.data.campaign_id == campaign_id]
+    assert reminder.data.order_id == "o-2" and reminder.data.not_before == datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
