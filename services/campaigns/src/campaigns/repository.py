@@ -654,10 +654,27 @@ async def update_runs(conn: DbConnection, updates: Collection[RunUpdate], now: d
     )
 
 
+def _runs_in_order(states: str) -> str:
+    """A FROM item locking campaign $1's runs in `states` in the consumer's order (campaign, order, run): a pause
+    and a batch of status changes sharing runs wait for each other, never deadlock."""
+    return (
+        f"(SELECT order_id, run FROM journey_runs WHERE campaign_id = $1 AND state IN ({states}) "
+        "ORDER BY order_id, run FOR UPDATE) AS l"
+    )
+
+
+_WAITING_IN_ORDER = _runs_in_order("'waiting'")
+_HELD_IN_ORDER = _runs_in_order("'held'")
+_OPEN_IN_ORDER = _runs_in_order("'waiting', 'held'")
+
+
+_ITS_RUNS = "r.campaign_id = $1 AND r.order_id = l.order_id AND r.run = l.run"
+
+
 async def hold_runs(conn: DbConnection, campaign_id: str, now: datetime) -> None:
     """Pausing: the waiting runs are held (the timers walk waiting ones only)."""
     await conn.execute(
-        "UPDATE journey_runs SET state = 'held', updated_at = $2 WHERE campaign_id = $1 AND state = 'waiting'",
+        f"UPDATE journey_runs r SET state = 'held', updated_at = $2 FROM {_WAITING_IN_ORDER} WHERE {_ITS_RUNS}",
         campaign_id,
         now,
     )
@@ -667,10 +684,10 @@ async def resume_runs(conn: DbConnection, campaign_id: str, now: datetime, late_
     """Resuming: a held run waits again, or leaves ("paused_too_long") if its wait ended over late_send_minutes
     ago (journeys.resumed says the same for one run)."""
     await conn.execute(
-        "UPDATE journey_runs SET updated_at = $2, "
-        "state = CASE WHEN $2 - due_at > make_interval(mins => $3) THEN 'left' ELSE 'waiting' END, "
-        "left_reason = CASE WHEN $2 - due_at > make_interval(mins => $3) THEN 'paused_too_long' END "
-        "WHERE campaign_id = $1 AND state = 'held'",
+        "UPDATE journey_runs r SET updated_at = $2, "
+        "state = CASE WHEN $2 - r.due_at > make_interval(mins => $3) THEN 'left' ELSE 'waiting' END, "
+        "left_reason = CASE WHEN $2 - r.due_at > make_interval(mins => $3) THEN 'paused_too_long' END "
+        f"FROM {_HELD_IN_ORDER} WHERE {_ITS_RUNS}",
         campaign_id,
         now,
         late_send_minutes,
@@ -679,8 +696,8 @@ async def resume_runs(conn: DbConnection, campaign_id: str, now: datetime, late_
 
 async def archive_runs(conn: DbConnection, campaign_id: str, now: datetime) -> None:
     await conn.execute(
-        "UPDATE journey_runs SET state = 'left', left_reason = 'archived', updated_at = $2 "
-        "WHERE campaign_id = $1 AND state IN ('waiting', 'held')",
+        "UPDATE journey_runs r SET state = 'left', left_reason = 'archived', updated_at = $2 "
+        f"FROM {_OPEN_IN_ORDER} WHERE {_ITS_RUNS}",
         campaign_id,
         now,
     )
