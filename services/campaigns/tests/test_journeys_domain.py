@@ -297,3 +297,4 @@ def test_the_timeline_plays_the_sample_order_through_the_journey() -> None:
     paid = change(to="paid", before="awaiting_payment", payment="paid")
     stops = timeline(journey(exit_conditions=[]), paid, History(), context())
     assert [e.kind for e in stops] == ["entered", "wait", "leave"] and "payment status is paid" in stops[-1].detail
+    assert [r.code for r in stops[-1].reasons] == ["payment_status"]  # the code a console puts in its own words

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.datastructures import FormData, UploadFile
 
 from console import explain
+from console.i18n import Formats
 from console.pages.campaigns import (
     NO_CONDITIONS,
     NO_DURATION,
@@ -19,8 +20,9 @@ from console.pages.campaigns import (
     CampaignForm,
     StepRow,
     _figures_context,
+    _timeline,
 )
-from console.web import gettext_of
+from console.web import Page, gettext_of
 
 AWAITING = {"kind": "order_status", "status_type": "payment", "op": "eq", "value": "awaiting_payment"}
 PAID = {"kind": "order_status", "status_type": "payment", "op": "eq", "value": "paid"}
@@ -236,3 +238,26 @@ def test_each_steps_figures_and_the_orders_on_older_versions() -> None:
     # the current (latest) definition's orders are not "still on" an older one; a version with none is left out
     assert shown["older_versions"] == [{"version": 3, "orders_in_journey": 12}, {"version": 2, "orders_in_journey": 1}]
     assert _figures_context(form, campaign, None) == {"figures": {}, "older_versions": []}
+
+
+def test_why_the_sample_order_leaves_is_in_the_users_language() -> None:
+    """The service's reasons come as codes; the timeline says them in the user's words, not the service's English."""
+    leaves = {
+        "timeline": [
+            {"after_minutes": 0, "step": None, "kind": "entered", "detail": "the order enters the journey"},
+            {"after_minutes": 0, "step": 0, "kind": "wait", "detail": "waits 1440 minutes"},
+            {
+                "after_minutes": 1440,
+                "step": 1,
+                "kind": "leave",
+                "detail": "filtered_out: payment status is paid; wanted awaiting_payment",
+                "reasons": [{"code": "payment_status", "detail": "payment status is paid", "condition": 0}],
+            },
+        ]
+    }
+    page = Page.__new__(Page)
+    page.fmt = Formats(language="ru", time_zone="Europe/Moscow")
+    left = _timeline(page, leaves, CampaignForm.of(REMINDER))[-1]["detail"]
+    ru = gettext_of("ru")
+    assert ru(explain.STATUS_REASON, type=ru(explain.STATUS_TYPE_LABELS["payment"])) in left
+    assert "payment status" not in left and "wanted" not in left

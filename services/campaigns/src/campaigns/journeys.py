@@ -164,6 +164,9 @@ class TimelineEntry(BaseModel):
     kind: str = Field(description="entered | wait | filter | send | exit | leave | done")
     detail: str
     text: str | None = Field(default=None, description="The rendered SMS of a send")
+    reasons: list[Reason] = Field(
+        default_factory=list, description="Why the order leaves (exit, leave): stable codes a client puts in words"
+    )
 
 
 def timeline(definition: CampaignDefinition, change: ChangeView, history: History, ctx: Context) -> list[TimelineEntry]:
@@ -211,7 +214,10 @@ def _passed(
         why = "; ".join(r.detail for r in went.reasons) or "the exit conditions hold"
         kind = "exit" if went.left_reason == LeftReason.EXIT else "leave"
         where = went.step if went.step >= 0 else None
-        entries.append(TimelineEntry(after_minutes=minutes, step=where, kind=kind, detail=f"{went.left_reason}: {why}"))
+        detail = f"{went.left_reason}: {why}"
+        entries.append(
+            TimelineEntry(after_minutes=minutes, step=where, kind=kind, detail=detail, reasons=list(went.reasons))
+        )
     elif went.state == RunState.DONE:
         entries.append(TimelineEntry(after_minutes=minutes, step=None, kind="done", detail="the journey ends"))
     return entries

@@ -761,9 +761,11 @@ def _timeline(page: Page, preview: dict[str, Any], previewed: CampaignForm) -> l
         if kind == "wait" and position + 1 < len(timeline):  # how long: until the next moment
             waited = round(float(timeline[position + 1].get("after_minutes") or 0)) - minutes
             what = page.gettext("Waits %(duration)s", duration=explain.duration(page.fmt.language, waited))
-        if kind in ("exit", "leave"):  # why it stops: the reason in words, then the service's specifics
-            code, _, specifics = str(moment.get("detail") or "").partition(": ")
+        if kind in ("exit", "leave"):  # why it stops, then each of the service's reasons, all in the user's words
+            code = str(moment.get("detail") or "").partition(": ")[0]
             words = page.gettext(LEFT_WORDS[code]) if code in LEFT_WORDS else code
+            codes = [str(r.get("code")) for r in moment.get("reasons") or [] if isinstance(r, dict)]
+            specifics = " ".join(explain.reason(page.gettext, c) for c in codes)
             detail = f"{words} ({specifics})" if specifics and code != "exit" else words
         label = page.gettext(STEP_LABELS[step.kind]) if step is not None else ""
         moments.append(
