@@ -115,13 +115,14 @@ def test_the_rows_report_the_phase() -> None:
     late = {"due": 10, "fired": 10, "duplicates": 0, "missing": 1, "early": 0, "ms": {"p99": 250.0}}
     report = {
         "journeys": {
-            "pending": 1_000_000, "throughput_ratio": 0.93, "due_rate": 1000, "campaigns_peak_rss_ratio": 1.05,
+            "pending": 1_000_000, "throughput_ratio": 0.93, "sms_ratio": 0.85, "due_rate": 1000,
+            "campaigns_peak_rss_ratio": 1.05,
             "due": {"runs": 10, "sendsms_topic": late},
         }
     }  # fmt: skip
     rows = journeys_rows(report)
-    assert [(value, target) for _, value, target in rows] == [(0.93, ">= 0.8"), (250.0, "<= 1000"), (1, "= 0"),
-                                                              (1.05, "<= 1.2")]  # fmt: skip
+    assert [(value, target) for _, value, target in rows] == [(0.85, ">= 0.8"), (0.93, "reported"), (250.0, "<= 1000"),
+                                                              (1, "= 0"), (1.05, "<= 1.2")]  # fmt: skip
     assert journeys_rows({}) == []
 
 

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -210,8 +211,9 @@ def journeys_rows(report: dict[str, Any]) -> list[tuple[str, float | None, str]]
     pending, due = phase["pending"], phase["due"]
     fired = due["sendsms_topic"]
     return [
-        (f"journeys: full-speed status changes/s with {pending:,} timers pending / without (alternating rounds)",
-         phase["throughput_ratio"], ">= 0.8"),
+        (f"journeys: full-speed SMS/s with {pending:,} timers pending / without (medians of alternating rounds)",
+         phase["sms_ratio"], ">= 0.8"),
+        ("journeys: the same, status changes/s (orders' output, context)", phase["throughput_ratio"], "reported"),
         (f"journeys: p99 lateness at {phase['due_rate']:,} timers due/s (SendSms on its topic - due_at), ms",
          fired["ms"]["p99"], "<= 1000"),
         (f"journeys: of {due['runs']:,} due runs, fired twice, never or early",
@@ -230,7 +232,8 @@ def journeys_lines(report: dict[str, Any]) -> list[str]:
         f"{phase['preload_seconds']} s (indexes {phase['index_seconds']} s); full speed without "
         f"{phase['full_speed_without']['status_changes_per_second']} status changes/s (rounds "
         f"{phase['rounds_throughput']['without']}), with {phase['full_speed_with']['status_changes_per_second']} "
-        f"(rounds {phase['rounds_throughput']['with']}); the rounds' orders' runs: {_cells(phase['live_runs'])}",
+        f"(rounds {phase['rounds_throughput']['with']}); SMS/s rounds {_cells(phase['rounds_sms_per_second'])}; "
+        f"the rounds' orders' runs: {_cells(phase['live_runs'])}",
         f"  {due['runs']:,} runs due at {phase['due_rate']:,}/s: lateness to SendSms on its topic "
         f"{_cells(due['sendsms_topic']['ms'])} ms; to the firing's clock {_cells(due['envelope_time']['ms'])} ms; "
         f"{due['sms_handed_over']} SMS handed over; timer rounds: {_cells(due['timer_rounds'])}",
@@ -301,6 +304,10 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
         "full_speed_with": with_pending,
         "rounds_throughput": {k: [r["status_changes_per_second"] for r in v] for k, v in rounds.items()},
         "throughput_ratio": ratio(with_pending["status_changes_per_second"], without["status_changes_per_second"]),
+        # Status changes/s is orders' output, and orders never reads journey_runs: the SMS/s (to the last SMS of a
+        # round) is what goes through campaigns, where the million is, so it is the row's figure.
+        "rounds_sms_per_second": {k: [r["sms_per_second"] for r in v] for k, v in rounds.items()},
+        "sms_ratio": ratio(*(statistics.median(r["sms_per_second"] for r in rounds[k]) for k in ("with", "without"))),
         "live_runs": live,
         "due_rate": JOURNEY_DUE_RATE,
         "due": due,
