@@ -241,6 +241,15 @@ async def test_refusals_are_problems(the_past: None, demo: httpx.AsyncClient, cl
     assert refused.status_code == 403 and refused.json()["scope"] == "orders:read"
     missing = await demo.post("/v1/campaigns/nope/backtest", json={})
     assert missing.status_code == 404
+    send = {"kind": "send_sms", "template": DRAFT["template"]}
+    journey = {k: v for k, v in DRAFT.items() if k != "template"} | {
+        "steps": [{"kind": "wait_duration", "minutes": 60}, send]
+    }
+    refused = await demo.post("/v1/campaigns/backtest", json={"definition": journey})
+    assert (
+        refused.status_code == 422 and refused.json()["code"] == "journey_not_replayable"
+    )  # not entries sending nothing
+    assert refused.json()["errors"][0]["field"] == "definition.steps"
 
 
 # $1 orders of partner demo, each shipped (and paid) a minute apart over the last days, as orders stores them.

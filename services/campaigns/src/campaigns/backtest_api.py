@@ -24,7 +24,7 @@ from campaigns.domain import CampaignDefinition
 from contracts.identity import Scope
 from servicekit.app import runtime_of
 from servicekit.auth import CampaignsReader, Principal
-from servicekit.errors import Forbidden, ProblemError, problem_body, problems
+from servicekit.errors import FieldError, Forbidden, InvalidRequest, ProblemError, problem_body, problems
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 NDJSON = "application/x-ndjson"
@@ -79,10 +79,21 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
         422,
         503,
         s403="`insufficient_scope`: the token lacks orders:read (the backtest reads the orders' history with it)",
-        s422="`validation_failed`: `days` outside 1-90, or the definition (as a create refuses it, under `definition`)",
+        s422="`validation_failed`: `days` outside 1-90, or the definition (as a create refuses it, under "
+        "`definition`); `journey_not_replayable`: the definition is a journey (it has `steps`)",
         s503="`orders_unavailable`: the orders service could not be read",
     ),
 }
+
+
+def _refuse_a_journey(definition: CampaignDefinition) -> None:
+    """The replay decides each past change at its moment, one change at a time; a journey's waits, re-checks and exits
+    depend on what happened to the order later, which it does not replay: a refusal, never a report of entries that
+    send nothing."""
+    if definition.steps:
+        message = "the backtest replays one-step campaigns; a journey's waits, re-checks and exits are not replayed"
+        error = FieldError(location="body", field="definition.steps", message=message, type="rule_violation")
+        raise InvalidRequest([error], detail=message, code="journey_not_replayable")
 
 
 def _orders_client(request: Request) -> httpx.AsyncClient:
@@ -131,6 +142,7 @@ async def backtest_draft(body: BacktestRequest, request: Request, who: Campaigns
 
     async def backtest_of(orders: httpx.AsyncClient) -> Backtest:
         await use_cases.check_draft(body.definition)
+        _refuse_a_journey(body.definition)
         return Backtest(
             who.partner_id,
             body.definition,
@@ -162,6 +174,7 @@ async def backtest_change(
         stored = await use_cases.get(campaign_id)
         definition = body.definition or stored.definition()
         await use_cases.check_draft(definition)
+        _refuse_a_journey(definition)
         return Backtest(
             who.partner_id,
             definition,

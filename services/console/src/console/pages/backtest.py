@@ -30,6 +30,10 @@ STREAM_TIMEOUT = httpx.Timeout(10, read=600)  # progress comes every quarter sec
 DAYS_REFUSED = N_("Give a number of days from 1 to 90.")
 PRICE_REFUSED = N_("Give the price of one SMS segment as a number, e.g. 2.50, or leave it empty.")
 INCOMPLETE = N_("Complete the campaign first (its target status and its text): the backtest replays it as it is.")
+JOURNEY = N_(
+    "The backtest replays one-step campaigns only: a journey's waits, checks and exits depend on what happened to "
+    "each order later, which it cannot replay yet."
+)
 
 
 @router.post("")
@@ -46,6 +50,8 @@ async def run_backtest(page: PartnerUser) -> Response:
         return _refused(page, page.gettext(DAYS_REFUSED))
     if price_text and (price is None or price < 0):
         return _refused(page, page.gettext(PRICE_REFUSED))
+    if form.steps:  # the service refuses a journey too (journey_not_replayable); said here in the user's words
+        return _refused(page, page.gettext(JOURNEY))
     problems = form.problems()
     if "to_codes" in problems or "template" in problems:
         return _refused(page, page.gettext(INCOMPLETE))
