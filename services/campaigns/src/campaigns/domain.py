@@ -670,25 +670,37 @@ def plan_sms(
 def send_command(
     campaign: Campaign, event_id: str, event: OrderStatusChanged, sms: PlannedSms, now: datetime, ttl: timedelta
 ) -> SendSms:
-    """The command for the notifier; its id is deterministic, so a redelivered event can never send twice.
+    """The command for the notifier; its id is deterministic, so a redelivered event can never send twice."""
+    return sms_command(
+        send_sms_id(campaign.id, event_id), campaign.partner_id, campaign.id, event, sms,
+        sender=campaign.sender, transactional=campaign.transactional, now=now, ttl=ttl,
+    )  # fmt: skip
+
+
+def sms_command(
+    command_id: str, partner_id: str, campaign_id: str, change: OrderStatusChanged, sms: PlannedSms, *,
+    sender: str | None, transactional: bool, now: datetime, ttl: timedelta,
+) -> SendSms:  # fmt: skip
+    """A planned SMS about `change`'s order as the notifier's command (a one-step campaign's, or a journey's step's).
 
     The message stays valid for `ttl` from the moment it may first be sent (after quiet hours, if held).
     """
     return SendSms(
-        idempotency_key=send_sms_id(campaign.id, event_id),
-        partner_id=campaign.partner_id,
-        campaign_id=campaign.id,
-        order_id=event.order_id,
-        customer_id=event.order.customer.id,
+        idempotency_key=command_id,
+        partner_id=partner_id,
+        campaign_id=campaign_id,
+        order_id=change.order_id,
+        customer_id=change.order.customer.id,
         phone=sms.phone,
         text=sms.text,
-        sender=campaign.sender,
+        sender=sender,
         requested_at=now,
         expires_at=(sms.not_before or now) + ttl,
         not_before=sms.not_before,
-        transactional=campaign.transactional,
-        # The notifier enforces consent for marketing SMS whatever the filters said; it needs the snapshot's.
-        sms_consent=event.order.customer.sms_consent,
+        transactional=transactional,
+        # The notifier enforces consent for marketing SMS whatever the filters said; it needs the snapshot's (for a
+        # journey's step, the latest change's: consent as it is when the step fires).
+        sms_consent=change.order.customer.sms_consent,
     )
 
 

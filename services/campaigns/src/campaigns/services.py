@@ -41,6 +41,7 @@ from campaigns.domain import (
     evaluate,
     preview_event,
     send_command,
+    sms_command,
     triggered_by,
 )
 from campaigns.journeys import (
@@ -92,7 +93,7 @@ from campaigns.settings import CampaignsSettings
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.envelope import Envelope
 from contracts.orders import OrderStatusChanged
-from contracts.sms import SendSms, SmsDelivered, SmsDispatched, SmsFailed, send_sms_id
+from contracts.sms import SmsDelivered, SmsDispatched, SmsFailed, send_sms_id
 from contracts.statuses import StatusDefinition
 from servicekit.catalog import StatusCatalog
 from servicekit.consumer import TRANSIENT_ERRORS
@@ -820,21 +821,10 @@ class JourneyTimers:
         sms, record = send.decision.sms, None
         command_id = send_sms_id(run.campaign_id, step_id) if sms is not None else None
         if sms is not None and command_id is not None:
-            command = SendSms(
-                idempotency_key=command_id,
-                partner_id=run.partner_id,
-                campaign_id=run.campaign_id,
-                order_id=run.order_id,
-                customer_id=run.customer_id,
-                phone=sms.phone,
-                text=sms.text,
-                sender=send.template.sender,
-                requested_at=now,
-                expires_at=(sms.not_before or now) + self._policy.sms_ttl,
-                not_before=sms.not_before,
-                transactional=run.definition.transactional,
-                sms_consent=run.change.order.customer.sms_consent,  # as of the latest change: consent at firing
-            )
+            command = sms_command(
+                command_id, run.partner_id, run.campaign_id, run.change, sms, sender=send.template.sender,
+                transactional=run.definition.transactional, now=now, ttl=self._policy.sms_ttl,
+            )  # fmt: skip
             envelope = Envelope.wrap(command, source=SOURCE, partner_id=run.partner_id, event_id=command_id, time=now)
             record = record_for(envelope, self._policy.send_sms_topic, envelope.key())
         evaluation = Evaluation(
