@@ -270,6 +270,10 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
         copied = time.monotonic()
         await index_like_journey_runs(conn)
         indexed = time.monotonic()
+        sizes = await conn.fetchrow(
+            f"SELECT pg_table_size('{PENDING_TABLE}') / 1048576 AS table_mb, "
+            f"pg_indexes_size('{PENDING_TABLE}') / 1048576 AS indexes_mb, current_setting('shared_buffers') AS buffers"
+        )
         rounds: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
         peaks: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
         for n in range(FULL_SPEED_ROUNDS):
@@ -300,6 +304,7 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
         "pending": JOURNEY_PENDING,
         "preload_seconds": round(copied - started, 1),
         "index_seconds": round(indexed - copied, 1),
+        "pending_sizes": dict(sizes) if sizes else {},
         "full_speed_without": without,
         "full_speed_with": with_pending,
         "rounds_throughput": {k: [r["status_changes_per_second"] for r in v] for k, v in rounds.items()},
