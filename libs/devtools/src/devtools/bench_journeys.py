@@ -288,6 +288,7 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
                 if kind == "with":
                     await swap(conn)
         live = await live_runs(conn)
+        scans = await table_scans(conn)  # after the rounds the million is PENDING_TABLE again
         await swap(conn)  # the million in place for the due runs
         say(f"journeys: {JOURNEY_DUE:,} runs coming due at {JOURNEY_DUE_RATE:,}/s beside the pending ones")
         reset_peaks(platform)
@@ -314,6 +315,7 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
         "rounds_sms_per_second": {k: [r["sms_per_second"] for r in v] for k, v in rounds.items()},
         "sms_ratio": ratio(*(statistics.median(r["sms_per_second"] for r in rounds[k]) for k in ("with", "without"))),
         "live_runs": live,
+        "scans_after_rounds": scans,
         "due_rate": JOURNEY_DUE_RATE,
         "due": due,
         "peak_rss_mb": peak_rss,
@@ -405,6 +407,17 @@ async def live_runs(conn: asyncpg.Connection) -> dict[str, int]:
         )
         found.update({f"{row['state']} {row['reason']}".strip(): row["n"] for row in rows})
     return dict(found)
+
+
+async def table_scans(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
+    """Sequential and index scans of each table so far (statistics follow a table through its renames): a
+    sequential scan of the million's table by the live path would show here."""
+    rows = await conn.fetch(
+        "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan FROM pg_stat_user_tables "
+        "WHERE relname = ANY($1::text[])",
+        ["journey_runs", PENDING_TABLE],
+    )
+    return {row["relname"]: {k: row[k] for k in ("seq_scan", "seq_tup_read", "idx_scan")} for row in rows}
 
 
 async def due_runs(
