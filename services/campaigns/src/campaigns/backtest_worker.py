@@ -16,8 +16,11 @@ by chunk.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import zlib
 from collections.abc import Awaitable
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +46,27 @@ class _Share:
 
 
 _shares: dict[str, _Share] = {}  # in a worker process: the backtests it is running
+
+
+def _as_a_worker(nice: int, service: int) -> None:
+    """A worker's set-up: it dies with its service, and it runs at a lower priority."""
+    _die_with(service)
+    _lower_priority(nice)
+
+
+# prctl(2)'s option: a signal to this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(service: int) -> None:
+    """On Linux, killed when the service process (`service`, its parent) dies, however it dies: a worker waits for
+    work for ever, and a service killed outright (SIGKILL, a crash, the bench's platforms stopped) left both of its
+    workers running, 130-150 MB each. The signal comes when the thread that started the worker ends: the event
+    loop's, which submits the work."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != service:  # it died already, before the signal was asked for
+        os._exit(1)
 
 
 def _lower_priority(nice: int) -> None:
@@ -98,7 +122,8 @@ class ReplayWorker:
             # spawn: a fork of a process running an event loop, threads and open connections is not safe. One
             # process per executor: a backtest's share stays in the process that holds its replay.
             context = multiprocessing.get_context("spawn")
-            executor = ProcessPoolExecutor(1, context, initializer=_lower_priority, initargs=(self._nice,))
+            setup = (self._nice, os.getpid())
+            executor = ProcessPoolExecutor(1, context, initializer=_as_a_worker, initargs=setup)
             self._executors[index] = executor
         return executor
 
