@@ -132,8 +132,11 @@ async def test_the_payment_reminder_reminds_twice_then_the_paid_order_leaves_at_
     await wait_for_run(db, campaign_id, "o-1", "left", 6)
     assert (await runs(db, campaign_id))["o-1"][2] == "exit"
     clock.now += timedelta(hours=72)
+    idle = timers.rounds
     await asyncio.sleep(1.5)
     assert len(await topics.send_sms()) == 2  # exactly two SMS
+    # Nothing waits: the loop looks for the earliest due run (a read) and claims nothing (no transaction).
+    assert timers.rounds == idle, f"{timers.rounds - idle} claims in 1.5 s with nothing waiting"
 
     figures = (await demo.get(f"/v1/campaigns/{campaign_id}/journey")).json()
     assert [s["sent"] for s in figures["steps"]] == [0, 0, 1, 0, 0, 1, 0, 0]

@@ -719,7 +719,7 @@ class JourneyTimers:
     passes its due_at: never early. Between rounds it sleeps until the earliest due_at, at most `longest_sleep_s`
     (other instances' new runs), or until `wake` (this instance's consumer made a run due now)."""
 
-    def __init__(self, policy: Policy, clock: Clock, *, batch: int = 200, longest_sleep_s: float = 1.0) -> None:
+    def __init__(self, policy: Policy, clock: Clock, *, batch: int = 200, longest_sleep_s: float = 5.0) -> None:
         self._pool: asyncpg.Pool | None = None
         self._policy = policy
         self._clock = clock
@@ -759,15 +759,21 @@ class JourneyTimers:
                 await asyncio.sleep(self._longest_sleep_s)
 
     async def _sleep(self) -> None:
-        async with self.pool.acquire() as conn:
-            due = await earliest_due(conn)
-        wait = self._longest_sleep_s
-        if due is not None:
+        """Until the earliest due_at, a wake-up, or `longest_sleep_s`; then a claim only when a run is due (or may
+        be: this instance's consumer woke it), since looking for the earliest is one read and a claim a transaction."""
+        while True:
+            self._woken.clear()
+            async with self.pool.acquire() as conn:
+                due = await earliest_due(conn)
+            left = self._longest_sleep_s if due is None else (due - self._clock()).total_seconds()
             # A due run still here is held by a consumer's lock or a state change: look again a little later.
-            wait = min(wait, max((due - self._clock()).total_seconds(), 0.05))
-        self._woken.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._woken.wait(), wait)
+            wait = min(self._longest_sleep_s, max(left, 0.05))
+            try:
+                await asyncio.wait_for(self._woken.wait(), wait)
+                return
+            except TimeoutError:
+                if due is not None and left <= wait:
+                    return
 
     async def fire_due(self) -> int:
         """One round: the runs claimed (those fired, or skipped as locked elsewhere, come again next round)."""

@@ -29,9 +29,10 @@ class CampaignsSettings(ServiceSettings):
     # Its worker processes, each deciding the changes of a share of the customers; 0: one per core, at most 4.
     backtest_workers: int = Field(default=0, ge=0, le=4)
 
-    # Journeys' durable timers: each instance looks for due runs at least this often (sooner when one is due
-    # sooner, or its own consumer made one due now), so a run due on another instance's behalf waits this long.
-    journey_timers_sleep_s: float = Field(default=1.0, gt=0, le=10)
+    # Journeys' durable timers: each instance looks for the earliest due run at least this often (sooner when one is
+    # due sooner, or its own consumer made one due now, which is how each instance hears of its own new runs), so a
+    # run left due by an instance that died waits at most this long for another.
+    journey_timers_sleep_s: float = Field(default=5.0, gt=0, le=60)
     # Tests only: a file holding an offset in seconds added to the real clock (re-read when it changes), so a
     # test moves a real subprocess's time forward. Unset: the real clock.
     clock_file: str | None = None
