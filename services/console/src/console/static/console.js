@@ -117,9 +117,16 @@ document.addEventListener("click", (event) => {
   block.closest("form")?.dispatchEvent(new Event("change", { bubbles: true }));
 });
 
-// The flow drawn again by the server (a step added, a campaign turned into a journey): the preview follows.
+// The flow drawn again by the server (a step added, a campaign turned into a journey) or a condition added to the
+// form: the preview follows. An added row changes the form without a change event of its own, and the change that
+// clicking "Add condition" causes (the text box's blur) may reach the server before the row is in the form.
 document.addEventListener("htmx:afterSwap", (event) => {
-  if (event.detail.target?.id === "flow" || event.detail.elt?.id === "flow") {
-    document.getElementById("campaign-form")?.dispatchEvent(new Event("change", { bubbles: true }));
+  const form = document.getElementById("campaign-form");
+  const target = event.detail.target;
+  if (!form || !target || event.detail.elt === form || target.closest("#preview")) {
+    return;  // the preview's own answer
+  }
+  if (form.contains(target) || target.id === "flow" || event.detail.elt?.id === "flow") {
+    form.dispatchEvent(new Event("change", { bubbles: true }));
   }
 });
