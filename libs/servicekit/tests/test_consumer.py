@@ -306,6 +306,38 @@ async def test_a_lone_record_does_not_linger_when_the_linger_starts_from_more(
         assert time.monotonic() - sent < 1.5  # not the 3 s linger
 
 
+async def test_a_record_does_not_wait_behind_a_fetch_of_quiet_partitions(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
+) -> None:
+    """Records fetched while the handler is busy wait for it; aiokafka then fetched the other, quiet partitions
+    alone, and the busy partition's next record waited for that fetch's five seconds (servicekit.kafka)."""
+    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+    broker = KafkaBroker(infrastructure.kafka_bootstrap)
+    batches = asyncio.Queue[list[bytes]]()
+
+    async def process(records: Sequence[Record]) -> None:
+        values = [record.value or b"" for record in records]
+        if values == [b"slow"]:
+            await asyncio.sleep(0.5)  # a busy handler: the next record waits in the fetcher meanwhile
+        batches.put_nowait(values)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    batch_subscriber(broker, topic, group, process, DeadLetters(producer, f"{topic}.dlq", "g"))
+    async with broker:
+        await broker.start()
+        await producer.send_and_wait(topic, b"warm-up", partition=0)
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"warm-up"]  # consuming
+        await producer.send_and_wait(topic, b"slow", partition=0)
+        await asyncio.sleep(0.1)
+        await producer.send_and_wait(topic, b"fetched meanwhile", partition=0)
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"slow"]
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"fetched meanwhile"]
+        sent = time.monotonic()
+        await producer.send_and_wait(topic, b"next", partition=0)
+        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"next"]
+        assert time.monotonic() - sent < 1.5  # without servicekit.kafka.fetch_whole_assignment: about 4.5 s
+
+
 async def test_a_handled_batch_is_not_left_in_a_reference_cycle(
     infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
 ) -> None:

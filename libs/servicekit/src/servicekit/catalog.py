@@ -29,7 +29,7 @@ from contracts.envelope import decode_any
 from contracts.errors import ContractError
 from contracts.status_events import StatusDefinitionArchived, StatusDefinitionUpserted
 from contracts.statuses import StatusDefinition
-from servicekit.kafka import IDLE_CONSUMER, IDLE_FETCH_WAIT_MS, IDLE_POLL_MS, topic_partitions
+from servicekit.kafka import IDLE_CONSUMER, IDLE_FETCH_WAIT_MS, IDLE_POLL_MS, fetch_whole_assignment, topic_partitions
 
 log = logging.getLogger(__name__)
 STATUS_EVENTS = (StatusDefinitionArchived, StatusDefinitionUpserted)
@@ -156,6 +156,7 @@ class StatusCatalog:
     async def _connect(self) -> tuple[AIOKafkaConsumer, Offsets]:
         consumer = self._new_consumer(self._client_id)
         await consumer.start()
+        fetch_whole_assignment(consumer)
         try:
             partitions = await self._partitions()
             # The ends first: once assigned, the consumer's fetch waits on the broker (fetch_max_wait_ms) ahead of any

@@ -35,7 +35,7 @@ from prometheus_client import Counter, Histogram
 
 from contracts.errors import ContractError
 from servicekit.db import DbConnection
-from servicekit.kafka import IDLE_CONSUMER, IDLE_POLL_MS
+from servicekit.kafka import IDLE_CONSUMER, IDLE_POLL_MS, fetch_whole_assignment
 from servicekit.settings import Batching
 
 log = logging.getLogger(__name__)
@@ -303,6 +303,7 @@ def batch_subscriber(
     small = max(1, max_records // 4)  # a batch this big already spreads its fixed costs: no wait
 
     async def get_msg(consumer: AIOKafkaConsumer) -> tuple[Record, ...]:
+        fetch_whole_assignment(consumer)  # on every poll: FastStream may have started a new consumer since the last
         records = await _poll(consumer, IDLE_POLL_MS, max_records)
         if linger_s and batching.linger_from_records <= len(records) < small:
             await asyncio.sleep(linger_s)

@@ -36,7 +36,7 @@ from prometheus_client import Counter
 from contracts.envelope import decode_any
 from contracts.errors import ContractError
 from contracts.identity import ApiClientRevoked
-from servicekit.kafka import IDLE_CONSUMER, IDLE_POLL_MS, topic_partitions
+from servicekit.kafka import IDLE_CONSUMER, IDLE_POLL_MS, fetch_whole_assignment, topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,7 @@ class RevokedClients:
             **IDLE_CONSUMER,  # revocations are rare: every service follows them, and should cost nothing meanwhile
         )
         await consumer.start()
+        fetch_whole_assignment(consumer)
         try:
             partitions = [TopicPartition(self._topic, p) for p in await topic_partitions(self._bootstrap, self._topic)]
             # The ends first: once assigned, the consumer's fetch waits on the broker (fetch_max_wait_ms) ahead of any

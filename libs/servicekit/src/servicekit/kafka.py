@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 # What an idle consumer costs is how often it asks the broker for records and how often its client's loop wakes up to
@@ -24,6 +24,23 @@ IDLE_CONSUMER: dict[str, int] = {
 # How long a consumer's loop waits for records in one `getmany`: it returns as soon as records arrive, and stopping
 # the consumer ends it at once, so this only bounds how often an idle loop wakes up.
 IDLE_POLL_MS = 30_000
+
+
+def fetch_whole_assignment(consumer: AIOKafkaConsumer) -> None:
+    """Keep a started consumer from fetching part of its partitions while records it fetched wait for its loop.
+
+    aiokafka keeps one fetch per broker in flight. Once fetched records have waited 100 ms for the loop (its
+    `prefetch_backoff`: a handler busy with the previous batch), it fetches the partitions without waiting records
+    alone; when the loop then takes those records, their partitions join no fetch until that one returns, which on
+    quiet partitions is `IDLE_FETCH_WAIT_MS` later. Records on the busy partitions waited up to five seconds
+    behind it: a stream's last records at full speed (the benchmark's bimodal rounds), a sparse stream at any rate
+    (test_consumer.py's quiet-partitions test). Waiting the whole fetch wait before such a partial fetch, the
+    consumer fetches every partition together again as soon as its loop took the records. aiokafka exposes no
+    setting for it (0.14): `uv.lock` pins the version, and this fails loudly should the attribute go away."""
+    fetcher = consumer._fetcher  # set by start
+    if not hasattr(fetcher, "_prefetch_backoff"):
+        raise RuntimeError("aiokafka's fetcher no longer has _prefetch_backoff: see servicekit.kafka")
+    fetcher._prefetch_backoff = IDLE_FETCH_WAIT_MS / 1000
 
 
 async def broker_reachable(producer: AIOKafkaProducer, timeout_s: float = 2.0) -> bool:
