@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import asyncpg
+from fastapi import FastAPI
 
 from notifier.app import create_app
 from notifier.sending import Sending
@@ -39,3 +43,17 @@ async def test_an_idle_dispatcher_looks_for_due_messages_with_one_statement(
             dispatcher.pool = app.state.runtime.pool
             await pool.close()
     assert len(statements) == 1, statements
+
+
+async def test_an_idle_dispatcher_looks_less_and_less_often_and_never_past_the_next_scheduled_message(
+    kit: Any, notifier_app: FastAPI
+) -> None:
+    """At rest the dispatcher looked every second: a statement and a few wake-ups each time (issue 34). Its pauses
+    now double while it finds nothing (up to `dispatch_idle_poll_s`, 5 s), but end when the earliest scheduled
+    message comes due: without that, this one, due 4 s on, went out at the poll 6.2 s on."""
+    later = kit.command(not_before=datetime.now(UTC) + timedelta(seconds=4))
+    await kit.publish(later)
+    await kit.wait_status(later.id, "scheduled")
+    await kit.wait_status(later.id, "delivered", timeout_s=15)
+    (row,) = await kit.rows("SELECT updated_at, not_before FROM messages WHERE send_sms_id = $1", later.id)
+    assert timedelta(0) <= row["updated_at"] - row["not_before"] < timedelta(seconds=1.5)

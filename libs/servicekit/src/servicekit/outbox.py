@@ -40,6 +40,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from contracts.envelope import Envelope
 from servicekit.db import DEFAULT_SLOTS, SLOTS_SETTING, DbConnection
+from servicekit.polling import IdlePolls
 from servicekit.tracing import trace_headers
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         # The longest pause between two polls: while polls find nothing and nothing wakes the relay, each pause
         # doubles from `poll_interval_s` up to this (none: every poll interval; services: OUTBOX_IDLE_POLL_S).
-        self._idle_poll_s = max(idle_poll_s or poll_interval_s, poll_interval_s)
+        self._idle_poll_s = idle_poll_s or poll_interval_s
         self._wake = asyncio.Event()
         self._stopping = False
         self._watches: set[PublishWatch] = set()
@@ -322,19 +323,16 @@ class OutboxRelay:
         """Rounds until `stop`: at once after a full batch, else when woken or after a pause. Every write wakes its
         own process's relay and notifies the others, so the poll only covers a lost wake-up (a notification sent
         while the listener reconnected, slots changing hands between a write and its commit): while polls find
-        nothing and nothing wakes the relay, the pause doubles up to `idle_poll_s`, and a relay at rest polls every
-        few seconds instead of several times a second (docs/performance.md, issue 34). Found rows or a wake-up bring
-        the pause back to `poll_interval_s`."""
-        pause_s = self._poll_interval_s
+        nothing and nothing wakes the relay, the pause doubles up to `idle_poll_s` (`servicekit.polling`)."""
+        polls = IdlePolls(self._poll_interval_s, self._idle_poll_s)
         while not self._stopping:
             published_before = self.published
             full = await self._publish_with_backoff(session)
             if full or self._stopping:
                 continue
             if self.published > published_before:
-                pause_s = self._poll_interval_s
-            woken = await self._sleep_until_woken(pause_s)
-            pause_s = self._poll_interval_s if woken else min(pause_s * 2, self._idle_poll_s)
+                polls.found()
+            await polls.wait(self._wake)
 
     async def _sleep_until_woken(self, timeout_s: float | None = None) -> bool:
         """Wait for a wake-up, at most `timeout_s` (the poll interval); whether one came."""

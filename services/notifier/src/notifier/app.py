@@ -78,6 +78,7 @@ def create_app(settings: NotifierSettings | None = None, *, provider: Provider |
             lease_s=settings.inflight_lease_s,
             own_orphan_grace_s=settings.own_orphan_grace_s,
             poll_interval_s=settings.dispatch_poll_interval_s,
+            idle_poll_s=settings.dispatch_idle_poll_s,
         )
         intake = Intake(runtime.pool, events, dead_letters, wake, dispatcher)
         batch_subscriber(

@@ -41,6 +41,7 @@ from notifier.repository import (
 from servicekit.batching import GroupCommit
 from servicekit.db import DbConnection
 from servicekit.outbox import unit_of_work
+from servicekit.polling import IdlePolls
 from servicekit.tracing import consume_span
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,14 @@ class Dispatcher:
     lease_s: float = 300.0
     own_orphan_grace_s: float = 30.0
     poll_interval_s: float = 1.0
+    # At rest the polls space out up to this (servicekit.polling), never past the next scheduled message.
+    idle_poll_s: float = 5.0
     _in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _reserved: int = 0  # room taken by attempts recorded in an intake transaction not yet committed
     # Due messages may wait in the queue: the last round filled every slot, or the intake had no room.
     _backlog: bool = False
+    # The earliest message still to come when the last look found none due: the pause ends there at the latest.
+    _next_due: datetime | None = None
     _live: bool = False  # holding the liveness lock: only then may attempts carry this instance's id
     # This instance's id; it holds its liveness lock (`hold_liveness_lock`) for as long as it lives.
     instance_id: int = field(default_factory=lambda: secrets.randbelow(2**31 - 1) + 1)
@@ -86,6 +91,7 @@ class Dispatcher:
     def __post_init__(self) -> None:
         # Outcomes of concurrent sends are recorded together: one transaction per group, not per SMS.
         self._recording: GroupCommit[SendOutcome] = GroupCommit(self.outcomes.record)
+        self._polls = IdlePolls(self.poll_interval_s, self.idle_poll_s)
 
     async def run(self) -> None:
         async with self.pool.acquire() as liveness:
@@ -119,13 +125,14 @@ class Dispatcher:
             except Exception:  # a bug must not stop every future send; it is logged and retried
                 log.exception("dispatcher: unexpected error; retrying")
                 started = 0
+            if started:
+                self._polls.found()
             if started == 0 or len(self._in_flight) >= self.max_in_flight:
                 await self._sleep()
 
     async def _sleep(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.poll_interval_s)
-        self.wake.clear()
+        next_due, self._next_due = self._next_due, None
+        await self._polls.wait(self.wake, None if next_due is None else (next_due - datetime.now(UTC)).total_seconds())
 
     async def dispatch_due(self) -> int:
         """Take due messages (as many as there are free slots), record their attempts, start the sends."""
@@ -133,9 +140,11 @@ class Dispatcher:
         if free <= 0:
             return 0
         async with self.pool.acquire() as conn:
-            # One statement, no transaction, when nothing is due: the dispatcher looks every poll interval, and at
-            # rest its transaction (BEGIN, the locking read, COMMIT) was most of what the notifier cost PostgreSQL.
-            if not await DispatchQueue(conn).anything_due(datetime.now(UTC)):
+            # One statement, no transaction, when nothing is due: the dispatcher looks every poll, and at rest its
+            # transaction (BEGIN, the locking read, COMMIT) was most of what the notifier cost PostgreSQL.
+            next_due = await DispatchQueue(conn).next_due()
+            if next_due is None or next_due > datetime.now(UTC):
+                self._next_due = next_due
                 self._backlog = False
                 return 0
         # The intake may take some of this room meanwhile: MAX_IN_FLIGHT is a soft cap (the provider's rate

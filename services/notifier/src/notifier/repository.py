@@ -375,13 +375,13 @@ class DispatchQueue:
     def __init__(self, conn: DbConnection) -> None:
         self._conn = conn
 
-    async def anything_due(self, now: datetime) -> bool:
-        """Whether a message waits to be sent by now (locked by another dispatcher or not): the index `messages_due`."""
-        return bool(
-            await self._conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE status IN ('scheduled', 'pending') AND due_at <= $1)", now
-            )
+    async def next_due(self) -> datetime | None:
+        """When the earliest message waiting to be sent is due (locked by another dispatcher or not; none waits:
+        None), from the first entry of the index `messages_due`."""
+        due: datetime | None = await self._conn.fetchval(
+            "SELECT min(due_at) FROM messages WHERE status IN ('scheduled', 'pending')"
         )
+        return due
 
     async def due(self, now: datetime, limit: int) -> list[Claimed]:
         # SKIP LOCKED: several instances take disjoint sets; a message is sent by one of them.

@@ -48,6 +48,9 @@ class NotifierSettings(ServiceSettings):
 
     # The dispatcher also polls in case a wake-up is missed (and for scheduled messages coming due).
     dispatch_poll_interval_s: float = 1.0
+    # While the polls find nothing and nothing wakes it, they space out up to this (servicekit.polling); never past
+    # the next scheduled message or retry, whose due time the last poll read.
+    dispatch_idle_poll_s: float = Field(default=5.0, gt=0)
     # An attempt still "sending" this long after it started is orphaned (its process died) and is
     # reconciled with the provider. Must exceed the longest send: rate-limit wait + provider timeout.
     inflight_lease_s: float = 300.0

@@ -15,7 +15,6 @@ pace, not as fast as it refuses connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from standardwebhooks.webhooks import Webhook
 
 from servicekit.consumer import TRANSIENT_ERRORS
 from servicekit.http import retry_after_seconds
+from servicekit.polling import IdlePolls
 from webhooks.domain import Clock, MessageState, Outcome, decide, paused_until
 from webhooks.repository import AttemptRecord, Claimed, Deliveries
 from webhooks.settings import WebhooksSettings
@@ -112,9 +112,11 @@ class Dispatcher:
 
     async def run(self) -> None:
         backoff = 0.0
+        polls = IdlePolls(self._settings.delivery_poll_interval_s, self._settings.delivery_idle_poll_s)
         while True:
             try:
-                await self._claim_and_start()
+                if await self._claim_and_start():
+                    polls.found()
                 backoff = 0.0
             except Exception as exc:  # a dispatcher that stopped would send nothing more: log, wait, claim again
                 backoff = min(10.0, max(0.2, backoff * 2))
@@ -128,9 +130,7 @@ class Dispatcher:
                     exc_info=not transient,
                 )
                 await asyncio.sleep(backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.delivery_poll_interval_s)
-            self._wake.clear()
+            await polls.wait(self._wake)
 
     async def stop(self) -> None:
         """Cancel what is in flight: those messages keep their lease, and are sent again once it expires."""
@@ -139,10 +139,11 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _claim_and_start(self) -> None:
+    async def _claim_and_start(self) -> bool:
+        """Claim what may be sent now, within the free slots, and start sending it; whether anything was."""
         free = self._settings.delivery_concurrency - len(self._in_flight)
         if free <= 0:
-            return
+            return False
         now = self._clock.now()
         busy = dict(Counter(self._in_flight.values()))
         async with self._pool.acquire() as conn:  # one statement, its own transaction: no BEGIN/COMMIT round trips
@@ -157,6 +158,7 @@ class Dispatcher:
             task = asyncio.create_task(self._deliver(message), name=f"webhook-{message.id}")
             self._in_flight[task] = message.endpoint_id
             task.add_done_callback(self._done)
+        return bool(claimed)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)

@@ -35,8 +35,11 @@ class WebhooksSettings(ServiceSettings):
     delivery_failing_pause_max_s: float = Field(default=60.0, gt=0)
     # How often an idle dispatcher looks for due messages (a consumer that fans out, a finished delivery and a resend
     # wake it at once): retries and the end of a pause start within this. Every poll is a statement and a few
-    # wake-ups, which a platform at rest pays for (docs/performance.md, issue 34).
+    # wake-ups, which a platform at rest pays for (docs/performance.md, issue 34): while the polls find nothing and
+    # nothing wakes the dispatcher, they space out up to `delivery_idle_poll_s` (servicekit.polling), so a retry
+    # or a pause's end coming due after a quiet spell starts up to that late.
     delivery_poll_interval_s: float = Field(default=1.0, gt=0)
+    delivery_idle_poll_s: float = Field(default=5.0, gt=0)
     # How much of an endpoint's answer is read and kept in the delivery log; the rest is never read.
     response_excerpt_bytes: int = Field(default=1024, ge=0, le=64 * 1024)
     # A Retry-After longer than this is taken as this long.
