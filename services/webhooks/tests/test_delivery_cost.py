@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 
 import asyncpg
 import httpx
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 from httpcore._synchronization import current_async_library
 
 from devtools.pytest_plugin import wait_until
+from servicekit.consumer import DeadLetters, Record, Rejected
+from webhooks.consumers import SOURCES, events_processor
 from webhooks.delivery import Dispatcher, Sender
 from webhooks.repository import Deliveries, NewMessage
 from webhooks.services import fan_out
@@ -157,3 +161,43 @@ async def test_an_idle_dispatcher_looks_for_due_messages_less_and_less_often(
                 await running
             await pool.close()
     assert rounds <= 9, rounds  # 0, 0.1, 0.3, 0.7, 1.5, 2.3, 3.1: 7 (every 0.1 s: 32)
+
+
+class KeptDeadLetters(DeadLetters):
+    """Dead letters kept here, not sent: what the consumer read and could not."""
+
+    def __init__(self) -> None:
+        self.rejected: list[Rejected] = []
+
+    async def publish(self, rejected: Sequence[Rejected]) -> None:
+        self.rejected.extend(rejected)
+
+
+def unreadable(offset: int, partner: bytes | None) -> Record:
+    headers = [("partnerid", partner)] if partner is not None else []
+    return ConsumerRecord("t", 0, offset, 0, 0, b"k", b"{not json", None, 1, 9, headers)
+
+
+async def test_the_records_of_partners_without_an_endpoint_are_not_read(
+    acme: httpx.AsyncClient, webhooks_settings: WebhooksSettings, receiver: Receiver, clock: TestClock
+) -> None:
+    """Parsing every event of the platform was most of what the service cost at full speed and at 100 events/s, though
+    most partners have no endpoint (docs/performance.md, issue 34): a record whose `partnerid` header names a partner
+    without an endpoint is not read, unless a record of the batch has no such header. Unreadable records show what was
+    read."""
+    await create_endpoint(acme, f"{receiver.url}/hooks")
+    pool = await asyncpg.create_pool(webhooks_settings.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    dead_letters = KeptDeadLetters()
+    process = events_processor(pool, SOURCES[0], dead_letters, clock, lambda: None)
+    try:
+        await process([unreadable(1, b"nobody"), unreadable(2, b"acme")])
+        await process([unreadable(3, b"nobody"), unreadable(4, b"someone-else")])  # no one's endpoint: not a read
+        await process([unreadable(5, b"nobody"), unreadable(6, None)])  # a record without the header: all are read
+    finally:
+        await pool.close()
+    assert [(r.record.offset, r.reason) for r in dead_letters.rejected] == [
+        (2, "malformed_json"),
+        (5, "malformed_json"),
+        (6, "malformed_json"),
+    ]

@@ -3,7 +3,7 @@ the consumers' fan-out of platform events into messages (in the transaction that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from webhooks.domain import (
     new_secret,
     wants,
 )
-from webhooks.repository import Deliveries, EndpointRepository, NewMessage
+from webhooks.repository import Deliveries, EndpointRepository, NewMessage, Subscriber
 from webhooks.targets import TargetGuard, TargetRefused
 
 
@@ -132,9 +132,23 @@ def _found(endpoint: Endpoint | None, endpoint_id: str) -> Endpoint:
     return endpoint
 
 
-async def fan_out(pool: asyncpg.Pool, consumer: str, envelopes: Sequence[Envelope[Contract]], clock: Clock) -> int:
+async def subscribers_of(pool: asyncpg.Pool, partner_ids: Iterable[str]) -> list[Subscriber]:
+    """The enabled endpoints of these partners, read outside any transaction: under READ COMMITTED the claim's
+    transaction would read the same endpoints."""
+    async with pool.acquire() as conn:
+        return await Deliveries(conn).subscribers(sorted(set(partner_ids)))
+
+
+async def fan_out(
+    pool: asyncpg.Pool,
+    consumer: str,
+    envelopes: Sequence[Envelope[Contract]],
+    clock: Clock,
+    subscribers: Sequence[Subscriber] | None = None,
+) -> int:
     """One message per event and enabled endpoint that wants it, due at once, in the transaction that claims the
     events for `consumer` (a redelivered event finds its claim and adds nothing). Returns the messages made.
+    `subscribers`: the enabled endpoints of every partner of `envelopes`, when the caller read them already.
 
     Most partners have no endpoint, or none that wants most events: a batch no endpoint wants is one read and no
     transaction (it cost a transaction of four statements, for every batch of every consumer: docs/performance.md,
@@ -142,9 +156,8 @@ async def fan_out(pool: asyncpg.Pool, consumer: str, envelopes: Sequence[Envelop
     was created, that endpoint gets it, once (its claim and the unique message per endpoint and event)."""
     if not envelopes:
         return 0
-    async with pool.acquire() as conn:
-        # Read outside the transaction: under READ COMMITTED the claim's transaction would read the same endpoints.
-        subscribers = await Deliveries(conn).subscribers(sorted({envelope.partnerid for envelope in envelopes}))
+    if subscribers is None:
+        subscribers = await subscribers_of(pool, (envelope.partnerid for envelope in envelopes))
     made = [message for envelope in envelopes for message in _messages_of(envelope, subscribers)] if subscribers else []
     if not made:
         return 0
