@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -260,49 +261,58 @@ async def test_offsets_are_committed_after_the_work_at_most_once_per_interval_an
     assert await committed() == 5  # ...or the stop
 
 
-async def test_a_small_batch_lingers_for_more_records(
-    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
-) -> None:
-    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+@contextlib.asynccontextmanager
+async def consuming(
+    infrastructure: Infrastructure,
+    topic: str,
+    producer: AIOKafkaProducer,
+    batching: Batching = Batching(),
+    busy_on: bytes | None = None,
+) -> AsyncIterator[asyncio.Queue[list[bytes]]]:
+    """A batch subscriber of `topic` that puts each batch's values on the queue it yields, once it consumes (a
+    warm-up record went through); a batch of `busy_on` alone keeps its handler busy for half a second."""
     broker = KafkaBroker(infrastructure.kafka_bootstrap)
     batches = asyncio.Queue[list[bytes]]()
 
     async def process(records: Sequence[Record]) -> None:
-        batches.put_nowait([record.value or b"" for record in records])
+        values = [record.value or b"" for record in records]
+        if busy_on is not None and values == [busy_on]:
+            await asyncio.sleep(0.5)  # a busy handler: the records fetched meanwhile wait in the fetcher
+        batches.put_nowait(values)
 
-    dead_letters = DeadLetters(producer, f"{topic}.dlq", "g")
     group = f"g-{uuid.uuid4().hex[:8]}"
-    batch_subscriber(broker, topic, group, process, dead_letters, batching=Batching(linger_ms=3000))
+    batch_subscriber(broker, topic, group, process, DeadLetters(producer, f"{topic}.dlq", "g"), batching=batching)
     async with broker:
         await broker.start()
         await producer.send_and_wait(topic, b"warm-up", key=b"k")
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"warm-up"]  # consuming
+        assert await next_batch(batches) == [b"warm-up"]  # consuming
+        yield batches
+
+
+async def next_batch(batches: asyncio.Queue[list[bytes]]) -> list[bytes]:
+    return await asyncio.wait_for(batches.get(), timeout=30)
+
+
+async def test_a_small_batch_lingers_for_more_records(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
+) -> None:
+    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+    async with consuming(infrastructure, topic, producer, Batching(linger_ms=3000)) as batches:
         await producer.send_and_wait(topic, b"1", key=b"k")
         await asyncio.sleep(0.5)  # well inside the linger
         await producer.send_and_wait(topic, b"2", key=b"k")
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"1", b"2"]  # without the linger: [b"1"]
+        assert await next_batch(batches) == [b"1", b"2"]  # without the linger: [b"1"]
 
 
 async def test_a_lone_record_does_not_linger_when_the_linger_starts_from_more(
     infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
 ) -> None:
     topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
-    broker = KafkaBroker(infrastructure.kafka_bootstrap)
-    batches = asyncio.Queue[list[bytes]]()
-
-    async def process(records: Sequence[Record]) -> None:
-        batches.put_nowait([record.value or b"" for record in records])
-
     batching = Batching(linger_ms=3000, linger_from_records=2)
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    batch_subscriber(broker, topic, group, process, DeadLetters(producer, f"{topic}.dlq", "g"), batching=batching)
-    async with broker:
-        await broker.start()
-        await producer.send_and_wait(topic, b"warm-up", key=b"k")
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"warm-up"]  # consuming
+    async with consuming(infrastructure, topic, producer, batching) as batches:
         sent = time.monotonic()
         await producer.send_and_wait(topic, b"1", key=b"k")
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"1"]
+        assert await next_batch(batches) == [b"1"]
         assert time.monotonic() - sent < 1.5  # not the 3 s linger
 
 
@@ -312,29 +322,15 @@ async def test_a_record_does_not_wait_behind_a_fetch_of_quiet_partitions(
     """Records fetched while the handler is busy wait for it; aiokafka then fetched the other, quiet partitions
     alone, and the busy partition's next record waited for that fetch's five seconds (servicekit.kafka)."""
     topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
-    broker = KafkaBroker(infrastructure.kafka_bootstrap)
-    batches = asyncio.Queue[list[bytes]]()
-
-    async def process(records: Sequence[Record]) -> None:
-        values = [record.value or b"" for record in records]
-        if values == [b"slow"]:
-            await asyncio.sleep(0.5)  # a busy handler: the next record waits in the fetcher meanwhile
-        batches.put_nowait(values)
-
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    batch_subscriber(broker, topic, group, process, DeadLetters(producer, f"{topic}.dlq", "g"))
-    async with broker:
-        await broker.start()
-        await producer.send_and_wait(topic, b"warm-up", partition=0)
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"warm-up"]  # consuming
+    async with consuming(infrastructure, topic, producer, busy_on=b"slow") as batches:
         await producer.send_and_wait(topic, b"slow", partition=0)
         await asyncio.sleep(0.1)
         await producer.send_and_wait(topic, b"fetched meanwhile", partition=0)
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"slow"]
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"fetched meanwhile"]
+        assert await next_batch(batches) == [b"slow"]
+        assert await next_batch(batches) == [b"fetched meanwhile"]
         sent = time.monotonic()
         await producer.send_and_wait(topic, b"next", partition=0)
-        assert await asyncio.wait_for(batches.get(), timeout=30) == [b"next"]
+        assert await next_batch(batches) == [b"next"]
         assert time.monotonic() - sent < 1.5  # without servicekit.kafka.fetch_whole_assignment: about 4.5 s
 
 

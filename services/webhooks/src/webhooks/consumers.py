@@ -61,17 +61,17 @@ def events_processor(
     consumer = f"webhooks:{source.topic}"
 
     async def process(records: Sequence[Record]) -> None:
-        named = {partner_named(record) for record in records}
-        partners = {partner for partner in named if partner is not None}
+        named = [(record, partner_named(record)) for record in records]
+        partners = {partner for _, partner in named if partner is not None}
         subscribers = None
-        if partners and len(partners) == len(named):
+        if partners and all(partner is not None for _, partner in named):
             # Every record names its partner in its `partnerid` header (the outbox writes the envelope's): only the
             # records of partners with an endpoint are read. Most partners have none, and parsing every event of
             # the platform was most of what this service cost (docs/performance.md, issue 34). A record left unread
             # is not judged here either: the topic's other consumers dead-letter what no contract reads.
             subscribers = await subscribers_of(pool, partners)
             wanted = {subscriber.partner_id for subscriber in subscribers}
-            records = [record for record in records if partner_named(record) in wanted]
+            records = [record for record, partner in named if partner in wanted]
         envelopes, rejected = decode_batch(records, read)
         await dead_letters.publish(rejected)
         events = [envelope for _, envelope in envelopes]
