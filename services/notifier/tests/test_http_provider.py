@@ -62,6 +62,21 @@ async def test_transient_failures_are_retried_with_backoff_without_blocking_othe
     assert Counter(type(e.data) for e in events) == {SmsDispatched: 2}
 
 
+async def test_a_retry_is_sent_when_due_though_the_dispatcher_idled_into_a_long_pause(
+    kit: Any, gateway: Any, http_app: FastAPI
+) -> None:
+    """At rest the dispatcher's pause grows to `DISPATCH_IDLE_POLL_S`, and a message taken in by the intake is sent
+    without waking it: a failed send wakes it, so that its retry (due within `retry_base_s`, 0.2 s here) does not
+    wait for the pause to end (3.2 s here; the retry came 2.5 s after the failure without the wake-up)."""
+    await asyncio.sleep(3.5)  # idle: pauses of 0.2, 0.4, 0.8, 1.6, then 3.2 s
+    gateway.plan[A] = ["500", "ok"]
+    flaky = kit.command(phone=A)
+    await kit.publish(flaky)
+    await kit.wait_status(flaky.id, "dispatched", timeout_s=20)
+    calls = [t for key, t, _ in gateway.requests if key == flaky.id]
+    assert len(calls) == 2 and calls[1] - calls[0] < 1.5, calls
+
+
 async def test_after_the_last_attempt_a_dead_letter_and_sms_failed(
     kit: Any, gateway: Any, http_settings: NotifierSettings
 ) -> None:

@@ -268,6 +268,8 @@ class Dispatcher:
             await self._recording.submit(outcome)
         except (OSError, asyncpg.PostgresError) as exc:
             log.error("could not record the outcome of %s: %s; reconciliation will", outcome.message_id, exc)
+        if outcome.failure is not None:
+            self.wake.set()  # its retry may come due before the idle pause ends: the dispatcher reads when
 
     async def reconcile(self) -> int:
         """Settle attempts whose process died between recording them and recording their outcome, and our own
