@@ -143,9 +143,11 @@ async def test_an_idle_consumer_waits_for_records_instead_of_polling(
 
 
 def _thread_wake_ups() -> int:
-    """Context switches of this thread (the event loop's) so far: each is a wake-up."""
+    """Voluntary context switches of this thread (the event loop's) so far: each is a sleep ended by a wake-up. The
+    involuntary ones are the thread preempted while it ran, which a busy machine adds (another test worker): counting
+    them, a two-worker run saw 27 where these consumers wake 8-9 times, and aiokafka's defaults 54."""
     status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text().splitlines()
-    return sum(int(line.split()[1]) for line in status if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+    return sum(int(line.split()[1]) for line in status if line.startswith("voluntary_ctxt"))
 
 
 async def test_idle_consumers_ask_the_broker_for_records_every_few_seconds_and_still_get_them_at_once(
