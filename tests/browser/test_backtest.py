@@ -110,12 +110,13 @@ WITH o AS (
            now() - interval '5 days' + n * interval '1 second'
     FROM generate_series(1, $1::int) AS n RETURNING order_id, placed_at
 )
-INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence, occurred_at,
-                            recorded_at, event_id)
-SELECT $2, order_id, t.type, 'applied', t.from_code, t.to_code, t.to_code, t.seq, placed_at, placed_at,
-       gen_random_uuid()::text
-FROM o, (VALUES ('payment', NULL, 'paid', 1), ('delivery', NULL, 'at_pickup_point', 2),
-                ('delivery', 'at_pickup_point', 'shipped', 3)) AS t(type, from_code, to_code, seq)
+INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, from_name, to_code, to_name, sequence,
+                            occurred_at, recorded_at, event_id, delivery_code, delivery_name, payment_code,
+                            payment_name)
+SELECT $2, order_id, t.type, 'applied', t.from_code, t.from_code, t.to_code, t.to_code, t.seq, placed_at, placed_at,
+       gen_random_uuid()::text, t.delivery, t.delivery, 'paid', 'paid'
+FROM o, (VALUES ('payment', NULL, 'paid', 1, NULL), ('delivery', NULL, 'at_pickup_point', 2, 'at_pickup_point'),
+                ('delivery', 'at_pickup_point', 'shipped', 3, 'shipped')) AS t(type, from_code, to_code, seq, delivery)
 """
 
 
@@ -127,7 +128,7 @@ async def reading_orders(console: Console) -> int:
         return int(
             await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND query LIKE '%before.statuses%' AND state <> 'idle'"
+                " AND query LIKE '%json_build_array(%o.customer_id, h.event_id%' AND state <> 'idle'"
             )
         )
     finally:
@@ -150,6 +151,7 @@ async def test_cancelling_a_backtest_stops_it(console: Console, sign_in: SignIn)
     status = panel.locator("[data-backtest-status]")
     await expect(status).to_contain_text("changes read", timeout=30_000)  # under way: progress as it goes
     await expect(panel.locator("progress")).to_be_visible()
+    assert await reading_orders(console) == 1  # the query is under way (this check sees it)
     await panel.get_by_role("button", name="Cancel").click()
     await expect(status).to_have_text("Cancelled: nothing more is read.")
     await expect(panel.get_by_test_id("backtest-result")).to_have_count(0)

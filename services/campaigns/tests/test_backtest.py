@@ -261,12 +261,13 @@ WITH o AS (
            now() - interval '5 days' + n * interval '1 second'
     FROM generate_series(1, $1::int) AS n RETURNING order_id, placed_at
 )
-INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence, occurred_at,
-                            recorded_at, event_id)
-SELECT 'demo', order_id, t.type, 'applied', t.from_code, t.to_code, t.to_code, t.seq, placed_at, placed_at,
-       gen_random_uuid()::text
-FROM o, (VALUES ('payment', NULL, 'paid', 1), ('delivery', NULL, 'at_pickup_point', 2),
-                ('delivery', 'at_pickup_point', 'shipped', 3)) AS t(type, from_code, to_code, seq)
+INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, from_name, to_code, to_name, sequence,
+                            occurred_at, recorded_at, event_id, delivery_code, delivery_name, payment_code,
+                            payment_name)
+SELECT 'demo', order_id, t.type, 'applied', t.from_code, t.from_code, t.to_code, t.to_code, t.seq, placed_at, placed_at,
+       gen_random_uuid()::text, t.delivery, t.delivery, 'paid', 'paid'
+FROM o, (VALUES ('payment', NULL, 'paid', 1, NULL), ('delivery', NULL, 'at_pickup_point', 2, 'at_pickup_point'),
+                ('delivery', 'at_pickup_point', 'shipped', 3, 'shipped')) AS t(type, from_code, to_code, seq, delivery)
 """
 
 
@@ -276,7 +277,7 @@ async def active_backtests(database: str) -> int:
         return int(
             await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND query LIKE '%before.statuses%' AND state <> 'idle'"
+                " AND query LIKE '%json_build_array(%o.customer_id, h.event_id%' AND state <> 'idle'"
             )
         )
     finally:
@@ -314,6 +315,7 @@ async def test_closing_the_stream_stops_the_work(orders_service: tuple[str, str]
             assert answer.status_code == 200
             async for line in answer.aiter_lines():
                 progress.append(json.loads(line))
+                assert await active_backtests(database) == 1  # the query is under way (this check sees it)
                 break  # the editor's Cancel: the connection is closed
         assert "progress" in progress[0] and 0 < progress[0]["progress"]["processed"] < 60_000
         for _ in range(20):  # the orders query ends with the stream, long before it would have finished

@@ -11,8 +11,7 @@ from typing import Any
 
 from campaigns.backtest_replay import Replay, Tally
 from campaigns.backtest_worker import _feed, _finish, _start
-from campaigns.domain import CampaignDefinition, PartnerSettings
-from campaigns.services import Policy
+from campaigns.domain import CampaignDefinition, PartnerSettings, Policy
 from contracts.orders import OrderStatusChanged
 from contracts.past_changes import PastChange, past_change_line, read_past_change
 

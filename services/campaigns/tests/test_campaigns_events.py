@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from campaigns.app import create_app
-from campaigns.services import Evaluator, IndexKeeper, Policy
+from campaigns.services import Evaluator, IndexKeeper, policy_of
 from campaigns.settings import CampaignsSettings
 from contracts.envelope import Envelope
 from contracts.sms import SmsDelivered, SmsDispatched, SmsEncoding, SmsFailed, send_sms_id
@@ -192,7 +192,7 @@ async def test_reentry_once_per_order_and_frequency_cap_across_campaigns(
 def evaluator_of(app: FastAPI, settings: CampaignsSettings, clock: Any, pool: asyncpg.Pool | None = None) -> Evaluator:
     """The consumer's evaluator, called directly: the test decides exactly which events form one batch."""
     runtime = app.state.runtime
-    return Evaluator(pool or runtime.pool, parts_of(runtime, IndexKeeper), Policy.of(settings), clock)
+    return Evaluator(pool or runtime.pool, parts_of(runtime, IndexKeeper), policy_of(settings), clock)
 
 
 async def test_one_batch_decides_as_if_its_events_came_one_by_one(

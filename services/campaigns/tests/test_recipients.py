@@ -8,9 +8,9 @@ import random
 
 import phonenumbers
 import pytest
-from phonenumbers import NumberParseException, PhoneNumberType, timezone
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberType, timezone
 
-from campaigns.recipients import SMS_CAPABLE, Phone, _checked, _e164_parsed, _number_type
+from campaigns.recipients import SMS_CAPABLE, Phone, _checked, _e164_split, _number_type
 
 REGIONS = (
     "RU", "KZ", "BY", "UA", "US", "CA", "GB", "IM", "DE", "FR", "IT", "SM", "VA", "ES", "BR", "AR", "MX", "IN", "CN",
@@ -103,10 +103,13 @@ def test_an_e164_number_is_parsed_as_parse_would() -> None:
     unknown country codes go to parse)."""
     shortcuts = 0
     for raw in NUMBERS:
-        quick = _e164_parsed(raw)
-        if quick is None:
+        split = _e164_split(raw)
+        if split is None:
             continue
         shortcuts += 1
+        country_code, national = split
+        assert raw == f"+{country_code}{national}"  # E.164 as it is
+        quick = PhoneNumber(country_code=country_code, national_number=int(national))
         assert quick == phonenumbers.parse(raw, "RU"), raw
         assert quick == phonenumbers.parse(raw, "US"), raw
     assert shortcuts > len(NUMBERS) // 2

@@ -55,3 +55,42 @@ async def test_current_statuses_get_their_upstream_time_from_the_history(databas
         assert order is not None and tuple(order) == (None, None)  # not known: the next upsert applies
     finally:
         await conn.close()
+
+
+async def test_applied_history_rows_get_the_order_statuses_of_their_moment(database: str, tmp_path: Path) -> None:
+    """1008 gives each applied row the name of the status it left and the order's statuses right after it (the
+    order's applied rows up to it, the latest of each type); rows that changed nothing get none."""
+    for migration in sorted(MIGRATIONS.glob("*.sql")):
+        if migration.name < "1008":
+            shutil.copy(migration, tmp_path)
+    await asyncio.to_thread(apply_migrations, database, tmp_path)
+    conn = await asyncpg.connect(database)
+    try:
+        history = [  # (order, type, outcome, from, to): in the order they were applied
+            ("o-1", "general", "applied", None, "accepted"),
+            ("o-1", "delivery", "applied", None, "at_pickup_point"),
+            ("o-2", "payment", "applied", None, "paid"),  # another order's rows are not o-1's
+            ("o-1", "general", "applied", "accepted", "agreed"),
+            ("o-1", "delivery", "stale", None, "shipped"),
+            ("o-1", "general", "unchanged", None, "agreed"),
+        ]
+        await conn.executemany(
+            "INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, "
+            "occurred_at, event_id) VALUES ('demo', $1, $2, $3, $4, $5, upper($5), $6, 'e')",
+            [(*row, T0) for row in history],
+        )
+        await asyncio.to_thread(apply_migrations, database, MIGRATIONS)
+        rows = await conn.fetch(
+            "SELECT from_name, general_code, general_name, delivery_code, delivery_name, payment_code, payment_name "
+            "FROM status_history ORDER BY id"
+        )
+        assert [tuple(r) for r in rows] == [
+            (None, "accepted", "ACCEPTED", None, None, None, None),
+            (None, "accepted", "ACCEPTED", "at_pickup_point", "AT_PICKUP_POINT", None, None),
+            (None, None, None, None, None, "paid", "PAID"),
+            ("ACCEPTED", "agreed", "AGREED", "at_pickup_point", "AT_PICKUP_POINT", None, None),
+            (None,) * 7,
+            (None,) * 7,
+        ]
+    finally:
+        await conn.close()

@@ -84,6 +84,29 @@ async def test_each_change_comes_with_the_order_as_it_was_at_that_moment(client_
     assert await lines(demo, old | {"status_type": "delivery", "to": ["shipped"]}) == []
 
 
+async def test_a_change_comes_with_the_order_as_its_published_event_carried_it(client_for: Clients) -> None:
+    """One upsert that ships and pays at once publishes two events, each with the order after both: the line is
+    that event (the history row keeps the statuses it carried), not the order half-way between them."""
+    demo = client_for("demo")
+    await demo.put("/v1/orders/o-3", json=order_body("c-3", delivery="at_pickup_point", payment="invoice_issued"))
+    later = order_body("c-3", delivery="shipped", payment="paid")
+    later["occurred_at"] = (T0 + timedelta(hours=1)).isoformat()
+    answer = await demo.put("/v1/orders/o-3", json=later)
+    assert answer.status_code == 200, answer.text
+
+    (shipped,) = await lines(demo, period(status_type="delivery", to=["shipped"]))
+    (paid,) = await lines(demo, period(status_type="payment", to=["paid"]))
+
+    for event in (shipped.event(), paid.event()):
+        assert event.order.statuses.model_dump() == {
+            "general": None,
+            "delivery": {"code": "shipped", "name": "Отгружен"},
+            "payment": {"code": "paid", "name": "Оплачен"},
+        }
+    assert shipped.change.from_status == ("at_pickup_point", "В пункте выдачи")
+    assert paid.change.from_status == ("invoice_issued", "Счёт выставлен")
+
+
 async def test_a_reversed_or_too_long_period_is_refused(client_for: Clients) -> None:
     demo = client_for("demo")
     now = datetime.now(UTC)

@@ -185,14 +185,20 @@ WITH o AS (
     FROM o, (VALUES ('general', 'completed', 4), ('delivery', 'delivered', 5), ('payment', 'paid', 2))
             AS t(type, code, seq)
 ), h AS (
-    INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence,
-                                source_sequence, occurred_at, recorded_at, event_id)
-    SELECT partner_id, order_id, t.type, 'applied', t.from_code, t.to_code, t.to_code, t.seq, t.seq,
-           placed_at + t.seq * interval '1 minute', placed_at + t.seq * interval '1 minute', gen_random_uuid()::text
-    FROM o, (VALUES ('general', NULL, 'accepted', 1), ('delivery', NULL, 'at_pickup_point', 2),
-                    ('payment', NULL, 'invoice_issued', 3), ('payment', 'invoice_issued', 'paid', 4),
-                    ('general', 'accepted', 'completed', 5), ('delivery', 'at_pickup_point', 'delivered', 6))
-            AS t(type, from_code, to_code, seq)
+    INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, from_name, to_code, to_name, sequence,
+                                source_sequence, occurred_at, recorded_at, event_id, general_code, general_name,
+                                delivery_code, delivery_name, payment_code, payment_name)
+    SELECT partner_id, order_id, t.type, 'applied', t.from_code, t.from_code, t.to_code, t.to_code, t.seq, t.seq,
+           placed_at + t.seq * interval '1 minute', placed_at + t.seq * interval '1 minute', gen_random_uuid()::text,
+           t.general, t.general, t.delivery, t.delivery, t.payment, t.payment
+    FROM o, (VALUES  -- each with the order's statuses its event carried (the first three: one upsert's)
+        ('general', NULL, 'accepted', 1, 'accepted', 'at_pickup_point', 'invoice_issued'),
+        ('delivery', NULL, 'at_pickup_point', 2, 'accepted', 'at_pickup_point', 'invoice_issued'),
+        ('payment', NULL, 'invoice_issued', 3, 'accepted', 'at_pickup_point', 'invoice_issued'),
+        ('payment', 'invoice_issued', 'paid', 4, 'accepted', 'at_pickup_point', 'paid'),
+        ('general', 'accepted', 'completed', 5, 'completed', 'at_pickup_point', 'paid'),
+        ('delivery', 'at_pickup_point', 'delivered', 6, 'completed', 'delivered', 'paid'))
+        AS t(type, from_code, to_code, seq, general, delivery, payment)
 )
 INSERT INTO order_details_history (partner_id, order_id, outcome, fields, source_sequence, occurred_at, recorded_at,
                                    event_id)

@@ -18,6 +18,7 @@ from campaigns.domain import (
     Decision,
     Outcome,
     PartnerSettings,
+    Policy,
     PreviewOrder,
     Reason,
     SendSmsStep,
@@ -25,7 +26,7 @@ from campaigns.domain import (
 )
 from campaigns.journeys import JourneyFigures, TimelineEntry
 from campaigns.repository import CampaignStats
-from campaigns.services import Campaigns, IndexKeeper, Policy
+from campaigns.services import Campaigns, IndexKeeper, policy_of
 from campaigns.templating import TemplateProblem
 from contracts.orders import OrderStatusChanged
 from contracts.primitives import RequestDatetime, Slug
@@ -137,7 +138,7 @@ def campaigns(request: Request, principal: Principal) -> Campaigns:
 
 
 def policy(request: Request) -> Policy:
-    return Policy.of(request.app.state.settings)
+    return policy_of(request.app.state.settings)
 
 
 # --- campaigns -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from campaigns.backtest_worker import ReplayWorker
 from campaigns.consumers import subscribe
 from campaigns.domain import CampaignIndex
 from campaigns.repository import retention_purges
-from campaigns.services import Clock, Evaluator, IndexKeeper, JourneyTimers, OffsetClock, Policy, utc_now
+from campaigns.services import Clock, Evaluator, IndexKeeper, JourneyTimers, OffsetClock, policy_of, utc_now
 from campaigns.settings import CampaignsSettings
 from contracts.campaign_events import CampaignStatusUsage
 from contracts.sms import SendSms
@@ -42,7 +42,7 @@ def _on_startup(settings: CampaignsSettings, clock: Clock, worker: ReplayWorker,
         keeper = IndexKeeper(runtime.pool, CampaignIndex())
         await keeper.start()  # before the consumers: no event is evaluated against an empty index
         runtime.parts = keeper
-        evaluator = Evaluator(runtime.pool, keeper, Policy.of(settings), clock, wake_timers=timers.wake)
+        evaluator = Evaluator(runtime.pool, keeper, policy_of(settings), clock, wake_timers=timers.wake)
         subscribe(runtime.broker, settings, evaluator, runtime.producer)
         timers.start(runtime.pool)
 
@@ -81,7 +81,7 @@ def create_app(settings: CampaignsSettings | None = None, clock: Clock = utc_now
     # The backtests' decisions, in processes started when first needed.
     worker = ReplayWorker(settings.backtest_nice, settings.backtest_workers or None)
     # The journeys' durable timers, started with the service.
-    timers = JourneyTimers(Policy.of(settings), clock, longest_sleep_s=settings.journey_timers_sleep_s)
+    timers = JourneyTimers(policy_of(settings), clock, longest_sleep_s=settings.journey_timers_sleep_s)
     app = create_service_app(settings, _on_startup(settings, clock, worker, timers))
     app.state.journey_timers = timers
     app.state.clock = clock

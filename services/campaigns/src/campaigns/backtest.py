@@ -27,9 +27,8 @@ import httpx
 
 from campaigns.backtest_replay import Replay
 from campaigns.backtest_worker import ReplayWorker
-from campaigns.domain import CampaignDefinition, Reentry, cap_window_start
+from campaigns.domain import CampaignDefinition, Policy, Reentry, cap_window_start
 from campaigns.repository import CampaignRepository, fired_orders_before, marketing_sms_times
-from campaigns.services import Policy
 from servicekit.db import DbConnection
 from servicekit.errors import ProblemError
 

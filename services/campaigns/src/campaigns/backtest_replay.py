@@ -19,11 +19,11 @@ from campaigns.domain import (
     History,
     Outcome,
     PartnerSettings,
+    Policy,
     cap_window_start,
     evaluate,
     triggered_by,
 )
-from campaigns.services import Policy
 from contracts.past_changes import PastChange
 from contracts.sms import SmsEncoding
 

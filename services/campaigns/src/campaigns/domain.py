@@ -34,7 +34,7 @@ from contracts.primitives import MONEY_PATTERN, CurrencyCode, Identifier, Money,
 from contracts.sms import SenderId, SendSms, send_sms_id
 from contracts.sms_text import SmsParts, sms_parts
 from contracts.statuses import CurrentStatuses, StatusCodes, StatusDefinition, StatusType
-from servicekit.errors import Conflict, FieldError, InvalidRequest
+from servicekit.problems import Conflict, FieldError, InvalidRequest
 
 ANY, NONE = "any", "none"
 MAX_SMS_CHARACTERS = 1600  # SendSms.text's limit: ten concatenated GSM-7 segments and some
@@ -466,6 +466,19 @@ class Context:
     partner: PartnerSettings
     default_region: str
     default_zone: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The service-wide settings a decision depends on (campaigns.services.policy_of reads them from the settings)."""
+
+    default_region: str
+    default_zone: str
+    sms_ttl: timedelta
+    send_sms_topic: str
+
+    def context(self, now: datetime, partner: PartnerSettings) -> Context:
+        return Context(now=now, partner=partner, default_region=self.default_region, default_zone=self.default_zone)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ guessing the far end of the country would be wrong more often than the default.
 
 A verdict costs about 20 µs of `phonenumbers` and is cached per number; a backtest meets hundreds of thousands of
 numbers once each, so the first verdict is kept cheap too: a number already in E.164 form skips `parse`'s
-normalisation (`_e164_parsed`), the type is computed once (`is_valid_number` and `time_zones_for_number` each
+normalisation (`_e164_split`), the type is computed once (`is_valid_number` and `time_zones_for_number` each
 compute it again), and computed against each region's number descriptions compiled once (`_number_type`).
 tests/test_recipients.py compares the verdicts with `phonenumbers`' own steps over many numbers.
 """
@@ -67,27 +67,33 @@ def _checked(raw: str | None, default_region: str) -> Phone | tuple[str, str]:
     """A phone or (reason, detail). Cached: customers come back, and parsing is the dearest step of a decision."""
     if not raw or not raw.strip():
         return "no_phone", "the customer has no phone number"
-    try:
-        number = _e164_parsed(raw) or phonenumbers.parse(raw, default_region)
-    except NumberParseException as exc:
-        return "invalid_phone", f"'{raw}' is not a phone number: {exc}"
-    kind = _number_type(number)  # UNKNOWN exactly when is_valid_number is false (same region, metadata)
+    number, split = None, _e164_split(raw)
+    if split is None:
+        try:
+            number = phonenumbers.parse(raw, default_region)
+        except NumberParseException as exc:
+            return "invalid_phone", f"'{raw}' is not a phone number: {exc}"
+        assert number.country_code is not None  # parse sets it on every number it returns
+        split = number.country_code, national_significant_number(number)
+    kind = _type_of(*split)  # UNKNOWN exactly when is_valid_number is false (same region, metadata)
     if kind == PhoneNumberType.UNKNOWN:
         return "invalid_phone", f"'{raw}' is not a valid number (default region {default_region})"
     if kind not in SMS_CAPABLE:
         return "not_mobile", f"'{raw}' is not a mobile number"
+    if number is None:  # raw is a plus, the country code and the national number: E.164 as format_number writes it
+        return Phone(raw, _time_zones(split, kind))
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return Phone(e164, _time_zones(number, kind))
+    return Phone(e164, _time_zones(split, kind, number))
 
 
 _E164_DIGITS = re.compile(r"\+([1-9][0-9]{2,19})")
 
 
-def _e164_parsed(raw: str) -> PhoneNumber | None:
-    """What `phonenumbers.parse` gives for `raw` when it is a plus and digits whose national part parse keeps as it
-    is; None for anything else (parse decides). parse would find the same country code (the shortest known prefix
-    of at most 3 digits), and change the national part only by a leading zero (kept as "italian_leading_zero") or
-    a national prefix it strips: both go to parse."""
+def _e164_split(raw: str) -> tuple[int, str] | None:
+    """The country code and the national number `phonenumbers.parse` finds in `raw` when it is a plus and digits
+    whose national part parse keeps as it is; None for anything else (parse decides). parse would find the same
+    country code (the shortest known prefix of at most 3 digits), and change the national part only by a leading
+    zero (kept as "italian_leading_zero") or a national prefix it strips: both go to parse."""
     found = _E164_DIGITS.fullmatch(raw)
     if found is None:
         return None
@@ -106,7 +112,7 @@ def _e164_parsed(raw: str) -> PhoneNumber | None:
     prefix = metadata.national_prefix_for_parsing
     if prefix and _pattern(prefix).match(national):
         return None
-    return PhoneNumber(country_code=country_code, national_number=int(national))
+    return country_code, national
 
 
 @functools.lru_cache(maxsize=1024)
@@ -197,12 +203,16 @@ def _type_in(national: str, metadata: PhoneMetadata) -> int:
 
 
 def _number_type(number: PhoneNumber) -> int:
-    """`phonenumbers.number_type`, in a third of the time: its steps (the region, by typing the number in each of a
-    shared country code's regions, then the type in the region's metadata) on descriptions compiled once, and a
-    number whose region was found by typing it not typed again (it is the same metadata)."""
-    country_code = number.country_code
-    assert country_code is not None  # parse sets it on every number it returns
-    national = national_significant_number(number)
+    """`phonenumbers.number_type`, in a third of the time (`_type_of`)."""
+    assert number.country_code is not None  # parse sets it on every number it returns
+    return _type_of(number.country_code, national_significant_number(number))
+
+
+def _type_of(country_code: int, national: str) -> int:
+    """The type of the number of `country_code` whose national significant number is `national`, as
+    `phonenumbers.number_type` finds it: its steps (the region, by typing the number in each of a shared country
+    code's regions, then the type in the region's metadata) on descriptions compiled once, and a number whose region
+    was found by typing it not typed again (it is the same metadata)."""
     regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code)
     region = regions[0] if regions is not None and len(regions) == 1 else None
     if regions is not None and len(regions) > 1:
@@ -222,12 +232,21 @@ def _number_type(number: PhoneNumber) -> int:
     return PhoneNumberType.UNKNOWN if metadata is None else _type_in(national, metadata)
 
 
-def _time_zones(number: PhoneNumber, kind: int) -> tuple[str, ...]:
-    """`timezone.time_zones_for_number` for a number whose type is known (it computes the type again)."""
-    assert number.country_code is not None  # parse sets it on every number it returns
-    if phonenumbers.is_number_type_geographical(kind, number.country_code):
-        return _known(timezone.time_zones_for_geographical_number(number))
-    return _known(timezone._country_level_time_zones_for_number(number))
+def _time_zones(split: tuple[int, str], kind: int, number: PhoneNumber | None = None) -> tuple[str, ...]:
+    """`timezone.time_zones_for_number` for a number whose type is known (it computes the type again): `split` is
+    its country code and national number; `number`, parse's, when it was parsed (else the national number has no
+    leading zero, and the number is built from `split` only if its zones depend on more than the country)."""
+    country_code, national = split
+    if not phonenumbers.is_number_type_geographical(kind, country_code):
+        return _country_time_zones(country_code)
+    number = number or PhoneNumber(country_code=country_code, national_number=int(national))
+    return _known(timezone.time_zones_for_geographical_number(number))
+
+
+@functools.lru_cache(maxsize=1024)
+def _country_time_zones(country_code: int) -> tuple[str, ...]:
+    """A non-geographical number's zones: its country code's (phonenumbers reads no more of the number)."""
+    return _known(timezone._country_level_time_zones_for_number(PhoneNumber(country_code=country_code)))
 
 
 @functools.lru_cache(maxsize=1024)

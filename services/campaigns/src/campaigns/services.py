@@ -31,6 +31,7 @@ from campaigns.domain import (
     InvalidCampaign,
     Outcome,
     PartnerSettings,
+    Policy,
     PreviewOrder,
     Problem,
     StateConflict,
@@ -137,26 +138,14 @@ class OffsetClock:
 __all__ = ["Campaigns", "Evaluator", "InvalidCampaign", "StateConflict"]
 
 
-@dataclass(frozen=True)
-class Policy:
-    """The service-wide settings a decision depends on."""
-
-    default_region: str
-    default_zone: str
-    sms_ttl: timedelta
-    send_sms_topic: str
-
-    @classmethod
-    def of(cls, settings: CampaignsSettings) -> Policy:
-        return cls(
-            default_region=settings.default_phone_region,
-            default_zone=settings.default_time_zone,
-            sms_ttl=timedelta(hours=settings.sms_ttl_hours),
-            send_sms_topic=settings.topic_send_sms,
-        )
-
-    def context(self, now: datetime, partner: PartnerSettings) -> Context:
-        return Context(now=now, partner=partner, default_region=self.default_region, default_zone=self.default_zone)
+def policy_of(settings: CampaignsSettings) -> Policy:
+    """The decisions' service-wide settings, from the service's."""
+    return Policy(
+        default_region=settings.default_phone_region,
+        default_zone=settings.default_time_zone,
+        sms_ttl=timedelta(hours=settings.sms_ttl_hours),
+        send_sms_topic=settings.topic_send_sms,
+    )
 
 
 # --- campaigns over HTTP -------------------------------------------------------------------------

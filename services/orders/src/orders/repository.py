@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from contracts.orders import Customer
-from contracts.statuses import StatusRef, StatusType
+from contracts.statuses import CurrentStatuses, StatusRef, StatusType
 from orders.domain import Applied, Change, DetailsChange, Order, Outcome
 from servicekit.db import DbConnection
 from servicekit.outbox import OutboxRecord, outbox_arguments, outbox_insert
@@ -116,6 +116,7 @@ class HistoryEntry:
     order_id: str
     event_id: str
     change: Change
+    statuses: CurrentStatuses | None = None  # of an applied change: the order's, as its published event carried them
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,11 @@ _ORDER_TYPES = ("text", "text", "text", "text", "text", "boolean", "numeric", "t
                 "timestamptz", "bigint", "timestamptz")  # fmt: skip
 _STATUS_TYPES = ("text", "text", "text", "text", "text", "timestamptz", "bigint", "timestamptz", "timestamptz")
 _HISTORY_TYPES = ("text", "text", "text", "text", "text", "text", "text", "integer", "bigint", "timestamptz",
-                  "timestamptz", "text", "text")  # fmt: skip
+                  "timestamptz", "text", "text", "text", "text", "text", "text", "text", "text", "text")  # fmt: skip
 _HISTORY_COLUMNS = (
     "partner_id, order_id, type, outcome, from_code, to_code, to_name, sequence, source_sequence, occurred_at, "
-    "recorded_at, event_id, comment"
+    "recorded_at, event_id, comment, from_name, general_code, general_name, delivery_code, delivery_name, "
+    "payment_code, payment_name"
 )
 _DETAILS_TYPES = ("text", "text", "text", "text", "bigint", "timestamptz", "timestamptz", "text")
 _DETAILS_COLUMNS = "partner_id, order_id, outcome, fields, source_sequence, occurred_at, recorded_at, event_id"
@@ -211,6 +213,7 @@ async def save_batch(conn: DbConnection, consumer: str, writes: BatchWrites, now
         [c.to_status.name for c in history], [c.sequence for c in history],
         [c.requested.source_sequence for c in history], [c.requested.occurred_at for c in history],
         [now] * len(history), [e.event_id for e in writes.history], [c.requested.comment for c in history],
+        [c.from_status.name if c.from_status else None for c in history], *_carried_statuses(writes.history),
         [e.partner_id for e in writes.details_history], [e.order_id for e in writes.details_history],
         [str(d.outcome) for d in details], [" ".join(d.fields) for d in details],
         [d.reported.source_sequence for d in details], [d.reported.occurred_at for d in details],
@@ -218,6 +221,20 @@ async def save_batch(conn: DbConnection, consumer: str, writes: BatchWrites, now
         consumer, list(writes.claims),
         *outbox_arguments(writes.events),
     )  # fmt: skip
+
+
+_ORDERED_TYPES = (StatusType.GENERAL, StatusType.DELIVERY, StatusType.PAYMENT)
+
+
+def _carried_statuses(history: Sequence[HistoryEntry]) -> list[list[str | None]]:
+    """The history rows' general_code, general_name, delivery_code, ..., payment_name: six columns."""
+    columns: list[list[str | None]] = [[] for _ in range(2 * len(_ORDERED_TYPES))]
+    for entry in history:
+        refs = [entry.statuses.of(t) if entry.statuses else None for t in _ORDERED_TYPES]
+        for n, ref in enumerate(refs):
+            columns[2 * n].append(ref.code if ref else None)
+            columns[2 * n + 1].append(ref.name if ref else None)
+    return columns
 
 
 async def history_of(conn: DbConnection, partner_id: str, order_id: str, limit: int = 500) -> list[dict[str, Any]]:

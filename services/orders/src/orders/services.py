@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from contracts.envelope import Envelope
 from contracts.orders import OrderSnapshot, OrderStatusChanged
-from contracts.statuses import StatusType
+from contracts.statuses import CurrentStatuses, StatusType
 from contracts.topics import order_key
 from orders.domain import (
     Change,
@@ -194,12 +194,14 @@ class OrderService:
                     REFUSED.labels(refused.reason).inc()
                     result.refused = refused
                     continue
+                carried = None
                 if applied := result.applied:
                     snapshot = result.order.snapshot()  # the order after all of the command's changes
                     events += [self._event(command, result.order.order_id, snapshot, c) for c in applied]
+                    carried = snapshot.statuses
             seen.add(command.claim_id)  # the same event twice in one batch counts once
             claims.append(command.claim_id)
-            history += [HistoryEntry(command.partner_id, command.order_id, command.event_id, c) for c in result.changes]
+            history += [_history_entry(command, c, carried) for c in result.changes]
             if result.details is not None:
                 details.append(DetailsEntry(command.partner_id, command.order_id, command.event_id, result.details))
         touched = {r.command.key: r.order for r in results if r.order is not None}
@@ -250,6 +252,12 @@ class OrderService:
             causation_id=command.event_id,
         )
         return record_for(envelope, self.topic_status_changed, order_key(command.partner_id, order_id))
+
+
+def _history_entry(command: Command, change: Change, statuses: CurrentStatuses | None) -> HistoryEntry:
+    """An applied change's row keeps the order's statuses its event carried (the campaigns backtest reads them)."""
+    carried = statuses if change.outcome == Outcome.APPLIED else None
+    return HistoryEntry(command.partner_id, command.order_id, command.event_id, change, carried)
 
 
 def _busy(key: RequestKey | None) -> Conflict:
