@@ -105,14 +105,21 @@ def _e164_split(raw: str) -> tuple[int, str] | None:
     else:
         return None
     national = digits[length:]
-    region = COUNTRY_CODE_TO_REGION_CODE[country_code][0]
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
-    if metadata is None or national.startswith("0") or not 2 <= len(national) <= 17:
+    known, national_prefix = _parsing_of(country_code)
+    if not known or national.startswith("0") or not 2 <= len(national) <= 17:
         return None
-    prefix = metadata.national_prefix_for_parsing
-    if prefix and _pattern(prefix).match(national):
+    if national_prefix is not None and national_prefix(national):
         return None
     return country_code, national
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsing_of(country_code: int) -> tuple[bool, Callable[[str], object] | None]:
+    """Whether parse knows the country code's main region's metadata, and the match of its national prefix."""
+    region = COUNTRY_CODE_TO_REGION_CODE[country_code][0]
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    prefix = metadata.national_prefix_for_parsing if metadata is not None else None
+    return metadata is not None, _pattern(prefix).match if prefix else None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -162,7 +169,9 @@ _descriptions: dict[int, _Descriptions] = {}
 def _descriptions_of(metadata: PhoneMetadata) -> _Descriptions:
     found = _descriptions.get(id(metadata))
     if found is None:
-        special = tuple((_compiled(getattr(metadata, name)), kind) for name, kind in _SPECIAL_TYPES)
+        compiled = [(_compiled(getattr(metadata, name)), kind) for name, kind in _SPECIAL_TYPES]
+        # A description without a pattern matches nothing (_matches): most regions have five such, checked for nothing
+        special = tuple((d, kind) for d, kind in compiled if d is not None and d[1] is not None)
         found = _Descriptions(
             metadata,
             _compiled(metadata.general_desc),
@@ -297,7 +306,7 @@ def not_before(now: datetime, window: SendWindow | None, zone: str) -> datetime 
     if window is None:
         return None
     local = now.astimezone(ZoneInfo(zone))
-    if window.allows(local.time().replace(tzinfo=None)):
+    if window.allows(local.time()):  # (a datetime's time() has no tzinfo)
         return None
     opening = datetime.combine(local.date(), window.start, tzinfo=local.tzinfo)
     if opening <= local:

@@ -188,18 +188,18 @@ _PLAIN_OUTPUT = re.compile(r"\{\{ *([a-z_]+(?:\.[a-z_]+)?) *\}\}")
 
 @dataclass(frozen=True)
 class _PlainTemplate:
-    """A template that is only texts (no braces) and plain variables (`{{ a.b }}`, no filter): `texts[0]`, the
-    value of `paths[0]`, `texts[1]`... `texts[-1]`."""
+    """A template that is only texts (no braces) and plain variables (`{{ a.b }}`, no filter): `first`, then for
+    each pair the value at its path and its text."""
 
-    texts: tuple[str, ...]
-    paths: tuple[tuple[str, ...], ...]
+    first: str
+    pairs: tuple[tuple[tuple[str, ...], str], ...]
 
     def render(self, variables: Mapping[str, Any]) -> str | None:
         """What Liquid outputs (stripped), or None where it might differ: a missing or non-text value (Liquid's
         error or its own stringification), a carriage return (its buffer translates newlines), an output over
         the limit (its error)."""
-        pieces = [self.texts[0]]
-        for path, text in zip(self.paths, self.texts[1:], strict=True):
+        pieces = [self.first]
+        for path, text in self.pairs:
             value: Any = variables
             for key in path:
                 if type(value) is not dict or key not in value:  # `type`: an ABC's isinstance costs more than this
@@ -209,8 +209,8 @@ class _PlainTemplate:
                 return None
             pieces += (value, text)
         output = "".join(pieces)
-        if "\r" in output or len(output.encode()) > LIMITS.output_bytes:
-            return None
+        if "\r" in output or (len(output) * 4 > LIMITS.output_bytes and len(output.encode()) > LIMITS.output_bytes):
+            return None  # (UTF-8 takes at most 4 bytes a character: most texts need no encoding to be counted)
         return output.strip()
 
 
@@ -224,7 +224,7 @@ def _plain(source: str) -> _PlainTemplate | None:
     texts.append(source[start:])
     if any("{" in text or "}" in text for text in texts) or any(".".join(p) not in TEMPLATE_VARIABLES for p in paths):
         return None
-    return _PlainTemplate(tuple(texts), tuple(paths))
+    return _PlainTemplate(texts[0], tuple(zip(paths, texts[1:], strict=True)))
 
 
 def render(source: str, variables: Mapping[str, Any]) -> str:
