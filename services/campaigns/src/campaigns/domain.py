@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal, Protocol, Self
 
 from pydantic import (
@@ -73,11 +74,12 @@ class Trigger(BaseModel):
     from_: CodeOrCodes = Field(default=ANY, alias="from")
     to: CodeOrCodes
 
-    @property
+    # Cached (the model is frozen): every decision reads them, and a backtest makes hundreds of thousands.
+    @cached_property
     def to_codes(self) -> frozenset[str]:
         return _codes(self.to)
 
-    @property
+    @cached_property
     def from_codes(self) -> frozenset[str]:
         """The codes `from` names; empty for the keywords "any" and "none"."""
         return frozenset() if self.from_ in (ANY, NONE) else _codes(self.from_)
@@ -110,7 +112,7 @@ class OrderStatusCondition(BaseModel):
             raise ValueError(f"op '{self.op}' takes a list of codes as value")
         return self
 
-    @property
+    @cached_property  # the model is frozen; every decision reads it
     def codes(self) -> frozenset[str]:
         return _codes(self.value)
 
