@@ -16,14 +16,19 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PROCESSED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)  # when orders applied the statuses: weeks late
 
 
+async def migrated_before(version: str, database: str, tmp_path: Path) -> asyncpg.Connection:
+    """`database` with the migrations before `version` applied (copied to `tmp_path`), and a connection to it."""
+    for migration in sorted(MIGRATIONS.glob("*.sql")):
+        if migration.name < version:
+            shutil.copy(migration, tmp_path)
+    await asyncio.to_thread(apply_migrations, database, tmp_path)
+    return await asyncpg.connect(database)
+
+
 async def test_current_statuses_get_their_upstream_time_from_the_history(database: str, tmp_path: Path) -> None:
     """1004 keeps `since` as recorded_at and takes entered_at from the newest applied history row of the status
     (not the watermark, which a repeat moved on), else from the watermark."""
-    for migration in sorted(MIGRATIONS.glob("*.sql")):
-        if migration.name < "1004":
-            shutil.copy(migration, tmp_path)
-    await asyncio.to_thread(apply_migrations, database, tmp_path)
-    conn = await asyncpg.connect(database)
+    conn = await migrated_before("1004", database, tmp_path)
     try:
         await conn.execute(
             "INSERT INTO orders (partner_id, order_id, customer_id, amount, currency, placed_at) "
@@ -60,11 +65,7 @@ async def test_current_statuses_get_their_upstream_time_from_the_history(databas
 async def test_applied_history_rows_get_the_order_statuses_of_their_moment(database: str, tmp_path: Path) -> None:
     """1008 gives each applied row the name of the status it left and the order's statuses right after it (the
     order's applied rows up to it, the latest of each type); rows that changed nothing get none."""
-    for migration in sorted(MIGRATIONS.glob("*.sql")):
-        if migration.name < "1008":
-            shutil.copy(migration, tmp_path)
-    await asyncio.to_thread(apply_migrations, database, tmp_path)
-    conn = await asyncpg.connect(database)
+    conn = await migrated_before("1008", database, tmp_path)
     try:
         history = [  # (order, type, outcome, from, to): in the order they were applied
             ("o-1", "general", "applied", None, "accepted"),
