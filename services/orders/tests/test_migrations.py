@@ -16,19 +16,14 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PROCESSED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)  # when orders applied the statuses: weeks late
 
 
-async def migrated_before(version: str, database: str, tmp_path: Path) -> asyncpg.Connection:
-    """`database` with the migrations before `version` applied (copied to `tmp_path`), and a connection to it."""
-    for migration in sorted(MIGRATIONS.glob("*.sql")):
-        if migration.name < version:
-            shutil.copy(migration, tmp_path)
-    await asyncio.to_thread(apply_migrations, database, tmp_path)
-    return await asyncpg.connect(database)
-
-
 async def test_current_statuses_get_their_upstream_time_from_the_history(database: str, tmp_path: Path) -> None:
     """1004 keeps `since` as recorded_at and takes entered_at from the newest applied history row of the status
     (not the watermark, which a repeat moved on), else from the watermark."""
-    conn = await migrated_before("1004", database, tmp_path)
+    for migration in sorted(MIGRATIONS.glob("*.sql")):
+        if migration.name < "1004":
+            shutil.copy(migration, tmp_path)
+    await asyncio.to_thread(apply_migrations, database, tmp_path)
+    conn = await asyncpg.connect(database)
     try:
         await conn.execute(
             "INSERT INTO orders (partner_id, order_id, customer_id, amount, currency, placed_at) "
@@ -58,40 +53,5 @@ async def test_current_statuses_get_their_upstream_time_from_the_history(databas
         ]
         order = await conn.fetchrow("SELECT details_occurred_at, details_source_sequence FROM orders")
         assert order is not None and tuple(order) == (None, None)  # not known: the next upsert applies
-    finally:
-        await conn.close()
-
-
-async def test_applied_history_rows_get_the_order_statuses_of_their_moment(database: str, tmp_path: Path) -> None:
-    """1008 gives each applied row the name of the status it left and the order's statuses right after it (the
-    order's applied rows up to it, the latest of each type); rows that changed nothing get none."""
-    conn = await migrated_before("1008", database, tmp_path)
-    try:
-        history = [  # (order, type, outcome, from, to): in the order they were applied
-            ("o-1", "general", "applied", None, "accepted"),
-            ("o-1", "delivery", "applied", None, "at_pickup_point"),
-            ("o-2", "payment", "applied", None, "paid"),  # another order's rows are not o-1's
-            ("o-1", "general", "applied", "accepted", "agreed"),
-            ("o-1", "delivery", "stale", None, "shipped"),
-            ("o-1", "general", "unchanged", None, "agreed"),
-        ]
-        await conn.executemany(
-            "INSERT INTO status_history (partner_id, order_id, type, outcome, from_code, to_code, to_name, "
-            "occurred_at, event_id) VALUES ('demo', $1, $2, $3, $4, $5, upper($5), $6, 'e')",
-            [(*row, T0) for row in history],
-        )
-        await asyncio.to_thread(apply_migrations, database, MIGRATIONS)
-        rows = await conn.fetch(
-            "SELECT from_name, general_code, general_name, delivery_code, delivery_name, payment_code, payment_name "
-            "FROM status_history ORDER BY id"
-        )
-        assert [tuple(r) for r in rows] == [
-            (None, "accepted", "ACCEPTED", None, None, None, None),
-            (None, "accepted", "ACCEPTED", "at_pickup_point", "AT_PICKUP_POINT", None, None),
-            (None, None, None, None, None, "paid", "PAID"),
-            ("ACCEPTED", "agreed", "AGREED", "at_pickup_point", "AT_PICKUP_POINT", None, None),
-            (None,) * 7,
-            (None,) * 7,
-        ]
     finally:
         await conn.close()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 
 from contracts.past_changes import FIELDS, PastChange, read_past_change
@@ -105,6 +106,37 @@ async def test_a_change_comes_with_the_order_as_its_published_event_carried_it(c
         }
     assert shipped.change.from_status == ("at_pickup_point", "В пункте выдачи")
     assert paid.change.from_status == ("invoice_issued", "Счёт выставлен")
+
+
+async def test_a_change_recorded_without_the_statuses_is_read_with_the_order_as_it_was(
+    client_for: Clients, database: str
+) -> None:
+    """A history row written before migration 1008, or by the previous release while this one rolls out, keeps no
+    statuses: its line probes the order's earlier rows, as the query did before."""
+    demo = client_for("demo")
+    await demo.put("/v1/orders/o-4", json=order_body("c-4", delivery="at_pickup_point", payment="invoice_issued"))
+    await demo.post("/v1/orders/o-4/status", json={"code": "paid"})
+    await demo.post("/v1/orders/o-4/status", json={"code": "shipped"})
+    await demo.post("/v1/orders/o-4/status", json={"code": "in_progress"})  # after the shipment: not in its line
+    conn = await asyncpg.connect(database)
+    try:
+        blanked = await conn.execute(
+            "UPDATE status_history SET from_name = NULL, general_code = NULL, general_name = NULL, "
+            "delivery_code = NULL, delivery_name = NULL, payment_code = NULL, payment_name = NULL "
+            "WHERE order_id = 'o-4' AND to_code IN ('at_pickup_point', 'shipped')"
+        )
+        assert blanked == "UPDATE 2"
+    finally:
+        await conn.close()
+
+    (shipped,) = await lines(demo, period(status_type="delivery", to=["shipped"]))
+
+    assert shipped.event().order.statuses.model_dump() == {
+        "general": None,
+        "delivery": {"code": "shipped", "name": "Отгружен"},
+        "payment": {"code": "paid", "name": "Оплачен"},
+    }
+    assert shipped.change.from_status == ("at_pickup_point", "В пункте выдачи")
 
 
 async def test_a_reversed_or_too_long_period_is_refused(client_for: Clients) -> None:

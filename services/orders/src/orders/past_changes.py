@@ -37,15 +37,42 @@ NDJSON = "application/x-ndjson"
 # One line of contracts.past_changes.FIELDS per change, in the order they were recorded (the range of the index
 # status_history_changes). The order's statuses are those its published event carried, which the history row keeps
 # (migration 1008): reading them there, not probing the order's earlier rows per change, halved the query's CPU.
+# A row without them (all three types' codes null, where a row since 1008 has at least its own type's) was written
+# before 1008, or by the previous release while this one rolled out: for it alone, `s` probes the order's applied rows
+# before it (status_history_by_order), the first of each type the latest (an ordered subquery feeds array_agg in its
+# order), the changed type's then being the change's `to`. For the other rows the probe's condition is false before
+# any row is read (a one-time filter) and `s` has no row.
 # The order's details (customer, amount) are as they are now: their history keeps which fields changed, not values.
 PAST_CHANGES_SQL = """
 SELECT json_build_array(
-    o.customer_id, h.event_id, h.recorded_at, h.order_id, h.type, h.from_code, h.from_name, h.to_code, h.to_name,
-    h.to_code = ANY($6::text[]), greatest(coalesce(h.sequence, 1), 1), h.occurred_at,
-    h.general_code, h.general_name, h.delivery_code, h.delivery_name, h.payment_code, h.payment_name,
+    o.customer_id, h.event_id, h.recorded_at, h.order_id, h.type, h.from_code, coalesce(h.from_name, s.from_name),
+    h.to_code, h.to_name, h.to_code = ANY($6::text[]), greatest(coalesce(h.sequence, 1), 1), h.occurred_at,
+    coalesce(h.general_code, s.general_code), coalesce(h.general_name, s.general_name),
+    coalesce(h.delivery_code, s.delivery_code), coalesce(h.delivery_name, s.delivery_name),
+    coalesce(h.payment_code, s.payment_code), coalesce(h.payment_name, s.payment_name),
     o.amount::text, o.currency, o.customer_phone, o.customer_name, o.sms_consent, o.placed_at)::text
 FROM status_history h
 JOIN orders o ON o.partner_id = h.partner_id AND o.order_id = h.order_id
+LEFT JOIN LATERAL (
+    SELECT (array_agg(b.to_name) FILTER (WHERE b.type = h.type))[1] AS from_name,
+           CASE h.type WHEN 'general' THEN h.to_code
+                ELSE (array_agg(b.to_code) FILTER (WHERE b.type = 'general'))[1] END AS general_code,
+           CASE h.type WHEN 'general' THEN h.to_name
+                ELSE (array_agg(b.to_name) FILTER (WHERE b.type = 'general'))[1] END AS general_name,
+           CASE h.type WHEN 'delivery' THEN h.to_code
+                ELSE (array_agg(b.to_code) FILTER (WHERE b.type = 'delivery'))[1] END AS delivery_code,
+           CASE h.type WHEN 'delivery' THEN h.to_name
+                ELSE (array_agg(b.to_name) FILTER (WHERE b.type = 'delivery'))[1] END AS delivery_name,
+           CASE h.type WHEN 'payment' THEN h.to_code
+                ELSE (array_agg(b.to_code) FILTER (WHERE b.type = 'payment'))[1] END AS payment_code,
+           CASE h.type WHEN 'payment' THEN h.to_name
+                ELSE (array_agg(b.to_name) FILTER (WHERE b.type = 'payment'))[1] END AS payment_name
+    FROM (SELECT b.type, b.to_code, b.to_name FROM status_history b
+          WHERE h.general_code IS NULL AND h.delivery_code IS NULL AND h.payment_code IS NULL
+            AND b.partner_id = h.partner_id AND b.order_id = h.order_id AND b.id < h.id AND b.outcome = 'applied'
+          ORDER BY b.id DESC) b
+    HAVING h.general_code IS NULL AND h.delivery_code IS NULL AND h.payment_code IS NULL
+) s ON true
 WHERE h.partner_id = $1 AND h.type = $2 AND h.outcome = 'applied' AND h.to_code = ANY($3::text[])
   AND h.recorded_at >= $4 AND h.recorded_at < $5
 ORDER BY h.recorded_at, h.id
