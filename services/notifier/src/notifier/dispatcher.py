@@ -269,7 +269,9 @@ class Dispatcher:
         except (OSError, asyncpg.PostgresError) as exc:
             log.error("could not record the outcome of %s: %s; reconciliation will", outcome.message_id, exc)
         if outcome.failure is not None:
-            self.wake.set()  # its retry may come due before the idle pause ends: the dispatcher reads when
+            # Its retry may come due before the dispatcher's idle pause ends: woken, the dispatcher reads when the
+            # retry is due and sleeps only until then.
+            self.wake.set()
 
     async def reconcile(self) -> int:
         """Settle attempts whose process died between recording them and recording their outcome, and our own

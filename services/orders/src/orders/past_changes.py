@@ -41,7 +41,7 @@ NDJSON = "application/x-ndjson"
 # before 1008, or by the previous release while this one rolled out: for it alone, `s` probes the order's applied rows
 # before it (status_history_by_order), the first of each type the latest (an ordered subquery feeds array_agg in its
 # order), the changed type's then being the change's `to`. For the other rows the probe's condition is false before
-# any row is read (a one-time filter) and `s` has no row.
+# any row is read (a one-time filter): `s` holds nulls, but for the changed type's status, which the row has too.
 # The order's details (customer, amount) are as they are now: their history keeps which fields changed, not values.
 PAST_CHANGES_SQL = """
 SELECT json_build_array(
@@ -71,7 +71,6 @@ LEFT JOIN LATERAL (
           WHERE h.general_code IS NULL AND h.delivery_code IS NULL AND h.payment_code IS NULL
             AND b.partner_id = h.partner_id AND b.order_id = h.order_id AND b.id < h.id AND b.outcome = 'applied'
           ORDER BY b.id DESC) b
-    HAVING h.general_code IS NULL AND h.delivery_code IS NULL AND h.payment_code IS NULL
 ) s ON true
 WHERE h.partner_id = $1 AND h.type = $2 AND h.outcome = 'applied' AND h.to_code = ANY($3::text[])
   AND h.recorded_at >= $4 AND h.recorded_at < $5

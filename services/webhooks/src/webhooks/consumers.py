@@ -22,6 +22,7 @@ from contracts.registry import parse_event
 from contracts.topics import Topic
 from contracts.webhooks import WEBHOOK_SOURCES
 from servicekit.consumer import DeadLetters, Process, Record, batch_subscriber, decode_batch
+from servicekit.ops import headers
 from webhooks.domain import Clock
 from webhooks.services import fan_out, subscribers_of
 from webhooks.settings import WebhooksSettings
@@ -85,11 +86,7 @@ def events_processor(
 
 def partner_named(record: Record) -> str | None:
     """The partner a record's `partnerid` header names (None: no such header)."""
-    for key, value in record.headers or ():
-        if key == "partnerid":
-            partner: str = value.decode("utf-8", "replace")
-            return partner
-    return None
+    return headers(record).get("partnerid")
 
 
 def subscribe(
