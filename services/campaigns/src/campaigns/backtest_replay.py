@@ -21,7 +21,7 @@ from campaigns.domain import (
     PartnerSettings,
     Policy,
     cap_window_start,
-    evaluate,
+    evaluate_triggered,
     triggered_by,
 )
 from contracts.past_changes import PastChange
@@ -148,8 +148,8 @@ class Replay:
             return None
         start = cap_window_start(now, self.partner)
         recent = self.ledger.count(event.order.customer.id, start, now) if start else 0
-        history = History(fired_for_order=event.order_id in self.fired_orders, recent_marketing_sms=recent)
-        decision = evaluate(self.definition, event, history, self.policy.context(now, self.partner))
+        history = History(event.order_id in self.fired_orders, recent)
+        decision = evaluate_triggered(self.definition, event, history, self.policy.context(now, self.partner))
         self._count(past, decision, position)
         return decision
 

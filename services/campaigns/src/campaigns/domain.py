@@ -15,7 +15,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Literal, Protocol, Self
+from typing import Annotated, Any, Literal, NamedTuple, Protocol, Self
 
 from pydantic import (
     BaseModel,
@@ -454,16 +454,18 @@ class Reason(BaseModel):
     condition: int | None = Field(default=None, description="Index of the failing filter condition")
 
 
-@dataclass(frozen=True)
-class History:
+# History, Context and PlannedSms are named tuples, immutable as frozen dataclasses are, and built in a third of
+# the time (a frozen dataclass sets each field through object.__setattr__): a backtest builds each once per change.
+
+
+class History(NamedTuple):
     """What earlier evaluations say about this order and customer."""
 
     fired_for_order: bool = False
     recent_marketing_sms: int = 0  # to this customer, within the partner's frequency-cap window
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     now: datetime
     partner: PartnerSettings
     default_region: str
@@ -480,11 +482,10 @@ class Policy:
     send_sms_topic: str
 
     def context(self, now: datetime, partner: PartnerSettings) -> Context:
-        return Context(now=now, partner=partner, default_region=self.default_region, default_zone=self.default_zone)
+        return Context(now, partner, self.default_region, self.default_zone)
 
 
-@dataclass(frozen=True)
-class PlannedSms:
+class PlannedSms(NamedTuple):
     phone: str
     text: str
     parts: SmsParts
@@ -648,6 +649,11 @@ def evaluate(campaign: CampaignDefinition, event: ChangeView, history: History, 
         before = event.from_status.code if event.from_status else "none"
         detail = f"{event.status_type} {before} -> {event.to_status.code} is not the trigger"
         return Decision(Outcome.NOT_TRIGGERED, [Reason(code="not_triggered", detail=detail)])
+    return evaluate_triggered(campaign, event, history, ctx)
+
+
+def evaluate_triggered(campaign: CampaignDefinition, event: ChangeView, history: History, ctx: Context) -> Decision:
+    """`evaluate` for a change its caller found to match the trigger (`triggered_by`)."""
     if campaign.reentry == Reentry.ONCE_PER_ORDER and history.fired_for_order:
         reason = Reason(code="once_per_order", detail=f"already sent for order {event.order_id}")
         return Decision(Outcome.OUTSIDE_REENTRY, [reason])

@@ -9,7 +9,8 @@ guessing the far end of the country would be wrong more often than the default.
 A verdict costs about 20 µs of `phonenumbers` and is cached per number; a backtest meets hundreds of thousands of
 numbers once each, so the first verdict is kept cheap too: a number already in E.164 form skips `parse`'s
 normalisation (`_e164_split`), the type is computed once (`is_valid_number` and `time_zones_for_number` each
-compute it again), and computed against each region's number descriptions compiled once (`_number_type`).
+compute it again), and computed by one regular expression per region, its descriptions' checks in phonenumbers'
+order as alternatives (`_typing`).
 tests/test_recipients.py compares the verdicts with `phonenumbers`' own steps over many numbers.
 """
 
@@ -20,7 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, NamedTuple
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -39,8 +40,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 SMS_CAPABLE = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
 
 
-@dataclass(frozen=True)
-class Phone:
+class Phone(NamedTuple):  # immutable, and cheaper to build than a frozen dataclass (a backtest builds many)
     e164: str
     time_zones: tuple[str, ...]
 
@@ -151,14 +151,45 @@ def _compiled(description: PhoneNumberDesc | None) -> _Description:
     return lengths, re.compile(pattern).fullmatch if pattern else None
 
 
+def _alternative(description: PhoneNumberDesc | None) -> str | None:
+    """`_is_number_matching_desc` of phonenumbers as a regular expression over the whole national number: the
+    length is possible (a lookahead) and the pattern matches; None when nothing can match (no pattern)."""
+    if description is None or not description.national_number_pattern:
+        return None
+    lengths = [n for n in description.possible_length or () if n > 0]
+    if description.possible_length and not lengths:
+        return None
+    ahead = "(?=(?:" + "|".join(f".{{{n}}}" for n in lengths) + r")\Z)" if lengths else ""
+    return f"{ahead}(?:{description.national_number_pattern})"
+
+
+def _typing(metadata: PhoneMetadata) -> tuple[Callable[[str], re.Match[str] | None], dict[str, int]]:
+    """One expression for `_number_type_helper`'s sequence of checks: the general description, then the first
+    of the special types, the fixed line and the mobile descriptions that matches, whose group names its type.
+    A regular expression's alternatives are tried in order, and `fullmatch` takes the first that spans the
+    number: the type phonenumbers' checks one after the other give (tests/test_recipients.py), in one call."""
+    ordered = [(getattr(metadata, name), kind) for name, kind in _SPECIAL_TYPES]
+    ordered.append((metadata.fixed_line, PhoneNumberType.FIXED_LINE))
+    if not metadata.same_mobile_and_fixed_line_pattern:  # else a number the fixed line misses is not typed mobile
+        ordered.append((metadata.mobile, PhoneNumberType.MOBILE))
+    kinds, alternatives = {}, []
+    for description, kind in ordered:
+        if (alternative := _alternative(description)) is not None:
+            kinds[f"k{kind}"] = kind
+            alternatives.append(f"(?P<k{kind}>{alternative})")
+    general = _alternative(metadata.general_desc)
+    if general is None or not alternatives:
+        return re.compile("(?!)").fullmatch, kinds  # matches nothing: every number UNKNOWN
+    return re.compile(f"(?={general}\\Z)(?:{'|'.join(alternatives)})").fullmatch, kinds
+
+
 @dataclass(frozen=True)
 class _Descriptions:
     """A region's number descriptions, compiled once (phonenumbers compiles or looks up each pattern per check)."""
 
     metadata: PhoneMetadata  # held, so that its id, the cache's key, is never another's
-    general: _Description
-    special: tuple[tuple[_Description, int], ...]
-    fixed_line: _Description
+    typed: Callable[[str], re.Match[str] | None]  # _typing's
+    kinds: dict[str, int]
     mobile: _Description
     same_mobile_and_fixed_line_pattern: bool
 
@@ -169,17 +200,9 @@ _descriptions: dict[int, _Descriptions] = {}
 def _descriptions_of(metadata: PhoneMetadata) -> _Descriptions:
     found = _descriptions.get(id(metadata))
     if found is None:
-        compiled = [(_compiled(getattr(metadata, name)), kind) for name, kind in _SPECIAL_TYPES]
-        # A description without a pattern matches nothing (_matches): most regions have five such, checked for nothing
-        special = tuple((d, kind) for d, kind in compiled if d is not None and d[1] is not None)
-        found = _Descriptions(
-            metadata,
-            _compiled(metadata.general_desc),
-            special,
-            _compiled(metadata.fixed_line),
-            _compiled(metadata.mobile),
-            bool(metadata.same_mobile_and_fixed_line_pattern),
-        )
+        typed, kinds = _typing(metadata)
+        same = bool(metadata.same_mobile_and_fixed_line_pattern)
+        found = _Descriptions(metadata, typed, kinds, _compiled(metadata.mobile), same)
         _descriptions[id(metadata)] = found
     return found
 
@@ -195,20 +218,17 @@ def _matches(national: str, description: _Description) -> bool:
 
 
 def _type_in(national: str, metadata: PhoneMetadata) -> int:
-    """phonenumbers' _number_type_helper, step by step, on the compiled descriptions."""
+    """phonenumbers' _number_type_helper on the region's compiled descriptions (`_typing`)."""
     region = _descriptions_of(metadata)
-    if not _matches(national, region.general):
+    found = region.typed(national)
+    if found is None:
         return PhoneNumberType.UNKNOWN
-    for description, kind in region.special:
-        if _matches(national, description):
-            return kind
-    if _matches(national, region.fixed_line):
-        if region.same_mobile_and_fixed_line_pattern or _matches(national, region.mobile):
-            return PhoneNumberType.FIXED_LINE_OR_MOBILE
-        return PhoneNumberType.FIXED_LINE
-    if not region.same_mobile_and_fixed_line_pattern and _matches(national, region.mobile):
-        return PhoneNumberType.MOBILE
-    return PhoneNumberType.UNKNOWN
+    kind = region.kinds[str(found.lastgroup)]
+    if kind == PhoneNumberType.FIXED_LINE and (
+        region.same_mobile_and_fixed_line_pattern or _matches(national, region.mobile)
+    ):
+        return PhoneNumberType.FIXED_LINE_OR_MOBILE
+    return kind
 
 
 def _number_type(number: PhoneNumber) -> int:

@@ -284,7 +284,7 @@ class Campaigns:
             )
             if campaign.is_journey:  # its re-entry counts runs, not SMS
                 entered = await runs_so_far(conn, [(campaign_id, event.order_id)])
-                history = replace(history, fired_for_order=bool(entered))
+                history = history._replace(fired_for_order=bool(entered))
         return _previewed(campaign, event, history, policy.context(now, partner))
 
     async def check_draft(self, definition: CampaignDefinition) -> None:
