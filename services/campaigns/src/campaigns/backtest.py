@@ -143,12 +143,13 @@ class Backtest:
 
 
 async def _chunks(stream: httpx.Response) -> AsyncIterator[bytes]:
-    """The stream in chunks of whole lines, about `CHUNK_BYTES` each."""
-    pending = b""
+    """The stream in chunks of whole lines, about `CHUNK_BYTES` each. Gathered in a bytearray, which grows in place:
+    adding each network read to a bytes copied everything gathered so far, every read."""
+    pending = bytearray()
     async for chunk in stream.aiter_bytes():
         pending += chunk
         if len(pending) >= CHUNK_BYTES and (end := pending.rfind(b"\n")) >= 0:
-            yield pending[: end + 1]
-            pending = pending[end + 1 :]
+            yield bytes(pending[: end + 1])
+            del pending[: end + 1]
     if pending.strip():
-        yield pending
+        yield bytes(pending)
