@@ -142,10 +142,12 @@ async def _next(pieces: asyncio.Queue[bytes], copy: asyncio.Future[str]) -> byte
     """The next piece, or END once the copy ended (well or not) and every piece it gave was taken."""
     if pieces.empty() and not copy.done():
         taken = asyncio.ensure_future(pieces.get())
-        await asyncio.wait((taken, copy), return_when=asyncio.FIRST_COMPLETED)
-        if taken.done():
-            return taken.result()
-        taken.cancel()  # (a waiting get gives up no piece)
+        try:
+            await asyncio.wait((taken, copy), return_when=asyncio.FIRST_COMPLETED)
+            if taken.done():
+                return taken.result()
+        finally:
+            taken.cancel()  # (a waiting get gives up no piece; nor is it left pending when the stream is closed)
     return END if pieces.empty() else pieces.get_nowait()
 
 
