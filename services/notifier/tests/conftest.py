@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 import uuid
 from collections import Counter
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from contracts.envelope import Envelope, decode_any
 from contracts.sms import SendSms, SmsDelivered, SmsDispatched, SmsFailed, send_sms_id
+from devtools.platform import free_port
 from devtools.pytest_plugin import ClientFactory, Infrastructure, partner_clients, read_topic, wait_until
 from notifier.app import create_app
 from notifier.providers.base import Accepted, OutgoingSms, Provider
@@ -290,12 +290,6 @@ class CrashAround(Provider):
 @pytest.fixture
 def crash_around() -> type[CrashAround]:
     return CrashAround
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Smsc:

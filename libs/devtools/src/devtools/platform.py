@@ -8,13 +8,15 @@ one broker and one server. Processes can be killed with SIGKILL and started agai
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import random
 import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +57,42 @@ def database_dsn(server_dsn: str, database: str) -> str:
     return f"{base}/{database}"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out lie below the kernel's ephemeral range. A port the kernel picked for `bind(0)` stays in that
+# range once the probe closes, so any outgoing connection (a Kafka client, httpx) could take it before the
+# service binds it: CI saw "[Errno 98] address already in use" that way. Below the range only our own listeners
+# bind. Each pytest-xdist worker counts through its own slice, so two workers never hand out the same port.
+_PORT_SLICES = 4
+_PORT_WINDOW = 12_000
+
+
+def _port_candidates() -> Iterator[int]:
+    slice_size = _PORT_WINDOW // _PORT_SLICES
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = _ephemeral_low() - _PORT_WINDOW + (int(worker) % _PORT_SLICES if worker.isdigit() else 0) * slice_size
+    start = random.randrange(slice_size)
+    return (first + (start + step) % slice_size for step in itertools.count())
+
+
+_candidates = _port_candidates()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port no one listens on now and no outgoing connection will take (see _port_candidates)."""
+    for _, port in zip(range(_PORT_WINDOW), _candidates, strict=False):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
