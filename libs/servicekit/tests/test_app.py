@@ -60,9 +60,11 @@ def test_the_default_thresholds_collect_less_often_than_cpythons() -> None:
 
 
 def _wake_ups(pid: int) -> int:
-    """Context switches of the process's main thread (its event loop) so far: each is a wake-up."""
+    """Voluntary context switches of the process's main thread (its event loop) so far: each is a sleep that ended
+    in a wake-up. Not the involuntary ones: those are the thread preempted while it ran, as many as the machine's
+    load makes them (CI saw 11 in 3 s of an idle server while the other tests ran beside it)."""
     lines = Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines()
-    return sum(int(line.split()[1]) for line in lines if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+    return sum(int(line.split()[1]) for line in lines if line.startswith("voluntary_ctxt"))
 
 
 def test_an_idle_server_wakes_about_once_a_second_and_stops_at_once_on_a_signal() -> None:
