@@ -67,25 +67,31 @@ def _ephemeral_low() -> int:
 # Ports handed out lie below the kernel's ephemeral range. A port the kernel picked for `bind(0)` stays in that
 # range once the probe closes, so any outgoing connection (a Kafka client, httpx) could take it before the
 # service binds it: CI saw "[Errno 98] address already in use" that way. Below the range only our own listeners
-# bind. Each pytest-xdist worker counts through its own slice, so two workers never hand out the same port.
-_PORT_SLICES = 4
+# bind. Each pytest-xdist worker counts through its own slice of the window, so two workers never hand out the
+# same port.
 _PORT_WINDOW = 12_000
 
 
-def _port_candidates() -> Iterator[int]:
-    slice_size = _PORT_WINDOW // _PORT_SLICES
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    first = _ephemeral_low() - _PORT_WINDOW + (int(worker) % _PORT_SLICES if worker.isdigit() else 0) * slice_size
-    start = random.randrange(slice_size)
-    return (first + (start + step) % slice_size for step in itertools.count())
+def _port_slice() -> range:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = _PORT_WINDOW // max(workers, 1)
+    first = _ephemeral_low() - _PORT_WINDOW + worker * size
+    return range(first, first + size)
 
 
-_candidates = _port_candidates()
+def _port_candidates(ports: range) -> Iterator[int]:
+    start = random.randrange(len(ports))
+    return (ports[(start + step) % len(ports)] for step in itertools.count())
+
+
+_PORTS = _port_slice()
+_candidates = _port_candidates(_PORTS)
 
 
 def free_port() -> int:
-    """A port no one listens on now and no outgoing connection will take (see _port_candidates)."""
-    for _, port in zip(range(_PORT_WINDOW), _candidates, strict=False):
+    """A port no one listens on now and no outgoing connection will take (see _port_slice)."""
+    for _, port in zip(_PORTS, _candidates, strict=False):  # each port of the slice once at most
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
