@@ -9,11 +9,19 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from campaigns.backtest_replay import Replay, Tally
 from campaigns.backtest_worker import _feed, _finish, _start
 from campaigns.domain import CampaignDefinition, PartnerSettings, Policy
 from contracts.orders import OrderStatusChanged
-from contracts.past_changes import PastChange, past_change_line, read_past_change
+from contracts.past_changes import (
+    PastChange,
+    past_change_line,
+    past_change_tsv_line,
+    read_past_change,
+    read_past_change_tsv,
+)
 
 POLICY = Policy(default_region="RU", default_zone="Europe/Moscow", sms_ttl=timedelta(hours=24), send_sms_topic="t")
 UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
@@ -22,7 +30,8 @@ CODES = {"general": ("accepted", "completed"), "delivery": ("at_pickup_point", "
          "payment": ("invoice_issued", "paid", "refunded")}  # fmt: skip
 PHONES = ("+79161234567", "+7 916 123-45-67", "89161234568", "+74951234567", "+12015550123", "+447400123456",
           "12345", None, "+79160000001", "+79160000002")  # fmt: skip
-NAMES = ("Анна", "Bob", None, "Ёжик 😀", "x" * 200)
+# With what TSV escapes (a backslash, tab, newline, carriage return, backspace, form feed, vertical tab; its null).
+NAMES = ("Анна", "Bob", None, "Ёжик 😀", "x" * 200, "\\N", "a\tb\\n\nc\r\x08\x0c\x0b\\")
 TEMPLATES = (
     "{{ customer.name }}, заказ {{ order.id }} доставлен. Спасибо!",
     "Order {{ order.id }}: {{ from_status.name }} -> {{ to_status.name }} ({{ order.amount }} {{order.currency}})",
@@ -112,9 +121,10 @@ def test_every_decision_is_the_validated_events() -> None:
         for n in range(1500):
             at += timedelta(minutes=rng.randrange(0, 90), microseconds=rng.randrange(1_000_000))
             event = change_of(rng, f"o-{rng.randrange(n // 2 + 1)}", f"c-{rng.randrange(40)}")
-            line = past_change_line(f"e-{n}", at, event)
-            read = read_past_change(line)
+            read = read_past_change(past_change_line(f"e-{n}", at, event))
             assert read.event() == event
+            tsv = read_past_change_tsv(past_change_tsv_line(f"e-{n}", at, event))
+            assert tsv.event() == event and tsv._replace(change=None) == read._replace(change=None)  # as TSV
             # The validated event where the line's tuples go: what the backtest decided with before.
             reference = PastChange(f"e-{n}", at, event)  # type: ignore[arg-type]
             assert fast.decide(read) == validated.decide(reference), (definition, event)
@@ -122,8 +132,8 @@ def test_every_decision_is_the_validated_events() -> None:
         assert fast.read == 1500
 
 
-# Customers whose ids JSON escapes (a worker tells whose a line is from its escaped first item: customer_key).
-CUSTOMERS = [f"c-{k}" for k in range(24)] + ['c"1', 'c"2\\', "Ёжик", 'Ёжик "4"', '\\"5', "c\n6"]
+# Customers whose ids TSV escapes (a worker tells whose a line is from its escaped first item: customer_key_tsv).
+CUSTOMERS = [f"c-{k}" for k in range(24)] + ['c"1', 'c"2\\', "Ёжик", 'Ёжик "4"', '\\"5', "c\n6", "c\t7", "\\N"]
 
 
 def test_workers_sharing_the_customers_add_up_to_one_replay_of_the_whole_stream() -> None:
@@ -140,10 +150,10 @@ def test_workers_sharing_the_customers_add_up_to_one_replay_of_the_whole_stream(
                 at += timedelta(minutes=rng.randrange(0, 60))
                 order = rng.randrange(n // 2 + 1)  # an order is one customer's (its details as now, in every line)
                 event = change_of(rng, f"o-{order}", CUSTOMERS[order % len(CUSTOMERS)])
-                lines.append(past_change_line(f"e-{n}", at, event))
+                lines.append(past_change_tsv_line(f"e-{n}", at, event))
             whole = Replay(definition, partner, POLICY, SINCE, UNTIL)
             for line in lines:
-                whole.decide(read_past_change(line))
+                whole.decide(read_past_change_tsv(line))
             chunks = [b"\n".join(lines[n : n + 300]) + b"\n" for n in range(0, len(lines), 300)]  # as fed
             tally = Tally()
             for index in range(workers):
@@ -153,3 +163,22 @@ def test_workers_sharing_the_customers_add_up_to_one_replay_of_the_whole_stream(
                 tally.add(_finish("k"))
             split, one = whole.result(1.0, tally).model_dump(), whole.result(1.0).model_dump()
             assert split == one, [(k, split[k], one[k]) for k in one if split[k] != one[k]]
+
+
+def test_a_line_of_another_shape_is_refused_with_the_reason() -> None:
+    event = change_of(random.Random(1), "o-1", "c-1")
+    good = past_change_tsv_line("e-1", SINCE, event).split(b"\t")
+    for broken, why in [
+        (good[:-1], "an item missing"),
+        ([*good, b"x"], "an item too many"),
+        ([*good[:9], b"yes", *good[10:]], "a boolean neither t nor f"),
+        ([*good[:10], b"\\N", *good[11:]], "a null sequence"),
+        ([*good[:2], b"yesterday", *good[3:]], "a time that is not one"),
+        ([*good[:4], b"parcel", *good[5:]], "an unknown status type"),
+        ([*good[:18], b"much", *good[19:]], "an amount that is not a number"),
+        ([b"\xff\xfe", *good[1:]], "bytes that are not UTF-8"),
+    ]:
+        with pytest.raises(ValueError, match="not a past change line"):
+            read_past_change_tsv(b"\t".join(broken))
+            pytest.fail(why)
+    assert read_past_change_tsv(b"\t".join(good)).event() == event

@@ -1,5 +1,6 @@
 """GET /v1/status-changes: a partner's past changes into some statuses, each with the order as it was then, one
-array a line (contracts.past_changes), each of which reads back into the validated `OrderStatusChanged`."""
+array a line (contracts.past_changes), each of which reads back into the validated `OrderStatusChanged`; as TSV
+(COPY's text format), the same items."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from contracts.past_changes import FIELDS, PastChange, read_past_change
+from contracts.past_changes import FIELDS, TSV, PastChange, read_past_change, read_past_change_tsv
 
 Clients = Callable[..., httpx.AsyncClient]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -34,10 +35,18 @@ def period(**extra: Any) -> dict[str, Any]:
 
 
 async def lines(client: httpx.AsyncClient, params: dict[str, Any]) -> list[PastChange]:
+    """The changes as NDJSON, checked against the same changes as TSV."""
     answer = await client.get("/v1/status-changes", params=params)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("application/x-ndjson")
-    return [read_past_change(line) for line in answer.content.splitlines()]
+    found = [read_past_change(line) for line in answer.content.splitlines()]
+    as_tsv = await client.get("/v1/status-changes", params=params, headers={"accept": f"{TSV}, */*;q=0.1"})
+    assert as_tsv.status_code == 200 and as_tsv.headers["content-type"].startswith(TSV)
+    tsv = [read_past_change_tsv(line) for line in as_tsv.content.split(b"\n")[:-1]]  # (a line may hold \r)
+    assert [(t.event_id, t.recorded_at, t.event()) for t in tsv] == [
+        (f.event_id, f.recorded_at, f.event()) for f in found
+    ]
+    return found
 
 
 async def test_each_change_comes_with_the_order_as_it_was_at_that_moment(client_for: Clients) -> None:
@@ -137,6 +146,33 @@ async def test_a_change_recorded_without_the_statuses_is_read_with_the_order_as_
         "payment": {"code": "paid", "name": "Оплачен"},
     }
     assert shipped.change.from_status == ("at_pickup_point", "В пункте выдачи")
+
+
+async def test_what_tsv_escapes_and_its_nulls_read_back_as_the_json_has_them(
+    client_for: Clients, database: str
+) -> None:
+    demo = client_for("demo")
+    body = order_body('c"\\N\\')  # no general or payment status: nulls
+    body["customer"]["phone"] = None
+    answer = await demo.put("/v1/orders/o-5", json=body | {"statuses": {"delivery": "at_pickup_point"}})
+    assert answer.status_code == 200, answer.text
+    await demo.post("/v1/orders/o-5/status", json={"code": "shipped"})
+    # What the API refuses today (control characters) an older row may hold; COPY escapes it.
+    name = "Tab\there, new\nline, \\N, back\\slash, \r\x08\x0c\x0b"
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute("UPDATE orders SET customer_name = $1 WHERE order_id = 'o-5'", name)
+    finally:
+        await conn.close()
+
+    (shipped,) = await lines(demo, period(status_type="delivery", to=["shipped"]))  # the same from both
+
+    customer = shipped.event().order.customer
+    assert (customer.id, customer.name, customer.phone) == ('c"\\N\\', name, None)
+    assert shipped.change.order.statuses.payment is None and shipped.change.order.statuses.general is None
+    refused = await demo.get("/v1/status-changes", params=period(status_type="delivery", to=["shipped"]),
+                             headers={"accept": f"{TSV};q=0, application/json"})  # fmt: skip
+    assert refused.headers["content-type"].startswith("application/x-ndjson")  # TSV refused: the default
 
 
 async def test_a_reversed_or_too_long_period_is_refused(client_for: Clients) -> None:

@@ -1,11 +1,17 @@
 """A past status change as the orders service streams it to the campaigns backtest (`GET /v1/status-changes`).
 
-One JSON array a line, its items in the order of `FIELDS`: the change as orders published it, with the order's
-statuses as they were at that moment, and when it was applied. An array, not an object: a backtest reads hundreds
-of thousands of lines, and both ends are the platform's own (PostgreSQL writes them, orders' SQL
-`orders.past_changes`, and campaigns reads them with `read_past_change`): the line is half the bytes, and reading
-it is a JSON parse and a few tuples, about 4 µs, where validating it into an `OrderStatusChanged` took 14-40 µs.
-`PastChange.event()` is that validated event, for whoever wants the contract itself.
+One line a change, its items in the order of `FIELDS`: the change as orders published it, with the order's
+statuses as they were at that moment, and when it was applied. Two forms of the same items:
+* NDJSON (the default): one JSON array a line. An array, not an object: the line is half the bytes, and reading it
+  (`read_past_change`) is a JSON parse and a few tuples, about 4 µs, where validating an `OrderStatusChanged` took
+  14-40 µs.
+* TSV (`Accept: text/tab-separated-values`): PostgreSQL's COPY text format (items separated by tabs, `\\N` for
+  null, a backslash escaping a backslash, tab, newline, carriage return, backspace, form feed or vertical tab;
+  booleans `t`/`f`; times as `2026-11-08 06:41:22.356298+00`). What the campaigns backtest asks for
+  (`read_past_change_tsv`): PostgreSQL writes it with a third less CPU than the JSON (no function per line, no
+  type lookups per item), and it is a fifth fewer bytes; reading it costs what reading the JSON does.
+Both ends are the platform's own (PostgreSQL writes the lines, orders' SQL `orders.past_changes`).
+`PastChange.event()` is the validated event, for whoever wants the contract itself.
 
 What the campaigns decision reads of a change (campaigns.domain's `ChangeView`) the tuples here offer under the
 same names as `OrderStatusChanged`, so the backtest decides with the live path's own functions.
@@ -13,7 +19,8 @@ same names as `OrderStatusChanged`, so the backtest decides with the live path's
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -69,6 +76,8 @@ LINE_SCHEMA: dict[str, Any] = {
     "minItems": len(FIELDS),
     "maxItems": len(FIELDS),
 }
+NDJSON = "application/x-ndjson"
+TSV = "text/tab-separated-values"
 
 
 class Status(NamedTuple):
@@ -128,9 +137,15 @@ class PastChange(NamedTuple):
         return OrderStatusChanged.model_validate(
             {
                 **change._asdict(),
+                "occurred_at": datetime.fromisoformat(change.occurred_at),  # either form's text (see the module)
                 "from_status": change.from_status._asdict() if change.from_status else None,
                 "to_status": change.to_status._asdict(),
-                "order": {**order._asdict(), "statuses": statuses, "customer": order.customer._asdict()},
+                "order": {
+                    **order._asdict(),
+                    "statuses": statuses,
+                    "customer": order.customer._asdict(),
+                    "placed_at": datetime.fromisoformat(order.placed_at),
+                },
             }
         )
 
@@ -160,6 +175,43 @@ def read_past_change(line: bytes | str) -> PastChange:
     return past_change_from(items)
 
 
+def customer_key_tsv(line: bytes) -> bytes:
+    """`customer_key` of a TSV line: its first item as COPY wrote it (escaped the same way every time)."""
+    end = line.find(b"\t")
+    if end < 0:
+        raise ValueError(f"not a past change line: {line[:200]!r}")
+    return line[:end]
+
+
+_BOOLEANS = {"t": True, "f": False}
+_ESCAPED = re.compile(r"\\(.)")
+_UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _unescaped(item: str) -> str | None:
+    if item == "\\N":
+        return None
+    return _ESCAPED.sub(lambda found: _UNESCAPED.get(found[1], found[1]), item) if "\\" in item else item
+
+
+def read_past_change_tsv(line: bytes) -> PastChange:
+    """One TSV line of the stream (without its newline); a line of another shape raises ValueError."""
+    try:
+        text = line.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not a past change line: {exc}") from exc
+    items: list[Any] = text.split("\t")
+    if len(items) != len(FIELDS):
+        raise ValueError(f"not a past change line: {text[:200]}")
+    if "\\" in text:  # a null or an escaped character somewhere (most lines have neither)
+        items = [_unescaped(item) for item in items]
+    try:
+        items[9], items[10], items[22] = _BOOLEANS[items[9]], int(items[10]), _BOOLEANS[items[22]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a past change line: {exc!r}") from exc
+    return past_change_from(items)
+
+
 def past_change_from(items: list[Any]) -> PastChange:
     try:
         (customer_id, event_id, recorded_at, order_id, status_type, from_code, from_name, to_code, to_name, analytics,
@@ -179,19 +231,42 @@ def past_change_from(items: list[Any]) -> PastChange:
              occurred_at, order),
         )  # fmt: skip
         return _new(PastChange, (event_id, datetime.fromisoformat(recorded_at), change))
-    except (TypeError, KeyError, ArithmeticError) as exc:
-        raise ValueError(f"not a past change line: {exc}") from exc
+    except (TypeError, KeyError, ValueError, ArithmeticError) as exc:
+        raise ValueError(f"not a past change line: {exc!r}") from exc
 
 
-def past_change_line(event_id: str, recorded_at: datetime, event: OrderStatusChanged) -> bytes:
-    """The line for this change, as orders' SQL writes it (for tests and tools; orders builds it in PostgreSQL)."""
+def past_change_items(event_id: str, recorded_at: datetime, event: OrderStatusChanged) -> list[Any]:
+    """The line's items for this change, as orders' SQL selects them (for tests and tools)."""
     order, customer, before = event.order, event.order.customer, event.from_status
     statuses = [order.statuses.of(t) for t in (StatusType.GENERAL, StatusType.DELIVERY, StatusType.PAYMENT)]
-    items: list[Any] = [customer.id, event_id, recorded_at.isoformat(), event.order_id, str(event.status_type)]
+    items: list[Any] = [customer.id, event_id, recorded_at, event.order_id, str(event.status_type)]
     items += [before.code if before else None, before.name if before else None, event.to_status.code]
-    items += [event.to_status.name, event.to_include_in_analytics, event.sequence, event.occurred_at.isoformat()]
+    items += [event.to_status.name, event.to_include_in_analytics, event.sequence, event.occurred_at]
     for status in statuses:
         items += [status.code if status else None, status.name if status else None]
     items += [format(order.amount, "f"), order.currency, customer.phone, customer.name]
-    items += [customer.sms_consent, order.placed_at.isoformat()]
-    return pydantic_core.to_json(items)
+    return [*items, customer.sms_consent, order.placed_at]
+
+
+def past_change_line(event_id: str, recorded_at: datetime, event: OrderStatusChanged) -> bytes:
+    """The NDJSON line for this change, as orders' SQL writes it (for tests and tools)."""
+    items = past_change_items(event_id, recorded_at, event)
+    return pydantic_core.to_json([item.isoformat() if isinstance(item, datetime) else item for item in items])
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", **{char: "\\" + code for code, char in _UNESCAPED.items()}})
+
+
+def past_change_tsv_line(event_id: str, recorded_at: datetime, event: OrderStatusChanged) -> bytes:
+    """The TSV line for this change, as PostgreSQL's COPY writes it (for tests and tools)."""
+    return "\t".join(map(_tsv_item, past_change_items(event_id, recorded_at, event))).encode()
+
+
+def _tsv_item(item: Any) -> str:
+    if item is None:
+        return "\\N"
+    if isinstance(item, bool):
+        return "t" if item else "f"
+    if isinstance(item, datetime):  # as with TimeZone UTC and DateStyle ISO
+        return item.astimezone(UTC).isoformat(sep=" ").removesuffix(":00")
+    return str(item).translate(_ESCAPES)

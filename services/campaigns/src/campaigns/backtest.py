@@ -1,7 +1,7 @@
 """The backtest: what a campaign (a draft, or a change to a stored one) would have sent over the last N days.
 
 It replays the partner's real status changes into the trigger's statuses, read from the orders service over its
-HTTP API (`GET /v1/status-changes`, NDJSON: each change as orders published it, the order's statuses as they were
+HTTP API (`GET /v1/status-changes`, as TSV: each change as orders published it, the order's statuses as they were
 at that moment), in the order they were applied, and decides each with `domain.evaluate`, the live consumer's own
 decision, at the moment the consumer would have taken it (the change's `recorded_at`). What earlier decisions mean
 for the next one (once per order, the frequency cap) is kept in memory as the replay goes: `Replay`, no I/O.
@@ -29,6 +29,7 @@ from campaigns.backtest_replay import Replay
 from campaigns.backtest_worker import ReplayWorker
 from campaigns.domain import CampaignDefinition, Policy, Reentry, cap_window_start
 from campaigns.repository import CampaignRepository, fired_orders_before, marketing_sms_times
+from contracts.past_changes import TSV
 from servicekit.db import DbConnection
 from servicekit.errors import ProblemError
 
@@ -90,7 +91,8 @@ class Backtest:
             "since": replay.since.isoformat(),
             "until": replay.until.isoformat(),
         }
-        request = self.orders.build_request("GET", "/v1/status-changes", params=params)
+        # TSV: PostgreSQL writes it with a third less CPU than the JSON lines (contracts.past_changes).
+        request = self.orders.build_request("GET", "/v1/status-changes", params=params, headers={"accept": TSV})
         try:
             response = await self.orders.send(request, stream=True)
         except httpx.HTTPError as exc:

@@ -6,7 +6,7 @@ service's own event loop, the live consumer would wait behind. In worker process
 `BACKTEST_WORKERS` of them (by default as many as the machine's cores, at most 4): each gets every chunk of lines
 and decides the changes of its share of the customers (a hash of the customer's id), since everything one decision
 depends on from earlier ones is per customer (the frequency cap) or per order (once per order), and an order is one
-customer's. A worker tells whose a line is from its first bytes (`contracts.past_changes.customer_key`) and parses
+customer's. A worker tells whose a line is from its first bytes (`contracts.past_changes.customer_key_tsv`) and parses
 only its own: parsing is a tenth of a decision's cost, and every worker parsing every line paid it once per worker.
 Each keeps its `Replay` by backtest key; at the end their tallies are added up (`Tally.add`), which gives what one
 replay of the whole stream gives (tests/test_backtest_reading.py). Backtests running at once share the workers chunk
@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from campaigns.backtest_replay import Replay, Tally
-from contracts.past_changes import customer_key, read_past_change
+from contracts.past_changes import customer_key_tsv, read_past_change_tsv
 
 MAX_WORKERS = 4
 
@@ -83,17 +83,17 @@ def _start(key: str, replay: Replay, index: int, count: int) -> None:
 
 
 def _feed(key: str, lines: bytes) -> tuple[int, datetime | None]:
-    """Decide this worker's changes of `lines` (NDJSON); how many it decided so far and when its last one was
-    applied."""
+    """Decide this worker's changes of `lines` (TSV lines, contracts.past_changes); how many it decided so far and
+    when its last one was applied."""
     share = _shares[key]
     replay, last, count, index, seen = share.replay, None, share.count, share.index, share.seen
     for line in lines.split(b"\n"):
         if not line:
             continue
         position, seen = seen, seen + 1
-        if count > 1 and zlib.crc32(customer_key(line)) % count != index:  # another worker's customer
+        if count > 1 and zlib.crc32(customer_key_tsv(line)) % count != index:  # another worker's customer
             continue
-        past = read_past_change(line)
+        past = read_past_change_tsv(line)
         replay.decide(past, position)
         last = past.recorded_at
     share.seen = seen

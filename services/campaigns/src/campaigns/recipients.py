@@ -217,9 +217,8 @@ def _matches(national: str, description: _Description) -> bool:
     return fullmatch is not None and fullmatch(national) is not None
 
 
-def _type_in(national: str, metadata: PhoneMetadata) -> int:
+def _type_in(national: str, region: _Descriptions) -> int:
     """phonenumbers' _number_type_helper on the region's compiled descriptions (`_typing`)."""
-    region = _descriptions_of(metadata)
     found = region.typed(national)
     if found is None:
         return PhoneNumberType.UNKNOWN
@@ -237,28 +236,60 @@ def _number_type(number: PhoneNumber) -> int:
     return _type_of(number.country_code, national_significant_number(number))
 
 
+class _Candidate(NamedTuple):
+    """One region of a country code shared by several: its code, its descriptions, and its leading digits' match
+    (None: the region is told by typing the number in it)."""
+
+    region: str
+    descriptions: _Descriptions
+    leading: Callable[[str], object] | None
+
+
+class _CountryCode(NamedTuple):
+    """What typing a number of one country code looks up, looked up once: the shared code's candidate regions in
+    phonenumbers' order, and the descriptions of each region a number can end in (None: no metadata)."""
+
+    candidates: tuple[_Candidate, ...]
+    regions: dict[str, _Descriptions | None]
+
+
+@functools.lru_cache(maxsize=1024)
+def _country_code(country_code: int) -> _CountryCode:
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    candidates = []
+    for candidate in regions if len(regions) > 1 else ():
+        metadata = PhoneMetadata.metadata_for_region(candidate.upper(), None)
+        if metadata is not None:
+            leading = _pattern(metadata.leading_digits).match if metadata.leading_digits is not None else None
+            candidates.append(_Candidate(candidate, _descriptions_of(metadata), leading))
+    found = {}
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+        found[region] = None if metadata is None else _descriptions_of(metadata)
+    return _CountryCode(tuple(candidates), found)
+
+
 def _type_of(country_code: int, national: str) -> int:
     """The type of the number of `country_code` whose national significant number is `national`, as
     `phonenumbers.number_type` finds it: its steps (the region, by typing the number in each of a shared country
-    code's regions, then the type in the region's metadata) on descriptions compiled once, and a number whose region
-    was found by typing it not typed again (it is the same metadata)."""
+    code's regions, then the type in the region's metadata) on descriptions compiled and looked up once per country
+    code (`_country_code`), and a number whose region was found by typing it not typed again (the same metadata)."""
     regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code)
-    region = regions[0] if regions is not None and len(regions) == 1 else None
-    if regions is not None and len(regions) > 1:
-        for candidate in regions:
-            metadata = PhoneMetadata.metadata_for_region(candidate.upper(), None)
-            if metadata is None:
-                continue
-            if metadata.leading_digits is not None:
-                if _pattern(metadata.leading_digits).match(national):
-                    region = candidate
-                    break
-            elif (kind := _type_in(national, metadata)) != PhoneNumberType.UNKNOWN:
-                return kind
-    if region is None:  # no region: no metadata (phonenumbers looks the region None up, and finds nothing)
+    if regions is None:  # no region: no metadata (phonenumbers looks the region None up, and finds nothing)
         return PhoneNumberType.UNKNOWN
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
-    return PhoneNumberType.UNKNOWN if metadata is None else _type_in(national, metadata)
+    known = _country_code(country_code)
+    region = regions[0] if len(regions) == 1 else None
+    for candidate, descriptions, leading in known.candidates:
+        if leading is not None:
+            if leading(national):
+                region = candidate
+                break
+        elif (kind := _type_in(national, descriptions)) != PhoneNumberType.UNKNOWN:
+            return kind
+    if region is None:
+        return PhoneNumberType.UNKNOWN
+    found = known.regions[region]
+    return PhoneNumberType.UNKNOWN if found is None else _type_in(national, found)
 
 
 def _time_zones(split: tuple[int, str], kind: int, number: PhoneNumber | None = None) -> tuple[str, ...]:
