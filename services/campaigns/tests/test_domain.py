@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from campaigns.domain import (
+    TEMPLATE_VALUES,
     CampaignDefinition,
     CampaignIndex,
     CampaignState,
@@ -26,13 +27,15 @@ from campaigns.domain import (
     check_definition,
     check_transition,
     evaluate,
+    render_text,
     send_command,
+    template_variables,
 )
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
 from campaigns.templating import LIMITS, TemplateLimit, TemplateProblem, check_template, render
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.sms import SmsEncoding
-from contracts.sms_text import sms_parts
+from contracts.sms_text import TEMPLATE_VARIABLES, sms_parts
 from contracts.statuses import CurrentStatuses, StatusDefinition, StatusRef, StatusType
 from devtools.scenario import example_status_list
 
@@ -300,6 +303,23 @@ def test_render_is_strict_and_fills_every_variable() -> None:
     assert text == "10.50 RUB delivery"
     with pytest.raises(TemplateProblem):
         render("{{ customer.name }}", {})
+
+
+def test_a_plain_template_reads_each_variable_as_liquid_does() -> None:
+    """A plain template's values come from TEMPLATE_VALUES, Liquid's from template_variables: the same, for each."""
+    assert tuple(TEMPLATE_VALUES) == TEMPLATE_VARIABLES
+    assert template_variables(change()) == {
+        "customer": {"name": "Анна"},
+        "order": {"id": "o-1", "amount": "1500.00", "currency": "RUB"},
+        "from_status": {"code": "at_pickup_point", "name": NAMES["at_pickup_point"]},
+        "to_status": {"code": "shipped", "name": NAMES["shipped"]},
+        "status_type": "delivery",
+    }
+    for event in (change(), change(before=None, name=None)):
+        variables = template_variables(event)
+        for path in TEMPLATE_VARIABLES:
+            source = f"<{{{{ {path} }}}}>"
+            assert render_text(source, event) == render(source, variables) == render(f"{source}{{{{ '' }}}}", variables)
 
 
 # Each hostile template with the limit it must hit, already with the sample data a save renders it with.

@@ -189,23 +189,19 @@ _PLAIN_OUTPUT = re.compile(r"\{\{ *([a-z_]+(?:\.[a-z_]+)?) *\}\}")
 @dataclass(frozen=True)
 class _PlainTemplate:
     """A template that is only texts (no braces) and plain variables (`{{ a.b }}`, no filter): `first`, then for
-    each pair the value at its path and its text."""
+    each pair the path of a variable and the text after it."""
 
     first: str
-    pairs: tuple[tuple[tuple[str, ...], str], ...]
+    pairs: tuple[tuple[str, str], ...]
 
-    def render(self, variables: Mapping[str, Any]) -> str | None:
-        """What Liquid outputs (stripped), or None where it might differ: a missing or non-text value (Liquid's
-        error or its own stringification), a carriage return (its buffer translates newlines), an output over
-        the limit (its error)."""
+    def render(self, value_of: Callable[[str], object]) -> str | None:
+        """What Liquid outputs (stripped), each variable's value `value_of` its path, or None where it might differ:
+        a missing or non-text value (Liquid's error or its own stringification), a carriage return (its buffer
+        translates newlines), an output over the limit (its error)."""
         pieces = [self.first]
         for path, text in self.pairs:
-            value: Any = variables
-            for key in path:
-                if type(value) is not dict or key not in value:  # `type`: an ABC's isinstance costs more than this
-                    return None
-                value = value[key]
-            if type(value) is not str:
+            value = value_of(path)
+            if type(value) is not str:  # `type`: an ABC's isinstance costs more than this
                 return None
             pieces += (value, text)
         output = "".join(pieces)
@@ -219,19 +215,35 @@ def _plain(source: str) -> _PlainTemplate | None:
     texts, paths, start = [], [], 0
     for output in _PLAIN_OUTPUT.finditer(source):
         texts.append(source[start : output.start()])
-        paths.append(tuple(output[1].split(".")))
+        paths.append(output[1])
         start = output.end()
     texts.append(source[start:])
-    if any("{" in text or "}" in text for text in texts) or any(".".join(p) not in TEMPLATE_VARIABLES for p in paths):
+    if any("{" in text or "}" in text for text in texts) or any(path not in TEMPLATE_VARIABLES for path in paths):
         return None
     return _PlainTemplate(texts[0], tuple(zip(paths, texts[1:], strict=True)))
+
+
+def render_plain(source: str, value_of: Callable[[str], object]) -> str | None:
+    """A plain template's text (`_PlainTemplate`), its variables' values `value_of` their paths (`TEMPLATE_VARIABLES`),
+    computed only for those it uses; None for any other template, or where Liquid might differ: `render` it."""
+    plain = _plain(source)
+    return None if plain is None else plain.render(value_of)
+
+
+def _value_at(variables: Mapping[str, Any], path: str) -> object:
+    """The value at a dotted path of nested dicts; None where there is none."""
+    value: Any = variables
+    for key in path.split("."):
+        if type(value) is not dict or key not in value:
+            return None
+        value = value[key]
+    return value
 
 
 def render(source: str, variables: Mapping[str, Any]) -> str:
     """Render a checked template; raises `TemplateLimit` when it exceeds a limit on this data, and
     `TemplateProblem` if it still meets something undefined."""
-    plain = _plain(source)
-    if plain is not None and (text := plain.render(variables)) is not None:
+    if (text := render_plain(source, lambda path: _value_at(variables, path))) is not None:
         return text
     try:
         return _compiled(source).render(**variables).strip()
