@@ -128,7 +128,7 @@ async def reading_orders(console: Console) -> int:
         return int(
             await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND query LIKE '%json_build_array(%o.customer_id, h.event_id%' AND state <> 'idle'"
+                " AND query LIKE '%COPY%o.customer_id, h.event_id, h.recorded_at%' AND state <> 'idle'"
             )
         )
     finally:

@@ -195,8 +195,13 @@ async def test_idle_consumers_ask_the_broker_for_records_every_few_seconds_and_s
             await catalog.start()
             await revoked.start()
             try:
-                await producer.send_and_wait(inbound, b"{}", key=b"k")
-                await asyncio.wait_for(handled.get(), timeout=30)  # assigned and consuming
+                # Assigned and consuming every partition: under load a partition's first offset lookup can fail
+                # (NotLeaderForPartition on a topic just made) and be retried while a fetch waits without it.
+                partitions = sorted(await producer.partitions_for(inbound))
+                for partition in partitions:
+                    await producer.send_and_wait(inbound, b"{}", key=b"k", partition=partition)
+                for _ in partitions:
+                    await asyncio.wait_for(handled.get(), timeout=30)
                 await asyncio.wait_for(asyncio.gather(catalog.ready.wait(), revoked.ready.wait()), timeout=30)
                 await asyncio.sleep(1)
                 measured.set()

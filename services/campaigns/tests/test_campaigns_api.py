@@ -237,6 +237,9 @@ async def test_an_unsaved_definition_previews_like_a_saved_one_and_is_refused_li
     assert [e["field"] for e in refused.json()["errors"]] == ["definition.template"]
     unknown = body | {"definition": seed_campaign | {"trigger": {"status_type": "delivery", "to": "teleported"}}}
     assert (await demo.post("/v1/campaigns/preview", json=unknown)).status_code == 422
+    ancient = body | {"order": PREVIEW_ORDER | {"placed_at": "0001-01-01T00:00:00-01:00"}}  # found by the fuzzer: a 500
+    refused = await demo.post("/v1/campaigns/preview", json=ancient)
+    assert refused.status_code == 422 and [e["field"] for e in refused.json()["errors"]] == ["order.placed_at"]
     assert (await demo.get("/v1/campaigns")).json()["items"] == []  # nothing was saved
 
 

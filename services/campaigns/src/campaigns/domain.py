@@ -31,7 +31,7 @@ from pydantic import (
 from campaigns.recipients import PhoneProblem, SendWindow, not_before, recipient_zone, sms_phone
 from campaigns.templating import TemplateLimit, TemplateProblem, check_template, render, render_plain
 from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
-from contracts.primitives import MONEY_PATTERN, CurrencyCode, Identifier, Money, OneLineName, Slug
+from contracts.primitives import MONEY_PATTERN, CurrencyCode, Identifier, Money, OneLineName, Slug, UtcDatetime
 from contracts.sms import SenderId, SendSms, send_sms_id
 from contracts.sms_text import SmsParts, sms_parts
 from contracts.statuses import CurrentStatuses, StatusCodes, StatusDefinition, StatusType
@@ -757,7 +757,7 @@ class PreviewOrder(BaseModel):
     statuses: StatusCodes = Field(
         default_factory=StatusCodes, description="Current codes per type; the trigger's type is set to `to`."
     )
-    placed_at: datetime | None = None
+    placed_at: UtcDatetime | None = None  # the snapshot's own type: an instant it refuses is the request's 422
 
 
 def preview_event(
