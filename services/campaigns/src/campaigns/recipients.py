@@ -67,8 +67,7 @@ def _checked(raw: str | None, default_region: str) -> Phone | tuple[str, str]:
     """A phone or (reason, detail). A number in E.164 form is checked every time: its check (about 5 µs) costs less
     than a cache's miss did in a backtest's hundreds of thousands of distinct numbers (a cache of them made a
     decision 2 µs dearer); one that needs phonenumbers' `parse` (about 20 µs) is cached (`_parsed`)."""
-    split = _e164_split(raw) if raw else None
-    if raw is None or split is None:
+    if not raw or (split := _e164_split(raw)) is None:
         return _parsed(raw, default_region)
     return _verdict(raw, split, default_region)
 
@@ -216,26 +215,18 @@ def _typing(metadata: PhoneMetadata) -> tuple[Callable[[str], re.Match[str] | No
 
 @dataclass(frozen=True)
 class _Descriptions:
-    """A region's number descriptions, compiled once (phonenumbers compiles or looks up each pattern per check)."""
+    """A region's number descriptions, compiled once per country code (`_country_code`; phonenumbers compiles or
+    looks up each pattern per check)."""
 
-    metadata: PhoneMetadata  # held, so that its id, the cache's key, is never another's
     typed: Callable[[str], re.Match[str] | None]  # _typing's
     kinds: dict[str, int]
     mobile: _Description
     same_mobile_and_fixed_line_pattern: bool
 
 
-_descriptions: dict[int, _Descriptions] = {}
-
-
 def _descriptions_of(metadata: PhoneMetadata) -> _Descriptions:
-    found = _descriptions.get(id(metadata))
-    if found is None:
-        typed, kinds = _typing(metadata)
-        same = bool(metadata.same_mobile_and_fixed_line_pattern)
-        found = _Descriptions(metadata, typed, kinds, _compiled(metadata.mobile), same)
-        _descriptions[id(metadata)] = found
-    return found
+    typed, kinds = _typing(metadata)
+    return _Descriptions(typed, kinds, _compiled(metadata.mobile), bool(metadata.same_mobile_and_fixed_line_pattern))
 
 
 def _matches(national: str, description: _Description) -> bool:
@@ -287,16 +278,17 @@ class _CountryCode(NamedTuple):
 @functools.lru_cache(maxsize=1024)
 def _country_code(country_code: int) -> _CountryCode:
     regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    found: dict[str, _Descriptions | None] = {}
     candidates = []
-    for candidate in regions if len(regions) > 1 else ():
-        metadata = PhoneMetadata.metadata_for_region(candidate.upper(), None)
-        if metadata is not None:
-            leading = _pattern(metadata.leading_digits).match if metadata.leading_digits is not None else None
-            candidates.append(_Candidate(candidate, _descriptions_of(metadata), leading))
-    found = {}
-    for region in regions:
+    for region in regions:  # (a region shared by several codes is never the non-geographical 001)
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
-        found[region] = None if metadata is None else _descriptions_of(metadata)
+        if metadata is None:
+            found[region] = None
+            continue
+        found[region] = descriptions = _descriptions_of(metadata)
+        if len(regions) > 1:
+            leading = _pattern(metadata.leading_digits).match if metadata.leading_digits is not None else None
+            candidates.append(_Candidate(region, descriptions, leading))
     return _CountryCode(tuple(candidates), found)
 
 

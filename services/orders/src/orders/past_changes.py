@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from contracts.past_changes import LINE_SCHEMA, NDJSON, TSV
+from contracts.past_changes import LINE_SCHEMA, NDJSON, TSV, TSV_LINE
 from contracts.primitives import RequestDatetime, Slug
 from contracts.statuses import StatusType
 from servicekit.app import runtime_of
@@ -158,13 +158,6 @@ async def _next(pieces: asyncio.Queue[bytes], copy: asyncio.Future[str]) -> byte
     return END if pieces.empty() else pieces.get_nowait()
 
 
-TSV_LINES = (
-    "One past change a line, its items (contracts.past_changes.FIELDS, as in the JSON array) separated by tabs: `\\N` "
-    "for null, a backslash escaping a backslash, tab, newline, carriage return, backspace, form feed or vertical "
-    "tab; booleans t/f; times as 2026-11-08 06:41:22.356298+00"
-)
-
-
 @router.get(
     "/status-changes",
     summary="The partner's past changes into some statuses, each with the order as it was then (NDJSON or TSV)",
@@ -173,7 +166,7 @@ TSV_LINES = (
         200: {
             "content": {
                 NDJSON: {"schema": LINE_SCHEMA},
-                TSV: {"schema": {"type": "string", "description": TSV_LINES}},
+                TSV: {"schema": {"type": "string", "description": TSV_LINE}},
             },
             "description": "One past change a line: a JSON array, or its items in PostgreSQL's COPY text format",
         },
@@ -210,9 +203,21 @@ async def past_status_changes(
 
 
 def _accepts_tsv(accept: str) -> bool:
-    """Whether the Accept header names TSV (and not with q=0); anything else gets NDJSON, the default."""
+    """Whether the Accept header names TSV with a quality above 0; anything else gets NDJSON, the default."""
     for offer in accept.split(","):
         media_type, *parameters = (part.strip() for part in offer.split(";"))
         if media_type.lower() == TSV:
-            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in parameters)
+            return _quality(parameters) > 0
     return False
+
+
+def _quality(parameters: list[str]) -> float:
+    """An offer's q (RFC 9110: 1 when absent; a malformed one counts as absent)."""
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 1.0
+    return 1.0
