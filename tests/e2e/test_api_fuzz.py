@@ -17,8 +17,8 @@ partner token; every answer must pass:
 
 Then schema-*invalid* requests (schemathesis' negative mode: a wrong type, a number where an instant belongs, a
 missing field, a broken pattern...), fewer per operation: each must be refused with a documented 4xx problem
-(`negative_data_rejection`) and never a 5xx. That finds what validation lets through, such as `updated_to=0.5`
-read as half a second after 1970.
+(`negative_data_rejection`, or a 413 for a body over the limit: `invalid_requests_are_refused`) and never a 5xx.
+That finds what validation lets through, such as `updated_to=0.5` read as half a second after 1970.
 """
 
 from __future__ import annotations
@@ -89,6 +89,17 @@ def _allowed(error: dict[str, Any]) -> bool:
     return error.get("type") in DOMAIN_ERROR_TYPES
 
 
+@schemathesis.check
+def invalid_requests_are_refused(ctx: Any, response: Any, case: Any) -> bool | None:
+    """schemathesis' `negative_data_rejection`, with 413 a refusal too: an invalid body made longer than its
+    maxLength can outgrow the services' body limit (64 KiB), which refuses it before validation does (found when a
+    description of escaped surrogates passed 64 KiB)."""
+    if response.status_code == 413:
+        return None
+    refused: bool | None = negative_data_rejection(ctx, response, case)
+    return refused
+
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -101,7 +112,7 @@ NEGATIVE_CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
-    negative_data_rejection,
+    invalid_requests_are_refused,
 ]
 
 
