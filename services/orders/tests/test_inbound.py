@@ -17,6 +17,7 @@ from contracts.statuses import StatusType
 from devtools.pytest_plugin import read_topic, wait_until
 from devtools.scenario import example_definitions, publish_definitions
 from orders.settings import OrdersSettings
+from servicekit.settings import ServiceSettings
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 Clients = Callable[..., httpx.AsyncClient]
@@ -250,3 +251,10 @@ async def test_nul_or_lone_surrogate_in_a_field_is_dead_lettered_as_invalid_payl
     assert [reason for reason, _ in reasons] == ["invalid_payload", "invalid_payload"]
     assert all(error.startswith("data.customer.name:") for _, error in reasons), reasons
     assert [e.order_id for e in await changes(orders_settings, 1)] == ["o-good"]
+
+
+def test_only_the_consumer_of_upstream_events_lingers_by_default() -> None:
+    """Upstream producers send events one by one: orders gathers them; the platform's own topics arrive a relay's
+    batch at a time, where a linger would only delay every hop (docs/architecture.md, consumers)."""
+    assert OrdersSettings().batching.linger_ms == 25.0
+    assert ServiceSettings().batching.linger_ms == 0.0

@@ -66,9 +66,13 @@ class ServiceSettings(BaseSettings):
     outbox_slots: int = Field(default=DEFAULT_SLOTS, ge=1, le=1024)
 
     # Consumers: a small batch waits this long for more records before it is processed (at moderate rates a
-    # batch's fixed costs, its transaction and relay round trips, dominate), and processed offsets are
-    # committed at most this often (and at stop).
-    consumer_linger_ms: float = Field(default=Batching.linger_ms, ge=0)
+    # batch's fixed costs, its transaction and relay round trips, dominate), and processed offsets are committed
+    # at most this often (and at stop). No linger by default: the platform's own topics are written by outbox
+    # relays, a relay's batch at a time (one produce request), so a consumer of them finds the batch whole, and a
+    # linger only added its wait to every hop: 25 ms each on campaigns' and the notifier's hops at 100 events/s for
+    # no fewer transactions (docs/performance.md, issue 34). A service that reads records an upstream producer
+    # sends one by one sets one (orders, `OrdersSettings`).
+    consumer_linger_ms: float = Field(default=0.0, ge=0)
     consumer_commit_interval_s: float = Field(default=Batching.commit_interval_s, ge=0)
     consumer_linger_from_records: int = Field(default=Batching.linger_from_records, ge=1)
 
