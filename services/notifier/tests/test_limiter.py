@@ -49,3 +49,29 @@ async def test_times_left_unused_go_stale_and_are_not_used_late(pool: asyncpg.Po
     async with pool.acquire() as conn:
         ahead = await conn.fetchval("SELECT extract(epoch FROM next_at - clock_timestamp()) FROM send_rate")
     assert ahead > 0 and loop.time() - before < 0.5
+
+
+async def test_sends_behind_a_reservation_take_their_times_together_not_one_loop_round_each(
+    pool: asyncpg.Pool,
+) -> None:
+    """Every send that found no time left waits for the same reservation, and once it is in they all go on in the
+    same event-loop round (under a lock handed from send to send, each went on in a round of its own)."""
+    limiter = SharedRateLimiter(pool, "http", 100_000)  # a reservation holds 10,000 times, the first ones a burst
+    rounds = 0
+    went_on_in: list[int] = []
+
+    async def count_rounds() -> None:
+        nonlocal rounds
+        while True:
+            await asyncio.sleep(0)
+            rounds += 1
+
+    async def send() -> None:
+        await limiter.acquire()
+        went_on_in.append(rounds)
+
+    counter = asyncio.create_task(count_rounds())
+    await asyncio.gather(*(send() for _ in range(300)))
+    counter.cancel()
+    assert limiter.reservations == 1
+    assert len(set(went_on_in)) <= 2, sorted(set(went_on_in))[:10]
