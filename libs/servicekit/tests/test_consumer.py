@@ -311,6 +311,19 @@ async def test_a_small_batch_lingers_for_more_records(
         assert await next_batch(batches) == [b"1", b"2"]  # without the linger: [b"1"]
 
 
+async def test_a_batch_takes_every_record_that_arrives_during_its_linger(
+    infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
+) -> None:
+    """Records of one partition arriving one after another during the linger, each in a fetch response of its own:
+    one poll at the end of the linger took only the first response ([1, 2]); the rest waited for the next batch."""
+    topic = prefixed(Topic.ORDERS_INBOUND, topic_prefix)
+    async with consuming(infrastructure, topic, producer, Batching(linger_ms=3000)) as batches:
+        for value in (b"1", b"2", b"3", b"4"):
+            await producer.send_and_wait(topic, value, key=b"k")
+            await asyncio.sleep(0.4)
+        assert await next_batch(batches) == [b"1", b"2", b"3", b"4"]
+
+
 async def test_a_lone_record_does_not_linger_when_the_linger_starts_from_more(
     infrastructure: Infrastructure, topic_prefix: str, producer: AIOKafkaProducer
 ) -> None:

@@ -289,10 +289,10 @@ def batch_subscriber(
       (0.4-0.5 CPU seconds per 10 idle seconds per service on the benchmark machine) and a long one delays
       the records that arrive during the sleep; aiokafka's getmany returns as soon as records arrive;
     * a small batch (of at least `batching.linger_from_records`) lingers `batching.linger_ms`, as a producer does,
-      and takes what the consumer fetched meanwhile (one more fetch response: what arrives after it waits for the
-      next batch). On the benchmark 25 ms per hop cut the machine's load at 100 events/s by a quarter and the p99
-      at 500 events/s by more than half against 10 ms, with the p99 at 100 events/s unchanged (docs/performance.md,
-      fix 19);
+      and takes what arrives meanwhile (`_linger`). On the benchmark 25 ms per hop cut the machine's load at 100
+      events/s by a quarter and the p99 at 500 events/s by more than half against 10 ms, with the p99 at 100
+      events/s unchanged (docs/performance.md, fix 19); since issue 34 only orders' consumer of upstream events
+      lingers (`ServiceSettings.consumer_linger_ms`);
     * offsets are committed at most every `batching.commit_interval_s` (`OffsetCommits`), and at stop.
 
     Returns the FastStream subscriber.
@@ -306,8 +306,7 @@ def batch_subscriber(
         fetch_whole_assignment(consumer)  # on every poll: FastStream may have started a new consumer since the last
         records = await _poll(consumer, IDLE_POLL_MS, max_records)
         if linger_s and batching.linger_from_records <= len(records) < small:
-            await asyncio.sleep(linger_s)
-            records += await _poll(consumer, 0, max_records - len(records))
+            records = await _linger(consumer, records, linger_s, small, max_records)
         return records
 
     stop_subscriber = subscriber.stop
@@ -320,6 +319,22 @@ def batch_subscriber(
     subscriber.stop = stop
     subscriber(batch_handler(process, dead_letters, commits, backoff=backoff))
     return subscriber
+
+
+async def _linger(
+    consumer: AIOKafkaConsumer, records: tuple[Record, ...], linger_s: float, enough: int, max_records: int
+) -> tuple[Record, ...]:
+    """`records` and what arrives within `linger_s`, polled as it comes, until the batch holds `enough`.
+
+    aiokafka fetches a partition again only once the records fetched from it were taken: a single poll at the end
+    of the linger took one fetch response per partition, and what arrived after that waited in the fetcher for the
+    next batch and its linger (orders' hop at 100 events/s: 23 ms there before the batch's own 25 ms linger;
+    docs/performance.md, issue 34)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + linger_s
+    while len(records) < enough and (left := deadline - loop.time()) > 0:
+        records += await _poll(consumer, max(1, round(left * 1000)), max_records - len(records))
+    return records
 
 
 async def _poll(consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int) -> tuple[Record, ...]:
