@@ -22,7 +22,7 @@ LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:54320"
 class Batching:
     """How a batch consumer trades a few milliseconds for fewer, larger batches (see `servicekit.consumer`)."""
 
-    linger_ms: float = 25.0
+    linger_ms: float = 0.0  # none unless a service sets one: see `ServiceSettings.consumer_linger_ms`
     commit_interval_s: float = 0.5
     # A batch lingers only when its first poll brought at least this many records: a lone record means a quiet
     # topic, where the linger gathers little and only adds its wait to the record's latency.
@@ -72,7 +72,7 @@ class ServiceSettings(BaseSettings):
     # linger only added its wait to every hop: 25 ms each on campaigns' and the notifier's hops at 100 events/s for
     # no fewer transactions (docs/performance.md, issue 34). A service that reads records an upstream producer
     # sends one by one sets one (orders, `OrdersSettings`).
-    consumer_linger_ms: float = Field(default=0.0, ge=0)
+    consumer_linger_ms: float = Field(default=Batching.linger_ms, ge=0)
     consumer_commit_interval_s: float = Field(default=Batching.commit_interval_s, ge=0)
     consumer_linger_from_records: int = Field(default=Batching.linger_from_records, ge=1)
 

@@ -117,9 +117,9 @@ END = b""
 async def past_change_lines(
     conn: DbConnection, arguments: Sequence[object], media_type: str = NDJSON
 ) -> AsyncIterator[bytes]:
-    """The stream's body: NDJSON lines as PostgreSQL sends them, in one read-only snapshot. A few pieces wait at most:
-    while the client reads slowly, the copy waits, and so does the query (asyncpg stops reading its socket); when the
-    client goes away, the copy is cancelled, which cancels the query."""
+    """The stream's body: lines of `media_type` (NDJSON or TSV) as PostgreSQL sends them, in one read-only snapshot.
+    A few pieces wait at most: while the client reads slowly, the copy waits, and so does the query (asyncpg stops
+    reading its socket); when the client goes away, the copy is cancelled, which cancels the query."""
     pieces: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
 
     async def piece(data: bytes) -> None:  # typed bytes, but asyncpg gives its bytearray, which a response refuses

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from contracts.topics import Topic
-from servicekit.settings import LOCAL_POSTGRES, Batching, ServiceSettings
+from servicekit.settings import LOCAL_POSTGRES, ServiceSettings
 
 
 class OrdersSettings(ServiceSettings):
@@ -15,7 +15,7 @@ class OrdersSettings(ServiceSettings):
     consumer_max_records: int = 500
     # Upstream systems send their events one by one: a small batch lingers this long for more, so that several
     # share a transaction and the hops after it (docs/performance.md, fix 19 and issue 34).
-    consumer_linger_ms: float = Field(default=Batching.linger_ms, ge=0)
+    consumer_linger_ms: float = Field(default=25.0, ge=0)
     # Upstream records above this size are dead-lettered as oversized.
     max_inbound_bytes: int = 64 * 1024
     # Waits before each retry of a record whose status code or order is not known yet.
