@@ -1294,10 +1294,13 @@ async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastru
         await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
         sizes = await bench.record_sizes(platform)
         meter = platform_meter(infrastructure, platform)
+        profiles = ROOT / "bench" / "results" / f"profile-cost-{datetime.now(UTC).strftime('%Y-%m-%dT%H%M%S')}"
         for rate in RATES:
             say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
             cpu: dict[str, Any] = {}
-            report["latency"].append(await bench.latency(platform, producer, rate, cpu, meter=meter) | {"cpu": cpu})
+            with profiled(platform, profiles / f"{rate}-per-second"):
+                latency = await bench.latency(platform, producer, rate, cpu, meter=meter)
+            report["latency"].append(latency | {"cpu": cpu})
         report["rest"] = await rest_phase(meter, "the platform")
         say(f"floor pipeline: {RATES} events/s, then at rest")
         report["floor"] = await bench.floor_phases(producer, sizes, full_speed=False)
