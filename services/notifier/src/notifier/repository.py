@@ -377,18 +377,17 @@ class DispatchQueue:
 
     async def next_due(self) -> datetime | None:
         """When the earliest message waiting to be sent is due (locked by another dispatcher or not; none waits:
-        None), from the first entry of the index `dispatch_queue_due`."""
-        due: datetime | None = await self._conn.fetchval("SELECT min(wake_at) FROM dispatch_queue WHERE NOT sending")
+        None), from the first entry of the index `messages_due`."""
+        due: datetime | None = await self._conn.fetchval(
+            "SELECT min(due_at) FROM messages WHERE status IN ('scheduled', 'pending')"
+        )
         return due
 
     async def due(self, now: datetime, limit: int) -> list[Claimed]:
-        # SKIP LOCKED: several instances take disjoint sets; a message is sent by one of them. The message's own
-        # status is tested too: a row locked after another dispatcher's commit is tested again in its new version
-        # (the queue's row, not locked here, is not).
+        # SKIP LOCKED: several instances take disjoint sets; a message is sent by one of them.
         rows = await self._conn.fetch(
-            f"SELECT {CLAIM_COLUMNS} FROM dispatch_queue q JOIN messages USING (message_id) "
-            "WHERE NOT q.sending AND q.wake_at <= $1 AND status IN ('scheduled', 'pending') "
-            "ORDER BY q.wake_at LIMIT $2 FOR UPDATE OF messages SKIP LOCKED",
+            f"SELECT {CLAIM_COLUMNS} FROM messages WHERE status IN ('scheduled', 'pending') AND due_at <= $1 "
+            "ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             now,
             limit,
         )
@@ -400,11 +399,11 @@ class DispatchQueue:
         """Attempts left `sending` by a dead dispatcher (its liveness lock is free, or, with no owner, the lease ran
         out), and our own started before `own_before` that are not among our sends (`exclude`)."""
         rows = await self._conn.fetch(
-            f"SELECT {CLAIM_COLUMNS} FROM dispatch_queue q JOIN messages USING (message_id) "
-            "WHERE q.sending AND status = 'sending' AND NOT (message_id::text = ANY($3::text[])) "
+            f"SELECT {CLAIM_COLUMNS} FROM messages WHERE status = 'sending' "
+            "AND NOT (message_id::text = ANY($3::text[])) "
             "AND (lease_until < $1 OR (sent_by = $4 AND updated_at < $5) OR (sent_by IS NOT NULL AND sent_by <> $4 "
             f"     AND pg_try_advisory_xact_lock({OWNER_LOCK_CLASS}, sent_by))) "
-            "ORDER BY q.wake_at LIMIT $2 FOR UPDATE OF messages SKIP LOCKED",
+            "ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED",
             now,
             limit,
             exclude,
