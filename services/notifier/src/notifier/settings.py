@@ -37,7 +37,8 @@ class NotifierSettings(ServiceSettings):
     smpp_submit_timeout_s: float = 10.0
     smpp_reconnect_max_s: float = 30.0
 
-    # Per-provider rate limit (messages per second) and how many sends may be in flight at once.
+    # Per-provider rate limit (messages per second) and how many provider calls may be under way at once (sends
+    # waiting for their outcome's transaction are not counted: `notifier.dispatcher.SENDS_PER_SLOT`).
     provider_rate_per_s: float = Field(default=50.0, gt=0)
     max_in_flight: int = Field(default=32, ge=1)
 
