@@ -243,8 +243,10 @@ class Dispatcher:
             task.add_done_callback(functools.partial(self._done, message_id))
 
     def _done(self, message_id: str, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(message_id, None)
-        self._called(message_id)  # a task that died before or during its call frees its slot too
+        # Only this task's own entry: a retry of the message, once its outcome committed, may be under way already.
+        if self._in_flight.get(message_id) is task:
+            del self._in_flight[message_id]
+            self._called(message_id)  # a task that died before or during its call frees its slot too
         if not task.cancelled() and task.exception() is not None:
             # The attempt stays `sending`; its lease runs out and reconciliation settles it.
             log.error("send task of %s died: %r", message_id, task.exception())
