@@ -905,6 +905,12 @@ class Bench:
         }
 
 
+def profiles_folder(when: str, run: str = "") -> Path:
+    """Where BENCH_PROFILE=1 writes the folded stacks of the run reported at `when` (its report's name beside it):
+    `bench/results/profile-[<run>-]<when>/<phase>/<service>.folded`."""
+    return ROOT / "bench" / "results" / "-".join(filter(None, ["profile", run, when.replace(":", "")]))
+
+
 @contextlib.contextmanager
 def profiled(platform: Platform, folder: Path) -> Iterator[None]:
     """py-spy samples each service process while the block runs (BENCH_PROFILE=1); folded stacks per service."""
@@ -1140,7 +1146,7 @@ async def run() -> dict[str, Any]:
         say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
         cpu: dict[str, Any] = {}
         counts = await pipeline_counts(platform)
-        profiles = ROOT / "bench" / "results" / f"profile-{report['when'].replace(':', '')}"
+        profiles = profiles_folder(report["when"])
         with profiled(platform, profiles / "full-speed"), cpu_used(platform, cpu):
             report["full_speed"] = await bench.full_speed(platform, producer)
         report["full_speed"]["cpu"] = cpu
@@ -1222,7 +1228,7 @@ async def run_alone(phase: str) -> dict[str, Any]:
             platform.start(service)
         await platform.wait_ready(*SERVICES)
         if phase == "cost":
-            report |= await cost_alone(bench, platform, infrastructure)
+            report |= await cost_alone(bench, platform, infrastructure, report["when"])
             rows = cost_rows(report)
         elif phase == "journeys":
             report |= await journeys_alone(bench, platform)
@@ -1282,7 +1288,7 @@ async def run_alone(phase: str) -> dict[str, Any]:
     return report
 
 
-async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastructure) -> dict[str, Any]:
+async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastructure, when: str) -> dict[str, Any]:
     """`BENCH_ONLY=cost`: issue 34's phases alone: the platform and the floor at the fixed rates and at rest."""
     await bench.define(platform)
     await asyncio.sleep(2)
@@ -1294,7 +1300,7 @@ async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastru
         await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
         sizes = await bench.record_sizes(platform)
         meter = platform_meter(infrastructure, platform)
-        profiles = ROOT / "bench" / "results" / f"profile-cost-{datetime.now(UTC).strftime('%Y-%m-%dT%H%M%S')}"
+        profiles = profiles_folder(when, "cost")
         for rate in RATES:
             say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
             cpu: dict[str, Any] = {}
