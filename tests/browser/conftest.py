@@ -122,6 +122,9 @@ async def sign_in(browser: Browser, console: Console) -> AsyncIterator[SignIn]:
         await page.get_by_label("Password").fill(PASSWORD)
         await page.get_by_role("button", name="Sign in").click()
         await expect(page).not_to_have_url(re.compile(r"/login"))
+        # The URL changes when the landing page's response commits, before its deferred scripts (htmx) run: a
+        # click on an hx-get button in that window does nothing, and the test then waits for a dialog forever.
+        await page.wait_for_load_state("load")
         return page
 
     yield open_as

@@ -16,6 +16,7 @@ TYPE_LABELS = {"general": "General", "delivery": "Delivery", "payment": "Payment
 
 
 async def add_status(page: Page, status_type: str, code: str, name: str, english: str, analytics: bool) -> None:
+    await page.wait_for_load_state("load")  # the button is htmx's once the page's deferred scripts have run
     await page.get_by_role("button", name="Add status").click()
     dialog = page.get_by_role("dialog")
     await dialog.get_by_label("Name", exact=True).fill(name)
