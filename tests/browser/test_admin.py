@@ -146,6 +146,7 @@ async def test_an_admin_manages_the_partners_users_and_api_clients(
     await admin.locator('input[value="statuses:read"]').check()
     await admin.get_by_role("button", name=words["create"]).click()
     await expect(admin.locator("#secret-warning")).to_contain_text(words["once"])
+    await admin.wait_for_load_state("load")  # a form post's page: Copy works once its deferred script has run
     client_id = await admin.locator("#client-id").input_value()
     secret = await admin.locator("#client-secret").input_value()
     assert secret.startswith("cs_")

@@ -29,6 +29,7 @@ async def add_status(page: Page, status_type: str, code: str, name: str, english
     await dialog.get_by_role("button", name="Add", exact=True).click()
     await expect(page.get_by_role("dialog")).to_have_count(0)
     await expect(page.locator(f'tr[data-code="{code}"]')).to_be_visible()
+    await page.wait_for_load_state("load")  # the list came with a full page load (HX-Redirect): its htmx, too
 
 
 async def test_the_seed_statuses_through_the_add_status_dialog(console: Console, sign_in: SignIn) -> None:
@@ -60,6 +61,7 @@ async def test_the_seed_statuses_through_the_add_status_dialog(console: Console,
     await allowed.get_by_label("Paid").check()
     await dialog.get_by_role("button", name="Add", exact=True).click()
     await expect(page.get_by_role("dialog")).to_have_count(0)
+    await page.wait_for_load_state("load")
     async with console.platform.client("status-registry", "shop") as registry:
         refunded = (await registry.get("/v1/statuses/refunded")).json()
     assert (refunded["type"], refunded["allowed_next"]) == ("payment", ["paid"])
