@@ -90,7 +90,7 @@ async def _sign_in_first_time(browser: Browser, console: Console, email: str, on
     await page.locator("#repeat").fill(NEW_PASSWORD)
     await page.locator("#repeat").press("Enter")
     await expect(page).to_have_url(re.compile(r"/settings/statuses$"))
-    await page.wait_for_load_state("load")  # htmx runs once the page's deferred scripts have
+    await page.wait_for_load_state("load")  # a form post's page: its htmx works once its deferred scripts ran
     return page
 
 

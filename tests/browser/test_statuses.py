@@ -61,7 +61,7 @@ async def test_the_seed_statuses_through_the_add_status_dialog(console: Console,
     await allowed.get_by_label("Paid").check()
     await dialog.get_by_role("button", name="Add", exact=True).click()
     await expect(page.get_by_role("dialog")).to_have_count(0)
-    await page.wait_for_load_state("load")
+    await page.wait_for_load_state("load")  # the HX-Redirect's page, before its Add status button is clicked
     async with console.platform.client("status-registry", "shop") as registry:
         refunded = (await registry.get("/v1/statuses/refunded")).json()
     assert (refunded["type"], refunded["allowed_next"]) == ("payment", ["paid"])
