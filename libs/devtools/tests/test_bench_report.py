@@ -7,7 +7,17 @@ from typing import Any
 
 from devtools.bench_accounting import activity_shares, batch_means, process_usage
 from devtools.bench_cost import PgCounters, Pipeline, Snapshot, Statement, Usage, phase_cost
-from devtools.bench_report import cost_table, met, table, targets, tokens_table, webhooks_table
+from devtools.bench_report import (
+    cost_table,
+    full_speed_rows,
+    full_speed_table,
+    met,
+    table,
+    target_rows,
+    targets,
+    tokens_table,
+    webhooks_table,
+)
 
 
 def phase_cpu(wall_seconds: float) -> dict[str, Any]:
@@ -185,6 +195,31 @@ def test_the_cost_phases_alone_have_their_own_table() -> None:
     )
     assert "exactly once: 10 SMS expected, 1 twice, 0 missing" in lines
     assert lines[-1] == "  issue 34: p99 at 1000 ev/s, platform / floor: None (target <= 3)"
+
+
+def test_the_full_speed_rounds_alone_have_their_own_table() -> None:
+    report = made_up_report()
+    report["full_speed"] |= {"cost": made_up_cost(18000, 10.0, 2.0), "rounds_status_changes_per_second": [900.0]}
+    report["full_speed"]["cpu"]["cpu_seconds"]["load generator"] = 0.25  # the bench's own, left out of the row
+    report["floor"]["full_speed"]["cpu_seconds"] = {"floor orders": 0.5, "postgresql": 0.25}
+    report["targets"] = target_rows(full_speed_rows(report))
+    lines = full_speed_table(report).splitlines()
+    assert lines[1].startswith("floor pipeline at full speed: 1200.0 status changes/s; ")
+    assert lines[1].endswith("floor orders 0.5, postgresql 0.25 CPU s over its rounds")
+    assert "  full speed (10.0 s wall, 11% of the machine): orders 1.5, kafka 0.5, load generator 0.25; " in "\n".join(
+        lines
+    )
+    assert "  where the platform's PostgreSQL work at full speed comes from" in lines
+    by_service = (
+        "    platform by service (transactions / statements / PostgreSQL CPU ms, per event): orders 1.0 / 1.0 / 0.111"
+    )
+    assert by_service in lines
+    assert lines[-3:] == [
+        "  issue 34: full-speed status changes/s, platform / floor: 0.75 (target >= 0.5, met)",
+        "  issue 34: CPU s of the full-speed rounds, platform without the load generator (context): 2.0 "
+        "(target reported)",
+        "  issue 34: CPU s of the full-speed rounds, floor (context): 0.75 (target reported)",
+    ]
 
 
 def targets_of_cost(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,7 +8,8 @@ against a bare FastAPI endpoint, and each REST write of orders and the campaign 
 status POST; `targets` in the report holds issue 19's table and issue 29's REST write rows. The JSON report goes
 to bench/results/; docs/performance.md explains the method. Benchmarks never fail: they measure.
 `BENCH_ONLY=cost` runs issue 34's phases alone (a few minutes): the platform and the floor at each fixed rate and at
-rest, with their cost per upstream event (devtools.bench_cost). `BENCH_ONLY=rest_writes` (or `tokens`: the registry
+rest, with their cost per upstream event (devtools.bench_cost); `BENCH_ONLY=full_speed` the platform's full-speed
+rounds and the floor's, with what each cost (a few minutes). `BENCH_ONLY=rest_writes` (or `tokens`: the registry
 lookups with an identity token, the token endpoint, the peak RSS;
 or `webhooks`: deliveries per second and their latency beside the SMS path's, with and without a dead endpoint's
 backlog, devtools.bench_webhooks) starts the services and runs that phase alone (seconds, not minutes).
@@ -65,6 +66,8 @@ from devtools.bench_journeys import journeys_alone, journeys_phase, journeys_row
 from devtools.bench_report import (
     cost_rows,
     cost_table,
+    full_speed_rows,
+    full_speed_table,
     rest_write_rows,
     rest_writes_table,
     table,
@@ -137,7 +140,7 @@ TOKEN_WORKERS = int(os.environ.get("BENCH_TOKEN_WORKERS", "8"))
 TOKEN_SECONDS = float(os.environ.get("BENCH_TOKEN_SECONDS", "5"))
 # `BENCH_ONLY=<phase>`: the services started as for the whole bench, and that phase alone.
 ONLY = os.environ.get("BENCH_ONLY", "")
-ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost", "journeys")
+ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost", "full_speed", "journeys")
 # Issue 34's rest phase: no traffic for this long, once the pipeline has settled after the fixed rates; and the
 # broker with none of the bench's clients, measured before anything starts, for the rest phase's Kafka CPU.
 REST_PHASE_SECONDS = float(os.environ.get("BENCH_REST_PHASE_SECONDS", "60"))
@@ -533,10 +536,10 @@ class Bench:
                 await admin.close()
 
     async def floor_phases(
-        self, producer: AIOKafkaProducer, sizes: dict[Topic, int], full_speed: bool = True
+        self, producer: AIOKafkaProducer, sizes: dict[Topic, int], full_speed: bool = True, rates: bool = True
     ) -> dict[str, Any]:
         """The floor at full speed (after a warm-up; not with `full_speed=False`), at the latency phases' fixed
-        rates and at rest, with the cost of each of the last two (issue 34)."""
+        rates and at rest, with the cost of each of the last two (issue 34; not with `rates=False`)."""
         async with self.floor(sizes) as (prefix, pids):
             meter = CostMeter(
                 self.infrastructure.postgres_dsn,
@@ -566,6 +569,8 @@ class Bench:
                     result["full_speed"]["cpu_seconds"] = {
                         name: round(seconds - before[name], 2) for name, seconds in _floor_cpu(pids).items()
                     }
+                if not rates:
+                    return result
                 result["latency"] = []
                 for rate in RATES:
                     cost: dict[str, Any] = {}
@@ -1230,6 +1235,9 @@ async def run_alone(phase: str) -> dict[str, Any]:
         if phase == "cost":
             report |= await cost_alone(bench, platform, infrastructure, report["when"])
             rows = cost_rows(report)
+        elif phase == "full_speed":
+            report |= await full_speed_alone(bench, platform, infrastructure, report["when"])
+            rows = full_speed_rows(report)
         elif phase == "journeys":
             report |= await journeys_alone(bench, platform)
             rows = journeys_rows(report)
@@ -1238,37 +1246,17 @@ async def run_alone(phase: str) -> dict[str, Any]:
             report["rest_writes"] = await bench.rest_writes(platform)
             rows = rest_write_rows(report)
         elif phase == "webhooks":
-            await bench.define(platform)
-            await asyncio.sleep(2)
-            producer = AIOKafkaProducer(
-                bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True
-            )
-            await producer.start()
-            try:
-                say(f"warm-up: {WARMUP_ORDERS} orders")
-                await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
+            async with warmed_up(bench, platform, infrastructure) as producer:
                 report["webhooks"] = await webhooks_phase(bench, platform, producer, PARTNERS)
-            finally:
-                await producer.stop()
             report["processes"] = {
                 instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
             }
             rows = webhook_rows(report)
         elif phase == "backtest":
-            await bench.define(platform)
-            await asyncio.sleep(2)
-            producer = AIOKafkaProducer(
-                bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True
-            )
-            await producer.start()
-            try:
-                say(f"warm-up: {WARMUP_ORDERS} orders")
-                await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
+            async with warmed_up(bench, platform, infrastructure) as producer:
                 say(f"{PRELOAD_ORDERS} orders and their history preloaded")
                 await bench.preload_orders(platform, PRELOAD_ORDERS)
                 report["backtest"] = await backtest_phase(bench, platform, producer)
-            finally:
-                await producer.stop()
             rows = backtest_rows(report)
         else:
             await bench.define(platform)
@@ -1288,16 +1276,28 @@ async def run_alone(phase: str) -> dict[str, Any]:
     return report
 
 
-async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastructure, when: str) -> dict[str, Any]:
-    """`BENCH_ONLY=cost`: issue 34's phases alone: the platform and the floor at the fixed rates and at rest."""
+@contextlib.asynccontextmanager
+async def warmed_up(
+    bench: Bench, platform: Platform, infrastructure: Infrastructure
+) -> AsyncIterator[AIOKafkaProducer]:
+    """The bench's partners, statuses and campaigns defined, and the upstream producer after the warm-up's orders
+    (not measured: connections, prepared statements, caches and the broker's JIT settle first)."""
     await bench.define(platform)
     await asyncio.sleep(2)
     producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True)
     await producer.start()
-    report: dict[str, Any] = {"latency": []}
     try:
         say(f"warm-up: {WARMUP_ORDERS} orders")
         await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
+        yield producer
+    finally:
+        await producer.stop()
+
+
+async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastructure, when: str) -> dict[str, Any]:
+    """`BENCH_ONLY=cost`: issue 34's phases alone: the platform and the floor at the fixed rates and at rest."""
+    report: dict[str, Any] = {"latency": []}
+    async with warmed_up(bench, platform, infrastructure) as producer:
         sizes = await bench.record_sizes(platform)
         meter = platform_meter(infrastructure, platform)
         profiles = profiles_folder(when, "cost")
@@ -1310,8 +1310,29 @@ async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastru
         report["rest"] = await rest_phase(meter, "the platform")
         say(f"floor pipeline: {RATES} events/s, then at rest")
         report["floor"] = await bench.floor_phases(producer, sizes, full_speed=False)
-    finally:
-        await producer.stop()
+    report["exactly_once"] = bench.exactly_once(platform)
+    return report
+
+
+async def full_speed_alone(
+    bench: Bench, platform: Platform, infrastructure: Infrastructure, when: str
+) -> dict[str, Any]:
+    """`BENCH_ONLY=full_speed`: the platform's full-speed rounds and the floor's, with what each cost, alone."""
+    report: dict[str, Any] = {}
+    async with warmed_up(bench, platform, infrastructure) as producer:
+        say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
+        cpu: dict[str, Any] = {}
+        cost: dict[str, Any] = {}
+        counts = await pipeline_counts(platform)
+        events = FULL_SPEED_ROUNDS * FULL_SPEED_ORDERS * EVENTS_PER_ORDER
+        async with measured(platform_meter(infrastructure, platform), events, cost):  # its counters settle after
+            with profiled(platform, profiles_folder(when, "full_speed") / "full-speed"), cpu_used(platform, cpu):
+                report["full_speed"] = await bench.full_speed(platform, producer)
+        report["full_speed"] |= {"cpu": cpu, "cost": cost}
+        report["full_speed"]["batches"] = batch_means(counts, await pipeline_counts(platform))
+        sizes = await bench.record_sizes(platform)
+        say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed")
+        report["floor"] = await bench.floor_phases(producer, sizes, rates=False)
     report["exactly_once"] = bench.exactly_once(platform)
     return report
 
@@ -1340,6 +1361,7 @@ def main() -> None:
         "tokens": tokens_table,
         "backtest": backtest_table,
         "cost": cost_table,
+        "full_speed": full_speed_table,
         "webhooks": webhooks_table,
         "journeys": journeys_table,
     }

@@ -16,6 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.platform import SERVICES, Platform
 
+LOAD_GENERATOR = "load generator"
+"""This process's CPU in a phase's figures: the bench's own producer and checks, not the platform's work."""
+
 PIPELINE_METRICS = (
     "consumer_batch_records", "consumer_batch_seconds", "outbox_relay_batch_records", "outbox_relay_batch_seconds"
 )  # fmt: skip
@@ -73,7 +76,7 @@ def machine_cpu(platform: Platform) -> dict[str, float]:
     for service, instance in service_processes(platform):
         usage[service] += cpu_seconds(platform.processes[instance].pid)
     usage |= infrastructure_cpu()
-    usage["load generator"] = cpu_seconds(os.getpid())
+    usage[LOAD_GENERATOR] = cpu_seconds(os.getpid())
     return usage
 
 
