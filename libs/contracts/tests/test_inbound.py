@@ -160,7 +160,8 @@ def test_the_error_message_carries_the_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    ("escape", "problem"), [("\\u0000", "NUL character"), ("\\ud800", "unpaired UTF-16 surrogate")]
+    ("escape", "problem"),
+    [("\\u0000", "NUL character"), ("\\ud800", "unpaired UTF-16 surrogate"), ("\\uDC00", "unpaired UTF-16 surrogate")],
 )
 def test_unstorable_text_is_an_invalid_payload_naming_the_field(
     samples: dict[type, Contract], escape: str, problem: str
