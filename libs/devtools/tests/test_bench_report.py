@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from devtools.bench_accounting import activity_shares, batch_means, process_usage
+from devtools.bench_accounting import LOAD_GENERATOR, activity_shares, batch_means, process_usage
 from devtools.bench_cost import PgCounters, Pipeline, Snapshot, Statement, Usage, phase_cost
 from devtools.bench_report import (
     cost_table,
@@ -200,7 +200,7 @@ def test_the_cost_phases_alone_have_their_own_table() -> None:
 def test_the_full_speed_rounds_alone_have_their_own_table() -> None:
     report = made_up_report()
     report["full_speed"] |= {"cost": made_up_cost(18000, 10.0, 2.0), "rounds_status_changes_per_second": [900.0]}
-    report["full_speed"]["cpu"]["cpu_seconds"]["load generator"] = 0.25  # the bench's own, left out of the row
+    report["full_speed"]["cpu"]["cpu_seconds"][LOAD_GENERATOR] = 0.25  # the bench's own, left out of the row
     report["floor"]["full_speed"]["cpu_seconds"] = {"floor orders": 0.5, "postgresql": 0.25}
     report["targets"] = target_rows(full_speed_rows(report))
     lines = full_speed_table(report).splitlines()

@@ -1127,8 +1127,6 @@ async def run() -> dict[str, Any]:
     bench = Bench(infrastructure, workdir)
     platform = Platform(infrastructure, workdir, extra_env=FAST_PROVIDER)
     await platform.create()
-    producer = AIOKafkaProducer(bootstrap_servers=infrastructure.kafka_bootstrap, linger_ms=5, enable_idempotence=True)
-    await producer.start()
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": os.uname().nodename,
@@ -1143,73 +1141,72 @@ async def run() -> dict[str, Any]:
         for instance in further:
             platform.start(instance.split(".")[0], instance)
         await platform.wait_ready(*SERVICES, *further)
-        await bench.define(platform)
-        await asyncio.sleep(2)
-        # Not measured: connections, prepared statements, caches and the broker's JIT settle first.
-        say(f"warm-up: {WARMUP_ORDERS} orders")
-        await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
-        say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
-        cpu: dict[str, Any] = {}
-        counts = await pipeline_counts(platform)
-        profiles = profiles_folder(report["when"])
-        with profiled(platform, profiles / "full-speed"), cpu_used(platform, cpu):
-            report["full_speed"] = await bench.full_speed(platform, producer)
-        report["full_speed"]["cpu"] = cpu
-        report["full_speed"]["batches"] = batch_means(counts, await pipeline_counts(platform))
-        sizes = await bench.record_sizes(platform)
-        report["record_bytes"] = {str(topic): size for topic, size in sizes.items()}
-        say("each stage alone: orders with campaigns and the notifier paused, then those two")
-        report["stages_alone"] = await bench.stages_alone(platform, producer)
-        say(f"raw relay baseline: {report['full_speed']['events']} records over the same four topics")
-        report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"], sizes)
-        platform_events_per_second = report["full_speed"]["events"] / report["full_speed"]["sms_seconds"]
-        report["platform_vs_raw_relay"] = round(
-            platform_events_per_second / report["raw_relay"]["records_per_second"], 3
-        )
-        report["latency"] = []
-        meter = platform_meter(infrastructure, platform)
-        for rate in RATES:
-            say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
-            counts, cpu = await pipeline_counts(platform), {}
-            with profiled(platform, profiles / f"{rate}-per-second"):
-                report["latency"].append(await bench.latency(platform, producer, rate, cpu, meter=meter))
-            report["latency"][-1]["batches"] = batch_means(counts, await pipeline_counts(platform))
-            report["latency"][-1]["cpu"] = cpu
-        report["rest"] = await rest_phase(meter, "the platform")
-        say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed, then {RATES} events/s, then at rest")
-        report["floor"] = await bench.floor_phases(producer, sizes)
-        say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
-        report["rest_writes"] = await bench.rest_writes(platform)
-        say(f"cost versus size: {PRELOAD_CAMPAIGNS} more active campaigns per partner")
-        preload_started = time.monotonic()
-        await bench.preload_campaigns(platform, PRELOAD_CAMPAIGNS)
-        report["preload_seconds"] = {"campaigns": round(time.monotonic() - preload_started, 1)}
-        report["with_campaigns"] = await size_phase(bench, platform, producer, "camp")
-        say(f"cost versus size: {PRELOAD_ORDERS} orders and their history preloaded")
-        preload_started = time.monotonic()
-        await bench.preload_orders(platform, PRELOAD_ORDERS)
-        report["preload_seconds"]["orders"] = round(time.monotonic() - preload_started, 1)
-        report["with_orders"] = await size_phase(bench, platform, producer, "big")
-        report["hot_query_plans"] = await bench.explain_hot_queries(platform)
-        report["backtest"] = await backtest_phase(bench, platform, producer)
-        say("registry lookups against a bare FastAPI endpoint")
-        report["registry_lookups"] = await bench.lookups(platform)
-        say(f"token endpoint: {TOKEN_WORKERS} clients at once for {TOKEN_SECONDS:g} s")
-        report["token_endpoint"] = await bench.token_endpoint(platform)
-        report["webhooks"] = await webhooks_phase(bench, platform, producer, PARTNERS)
-        report["journeys"] = await journeys_phase(bench, platform, producer)
-        report["processes"] = {
-            instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
-        }
-        report["exactly_once"] = bench.exactly_once(platform)
-        report["targets"] = targets(report, PRELOAD_CAMPAIGNS, PRELOAD_ORDERS) + target_rows(journeys_rows(report))
+        async with warmed_up(bench, platform, infrastructure) as producer:
+            await whole_run_phases(bench, platform, infrastructure, producer, report)
         report["run_seconds"] = round(time.monotonic() - run_started)
     finally:
-        await producer.stop()
         platform.stop_all()
         await platform.drop()
         await infra.delete_topics(infrastructure.kafka_bootstrap, platform.prefix)
     return report
+
+
+async def whole_run_phases(
+    bench: Bench,
+    platform: Platform,
+    infrastructure: Infrastructure,
+    producer: AIOKafkaProducer,
+    report: dict[str, Any],
+) -> None:
+    """Every phase of the whole bench after the warm-up, in order, into `report`, with its targets at the end."""
+    profiles = profiles_folder(report["when"])
+    report["full_speed"] = await full_speed_measured(bench, platform, producer, profiles / "full-speed")
+    sizes = await bench.record_sizes(platform)
+    report["record_bytes"] = {str(topic): size for topic, size in sizes.items()}
+    say("each stage alone: orders with campaigns and the notifier paused, then those two")
+    report["stages_alone"] = await bench.stages_alone(platform, producer)
+    say(f"raw relay baseline: {report['full_speed']['events']} records over the same four topics")
+    report["raw_relay"] = await bench.baseline(producer, report["full_speed"]["events"], sizes)
+    platform_events_per_second = report["full_speed"]["events"] / report["full_speed"]["sms_seconds"]
+    report["platform_vs_raw_relay"] = round(platform_events_per_second / report["raw_relay"]["records_per_second"], 3)
+    report["latency"] = []
+    meter = platform_meter(infrastructure, platform)
+    for rate in RATES:
+        say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
+        cpu: dict[str, Any] = {}
+        counts = await pipeline_counts(platform)
+        with profiled(platform, profiles / f"{rate}-per-second"):
+            report["latency"].append(await bench.latency(platform, producer, rate, cpu, meter=meter))
+        report["latency"][-1]["batches"] = batch_means(counts, await pipeline_counts(platform))
+        report["latency"][-1]["cpu"] = cpu
+    report["rest"] = await rest_phase(meter, "the platform")
+    say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed, then {RATES} events/s, then at rest")
+    report["floor"] = await bench.floor_phases(producer, sizes)
+    say(f"REST writes: sequential, then {REST_RATE:g}/s of each for {REST_SECONDS:g} s")
+    report["rest_writes"] = await bench.rest_writes(platform)
+    say(f"cost versus size: {PRELOAD_CAMPAIGNS} more active campaigns per partner")
+    preload_started = time.monotonic()
+    await bench.preload_campaigns(platform, PRELOAD_CAMPAIGNS)
+    report["preload_seconds"] = {"campaigns": round(time.monotonic() - preload_started, 1)}
+    report["with_campaigns"] = await size_phase(bench, platform, producer, "camp")
+    say(f"cost versus size: {PRELOAD_ORDERS} orders and their history preloaded")
+    preload_started = time.monotonic()
+    await bench.preload_orders(platform, PRELOAD_ORDERS)
+    report["preload_seconds"]["orders"] = round(time.monotonic() - preload_started, 1)
+    report["with_orders"] = await size_phase(bench, platform, producer, "big")
+    report["hot_query_plans"] = await bench.explain_hot_queries(platform)
+    report["backtest"] = await backtest_phase(bench, platform, producer)
+    say("registry lookups against a bare FastAPI endpoint")
+    report["registry_lookups"] = await bench.lookups(platform)
+    say(f"token endpoint: {TOKEN_WORKERS} clients at once for {TOKEN_SECONDS:g} s")
+    report["token_endpoint"] = await bench.token_endpoint(platform)
+    report["webhooks"] = await webhooks_phase(bench, platform, producer, PARTNERS)
+    report["journeys"] = await journeys_phase(bench, platform, producer)
+    report["processes"] = {
+        instance: process_usage(platform.processes[instance].pid) for _, instance in service_processes(platform)
+    }
+    report["exactly_once"] = bench.exactly_once(platform)
+    report["targets"] = targets(report, PRELOAD_CAMPAIGNS, PRELOAD_ORDERS) + target_rows(journeys_rows(report))
 
 
 async def run_alone(phase: str) -> dict[str, Any]:
@@ -1294,6 +1291,23 @@ async def warmed_up(
         await producer.stop()
 
 
+async def full_speed_measured(
+    bench: Bench, platform: Platform, producer: AIOKafkaProducer, folder: Path, meter: CostMeter | None = None
+) -> dict[str, Any]:
+    """The platform's full-speed rounds with their CPU and batches (profiled into `folder` with BENCH_PROFILE=1)
+    and, with `meter`, where PostgreSQL's work came from (issue 34), as `cost`."""
+    say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
+    cpu: dict[str, Any] = {}
+    cost: dict[str, Any] = {}
+    counts = await pipeline_counts(platform)
+    events = FULL_SPEED_ROUNDS * FULL_SPEED_ORDERS * EVENTS_PER_ORDER
+    async with measured(meter, events, cost):  # the meter's counters settle after the rounds' CPU is taken
+        with profiled(platform, folder), cpu_used(platform, cpu):
+            result = await bench.full_speed(platform, producer)
+    result |= {"cpu": cpu, "batches": batch_means(counts, await pipeline_counts(platform))}
+    return result | ({"cost": cost} if meter else {})
+
+
 async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastructure, when: str) -> dict[str, Any]:
     """`BENCH_ONLY=cost`: issue 34's phases alone: the platform and the floor at the fixed rates and at rest."""
     report: dict[str, Any] = {"latency": []}
@@ -1320,16 +1334,9 @@ async def full_speed_alone(
     """`BENCH_ONLY=full_speed`: the platform's full-speed rounds and the floor's, with what each cost, alone."""
     report: dict[str, Any] = {}
     async with warmed_up(bench, platform, infrastructure) as producer:
-        say(f"full speed: {FULL_SPEED_ORDERS} orders, {FULL_SPEED_ORDERS * CHANGES_PER_ORDER} status changes")
-        cpu: dict[str, Any] = {}
-        cost: dict[str, Any] = {}
-        counts = await pipeline_counts(platform)
-        events = FULL_SPEED_ROUNDS * FULL_SPEED_ORDERS * EVENTS_PER_ORDER
-        async with measured(platform_meter(infrastructure, platform), events, cost):  # its counters settle after
-            with profiled(platform, profiles_folder(when, "full_speed") / "full-speed"), cpu_used(platform, cpu):
-                report["full_speed"] = await bench.full_speed(platform, producer)
-        report["full_speed"] |= {"cpu": cpu, "cost": cost}
-        report["full_speed"]["batches"] = batch_means(counts, await pipeline_counts(platform))
+        folder = profiles_folder(when, "full_speed") / "full-speed"
+        meter = platform_meter(infrastructure, platform)
+        report["full_speed"] = await full_speed_measured(bench, platform, producer, folder, meter)
         sizes = await bench.record_sizes(platform)
         say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed")
         report["floor"] = await bench.floor_phases(producer, sizes, rates=False)
