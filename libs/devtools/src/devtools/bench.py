@@ -44,6 +44,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from campaigns import repository as campaigns_repository
 from campaigns.listener import NOTIFY_CHANNEL
 from contracts.envelope import Envelope
 from contracts.inbound import OrderStatusReported, OrderUpserted
@@ -144,6 +145,9 @@ ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost", "full_speed", 
 # Issue 34's rest phase: no traffic for this long, once the pipeline has settled after the fixed rates; and the
 # broker with none of the bench's clients, measured before anything starts, for the rest phase's Kafka CPU.
 REST_PHASE_SECONDS = float(os.environ.get("BENCH_REST_PHASE_SECONDS", "60"))
+# `BENCH_ONLY=cost` with `BENCH_COST_AFTER_FULL_SPEED=1`: the full-speed rounds first, as in the whole bench, whose
+# fixed rates run on the tables those rounds grew tenfold (and on plans PostgreSQL cached while they were small).
+COST_AFTER_FULL_SPEED = os.environ.get("BENCH_COST_AFTER_FULL_SPEED", "") not in ("", "0")
 REST_SETTLE_SECONDS = float(os.environ.get("BENCH_REST_SETTLE_SECONDS", "15"))
 BROKER_ALONE_SECONDS = float(os.environ.get("BENCH_BROKER_ALONE_SECONDS", "30"))
 # The bench's own PostgreSQL server (since issue 34; BENCH_OWN_POSTGRES=0: the shared one `make infra-up` starts):
@@ -233,17 +237,14 @@ SELECT count(pg_notify($3, id)) FROM added
 # size go into the report (`explain_hot_queries`).
 HOT_QUERIES: dict[str, dict[str, str]] = {
     "orders": {
-        "load orders": "SELECT o.* FROM orders o JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
-        "ON partner_id = k.p AND order_id = k.o ORDER BY partner_id, order_id FOR UPDATE OF o",
+        "load orders": orders_repository.LOCK_ORDERS,
         "load statuses and claims": orders_repository.LOAD_STATUSES_AND_CLAIMS,
         "save batch": orders_repository.SAVE_BATCH,
     },
     "campaigns": {
         "active campaigns (index load)": "SELECT * FROM campaigns WHERE state = 'active'",
-        "evaluations seen": "SELECT campaign_id, event_id FROM evaluations "
-        "WHERE (campaign_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        "fired before": "SELECT DISTINCT campaign_id, order_id FROM evaluations WHERE outcome = 'fired' "
-        "AND (campaign_id, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        "evaluations seen": campaigns_repository.EVALUATED_SQL,
+        "fired before": campaigns_repository.FIRED_FOR_ORDERS_SQL,
     },
     "notifier": {"intake": notifier_repository.INSERT_MESSAGES},
 }
@@ -1312,9 +1313,11 @@ async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastru
     """`BENCH_ONLY=cost`: issue 34's phases alone: the platform and the floor at the fixed rates and at rest."""
     report: dict[str, Any] = {"latency": []}
     async with warmed_up(bench, platform, infrastructure) as producer:
+        profiles = profiles_folder(when, "cost")
+        if COST_AFTER_FULL_SPEED:
+            report["full_speed"] = await full_speed_measured(bench, platform, producer, profiles / "full-speed")
         sizes = await bench.record_sizes(platform)
         meter = platform_meter(infrastructure, platform)
-        profiles = profiles_folder(when, "cost")
         for rate in RATES:
             say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
             cpu: dict[str, Any] = {}

@@ -308,13 +308,23 @@ async def settings_of_partners(conn: DbConnection, partner_ids: Collection[str])
     return {partner_id: saved[partner_id] if partner_id in saved else PartnerSettings() for partner_id in partner_ids}
 
 
+# A batch's lookups probe the index once per key: `LATERAL (... OFFSET 0)`, a subquery the planner cannot flatten into
+# a join. As joins, the plans cached while `evaluations` was small (its whole fired index read and hashed against the
+# keys) stayed in use after it had grown tenfold, until autovacuum analyzed it; `tests/test_batch_lookup_plans.py`.
+EVALUATED_SQL = (
+    "SELECT e.campaign_id, e.event_id FROM unnest($1::text[], $2::text[]) AS k(c, e) CROSS JOIN LATERAL "
+    "(SELECT campaign_id, event_id FROM evaluations WHERE campaign_id = k.c AND event_id = k.e OFFSET 0) AS e"
+)
+FIRED_FOR_ORDERS_SQL = (
+    "SELECT DISTINCT k.c AS campaign_id, k.o AS order_id FROM unnest($1::text[], $2::text[]) AS k(c, o) "
+    "CROSS JOIN LATERAL (SELECT 1 FROM evaluations WHERE outcome = 'fired' AND campaign_id = k.c "
+    "AND order_id = k.o OFFSET 0) AS fired"
+)
+
+
 async def evaluated(conn: DbConnection, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these (campaign id, event id) were decided already."""
-    rows = await conn.fetch(
-        "SELECT campaign_id, event_id FROM evaluations "
-        "WHERE (campaign_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        *as_columns(keys, 2),
-    )
+    rows = await conn.fetch(EVALUATED_SQL, *as_columns(keys, 2))
     return {(r["campaign_id"], r["event_id"]) for r in rows}
 
 
@@ -328,11 +338,7 @@ async def campaigns_for_share(conn: DbConnection, campaign_ids: Collection[str])
 
 async def fired_for_orders(conn: DbConnection, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these (campaign id, order id) fired already."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT campaign_id, order_id FROM evaluations WHERE outcome = 'fired' "
-        "AND (campaign_id, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        *as_columns(keys, 2),
-    )
+    rows = await conn.fetch(FIRED_FOR_ORDERS_SQL, *as_columns(keys, 2))
     return {(r["campaign_id"], r["order_id"]) for r in rows}
 
 

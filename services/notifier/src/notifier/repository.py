@@ -323,6 +323,43 @@ def receipt_of_part(whole: str) -> str:
     )
 
 
+# The lookups by a batch of keys probe an index once per key: `LATERAL (... OFFSET 0)`, a subquery the planner cannot
+# flatten into a join, and `NOT EXISTS (... OFFSET 0)`, which stays a probe per row. As joins, the plans cached while
+# the tables were small (the whole provider's receipts or parts read and hashed against the keys) stayed in use
+# after they had grown tenfold, until autovacuum analyzed them (`tests/test_batch_lookup_plans.py`).
+RECEIPT_OF_PART = (
+    "CROSS JOIN LATERAL (SELECT segment, status FROM receipts WHERE provider = p.provider "
+    "AND provider_message_id = p.provider_message_id OFFSET 0) AS r"
+)
+
+OPTED_OUT = (  # $1 partners, $2 phones
+    "SELECT o.partner_id, o.phone FROM unnest($1::text[], $2::text[]) AS k(p, ph) CROSS JOIN LATERAL "
+    "(SELECT partner_id, phone FROM opt_outs WHERE partner_id = k.p AND phone = k.ph OFFSET 0) AS o"
+)
+PARTS = (  # $1 provider, $2 provider ids
+    "SELECT p.provider_message_id, p.message_id::text FROM unnest($2::text[]) AS k(pid) CROSS JOIN LATERAL "
+    "(SELECT provider_message_id, message_id FROM message_parts WHERE provider = $1 "
+    "AND provider_message_id = k.pid OFFSET 0) AS p"
+)
+RECEIPT_STATUSES = (  # $1 provider, $2 provider ids, $3 segments; locked in the keys' order
+    "SELECT r.provider_message_id, r.segment, r.status FROM unnest($2::text[], $3::int[]) AS k(pid, segment) "
+    "CROSS JOIN LATERAL (SELECT provider_message_id, segment, status FROM receipts WHERE provider = $1 "
+    "AND provider_message_id = k.pid AND segment = k.segment OFFSET 0 FOR UPDATE) AS r"
+)
+
+
+def parts_of_messages(messages: str) -> str:
+    """The parts of the messages in the parameter `messages` (a uuid[])."""
+    return (
+        f"SELECT p.* FROM unnest({messages}::uuid[]) AS m(id) CROSS JOIN LATERAL (SELECT provider, "
+        "provider_message_id, message_id, segment FROM message_parts WHERE message_id = m.id OFFSET 0) AS p"
+    )
+
+
+RECEIPTS_OF = (  # $1 messages, $2 the whole-message segment
+    f"SELECT {receipt_of_part('$2')} FROM ({parts_of_messages('$1')}) AS p {RECEIPT_OF_PART}"
+)
+
 # `DispatchQueue.dispatch`: $1 provider; attempts ($2 message, $3 attempt, $4 how, $5 ids as JSON); parts ($6 provider
 # id, $7 message, $8 segment); dispatched ($9 message, $10 first provider id); $11 the whole-message segment. The
 # receipts are read over the message's parts after the insert: the stored ones, and the new ones not stored yet.
@@ -339,10 +376,10 @@ DISPATCH = (
     "updated_at = now() FROM unnest($9::uuid[], $10::text[]) AS d(message_id, pid) "
     "WHERE m.message_id = d.message_id) "
     f"SELECT {receipt_of_part('$11')} FROM ("
-    "SELECT provider, provider_message_id, message_id, segment FROM message_parts WHERE message_id = ANY($9::uuid[]) "
+    f"{parts_of_messages('$9')} "
     "UNION ALL SELECT $1, n.provider_message_id, n.message_id, n.segment FROM new_parts n WHERE NOT EXISTS "
-    "(SELECT 1 FROM message_parts e WHERE e.provider = $1 AND e.provider_message_id = n.provider_message_id)"
-    ") AS p JOIN receipts r USING (provider, provider_message_id)"
+    "(SELECT 1 FROM message_parts e WHERE e.provider = $1 AND e.provider_message_id = n.provider_message_id OFFSET 0)"
+    f") AS p {RECEIPT_OF_PART}"
 )
 
 
@@ -428,8 +465,7 @@ class DispatchQueue:
         if not pairs:
             return set()
         rows = await self._conn.fetch(
-            "SELECT o.partner_id, o.phone FROM opt_outs o JOIN unnest($1::text[], $2::text[]) AS k(p, ph) "
-            "ON o.partner_id = k.p AND o.phone = k.ph",
+            OPTED_OUT,
             [p for p, _ in pairs],
             [ph for _, ph in pairs],
         )
@@ -545,11 +581,8 @@ class DispatchQueue:
 
     async def parts(self, provider: str, provider_message_ids: Iterable[str]) -> dict[str, str]:
         """Provider id -> message id, for the ids whose dispatch is recorded."""
-        # Driven from the ids: with `provider_message_id = ANY($2)` (one provider: every row matches the first
-        # key column) the planner may scan the whole table.
         rows = await self._conn.fetch(
-            "SELECT p.provider_message_id, p.message_id::text FROM unnest($2::text[]) AS k(pid) "
-            "JOIN message_parts p ON p.provider = $1 AND p.provider_message_id = k.pid",
+            PARTS,
             provider,
             sorted(set(provider_message_ids)),
         )
@@ -558,13 +591,11 @@ class DispatchQueue:
     async def receipt_statuses(
         self, provider: str, keys: Iterable[tuple[str, int]]
     ) -> dict[tuple[str, int], ReceiptStatus]:
-        """(provider id, segment) -> stored receipt status, locked for the transaction."""
+        """(provider id, segment) -> stored receipt status, locked for the transaction (in the sorted keys' order:
+        two batches never wait on each other in a cycle)."""
         pairs = sorted(set(keys))
         rows = await self._conn.fetch(
-            "SELECT r.provider_message_id, r.segment, r.status FROM receipts r "
-            "JOIN unnest($2::text[], $3::int[]) AS k(pid, segment) "
-            "ON r.provider_message_id = k.pid AND r.segment = k.segment WHERE r.provider = $1 "
-            "ORDER BY r.provider_message_id, r.segment FOR UPDATE OF r",
+            RECEIPT_STATUSES,
             provider,
             [pid for pid, _ in pairs],
             [segment for _, segment in pairs],
@@ -593,9 +624,7 @@ class DispatchQueue:
         if not message_ids:
             return {}
         rows = await self._conn.fetch(
-            f"SELECT {receipt_of_part('$2')} "
-            "FROM message_parts p JOIN receipts r USING (provider, provider_message_id) "
-            "WHERE p.message_id = ANY($1::uuid[])",
+            RECEIPTS_OF,
             list(message_ids),
             WHOLE_MESSAGE,
         )

@@ -50,19 +50,35 @@ def _order(row: asyncpg.Record) -> Order:
 
 
 STATUS_COLUMNS = "partner_id, order_id, type, code, name, occurred_at, source_sequence, recorded_at, entered_at"
+# Every lookup by a batch of keys is driven from the keys, one index probe each: a `LATERAL (... OFFSET 0)` the
+# planner cannot flatten into a join. As a plain join, the plan asyncpg's prepared statement cached while the table
+# was small (a sequential scan hashed against the keys) stayed in use after the table had grown tenfold, until
+# autovacuum analyzed it: 9 ms a call instead of 0.7 in the bench's rates after its full-speed rounds
+# (`tests/test_batch_lookup_plans.py`).
 LOAD_STATUSES = (
-    f"SELECT {STATUS_COLUMNS} FROM order_statuses s JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
-    "ON s.partner_id = k.p AND s.order_id = k.o"
+    f"SELECT s.* FROM unnest($1::text[], $2::text[]) AS k(p, o) CROSS JOIN LATERAL (SELECT {STATUS_COLUMNS} "
+    "FROM order_statuses WHERE partner_id = k.p AND order_id = k.o OFFSET 0) AS s"
 )
 # The statuses of the orders ($1, $2) and which of the events $4 the consumer $3 claimed before (rows with only
-# `claimed` set). The claims are driven from the ids, one index probe each: with `event_id = ANY($4)` the planner
-# chose a sequential scan of the whole table for a full batch of ids.
+# `claimed` set).
 LOAD_STATUSES_AND_CLAIMS = (
-    f"SELECT {STATUS_COLUMNS}, NULL::text AS claimed FROM order_statuses s "
-    "JOIN unnest($1::text[], $2::text[]) AS k(p, o) ON s.partner_id = k.p AND s.order_id = k.o "
+    f"SELECT s.*, NULL::text AS claimed FROM ({LOAD_STATUSES}) AS s "
     "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.event_id "
-    "FROM unnest($4::text[]) AS c(event_id) JOIN processed_events p ON p.consumer = $3 AND p.event_id = c.event_id"
+    "FROM unnest($4::text[]) AS c(event_id) CROSS JOIN LATERAL (SELECT event_id FROM processed_events "
+    "WHERE consumer = $3 AND event_id = c.event_id OFFSET 0) AS p"
 )
+
+
+def _orders_of_keys(lock: str) -> str:
+    """The orders of the keys ($1, $2), probed (and with `lock`, locked) in the keys' order, which `_load` sorts: two
+    batches never deadlock on the same orders. (The lateral subquery runs once per key, in the array's order.)"""
+    return (
+        "SELECT o.* FROM unnest($1::text[], $2::text[]) AS k(p, o) CROSS JOIN LATERAL (SELECT "
+        f"{ORDER_COLUMNS} FROM orders WHERE partner_id = k.p AND order_id = k.o OFFSET 0 {lock}) AS o"
+    )
+
+
+LOAD_ORDERS, LOCK_ORDERS = _orders_of_keys(""), _orders_of_keys("FOR UPDATE")
 
 
 async def load_orders(conn: DbConnection, keys: Iterable[OrderKey], *, lock: bool) -> dict[OrderKey, Order]:
@@ -91,15 +107,9 @@ async def load_batch(
 async def _load(
     conn: DbConnection, keys: Iterable[OrderKey], *, lock: bool
 ) -> tuple[dict[OrderKey, Order], list[str], list[str]]:
-    keys = sorted(set(keys))  # a fixed lock order: two batches never deadlock on the same orders
+    keys = sorted(set(keys))  # the lock order
     partners, ids = [k[0] for k in keys], [k[1] for k in keys]
-    rows = await conn.fetch(
-        f"SELECT {ORDER_COLUMNS} FROM orders JOIN unnest($1::text[], $2::text[]) AS k(p, o) "
-        "ON partner_id = k.p AND order_id = k.o ORDER BY partner_id, order_id"
-        + (" FOR UPDATE OF orders" if lock else ""),
-        partners,
-        ids,
-    )
+    rows = await conn.fetch(LOCK_ORDERS if lock else LOAD_ORDERS, partners, ids)
     return {(r["partner_id"], r["order_id"]): _order(r) for r in rows}, partners, ids
 
 
