@@ -24,6 +24,7 @@ import pytest
 import campaigns.repository
 import notifier.repository
 import orders.repository
+import webhooks.repository
 from servicekit.db import apply_migrations
 
 # service -> (its migrations, {statement name: (SQL, the tables it looks up)})
@@ -52,10 +53,15 @@ LOOKUPS: dict[str, tuple[Path, dict[str, tuple[str, set[str]]]]] = {
             "receipt statuses": (notifier.repository.RECEIPT_STATUSES, {"receipts"}),
             "receipts of messages": (notifier.repository.RECEIPTS_OF, {"message_parts", "receipts"}),
             "opted out": (notifier.repository.OPTED_OUT, {"opt_outs"}),
+            "lock messages": (notifier.repository.LOCK_MESSAGES, {"messages"}),
         },
     ),
+    "webhooks": (
+        Path(webhooks.repository.__file__).parent / "migrations",
+        {"pending sequences": (webhooks.repository.PENDING_SEQUENCES, {"messages"})},
+    ),
 }
-# A warm-up's rows in the looked-up tables (the notifier's parts without their messages: a plan needs none).
+# A warm-up's rows in the looked-up tables (rows without the rows their foreign keys name: a plan needs none).
 FILL = {
     "orders": [
         "INSERT INTO orders (partner_id, order_id, customer_id, amount, currency, placed_at) "
@@ -80,6 +86,17 @@ FILL = {
         "SELECT 'console', 'm' || i, -1, 'delivered', 'DELIVRD' FROM generate_series(1, 1000) AS i",
         "INSERT INTO opt_outs (partner_id, phone, source) "
         "SELECT 'p', '+7916' || i, 'api' FROM generate_series(1, 1000) AS i",
+        "INSERT INTO messages (message_id, partner_id, send_sms_id, campaign_id, order_id, customer_id, phone, text, "
+        "encoding, segments, status, requested_at, expires_at, command) SELECT gen_random_uuid(), 'p', 's' || i, 'c', "
+        "'o' || i, 'c' || i, '+7916' || i, 'text', 'gsm7', 1, 'dispatched', now(), now(), '' "
+        "FROM generate_series(1, 1000) AS i",
+    ],
+    "webhooks": [
+        "SET session_replication_role = replica",
+        "INSERT INTO messages (id, partner_id, endpoint_id, event_id, event_type, order_id, sequence, payload, state, "
+        "next_attempt_at) SELECT 'm' || i, 'p', 'e' || i % 3, 'v' || i, 'order.status-changed.v1', 'o' || i, 1, '{}', "
+        "CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'succeeded' END, now() FROM generate_series(1, 1000) AS i",
+        "RESET session_replication_role",
     ],
 }
 # The same lookups of orders as joins, as they were written before: the check must tell them apart.

@@ -282,6 +282,16 @@ CLAIM_SQL = """
     """
 
 
+# An index probe per (endpoint, order) in every plan: as a join, the plan cached while the table was small read every
+# pending message and hashed it against the keys, and kept doing so after the table had grown
+# (`tests/test_batch_lookup_plans.py`).
+PENDING_SEQUENCES = (
+    "SELECT m.endpoint_id, m.order_id, m.sequence FROM unnest($1::text[], $2::text[]) AS k(endpoint_id, order_id) "
+    "CROSS JOIN LATERAL (SELECT endpoint_id, order_id, sequence FROM messages WHERE endpoint_id = k.endpoint_id "
+    "AND order_id = k.order_id AND state = 'pending' OFFSET 0 FOR SHARE) AS m"
+)
+
+
 @dataclass(frozen=True)
 class Deliveries:
     conn: DbConnection
@@ -298,13 +308,7 @@ class Deliveries:
         one of them waits for this transaction, and then sees (and releases) the messages it holds back."""
         if not keys:
             return {}
-        rows = await self.conn.fetch(
-            "SELECT m.endpoint_id, m.order_id, m.sequence FROM messages m "
-            "JOIN unnest($1::text[], $2::text[]) AS k(endpoint_id, order_id) "
-            "  ON m.endpoint_id = k.endpoint_id AND m.order_id = k.order_id "
-            "WHERE m.state = 'pending' FOR SHARE OF m",
-            *as_columns(keys, 2),
-        )
+        rows = await self.conn.fetch(PENDING_SEQUENCES, *as_columns(keys, 2))
         pending: dict[tuple[str, str], list[int]] = {}
         for row in rows:
             pending.setdefault((row["endpoint_id"], row["order_id"]), []).append(row["sequence"])
