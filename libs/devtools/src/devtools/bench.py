@@ -145,11 +145,11 @@ ALONE = ("rest_writes", "tokens", "webhooks", "backtest", "cost", "full_speed", 
 # Issue 34's rest phase: no traffic for this long, once the pipeline has settled after the fixed rates; and the
 # broker with none of the bench's clients, measured before anything starts, for the rest phase's Kafka CPU.
 REST_PHASE_SECONDS = float(os.environ.get("BENCH_REST_PHASE_SECONDS", "60"))
+REST_SETTLE_SECONDS = float(os.environ.get("BENCH_REST_SETTLE_SECONDS", "15"))
+BROKER_ALONE_SECONDS = float(os.environ.get("BENCH_BROKER_ALONE_SECONDS", "30"))
 # `BENCH_ONLY=cost` with `BENCH_COST_AFTER_FULL_SPEED=1`: the full-speed rounds first, as in the whole bench, whose
 # fixed rates run on the tables those rounds grew tenfold (and on plans PostgreSQL cached while they were small).
 COST_AFTER_FULL_SPEED = os.environ.get("BENCH_COST_AFTER_FULL_SPEED", "") not in ("", "0")
-REST_SETTLE_SECONDS = float(os.environ.get("BENCH_REST_SETTLE_SECONDS", "15"))
-BROKER_ALONE_SECONDS = float(os.environ.get("BENCH_BROKER_ALONE_SECONDS", "30"))
 # The bench's own PostgreSQL server (since issue 34; BENCH_OWN_POSTGRES=0: the shared one `make infra-up` starts):
 # the shared server also serves every other session's tests, so its processes' CPU and its WAL were theirs as much
 # as the bench's, and it may have been started without pg_stat_statements. Started with the same options (and

@@ -23,7 +23,7 @@ from campaigns.domain import (
 )
 from campaigns.journeys import LeftReason, RunCount, RunState
 from contracts.orders import OrderStatusChanged
-from servicekit.db import DbConnection, as_columns
+from servicekit.db import DbConnection, as_columns, probe_per_key
 from servicekit.retention import Purge, batch_delete, counted
 
 COLUMNS = "partner_id, id, state, definition, version, activated_at, created_at, updated_at"
@@ -308,17 +308,13 @@ async def settings_of_partners(conn: DbConnection, partner_ids: Collection[str])
     return {partner_id: saved[partner_id] if partner_id in saved else PartnerSettings() for partner_id in partner_ids}
 
 
-# A batch's lookups probe the index once per key: `LATERAL (... OFFSET 0)`, a subquery the planner cannot flatten into
-# a join. As joins, the plans cached while `evaluations` was small (its whole fired index read and hashed against the
-# keys) stayed in use after it had grown tenfold, until autovacuum analyzed it; `tests/test_batch_lookup_plans.py`.
-EVALUATED_SQL = (
-    "SELECT e.campaign_id, e.event_id FROM unnest($1::text[], $2::text[]) AS k(c, e) CROSS JOIN LATERAL "
-    "(SELECT campaign_id, event_id FROM evaluations WHERE campaign_id = k.c AND event_id = k.e OFFSET 0) AS e"
+# A batch's lookups probe an index per key in every plan (`probe_per_key` says why).
+EVALUATED_SQL = "SELECT e.campaign_id, e.event_id FROM unnest($1::text[], $2::text[]) AS k(c, e) " + probe_per_key(
+    "SELECT campaign_id, event_id FROM evaluations WHERE campaign_id = k.c AND event_id = k.e", "e"
 )
 FIRED_FOR_ORDERS_SQL = (
     "SELECT DISTINCT k.c AS campaign_id, k.o AS order_id FROM unnest($1::text[], $2::text[]) AS k(c, o) "
-    "CROSS JOIN LATERAL (SELECT 1 FROM evaluations WHERE outcome = 'fired' AND campaign_id = k.c "
-    "AND order_id = k.o OFFSET 0) AS fired"
+    + probe_per_key("SELECT 1 FROM evaluations WHERE outcome = 'fired' AND campaign_id = k.c AND order_id = k.o", "f")
 )
 
 

@@ -26,7 +26,7 @@ from notifier.domain import (
     ReplayRecord,
     advance_receipt,
 )
-from servicekit.db import DbConnection, as_columns
+from servicekit.db import DbConnection, as_columns, probe_per_key
 from servicekit.retention import Purge, batch_delete, counted
 
 MESSAGE_COLUMNS = (
@@ -286,10 +286,9 @@ CLAIM_COLUMNS = (
 
 
 # The messages $1 (uuid[]), locked in the array's order: an index probe per message in every plan (with
-# `message_id = ANY($1)` the plan cached while the table was small scanned it whole).
-LOCK_MESSAGES = (
-    f"SELECT m.* FROM unnest($1::uuid[]) AS k(id) CROSS JOIN LATERAL (SELECT {CLAIM_COLUMNS} FROM messages "
-    "WHERE message_id = k.id OFFSET 0 FOR UPDATE) AS m"
+# `message_id = ANY($1)` the plan cached while the table was small scanned it whole; `probe_per_key`).
+LOCK_MESSAGES = "SELECT m.* FROM unnest($1::uuid[]) AS k(id) " + probe_per_key(
+    f"SELECT {CLAIM_COLUMNS} FROM messages WHERE message_id = k.id", "m", "FOR UPDATE"
 )
 
 
@@ -331,41 +330,37 @@ def receipt_of_part(whole: str) -> str:
     )
 
 
-# The lookups by a batch of keys probe an index once per key: `LATERAL (... OFFSET 0)`, a subquery the planner cannot
-# flatten into a join, and `NOT EXISTS (... OFFSET 0)`, which stays a probe per row. As joins, the plans cached while
-# the tables were small (the whole provider's receipts or parts read and hashed against the keys) stayed in use
-# after they had grown tenfold, until autovacuum analyzed them (`tests/test_batch_lookup_plans.py`).
-RECEIPT_OF_PART = (
-    "CROSS JOIN LATERAL (SELECT segment, status FROM receipts WHERE provider = p.provider "
-    "AND provider_message_id = p.provider_message_id OFFSET 0) AS r"
+# The lookups by a batch of keys probe an index per key in every plan (`probe_per_key` says why).
+PART_RECEIPTS = probe_per_key(  # the receipts `r` of a part `p`
+    "SELECT segment, status FROM receipts WHERE provider = p.provider AND provider_message_id = p.provider_message_id",
+    "r",
 )
-
-OPTED_OUT = (  # $1 partners, $2 phones
-    "SELECT o.partner_id, o.phone FROM unnest($1::text[], $2::text[]) AS k(p, ph) CROSS JOIN LATERAL "
-    "(SELECT partner_id, phone FROM opt_outs WHERE partner_id = k.p AND phone = k.ph OFFSET 0) AS o"
-)
-PARTS = (  # $1 provider, $2 provider ids
-    "SELECT p.provider_message_id, p.message_id::text FROM unnest($2::text[]) AS k(pid) CROSS JOIN LATERAL "
-    "(SELECT provider_message_id, message_id FROM message_parts WHERE provider = $1 "
-    "AND provider_message_id = k.pid OFFSET 0) AS p"
-)
+OPTED_OUT = "SELECT o.partner_id, o.phone FROM unnest($1::text[], $2::text[]) AS k(p, ph) " + probe_per_key(
+    "SELECT partner_id, phone FROM opt_outs WHERE partner_id = k.p AND phone = k.ph", "o"
+)  # $1 partners, $2 phones
+PARTS = "SELECT p.provider_message_id, p.message_id::text FROM unnest($2::text[]) AS k(pid) " + probe_per_key(
+    "SELECT provider_message_id, message_id FROM message_parts WHERE provider = $1 AND provider_message_id = k.pid", "p"
+)  # $1 provider, $2 provider ids
 RECEIPT_STATUSES = (  # $1 provider, $2 provider ids, $3 segments; locked in the keys' order
     "SELECT r.provider_message_id, r.segment, r.status FROM unnest($2::text[], $3::int[]) AS k(pid, segment) "
-    "CROSS JOIN LATERAL (SELECT provider_message_id, segment, status FROM receipts WHERE provider = $1 "
-    "AND provider_message_id = k.pid AND segment = k.segment OFFSET 0 FOR UPDATE) AS r"
+    + probe_per_key(
+        "SELECT provider_message_id, segment, status FROM receipts "
+        "WHERE provider = $1 AND provider_message_id = k.pid AND segment = k.segment",
+        "r",
+        "FOR UPDATE",
+    )
 )
 
 
 def parts_of_messages(messages: str) -> str:
     """The parts of the messages in the parameter `messages` (a uuid[])."""
-    return (
-        f"SELECT p.* FROM unnest({messages}::uuid[]) AS m(id) CROSS JOIN LATERAL (SELECT provider, "
-        "provider_message_id, message_id, segment FROM message_parts WHERE message_id = m.id OFFSET 0) AS p"
+    return f"SELECT p.* FROM unnest({messages}::uuid[]) AS m(id) " + probe_per_key(
+        "SELECT provider, provider_message_id, message_id, segment FROM message_parts WHERE message_id = m.id", "p"
     )
 
 
 RECEIPTS_OF = (  # $1 messages, $2 the whole-message segment
-    f"SELECT {receipt_of_part('$2')} FROM ({parts_of_messages('$1')}) AS p {RECEIPT_OF_PART}"
+    f"SELECT {receipt_of_part('$2')} FROM ({parts_of_messages('$1')}) AS p {PART_RECEIPTS}"
 )
 
 # `DispatchQueue.dispatch`: $1 provider; attempts ($2 message, $3 attempt, $4 how, $5 ids as JSON); parts ($6 provider
@@ -386,8 +381,9 @@ DISPATCH = (
     f"SELECT {receipt_of_part('$11')} FROM ("
     f"{parts_of_messages('$9')} "
     "UNION ALL SELECT $1, n.provider_message_id, n.message_id, n.segment FROM new_parts n WHERE NOT EXISTS "
+    # OFFSET 0 keeps NOT EXISTS a probe per new part (as a join, the plan hashed every part of the provider)
     "(SELECT 1 FROM message_parts e WHERE e.provider = $1 AND e.provider_message_id = n.provider_message_id OFFSET 0)"
-    f") AS p {RECEIPT_OF_PART}"
+    f") AS p {PART_RECEIPTS}"
 )
 
 

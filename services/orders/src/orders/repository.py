@@ -14,7 +14,7 @@ import asyncpg
 from contracts.orders import Customer
 from contracts.statuses import CurrentStatuses, StatusRef, StatusType
 from orders.domain import Applied, Change, DetailsChange, Order, Outcome
-from servicekit.db import DbConnection
+from servicekit.db import DbConnection, probe_per_key
 from servicekit.outbox import OutboxRecord, outbox_arguments, outbox_insert
 from servicekit.retention import Purge, batch_delete, counted
 
@@ -50,31 +50,25 @@ def _order(row: asyncpg.Record) -> Order:
 
 
 STATUS_COLUMNS = "partner_id, order_id, type, code, name, occurred_at, source_sequence, recorded_at, entered_at"
-# Every lookup by a batch of keys is driven from the keys, one index probe each: a `LATERAL (... OFFSET 0)` the
-# planner cannot flatten into a join. As a plain join, the plan asyncpg's prepared statement cached while the table
-# was small (a sequential scan hashed against the keys) stayed in use after the table had grown tenfold, until
-# autovacuum analyzed it: 9 ms a call instead of 0.7 in the bench's rates after its full-speed rounds
-# (`tests/test_batch_lookup_plans.py`).
-LOAD_STATUSES = (
-    f"SELECT s.* FROM unnest($1::text[], $2::text[]) AS k(p, o) CROSS JOIN LATERAL (SELECT {STATUS_COLUMNS} "
-    "FROM order_statuses WHERE partner_id = k.p AND order_id = k.o OFFSET 0) AS s"
+# The lookups by a batch of keys probe an index per key in every plan (`probe_per_key` says why).
+LOAD_STATUSES = "SELECT s.* FROM unnest($1::text[], $2::text[]) AS k(p, o) " + probe_per_key(
+    f"SELECT {STATUS_COLUMNS} FROM order_statuses WHERE partner_id = k.p AND order_id = k.o", "s"
 )
 # The statuses of the orders ($1, $2) and which of the events $4 the consumer $3 claimed before (rows with only
 # `claimed` set).
 LOAD_STATUSES_AND_CLAIMS = (
     f"SELECT s.*, NULL::text AS claimed FROM ({LOAD_STATUSES}) AS s "
     "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p.event_id "
-    "FROM unnest($4::text[]) AS c(event_id) CROSS JOIN LATERAL (SELECT event_id FROM processed_events "
-    "WHERE consumer = $3 AND event_id = c.event_id OFFSET 0) AS p"
+    "FROM unnest($4::text[]) AS c(event_id) "
+    + probe_per_key("SELECT event_id FROM processed_events WHERE consumer = $3 AND event_id = c.event_id", "p")
 )
 
 
 def _orders_of_keys(lock: str) -> str:
     """The orders of the keys ($1, $2), probed (and with `lock`, locked) in the keys' order, which `_load` sorts: two
-    batches never deadlock on the same orders. (The lateral subquery runs once per key, in the array's order.)"""
-    return (
-        "SELECT o.* FROM unnest($1::text[], $2::text[]) AS k(p, o) CROSS JOIN LATERAL (SELECT "
-        f"{ORDER_COLUMNS} FROM orders WHERE partner_id = k.p AND order_id = k.o OFFSET 0 {lock}) AS o"
+    batches never deadlock on the same orders."""
+    return "SELECT o.* FROM unnest($1::text[], $2::text[]) AS k(p, o) " + probe_per_key(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE partner_id = k.p AND order_id = k.o", "o", lock
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from servicekit.db import DbConnection, as_columns
+from servicekit.db import DbConnection, as_columns, probe_per_key
 from servicekit.retention import Purge, batch_delete, counted
 from webhooks.domain import Endpoint
 
@@ -282,13 +282,15 @@ CLAIM_SQL = """
     """
 
 
-# An index probe per (endpoint, order) in every plan: as a join, the plan cached while the table was small read every
-# pending message and hashed it against the keys, and kept doing so after the table had grown
-# (`tests/test_batch_lookup_plans.py`).
+# An index probe per (endpoint, order) in every plan (`probe_per_key` says why).
 PENDING_SEQUENCES = (
     "SELECT m.endpoint_id, m.order_id, m.sequence FROM unnest($1::text[], $2::text[]) AS k(endpoint_id, order_id) "
-    "CROSS JOIN LATERAL (SELECT endpoint_id, order_id, sequence FROM messages WHERE endpoint_id = k.endpoint_id "
-    "AND order_id = k.order_id AND state = 'pending' OFFSET 0 FOR SHARE) AS m"
+    + probe_per_key(
+        "SELECT endpoint_id, order_id, sequence FROM messages "
+        "WHERE endpoint_id = k.endpoint_id AND order_id = k.order_id AND state = 'pending'",
+        "m",
+        "FOR SHARE",
+    )
 )
 
 
