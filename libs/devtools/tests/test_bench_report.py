@@ -171,6 +171,14 @@ def test_the_cost_phases_alone_have_their_own_table() -> None:
     del report["full_speed"], report["with_orders"]
     report["targets"] = targets_of_cost(report)
     lines = cost_table(report).splitlines()
+    assert lines[0].startswith("platform, publish -> SmsDispatched (ms):")
+    assert lines[1].startswith("    100 ev/s (achieved    99.0):    40.0    79.0    80.0 |")
+    assert any(line.startswith("floor, publish -> SmsDispatched (ms):") for line in lines)
+    assert "batches (consumers and outbox relays): records per batch / ms per batch" in lines
+    cost = lines.index(
+        "cost per upstream event (issue 34): the platform beside the floor (devtools.bench_cost says how)"
+    )
+    lines = lines[cost:]
     assert lines[1] == "  100 ev/s"
     assert lines[2] == (
         "    platform  CPU 3.683 ms/event (services 1.25, PostgreSQL 1.25, Kafka 1.183 above the broker alone, 1.25 in "

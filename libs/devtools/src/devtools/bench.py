@@ -707,6 +707,18 @@ class Bench:
                 row = await self.latency_of(platform.prefix, delivered, producer, rate, f"{tag}{rate}")
         return row | ({"cost": cost} if meter else {})
 
+    async def analyze(self, platform: Platform) -> None:
+        """ANALYZE every service's database, as autovacuum does within a minute of a load. The phases after the
+        warm-up then run on a warmed-up system's plans: without statistics, orders' lock of a batch's orders probed
+        the index of the partner's orders by update time, reading the partner's whole range for each key (4-24 ms a
+        call at 1,000 ev/s; docs/performance.md, issue 34)."""
+        for service in SERVICES:
+            conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
+            try:
+                await conn.execute("ANALYZE")
+            finally:
+                await conn.close()
+
     def exactly_once(self, platform: Platform) -> dict[str, int]:
         """Every SMS the platform was sent work for, handed to the provider exactly once over the whole run."""
         handed_over = Counter(sms["id"] for sms in platform.sent_sms())
@@ -1173,13 +1185,7 @@ async def whole_run_phases(
     report["latency"] = []
     meter = platform_meter(infrastructure, platform)
     for rate in RATES:
-        say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
-        cpu: dict[str, Any] = {}
-        counts = await pipeline_counts(platform)
-        with profiled(platform, profiles / f"{rate}-per-second"):
-            report["latency"].append(await bench.latency(platform, producer, rate, cpu, meter=meter))
-        report["latency"][-1]["batches"] = batch_means(counts, await pipeline_counts(platform))
-        report["latency"][-1]["cpu"] = cpu
+        report["latency"].append(await latency_measured(bench, platform, producer, rate, profiles, meter))
     report["rest"] = await rest_phase(meter, "the platform")
     say(f"floor pipeline: {FULL_SPEED_ORDERS} orders at full speed, then {RATES} events/s, then at rest")
     report["floor"] = await bench.floor_phases(producer, sizes)
@@ -1287,6 +1293,7 @@ async def warmed_up(
     try:
         say(f"warm-up: {WARMUP_ORDERS} orders")
         await bench.full_speed(platform, producer, WARMUP_ORDERS, "warm", rounds=1)
+        await bench.analyze(platform)
         yield producer
     finally:
         await producer.stop()
@@ -1309,6 +1316,18 @@ async def full_speed_measured(
     return result | ({"cost": cost} if meter else {})
 
 
+async def latency_measured(
+    bench: Bench, platform: Platform, producer: AIOKafkaProducer, rate: int, profiles: Path, meter: CostMeter
+) -> dict[str, Any]:
+    """The latency at `rate` with its CPU, its consumers' and relays' batches, and its cost per event (issue 34)."""
+    say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
+    cpu: dict[str, Any] = {}
+    counts = await pipeline_counts(platform)
+    with profiled(platform, profiles / f"{rate}-per-second"):
+        latency = await bench.latency(platform, producer, rate, cpu, meter=meter)
+    return latency | {"cpu": cpu, "batches": batch_means(counts, await pipeline_counts(platform))}
+
+
 async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastructure, when: str) -> dict[str, Any]:
     """`BENCH_ONLY=cost`: issue 34's phases alone: the platform and the floor at the fixed rates and at rest."""
     report: dict[str, Any] = {"latency": []}
@@ -1319,11 +1338,7 @@ async def cost_alone(bench: Bench, platform: Platform, infrastructure: Infrastru
         sizes = await bench.record_sizes(platform)
         meter = platform_meter(infrastructure, platform)
         for rate in RATES:
-            say(f"latency at {rate} events/s for {RATE_SECONDS:.0f} s")
-            cpu: dict[str, Any] = {}
-            with profiled(platform, profiles / f"{rate}-per-second"):
-                latency = await bench.latency(platform, producer, rate, cpu, meter=meter)
-            report["latency"].append(latency | {"cpu": cpu})
+            report["latency"].append(await latency_measured(bench, platform, producer, rate, profiles, meter))
         report["rest"] = await rest_phase(meter, "the platform")
         say(f"floor pipeline: {RATES} events/s, then at rest")
         report["floor"] = await bench.floor_phases(producer, sizes, full_speed=False)

@@ -209,16 +209,8 @@ def table(report: dict[str, Any]) -> str:
         f"raw aiokafka relay, same four topics: {raw['records_per_second']} records/s "
         f"(median of {', '.join(str(r) for r in raw['rounds_records_per_second'])}); "
         f"platform events/s over raw relay: {report['platform_vs_raw_relay']:.1%}",
-        "latency upstream publish -> SmsDispatched (ms):   p50     p95     p99   "
-        "| orders p99  campaigns p99  notifier p99",
+        *_latency_lines("latency upstream publish -> SmsDispatched (ms)", report["latency"]),
     ]
-    for row in report["latency"]:
-        total, hops = row["publish_to_dispatched_ms"], row["per_hop_ms"]
-        lines.append(
-            f"  {row['target_events_per_second']:>5} ev/s (achieved {row['achieved_events_per_second']:>7}): "
-            f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
-            f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
-        )
     alone = report["stages_alone"]
     lines.append(
         f"each stage alone: orders {alone['orders_alone']['status_changes_per_second']} status changes/s "
@@ -278,6 +270,18 @@ def _cpu_lines(phases: list[tuple[str, dict[str, Any]]]) -> list[str]:
             + ", ".join(f"{name} {seconds}" for name, seconds in cpu["cpu_seconds"].items())
             + f"; both cores {machine['user_share']:.0%} user, {machine['system_share']:.0%} kernel, "
             f"{machine['idle_share']:.0%} idle; {machine['context_switches_per_second']} context switches/s"
+        )
+    return lines
+
+
+def _latency_lines(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{title}:   p50     p95     p99   | orders p99  campaigns p99  notifier p99"]
+    for row in rows:
+        total, hops = row["publish_to_dispatched_ms"], row["per_hop_ms"]
+        lines.append(
+            f"  {row['target_events_per_second']:>5} ev/s (achieved {row['achieved_events_per_second']:>7}): "
+            f"{total['p50']!s:>7} {total['p95']!s:>7} {total['p99']!s:>7} | {hops['orders']['p99']!s:>10} "
+            f"{hops['campaigns']['p99']!s:>13} {hops['notifier']['p99']!s:>13}"
         )
     return lines
 
@@ -474,6 +478,9 @@ def cost_table(report: dict[str, Any]) -> str:
     """The table of `BENCH_ONLY=cost`: issue 34's figures, the exactly-once count and the targets."""
     once = report["exactly_once"]
     return "\n".join([
+        *_latency_lines("platform, publish -> SmsDispatched (ms)", report["latency"]),
+        *_latency_lines("floor, publish -> SmsDispatched (ms)", report["floor"]["latency"]),
+        *_batch_lines([(f"{row['target_events_per_second']} ev/s", row["batches"]) for row in report["latency"]]),
         *cost_lines(report),
         f"exactly once: {once['sms_expected']} SMS expected, {once['duplicates']} twice, {once['missing']} missing",
         "issue 34's targets (ratios within this run):",
