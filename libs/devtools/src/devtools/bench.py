@@ -627,8 +627,7 @@ class Bench:
             "template": "{{ customer.name }}, у нас для вас предложение",
             "quiet_hours": "deliver_immediately",
         }
-        conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database("campaigns")))
-        try:
+        async with self.database(platform, "campaigns") as conn:
             for partner in PARTNERS:
                 async with platform.client("campaigns", partner) as campaigns:
                     created = await campaigns.post("/v1/campaigns", json=campaign)
@@ -638,8 +637,6 @@ class Bench:
                 if count > 1:
                     async with conn.transaction():
                         await conn.execute(PRELOAD_CAMPAIGNS_SQL, first, count - 1, NOTIFY_CHANNEL)
-        finally:
-            await conn.close()
         # The service loads each announced campaign by id: a few thousand single-row reads.
         await asyncio.sleep(5)
 
@@ -653,21 +650,17 @@ class Bench:
             ("orders", PRELOAD_ORDERS_SQL, (count, partners)),
             ("campaigns", PRELOAD_EVALUATIONS_SQL, (count, partners, [c["name"] for c in CAMPAIGNS])),
         ):
-            conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
-            try:
+            async with self.database(platform, service) as conn:
                 async with conn.transaction():
                     await conn.execute(sql, *arguments)
                 await conn.execute("ANALYZE")
-            finally:
-                await conn.close()
 
     async def explain_hot_queries(self, platform: Platform) -> dict[str, list[str]]:
         """The plans, at the preloaded size, of the statements each hop runs per batch (generic plans: the
         statement prepared once, as asyncpg does, and planned without its values)."""
         plans: dict[str, list[str]] = {}
         for service, statements in HOT_QUERIES.items():
-            conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
-            try:
+            async with self.database(platform, service) as conn:
                 await conn.execute("SET plan_cache_mode = force_generic_plan")
                 for name, sql in statements.items():
                     parameters = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
@@ -681,8 +674,6 @@ class Bench:
                     except asyncpg.PostgresError as error:
                         plans[f"{service} {name}"] = [f"not explained: {error}"]
                         await conn.execute("DEALLOCATE ALL")
-            finally:
-                await conn.close()
         return plans
 
     # --- latency ------------------------------------------------------------------------------
@@ -707,17 +698,23 @@ class Bench:
                 row = await self.latency_of(platform.prefix, delivered, producer, rate, f"{tag}{rate}")
         return row | ({"cost": cost} if meter else {})
 
+    @contextlib.asynccontextmanager
+    async def database(self, platform: Platform, service: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection to `service`'s database, closed after the block."""
+        conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
     async def analyze(self, platform: Platform) -> None:
         """ANALYZE every service's database, as autovacuum does within a minute of a load. The phases after the
         warm-up then run on a warmed-up system's plans: without statistics, orders' lock of a batch's orders probed
         the index of the partner's orders by update time, reading the partner's whole range for each key (4-24 ms a
         call at 1,000 ev/s; docs/performance.md, issue 34)."""
         for service in SERVICES:
-            conn = await asyncpg.connect(database_dsn(self.infrastructure.postgres_dsn, platform.database(service)))
-            try:
+            async with self.database(platform, service) as conn:
                 await conn.execute("ANALYZE")
-            finally:
-                await conn.close()
 
     def exactly_once(self, platform: Platform) -> dict[str, int]:
         """Every SMS the platform was sent work for, handed to the provider exactly once over the whole run."""

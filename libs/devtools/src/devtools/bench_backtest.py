@@ -24,11 +24,10 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from devtools.platform import Platform, database_dsn
+from devtools.platform import Platform
 
 if TYPE_CHECKING:
     from devtools.bench import Bench
@@ -91,12 +90,9 @@ async def vacuumed(bench: Bench, platform: Platform) -> None:
 
     say("VACUUM ANALYZE and CHECKPOINT of the orders and campaigns databases, as a month-old history has long been")
     for service in ("orders", "campaigns"):
-        conn = await asyncpg.connect(database_dsn(bench.infrastructure.postgres_dsn, platform.database(service)))
-        try:
+        async with bench.database(platform, service) as conn:
             await conn.execute("VACUUM (ANALYZE)", timeout=1800)
             await conn.execute("CHECKPOINT", timeout=1800)
-        finally:
-            await conn.close()
 
 
 async def backtest_phase(bench: Bench, platform: Platform, producer: AIOKafkaProducer) -> dict[str, Any]:

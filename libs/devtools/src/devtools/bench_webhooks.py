@@ -27,12 +27,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from contracts.topics import Topic, prefixed
 from devtools.bench_accounting import process_usage
-from devtools.platform import Platform, database_dsn, free_port
+from devtools.platform import Platform, free_port
 from devtools.webhook_receiver import ENDPOINTS, Receiver, register
 from servicekit.ops import read_topic
 
@@ -200,23 +199,17 @@ async def preload_dead(bench: Bench, platform: Platform, partner: str, url: str,
         created = await webhooks.post(ENDPOINTS, json={"url": url, "event_types": ["order.status_changed"]})
     created.raise_for_status()
     body = json.dumps({"type": "order.status_changed", "version": 1, "event_id": "dead", "padding": "x" * 800})
-    conn = await asyncpg.connect(database_dsn(bench.infrastructure.postgres_dsn, platform.database("webhooks")))
-    try:
+    async with bench.database(platform, "webhooks") as conn:
         async with conn.transaction():
             await conn.execute(PRELOAD_DEAD_SQL, count, created.json()["id"], partner, body)
         await conn.execute("ANALYZE messages")
-    finally:
-        await conn.close()
     await asyncio.sleep(2)  # the dispatcher finds them
 
 
 async def dead_attempts(bench: Bench, platform: Platform) -> int:
     """The attempts made at the dead endpoint so far: what the service spent on it meanwhile."""
-    conn = await asyncpg.connect(database_dsn(bench.infrastructure.postgres_dsn, platform.database("webhooks")))
-    try:
+    async with bench.database(platform, "webhooks") as conn:
         return int(await conn.fetchval("SELECT count(*) FROM attempts WHERE message_id LIKE 'msg_dead_%'"))
-    finally:
-        await conn.close()
 
 
 def _received(receivers: dict[str, Receiver]) -> int:
