@@ -44,7 +44,7 @@ from contracts.orders import Customer, OrderSnapshot, OrderStatusChanged
 from contracts.statuses import CurrentStatuses, StatusRef
 from contracts.topics import Topic, prefixed
 from devtools.bench_accounting import cpu_used, service_processes
-from devtools.platform import Platform, database_dsn
+from devtools.platform import Platform
 from servicekit.ops import read_topic
 
 if TYPE_CHECKING:
@@ -260,11 +260,9 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
     from devtools.bench import FULL_SPEED_ORDERS, FULL_SPEED_ROUNDS, PARTNERS, median_round, say
 
     phase_started = time.monotonic()
-    dsn = database_dsn(bench.infrastructure.postgres_dsn, platform.database("campaigns"))
-    campaigns = await define_journeys(platform, dsn, PARTNERS)
-    say(f"journeys: {JOURNEY_PENDING:,} timers pending copied into a table of their own")
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with bench.database(platform, "campaigns") as conn:
+        campaigns = await define_journeys(platform, conn, PARTNERS)
+        say(f"journeys: {JOURNEY_PENDING:,} timers pending copied into a table of their own")
         started = time.monotonic()
         await copy_pending(conn, campaigns, JOURNEY_PENDING)
         copied = time.monotonic()
@@ -300,8 +298,6 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
             due = await due_runs(bench, platform, conn, campaigns)
         due["cpu"] = cpu
         peaks["with"].append(read_peaks(platform))
-    finally:
-        await conn.close()
     without, with_pending = median_round(rounds["without"]), median_round(rounds["with"])
     peak_rss = {kind: _largest(found) for kind, found in peaks.items()}
     return {
@@ -327,7 +323,9 @@ async def journeys_phase(bench: Bench, platform: Platform, producer: AIOKafkaPro
     }
 
 
-async def define_journeys(platform: Platform, dsn: str, partners: Sequence[str]) -> list[JourneyCampaign]:
+async def define_journeys(
+    platform: Platform, conn: asyncpg.Connection, partners: Sequence[str]
+) -> list[JourneyCampaign]:
     """The reminder journey of each partner, through the API (create, activate), and its stored version."""
     ids = []
     for partner in partners:
@@ -336,11 +334,7 @@ async def define_journeys(platform: Platform, dsn: str, partners: Sequence[str])
             created.raise_for_status()
             ids.append(created.json()["id"])
             (await client.post(f"/v1/campaigns/{ids[-1]}/activate")).raise_for_status()
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT id, partner_id, version FROM campaigns WHERE id = ANY($1::text[])", ids)
-    finally:
-        await conn.close()
+    rows = await conn.fetch("SELECT id, partner_id, version FROM campaigns WHERE id = ANY($1::text[])", ids)
     found = {row["id"]: JourneyCampaign(row["id"], row["partner_id"], row["version"]) for row in rows}
     return [found[campaign_id] for campaign_id in ids]
 
